@@ -1,0 +1,1 @@
+"""Redis-backed state: user directory, apps, dedup, inbox, idempotency keys, flow counters."""

@@ -1,0 +1,96 @@
+"""The user directory: a unified user id bound to channel addresses, with attributes.
+
+Redis layout (prefix `sb:`): `sb:user:{id}` hash holding the profile as JSON under `p`;
+`sb:users` set of every id; `sb:tag:{tag}` set of ids per tag.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.asyncio import Redis
+
+from processors.records import ChannelName, Name
+
+USER_KEY = "sb:user:{}"
+ALL_USERS = "sb:users"
+TAG_KEY = "sb:tag:{}"
+
+
+class User(BaseModel):
+    """A person Switchboard can reach, with the addresses bound to each channel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: Name
+    name: str = ""
+    timezone: str = "Asia/Shanghai"
+    locale: str = "zh-CN"
+    tags: tuple[Name, ...] = ()
+    channel_pref: ChannelName | None = None
+    bindings: dict[ChannelName, str] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name such as Asia/Shanghai)") from exc
+        return value
+
+
+class UserDirectory:
+    """Reads and writes users in Redis; the client is passed in."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def upsert(self, users: Sequence[User]) -> None:
+        """Write profiles and keep tag sets in step (old tags of a changed user are removed)."""
+        if not users:
+            return
+        previous = await self.get_many([u.user_id for u in users])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                old = previous.get(user.user_id)
+                if old is not None:
+                    for tag in set(old.tags) - set(user.tags):
+                        pipe.srem(TAG_KEY.format(tag), user.user_id)
+                pipe.hset(USER_KEY.format(user.user_id), "p", user.model_dump_json())
+                pipe.sadd(ALL_USERS, user.user_id)
+                for tag in user.tags:
+                    pipe.sadd(TAG_KEY.format(tag), user.user_id)
+            await pipe.execute()
+
+    async def get_many(self, user_ids: Iterable[str]) -> dict[str, User]:
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id in ids:
+                pipe.hget(USER_KEY.format(user_id), "p")
+            raw = await pipe.execute()
+        return {
+            user_id: User.model_validate(json.loads(value))
+            for user_id, value in zip(ids, raw, strict=True)
+            if value is not None
+        }
+
+    async def ids_with_tags(self, tags: Sequence[str]) -> list[str]:
+        """Every user holding any of the tags, in a stable order."""
+        members = await self._redis.sunion([TAG_KEY.format(t) for t in tags])
+        return sorted(_text(m) for m in members)
+
+    async def all_ids(self) -> list[str]:
+        return sorted(_text(m) for m in await self._redis.smembers(ALL_USERS))
+
+    async def count(self) -> int:
+        return int(await self._redis.scard(ALL_USERS))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
