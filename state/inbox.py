@@ -1,0 +1,121 @@
+"""The in-app inbox: a bounded, newest-first list of messages per user, kept in Redis.
+
+Layout: `sb:inbox:{user}` sorted set (score = created time) of message ids, and
+`sb:inbox:{user}:m` hash of message id -> message JSON. Unread ids live in `sb:inbox:{user}:unread`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+
+from processors.records import Category
+
+_INDEX = "sb:inbox:{}"
+_MESSAGES = "sb:inbox:{}:m"
+_UNREAD = "sb:inbox:{}:unread"
+
+# Store a message and trim the oldest beyond the bound, atomically, so two workers writing
+# to one user cannot leave the index and the message hash out of step.
+_ADD = """
+local index, messages, unread = KEYS[1], KEYS[2], KEYS[3]
+local id, score, body, bound = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if redis.call('HSETNX', messages, id, body) == 0 then return 0 end
+redis.call('ZADD', index, score, id)
+redis.call('SADD', unread, id)
+local excess = redis.call('ZCARD', index) - bound
+if excess > 0 then
+  local old = redis.call('ZRANGE', index, 0, excess - 1)
+  redis.call('ZREMRANGEBYRANK', index, 0, excess - 1)
+  redis.call('HDEL', messages, unpack(old))
+  redis.call('SREM', unread, unpack(old))
+end
+return 1
+"""
+
+
+class InboxMessage(BaseModel):
+    """A message as the inbox holds it, with what a receipt needs to name it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str
+    title: str
+    body: str
+    link: str = ""
+    app: str
+    event_id: str
+    template: str
+    category: Category
+    campaign: str = ""
+    rule_id: str = ""
+    rule_version: str = ""
+    created_at: datetime
+    read_at: datetime | None = None
+    clicked_at: datetime | None = None
+
+
+class Inbox:
+    """Per-user inboxes with a bound on how many messages each keeps."""
+
+    def __init__(self, redis: Redis, max_per_user: int = 200) -> None:
+        if max_per_user < 1:
+            raise ValueError(f"max_per_user must be at least 1, got {max_per_user}")
+        self._redis = redis
+        self._bound = max_per_user
+        self._add = redis.register_script(_ADD)
+
+    async def add(self, user_id: str, message: InboxMessage) -> bool:
+        """Store the message; False when it was already there (a redelivery)."""
+        keys = [_INDEX.format(user_id), _MESSAGES.format(user_id), _UNREAD.format(user_id)]
+        args = [message.message_id, message.created_at.timestamp(), message.model_dump_json(), self._bound]
+        return bool(await self._add(keys=keys, args=args))
+
+    async def list(self, user_id: str, limit: int = 20, offset: int = 0) -> list[InboxMessage]:
+        ids = await self._redis.zrevrange(_INDEX.format(user_id), offset, offset + limit - 1)
+        if not ids:
+            return []
+        bodies = await self._redis.hmget(_MESSAGES.format(user_id), ids)
+        return [InboxMessage.model_validate_json(b) for b in bodies if b is not None]
+
+    async def get(self, user_id: str, message_id: str) -> InboxMessage | None:
+        body = await self._redis.hget(_MESSAGES.format(user_id), message_id)
+        return None if body is None else InboxMessage.model_validate_json(body)
+
+    async def unread_count(self, user_id: str) -> int:
+        return int(await self._redis.scard(_UNREAD.format(user_id)))
+
+    async def total(self, user_id: str) -> int:
+        return int(await self._redis.zcard(_INDEX.format(user_id)))
+
+    async def mark_read(self, user_id: str, message_id: str) -> tuple[InboxMessage | None, bool]:
+        """Returns the message (None if unknown) and whether this call is the first read."""
+        message = await self.get(user_id, message_id)
+        if message is None:
+            return None, False
+        first = bool(await self._redis.srem(_UNREAD.format(user_id), message_id))
+        if first:
+            message = message.model_copy(update={"read_at": datetime.now(UTC)})
+            await self._redis.hset(_MESSAGES.format(user_id), message_id, message.model_dump_json())
+        return message, first
+
+    async def mark_clicked(self, user_id: str, message_id: str) -> tuple[InboxMessage | None, bool]:
+        """A click implies a read. Returns the message and whether this call is the first click."""
+        message, _ = await self.mark_read(user_id, message_id)
+        if message is None:
+            return None, False
+        if message.clicked_at is not None:
+            return message, False
+        message = message.model_copy(update={"clicked_at": datetime.now(UTC)})
+        await self._redis.hset(_MESSAGES.format(user_id), message_id, message.model_dump_json())
+        return message, True
+
+    async def delete(self, user_id: str, message_id: str) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(_INDEX.format(user_id), message_id)
+            pipe.hdel(_MESSAGES.format(user_id), message_id)
+            pipe.srem(_UNREAD.format(user_id), message_id)
+            removed, _, _ = await pipe.execute()
+        return bool(removed)
