@@ -1,0 +1,246 @@
+"""Message templates: one YAML file per template, one part per channel, rendered in a jinja2 sandbox.
+
+Every file is checked when the catalog loads (unknown keys, syntax errors, variables a part uses but
+the file does not declare), so a bad template fails at start-up, not half-way through a campaign.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from jinja2 import StrictUndefined, meta
+from jinja2 import Template as JinjaTemplate
+from jinja2 import TemplateSyntaxError as JinjaSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from state.users import User
+
+TemplateChannel = Literal["email", "inbox", "webhook", "sms"]
+# The variable every part may use besides the declared ones: the recipient's public profile.
+USER_VARIABLE = "user"
+
+
+class TemplateError(ValueError):
+    """A template that cannot load or render; the message names the file or template and the part."""
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmailPart(_Part):
+    subject: str
+    text: str
+    html: str | None = None
+
+
+class InboxPart(_Part):
+    title: str
+    body: str
+    link: str | None = None
+
+
+class WebhookPart(_Part):
+    body: str
+
+
+class SmsPart(_Part):
+    text: str
+
+
+class TemplateFile(BaseModel):
+    """The schema of one `templates/*.yaml` file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    variables: list[str] = []
+    optional: list[str] = []
+    email: EmailPart | None = None
+    inbox: InboxPart | None = None
+    webhook: WebhookPart | None = None
+    sms: SmsPart | None = None
+
+    @field_validator("variables", "optional")
+    @classmethod
+    def _identifiers(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name.isidentifier() or keyword.iskeyword(name):
+                raise ValueError(f"{name!r} is not a valid variable name")
+            if name == USER_VARIABLE:
+                raise ValueError(f"{USER_VARIABLE!r} is reserved for the recipient's profile")
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate names in {names}")
+        return names
+
+    def parts(self) -> dict[TemplateChannel, _Part]:
+        found: dict[TemplateChannel, _Part | None] = {
+            "email": self.email, "inbox": self.inbox, "webhook": self.webhook, "sms": self.sms,
+        }
+        return {channel: part for channel, part in found.items() if part is not None}
+
+
+class RenderedMessage(BaseModel):
+    """A template rendered for one channel: the fields that channel needs, the others empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    template: str
+    channel: str
+    subject: str = ""
+    text: str = ""
+    html: str | None = None
+    title: str = ""
+    body: str = ""
+    link: str = ""
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A loaded template: its declared variables and each channel's compiled fields."""
+
+    name: str
+    source: Path
+    description: str
+    required: frozenset[str]
+    optional: frozenset[str]
+    parts: dict[str, dict[str, JinjaTemplate]]
+
+
+class TemplateCatalog:
+    """Every template of a folder, validated at load time and rendered in a sandbox."""
+
+    def __init__(self, folder: Path) -> None:
+        # Two environments because only HTML is escaped: text, SMS and JSON bodies must stay verbatim.
+        self._plain = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self._html = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+        if not folder.is_dir():
+            raise TemplateError(f"template folder {folder} does not exist")
+        self._templates: dict[str, _Compiled] = {}
+        for path in sorted(folder.glob("*.yaml")):
+            compiled = self._load(path)
+            self._templates[compiled.name] = compiled
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._templates)
+
+    def __contains__(self, template: object) -> bool:
+        return template in self._templates
+
+    def channels_of(self, template: str) -> frozenset[str]:
+        """The channels the template has a part for."""
+        return frozenset(self._get(template).parts)
+
+    def check_data(self, template: str, data: Mapping[str, Any]) -> list[str]:
+        """Problems that would stop the template rendering with this data; empty when it is fine."""
+        compiled = self._templates.get(template)
+        if compiled is None:
+            return [f"unknown template {template!r} (known: {', '.join(self.names) or 'none'})"]
+        missing = sorted(compiled.required - data.keys())
+        if missing:
+            return [f"template {template!r} needs variable(s) {', '.join(missing)}"]
+        return []
+
+    def render(
+        self, template: str, channel: str, data: Mapping[str, Any], user: User | None
+    ) -> RenderedMessage:
+        """Render every field of the channel's part, or raise TemplateError: never half a message."""
+        compiled = self._get(template)
+        fields = compiled.parts.get(channel)
+        if fields is None:
+            have = ", ".join(sorted(compiled.parts)) or "none"
+            raise TemplateError(f"template {template!r} has no {channel!r} part (it has: {have})")
+        problems = self.check_data(template, data)
+        if problems:
+            raise TemplateError("; ".join(problems))
+        context = _context(compiled, data, user)
+        rendered: dict[str, str] = {}
+        for field, jinja in fields.items():
+            try:
+                rendered[field] = jinja.render(context)
+            except Exception as exc:  # a template can raise anything its expressions do
+                raise TemplateError(
+                    f"template {template!r} {channel}.{field}: {type(exc).__name__}: {exc}"
+                ) from exc
+        if channel == "webhook":
+            try:
+                json.loads(rendered["body"])
+            except ValueError as exc:
+                raise TemplateError(
+                    f"template {template!r} webhook.body did not render to JSON ({exc}); "
+                    "insert values with the tojson filter"
+                ) from exc
+        return RenderedMessage(template=template, channel=channel, **rendered)
+
+    def _get(self, template: str) -> _Compiled:
+        compiled = self._templates.get(template)
+        if compiled is None:
+            raise TemplateError(f"unknown template {template!r} (known: {', '.join(self.names) or 'none'})")
+        return compiled
+
+    def _load(self, path: Path) -> _Compiled:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise TemplateError(f"{path}: cannot read: {exc}") from exc
+        try:
+            spec = TemplateFile.model_validate(raw if raw is not None else {})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}" for err in exc.errors()
+            )
+            raise TemplateError(f"{path}: {problems}") from exc
+        overlap = set(spec.variables) & set(spec.optional)
+        if overlap:
+            raise TemplateError(f"{path}: {sorted(overlap)} listed in both variables and optional")
+        if not spec.parts():
+            raise TemplateError(f"{path}: no channel part (add email, inbox, webhook or sms)")
+        declared = set(spec.variables) | set(spec.optional) | {USER_VARIABLE}
+        parts: dict[str, dict[str, JinjaTemplate]] = {}
+        for channel, part in spec.parts().items():
+            fields: dict[str, JinjaTemplate] = {}
+            for field, source in part.model_dump(exclude_none=True).items():
+                where = f"{path}: {channel}.{field}"
+                env = self._html if field == "html" else self._plain
+                try:
+                    used = meta.find_undeclared_variables(env.parse(source))
+                    fields[field] = env.from_string(source)
+                except JinjaSyntaxError as exc:
+                    raise TemplateError(f"{where}: line {exc.lineno}: {exc.message}") from exc
+                unknown = sorted(used - declared)
+                if unknown:
+                    raise TemplateError(
+                        f"{where} uses undeclared variable(s) {', '.join(unknown)} "
+                        "(declare them under variables or optional)"
+                    )
+            parts[channel] = fields
+        return _Compiled(
+            name=path.stem,
+            source=path,
+            description=spec.description,
+            required=frozenset(spec.variables),
+            optional=frozenset(spec.optional),
+            parts=parts,
+        )
+
+
+def _context(compiled: _Compiled, data: Mapping[str, Any], user: User | None) -> dict[str, Any]:
+    """Declared variables only; absent optional ones are None so `{% if teacher %}` works."""
+    context: dict[str, Any] = {name: data.get(name) for name in compiled.optional}
+    context.update({name: data[name] for name in compiled.required})
+    # Templates see the public profile, not the user's channel addresses.
+    context[USER_VARIABLE] = {
+        "user_id": user.user_id if user else "",
+        "name": user.name if user else "",
+        "locale": user.locale if user else "",
+        "timezone": user.timezone if user else "",
+    }
+    return context
