@@ -1,0 +1,156 @@
+"""The shared base of every channel adapter, and `deliver`: retries with backoff around one send.
+
+An adapter only sends and says how a failure should be treated (`PermanentSendError` or
+`RetryableSendError`); whether and when to try again is decided here, once for every channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from channels.templates import RenderedMessage
+from processors.records import ChannelName, Dispatch
+
+log = logging.getLogger(__name__)
+
+
+class SendResult(BaseModel):
+    """What a provider accepted: `sent` (handed over) or `delivered` (stored where the user reads it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal["sent", "delivered"]
+    provider_message_id: str
+    cost: float = 0.0
+
+
+class SendError(Exception):
+    """A send that did not go through; the message is the reason recorded in the receipt."""
+
+
+class PermanentSendError(SendError):
+    """Trying again cannot help (invalid address, refused recipient, bad request)."""
+
+
+class RetryableSendError(SendError):
+    """Trying again later may work (timeout, connection error, throttling, 5xx)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Channel(ABC):
+    """One provider of one channel. Subclasses set `channel` and `provider` and write `send`."""
+
+    channel: ClassVar[ChannelName]
+    provider: ClassVar[str]
+
+    @abstractmethod
+    async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
+        """Send once, raising PermanentSendError or RetryableSendError on failure."""
+
+    async def close(self) -> None:
+        """Release connections the adapter holds; the default holds none."""
+        return None
+
+    def __repr__(self) -> str:
+        # Only the channel and provider: adapters hold credentials that must never be printed.
+        return f"{type(self).__name__}(channel={self.channel!r}, provider={self.provider!r})"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**(n-1)))."""
+
+    max_attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError(f"delays must not be negative, got {self.base_delay} and {self.max_delay}")
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """How one delivery ended. `retryable` is True when it gave up on errors that may clear later."""
+
+    status: Literal["sent", "delivered", "failed"]
+    attempts: int
+    provider: str
+    reason: str = ""
+    cost: float = 0.0
+    provider_message_id: str = ""
+    retryable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def deliver(
+    channel: Channel,
+    message: RenderedMessage,
+    address: str,
+    dispatch: Dispatch,
+    retry: RetryPolicy,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+) -> DeliveryOutcome:
+    """Send through the channel, retrying retryable failures up to the policy's attempts."""
+    rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+    reason = ""
+    for attempt in range(1, retry.max_attempts + 1):
+        try:
+            result = await channel.send(message, address, dispatch)
+        except PermanentSendError as exc:
+            return DeliveryOutcome("failed", attempt, channel.provider, reason=str(exc))
+        except RetryableSendError as exc:
+            reason, wait = str(exc), exc.retry_after
+        except (TimeoutError, OSError) as exc:  # an adapter let a network error through
+            reason, wait = f"{type(exc).__name__}: {exc}", None
+        except Exception as exc:
+            # A bug in an adapter: retrying would repeat it; fail this message, keep the worker.
+            log.exception("%s raised unexpectedly for message %s", channel, dispatch.message_id)
+            return DeliveryOutcome(
+                "failed", attempt, channel.provider, reason=f"unexpected {type(exc).__name__}: {exc}"
+            )
+        else:
+            return DeliveryOutcome(
+                result.status, attempt, channel.provider,
+                cost=result.cost, provider_message_id=result.provider_message_id,
+            )
+        if attempt == retry.max_attempts:
+            break
+        if wait is not None and wait > retry.max_delay:
+            # The provider asks for more patience than this delivery has: hand it back for later.
+            return DeliveryOutcome(
+                "failed", attempt, channel.provider, retryable=True,
+                reason=f"{reason} (provider asked to retry after {wait:g}s, "
+                f"over the {retry.max_delay:g}s limit)",
+            )
+        delay = retry.backoff(attempt, rng)
+        await sleep(max(delay, wait) if wait is not None else delay)
+    return DeliveryOutcome(
+        "failed", retry.max_attempts, channel.provider, retryable=True,
+        reason=f"gave up after {retry.max_attempts} attempt(s): {reason}",
+    )
