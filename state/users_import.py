@@ -1,0 +1,279 @@
+"""Import users into the directory from CSV or JSON Lines, streaming, with per-row errors.
+
+CSV columns (only `user_id` is required): see `COLUMNS`. Tags are `;`-separated, `inbox` is
+yes/no/true/false/1/0. JSON Lines holds one object per line, either in the `User` model shape
+(with `bindings`) or in the flat CSV shape. Bad rows are reported and skipped; good rows are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from state.users import User, UserDirectory
+
+Format = Literal["csv", "jsonl"]
+
+COLUMNS: tuple[str, ...] = (
+    "user_id", "name", "timezone", "locale", "tags", "channel_pref", "email", "phone",
+    "push_token", "wechat_openid", "wechat_mp_openid", "inbox", "webhook",
+)
+# Flat column -> the channel its value binds.
+BINDING_COLUMNS: dict[str, str] = {
+    "email": "email",
+    "phone": "sms",
+    "push_token": "push",
+    "wechat_openid": "wechat_oa",
+    "wechat_mp_openid": "wechat_mp",
+    "webhook": "webhook",
+}
+_MODEL_FIELDS = frozenset(User.model_fields)
+_FLAT_ONLY = frozenset(COLUMNS) - _MODEL_FIELDS
+_EXTENSIONS: dict[str, Format] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_TRUE = frozenset({"yes", "true", "1", "y"})
+_FALSE = frozenset({"no", "false", "0", "n", ""})
+_PHONE_NOISE = re.compile(r"[\s\-().]")
+_CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+BATCH_SIZE = 1000
+
+
+class ImportFileError(ValueError):
+    """The file as a whole cannot be imported (unknown format, unknown or missing columns)."""
+
+
+class RowError(BaseModel):
+    """One rejected row: its line number in the file, the field at fault and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    line: int
+    field: str
+    message: str
+
+
+class ImportReport(BaseModel):
+    """What an import did: rows imported and rejected, and the errors (the first `max_errors`).
+
+    A user repeated in the file counts once per row; the last row wins."""
+
+    path: str
+    imported: int = 0
+    rejected: int = 0
+    errors: list[RowError] = []
+
+    def describe(self) -> list[str]:
+        """Errors as `file:line: field: message` lines, the way editors and CI logs read them."""
+        return [f"{self.path}:{e.line}: {e.field or '(row)'}: {e.message}" for e in self.errors]
+
+
+class _RowRejected(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+async def import_users(
+    path: str | Path,
+    directory: UserDirectory,
+    format: Format | None = None,
+    *,
+    max_errors: int = 1000,
+) -> ImportReport:
+    """Read users from `path` (format from the extension unless given) and upsert the valid ones."""
+    path = Path(path)
+    fmt = format or _format_of(path)
+    report = ImportReport(path=str(path))
+    # A dict, so a user repeated within one batch is written once, last row winning.
+    batch: dict[str, User] = {}
+    rows = _csv_rows(path) if fmt == "csv" else _jsonl_rows(path)
+    for line, parsed in rows:
+        if isinstance(parsed, _RowRejected):
+            report.rejected += 1
+            if len(report.errors) < max_errors:
+                report.errors.append(RowError(line=line, field=parsed.field, message=parsed.message))
+            continue
+        batch[parsed.user_id] = parsed
+        report.imported += 1
+        if len(batch) >= BATCH_SIZE:
+            await directory.upsert(list(batch.values()))
+            batch.clear()
+    if batch:
+        await directory.upsert(list(batch.values()))
+    return report
+
+
+def _format_of(path: Path) -> Format:
+    fmt = _EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImportFileError(
+            f"{path}: cannot tell the format from the extension {path.suffix!r}; "
+            f"use one of {', '.join(_EXTENSIONS)} or pass format='csv' or 'jsonl'"
+        )
+    return fmt
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, User | _RowRejected]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [name.strip() for name in reader.fieldnames or []]
+        if not header:
+            raise ImportFileError(f"{path}: empty file, expected a header row with {', '.join(COLUMNS)}")
+        unknown = [name for name in header if name not in COLUMNS]
+        if unknown:
+            raise ImportFileError(f"{path}:1: unknown column(s) {_with_suggestions(unknown, COLUMNS)}")
+        if "user_id" not in header:
+            raise ImportFileError(f"{path}:1: missing the required column 'user_id'")
+        reader.fieldnames = header
+        next_line = reader.line_num + 1
+        for record in reader:
+            line, next_line = next_line, reader.line_num + 1
+            if None in record:  # more cells than header columns
+                cells = len(header) + len(record[None])
+                yield line, _RowRejected("", f"{cells} cells, the header has {len(header)}")
+                continue
+            yield line, _parse(partial(_from_flat, record))
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, User | _RowRejected]]:
+    with path.open(encoding="utf-8-sig") as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield line, _RowRejected("", f"not valid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(obj, dict):
+                yield line, _RowRejected("", f"expected a JSON object, got {type(obj).__name__}")
+                continue
+            yield line, _parse(partial(_from_json_object, obj))
+
+
+def _parse(build: Callable[[], User]) -> User | _RowRejected:
+    try:
+        return build()
+    except _RowRejected as rejected:
+        return rejected
+    except ValidationError as exc:
+        return _rejection(exc, flat=False)
+
+
+def _rejection(exc: ValidationError, flat: bool) -> _RowRejected:
+    """The first pydantic error, named by its field (for flat rows, by the column it came from)."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    if flat:
+        field = _column_for(field)
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return _RowRejected(field, f"{first['msg']}{more}")
+
+
+def _from_json_object(obj: dict[str, Any]) -> User:
+    unknown = [key for key in obj if key not in _MODEL_FIELDS and key not in COLUMNS]
+    if unknown:
+        known = (*COLUMNS, "bindings")
+        raise _RowRejected(unknown[0], f"unknown field(s) {_with_suggestions(unknown, known)}")
+    flat_only = sorted(key for key in obj if key in _FLAT_ONLY)
+    if "bindings" in obj and flat_only:
+        raise _RowRejected(
+            flat_only[0], f"mixes 'bindings' with flat address fields {flat_only}; use one shape per row"
+        )
+    if flat_only or isinstance(obj.get("tags"), str):
+        return _from_flat(obj)
+    bindings = obj.get("bindings") or {}
+    if not isinstance(bindings, dict):
+        raise _RowRejected("bindings", f"expected an object of channel -> address, got {bindings!r}")
+    bindings = dict(bindings)
+    if "email" in bindings:
+        bindings["email"] = _checked_email(str(bindings["email"]), field="bindings.email")
+    if "sms" in bindings:
+        bindings["sms"] = _e164(str(bindings["sms"]), field="bindings.sms")
+    return User.model_validate({**obj, "bindings": bindings})
+
+
+def _from_flat(row: Mapping[str, Any]) -> User:
+    values = {key: value for key, value in row.items() if value is not None and value != ""}
+    profile: dict[str, Any] = {
+        key: values[key] for key in ("user_id", "name", "timezone", "locale", "channel_pref") if key in values
+    }
+    tags = values.get("tags", ())
+    profile["tags"] = [t.strip() for t in tags.split(";") if t.strip()] if isinstance(tags, str) else tags
+    bindings: dict[str, str] = {}
+    for column, channel in BINDING_COLUMNS.items():
+        if column in values:
+            bindings[channel] = str(values[column]).strip()
+    if "email" in bindings:
+        bindings["email"] = _checked_email(bindings["email"], field="email")
+    if "sms" in bindings:
+        bindings["sms"] = _e164(bindings["sms"], field="phone")
+    if _truthy(values.get("inbox", ""), field="inbox"):
+        user_id = values.get("user_id")
+        if not isinstance(user_id, str):
+            raise _RowRejected("user_id", "required to bind the inbox")
+        bindings["inbox"] = user_id
+    profile["bindings"] = bindings
+    try:
+        return User.model_validate(profile)
+    except ValidationError as exc:
+        raise _rejection(exc, flat=True) from exc
+
+
+def _truthy(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _RowRejected(field, f"expected yes/no/true/false/1/0, got {value!r}")
+
+
+def _checked_email(value: str, field: str) -> str:
+    """A minimal check (one @, a dotted domain, no spaces); the mail server has the last word."""
+    value = value.strip()
+    local, at, domain = value.partition("@")
+    labels = domain.split(".")
+    if not at or not local or "@" in domain or len(labels) < 2 or not all(labels) or re.search(r"\s", value):
+        raise _RowRejected(field, f"not an email address: {value!r}")
+    return value
+
+
+def _e164(value: str, field: str) -> str:
+    """`+` numbers as given, 11-digit Chinese mobiles as +86; anything else is rejected."""
+    digits = _PHONE_NOISE.sub("", value)
+    if _E164.fullmatch(digits):
+        return digits
+    if _CN_MOBILE.fullmatch(digits):
+        return f"+86{digits}"
+    raise _RowRejected(
+        field, f"not a phone number in E.164 (+country code) or an 11-digit Chinese mobile: {value!r}"
+    )
+
+
+def _column_for(field: str) -> str:
+    """Name a model error by the column the user wrote (bindings.sms came from `phone`)."""
+    if not field.startswith("bindings."):
+        return field
+    channel = field.removeprefix("bindings.").split(".")[0]
+    return next((column for column, bound in BINDING_COLUMNS.items() if bound == channel), field)
+
+
+def _with_suggestions(names: list[str], known: tuple[str, ...]) -> str:
+    described = []
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1)
+        described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return f"{', '.join(described)}; known: {', '.join(known)}"
