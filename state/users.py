@@ -1,7 +1,7 @@
 """The user directory: a unified user id bound to channel addresses, with attributes.
 
 Redis layout (prefix `sb:`): `sb:user:{id}` hash holding the profile as JSON under `p`;
-`sb:users` set of every id; `sb:tag:{tag}` set of ids per tag.
+`sb:users` set of every id; `sb:tag:{tag}` set of ids per tag; `sb:segment:{name}` saved segments.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from processors.records import ChannelName, Name
 USER_KEY = "sb:user:{}"
 ALL_USERS = "sb:users"
 TAG_KEY = "sb:tag:{}"
+SEGMENT_KEY = "sb:segment:{}"
 
 
 class User(BaseModel):
@@ -84,6 +85,21 @@ class UserDirectory:
         """Every user holding any of the tags, in a stable order."""
         members = await self._redis.sunion([TAG_KEY.format(t) for t in tags])
         return sorted(_text(m) for m in members)
+
+    async def segment_members(self, segment: str) -> list[str] | None:
+        """Members of a saved segment (a set operators maintain), or None if it does not exist."""
+        key = SEGMENT_KEY.format(segment)
+        if not await self._redis.exists(key):
+            return None
+        return sorted(_text(m) for m in await self._redis.smembers(key))
+
+    async def save_segment(self, segment: str, user_ids: Sequence[str]) -> None:
+        key = SEGMENT_KEY.format(segment)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if user_ids:
+                pipe.sadd(key, *user_ids)
+            await pipe.execute()
 
     async def all_ids(self) -> list[str]:
         return sorted(_text(m) for m in await self._redis.smembers(ALL_USERS))

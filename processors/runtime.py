@@ -1,0 +1,84 @@
+"""Builds the running flow from settings: real clients, the stages, the Faust app and its worker."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faust
+import httpx
+from redis.asyncio import Redis
+
+from analytics.connection import open_clickhouse
+from analytics.migrate import apply_migrations
+from analytics.sink import ReceiptSink
+from app import Settings
+from channels.base import RetryPolicy
+from channels.registry import build_channels
+from channels.templates import TemplateCatalog
+from processors.decide import Decide
+from processors.ingest import Ingest
+from processors.send import Send
+from processors.topology import FlowStages, FlowTopics, create_app, register_agents
+from processors.track import Track
+from rules.engine import AsyncRuleEngine, RuleEngine
+from rules.loader import load_ruleset
+from state.apps import AppRegistry
+from state.dedup import EventDedup
+from state.flow_counters import FlowCounters
+from state.idempotency import SendLedger
+from state.schedule import DeliverySchedule
+from state.users import UserDirectory
+
+log = logging.getLogger("switchboard.runtime")
+
+TOPICS = ("events", "dead_letter", "deliveries", "dispatch", "receipts")
+TOPIC_NAMES = {
+    "events": "events", "dead_letter": "events.deadletter", "deliveries": "deliveries",
+    "dispatch": "dispatch", "receipts": "receipts",
+}
+
+
+def topic_names(settings: Settings) -> dict[str, str]:
+    return {key: settings.topic(name) for key, name in TOPIC_NAMES.items()}
+
+
+@dataclass
+class Flow:
+    app: faust.App
+    topics: FlowTopics
+    stages: FlowStages
+
+
+def build_flow(settings: Settings) -> Flow:
+    """Everything is checked here, before the worker joins the group: rules, templates, schema."""
+    ruleset = load_ruleset(settings.rules)
+    templates = TemplateCatalog.load(settings.templates)
+    clickhouse = open_clickhouse(settings.clickhouse)
+    applied = apply_migrations(clickhouse)
+    if applied:
+        log.info("applied ClickHouse migrations %s", ", ".join(applied))
+    redis = Redis.from_url(settings.redis)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+    channels = build_channels(settings, redis, http)
+    directory = UserDirectory(redis)
+    apps = AppRegistry(redis)
+    schedule = DeliverySchedule(redis)
+    stages = FlowStages(
+        ingest=Ingest(directory, apps, templates, EventDedup(redis, settings.dedup_ttl_seconds)),
+        decide=Decide(directory, apps, AsyncRuleEngine(RuleEngine(ruleset)), schedule, frozenset(channels)),
+        send=Send(channels, templates, directory, SendLedger(redis, settings.dedup_ttl_seconds), RetryPolicy()),
+        track=Track(ReceiptSink(clickhouse)),
+        schedule=schedule,
+        counters=FlowCounters(redis),
+    )
+    app, topics = create_app(settings.app_id, settings.kafka, topic_names(settings), settings.partitions)
+    register_agents(app, topics, stages)
+    return Flow(app=app, topics=topics, stages=stages)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run one worker until SIGTERM/SIGINT; Faust stops the agents and commits what they acked."""
+    flow = build_flow(settings)
+    worker = faust.Worker(flow.app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

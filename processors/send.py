@@ -1,0 +1,89 @@
+"""Send: render the template for the channel, claim the send, deliver through the channel adapter.
+
+The claim (message, channel, step) is taken in Redis before the provider is called, so a redelivered
+dispatch never reaches a person twice. A send that gave up on a retryable error releases its claim,
+so a later redelivery may try again; a permanent failure keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from channels.base import Channel, RetryPolicy, deliver
+from channels.templates import TemplateCatalog, TemplateError
+from processors.records import Dispatch, Receipt
+from state.idempotency import SendLedger
+from state.users import User, UserDirectory
+
+
+@dataclass
+class SendResult:
+    receipts: list[Receipt] = field(default_factory=list)
+    already_sent: int = 0
+
+
+class Send:
+    """Delivers dispatches, a batch at a time, with bounded concurrency."""
+
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        templates: TemplateCatalog,
+        directory: UserDirectory,
+        ledger: SendLedger,
+        retry: RetryPolicy,
+        concurrency: int = 32,
+    ) -> None:
+        self._channels = channels
+        self._templates = templates
+        self._directory = directory
+        self._ledger = ledger
+        self._retry = retry
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def handle(self, dispatches: Sequence[Dispatch]) -> SendResult:
+        users = await self._directory.get_many(d.user_id for d in dispatches if not d.user_id.startswith("addr:"))
+        outcomes = await asyncio.gather(*(self._one(d, users.get(d.user_id)) for d in dispatches))
+        result = SendResult()
+        for receipts in outcomes:
+            if receipts is None:
+                result.already_sent += 1
+            else:
+                result.receipts.extend(receipts)
+        return result
+
+    async def _one(self, dispatch: Dispatch, user: User | None) -> list[Receipt] | None:
+        channel = self._channels.get(dispatch.channel)
+        if channel is None:
+            return [_receipt(dispatch, "failed", reason=f"no provider configured for {dispatch.channel}")]
+        try:
+            message = self._templates.render(dispatch.event.template, dispatch.channel, dispatch.event.data, user)
+        except TemplateError as exc:
+            return [_receipt(dispatch, "failed", provider=channel.provider, reason=f"template: {exc}")]
+        if not await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
+            return None
+        async with self._slots:
+            outcome = await deliver(channel, message, dispatch.address, dispatch, self._retry)
+        if outcome.status == "failed" and outcome.retryable:
+            await self._ledger.release(dispatch.message_id, dispatch.channel, dispatch.step)
+        else:
+            await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, outcome.status)
+        common = {"provider": outcome.provider, "attempt": outcome.attempts}
+        if outcome.status == "failed":
+            return [_receipt(dispatch, "failed", reason=outcome.reason, **common)]
+        receipts = [_receipt(dispatch, "sent", cost=outcome.cost, **common)]
+        if outcome.status == "delivered":
+            receipts.append(_receipt(dispatch, "delivered", **common))
+        return receipts
+
+
+def _receipt(dispatch: Dispatch, status: str, **fields: object) -> Receipt:
+    event = dispatch.event
+    return Receipt.model_validate({
+        "message_id": dispatch.message_id, "event_id": event.event_id, "app": event.app,
+        "user_id": dispatch.user_id, "channel": dispatch.channel, "status": status,
+        "rule_id": dispatch.rule_id, "rule_version": dispatch.rule_version,
+        "template": event.template, "campaign": event.campaign, **fields,
+    })

@@ -1,0 +1,159 @@
+"""The Faust app: topics, and the agents that run ingest → decide → send → track on them.
+
+Topics carry raw bytes; each agent validates with pydantic itself, so a bad record becomes a dead
+letter with a reason instead of a Faust deserialisation error that would skip it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import faust
+from pydantic import ValidationError
+
+from processors.decide import Decide
+from processors.ingest import Ingest, dead_letter_receipt
+from processors.records import Delivery, Dispatch, Receipt
+from processors.send import Send
+from processors.track import Track
+from state.flow_counters import FlowCounters
+from state.schedule import DeliverySchedule
+
+log = logging.getLogger("switchboard.flow")
+
+_Record = TypeVar("_Record", Delivery, Dispatch, Receipt)
+
+# Against the Tansu broker a worker is ready in ~5 s with these instead of ~32 s (FIELD-NOTES).
+BROKER_TIMEOUTS: dict[str, Any] = {
+    "broker_session_timeout": 6,
+    "broker_rebalance_timeout": 6,
+    "broker_heartbeat_interval": 1,
+}
+
+
+@dataclass
+class FlowStages:
+    """The stages and the state they share, built by `runtime.build_flow`."""
+
+    ingest: Ingest
+    decide: Decide
+    send: Send
+    track: Track
+    schedule: DeliverySchedule
+    counters: FlowCounters
+
+
+@dataclass
+class FlowTopics:
+    events: faust.TopicT
+    dead_letter: faust.TopicT
+    deliveries: faust.TopicT
+    dispatch: faust.TopicT
+    receipts: faust.TopicT
+
+
+def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        partitions=partitions,
+    )
+
+
+def create_app(app_id: str, broker: str, topic_names: dict[str, str], partitions: int) -> tuple[faust.App, FlowTopics]:
+    app = faust.App(
+        app_id, broker=broker, store="memory://", web_enabled=False, topic_partitions=partitions,
+        producer_acks=-1, consumer_auto_offset_reset="earliest", **BROKER_TIMEOUTS,
+    )
+    topics = FlowTopics(**{key: raw_topic(app, name, partitions) for key, name in topic_names.items()})
+    return app, topics
+
+
+def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> None:
+    """Attach the four agents and the schedule timer to the app."""
+
+    async def produce(topic: faust.TopicT, items: Iterable[tuple[str, bytes]]) -> int:
+        pending: list[Awaitable[Any]] = [await topic.send(key=k.encode(), value=v) for k, v in items]
+        await asyncio.gather(*pending)  # nothing is acknowledged before the broker has it
+        return len(pending)
+
+    async def produce_receipts(receipts: list[Receipt]) -> None:
+        sent = await produce(topics.receipts, ((r.message_id, r.model_dump_json().encode()) for r in receipts))
+        await stages.counters.add({"receipts": sent})
+
+    @app.agent(topics.events, name="ingest")
+    async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            message = event.message
+            source = f"{message.topic}:{message.partition}:{message.offset}"
+            result = await stages.ingest.handle(event.value, source)
+            deliveries = await produce(
+                topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in result.deliveries)
+            )
+            if result.dead_letter is not None:
+                log.warning("dead-lettered %s: %s", source, result.dead_letter.reason)
+                await produce(topics.dead_letter, [(source, result.dead_letter.model_dump_json().encode())])
+            await produce_receipts(result.receipts)
+            await stages.counters.add({
+                "events": 1, "deliveries": deliveries, "duplicates": int(result.duplicate),
+                "dead_lettered": int(result.dead_letter is not None),
+            })
+            yield None
+
+    @app.agent(topics.deliveries, name="decide")
+    async def decide(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for values in stream.take(500, within=0.05):
+            deliveries, bad = _parse(Delivery, values)
+            result = await stages.decide.handle(deliveries)
+            dispatched = await produce(
+                topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
+            )
+            await produce_receipts(result.receipts + bad)
+            await stages.counters.add({
+                "decided": len(values), "dispatched": dispatched, "scheduled": result.scheduled,
+            })
+            yield None
+
+    @app.agent(topics.dispatch, name="send")
+    async def send(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for values in stream.take(200, within=0.05):
+            dispatches, bad = _parse(Dispatch, values)
+            result = await stages.send.handle(dispatches)
+            await produce_receipts(result.receipts + bad)
+            await stages.counters.add({"sent_done": len(values)})
+            yield None
+
+    @app.agent(topics.receipts, name="track")
+    async def track(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for values in stream.take(5000, within=0.5):
+            receipts, bad = _parse(Receipt, values)
+            written = await stages.track.handle(receipts + bad)
+            await stages.counters.add({"rows": written})
+            yield None
+
+    @app.timer(1.0, name="release_scheduled")
+    async def release_scheduled() -> None:
+        await stages.schedule.requeue_stale()
+        due = await stages.schedule.claim_due()
+        if not due:
+            return
+        await produce(topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in due))
+        await stages.schedule.done([d.message_id for d in due])
+        await stages.counters.add({"released": len(due), "deliveries": len(due)})
+
+
+def _parse(model: type[_Record], values: Iterable[bytes]) -> tuple[list[_Record], list[Receipt]]:
+    """Internal topics are written by Switchboard itself; a bad record there is a bug, kept as a row."""
+    good: list[_Record] = []
+    bad: list[Receipt] = []
+    for value in values:
+        try:
+            good.append(model.model_validate_json(value))
+        except ValidationError as exc:
+            log.error("unreadable %s record: %s", model.__name__, exc)
+            bad.append(Receipt(message_id="internal", status="dead_lettered",
+                               reason=f"unreadable {model.__name__}: {exc.errors(include_url=False)[0]['msg']}"))
+    return good, bad

@@ -1,0 +1,57 @@
+"""Counters of the flow's progress, shared by every worker through Redis.
+
+Each stage adds to its counter only after its effect is durable, so `caught_up()` is true exactly
+when everything produced so far has been consumed and written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from redis.asyncio import Redis
+
+_KEY = "sb:flow"
+
+Counter = Literal[
+    "events", "dead_lettered", "duplicates", "deliveries", "decided", "dispatched", "sent_done",
+    "receipts", "rows", "scheduled", "released",
+]
+
+
+class FlowCounters:
+    """A Redis hash of monotonically increasing counters."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def add(self, counts: Mapping[Counter, int]) -> None:
+        live = {name: n for name, n in counts.items() if n}
+        if not live:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name, n in live.items():
+                pipe.hincrby(_KEY, name, n)
+            await pipe.execute()
+
+    async def read(self) -> dict[str, int]:
+        raw = await self._redis.hgetall(_KEY)
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    async def reset(self) -> None:
+        await self._redis.delete(_KEY)
+
+
+def caught_up(counts: Mapping[str, int], events_emitted: int, extra_receipts: int = 0) -> bool:
+    """True when every emitted event went through every stage and every receipt is in ClickHouse."""
+    c = {k: counts.get(k, 0) for k in ("events", "deliveries", "decided", "dispatched", "sent_done")}
+    return (
+        c["events"] >= events_emitted
+        and c["decided"] == c["deliveries"]
+        and c["sent_done"] == c["dispatched"]
+        and counts.get("rows", 0) >= counts.get("receipts", 0) + extra_receipts
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
