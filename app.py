@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as SWITCHBOARD_* variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"SWITCHBOARD_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+        return env
+
 
 # The command line. Each command only parses arguments and hands over; imports are local so that
 # `switchboard --help` and the light commands do not load Faust, chdb or the rule engine.
@@ -202,3 +212,6 @@ def main() -> None:
     """The `switchboard` console command."""
     sys.exit(cli())
 
+
+if __name__ == "__main__":
+    main()

@@ -53,7 +53,7 @@ class Flow:
 def build_flow(settings: Settings) -> Flow:
     """Everything is checked here, before the worker joins the group: rules, templates, schema."""
     ruleset = load_ruleset(settings.rules)
-    templates = TemplateCatalog.load(settings.templates)
+    templates = TemplateCatalog(settings.templates)
     clickhouse = open_clickhouse(settings.clickhouse)
     applied = apply_migrations(clickhouse)
     if applied:
