@@ -1,0 +1,149 @@
+"""The email channel over SMTP (aiosmtplib), keeping a few connections open between messages."""
+
+from __future__ import annotations
+
+import asyncio
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+
+import aiosmtplib
+from pydantic import SecretStr
+
+from channels.base import Channel, PermanentSendError, RetryableSendError, SendResult
+from channels.templates import RenderedMessage
+from processors.records import Dispatch
+
+MESSAGE_ID_HEADER = "X-Switchboard-Message-Id"
+
+
+class SmtpEmail(Channel):
+    """Multipart text+HTML email through one SMTP relay; `status="sent"` once the relay accepts it."""
+
+    channel = "email"
+    provider = "smtp"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        username: str = "",
+        password: SecretStr = SecretStr(""),  # noqa: B008 - immutable
+        starttls: bool = False,
+        timeout: float = 30.0,
+        connections: int = 2,
+    ) -> None:
+        if not host:
+            raise ValueError("SMTP host is empty")
+        if not 0 < port < 65536:
+            raise ValueError(f"SMTP port must be 1-65535, got {port}")
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, got {connections}")
+        _, sender_address = parseaddr(sender)
+        if "@" not in sender_address:
+            raise ValueError(f"email sender {sender!r} has no address (e.g. 'Name <noreply@uni.edu>')")
+        self.host, self.port, self.sender, self.username = host, port, sender, username
+        self._password = password
+        self._starttls, self._timeout = starttls, timeout
+        self._domain = sender_address.rsplit("@", 1)[1]
+        # A pool of idle clients: an SMTP connection carries one transaction at a time, so each
+        # send borrows one; connecting costs a round trip plus EHLO (and TLS/AUTH on real relays).
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(connections)
+
+    def __repr__(self) -> str:
+        return (
+            f"SmtpEmail(host={self.host!r}, port={self.port}, sender={self.sender!r}, "
+            f"username={self.username!r}, password={self._password!r})"
+        )
+
+    def build(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> EmailMessage:
+        """The MIME message: text, with an HTML alternative when the template has one."""
+        email = EmailMessage()
+        email["From"] = self.sender
+        email["To"] = address
+        email["Subject"] = message.subject
+        email["Date"] = formatdate(localtime=False, usegmt=True)
+        # Deterministic, so a resend of the same (message, channel, step) is recognisably the same mail.
+        email["Message-ID"] = f"<{dispatch.message_id}.{dispatch.step}@{self._domain}>"
+        email[MESSAGE_ID_HEADER] = dispatch.message_id
+        email.set_content(message.text)
+        if message.html:
+            email.add_alternative(message.html, subtype="html")
+        return email
+
+    async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
+        recipient = _recipient(address)
+        email = self.build(message, recipient, dispatch)
+        async with self._slots:
+            client = await self._borrow()
+            try:
+                await client.send_message(email, sender=None, recipients=[recipient])
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refused = exc.recipients[0]
+                self._idle.put_nowait(client)  # aiosmtplib sent RSET: the connection is clean
+                raise _by_code(refused.code, f"recipient refused: {refused.code} {refused.message}") from exc
+            except aiosmtplib.SMTPResponseException as exc:
+                client.close()
+                raise _by_code(exc.code, f"SMTP {exc.code} {exc.message}") from exc
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                client.close()
+                raise RetryableSendError(f"SMTP connection failed: {type(exc).__name__}: {exc}") from exc
+            except BaseException:
+                client.close()
+                raise
+            self._idle.put_nowait(client)
+        return SendResult(status="sent", provider_message_id=str(email["Message-ID"]))
+
+    async def _borrow(self) -> aiosmtplib.SMTP:
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            if client.is_connected:
+                return client
+        client = aiosmtplib.SMTP(
+            hostname=self.host, port=self.port, timeout=self._timeout,
+            start_tls=self._starttls, use_tls=False,
+        )
+        try:
+            await client.connect()
+            if self.username:
+                await client.login(self.username, self._password.get_secret_value())
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            client.close()
+            raise PermanentSendError(f"SMTP login as {self.username!r} refused: {exc.code}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            raise _by_code(exc.code, f"SMTP connect refused: {exc.code} {exc.message}") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            client.close()
+            raise RetryableSendError(
+                f"cannot connect to SMTP {self.host}:{self.port}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return client
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    client.close()
+
+
+def _recipient(address: str) -> str:
+    """A bare, well-formed address, or PermanentSendError naming the bad one."""
+    try:
+        parsed = Address(addr_spec=address.strip())
+    except (ValueError, IndexError, MessageError) as exc:
+        raise PermanentSendError(f"invalid email address {address!r}") from exc
+    if not parsed.username or not parsed.domain or "." not in parsed.domain.strip("."):
+        raise PermanentSendError(f"invalid email address {address!r}")
+    return parsed.addr_spec
+
+
+def _by_code(code: int, reason: str) -> PermanentSendError | RetryableSendError:
+    """SMTP reply codes: 4xx are transient (greylisting, mailbox busy), 5xx are final."""
+    return RetryableSendError(reason) if 400 <= code < 500 else PermanentSendError(reason)
