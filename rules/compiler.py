@@ -1,0 +1,105 @@
+"""Compile a validated `Ruleset` into a durable-rules JSON ruleset definition.
+
+Facts posted to the engine are flat and pre-enriched (see `build_fact`): one boolean per channel the
+user is bound to and per tag the rules name, because durable-rules has no set membership.
+Rule i (file order) gets `pri` i+1 (lowest wins, 0 is ignored), so the first matching rule wins.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from processors.records import CHANNELS, EventCore
+from rules.schema import Rule, Ruleset
+from state.users import User
+
+REQUEST_FIELD = "rid"
+"""The fact field carrying the request number; the matched rule is recorded against it."""
+NO_MATCH_RULE = "__no_match__"
+"""An internal last rule that catches every fact, so no post raises `MessageNotHandledException`."""
+
+_EVENT_FIELDS = ("category", "priority", "type", "app", "template", "channel_pref")
+
+
+@dataclass(frozen=True)
+class CompiledRuleset:
+    """A durable-rules definition (plain JSON, no actions) and how to build facts for it."""
+
+    name: str
+    definition: dict[str, dict[str, Any]]
+    """Rule name -> {"pri": n, "all": [{"m": condition}]}; the engine adds the actions."""
+    tag_fields: dict[str, str]
+    """Tag -> fact field holding whether the user has it."""
+
+
+def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
+    """Translate `ruleset` (already validated by the loader) into a durable-rules definition."""
+    tag_fields = _tag_fields(ruleset.tags())
+    definition = {
+        rule.id: {"pri": index + 1, "all": [{"m": _condition(rule, tag_fields)}]}
+        for index, rule in enumerate(ruleset.rules)
+    }
+    definition[NO_MATCH_RULE] = {
+        "pri": len(ruleset.rules) + 1,
+        "all": [{"m": {"$ex": {REQUEST_FIELD: 1}}}],
+    }
+    return CompiledRuleset(name=f"sb_{ruleset.version}", definition=definition, tag_fields=tag_fields)
+
+
+def build_fact(compiled: CompiledRuleset, event: EventCore, user: User, request: int) -> dict[str, Any]:
+    """The flat fact the compiled conditions test, for one delivery; the engine adds `sid` and `id`."""
+    fact: dict[str, Any] = {
+        REQUEST_FIELD: request,
+        "category": event.category,
+        "priority": event.priority,
+        "type": event.type,
+        "app": event.app,
+        "template": event.template,
+        "channel_pref": user.channel_pref or "",
+    }
+    for channel in CHANNELS:
+        fact[bound_field(channel)] = channel in user.bindings
+    tags = set(user.tags)
+    for tag, field in compiled.tag_fields.items():
+        fact[field] = tag in tags
+    return fact
+
+
+def bound_field(channel: str) -> str:
+    return f"bound__{channel}"
+
+
+def _condition(rule: Rule, tag_fields: dict[str, str]) -> dict[str, Any]:
+    clauses: list[dict[str, Any]] = []
+    when = rule.when
+    for key in _EVENT_FIELDS:
+        values = getattr(when, key)
+        if values is not None:
+            clauses.append(_any_of([{key: value} for value in values]))
+    for channel in when.bound or ():
+        clauses.append({bound_field(channel): True})
+    if when.tags_any is not None:
+        clauses.append(_any_of([{tag_fields[tag]: True} for tag in when.tags_any]))
+    if not clauses:
+        # An empty `when` matches every delivery; every fact carries the request field.
+        return {"$ex": {REQUEST_FIELD: 1}}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _any_of(equalities: list[dict[str, Any]]) -> dict[str, Any]:
+    return equalities[0] if len(equalities) == 1 else {"$or": equalities}
+
+
+def _tag_fields(tags: tuple[str, ...]) -> dict[str, str]:
+    """Field names safe for durable-rules: a '.' in a field name would be read as a nested path."""
+    fields: dict[str, str] = {}
+    used: set[str] = set()
+    for tag in tags:
+        field = "tag__" + re.sub(r"[^A-Za-z0-9_]", "_", tag)
+        if field in used:
+            field = f"{field}__{len(used)}"
+        used.add(field)
+        fields[tag] = field
+    return fields

@@ -1,0 +1,220 @@
+"""Decide the channels of each delivery: durable-rules picks the winning rule, Python applies it.
+
+durable-rules is not thread-safe and caps sessions at 1024 per ruleset, so a `RuleEngine` is used
+from one thread only, and facts are posted to one of 256 session shards chosen by user id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from durable.engine import Host
+
+from processors.records import EventCore
+from rules.compiler import NO_MATCH_RULE, REQUEST_FIELD, CompiledRuleset, build_fact, compile_ruleset
+from rules.schema import Rule, Ruleset
+from state.users import User
+
+SESSION_SHARDS = 256
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    """One delivery to decide: the event, its recipient and what the app and providers permit."""
+
+    event: EventCore
+    user: User
+    allowed_channels: frozenset[str]
+    """Channels the app is authorised to use."""
+    available_channels: frozenset[str]
+    """Channels with a configured provider."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where to send one delivery, which rule said so, and why anything was dropped."""
+
+    channels: tuple[tuple[str, str], ...]
+    """(channel, address) pairs, in the order the rule named them."""
+    rule_id: str
+    rule_version: str
+    suppressed: bool
+    reasons: tuple[str, ...]
+
+
+class _QuietHost(Host):  # type: ignore[misc]
+    """A Host without its dispatch threads: they would run actions off our thread, racing `decide`."""
+
+    def _run(self) -> None:
+        pass
+
+
+class RuleEngine:
+    """Synchronous rule engine owning a durable-rules Host; call it from one thread only."""
+
+    _ruleset: Ruleset
+    _compiled: CompiledRuleset
+    _rules: dict[str, Rule]
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        self._host = _QuietHost()
+        self._registered: set[str] = set()
+        self._matched: dict[int, str] = {}
+        self._fact_ids = itertools.count()
+        self._used_sessions: set[str] = set()
+        self._install(ruleset)
+
+    @property
+    def ruleset(self) -> Ruleset:
+        return self._ruleset
+
+    def reload(self, ruleset: Ruleset) -> None:
+        """Switch to `ruleset` (already validated by the loader); the old sessions are freed."""
+        if ruleset.version == self._ruleset.version:
+            self._ruleset = ruleset
+            return
+        old = self._compiled.name
+        self._install(ruleset)
+        for sid in self._used_sessions:
+            self._host.delete_state(old, sid)
+        self._used_sessions.clear()
+
+    def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
+        """One decision per request, in order."""
+        winners = self._match(requests)
+        return [self._apply(request, winner) for request, winner in zip(requests, winners, strict=True)]
+
+    def _install(self, ruleset: Ruleset) -> None:
+        compiled = compile_ruleset(ruleset)
+        # durable-rules cannot register a name twice: a version seen before is still registered.
+        if compiled.name not in self._registered:
+            definition: dict[str, Any] = {
+                name: {**body, "run": self._recorder(name)} for name, body in compiled.definition.items()
+            }
+            self._host.set_rulesets({compiled.name: definition})
+            self._registered.add(compiled.name)
+        self._ruleset = ruleset
+        self._compiled = compiled
+        self._rules = {rule.id: rule for rule in ruleset.rules}
+
+    def _recorder(self, rule_name: str) -> Callable[[Any], None]:
+        matched = self._matched
+        winner = "" if rule_name == NO_MATCH_RULE else rule_name
+
+        # durable-rules swallows exceptions raised here, so this only records.
+        def record(closure: Any) -> None:
+            matched[closure.m[REQUEST_FIELD]] = winner
+
+        return record
+
+    def _match(self, requests: Sequence[DecisionRequest]) -> list[Rule | None]:
+        """The winning rule of each request (None: no rule matched), posting one batch per session."""
+        by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            fact = build_fact(self._compiled, request.event, request.user, index)
+            sid = str(zlib.crc32(request.user.user_id.encode()) % SESSION_SHARDS)
+            # A unique id per fact: durable-rules refuses a second fact with the same id as "observed".
+            fact["sid"], fact["id"] = sid, f"f{next(self._fact_ids)}"
+            by_session[sid].append(fact)
+        self._matched.clear()
+        name = self._compiled.name
+        for sid, facts in by_session.items():
+            self._used_sessions.add(sid)
+            self._host.post_batch(name, facts)
+        missing = [index for index in range(len(requests)) if index not in self._matched]
+        if missing:
+            raise RuntimeError(
+                f"rule engine returned no decision for {len(missing)} of {len(requests)} requests"
+            )
+        return [self._rules.get(self._matched[index]) for index in range(len(requests))]
+
+    def _apply(self, request: DecisionRequest, rule: Rule | None) -> Decision:
+        version = self._ruleset.version
+        if rule is None:
+            return Decision((), "", version, True, ("no rule matched",))
+        reasons = [f"rule {rule.id} matched"]
+        then = rule.then
+        if then.suppress is not None:
+            reasons.append(f"suppressed: {then.suppress}")
+            return Decision((), rule.id, version, True, tuple(reasons))
+
+        user, event = request.user, request.event
+        chosen: list[str] = []
+        if event.channels is not None:
+            reasons.append(f"event overrides channels: {', '.join(event.channels)}")
+            chosen = _each_reachable(list(event.channels), request, reasons)
+        elif then.channels is not None:
+            chosen = _each_reachable(list(then.channels), request, reasons)
+        elif then.first_of is not None:
+            candidates = [user.channel_pref if c == "preferred" else c for c in then.first_of]
+            chosen = _first_reachable([c for c in candidates if c is not None], request, reasons)
+        if not chosen:
+            reasons.append("no channel left to send on")
+            return Decision((), rule.id, version, True, tuple(reasons))
+        addresses: dict[str, str] = {str(channel): address for channel, address in user.bindings.items()}
+        pairs = tuple((channel, addresses[channel]) for channel in chosen)
+        return Decision(pairs, rule.id, version, False, tuple(reasons))
+
+
+def _unusable(channel: str, request: DecisionRequest) -> str | None:
+    """Why `channel` cannot carry this delivery, or None if it can."""
+    if channel not in request.user.bindings:
+        return f"{channel}: user has no address"
+    if channel not in request.allowed_channels:
+        return f"{channel}: app {request.event.app} is not allowed to use it"
+    if channel not in request.available_channels:
+        return f"{channel}: no provider configured"
+    return None
+
+
+def _each_reachable(channels: list[str], request: DecisionRequest, reasons: list[str]) -> list[str]:
+    chosen: list[str] = []
+    for channel in dict.fromkeys(channels):
+        why = _unusable(channel, request)
+        if why is None:
+            chosen.append(channel)
+        else:
+            reasons.append(why)
+    return chosen
+
+
+def _first_reachable(channels: list[str], request: DecisionRequest, reasons: list[str]) -> list[str]:
+    """The first usable channel; skipped ones are explained, so a fallback to them is visible."""
+    for channel in dict.fromkeys(channels):
+        why = _unusable(channel, request)
+        if why is None:
+            return [channel]
+        reasons.append(why)
+    return []
+
+
+class AsyncRuleEngine:
+    """A `RuleEngine` kept on one dedicated thread, for asyncio workers."""
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rule-engine")
+        # Built on the engine thread too: every durable-rules call stays on that one thread.
+        self._engine = self._executor.submit(RuleEngine, ruleset).result()
+
+    @property
+    def ruleset(self) -> Ruleset:
+        return self._engine.ruleset
+
+    async def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._engine.decide, list(requests))
+
+    async def reload(self, ruleset: Ruleset) -> None:
+        """Swap to `ruleset` between two batches; a broken file is refused by the loader before this."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._engine.reload, ruleset)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
