@@ -1,1 +1,1 @@
-"""analytics"""
+"""ClickHouse analytics: schema migrations, the receipts sink and the reach report."""

@@ -1,0 +1,108 @@
+"""Open a ClickHouse client from one DSN: embedded chdb locally, a server over HTTP in production."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+Kind = Literal["chdb", "http"]
+
+
+class ClickHouseDsnError(ValueError):
+    """A SWITCHBOARD_CLICKHOUSE value that names no usable ClickHouse."""
+
+
+class ClickHouseUnavailable(RuntimeError):
+    """The DSN was well formed but the engine or server could not be opened."""
+
+
+@dataclass(frozen=True)
+class ClickHouseTarget:
+    """A parsed DSN: where ClickHouse is, with the password kept out of repr."""
+
+    kind: Kind
+    dsn: str = field(repr=False)
+    path: Path | None = None  # chdb data folder; None means in memory
+    host: str = ""
+    password: str = field(default="", repr=False)
+
+    @property
+    def safe_dsn(self) -> str:
+        return redact_dsn(self.dsn)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by `***`, fit for logs and error messages."""
+    try:
+        parts = urlsplit(dsn)
+        password = parts.password
+    except ValueError:
+        return "<unparseable DSN>"
+    if not password:
+        return dsn
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_dsn(dsn: str) -> ClickHouseTarget:
+    """Check a DSN's shape: `chdb:///abs/path`, `chdb://memory` or `http(s)://[user:pass@]host[:port][/db]`."""
+    safe = redact_dsn(dsn)
+    try:
+        parts = urlsplit(dsn)
+        port = parts.port  # raises on a non-numeric port
+        password = parts.password or ""
+    except ValueError as exc:
+        raise ClickHouseDsnError(f"ClickHouse DSN {safe!r} is malformed: {exc}") from None
+    if parts.scheme == "chdb":
+        if parts.netloc == "memory" and parts.path in ("", "/"):
+            return ClickHouseTarget(kind="chdb", dsn=dsn)
+        if parts.netloc:
+            raise ClickHouseDsnError(
+                f"ClickHouse DSN {safe!r}: a chdb DSN is chdb:///absolute/path or chdb://memory "
+                f"(got location {parts.netloc!r}; an absolute path needs three slashes)"
+            )
+        if not parts.path.startswith("/") or parts.query:
+            raise ClickHouseDsnError(f"ClickHouse DSN {safe!r}: expected chdb:///absolute/path")
+        return ClickHouseTarget(kind="chdb", dsn=dsn, path=Path(parts.path))
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ClickHouseDsnError(f"ClickHouse DSN {safe!r} names no host")
+        if port == 0:
+            raise ClickHouseDsnError(f"ClickHouse DSN {safe!r} has port 0")
+        return ClickHouseTarget(kind="http", dsn=dsn, host=parts.hostname, password=password)
+    raise ClickHouseDsnError(
+        f"ClickHouse DSN {safe!r} has scheme {parts.scheme or '(none)'!r}; "
+        "expected chdb:///abs/path, chdb://memory or http(s)://user:pass@host:port/db"
+    )
+
+
+def open_clickhouse(dsn: str) -> Client:
+    """A clickhouse-connect client for `dsn`; creates the chdb folder. Datetimes come back UTC-aware."""
+    target = parse_dsn(dsn)
+    if target.path is not None:
+        try:
+            target.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ClickHouseUnavailable(
+                f"cannot create the chdb data folder {target.path}: {exc.strerror}"
+            ) from None
+    try:
+        return clickhouse_connect.get_client(dsn=dsn, tz_mode="aware")
+    except Exception as exc:
+        # clickhouse-connect errors may quote the URL; never let the password through, even chained.
+        message = str(exc)
+        for secret in {target.password, unquote(target.password)} - {""}:
+            message = message.replace(secret, "***")
+        hint = (
+            " (chdb allows one data folder per process and one process per folder)"
+            if target.kind == "chdb"
+            else ""
+        )
+        raise ClickHouseUnavailable(
+            f"cannot open ClickHouse at {target.safe_dsn}: {type(exc).__name__}: {message}{hint}"
+        ) from None
