@@ -1,0 +1,94 @@
+"""The HTTP API's app factory: events in, the inbox for the portal, a health check."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from api.deps import ApiDeps
+from api.events import events_router
+from api.inbox import inbox_router
+from api.publisher import PublishError
+
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+_DESCRIPTION = """\
+Switchboard (消息中台) takes events from business systems and gets the right message to each
+recipient on the right channel. Authenticate with your app's key: `Authorization: Bearer sbk_...`
+(or `X-Api-Key`). An event is accepted (202) only once it is durably on the `events` topic.
+"""
+_TAGS = [
+    {"name": "events", "description": "Submit events from business systems."},
+    {"name": "inbox", "description": "The in-app inbox, for the campus portal acting for its user."},
+    {"name": "health", "description": "Liveness of Redis and the broker."},
+]
+
+
+def create_api(deps: ApiDeps) -> FastAPI:
+    """Build the API around its collaborators; the publisher starts and stops with the app."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await deps.publisher.start()
+        try:
+            yield
+        finally:
+            await deps.publisher.stop()
+
+    api = FastAPI(
+        title="Switchboard API",
+        description=_DESCRIPTION,
+        version=_version(),
+        openapi_tags=_TAGS,
+        lifespan=lifespan,
+    )
+    api.include_router(events_router(deps))
+    api.include_router(inbox_router(deps))
+
+    @api.exception_handler(PublishError)
+    async def not_acknowledged(_: Request, exc: PublishError) -> JSONResponse:
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": f"not accepted, retry later: {exc}"},
+            headers={"Retry-After": "1"},
+        )
+
+    @api.get("/healthz", tags=["health"], summary="Check Redis and the broker")
+    async def healthz() -> JSONResponse:
+        checks = {"redis": await _check_redis(deps), "publisher": await _check_publisher(deps)}
+        healthy = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            status_code=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"status": "ok" if healthy else "down", **checks},
+        )
+
+    return api
+
+
+async def _check_redis(deps: ApiDeps) -> str:
+    try:
+        await asyncio.wait_for(deps.redis.ping(), HEALTH_TIMEOUT_SECONDS)
+    except (RedisError, OSError, TimeoutError) as exc:
+        return f"down: {exc!r}"
+    return "ok"
+
+
+async def _check_publisher(deps: ApiDeps) -> str:
+    try:
+        await deps.publisher.check()
+    except PublishError as exc:
+        return f"down: {exc}"
+    return "ok"
+
+
+def _version() -> str:
+    try:
+        return version("switchboard")
+    except PackageNotFoundError:
+        return "0.0.0"

@@ -1,0 +1,110 @@
+"""The in-app inbox for the campus portal: list, mark read or clicked (emitting receipts), delete."""
+
+# No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
+from pydantic import BaseModel
+
+from api.auth import authenticated_app
+from api.deps import ApiDeps
+from processors.records import Receipt
+from state.inbox import InboxMessage
+
+_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
+UserId = Annotated[str, Path(pattern=_ID, description="The unified user id")]
+MessageId = Annotated[str, Path(pattern=_ID)]
+
+
+class InboxPage(BaseModel):
+    """One page of a user's inbox, newest first, with the counts a badge needs."""
+
+    unread: int
+    total: int
+    messages: list[InboxMessage]
+
+
+class Marked(BaseModel):
+    """The message after marking; `first` says whether this call emitted the receipt."""
+
+    status: Literal["read", "clicked"]
+    first: bool
+    message: InboxMessage
+
+
+def inbox_router(deps: ApiDeps) -> APIRouter:
+    # Any valid app key: the campus portal calls on behalf of its signed-in user.
+    router = APIRouter(
+        prefix="/v1/inbox",
+        tags=["inbox"],
+        dependencies=[Depends(authenticated_app(deps.apps))],
+        responses={401: {"description": "Missing or invalid API key"}},
+    )
+    inbox = deps.inbox
+
+    @router.get("/{user_id}", response_model=InboxPage, summary="List a user's inbox")
+    async def list_inbox(
+        user_id: UserId,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> InboxPage:
+        messages = await inbox.list(user_id, limit=limit, offset=offset)
+        return InboxPage(
+            unread=await inbox.unread_count(user_id), total=await inbox.total(user_id), messages=messages
+        )
+
+    @router.post("/{user_id}/{message_id}/read", response_model=Marked, responses=_NOT_FOUND)
+    async def mark_read(user_id: UserId, message_id: MessageId) -> Marked:
+        """Mark read; the first read publishes a `read` receipt."""
+        message, first = await inbox.mark_read(user_id, message_id)
+        return await _receipted("read", user_id, message_id, message, first)
+
+    @router.post("/{user_id}/{message_id}/click", response_model=Marked, responses=_NOT_FOUND)
+    async def mark_clicked(user_id: UserId, message_id: MessageId) -> Marked:
+        """Mark clicked (and read); the first click publishes a `clicked` receipt."""
+        message, first = await inbox.mark_clicked(user_id, message_id)
+        return await _receipted("clicked", user_id, message_id, message, first)
+
+    @router.delete(
+        "/{user_id}/{message_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOT_FOUND
+    )
+    async def delete_message(user_id: UserId, message_id: MessageId) -> Response:
+        if not await inbox.delete(user_id, message_id):
+            raise _not_found(user_id, message_id)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    async def _receipted(
+        kind: Literal["read", "clicked"], user_id: str, message_id: str, message: InboxMessage | None,
+        first: bool,
+    ) -> Marked:
+        if message is None:
+            raise _not_found(user_id, message_id)
+        if first:
+            await deps.publisher.publish_receipt(receipt_for(message, user_id, kind))
+        return Marked(status=kind, first=first, message=message)
+
+    return router
+
+
+def receipt_for(message: InboxMessage, user_id: str, status: Literal["read", "clicked"]) -> Receipt:
+    """The receipt of an inbox interaction, naming the message the way the sender did."""
+    return Receipt(
+        message_id=message.message_id,
+        event_id=message.event_id,
+        app=message.app,
+        user_id=user_id,
+        channel="inbox",
+        provider="inbox",
+        status=status,
+        rule_id=message.rule_id,
+        rule_version=message.rule_version,
+        template=message.template,
+        campaign=message.campaign,
+    )
+
+
+def _not_found(user_id: str, message_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no message {message_id!r} in the inbox of {user_id!r}")
+
+
+_NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"description": "No such message in this inbox"}}

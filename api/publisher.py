@@ -1,0 +1,92 @@
+"""Where the API puts what it accepts: events and inbox receipts, onto their topics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from processors.records import Receipt
+
+
+class PublishError(RuntimeError):
+    """The broker did not acknowledge a record; the caller must not report it as accepted."""
+
+
+class Publisher(Protocol):
+    """Publishes records and returns only once the broker has acknowledged them."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def check(self) -> None:
+        """Raise PublishError when the broker cannot be reached."""
+
+    async def publish_event(self, key: str, value: bytes) -> None: ...
+
+    async def publish_receipt(self, receipt: Receipt) -> None: ...
+
+
+class KafkaPublisher:
+    """A Publisher on aiokafka: acks from all in-sync replicas before a send returns."""
+
+    def __init__(
+        self, kafka_url: str, events_topic: str, receipts_topic: str, check_timeout: float = 3.0
+    ) -> None:
+        self.bootstrap = bootstrap_servers(kafka_url)
+        self.events_topic = events_topic
+        self.receipts_topic = receipts_topic
+        self._check_timeout = check_timeout
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise PublishError(f"cannot reach the Kafka broker at {self.bootstrap}: {exc}") from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def check(self) -> None:
+        producer = self._running()
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), self._check_timeout)
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishError(f"Kafka broker at {self.bootstrap} does not answer: {exc!r}") from exc
+
+    async def publish_event(self, key: str, value: bytes) -> None:
+        await self._send(self.events_topic, key, value)
+
+    async def publish_receipt(self, receipt: Receipt) -> None:
+        # Keyed by message id, so every transition of one message stays in order on one partition.
+        await self._send(self.receipts_topic, receipt.message_id, receipt.model_dump_json().encode())
+
+    async def _send(self, topic: str, key: str, value: bytes) -> None:
+        producer = self._running()
+        try:
+            await producer.send_and_wait(topic, value, key=key.encode())
+        except KafkaError as exc:
+            raise PublishError(f"topic {topic!r} did not acknowledge the record: {exc!r}") from exc
+
+    def _running(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise PublishError("the Kafka publisher is not started")
+        return self._producer
+
+
+def bootstrap_servers(kafka_url: str) -> str:
+    """`kafka://host:port[,host:port]` (or bare `host:port`) to aiokafka's bootstrap string."""
+    servers = kafka_url.split("://", 1)[1] if "://" in kafka_url else kafka_url
+    servers = servers.rstrip("/")
+    if not servers or any(":" not in part for part in servers.split(",")):
+        raise ValueError(f"expected kafka://host:port[,host:port...], got {kafka_url!r}")
+    return servers
