@@ -1,0 +1,87 @@
+"""Real local parts for the integration tests: started once per test run on free ports, always stopped."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from app import Settings
+from localparts import LocalParts, LocalSmtpServer, free_port
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration is an integration test (this hook sees the whole session)."""
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def local_parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalParts]:
+    """The Tansu broker and redis-server on free loopback ports; stopped at the end even on failure."""
+    var_dir = tmp_path_factory.mktemp("parts")
+    kafka_port = free_port()
+    redis_port = free_port()
+    while redis_port == kafka_port:
+        redis_port = free_port()
+    with LocalParts(var_dir, kafka_port=kafka_port, redis_port=redis_port) as parts:
+        yield parts
+
+
+@pytest.fixture(scope="session")
+def redis_url(local_parts: LocalParts) -> str:
+    return local_parts.redis_url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client on the test Redis, its database emptied before the test."""
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[LocalSmtpServer]:
+    with LocalSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp(smtp_server: LocalSmtpServer) -> LocalSmtpServer:
+    """The session's SMTP server with nothing received yet."""
+    smtp_server.clear()
+    return smtp_server
+
+
+@pytest.fixture(scope="session")
+def clickhouse_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One chdb data folder for the whole pytest process: chdb allows one folder per process."""
+    return f"chdb://{tmp_path_factory.mktemp('clickhouse')}"
+
+
+@pytest.fixture
+def settings(
+    local_parts: LocalParts, smtp_server: LocalSmtpServer, clickhouse_dsn: str, tmp_path: Path
+) -> Settings:
+    """Settings on the test parts, with topics and Faust app id of this test only."""
+    unique = uuid.uuid4().hex[:10]
+    return Settings(
+        kafka=local_parts.kafka_url,
+        redis=local_parts.redis_url,
+        clickhouse=clickhouse_dsn,
+        var_dir=tmp_path / "var",
+        app_id=f"test-{unique}",
+        topic_prefix=f"t{unique}-",
+        smtp_host=smtp_server.host,
+        smtp_port=smtp_server.port,
+    )
