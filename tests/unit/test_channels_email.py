@@ -1,0 +1,71 @@
+"""The SMTP email adapter without a server: the MIME message it builds and the errors it raises."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from channels.base import PermanentSendError, RetryableSendError
+from channels.email_smtp import MESSAGE_ID_HEADER, SmtpEmail
+from channels.templates import RenderedMessage
+from processors.records import Dispatch, EventCore
+
+DISPATCH = Dispatch(
+    message_id="9f2c", user_id="u1", channel="email", address="li.wei@uni.example.edu",
+    event=EventCore(event_id="e1", app="academic", type="reminder", template="course_reminder",
+                    category="notice"),
+    rule_id="r1", rule_version="1", step=1,
+)
+MESSAGE = RenderedMessage(
+    template="course_reminder", channel="email", subject="Reminder: 线性代数 at 08:00",
+    text="Dear Li Wei,\n线性代数 starts at 08:00.", html="<p>Dear Li Wei,</p>",
+)
+
+
+def adapter(port: int = 2525) -> SmtpEmail:
+    return SmtpEmail("127.0.0.1", port, "Academic Affairs <noreply@uni.example.edu>", timeout=2.0)
+
+
+def test_builds_multipart_text_and_html_with_ids() -> None:
+    email = adapter().build(MESSAGE, "li.wei@uni.example.edu", DISPATCH)
+    assert email["To"] == "li.wei@uni.example.edu"
+    assert email["From"] == "Academic Affairs <noreply@uni.example.edu>"
+    assert email["Subject"] == "Reminder: 线性代数 at 08:00"
+    assert email["Message-ID"] == "<9f2c.1@uni.example.edu>"
+    assert email[MESSAGE_ID_HEADER] == "9f2c"
+    assert email.get_content_type() == "multipart/alternative"
+    text, html = email.get_body(("plain",)), email.get_body(("html",))
+    assert text is not None and html is not None
+    assert text.get_content().strip() == "Dear Li Wei,\n线性代数 starts at 08:00."
+    assert html.get_content().strip() == "<p>Dear Li Wei,</p>"
+
+
+def test_text_only_without_html() -> None:
+    email = adapter().build(MESSAGE.model_copy(update={"html": None}), "a@uni.example.edu", DISPATCH)
+    assert email.get_content_type() == "text/plain"
+
+
+@pytest.mark.parametrize(
+    "address", ["", "not-an-address", "a@", "a@localhost", "a@b.edu, c@d.edu", "a@b.edu\r\nBcc: x@y.edu"]
+)
+async def test_invalid_addresses_are_permanent(address: str) -> None:
+    with pytest.raises(PermanentSendError, match="invalid email address"):
+        await adapter().send(MESSAGE, address, DISPATCH)
+
+
+async def test_nothing_listening_is_retryable() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago, now closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(RetryableSendError, match=f"cannot connect to SMTP 127.0.0.1:{port}"):
+        await adapter(port).send(MESSAGE, "li.wei@uni.example.edu", DISPATCH)
+
+
+def test_constructor_fails_fast() -> None:
+    with pytest.raises(ValueError, match="has no address"):
+        SmtpEmail("127.0.0.1", 25, "Switchboard")
+    with pytest.raises(ValueError, match="port"):
+        SmtpEmail("127.0.0.1", 0, "a@b.edu")
+    with pytest.raises(ValueError, match="host is empty"):
+        SmtpEmail("", 25, "a@b.edu")
