@@ -190,6 +190,9 @@ def _from_pydantic(file: str, root: yaml.Node, err: dict[str, Any]) -> RuleError
         message = f"rule id {value!r} may only hold lowercase letters, digits and '-'"
     elif kind == "string_pattern_mismatch":
         message = f"'{field}' value {value!r} may only hold letters, digits and _ . : -"
+    elif kind == "string_type":
+        # YAML reads bare yes/no/on/off as booleans and digits as numbers.
+        message = f"'{field}' must be text, got {value!r}: put the value in quotes"
     elif kind in ("model_type", "dict_type"):
         message = f"'{field or 'the file'}' must be a mapping of keys to values"
     elif kind == "value_error":
