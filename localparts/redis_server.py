@@ -29,9 +29,10 @@ class LocalRedis(ServerProcess):
 
     def binary(self) -> str:
         """Path of redis-server, or a PartError telling how to install it."""
-        found = self._binary or shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin")
+        wanted = self._binary or "redis-server"
+        found = shutil.which(wanted) or shutil.which(wanted, path="/usr/bin:/usr/sbin")
         if not found:
-            raise PartError("redis-server not found; install it with: apt-get install redis-server")
+            raise PartError(f"{wanted} not found; install it with: apt-get install redis-server")
         return found
 
     @property

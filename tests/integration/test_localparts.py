@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
-from localparts import LocalBroker, LocalParts, LocalSmtpServer, PartError, PartState, free_port
+from localparts import LocalBroker, LocalParts, LocalRedis, LocalSmtpServer, PartError, PartState, free_port
 from localparts.process import port_accepts, read_cmdline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,3 +184,9 @@ def test_broker_refuses_a_taken_port(tmp_path: Path) -> None:
 def test_parts_listen_on_loopback_only_by_construction(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="loopback"):
         LocalParts(tmp_path, host="0.0.0.0")  # noqa: S104 - the value under test
+
+
+def test_missing_redis_server_says_how_to_install_it(tmp_path: Path) -> None:
+    redis = LocalRedis(port=free_port(), log_path=tmp_path / "redis.log", binary="/nonexistent/redis-server")
+    with pytest.raises(PartError, match="apt-get install redis-server"):
+        redis.start()
