@@ -1,20 +1,14 @@
 """Decisions per second: `rules/default.yaml` through `RuleEngine.decide` vs the same rules in plain Python.
 
-Run: .venv/bin/python -m bench.rules [--users 10000] [--batch 500] [--rounds 3]
+Run: .venv/bin/python bench/rule_engine.py [--users 10000] [--batch 500] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-
-if not __package__:
-    # Run as `python bench/rules.py`, this folder comes first on sys.path and shadows the `rules` package.
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from processors.records import ChannelName, EventCore
 from rules.engine import Decision, DecisionRequest, RuleEngine

@@ -21,7 +21,7 @@ from processors.ingest import Ingest
 from processors.send import Send
 from processors.topology import FlowStages, FlowTopics, create_app, register_agents
 from processors.track import Track
-from rules.engine import AsyncRuleEngine, RuleEngine
+from rules.engine import AsyncRuleEngine
 from rules.loader import load_ruleset
 from state.apps import AppRegistry
 from state.dedup import EventDedup
@@ -66,7 +66,7 @@ def build_flow(settings: Settings) -> Flow:
     schedule = DeliverySchedule(redis)
     stages = FlowStages(
         ingest=Ingest(directory, apps, templates, EventDedup(redis, settings.dedup_ttl_seconds)),
-        decide=Decide(directory, apps, AsyncRuleEngine(RuleEngine(ruleset)), schedule, frozenset(channels)),
+        decide=Decide(directory, apps, AsyncRuleEngine(ruleset), schedule, frozenset(channels)),
         send=Send(channels, templates, directory, SendLedger(redis, settings.dedup_ttl_seconds), RetryPolicy()),
         track=Track(ReceiptSink(clickhouse)),
         schedule=schedule,
