@@ -9,6 +9,7 @@ import argparse
 import random
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from processors.records import ChannelName, EventCore
 from rules.engine import Decision, DecisionRequest, RuleEngine
