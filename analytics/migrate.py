@@ -1,4 +1,8 @@
-"""Numbered plain-SQL migrations: applied in order, each recorded with its checksum, drift refused."""
+"""Numbered plain-SQL migrations: applied in order, each recorded with its checksum, drift refused.
+
+ClickHouse has no DDL transactions, so statements are written to be re-runnable (IF NOT EXISTS): two
+workers migrating at once, or a retry after a half-applied file, then do no harm.
+"""
 
 from __future__ import annotations
 
