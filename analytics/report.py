@@ -16,8 +16,9 @@ from processors.records import CHANNELS, STATUSES, Status
 REPORT_STATUSES: tuple[Status, ...] = (
     "decided", "suppressed", "sent", "delivered", "failed", "read", "clicked", "dead_lettered",
 )
-# Transitions before any channel was chosen (dead-lettered events, suppressed deliveries) have channel ''.
-NO_CHANNEL = "(no channel)"
+# The line of transitions with channel '': chiefly events dead-lettered at ingest, also any delivery
+# suppressed before a channel was chosen.
+NO_CHANNEL = "(ingest)"
 TOTAL = "total"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -39,10 +40,29 @@ class ReachRow:
     """One line of the report: a channel (or NO_CHANNEL, or TOTAL) and distinct messages per status."""
 
     channel: str
-    counts: Mapping[str, int]
+    decided: int = 0
+    suppressed: int = 0
+    capped: int = 0
+    deferred: int = 0
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    opened: int = 0
+    clicked: int = 0
+    read: int = 0
+    converted: int = 0
+    dead_lettered: int = 0
+
+    @classmethod
+    def from_counts(cls, channel: str, counts: Mapping[str, int]) -> ReachRow:
+        by_status: dict[str, Any] = {status: counts.get(status, 0) for status in STATUSES}
+        return cls(channel=channel, **by_status)
 
     def __getitem__(self, status: str) -> int:
-        return self.counts.get(status, 0)
+        if status not in STATUSES:
+            raise KeyError(f"{status!r} is not a status; known: {', '.join(STATUSES)}")
+        count: int = getattr(self, status)
+        return count
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,7 @@ class ReachReport:
         for row in self.rows:
             if row.channel == channel:
                 return row
-        return ReachRow(channel=channel, counts={})
+        return ReachRow(channel=channel)
 
 
 def _parameters(since: datetime | None, app: str | None) -> dict[str, Any]:
@@ -93,8 +113,8 @@ def reach_report(client: Client, since: datetime | None = None, app: str | None 
     return ReachReport(
         since=since,
         app=app,
-        rows=tuple(ReachRow(channel=line, counts=by_channel[line]) for line in lines),
-        totals=ReachRow(channel=TOTAL, counts=totals),
+        rows=tuple(ReachRow.from_counts(line, by_channel[line]) for line in lines),
+        totals=ReachRow.from_counts(TOTAL, totals),
     )
 
 

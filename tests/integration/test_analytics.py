@@ -204,8 +204,11 @@ def test_reach_report_counts_per_channel(clickhouse: Client, app: str) -> None:
         NO_CHANNEL:   (0, 1, 0, 0, 0, 0, 0, 1),
         "total":      (3, 1, 2, 2, 1, 1, 1, 1),  # m2 was sent on two channels: one message in the total
     }  # fmt: skip
-    assert report.row("push")["capped"] == 1
-    assert report.row("webhook")["sent"] == 0
+    assert report.row("push").capped == 1
+    assert report.row(NO_CHANNEL).dead_lettered == 1
+    assert report.row("webhook").sent == 0
+    with pytest.raises(KeyError, match="'bounced' is not a status"):
+        report.totals["bounced"]
 
     everything = reach_report(clickhouse, app=app)
     assert everything.row("sms")["sent"] == 3  # the old send counts without `since`
