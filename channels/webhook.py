@@ -148,7 +148,9 @@ class Webhook(Channel):
             addresses = [ipaddress.ip_address(host)]
         except ValueError:
             addresses = await self._resolved(host, port)
-        # Every address must be allowed: the HTTP client may connect to any of them.
+        # Every address must be allowed: the HTTP client may connect to any of them. The client
+        # resolves again, so a DNS answer changing in between is not covered: allow-list by CIDR
+        # destinations whose DNS you control, or list exact host names.
         for address in addresses:
             if not self._allow.allows_address(address):
                 raise PermanentSendError(f"destination {address} is not in the webhook allowlist")
