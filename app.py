@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from pydantic import Field, SecretStr
@@ -122,7 +122,9 @@ def report(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
 @users_cli.command("import")
 def users_import(
     path: Path,
-    format: Annotated[str | None, typer.Option(help="csv or jsonl (default: from the extension)")] = None,
+    format: Annotated[
+        Literal["csv", "jsonl"] | None, typer.Option(help="csv or jsonl (default: from the extension)")
+    ] = None,
 ) -> None:
     """Import users from CSV or JSON Lines; bad rows are reported, good rows kept."""
     from redis.asyncio import Redis

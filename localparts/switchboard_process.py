@@ -36,8 +36,13 @@ class SwitchboardProcess:
         if self.role == "worker":
             command += ["--loglevel", "warning"]
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     @property
@@ -74,4 +79,3 @@ class SwitchboardProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

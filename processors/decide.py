@@ -54,7 +54,9 @@ class Decide:
             if send_at is not None and send_at - at > _SCHEDULE_SLACK:
                 await self._schedule.add(delivery, send_at)
                 result.scheduled += 1
-                result.receipts.append(_receipt(delivery, "deferred", reason=f"scheduled for {send_at.isoformat()}"))
+                result.receipts.append(
+                    _receipt(delivery, "deferred", reason=f"scheduled for {send_at.isoformat()}")
+                )
             else:
                 due.append(delivery)
         if not due:
@@ -68,31 +70,51 @@ class Decide:
             if user is None:
                 result.receipts.append(_receipt(delivery, "suppressed", reason="unknown user"))
                 continue
-            requests.append(DecisionRequest(
-                event=delivery.event, user=user,
-                allowed_channels=allowed.get(delivery.event.app, frozenset()),
-                available_channels=self._available,
-            ))
+            requests.append(
+                DecisionRequest(
+                    event=delivery.event,
+                    user=user,
+                    allowed_channels=allowed.get(delivery.event.app, frozenset()),
+                    available_channels=self._available,
+                )
+            )
             pending.append(delivery)
         decisions = await self._engine.decide(requests)
         for delivery, decision in zip(pending, decisions, strict=True):
             reason = "; ".join(decision.reasons)
             if decision.suppressed or not decision.channels:
-                result.receipts.append(_receipt(
-                    delivery, "suppressed", reason=reason,
-                    rule_id=decision.rule_id, rule_version=decision.rule_version,
-                ))
+                result.receipts.append(
+                    _receipt(
+                        delivery,
+                        "suppressed",
+                        reason=reason,
+                        rule_id=decision.rule_id,
+                        rule_version=decision.rule_version,
+                    )
+                )
                 continue
             for channel, address in decision.channels:
-                result.receipts.append(_receipt(
-                    delivery, "decided", channel=channel, reason=reason,
-                    rule_id=decision.rule_id, rule_version=decision.rule_version,
-                ))
-                result.dispatches.append(Dispatch(
-                    message_id=delivery.message_id, user_id=delivery.user_id, channel=channel,
-                    address=address, event=delivery.event, rule_id=decision.rule_id,
-                    rule_version=decision.rule_version,
-                ))
+                result.receipts.append(
+                    _receipt(
+                        delivery,
+                        "decided",
+                        channel=channel,
+                        reason=reason,
+                        rule_id=decision.rule_id,
+                        rule_version=decision.rule_version,
+                    )
+                )
+                result.dispatches.append(
+                    Dispatch(
+                        message_id=delivery.message_id,
+                        user_id=delivery.user_id,
+                        channel=channel,
+                        address=address,
+                        event=delivery.event,
+                        rule_id=decision.rule_id,
+                        rule_version=decision.rule_version,
+                    )
+                )
         return result
 
     async def _app_channels(self, names: set[str]) -> dict[str, frozenset[str]]:
@@ -112,8 +134,15 @@ def _recipient(delivery: Delivery, users: dict[str, User]) -> User | None:
 
 def _receipt(delivery: Delivery, status: str, **fields: str) -> Receipt:
     event = delivery.event
-    return Receipt.model_validate({
-        "message_id": delivery.message_id, "event_id": event.event_id, "app": event.app,
-        "user_id": delivery.user_id, "status": status, "template": event.template,
-        "campaign": event.campaign, **fields,
-    })
+    return Receipt.model_validate(
+        {
+            "message_id": delivery.message_id,
+            "event_id": event.event_id,
+            "app": event.app,
+            "user_id": delivery.user_id,
+            "status": status,
+            "template": event.template,
+            "campaign": event.campaign,
+            **fields,
+        }
+    )

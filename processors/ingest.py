@@ -86,8 +86,12 @@ class Ingest:
         if not await self._dedup.first_seen(event.app, event.event_id, source):
             receipt = Receipt(
                 message_id=message_id_for(event.app, event.event_id, ""),
-                event_id=event.event_id, app=event.app, status="suppressed",
-                reason="duplicate event_id for this app", template=event.template, campaign=event.campaign,
+                event_id=event.event_id,
+                app=event.app,
+                status="suppressed",
+                reason="duplicate event_id for this app",
+                template=event.template,
+                campaign=event.campaign,
             )
             return IngestResult(receipts=[receipt], duplicate=True)
         return await self._expand(event)
@@ -110,28 +114,43 @@ class Ingest:
         if audience.addresses:
             for raw_address in audience.addresses:
                 user_id = _address_user_id(raw_address.channel, raw_address.address)
-                result.deliveries.append(Delivery(
-                    message_id=message_id_for(event.app, event.event_id, user_id), user_id=user_id,
-                    event=core, addresses={raw_address.channel: raw_address.address},
-                ))
+                result.deliveries.append(
+                    Delivery(
+                        message_id=message_id_for(event.app, event.event_id, user_id),
+                        user_id=user_id,
+                        event=core,
+                        addresses={raw_address.channel: raw_address.address},
+                    )
+                )
             return result
         if audience.user_ids:
             wanted = list(dict.fromkeys(audience.user_ids))
             known = await self._directory.get_many(wanted)
             user_ids = [u for u in wanted if u in known]
             for missing in (u for u in wanted if u not in known):
-                result.receipts.append(Receipt(
-                    message_id=message_id_for(event.app, event.event_id, missing), event_id=event.event_id,
-                    app=event.app, user_id=missing, status="suppressed", reason="unknown user",
-                    template=event.template, campaign=event.campaign,
-                ))
+                result.receipts.append(
+                    Receipt(
+                        message_id=message_id_for(event.app, event.event_id, missing),
+                        event_id=event.event_id,
+                        app=event.app,
+                        user_id=missing,
+                        status="suppressed",
+                        reason="unknown user",
+                        template=event.template,
+                        campaign=event.campaign,
+                    )
+                )
         elif audience.tags:
             user_ids = await self._directory.ids_with_tags(audience.tags)
         elif audience.segment:
             members = await self._directory.segment_members(audience.segment)
             if members is None:
-                return _dead(event.model_dump_json().encode(), "", f"unknown segment {audience.segment!r}",
-                             (event.app, event.event_id))
+                return _dead(
+                    event.model_dump_json().encode(),
+                    "",
+                    f"unknown segment {audience.segment!r}",
+                    (event.app, event.event_id),
+                )
             user_ids = members
         else:
             user_ids = await self._directory.all_ids()
@@ -146,8 +165,11 @@ def dead_letter_receipt(letter: DeadLetter) -> Receipt:
     """The `dead_lettered` row; its message id is derived from the payload so replays collapse."""
     digest = hashlib.blake2b(letter.payload.encode(), digest_size=12).hexdigest()
     return Receipt(
-        message_id=f"dl-{digest}", event_id=letter.event_id, app=letter.app,
-        status="dead_lettered", reason=letter.reason[:1000],
+        message_id=f"dl-{digest}",
+        event_id=letter.event_id,
+        app=letter.app,
+        status="dead_lettered",
+        reason=letter.reason[:1000],
     )
 
 
@@ -157,8 +179,13 @@ def _dead(raw: bytes, source: str, reason: str, ids: tuple[str, str]) -> IngestR
     except UnicodeDecodeError:
         payload, encoding = base64.b64encode(raw).decode(), "base64"
     letter = DeadLetter(
-        reason=reason, payload=payload, payload_encoding=encoding, source=source,
-        received_at=datetime.now(UTC), app=ids[0], event_id=ids[1],
+        reason=reason,
+        payload=payload,
+        payload_encoding=encoding,
+        source=source,
+        received_at=datetime.now(UTC),
+        app=ids[0],
+        event_id=ids[1],
     )
     return IngestResult(receipts=[dead_letter_receipt(letter)], dead_letter=letter)
 

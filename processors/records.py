@@ -15,17 +15,44 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 ChannelName = Literal["sms", "email", "push", "wechat_oa", "wechat_mp", "inbox", "webhook", "robot"]
 CHANNELS: tuple[ChannelName, ...] = (
-    "sms", "email", "push", "wechat_oa", "wechat_mp", "inbox", "webhook", "robot",
+    "sms",
+    "email",
+    "push",
+    "wechat_oa",
+    "wechat_mp",
+    "inbox",
+    "webhook",
+    "robot",
 )
 Category = Literal["verification", "transactional", "notice", "marketing", "alert"]
 Priority = Literal["urgent", "high", "normal", "low"]
 Status = Literal[
-    "decided", "suppressed", "capped", "deferred", "sent", "delivered", "failed",
-    "opened", "clicked", "read", "converted", "dead_lettered",
+    "decided",
+    "suppressed",
+    "capped",
+    "deferred",
+    "sent",
+    "delivered",
+    "failed",
+    "opened",
+    "clicked",
+    "read",
+    "converted",
+    "dead_lettered",
 ]
 STATUSES: tuple[Status, ...] = (
-    "decided", "suppressed", "capped", "deferred", "sent", "delivered", "failed",
-    "opened", "clicked", "read", "converted", "dead_lettered",
+    "decided",
+    "suppressed",
+    "capped",
+    "deferred",
+    "sent",
+    "delivered",
+    "failed",
+    "opened",
+    "clicked",
+    "read",
+    "converted",
+    "dead_lettered",
 )
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]

@@ -34,8 +34,11 @@ log = logging.getLogger("switchboard.runtime")
 
 TOPICS = ("events", "dead_letter", "deliveries", "dispatch", "receipts")
 TOPIC_NAMES = {
-    "events": "events", "dead_letter": "events.deadletter", "deliveries": "deliveries",
-    "dispatch": "dispatch", "receipts": "receipts",
+    "events": "events",
+    "dead_letter": "events.deadletter",
+    "deliveries": "deliveries",
+    "dispatch": "dispatch",
+    "receipts": "receipts",
 }
 
 
@@ -67,7 +70,9 @@ def build_flow(settings: Settings) -> Flow:
     stages = FlowStages(
         ingest=Ingest(directory, apps, templates, EventDedup(redis, settings.dedup_ttl_seconds)),
         decide=Decide(directory, apps, AsyncRuleEngine(ruleset), schedule, frozenset(channels)),
-        send=Send(channels, templates, directory, SendLedger(redis, settings.dedup_ttl_seconds), RetryPolicy()),
+        send=Send(
+            channels, templates, directory, SendLedger(redis, settings.dedup_ttl_seconds), RetryPolicy()
+        ),
         track=Track(ReceiptSink(clickhouse)),
         schedule=schedule,
         counters=FlowCounters(redis),

@@ -44,7 +44,9 @@ class Send:
         self._slots = asyncio.Semaphore(concurrency)
 
     async def handle(self, dispatches: Sequence[Dispatch]) -> SendResult:
-        users = await self._directory.get_many(d.user_id for d in dispatches if not d.user_id.startswith("addr:"))
+        users = await self._directory.get_many(
+            d.user_id for d in dispatches if not d.user_id.startswith("addr:")
+        )
         outcomes = await asyncio.gather(*(self._one(d, users.get(d.user_id)) for d in dispatches))
         result = SendResult()
         for receipts in outcomes:
@@ -59,7 +61,9 @@ class Send:
         if channel is None:
             return [_receipt(dispatch, "failed", reason=f"no provider configured for {dispatch.channel}")]
         try:
-            message = self._templates.render(dispatch.event.template, dispatch.channel, dispatch.event.data, user)
+            message = self._templates.render(
+                dispatch.event.template, dispatch.channel, dispatch.event.data, user
+            )
         except TemplateError as exc:
             return [_receipt(dispatch, "failed", provider=channel.provider, reason=f"template: {exc}")]
         if not await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
@@ -81,9 +85,18 @@ class Send:
 
 def _receipt(dispatch: Dispatch, status: str, **fields: object) -> Receipt:
     event = dispatch.event
-    return Receipt.model_validate({
-        "message_id": dispatch.message_id, "event_id": event.event_id, "app": event.app,
-        "user_id": dispatch.user_id, "channel": dispatch.channel, "status": status,
-        "rule_id": dispatch.rule_id, "rule_version": dispatch.rule_version,
-        "template": event.template, "campaign": event.campaign, **fields,
-    })
+    return Receipt.model_validate(
+        {
+            "message_id": dispatch.message_id,
+            "event_id": event.event_id,
+            "app": event.app,
+            "user_id": dispatch.user_id,
+            "channel": dispatch.channel,
+            "status": status,
+            "rule_id": dispatch.rule_id,
+            "rule_version": dispatch.rule_version,
+            "template": event.template,
+            "campaign": event.campaign,
+            **fields,
+        }
+    )

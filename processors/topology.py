@@ -16,7 +16,7 @@ import faust
 from pydantic import ValidationError
 
 from processors.decide import Decide
-from processors.ingest import Ingest, dead_letter_receipt
+from processors.ingest import Ingest
 from processors.records import Delivery, Dispatch, Receipt
 from processors.send import Send
 from processors.track import Track
@@ -58,15 +58,27 @@ class FlowTopics:
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
     return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
         partitions=partitions,
     )
 
 
-def create_app(app_id: str, broker: str, topic_names: dict[str, str], partitions: int) -> tuple[faust.App, FlowTopics]:
+def create_app(
+    app_id: str, broker: str, topic_names: dict[str, str], partitions: int
+) -> tuple[faust.App, FlowTopics]:
     app = faust.App(
-        app_id, broker=broker, store="memory://", web_enabled=False, topic_partitions=partitions,
-        producer_acks=-1, consumer_auto_offset_reset="earliest", **BROKER_TIMEOUTS,
+        app_id,
+        broker=broker,
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=partitions,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        **BROKER_TIMEOUTS,
     )
     topics = FlowTopics(**{key: raw_topic(app, name, partitions) for key, name in topic_names.items()})
     return app, topics
@@ -81,7 +93,9 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         return len(pending)
 
     async def produce_receipts(receipts: list[Receipt]) -> None:
-        sent = await produce(topics.receipts, ((r.message_id, r.model_dump_json().encode()) for r in receipts))
+        sent = await produce(
+            topics.receipts, ((r.message_id, r.model_dump_json().encode()) for r in receipts)
+        )
         await stages.counters.add({"receipts": sent})
 
     @app.agent(topics.events, name="ingest")
@@ -97,10 +111,14 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 log.warning("dead-lettered %s: %s", source, result.dead_letter.reason)
                 await produce(topics.dead_letter, [(source, result.dead_letter.model_dump_json().encode())])
             await produce_receipts(result.receipts)
-            await stages.counters.add({
-                "events": 1, "deliveries": deliveries, "duplicates": int(result.duplicate),
-                "dead_lettered": int(result.dead_letter is not None),
-            })
+            await stages.counters.add(
+                {
+                    "events": 1,
+                    "deliveries": deliveries,
+                    "duplicates": int(result.duplicate),
+                    "dead_lettered": int(result.dead_letter is not None),
+                }
+            )
             yield None
 
     @app.agent(topics.deliveries, name="decide")
@@ -112,9 +130,13 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
             )
             await produce_receipts(result.receipts + bad)
-            await stages.counters.add({
-                "decided": len(values), "dispatched": dispatched, "scheduled": result.scheduled,
-            })
+            await stages.counters.add(
+                {
+                    "decided": len(values),
+                    "dispatched": dispatched,
+                    "scheduled": result.scheduled,
+                }
+            )
             yield None
 
     @app.agent(topics.dispatch, name="send")
@@ -134,7 +156,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             await stages.counters.add({"rows": written})
             yield None
 
-    @app.timer(1.0, name="release_scheduled")
+    @app.timer(1.0, name="release_scheduled")  # type: ignore[untyped-decorator]
     async def release_scheduled() -> None:
         await stages.schedule.requeue_stale()
         due = await stages.schedule.claim_due()
@@ -154,6 +176,11 @@ def _parse(model: type[_Record], values: Iterable[bytes]) -> tuple[list[_Record]
             good.append(model.model_validate_json(value))
         except ValidationError as exc:
             log.error("unreadable %s record: %s", model.__name__, exc)
-            bad.append(Receipt(message_id="internal", status="dead_lettered",
-                               reason=f"unreadable {model.__name__}: {exc.errors(include_url=False)[0]['msg']}"))
+            bad.append(
+                Receipt(
+                    message_id="internal",
+                    status="dead_lettered",
+                    reason=f"unreadable {model.__name__}: {exc.errors(include_url=False)[0]['msg']}",
+                )
+            )
     return good, bad

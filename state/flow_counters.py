@@ -14,8 +14,17 @@ from redis.asyncio import Redis
 _KEY = "sb:flow"
 
 Counter = Literal[
-    "events", "dead_lettered", "duplicates", "deliveries", "decided", "dispatched", "sent_done",
-    "receipts", "rows", "scheduled", "released",
+    "events",
+    "dead_lettered",
+    "duplicates",
+    "deliveries",
+    "decided",
+    "dispatched",
+    "sent_done",
+    "receipts",
+    "rows",
+    "scheduled",
+    "released",
 ]
 
 

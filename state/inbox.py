@@ -70,14 +70,16 @@ class Inbox:
     async def add(self, user_id: str, message: InboxMessage) -> bool:
         """Store the message; False when it was already there (a redelivery)."""
         keys = [_INDEX.format(user_id), _MESSAGES.format(user_id), _UNREAD.format(user_id)]
-        args = [message.message_id, message.created_at.timestamp(), message.model_dump_json(), self._bound]
+        args: list[str | float | int] = [
+            message.message_id, message.created_at.timestamp(), message.model_dump_json(), self._bound,
+        ]
         return bool(await self._add(keys=keys, args=args))
 
     async def list(self, user_id: str, limit: int = 20, offset: int = 0) -> list[InboxMessage]:
         ids = await self._redis.zrevrange(_INDEX.format(user_id), offset, offset + limit - 1)
         if not ids:
             return []
-        bodies = await self._redis.hmget(_MESSAGES.format(user_id), ids)
+        bodies = await self._redis.hmget(_MESSAGES.format(user_id), [bytes(i) for i in ids])
         return [InboxMessage.model_validate_json(b) for b in bodies if b is not None]
 
     async def get(self, user_id: str, message_id: str) -> InboxMessage | None:

@@ -1,0 +1,273 @@
+"""The demo: the whole flow on the local parts, with a sample university, ending in a reach report
+that is checked against what the SMTP server and the inboxes actually hold."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from analytics.connection import open_clickhouse
+from analytics.report import ReachReport, reach_report, render_table
+from app import Settings
+from demo.events import DEMO_APPS, DemoEvent, demo_events
+from demo.organisation import generate_university, write_csv
+from localparts.smtp_server import LocalSmtpServer
+from localparts.supervisor import LocalParts
+from localparts.switchboard_process import SwitchboardProcess
+from state.apps import AppRegistry
+from state.flow_counters import FlowCounters, caught_up
+from state.inbox import Inbox
+from state.users import UserDirectory
+from state.users_import import import_users
+
+console = Console()
+
+READ_SHARE = 0.35  # of inbox recipients who open their inbox during the demo
+CLICK_SHARE = 0.3  # of those readers who also click the link
+FLOW_TIMEOUT = 600.0
+
+
+@dataclass
+class Engagement:
+    reads: int = 0
+    clicks: int = 0
+
+
+def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -> int:
+    """Returns the process exit status: 0 when the report agrees with what was really delivered."""
+    run_dir = settings.var_dir / "demo"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    demo = settings.model_copy(
+        update={
+            "topic_prefix": f"demo{run}.",
+            "app_id": f"switchboard-demo-{run}",
+            "clickhouse": f"chdb://{run_dir / 'clickhouse'}",
+        }
+    )
+    parts = LocalParts.from_settings(demo)
+    console.rule("[bold]Switchboard demo")
+    console.print("starting the local parts (Kafka-protocol broker, Redis, SMTP server) on loopback…")
+    parts.up()
+    smtp = LocalSmtpServer(demo.smtp_host, demo.smtp_port)
+    smtp.start()
+    worker = SwitchboardProcess("worker", demo, run_dir / "worker.log")
+    api = SwitchboardProcess("api", demo, run_dir / "api.log")
+    try:
+        engagement = asyncio.run(_drive(demo, size, run_dir, worker, api, smtp))
+        api.stop()
+        if worker.stop() not in (0, None):
+            console.print(f"[red]the worker exited badly; its log:[/]\n{worker.log_tail()}")
+            return 1
+        # The worker has exited, so its ClickHouse folder is free for this process to read.
+        report = reach_report(open_clickhouse(demo.clickhouse))
+        console.print(render_table(report))
+        inbox_total = asyncio.run(_inbox_total(demo))
+        return _cross_check(report, smtp.count, inbox_total, engagement)
+    finally:
+        api.stop()
+        worker.stop()
+        smtp.stop()
+        if keep_running:
+            console.print("local parts left running; stop them with `switchboard parts down`")
+        else:
+            parts.down()
+
+
+async def _drive(
+    settings: Settings,
+    size: int,
+    run_dir: Path,
+    worker: SwitchboardProcess,
+    api: SwitchboardProcess,
+    smtp: LocalSmtpServer,
+) -> Engagement:
+    redis = Redis.from_url(settings.redis)
+    try:
+        await redis.flushdb()  # the demo owns its local Redis: start from nothing
+        users = generate_university(size=size)
+        csv_path = run_dir / "university.csv"
+        write_csv(users, csv_path)
+        imported = await import_users(csv_path, UserDirectory(redis))
+        console.print(f"imported {imported.imported} people from {csv_path} ({imported.rejected} rejected)")
+        registry = AppRegistry(redis)
+        keys = {
+            name: await registry.register(name, set(channels), "demo app")
+            for name, channels in DEMO_APPS.items()
+        }
+        console.print(f"registered apps: {', '.join(sorted(keys))}")
+
+        worker.start()
+        api.start()
+        await _wait_healthy(settings, api)
+        events = demo_events(users, datetime.now(UTC))
+        await _emit(settings, events, keys)
+        counters = FlowCounters(redis)
+        await _follow(counters, len(events), worker, extra_receipts=0)
+        engagement = await _engage(settings, redis, keys, users_with_inbox=[u.user_id for u in users])
+        await _follow(counters, len(events), worker, extra_receipts=engagement.reads + engagement.clicks)
+        console.print(f"SMTP server received {smtp.count} emails")
+        return engagement
+    finally:
+        await redis.aclose()
+
+
+API_START_TIMEOUT = 60.0
+
+
+async def _wait_healthy(settings: Settings, api: SwitchboardProcess) -> None:
+    deadline = time.monotonic() + API_START_TIMEOUT
+    async with httpx.AsyncClient(base_url=f"http://{settings.api_host}:{settings.api_port}") as client:
+        while time.monotonic() < deadline:
+            if not api.running:
+                raise RuntimeError(f"the API exited; its log:\n{api.log_tail()}")
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(
+        f"the API did not become healthy in {API_START_TIMEOUT:.0f}s; its log:\n{api.log_tail()}"
+    )
+
+
+async def _emit(settings: Settings, events: list[DemoEvent], keys: dict[str, str]) -> None:
+    """Business systems speak both ways: some events through the HTTP API, some straight to Kafka."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
+    await producer.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{settings.api_host}:{settings.api_port}") as client:
+            for event in events:
+                if event.via == "http":
+                    answer = await client.post(
+                        "/v1/events",
+                        content=event.body,
+                        headers={
+                            "Authorization": f"Bearer {keys[event.app]}",
+                            "Content-Type": "application/json",
+                        },
+                    )
+                    console.print(f"  HTTP  {event.description}: {answer.status_code}")
+                else:
+                    await producer.send_and_wait(settings.topic("events"), event.body, key=event.key.encode())
+                    console.print(f"  Kafka {event.description}")
+    finally:
+        await producer.stop()
+
+
+async def _follow(
+    counters: FlowCounters, emitted: int, worker: SwitchboardProcess, extra_receipts: int
+) -> None:
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    deadline = time.monotonic() + FLOW_TIMEOUT
+    with Progress(*columns, console=console) as progress:
+        bars = {
+            name: progress.add_task(label, total=None)
+            for name, label in (
+                ("events", "events ingested"),
+                ("decided", "deliveries decided"),
+                ("sent_done", "messages sent"),
+                ("rows", "rows in ClickHouse"),
+            )
+        }
+        while True:
+            counts = await counters.read()
+            totals = {
+                "events": emitted,
+                "decided": counts.get("deliveries", 0),
+                "sent_done": counts.get("dispatched", 0),
+                "rows": counts.get("receipts", 0) + extra_receipts,
+            }
+            for name, task in bars.items():
+                progress.update(task, completed=counts.get(name, 0), total=totals[name])
+            if caught_up(counts, emitted, extra_receipts):
+                return
+            if not worker.running:
+                raise RuntimeError(f"the worker exited; its log:\n{worker.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the flow did not finish in {FLOW_TIMEOUT:.0f}s; counters: {counts}")
+            await asyncio.sleep(0.25)
+
+
+async def _engage(
+    settings: Settings, redis: Redis, keys: dict[str, str], users_with_inbox: list[str]
+) -> Engagement:
+    """Students open the campus app: some read their newest message, some click its link."""
+    inbox = Inbox(redis, settings.inbox_max_per_user)
+    rng = random.Random(7)
+    readers = [u for u in users_with_inbox if rng.random() < READ_SHARE]
+    engagement = Engagement()
+    headers = {"Authorization": f"Bearer {next(iter(keys.values()))}"}
+    limits = httpx.Limits(max_connections=20)
+    async with httpx.AsyncClient(
+        base_url=f"http://{settings.api_host}:{settings.api_port}",
+        headers=headers,
+        limits=limits,
+    ) as client:
+
+        async def open_inbox(user_id: str) -> None:
+            newest = await inbox.list(user_id, limit=1)
+            if not newest:
+                return
+            message_id = newest[0].message_id
+            if (await client.post(f"/v1/inbox/{user_id}/{message_id}/read")).status_code == 200:
+                engagement.reads += 1
+            if (
+                rng.random() < CLICK_SHARE
+                and (await client.post(f"/v1/inbox/{user_id}/{message_id}/click")).status_code == 200
+            ):
+                engagement.clicks += 1
+
+        for start in range(0, len(readers), 50):
+            await asyncio.gather(*(open_inbox(u) for u in readers[start : start + 50]))
+    console.print(
+        f"{engagement.reads} people read an inbox message through the API, {engagement.clicks} clicked"
+    )
+    return engagement
+
+
+async def _inbox_total(settings: Settings) -> int:
+    redis = Redis.from_url(settings.redis)
+    try:
+        inbox = Inbox(redis, settings.inbox_max_per_user)
+        ids = await UserDirectory(redis).all_ids()
+        return sum([await inbox.total(u) for u in ids])
+    finally:
+        await redis.aclose()
+
+
+def _cross_check(report: ReachReport, emails_received: int, inbox_total: int, engagement: Engagement) -> int:
+    """The report is only worth showing if it matches reality; say where it does not."""
+    email, inbox, ingest = report.row("email"), report.row("inbox"), report.row("(ingest)")
+    checks = [
+        ("emails sent (ClickHouse) = emails the SMTP server received", email.sent, emails_received),
+        ("inbox delivered (ClickHouse) = messages in the inboxes (Redis)", inbox.delivered, inbox_total),
+        ("inbox read (ClickHouse) = reads made through the API", inbox.read, engagement.reads),
+        ("inbox clicked (ClickHouse) = clicks made through the API", inbox.clicked, engagement.clicks),
+        ("dead-lettered (ClickHouse) = malformed events emitted", ingest.dead_lettered, 2),
+    ]
+    failures = 0
+    for label, reported, actual in checks:
+        if reported == actual:
+            console.print(f"[green]✔[/] {label}: {reported}")
+        else:
+            failures += 1
+            console.print(f"[red]✘[/] {label}: report says {reported}, reality is {actual}")
+    console.print(
+        "[bold green]the report agrees with what was delivered"
+        if not failures
+        else f"[bold red]{failures} check(s) disagree"
+    )
+    return 0 if not failures else 1
