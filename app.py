@@ -66,7 +66,9 @@ class Settings(BaseSettings):
 # The command line. Each command only parses arguments and hands over; imports are local so that
 # `switchboard --help` and the light commands do not load Faust, chdb or the rule engine.
 
-cli = typer.Typer(no_args_is_help=True, help="Switchboard: a unified message platform.")
+cli = typer.Typer(
+    no_args_is_help=True, help="Switchboard: a unified message platform.", pretty_exceptions_show_locals=False
+)
 users_cli = typer.Typer(no_args_is_help=True, help="Manage the user directory.")
 apps_cli = typer.Typer(no_args_is_help=True, help="Manage upstream apps and their API keys.")
 parts_cli = typer.Typer(no_args_is_help=True, help="Start and stop the local parts (broker, Redis).")
@@ -127,13 +129,12 @@ def users_import(
     ] = None,
 ) -> None:
     """Import users from CSV or JSON Lines; bad rows are reported, good rows kept."""
-    from redis.asyncio import Redis
-
+    from state.connection import open_redis
     from state.users import UserDirectory
     from state.users_import import import_users
 
     async def run() -> int:
-        redis = Redis.from_url(Settings().redis)
+        redis = open_redis(Settings().redis)
         try:
             result = await import_users(path, UserDirectory(redis), format=format)
         finally:
@@ -155,12 +156,11 @@ def apps_add(
     description: str = "",
 ) -> None:
     """Register an upstream app; prints its API key once."""
-    from redis.asyncio import Redis
-
     from state.apps import AppRegistry
+    from state.connection import open_redis
 
     async def run() -> str:
-        redis = Redis.from_url(Settings().redis)
+        redis = open_redis(Settings().redis)
         try:
             wanted = {c.strip() for c in channels.split(",") if c.strip()}
             return await AppRegistry(redis).register(name, wanted, description)  # type: ignore[arg-type]

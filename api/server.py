@@ -12,6 +12,7 @@ from api.deps import ApiDeps
 from api.publisher import KafkaPublisher
 from app import Settings
 from state.apps import AppRegistry
+from state.connection import open_redis
 from state.inbox import Inbox
 
 
@@ -29,7 +30,7 @@ def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
 
 async def run(settings: Settings) -> None:
     """Serve until cancelled or signalled, then close Redis."""
-    redis = Redis.from_url(settings.redis)
+    redis = open_redis(settings.redis)
     try:
         config = uvicorn.Config(
             create_api(build_deps(settings, redis)), host=settings.api_host, port=settings.api_port

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import faust
 import httpx
-from redis.asyncio import Redis
 
 from analytics.connection import open_clickhouse
 from analytics.migrate import apply_migrations
@@ -24,6 +23,7 @@ from processors.track import Track
 from rules.engine import AsyncRuleEngine
 from rules.loader import load_ruleset
 from state.apps import AppRegistry
+from state.connection import open_redis
 from state.dedup import EventDedup
 from state.flow_counters import FlowCounters
 from state.idempotency import SendLedger
@@ -61,7 +61,7 @@ def build_flow(settings: Settings) -> Flow:
     applied = apply_migrations(clickhouse)
     if applied:
         log.info("applied ClickHouse migrations %s", ", ".join(applied))
-    redis = Redis.from_url(settings.redis)
+    redis = open_redis(settings.redis)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     channels = build_channels(settings, redis, http)
     directory = UserDirectory(redis)

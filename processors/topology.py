@@ -87,6 +87,12 @@ def create_app(
 def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> None:
     """Attach the four agents and the schedule timer to the app."""
 
+    async def crash_worker(agent: Any, exc: BaseException) -> None:
+        # A stage error is infrastructure (Redis, broker, ClickHouse down), never bad input: stop the
+        # worker so its uncommitted records are redelivered after a restart, instead of skipping them.
+        log.critical("agent %s failed, stopping the worker: %r", agent.name, exc)
+        await app.crash(exc)
+
     async def produce(topic: faust.TopicT, items: Iterable[tuple[str, bytes]]) -> int:
         pending: list[Awaitable[Any]] = [await topic.send(key=k.encode(), value=v) for k, v in items]
         await asyncio.gather(*pending)  # nothing is acknowledged before the broker has it
@@ -98,7 +104,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         )
         await stages.counters.add({"receipts": sent})
 
-    @app.agent(topics.events, name="ingest")
+    @app.agent(topics.events, name="ingest", on_error=crash_worker)
     async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
             message = event.message
@@ -121,7 +127,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             )
             yield None
 
-    @app.agent(topics.deliveries, name="decide")
+    @app.agent(topics.deliveries, name="decide", on_error=crash_worker)
     async def decide(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for values in stream.take(500, within=0.05):
             deliveries, bad = _parse(Delivery, values)
@@ -139,7 +145,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             )
             yield None
 
-    @app.agent(topics.dispatch, name="send")
+    @app.agent(topics.dispatch, name="send", on_error=crash_worker)
     async def send(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for values in stream.take(200, within=0.05):
             dispatches, bad = _parse(Dispatch, values)
@@ -148,7 +154,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             await stages.counters.add({"sent_done": len(values)})
             yield None
 
-    @app.agent(topics.receipts, name="track")
+    @app.agent(topics.receipts, name="track", on_error=crash_worker)
     async def track(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for values in stream.take(5000, within=0.5):
             receipts, bad = _parse(Receipt, values)

@@ -79,7 +79,8 @@ class Inbox:
         ids = await self._redis.zrevrange(_INDEX.format(user_id), offset, offset + limit - 1)
         if not ids:
             return []
-        bodies = await self._redis.hmget(_MESSAGES.format(user_id), [str(i, "utf-8") if isinstance(i, bytes) else str(i) for i in ids])
+        keys = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        bodies = await self._redis.hmget(_MESSAGES.format(user_id), keys)
         return [InboxMessage.model_validate_json(b) for b in bodies if b is not None]
 
     async def get(self, user_id: str, message_id: str) -> InboxMessage | None:
