@@ -35,7 +35,8 @@ from state.inbox import Inbox
 from state.users import UserDirectory
 from state.users_import import import_users
 
-console = Console()
+# Wide enough for the report table also when the output is not a terminal (CI logs, pipes).
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 READ_SHARE = 0.35  # of inbox recipients who open their inbox during the demo
 CLICK_SHARE = 0.3  # of those readers who also click the link

@@ -7,6 +7,7 @@ letter with a reason instead of a Faust deserialisation error that would skip it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
@@ -87,11 +88,16 @@ def create_app(
 def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> None:
     """Attach the four agents and the schedule timer to the app."""
 
-    async def crash_worker(agent: Any, exc: BaseException) -> None:
+    @contextlib.asynccontextmanager
+    async def crash_on_error(stage: str) -> AsyncIterator[None]:
         # A stage error is infrastructure (Redis, broker, ClickHouse down), never bad input: stop the
         # worker so its uncommitted records are redelivered after a restart, instead of skipping them.
-        log.critical("agent %s failed, stopping the worker: %r", agent.name, exc)
-        await app.crash(exc)
+        try:
+            yield
+        except Exception as exc:
+            log.critical("stage %s failed, stopping the worker: %r", stage, exc)
+            await app.crash(exc)
+            raise
 
     async def produce(topic: faust.TopicT, items: Iterable[tuple[str, bytes]]) -> int:
         pending: list[Awaitable[Any]] = [await topic.send(key=k.encode(), value=v) for k, v in items]
@@ -104,63 +110,69 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         )
         await stages.counters.add({"receipts": sent})
 
-    @app.agent(topics.events, name="ingest", on_error=crash_worker)
+    @app.agent(topics.events, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message = event.message
-            source = f"{message.topic}:{message.partition}:{message.offset}"
-            result = await stages.ingest.handle(event.value, source)
-            deliveries = await produce(
-                topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in result.deliveries)
-            )
-            if result.dead_letter is not None:
-                log.warning("dead-lettered %s: %s", source, result.dead_letter.reason)
-                await produce(topics.dead_letter, [(source, result.dead_letter.model_dump_json().encode())])
-            await produce_receipts(result.receipts)
-            await stages.counters.add(
-                {
-                    "events": 1,
-                    "deliveries": deliveries,
-                    "duplicates": int(result.duplicate),
-                    "dead_lettered": int(result.dead_letter is not None),
-                }
-            )
-            yield None
+        async with crash_on_error("ingest"):
+            async for event in stream.events():
+                message = event.message
+                source = f"{message.topic}:{message.partition}:{message.offset}"
+                result = await stages.ingest.handle(event.value, source)
+                deliveries = await produce(
+                    topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in result.deliveries)
+                )
+                if result.dead_letter is not None:
+                    log.warning("dead-lettered %s: %s", source, result.dead_letter.reason)
+                    await produce(
+                        topics.dead_letter, [(source, result.dead_letter.model_dump_json().encode())]
+                    )
+                await produce_receipts(result.receipts)
+                await stages.counters.add(
+                    {
+                        "events": 1,
+                        "deliveries": deliveries,
+                        "duplicates": int(result.duplicate),
+                        "dead_lettered": int(result.dead_letter is not None),
+                    }
+                )
+                yield None
 
-    @app.agent(topics.deliveries, name="decide", on_error=crash_worker)
+    @app.agent(topics.deliveries, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for values in stream.take(500, within=0.05):
-            deliveries, bad = _parse(Delivery, values)
-            result = await stages.decide.handle(deliveries)
-            dispatched = await produce(
-                topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
-            )
-            await produce_receipts(result.receipts + bad)
-            await stages.counters.add(
-                {
-                    "decided": len(values),
-                    "dispatched": dispatched,
-                    "scheduled": result.scheduled,
-                }
-            )
-            yield None
+        async with crash_on_error("decide"):
+            async for values in stream.take(500, within=0.05):
+                deliveries, bad = _parse(Delivery, values)
+                result = await stages.decide.handle(deliveries)
+                dispatched = await produce(
+                    topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
+                )
+                await produce_receipts(result.receipts + bad)
+                await stages.counters.add(
+                    {
+                        "decided": len(values),
+                        "dispatched": dispatched,
+                        "scheduled": result.scheduled,
+                    }
+                )
+                yield None
 
-    @app.agent(topics.dispatch, name="send", on_error=crash_worker)
+    @app.agent(topics.dispatch, name="send")
     async def send(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for values in stream.take(200, within=0.05):
-            dispatches, bad = _parse(Dispatch, values)
-            result = await stages.send.handle(dispatches)
-            await produce_receipts(result.receipts + bad)
-            await stages.counters.add({"sent_done": len(values)})
-            yield None
+        async with crash_on_error("send"):
+            async for values in stream.take(200, within=0.05):
+                dispatches, bad = _parse(Dispatch, values)
+                result = await stages.send.handle(dispatches)
+                await produce_receipts(result.receipts + bad)
+                await stages.counters.add({"sent_done": len(values)})
+                yield None
 
-    @app.agent(topics.receipts, name="track", on_error=crash_worker)
+    @app.agent(topics.receipts, name="track")
     async def track(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for values in stream.take(5000, within=0.5):
-            receipts, bad = _parse(Receipt, values)
-            written = await stages.track.handle(receipts + bad)
-            await stages.counters.add({"rows": written})
-            yield None
+        async with crash_on_error("track"):
+            async for values in stream.take(5000, within=0.5):
+                receipts, bad = _parse(Receipt, values)
+                written = await stages.track.handle(receipts + bad)
+                await stages.counters.add({"rows": written})
+                yield None
 
     @app.timer(1.0, name="release_scheduled")  # type: ignore[untyped-decorator]
     async def release_scheduled() -> None:
