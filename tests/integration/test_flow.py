@@ -1,0 +1,231 @@
+"""The whole flow in a real worker process: broker → ingest → decide → send → ClickHouse.
+
+The worker runs as a child process with its own ClickHouse folder (chdb allows one per process);
+the report is read afterwards by `switchboard report --json` in another child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from app import ROOT, Settings
+from channels.webhook import verify
+from localparts import LocalSmtpServer, free_port
+from localparts.switchboard_process import SwitchboardProcess
+from state.apps import AppRegistry
+from state.flow_counters import FlowCounters, caught_up
+from state.inbox import Inbox
+from state.users import User, UserDirectory
+
+SECRET = "test-webhook-secret"
+FLOW_TIMEOUT = 120.0
+
+ALICE = User(
+    user_id="alice",
+    name="Alice",
+    channel_pref="email",
+    tags=("undergraduate",),
+    bindings={"email": "alice@uni.example", "inbox": "alice"},
+)
+BO = User(user_id="bo", name="Bo", tags=("undergraduate",), bindings={"inbox": "bo"})
+CHEN = User(
+    user_id="chen", name="Chen", tags=("staff",), bindings={"email": "chen@uni.example", "inbox": "chen"}
+)
+
+
+def fee_due(event_id: str, **overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": event_id,
+        "app": "bursar",
+        "type": "fee.due",
+        "template": "fee_due",
+        "category": "transactional",
+        "priority": "high",
+        "audience": {"tags": ["undergraduate"]},
+        "data": {"amount": "¥5,000", "due_date": "2026-12-01", "term": "Autumn 2026"},
+    }
+    event.update(overrides)
+    return event
+
+
+class WebhookPeer:
+    """A local HTTP receiver that accepts only correctly signed bodies."""
+
+    def __init__(self) -> None:
+        self.accepted: list[dict[str, Any]] = []
+        self.rejected = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        signature = request.headers.get("X-Switchboard-Signature", "")
+        if not verify(SECRET, request.headers.get("X-Switchboard-Timestamp", ""), body, signature):
+            self.rejected += 1
+            return web.Response(status=401)
+        self.accepted.append(json.loads(body))
+        return web.json_response({"ok": True})
+
+
+@pytest.fixture
+async def webhook_peer() -> AsyncIterator[tuple[WebhookPeer, str]]:
+    peer = WebhookPeer()
+    application = web.Application()
+    application.router.add_post("/hook", peer.handle)
+    runner = web.AppRunner(application)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield peer, f"http://127.0.0.1:{port}/hook"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def flow_settings(settings: Settings, tmp_path: Path) -> Settings:
+    return settings.model_copy(
+        update={
+            "clickhouse": f"chdb://{tmp_path / 'worker-clickhouse'}",
+            "webhook_secret": SecretStr(SECRET),
+        }
+    )
+
+
+async def produce(settings: Settings, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(settings.topic("events"), value, key=b"test")
+    finally:
+        await producer.stop()
+
+
+async def wait_caught_up(redis: Redis, emitted: int, worker: SwitchboardProcess) -> dict[str, int]:
+    counters = FlowCounters(redis)
+    deadline = time.monotonic() + FLOW_TIMEOUT
+    while time.monotonic() < deadline:
+        counts = await counters.read()
+        if caught_up(counts, emitted) and counts.get("released", 0) >= counts.get("scheduled", 0):
+            return counts
+        assert worker.running, f"worker exited:\n{worker.log_tail()}"
+        await asyncio.sleep(0.2)
+    raise AssertionError(
+        f"flow not caught up in {FLOW_TIMEOUT}s: {await counters.read()}\n{worker.log_tail()}"
+    )
+
+
+async def dead_letters(settings: Settings, expected: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        settings.topic("events.deadletter"),
+        bootstrap_servers=settings.kafka.removeprefix("kafka://"),
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(found) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            found.extend(json.loads(r.value) for records in batches.values() for r in records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def report(settings: Settings) -> dict[str, Any]:
+    env = {"SWITCHBOARD_CLICKHOUSE": settings.clickhouse, "PATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "report", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+async def test_events_flow_to_people_and_to_clickhouse(
+    flow_settings: Settings,
+    redis: Redis,
+    smtp: LocalSmtpServer,
+    webhook_peer: tuple[WebhookPeer, str],
+    tmp_path: Path,
+) -> None:
+    peer, hook_url = webhook_peer
+    await UserDirectory(redis).upsert([ALICE, BO, CHEN])
+    registry = AppRegistry(redis)
+    await registry.register("bursar", {"email", "inbox"})
+    await registry.register("security", {"email", "inbox", "webhook"})
+    soon = datetime.now(UTC) + timedelta(seconds=3)
+    events = [
+        json.dumps(fee_due("fee-1")).encode(),  # alice: email+inbox, bo: inbox
+        json.dumps(fee_due("fee-1")).encode(),  # duplicate: dropped
+        b"{not json",  # dead letter
+        json.dumps(fee_due("fee-2", category="urgent-ish")).encode(),  # dead letter: bad category
+        json.dumps(fee_due("fee-3", app="nobody")).encode(),  # dead letter: unknown app
+        json.dumps(fee_due("fee-4", template="no_such")).encode(),  # dead letter: unknown template
+        json.dumps(fee_due("fee-5", audience={"user_ids": ["chen"]}, send_at=soon.isoformat())).encode(),
+        json.dumps(
+            {
+                "event_id": "alert-1",
+                "app": "security",
+                "type": "security.alert",
+                "template": "security_alert",
+                "category": "alert",
+                "priority": "urgent",
+                "channels": ["webhook"],
+                "audience": {"addresses": [{"channel": "webhook", "address": hook_url}]},
+                "data": {"headline": "Phishing wave", "action": "Do not open the attachment"},
+            }
+        ).encode(),
+    ]
+    with SwitchboardProcess("worker", flow_settings, tmp_path / "worker.log") as worker:
+        await produce(flow_settings, events)
+        counts = await wait_caught_up(redis, len(events), worker)
+        assert worker.stop() == 0, worker.log_tail()
+
+    # What people actually received.
+    recipients = sorted(r for mail in smtp.messages for r in mail.rcpt_tos)
+    assert recipients == ["alice@uni.example", "chen@uni.example"]  # once each: the duplicate was dropped
+    fee_mail = next(m.message for m in smtp.messages if m.rcpt_tos == ["alice@uni.example"])
+    assert "¥5,000" in fee_mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    inbox = Inbox(redis)
+    assert [m.template for m in await inbox.list("bo")] == ["fee_due"]
+    assert await inbox.unread_count("alice") == 1
+    assert len(peer.accepted) == 1 and peer.rejected == 0
+    assert counts["dead_lettered"] == 4 and counts["duplicates"] == 1 and counts["scheduled"] == 1
+
+    # Every refused event is on the dead-letter topic, byte for byte, with a reason naming the problem.
+    letters = await dead_letters(flow_settings, 4)
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert len(reasons) == 4
+    assert any(r.startswith("invalid JSON") for r in reasons)
+    assert any(r.startswith("category:") for r in reasons)
+    assert "unknown app 'nobody'" in reasons
+    assert any("unknown template 'no_such'" in r for r in reasons)
+    assert {letter["payload"] for letter in letters} >= {"{not json"}
+
+    # The analysts' view agrees with what happened.
+    rows = {row["channel"]: row for row in report(flow_settings)["rows"]}
+    assert rows["email"]["sent"] == 2
+    assert rows["inbox"]["delivered"] == 3
+    assert rows["webhook"]["delivered"] == 1
+    assert rows["(ingest)"]["dead_lettered"] == 4
