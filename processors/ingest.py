@@ -94,7 +94,7 @@ class Ingest:
                 campaign=event.campaign,
             )
             return IngestResult(receipts=[receipt], duplicate=True)
-        return await self._expand(event)
+        return await self._expand(event, raw, source)
 
     async def _refusal(self, event: Event) -> str:
         app = await self._apps.get(event.app)
@@ -107,7 +107,7 @@ class Ingest:
         problems = self._templates.check_data(event.template, event.data)
         return "; ".join(problems)
 
-    async def _expand(self, event: Event) -> IngestResult:
+    async def _expand(self, event: Event, raw: bytes, source: str) -> IngestResult:
         core = event.core()
         audience = event.audience
         result = IngestResult()
@@ -146,8 +146,8 @@ class Ingest:
             members = await self._directory.segment_members(audience.segment)
             if members is None:
                 return _dead(
-                    event.model_dump_json().encode(),
-                    "",
+                    raw,
+                    source,
                     f"unknown segment {audience.segment!r}",
                     (event.app, event.event_id),
                 )

@@ -1,0 +1,100 @@
+"""Ingest against real Redis: every bad event becomes a dead letter with a reason, nothing raises."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from app import ROOT
+from channels.templates import TemplateCatalog
+from processors.ingest import Ingest
+from state.apps import AppRegistry
+from state.dedup import EventDedup
+from state.users import User, UserDirectory
+
+PEOPLE = [
+    User(user_id="s1", tags=("student", "undergraduate"), bindings={"inbox": "s1"}),
+    User(user_id="s2", tags=("student",), bindings={"inbox": "s2"}),
+    User(user_id="t1", tags=("staff",), bindings={"email": "t1@uni.example"}),
+]
+
+
+def event(**overrides: Any) -> bytes:
+    body: dict[str, Any] = {
+        "event_id": "e1",
+        "app": "campus",
+        "type": "campus.notice",
+        "template": "campus_notice",
+        "category": "notice",
+        "audience": {"tags": ["student"]},
+        "data": {"headline": "Snow day", "body": "Classes are cancelled."},
+    }
+    body.update(overrides)
+    return json.dumps(body).encode()
+
+
+@pytest.fixture
+async def ingest(redis: Redis) -> Ingest:
+    directory = UserDirectory(redis)
+    await directory.upsert(PEOPLE)
+    await AppRegistry(redis).register("campus", {"inbox", "email"})
+    return Ingest(directory, AppRegistry(redis), TemplateCatalog(ROOT / "templates"), EventDedup(redis, 60))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{oops", "invalid JSON"),
+        (b"\xff\xfe", "invalid JSON"),
+        (event(category="gossip"), "category: Input should be"),
+        (json.dumps({"app": "campus"}).encode(), "event_id: Field required"),
+        (event(audience={"tags": ["a"], "all": True}), "exactly one non-empty selector"),
+        (event(app="unknown-app"), "unknown app 'unknown-app'"),
+        (event(channels=["sms"]), "not authorised for channels sms"),
+        (event(template="nope"), "unknown template 'nope'"),
+        (event(data={"headline": "only"}), "needs variable(s) body"),
+        (event(audience={"segment": "nobody"}), "unknown segment 'nobody'"),
+    ],
+)
+async def test_bad_events_become_dead_letters(ingest: Ingest, raw: bytes, reason: str) -> None:
+    result = await ingest.handle(raw, "events:0:1")
+    assert result.dead_letter is not None
+    assert reason in result.dead_letter.reason
+    assert result.deliveries == []
+    assert [r.status for r in result.receipts] == ["dead_lettered"]
+    # The payload is kept byte for byte, even when it is not text.
+    letter = result.dead_letter
+    kept = letter.payload.encode() if letter.payload_encoding == "utf-8" else None
+    assert kept == raw or letter.payload_encoding == "base64"
+
+
+async def test_audiences_expand_to_one_delivery_per_recipient(ingest: Ingest) -> None:
+    by_tag = await ingest.handle(event(event_id="t"), "events:0:1")
+    assert sorted(d.user_id for d in by_tag.deliveries) == ["s1", "s2"]
+    everyone = await ingest.handle(event(event_id="a", audience={"all": True}), "events:0:2")
+    assert sorted(d.user_id for d in everyone.deliveries) == ["s1", "s2", "t1"]
+    named = await ingest.handle(
+        event(event_id="u", audience={"user_ids": ["t1", "ghost", "t1"]}), "events:0:3"
+    )
+    assert [d.user_id for d in named.deliveries] == ["t1"]
+    assert [(r.user_id, r.status, r.reason) for r in named.receipts] == [
+        ("ghost", "suppressed", "unknown user")
+    ]
+    raw = await ingest.handle(
+        event(event_id="r", audience={"addresses": [{"channel": "email", "address": "x@ext.example"}]}),
+        "events:0:4",
+    )
+    assert [d.addresses for d in raw.deliveries] == [{"email": "x@ext.example"}]
+    assert len({d.message_id for d in by_tag.deliveries + everyone.deliveries}) == 5  # ids differ per event
+
+
+async def test_duplicates_are_dropped_but_a_redelivered_record_is_not(ingest: Ingest) -> None:
+    first = await ingest.handle(event(), "events:0:7")
+    redelivered = await ingest.handle(event(), "events:0:7")  # same record after a crash
+    duplicate = await ingest.handle(event(), "events:1:9")  # same (app, event_id), another record
+    assert [d.message_id for d in redelivered.deliveries] == [d.message_id for d in first.deliveries]
+    assert duplicate.duplicate and duplicate.deliveries == []
+    assert duplicate.receipts[0].reason == "duplicate event_id for this app"
