@@ -1,8 +1,8 @@
 """Deliveries per second through the whole flow on the local parts, in one worker process.
 
-Starts its own broker and Redis on free loopback ports, loads N users, emits one campus-wide event
-(one delivery per user: inbox) plus K individual events (email to a local SMTP server), and times
-from the first produce until every receipt is in ClickHouse.
+Starts its own broker and Redis on free loopback ports and loads N users. Then it times two loads,
+each from the first produce until every receipt is in ClickHouse: one campus-wide event (one inbox
+delivery per user) and K individual events (email to a local SMTP server, plus inbox).
 
 Run: .venv/bin/python bench/flow.py [--users 5000] [--individual 1000]
 """
@@ -15,6 +15,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -34,66 +35,88 @@ def users(n: int) -> list[User]:
     ]
 
 
-def events(n_individual: int, n_users: int) -> list[bytes]:
-    campus = {
-        "event_id": "campus-1",
+def campus_notice(event_id: str, audience: dict[str, Any]) -> bytes:
+    event = {
+        "event_id": event_id,
         "app": "campus",
         "type": "campus.notice",
         "template": "campus_notice",
         "category": "notice",
-        "audience": {"all": True},
+        "audience": audience,
         "data": {"headline": "Library hours", "body": "Open until midnight during exams."},
     }
-    individual = [
-        {
-            "event_id": f"fee-{i}",
-            "app": "campus",
-            "type": "fee.due",
-            "template": "fee_due",
-            "category": "transactional",
-            "audience": {"user_ids": [f"u{i % n_users}"]},
-            "data": {"amount": "¥100", "due_date": "2026-12-01", "term": "Autumn"},
-        }
-        for i in range(n_individual)
+    return json.dumps(event).encode()
+
+
+def fee_notices(n: int, n_users: int) -> list[bytes]:
+    """Individual transactional events: each goes by email and to the inbox (rule fees-and-payments)."""
+    return [
+        json.dumps(
+            {
+                "event_id": f"fee-{i}",
+                "app": "campus",
+                "type": "fee.due",
+                "template": "fee_due",
+                "category": "transactional",
+                "audience": {"user_ids": [f"u{i % n_users}"]},
+                "data": {"amount": "¥100", "due_date": "2026-12-01", "term": "Autumn"},
+            }
+        ).encode()
+        for i in range(n)
     ]
-    return [json.dumps(e).encode() for e in [campus, *individual]]
 
 
-async def wait_caught_up(counters: FlowCounters, emitted: int, worker: SwitchboardProcess) -> None:
-    while not caught_up(await counters.read(), emitted):
+STAGES = ("events", "deliveries", "decided", "dispatched", "sent_done", "receipts", "rows")
+
+
+async def wait_caught_up(
+    counters: FlowCounters, emitted: int, worker: SwitchboardProcess, timeline: bool = False
+) -> None:
+    """Poll until caught up; with `timeline`, print each stage's counter once a second (shows the lag)."""
+    last_print = 0.0
+    while not caught_up(counts := await counters.read(), emitted):
         if not worker.running:
             raise RuntimeError(worker.log_tail())
+        if timeline and time.monotonic() - last_print >= 1.0:
+            last_print = time.monotonic()
+            print("  " + "  ".join(f"{name}={counts.get(name, 0)}" for name in STAGES))
         await asyncio.sleep(0.05)
+
+
+async def timed(
+    label: str, payloads: list[bytes], settings: Settings, counters: FlowCounters, worker: SwitchboardProcess
+) -> None:
+    """Produce the payloads, wait until every stage has caught up, print the rates."""
+    before = await counters.read()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        acks = [await producer.send(settings.topic("events"), payload) for payload in payloads]
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    await wait_caught_up(counters, before.get("events", 0) + len(payloads), worker, timeline=True)
+    elapsed = time.perf_counter() - started
+    after = await counters.read()
+    delta = {name: after.get(name, 0) - before.get(name, 0) for name in STAGES}
+    print(
+        f"{label}: {len(payloads)} events -> {delta['deliveries']} deliveries, {delta['dispatched']} sends, "
+        f"{delta['rows']} rows in {elapsed:.2f}s = {len(payloads) / elapsed:,.0f} events/s, "
+        f"{delta['deliveries'] / elapsed:,.0f} deliveries/s, {delta['dispatched'] / elapsed:,.0f} sends/s"
+    )
 
 
 async def drive(settings: Settings, n_users: int, n_individual: int, worker: SwitchboardProcess) -> None:
     redis = open_redis(settings.redis)
     await UserDirectory(redis).upsert(users(n_users))
     await AppRegistry(redis).register("campus", {"inbox", "email"})
-    payloads = events(n_individual, n_users)
-    worker.start()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
-    await producer.start()
     counters = FlowCounters(redis)
-    # Wait until the worker has joined its group and consumed a first event, so start-up is not timed.
-    await producer.send_and_wait(settings.topic("events"), payloads[0])
-    await wait_caught_up(counters, 1, worker)
-    before = await counters.read()
-    started = time.perf_counter()
-    acks = [await producer.send(settings.topic("events"), payload) for payload in payloads[1:]]
-    await asyncio.gather(*acks)
-    await producer.stop()
-    await wait_caught_up(counters, len(payloads), worker)
-    elapsed = time.perf_counter() - started
-    after = await counters.read()
-    deliveries = after["deliveries"] - before["deliveries"]
-    rows = after["rows"] - before["rows"]
-    print(f"warm-up: campus-wide event to {n_users} users (inbox) processed before timing")
-    print(
-        f"timed:   {n_individual} individual events -> {deliveries} deliveries, {rows} rows in {elapsed:.2f}s"
-    )
-    rates = f"{n_individual / elapsed:,.0f} events/s, {deliveries / elapsed:,.0f} deliveries/s"
-    print(f"         {rates} end to end")
+    worker.start()
+    # One event first, so joining the consumer group and start-up are not timed.
+    await timed("warm-up", [campus_notice("warm-up", {"user_ids": ["u0"]})], settings, counters, worker)
+    await timed("campus-wide (inbox)", [campus_notice("all", {"all": True})], settings, counters, worker)
+    await timed("individual (email+inbox)", fee_notices(n_individual, n_users), settings, counters, worker)
     await redis.aclose()
 
 
