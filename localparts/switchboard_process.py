@@ -66,6 +66,12 @@ class SwitchboardProcess:
         self._process = None
         return process.returncode
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed or committed."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(10)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             text = self._log_path.read_text(errors="replace")
