@@ -9,21 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 ChannelName = Literal["sms", "email", "push", "wechat_oa", "wechat_mp", "inbox", "webhook", "robot"]
-CHANNELS: tuple[ChannelName, ...] = (
-    "sms",
-    "email",
-    "push",
-    "wechat_oa",
-    "wechat_mp",
-    "inbox",
-    "webhook",
-    "robot",
-)
+CHANNELS: tuple[ChannelName, ...] = get_args(ChannelName)
 Category = Literal["verification", "transactional", "notice", "marketing", "alert"]
 Priority = Literal["urgent", "high", "normal", "low"]
 Status = Literal[
@@ -40,20 +31,7 @@ Status = Literal[
     "converted",
     "dead_lettered",
 ]
-STATUSES: tuple[Status, ...] = (
-    "decided",
-    "suppressed",
-    "capped",
-    "deferred",
-    "sent",
-    "delivered",
-    "failed",
-    "opened",
-    "clicked",
-    "read",
-    "converted",
-    "dead_lettered",
-)
+STATUSES: tuple[Status, ...] = get_args(Status)
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
