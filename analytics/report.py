@@ -16,9 +16,9 @@ from processors.records import CHANNELS, STATUSES, Status
 REPORT_STATUSES: tuple[Status, ...] = (
     "decided", "suppressed", "sent", "delivered", "failed", "read", "clicked", "dead_lettered",
 )
-# The line of transitions with channel '': chiefly events dead-lettered at ingest, also any delivery
-# suppressed before a channel was chosen.
-NO_CHANNEL = "(ingest)"
+# The line of transitions with channel '': events dead-lettered or dropped as duplicates at ingest,
+# and deliveries suppressed before any channel was chosen (no usable channel, a suppress rule).
+NO_CHANNEL = "(no channel)"
 TOTAL = "total"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analytics.connection import open_clickhouse
-from analytics.report import ReachReport, reach_report, render_table
+from analytics.report import NO_CHANNEL, ReachReport, reach_report, render_table
 from app import Settings
 from demo.events import DEMO_APPS, DemoEvent, demo_events
 from demo.organisation import generate_university, write_csv
@@ -276,7 +276,7 @@ async def _inbox_total(settings: Settings) -> int:
 
 def _cross_check(report: ReachReport, emails_received: int, inbox_total: int, engagement: Engagement) -> int:
     """The report is only worth showing if it matches reality; say where it does not."""
-    email, inbox, ingest = report.row("email"), report.row("inbox"), report.row("(ingest)")
+    email, inbox, unrouted = report.row("email"), report.row("inbox"), report.row(NO_CHANNEL)
     checks = [
         ("emails sent (ClickHouse) = emails the SMTP server received", email.sent, emails_received),
         ("inbox delivered (ClickHouse) = messages in the inboxes (Redis)", inbox.delivered, inbox_total),
@@ -284,7 +284,7 @@ def _cross_check(report: ReachReport, emails_received: int, inbox_total: int, en
         ("inbox clicked (ClickHouse) = clicks made through the API", inbox.clicked, engagement.clicks),
         (
             "dead-lettered (ClickHouse) = malformed events emitted",
-            ingest.dead_lettered,
+            unrouted.dead_lettered,
             engagement.dead_letters,
         ),
     ]

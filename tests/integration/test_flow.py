@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from analytics.report import NO_CHANNEL
 from app import ROOT, Settings
 from channels.webhook import verify
 from localparts import LocalSmtpServer, free_port
@@ -232,4 +233,4 @@ async def test_events_flow_to_people_and_to_clickhouse(
     assert rows["email"]["sent"] == 2
     assert rows["inbox"]["delivered"] == 3
     assert rows["webhook"]["delivered"] == 1
-    assert rows["(ingest)"]["dead_lettered"] == 4
+    assert rows[NO_CHANNEL]["dead_lettered"] == 4
