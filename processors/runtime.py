@@ -77,7 +77,13 @@ def build_flow(settings: Settings) -> Flow:
         schedule=schedule,
         counters=FlowCounters(redis),
     )
-    app, topics = create_app(settings.app_id, settings.kafka, topic_names(settings), settings.partitions)
+    app, topics = create_app(
+        settings.app_id,
+        settings.kafka,
+        topic_names(settings),
+        settings.partitions,
+        datadir=settings.var_dir / "faust" / settings.app_id,
+    )
     register_agents(app, topics, stages)
     return Flow(app=app, topics=topics, stages=stages)
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
@@ -71,11 +72,12 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 
 
 def create_app(
-    app_id: str, broker: str, topic_names: dict[str, str], partitions: int
+    app_id: str, broker: str, topic_names: dict[str, str], partitions: int, datadir: Path
 ) -> tuple[faust.App, FlowTopics]:
     app = faust.App(
         app_id,
         broker=broker,
+        datadir=str(datadir),  # Faust's own files; by default it litters the working directory
         store="memory://",
         web_enabled=False,
         topic_partitions=partitions,
