@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 import httpx
@@ -82,10 +83,16 @@ def build_flow(settings: Settings) -> Flow:
         settings.kafka,
         topic_names(settings),
         settings.partitions,
-        datadir=settings.var_dir / "faust" / settings.app_id,
+        datadir=_faust_dir(settings),
     )
     register_agents(app, topics, stages)
     return Flow(app=app, topics=topics, stages=stages)
+
+
+def _faust_dir(settings: Settings) -> Path:
+    folder = settings.var_dir / "faust"
+    folder.mkdir(parents=True, exist_ok=True)  # Faust creates its app folder inside, not the parents
+    return folder
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

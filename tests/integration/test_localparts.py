@@ -187,6 +187,11 @@ def test_parts_listen_on_loopback_only_by_construction(tmp_path: Path) -> None:
 
 
 def test_missing_redis_server_says_how_to_install_it(tmp_path: Path) -> None:
-    redis = LocalRedis(port=free_port(), log_path=tmp_path / "redis.log", binary="/nonexistent/redis-server")
+    redis = LocalRedis(
+        port=free_port(),
+        log_path=tmp_path / "redis.log",
+        data_dir=tmp_path / "redis",
+        binary="/nonexistent/redis-server",
+    )
     with pytest.raises(PartError, match="apt-get install redis-server"):
         redis.start()
