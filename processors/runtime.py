@@ -28,7 +28,7 @@ from state.connection import open_redis
 from state.dedup import EventDedup
 from state.flow_counters import FlowCounters
 from state.idempotency import SendLedger
-from state.schedule import DeliverySchedule
+from state.schedule import DeliverySchedule, ParkedDispatches
 from state.users import UserDirectory
 
 log = logging.getLogger("switchboard.runtime")
@@ -76,6 +76,7 @@ def build_flow(settings: Settings) -> Flow:
         ),
         track=Track(ReceiptSink(clickhouse)),
         schedule=schedule,
+        parked=ParkedDispatches(redis),
         counters=FlowCounters(redis),
     )
     app, topics = create_app(

@@ -2,7 +2,8 @@
 
 The claim (message, channel, step) is taken in Redis before the provider is called, so a redelivered
 dispatch never reaches a person twice. A send that gave up on a retryable error releases its claim,
-so a later redelivery may try again; a permanent failure keeps it.
+so a later redelivery may try again; a permanent failure keeps it. A dispatch that finds a claim still
+unfinished is parked until the claim lapses, so a worker dying mid-send loses nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from channels.base import Channel, RetryPolicy, deliver
 from channels.templates import TemplateCatalog, TemplateError
@@ -22,6 +24,18 @@ from state.users import User, UserDirectory
 class SendResult:
     receipts: list[Receipt] = field(default_factory=list)
     already_sent: int = 0
+    # Dispatches whose send is claimed but unfinished, with when to look again: the claim may belong
+    # to a worker that died mid-send, and then only its lapse lets the message go out.
+    parked: list[tuple[Dispatch, datetime]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Handled:
+    """How one dispatch went: its receipts, or that it was sent before, or how long to park it."""
+
+    receipts: list[Receipt] = field(default_factory=list)
+    already_sent: bool = False
+    park_for: float | None = None
 
 
 class Send:
@@ -49,25 +63,33 @@ class Send:
         )
         outcomes = await asyncio.gather(*(self._one(d, users.get(d.user_id)) for d in dispatches))
         result = SendResult()
-        for receipts in outcomes:
-            if receipts is None:
+        now = datetime.now(UTC)
+        for dispatch, handled in zip(dispatches, outcomes, strict=True):
+            if handled.already_sent:
                 result.already_sent += 1
+            elif handled.park_for is not None:
+                result.parked.append((dispatch, now + timedelta(seconds=handled.park_for + 1)))
             else:
-                result.receipts.extend(receipts)
+                result.receipts.extend(handled.receipts)
         return result
 
-    async def _one(self, dispatch: Dispatch, user: User | None) -> list[Receipt] | None:
+    async def _one(self, dispatch: Dispatch, user: User | None) -> _Handled:
         channel = self._channels.get(dispatch.channel)
         if channel is None:
-            return [_receipt(dispatch, "failed", reason=f"no provider configured for {dispatch.channel}")]
+            return _Handled(
+                [_receipt(dispatch, "failed", reason=f"no provider configured for {dispatch.channel}")]
+            )
         try:
             message = self._templates.render(
                 dispatch.event.template, dispatch.channel, dispatch.event.data, user
             )
         except TemplateError as exc:
-            return [_receipt(dispatch, "failed", provider=channel.provider, reason=f"template: {exc}")]
-        if not await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
-            return None
+            return _Handled(
+                [_receipt(dispatch, "failed", provider=channel.provider, reason=f"template: {exc}")]
+            )
+        if not await self._claim(dispatch):
+            left = await self._ledger.claim_seconds_left(dispatch.message_id, dispatch.channel, dispatch.step)
+            return _Handled(already_sent=True) if left is None else _Handled(park_for=left)
         async with self._slots:
             outcome = await deliver(channel, message, dispatch.address, dispatch, self._retry)
         if outcome.status == "failed" and outcome.retryable:
@@ -76,11 +98,20 @@ class Send:
             await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, outcome.status)
         common = {"provider": outcome.provider, "attempt": outcome.attempts}
         if outcome.status == "failed":
-            return [_receipt(dispatch, "failed", reason=outcome.reason, **common)]
+            return _Handled([_receipt(dispatch, "failed", reason=outcome.reason, **common)])
         receipts = [_receipt(dispatch, "sent", cost=outcome.cost, **common)]
         if outcome.status == "delivered":
             receipts.append(_receipt(dispatch, "delivered", **common))
-        return receipts
+        return _Handled(receipts)
+
+    async def _claim(self, dispatch: Dispatch) -> bool:
+        if await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
+            return True
+        # The key may have lapsed between the refused claim and now: one more try decides it.
+        state = await self._ledger.outcome(dispatch.message_id, dispatch.channel, dispatch.step)
+        return state is None and await self._ledger.claim(
+            dispatch.message_id, dispatch.channel, dispatch.step
+        )
 
 
 def _receipt(dispatch: Dispatch, status: str, **fields: object) -> Receipt:

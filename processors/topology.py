@@ -23,7 +23,7 @@ from processors.records import Delivery, Dispatch, Receipt
 from processors.send import Send
 from processors.track import Track
 from state.flow_counters import FlowCounters
-from state.schedule import DeliverySchedule
+from state.schedule import DeliverySchedule, ParkedDispatches
 
 log = logging.getLogger("switchboard.flow")
 
@@ -48,6 +48,7 @@ class FlowStages:
     send: Send
     track: Track
     schedule: DeliverySchedule
+    parked: ParkedDispatches
     counters: FlowCounters
 
 
@@ -182,8 +183,10 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             async for values in stream.take(200, within=0.05):
                 dispatches, bad = _parse(Dispatch, values)
                 result = await stages.send.handle(dispatches)
+                for dispatch, due in result.parked:
+                    await stages.parked.add(dispatch, due)
                 await produce_receipts(result.receipts + bad)
-                await stages.counters.add({"sent_done": len(values)})
+                await stages.counters.add({"sent_done": len(values), "parked": len(result.parked)})
                 yield None
 
     @app.agent(topics.receipts, name="track")
@@ -196,13 +199,19 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @app.timer(1.0, name="release_scheduled")  # type: ignore[untyped-decorator]
     async def release_scheduled() -> None:
+        """Re-emit deliveries whose time has come and parked dispatches whose claim has lapsed."""
         await stages.schedule.requeue_stale()
         due = await stages.schedule.claim_due()
-        if not due:
-            return
-        await produce(topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in due))
-        await stages.schedule.done([d.message_id for d in due])
-        await stages.counters.add({"released": len(due), "deliveries": len(due)})
+        if due:
+            await produce(topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in due))
+            await stages.schedule.done(due)
+            await stages.counters.add({"released": len(due), "deliveries": len(due)})
+        await stages.parked.requeue_stale()
+        unparked = await stages.parked.claim_due()
+        if unparked:
+            await produce(topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in unparked))
+            await stages.parked.done(unparked)
+            await stages.counters.add({"unparked": len(unparked), "dispatched": len(unparked)})
 
 
 def _source(message: Any) -> str:

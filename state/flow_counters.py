@@ -25,6 +25,8 @@ Counter = Literal[
     "rows",
     "scheduled",
     "released",
+    "parked",
+    "unparked",
 ]
 
 
@@ -59,6 +61,7 @@ def caught_up(counts: Mapping[str, int], events_emitted: int, extra_receipts: in
         and c["decided"] == c["deliveries"]
         and c["sent_done"] == c["dispatched"]
         and counts.get("rows", 0) >= counts.get("receipts", 0) + extra_receipts
+        and counts.get("unparked", 0) >= counts.get("parked", 0)
     )
 
 

@@ -50,6 +50,18 @@ class SendLedger:
             raise ValueError(f"outcome must name how the send ended, got {outcome!r}")
         await self._redis.set(SENT_KEY.format(message_id, channel, step), outcome, ex=self._ttl)
 
+    async def claim_seconds_left(self, message_id: str, channel: str, step: int) -> float | None:
+        """Seconds until an unfinished claim lapses; None when the send finished or was never claimed."""
+        key = SENT_KEY.format(message_id, channel, step)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            value, pttl = await pipe.execute()
+        held = value.decode() if isinstance(value, bytes) else value
+        if held != CLAIMED:
+            return None
+        return max(int(pttl), 0) / 1000.0
+
     async def outcome(self, message_id: str, channel: str, step: int) -> str | None:
         """`claimed` while in progress, the outcome once done, None when never claimed or expired."""
         value = await self._redis.get(SENT_KEY.format(message_id, channel, step))

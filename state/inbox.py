@@ -71,7 +71,10 @@ class Inbox:
         """Store the message; False when it was already there (a redelivery)."""
         keys = [_INDEX.format(user_id), _MESSAGES.format(user_id), _UNREAD.format(user_id)]
         args: list[str | float | int] = [
-            message.message_id, message.created_at.timestamp(), message.model_dump_json(), self._bound,
+            message.message_id,
+            message.created_at.timestamp(),
+            message.model_dump_json(),
+            self._bound,
         ]
         return bool(await self._add(keys=keys, args=args))
 

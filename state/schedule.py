@@ -1,21 +1,22 @@
-"""The durable schedule of deliveries due later, a sorted set in Redis scored by due time.
+"""Durable schedules in Redis: records due later, in a sorted set scored by due time.
 
 Claiming moves due items to an in-flight set atomically, so two workers never release the same item,
 and an item claimed by a worker that died before re-emitting it is put back by `requeue_stale`.
+Two schedules exist: deliveries whose `send_at` is ahead, and dispatches parked while another
+claim on the same send is unresolved.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
+from typing import Generic, TypeVar
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from processors.records import Delivery
-
-_DUE = "sb:schedule"
-_INFLIGHT = "sb:schedule:inflight"
-_BODIES = "sb:schedule:body"
+from processors.records import Delivery, Dispatch
 
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -36,38 +37,61 @@ end
 return #stale
 """
 
+Item = TypeVar("Item", bound=BaseModel)
 
-class DeliverySchedule:
-    """Deliveries waiting for their time; ids are message ids, so rescheduling is idempotent."""
 
-    def __init__(self, redis: Redis) -> None:
+class Schedule(Generic[Item]):
+    """Items waiting for their time; `ident` names an item, so scheduling one twice keeps one."""
+
+    def __init__(self, redis: Redis, name: str, model: type[Item], ident: Callable[[Item], str]) -> None:
         self._redis = redis
+        self._model = model
+        self._ident = ident
+        self._due, self._inflight, self._bodies = f"{name}", f"{name}:inflight", f"{name}:body"
         self._claim = redis.register_script(_CLAIM)
         self._requeue = redis.register_script(_REQUEUE)
 
-    async def add(self, delivery: Delivery, due: datetime) -> None:
+    async def add(self, item: Item, due: datetime) -> None:
+        ident = self._ident(item)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_BODIES, delivery.message_id, delivery.model_dump_json())
-            pipe.zadd(_DUE, {delivery.message_id: due.timestamp()})
+            pipe.hset(self._bodies, ident, item.model_dump_json())
+            pipe.zadd(self._due, {ident: due.timestamp()})
             await pipe.execute()
 
-    async def claim_due(self, limit: int = 500, now: float | None = None) -> list[Delivery]:
+    async def claim_due(self, limit: int = 500, now: float | None = None) -> list[Item]:
         at = time.time() if now is None else now
-        bodies = await self._claim(keys=[_DUE, _INFLIGHT, _BODIES], args=[at, limit, at])
-        return [Delivery.model_validate_json(b) for b in bodies if b is not None]
+        bodies = await self._claim(keys=[self._due, self._inflight, self._bodies], args=[at, limit, at])
+        return [self._model.model_validate_json(b) for b in bodies if b is not None]
 
-    async def done(self, message_ids: list[str]) -> None:
+    async def done(self, items: list[Item]) -> None:
         """Forget items whose re-emission is confirmed."""
-        if not message_ids:
+        if not items:
             return
+        idents = [self._ident(item) for item in items]
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(_INFLIGHT, *message_ids)
-            pipe.hdel(_BODIES, *message_ids)
+            pipe.zrem(self._inflight, *idents)
+            pipe.hdel(self._bodies, *idents)
             await pipe.execute()
 
     async def requeue_stale(self, older_than_seconds: float = 60.0) -> int:
         now = time.time()
-        return int(await self._requeue(keys=[_DUE, _INFLIGHT], args=[now - older_than_seconds, now]))
+        return int(
+            await self._requeue(keys=[self._due, self._inflight], args=[now - older_than_seconds, now])
+        )
 
     async def pending(self) -> int:
-        return int(await self._redis.zcard(_DUE)) + int(await self._redis.zcard(_INFLIGHT))
+        return int(await self._redis.zcard(self._due)) + int(await self._redis.zcard(self._inflight))
+
+
+class DeliverySchedule(Schedule[Delivery]):
+    """Deliveries whose `send_at` is still ahead, decided again when due."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, "sb:schedule", Delivery, lambda d: d.message_id)
+
+
+class ParkedDispatches(Schedule[Dispatch]):
+    """Dispatches that found their send claimed but unfinished, re-emitted when the claim lapses."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, "sb:parked", Dispatch, lambda d: f"{d.message_id}:{d.channel}:{d.step}")

@@ -23,8 +23,19 @@ from state.users import User, UserDirectory
 Format = Literal["csv", "jsonl"]
 
 COLUMNS: tuple[str, ...] = (
-    "user_id", "name", "timezone", "locale", "tags", "channel_pref", "email", "phone",
-    "push_token", "wechat_openid", "wechat_mp_openid", "inbox", "webhook",
+    "user_id",
+    "name",
+    "timezone",
+    "locale",
+    "tags",
+    "channel_pref",
+    "email",
+    "phone",
+    "push_token",
+    "wechat_openid",
+    "wechat_mp_openid",
+    "inbox",
+    "webhook",
 )
 # Flat column -> the channel its value binds.
 BINDING_COLUMNS: dict[str, str] = {
