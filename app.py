@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     api_port: int = 18080
     web_port: int = 16066
     dedup_ttl_seconds: int = 7 * 24 * 3600
+    # How long a send's claim holds if its worker dies mid-send; must outlast one send with its retries.
+    send_claim_seconds: int = 600
     sink_batch_rows: int = 5000
     sink_flush_seconds: float = 0.5
 

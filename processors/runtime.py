@@ -72,7 +72,11 @@ def build_flow(settings: Settings) -> Flow:
         ingest=Ingest(directory, apps, templates, EventDedup(redis, settings.dedup_ttl_seconds)),
         decide=Decide(directory, apps, AsyncRuleEngine(ruleset), schedule, frozenset(channels)),
         send=Send(
-            channels, templates, directory, SendLedger(redis, settings.dedup_ttl_seconds), RetryPolicy()
+            channels,
+            templates,
+            directory,
+            SendLedger(redis, settings.dedup_ttl_seconds, settings.send_claim_seconds),
+            RetryPolicy(),
         ),
         track=Track(ReceiptSink(clickhouse)),
         schedule=schedule,

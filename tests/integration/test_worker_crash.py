@@ -40,7 +40,10 @@ def fee_due(i: int) -> bytes:
 async def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
     settings: Settings, redis: Redis, smtp: LocalSmtpServer, tmp_path: Path
 ) -> None:
-    flow = settings.model_copy(update={"clickhouse": f"chdb://{tmp_path / 'worker-clickhouse'}"})
+    # Short claims, so a send the killed worker held is retried within the test's time.
+    flow = settings.model_copy(
+        update={"clickhouse": f"chdb://{tmp_path / 'worker-clickhouse'}", "send_claim_seconds": 5}
+    )
     await UserDirectory(redis).upsert(
         [
             User(user_id=f"p{i}", bindings={"email": f"p{i}@uni.example", "inbox": f"p{i}"})
