@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -125,6 +127,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--individual", type=int, default=1000)
     args = parser.parse_args()
+    # Stopped from outside, still stop the worker and the parts on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory() as tmp:
         var = Path(tmp)
         with (
