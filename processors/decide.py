@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from processors.ingest import AppLookup
-from processors.records import Delivery, Dispatch, Receipt
+from processors.records import Delivery, Dispatch, Receipt, Status
 from rules.engine import AsyncRuleEngine, DecisionRequest
 from state.schedule import DeliverySchedule
 from state.users import User, UserDirectory
@@ -132,17 +132,5 @@ def _recipient(delivery: Delivery, users: dict[str, User]) -> User | None:
     return users.get(delivery.user_id)
 
 
-def _receipt(delivery: Delivery, status: str, **fields: str) -> Receipt:
-    event = delivery.event
-    return Receipt.model_validate(
-        {
-            "message_id": delivery.message_id,
-            "event_id": event.event_id,
-            "app": event.app,
-            "user_id": delivery.user_id,
-            "status": status,
-            "template": event.template,
-            "campaign": event.campaign,
-            **fields,
-        }
-    )
+def _receipt(delivery: Delivery, status: Status, **fields: str) -> Receipt:
+    return Receipt.of(delivery.event, delivery.user_id, status, message_id=delivery.message_id, **fields)

@@ -84,15 +84,7 @@ class Ingest:
         if problem:
             return _dead(raw, source, problem, (event.app, event.event_id))
         if not await self._dedup.first_seen(event.app, event.event_id, source):
-            receipt = Receipt(
-                message_id=message_id_for(event.app, event.event_id, ""),
-                event_id=event.event_id,
-                app=event.app,
-                status="suppressed",
-                reason="duplicate event_id for this app",
-                template=event.template,
-                campaign=event.campaign,
-            )
+            receipt = Receipt.of(event, "", "suppressed", reason="duplicate event_id for this app")
             return IngestResult(receipts=[receipt], duplicate=True)
         return await self._expand(event, raw, source)
 
@@ -128,18 +120,7 @@ class Ingest:
             known = await self._directory.get_many(wanted)
             user_ids = [u for u in wanted if u in known]
             for missing in (u for u in wanted if u not in known):
-                result.receipts.append(
-                    Receipt(
-                        message_id=message_id_for(event.app, event.event_id, missing),
-                        event_id=event.event_id,
-                        app=event.app,
-                        user_id=missing,
-                        status="suppressed",
-                        reason="unknown user",
-                        template=event.template,
-                        campaign=event.campaign,
-                    )
-                )
+                result.receipts.append(Receipt.of(event, missing, "suppressed", reason="unknown user"))
         elif audience.tags:
             user_ids = await self._directory.ids_with_tags(audience.tags)
         elif audience.segment:

@@ -148,6 +148,22 @@ class Receipt(_Strict):
     attempt: int = 0
     cost: float = 0.0
 
+    @classmethod
+    def of(cls, event: EventCore, user_id: str, status: Status, **fields: Any) -> Receipt:
+        """A transition of the message `event` makes for `user_id`, named as every stage names it."""
+        return cls.model_validate(
+            {
+                "message_id": message_id_for(event.app, event.event_id, user_id),
+                "event_id": event.event_id,
+                "app": event.app,
+                "user_id": user_id,
+                "status": status,
+                "template": event.template,
+                "campaign": event.campaign,
+                **fields,
+            }
+        )
+
 
 def message_id_for(app: str, event_id: str, user_id: str) -> str:
     """Deterministic, so a replayed event yields the same ids and idempotent sends hold."""

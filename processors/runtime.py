@@ -33,7 +33,6 @@ from state.users import UserDirectory
 
 log = logging.getLogger("switchboard.runtime")
 
-TOPICS = ("events", "dead_letter", "deliveries", "dispatch", "receipts")
 TOPIC_NAMES = {
     "events": "events",
     "dead_letter": "events.deadletter",

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from channels.base import Channel, RetryPolicy, deliver
 from channels.templates import TemplateCatalog, TemplateError
-from processors.records import Dispatch, Receipt
+from processors.records import Dispatch, Receipt, Status
 from state.idempotency import SendLedger
 from state.users import User, UserDirectory
 
@@ -114,20 +114,13 @@ class Send:
         )
 
 
-def _receipt(dispatch: Dispatch, status: str, **fields: object) -> Receipt:
-    event = dispatch.event
-    return Receipt.model_validate(
-        {
-            "message_id": dispatch.message_id,
-            "event_id": event.event_id,
-            "app": event.app,
-            "user_id": dispatch.user_id,
-            "channel": dispatch.channel,
-            "status": status,
-            "rule_id": dispatch.rule_id,
-            "rule_version": dispatch.rule_version,
-            "template": event.template,
-            "campaign": event.campaign,
-            **fields,
-        }
+def _receipt(dispatch: Dispatch, status: Status, **fields: object) -> Receipt:
+    return Receipt.of(
+        dispatch.event,
+        dispatch.user_id,
+        status,
+        channel=dispatch.channel,
+        rule_id=dispatch.rule_id,
+        rule_version=dispatch.rule_version,
+        **fields,
     )

@@ -49,9 +49,6 @@ class FlowCounters:
         raw = await self._redis.hgetall(_KEY)
         return {_text(k): int(v) for k, v in raw.items()}
 
-    async def reset(self) -> None:
-        await self._redis.delete(_KEY)
-
 
 def caught_up(counts: Mapping[str, int], events_emitted: int, extra_receipts: int = 0) -> bool:
     """True when every emitted event went through every stage and every receipt is in ClickHouse."""

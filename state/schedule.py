@@ -79,9 +79,6 @@ class Schedule(Generic[Item]):
             await self._requeue(keys=[self._due, self._inflight], args=[now - older_than_seconds, now])
         )
 
-    async def pending(self) -> int:
-        return int(await self._redis.zcard(self._due)) + int(await self._redis.zcard(self._inflight))
-
 
 class DeliverySchedule(Schedule[Delivery]):
     """Deliveries whose `send_at` is still ahead, decided again when due."""
