@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     email_from: str = "Switchboard <noreply@switchboard.local>"
     webhook_secret: SecretStr = SecretStr("")
+    providers: Path = Field(
+        ROOT / "config" / "providers.yaml", description="channel providers, their priorities, limits and secrets"
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:18080", description="where recipients reach the API: tracking, unsubscribe links"
+    )
+    link_secret: SecretStr = Field(
+        SecretStr("dev-only-link-secret-change-me"),
+        description="signs tracking and unsubscribe links; set a long random value in production",
+    )
     webhook_allow: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
     inbox_max_per_user: int = 200
     api_host: str = "127.0.0.1"

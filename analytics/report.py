@@ -52,6 +52,7 @@ class ReachRow:
     read: int = 0
     converted: int = 0
     dead_lettered: int = 0
+    expired: int = 0
 
     @classmethod
     def from_counts(cls, channel: str, counts: Mapping[str, int]) -> ReachRow:

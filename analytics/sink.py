@@ -14,7 +14,7 @@ from processors.records import Receipt
 # The Receipt fields, in table order; inserted_at is left to its column default.
 COLUMNS: tuple[str, ...] = (
     "event_time", "message_id", "event_id", "app", "user_id", "channel", "provider", "status",
-    "reason", "rule_id", "rule_version", "template", "campaign", "attempt", "cost",
+    "reason", "rule_id", "rule_version", "template", "campaign", "attempt", "cost", "variant", "step",
 )
 
 

@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
 
 from channels.templates import RenderedMessage
 from processors.records import ChannelName, Dispatch
@@ -40,6 +42,10 @@ class PermanentSendError(SendError):
     """Trying again cannot help (invalid address, refused recipient, bad request)."""
 
 
+class InvalidAddressError(PermanentSendError):
+    """The provider refused the address itself (malformed, unknown, blacklisted): never retried."""
+
+
 class RetryableSendError(SendError):
     """Trying again later may work (timeout, connection error, throttling, 5xx)."""
 
@@ -48,11 +54,46 @@ class RetryableSendError(SendError):
         self.retry_after = retry_after
 
 
+class ThrottledError(RetryableSendError):
+    """The provider's rate or quota limit: try later, or on another provider of the channel."""
+
+
+class CredentialsError(RetryableSendError):
+    """The provider refused our credentials (bad key, expired token that cannot be refreshed).
+
+    An operator must act, so it is logged as an alert; the message may still go out through another
+    provider of the channel, hence retryable rather than permanent.
+    """
+
+
+class ProviderOptions(BaseModel):
+    """An adapter's configuration from the providers file; secrets are `SecretStr`, masked when printed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class ChannelDeps:
+    """Clients an adapter may use, passed in so tests choose real local peers or fakes."""
+
+    http: httpx.AsyncClient
+    redis: Redis
+
+
 class Channel(ABC):
-    """One provider of one channel. Subclasses set `channel` and `provider` and write `send`."""
+    """One provider of one channel. Subclasses set `channel` and `provider` and write `send`.
+
+    Adapters configured from the providers file also set `options_model` and override `from_options`.
+    """
 
     channel: ClassVar[ChannelName]
     provider: ClassVar[str]
+    options_model: ClassVar[type[ProviderOptions]] = ProviderOptions
+
+    @classmethod
+    def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> Channel:
+        """Build the adapter from its validated options; raise ValueError naming a bad option."""
+        raise NotImplementedError(f"{cls.__name__} is not configured from the providers file")
 
     @abstractmethod
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:

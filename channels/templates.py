@@ -100,6 +100,12 @@ class RenderedMessage(BaseModel):
     title: str = ""
     body: str = ""
     link: str = ""
+    template_ids: dict[str, str] = {}
+    """Provider -> the template registered with that provider (SMS template code, WeChat template id)."""
+    params: dict[str, str] = {}
+    """Named values for a provider-side template (SMS params, WeChat `data` keys), in template order."""
+    page: str = ""
+    """A mini-program page or app deep link the message opens."""
 
 
 @dataclass(frozen=True)

@@ -9,31 +9,43 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-ChannelName = Literal["sms", "email", "push", "wechat_oa", "wechat_mp", "inbox", "webhook", "robot"]
-CHANNELS: tuple[ChannelName, ...] = get_args(ChannelName)
-Category = Literal["verification", "transactional", "notice", "marketing", "alert"]
-Priority = Literal["urgent", "high", "normal", "low"]
-Status = Literal[
-    "decided",
-    "suppressed",
-    "capped",
-    "deferred",
-    "sent",
-    "delivered",
-    "failed",
-    "opened",
-    "clicked",
-    "read",
-    "converted",
-    "dead_lettered",
-]
-STATUSES: tuple[Status, ...] = get_args(Status)
+from processors.plan import DeliveryPlan
+from processors.vocabulary import (
+    CATEGORIES,
+    CHANNELS,
+    PRIORITIES,
+    STATUSES,
+    Category,
+    ChannelName,
+    Name,
+    Priority,
+    Status,
+)
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+__all__ = [
+    "CATEGORIES",
+    "CHANNELS",
+    "PRIORITIES",
+    "STATUSES",
+    "Audience",
+    "Category",
+    "ChannelName",
+    "Delivery",
+    "DeliveryPlan",
+    "Dispatch",
+    "Event",
+    "EventCore",
+    "Name",
+    "Priority",
+    "RawAddress",
+    "Receipt",
+    "Status",
+    "message_id_for",
+]
 
 
 class _Strict(BaseModel):
@@ -127,6 +139,10 @@ class Dispatch(_Strict):
     rule_id: str
     rule_version: str
     step: int = 0
+    """0 for the decision's own send; n for the n-th fallback step of `plan`."""
+    plan: DeliveryPlan = Field(default_factory=DeliveryPlan)
+    template: str | None = None
+    """A template other than the event's (a variant's or a fallback step's)."""
 
 
 class Receipt(_Strict):
@@ -147,6 +163,8 @@ class Receipt(_Strict):
     campaign: str = ""
     attempt: int = 0
     cost: float = 0.0
+    variant: str = ""
+    step: int = 0
 
     @classmethod
     def of(cls, event: EventCore, user_id: str, status: Status, **fields: Any) -> Receipt:
