@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -72,6 +72,41 @@ class ProviderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CallbackRejected(Exception):
+    """A provider callback that failed verification or cannot be parsed; the API answers 4xx with this."""
+
+
+@dataclass(frozen=True)
+class CallbackRequest:
+    """A provider's delivery-status callback as it reached the API, for the adapter to verify and read."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    """Header names in lower case."""
+    body: bytes
+
+
+@dataclass(frozen=True)
+class ProviderReceipt:
+    """One status a provider reported for a message it accepted, keyed by the provider's message id."""
+
+    provider_message_id: str
+    status: Literal["delivered", "failed", "read", "clicked"]
+    reason: str = ""
+    recipient: str = ""
+
+
+@dataclass(frozen=True)
+class CallbackReply:
+    """What the adapter wants answered to the provider (some insist on a exact body)."""
+
+    receipts: tuple[ProviderReceipt, ...]
+    body: bytes = b""
+    media_type: str = "application/json"
+
+
 @dataclass(frozen=True)
 class ChannelDeps:
     """Clients an adapter may use, passed in so tests choose real local peers or fakes."""
@@ -98,6 +133,10 @@ class Channel(ABC):
     @abstractmethod
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
         """Send once, raising PermanentSendError or RetryableSendError on failure."""
+
+    def parse_callback(self, request: CallbackRequest) -> CallbackReply:
+        """Verify a delivery-status callback and read its receipts; raise CallbackRejected if forged."""
+        raise CallbackRejected(f"provider {self.provider} sends no delivery callbacks")
 
     async def close(self) -> None:
         """Release connections the adapter holds; the default holds none."""
