@@ -134,6 +134,11 @@ class Channel(ABC):
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
         """Send once, raising PermanentSendError or RetryableSendError on failure."""
 
+    def accepts(self, address: str) -> bool:
+        """Whether this provider can carry `address`; push providers accept only their own tokens,
+        written `<provider>:<token>` (e.g. `apns:…`, `fcm:…`), so a chain routes by prefix."""
+        return True
+
     def parse_callback(self, request: CallbackRequest) -> CallbackReply:
         """Verify a delivery-status callback and read its receipts; raise CallbackRejected if forged."""
         raise CallbackRejected(f"provider {self.provider} sends no delivery callbacks")

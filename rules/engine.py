@@ -12,11 +12,13 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from durable.engine import Host
 
+from processors.plan import DeliveryPlan
 from processors.records import EventCore
 from rules.compiler import NO_MATCH_RULE, REQUEST_FIELD, CompiledRuleset, build_fact, compile_ruleset
 from rules.schema import Rule, Ruleset
@@ -35,6 +37,10 @@ class DecisionRequest:
     """Channels the app is authorised to use."""
     available_channels: frozenset[str]
     """Channels with a configured provider."""
+    now: datetime | None = None
+    """When the decision is made (defaults to the clock); rules on time and activity use it."""
+    last_active_at: datetime | None = None
+    """When the user was last seen active (read, clicked, opened, app activity), if ever."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class Decision:
     rule_version: str
     suppressed: bool
     reasons: tuple[str, ...]
+    plan: DeliveryPlan = field(default_factory=DeliveryPlan)
+    """Timing, caps, fallback steps, offline keep and variant; executed by decide, send and track."""
 
 
 class _QuietHost(Host):  # type: ignore[misc]
