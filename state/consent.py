@@ -1,0 +1,216 @@
+"""Consent: who asked not to be reached (per category and channel) and who is blacklisted.
+
+Redis layout: `sb:consent:{user}` hash, field `{category}|{channel}` (`*` = every one) -> JSON
+`{"source", "at"}`; `sb:blacklist` hash, subject (a user id or a normalised address) -> JSON
+`{"reason", "at"}`. `refusals` answers a whole batch with one pipeline of two reads per item.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+
+from processors.vocabulary import CATEGORIES, CHANNELS
+
+CONSENT_KEY = "sb:consent:{}"
+BLACKLIST_KEY = "sb:blacklist"
+ANY = "*"
+
+Clock = Callable[[], datetime]
+
+
+class ConsentQuery(NamedTuple):
+    """One intended send to check: `address` may be empty when the recipient has none yet."""
+
+    user_id: str
+    channel: str
+    category: str
+    address: str = ""
+
+
+class Unsubscription(BaseModel):
+    """One standing refusal; None means every category or every channel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    category: str | None
+    channel: str | None
+    source: str
+    at: datetime
+
+    def reason(self) -> str:
+        category = self.category or "every category"
+        channel = f"on {self.channel}" if self.channel else "on every channel"
+        return f"unsubscribed from {category} {channel} ({self.source}, {self.at.date().isoformat()})"
+
+
+class BlacklistEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: str
+    reason: str
+    at: datetime
+
+
+class Consent(BaseModel):
+    """Everything the store holds about one user, for operators."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: str
+    unsubscriptions: tuple[Unsubscription, ...]
+    blacklisted: BlacklistEntry | None
+
+
+class ConsentStore:
+    """Unsubscriptions and the blacklist in Redis; the client is passed in."""
+
+    def __init__(self, redis: Redis, clock: Clock | None = None) -> None:
+        self._redis = redis
+        self._now: Clock = clock or (lambda: datetime.now(UTC))
+
+    async def unsubscribe(
+        self, user_id: str, *, category: str | None = None, channel: str | None = None, source: str
+    ) -> Unsubscription:
+        """Record that `user_id` refuses `category` on `channel` (None = all); returns the entry."""
+        field = _field(_need("user_id", user_id), category, channel)
+        entry = Unsubscription(
+            category=category, channel=channel, source=_need("source", source), at=self._now()
+        )
+        await self._redis.hset(CONSENT_KEY.format(user_id), field, _dump(entry.source, entry.at, "source"))
+        return entry
+
+    async def resubscribe(
+        self, user_id: str, *, category: str | None = None, channel: str | None = None
+    ) -> int:
+        """Drop the refusals this scope covers (itself and narrower ones); returns how many.
+
+        A broader refusal still stands: resubscribing to marketing on email after "every category"
+        leaves that one in place, so the user stays unsubscribed until it is dropped too.
+        """
+        _field(_need("user_id", user_id), category, channel)
+        key = CONSENT_KEY.format(user_id)
+        fields = [_text(f) for f in await self._redis.hkeys(key)]
+        covered = [f for f in fields if _covers(category, channel, f)]
+        if not covered:
+            return 0
+        return int(await self._redis.hdel(key, *covered))
+
+    async def blacklist(self, subject: str, reason: str) -> BlacklistEntry:
+        """Never send to `subject` (a user id or a normalised address) again, for `reason`."""
+        entry = BlacklistEntry(
+            subject=_need("subject", subject), reason=_need("reason", reason), at=self._now()
+        )
+        await self._redis.hset(BLACKLIST_KEY, subject, _dump(entry.reason, entry.at, "reason"))
+        return entry
+
+    async def unblacklist(self, subject: str) -> bool:
+        """True when the subject was blacklisted."""
+        return bool(await self._redis.hdel(BLACKLIST_KEY, _need("subject", subject)))
+
+    async def refusals(self, items: Sequence[ConsentQuery]) -> list[str | None]:
+        """For each query, why it must not be sent (blacklist first), or None when it may."""
+        if not items:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for item in items:
+                pipe.hmget(CONSENT_KEY.format(item.user_id), _scopes(item))
+                pipe.hmget(BLACKLIST_KEY, [item.user_id, item.address or item.user_id])
+            replies = await pipe.execute()
+        answers: list[str | None] = []
+        for index, item in enumerate(items):
+            scopes, listed = replies[2 * index], replies[2 * index + 1]
+            answers.append(_refusal(item, scopes, listed))
+        return answers
+
+    async def consent(self, user_id: str) -> Consent:
+        """The user's standing refusals (broadest first) and blacklist entry."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(CONSENT_KEY.format(_need("user_id", user_id)))
+            pipe.hget(BLACKLIST_KEY, user_id)
+            scopes, listed = await pipe.execute()
+        entries = sorted(
+            (_unsubscription(_text(f), v) for f, v in scopes.items()),
+            key=lambda e: (e.category is not None, e.channel is not None, e.category or "", e.channel or ""),
+        )
+        return Consent(
+            user_id=user_id,
+            unsubscriptions=tuple(entries),
+            blacklisted=None if listed is None else _blacklist_entry(user_id, listed),
+        )
+
+    async def blacklisted(self, subject: str) -> BlacklistEntry | None:
+        raw = await self._redis.hget(BLACKLIST_KEY, _need("subject", subject))
+        return None if raw is None else _blacklist_entry(subject, raw)
+
+
+def _refusal(item: ConsentQuery, scopes: list[bytes | None], listed: list[bytes | None]) -> str | None:
+    for subject, raw in zip((item.user_id, item.address or item.user_id), listed, strict=True):
+        if raw is not None:
+            entry = _blacklist_entry(subject, raw)
+            return f"blacklisted: {entry.reason}"
+    for field, raw in zip(_scopes(item), scopes, strict=True):
+        if raw is not None:
+            return _unsubscription(field, raw).reason()
+    return None
+
+
+def _scopes(item: ConsentQuery) -> list[str]:
+    """The refusal fields that would cover the query, broadest first."""
+    return [
+        f"{ANY}|{ANY}",
+        f"{item.category}|{ANY}",
+        f"{ANY}|{item.channel}",
+        f"{item.category}|{item.channel}",
+    ]
+
+
+def _field(user_id: str, category: str | None, channel: str | None) -> str:
+    # Checked here so a typo cannot record a refusal that no query will ever match.
+    if category is not None and category not in CATEGORIES:
+        known = ", ".join(CATEGORIES)
+        raise ValueError(f"unknown category {category!r} for user {user_id!r}; known: {known}")
+    if channel is not None and channel not in CHANNELS:
+        known = ", ".join(CHANNELS)
+        raise ValueError(f"unknown channel {channel!r} for user {user_id!r}; known: {known}")
+    return f"{category or ANY}|{channel or ANY}"
+
+
+def _covers(category: str | None, channel: str | None, field: str) -> bool:
+    field_category, _, field_channel = field.partition("|")
+    return (category is None or category == field_category) and (channel is None or channel == field_channel)
+
+
+def _unsubscription(field: str, raw: bytes | str) -> Unsubscription:
+    category, _, channel = field.partition("|")
+    stored = json.loads(raw)
+    return Unsubscription(
+        category=None if category == ANY else category,
+        channel=None if channel == ANY else channel,
+        source=stored["source"],
+        at=datetime.fromisoformat(stored["at"]),
+    )
+
+
+def _blacklist_entry(subject: str, raw: bytes | str) -> BlacklistEntry:
+    stored = json.loads(raw)
+    return BlacklistEntry(subject=subject, reason=stored["reason"], at=datetime.fromisoformat(stored["at"]))
+
+
+def _dump(text: str, at: datetime, name: str) -> str:
+    return json.dumps({name: text, "at": at.isoformat()})
+
+
+def _need(name: str, value: str) -> str:
+    if not value or not value.strip():
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
