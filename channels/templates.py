@@ -11,20 +11,23 @@ import keyword
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from jinja2 import StrictUndefined, meta
 from jinja2 import Template as JinjaTemplate
 from jinja2 import TemplateSyntaxError as JinjaSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from state.users import User
 
-TemplateChannel = Literal["email", "inbox", "webhook", "sms"]
+TemplateChannel = Literal["email", "inbox", "webhook", "sms", "push", "wechat_oa", "wechat_mp", "robot"]
 # The variable every part may use besides the declared ones: the recipient's public profile.
 USER_VARIABLE = "user"
+# Fields whose rendered value a person may follow: only http(s) URLs and site-relative paths pass.
+LINK_FIELDS = frozenset({"link"})
 
 
 class TemplateError(ValueError):
@@ -33,6 +36,31 @@ class TemplateError(ValueError):
 
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ProviderTemplate(_Part):
+    """A part sent through templates registered with providers: ids are literal, params are jinja."""
+
+    template_ids: dict[str, str] = {}
+    """Provider name -> the id registered there (Aliyun `SMS_123`, Tencent `1234567`, WeChat ids)."""
+    params: dict[str, str] = {}
+    """Provider-side variable -> jinja; kept in file order (Tencent SMS params are positional)."""
+
+    @field_validator("template_ids")
+    @classmethod
+    def _ids(cls, ids: dict[str, str]) -> dict[str, str]:
+        for provider, template_id in ids.items():
+            if not provider.strip() or not template_id.strip():
+                raise ValueError(f"provider and template id must not be empty: {provider!r}: {template_id!r}")
+        return ids
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, params: dict[str, str]) -> dict[str, str]:
+        for name in params:
+            if not name.strip():
+                raise ValueError("a param name must not be empty")
+        return params
 
 
 class EmailPart(_Part):
@@ -51,8 +79,54 @@ class WebhookPart(_Part):
     body: str
 
 
-class SmsPart(_Part):
+class SmsPart(_ProviderTemplate):
     text: str
+    """The message as a generic gateway sends it, and what content checks and segment counts read."""
+
+
+class PushPart(_Part):
+    title: str
+    body: str
+    link: str | None = None
+    page: str | None = None
+
+
+class WechatOaPart(_ProviderTemplate):
+    """Official-account template message: `params` fill the template's `data` keys."""
+
+    link: str | None = None
+    page: str | None = None
+
+    @model_validator(mode="after")
+    def _registered(self) -> WechatOaPart:
+        _need_registered(self, "wechat_oa")
+        return self
+
+
+class WechatMpPart(_ProviderTemplate):
+    """Mini-program subscribe message."""
+
+    page: str | None = None
+
+    @model_validator(mode="after")
+    def _registered(self) -> WechatMpPart:
+        _need_registered(self, "wechat_mp")
+        return self
+
+
+class RobotPart(_Part):
+    """A group robot message (DingTalk, WeCom, Feishu): `text` is markdown."""
+
+    title: str
+    text: str
+    link: str | None = None
+
+
+def _need_registered(part: _ProviderTemplate, channel: str) -> None:
+    if not part.template_ids:
+        raise ValueError(f"{channel} needs template_ids (provider: registered template id)")
+    if not part.params:
+        raise ValueError(f"{channel} needs params (the template's keys and their values)")
 
 
 class TemplateFile(BaseModel):
@@ -67,6 +141,10 @@ class TemplateFile(BaseModel):
     inbox: InboxPart | None = None
     webhook: WebhookPart | None = None
     sms: SmsPart | None = None
+    push: PushPart | None = None
+    wechat_oa: WechatOaPart | None = None
+    wechat_mp: WechatMpPart | None = None
+    robot: RobotPart | None = None
 
     @field_validator("variables", "optional")
     @classmethod
@@ -82,7 +160,7 @@ class TemplateFile(BaseModel):
 
     def parts(self) -> dict[TemplateChannel, _Part]:
         found: dict[TemplateChannel, _Part | None] = {
-            "email": self.email, "inbox": self.inbox, "webhook": self.webhook, "sms": self.sms,
+            channel: getattr(self, channel) for channel in get_args(TemplateChannel)
         }
         return {channel: part for channel, part in found.items() if part is not None}
 
@@ -109,15 +187,24 @@ class RenderedMessage(BaseModel):
 
 
 @dataclass(frozen=True)
+class _CompiledPart:
+    """One channel's part: jinja per field, jinja per provider param, literal provider template ids."""
+
+    fields: dict[str, JinjaTemplate]
+    params: dict[str, JinjaTemplate]
+    template_ids: dict[str, str]
+
+
+@dataclass(frozen=True)
 class _Compiled:
-    """A loaded template: its declared variables and each channel's compiled fields."""
+    """A loaded template: its declared variables and each channel's compiled part."""
 
     name: str
     source: Path
     description: str
     required: frozenset[str]
     optional: frozenset[str]
-    parts: dict[str, dict[str, JinjaTemplate]]
+    parts: dict[str, _CompiledPart]
 
 
 class TemplateCatalog:
@@ -160,22 +247,18 @@ class TemplateCatalog:
     ) -> RenderedMessage:
         """Render every field of the channel's part, or raise TemplateError: never half a message."""
         compiled = self._get(template)
-        fields = compiled.parts.get(channel)
-        if fields is None:
+        part = compiled.parts.get(channel)
+        if part is None:
             have = ", ".join(sorted(compiled.parts)) or "none"
             raise TemplateError(f"template {template!r} has no {channel!r} part (it has: {have})")
         problems = self.check_data(template, data)
         if problems:
             raise TemplateError("; ".join(problems))
         context = _context(compiled, data, user)
-        rendered: dict[str, str] = {}
-        for field, jinja in fields.items():
-            try:
-                rendered[field] = jinja.render(context)
-            except Exception as exc:  # a template can raise anything its expressions do
-                raise TemplateError(
-                    f"template {template!r} {channel}.{field}: {type(exc).__name__}: {exc}"
-                ) from exc
+        rendered = {f: _render(template, f"{channel}.{f}", j, context) for f, j in part.fields.items()}
+        params = {k: _render(template, f"{channel}.params.{k}", j, context) for k, j in part.params.items()}
+        for field in LINK_FIELDS & rendered.keys():
+            _check_link(template, f"{channel}.{field}", rendered[field])
         if channel == "webhook":
             try:
                 json.loads(rendered["body"])
@@ -184,7 +267,13 @@ class TemplateCatalog:
                     f"template {template!r} webhook.body did not render to JSON ({exc}); "
                     "insert values with the tojson filter"
                 ) from exc
-        return RenderedMessage(template=template, channel=channel, **rendered)
+        return RenderedMessage(
+            template=template,
+            channel=channel,
+            template_ids=dict(part.template_ids),
+            params=params,
+            **rendered,
+        )
 
     def _get(self, template: str) -> _Compiled:
         compiled = self._templates.get(template)
@@ -208,26 +297,25 @@ class TemplateCatalog:
         if overlap:
             raise TemplateError(f"{path}: {sorted(overlap)} listed in both variables and optional")
         if not spec.parts():
-            raise TemplateError(f"{path}: no channel part (add email, inbox, webhook or sms)")
+            raise TemplateError(
+                f"{path}: no channel part (add one of {', '.join(get_args(TemplateChannel))})"
+            )
         declared = set(spec.variables) | set(spec.optional) | {USER_VARIABLE}
-        parts: dict[str, dict[str, JinjaTemplate]] = {}
+        parts: dict[str, _CompiledPart] = {}
         for channel, part in spec.parts().items():
-            fields: dict[str, JinjaTemplate] = {}
-            for field, source in part.model_dump(exclude_none=True).items():
-                where = f"{path}: {channel}.{field}"
-                env = self._html if field == "html" else self._plain
-                try:
-                    used = meta.find_undeclared_variables(env.parse(source))
-                    fields[field] = env.from_string(source)
-                except JinjaSyntaxError as exc:
-                    raise TemplateError(f"{where}: line {exc.lineno}: {exc.message}") from exc
-                unknown = sorted(used - declared)
-                if unknown:
-                    raise TemplateError(
-                        f"{where} uses undeclared variable(s) {', '.join(unknown)} "
-                        "(declare them under variables or optional)"
-                    )
-            parts[channel] = fields
+            sources = part.model_dump(exclude_none=True, exclude={"template_ids", "params"})
+            fields = {
+                f: self._compile(path, f"{channel}.{f}", f, src, declared) for f, src in sources.items()
+            }
+            params: dict[str, JinjaTemplate] = {}
+            template_ids: dict[str, str] = {}
+            if isinstance(part, _ProviderTemplate):
+                params = {
+                    k: self._compile(path, f"{channel}.params.{k}", k, src, declared)
+                    for k, src in part.params.items()
+                }
+                template_ids = dict(part.template_ids)
+            parts[channel] = _CompiledPart(fields, params, template_ids)
         return _Compiled(
             name=path.stem,
             source=path,
@@ -236,6 +324,42 @@ class TemplateCatalog:
             optional=frozenset(spec.optional),
             parts=parts,
         )
+
+    def _compile(self, path: Path, where: str, field: str, source: str, declared: set[str]) -> JinjaTemplate:
+        env = self._html if field == "html" else self._plain
+        try:
+            used = meta.find_undeclared_variables(env.parse(source))
+            compiled = env.from_string(source)
+        except JinjaSyntaxError as exc:
+            raise TemplateError(f"{path}: {where}: line {exc.lineno}: {exc.message}") from exc
+        unknown = sorted(used - declared)
+        if unknown:
+            raise TemplateError(
+                f"{path}: {where} uses undeclared variable(s) {', '.join(unknown)} "
+                "(declare them under variables or optional)"
+            )
+        return compiled
+
+
+def _render(template: str, where: str, jinja: JinjaTemplate, context: dict[str, Any]) -> str:
+    try:
+        return jinja.render(context)
+    except Exception as exc:  # a template can raise anything its expressions do
+        raise TemplateError(f"template {template!r} {where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_link(template: str, where: str, link: str) -> None:
+    """A link must be http(s) or site-relative, so data cannot smuggle in `javascript:` or `data:`."""
+    if not link:
+        return
+    parsed = urlsplit(link.strip())
+    relative = not parsed.scheme and not parsed.netloc and link.startswith("/") and not link.startswith("//")
+    if relative or (parsed.scheme in ("http", "https") and parsed.netloc):
+        return
+    raise TemplateError(
+        f"template {template!r} {where} rendered to {link[:80]!r}: a link must be an http(s) URL "
+        "or a path starting with /"
+    )
 
 
 def _context(compiled: _Compiled, data: Mapping[str, Any], user: User | None) -> dict[str, Any]:

@@ -27,10 +27,14 @@ def demo() -> TemplateCatalog:
 
 
 def test_demo_templates_load_with_their_channels(demo: TemplateCatalog) -> None:
-    assert demo.names == ["campus_notice", "course_reminder", "fee_due", "security_alert"]
-    assert demo.channels_of("course_reminder") == {"email", "inbox"}
-    assert demo.channels_of("fee_due") == {"email", "inbox", "webhook"}
-    assert demo.channels_of("security_alert") == {"email", "inbox", "webhook"}
+    assert demo.names == [
+        "campus_notice", "course_reminder", "fee_due", "security_alert", "verification_code",
+    ]
+    assert demo.channels_of("campus_notice") == {"email", "inbox", "push"}
+    assert demo.channels_of("course_reminder") == {"email", "inbox", "push", "wechat_mp"}
+    assert demo.channels_of("fee_due") == {"email", "inbox", "webhook", "sms", "wechat_oa"}
+    assert demo.channels_of("security_alert") == {"email", "inbox", "webhook", "sms", "push", "robot"}
+    assert demo.channels_of("verification_code") == {"email", "sms"}
 
 
 @pytest.mark.parametrize(
@@ -46,6 +50,13 @@ def test_demo_templates_load_with_their_channels(demo: TemplateCatalog) -> None:
         ("variables: [user]\nsms: {text: x}\n", "reserved"),
         ("variables: [a-b]\nsms: {text: x}\n", "not a valid variable name"),
         ("variables: [a]\n", "no channel part"),
+        ("variables: [a]\nwechat_oa: {params: {thing1: '{{ a }}'}}\n", "wechat_oa needs template_ids"),
+        ("variables: [a]\nwechat_mp: {template_ids: {wechat-mp: t1}}\n", "wechat_mp needs params"),
+        ("variables: [a]\nsms: {text: x, template_ids: {aliyun: ''}}\n", "template id must not be empty"),
+        ("variables: [a]\nsms: {text: x, params: {code: '{{ b }}'}}\n",
+         "sms.params.code uses undeclared variable(s) b"),
+        ("variables: [a]\npush: {title: x, body: y, sound: z}\n", "push.sound"),
+        ("variables: [a]\nrobot: {title: x}\n", "robot.text: Field required"),
         ("variables: [a\n", "cannot read"),
         ("- just a list\n", "file: Input should be a valid dictionary"),
     ],
@@ -131,7 +142,7 @@ def test_wrong_variable_type_is_a_template_error(tmp_path: Path) -> None:
 def test_unknown_template_or_channel_part(demo: TemplateCatalog) -> None:
     with pytest.raises(TemplateError, match="unknown template 'nope'"):
         demo.render("nope", "email", {}, None)
-    with pytest.raises(TemplateError, match=r"has no 'sms' part \(it has: email, inbox\)"):
+    with pytest.raises(TemplateError, match=r"has no 'sms' part \(it has: email, inbox, push, wechat_mp\)"):
         demo.render("course_reminder", "sms", COURSE, None)
 
 
