@@ -1,24 +1,37 @@
-"""Builds the configured channel adapters from the settings, with the clients passed in."""
+"""Builds the configured channels from the settings, with the clients passed in.
+
+Email, inbox and webhook come from the settings; every other channel is a `ProviderChain` over the
+providers of the providers file, rate limited through Redis token buckets shared by all workers.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 
 import httpx
 from redis.asyncio import Redis
 
 from app import Settings
-from channels.base import Channel
+from channels.base import Channel, ChannelDeps
 from channels.email_smtp import SmtpEmail
+from channels.failover import ProviderChain, Route
 from channels.inbox import InboxChannel
+from channels.providers import ProviderSpec, load_providers
 from channels.webhook import Webhook
+from processors.records import ChannelName
 from state.inbox import Inbox
+from state.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
 
 
 def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncClient) -> dict[str, Channel]:
-    """Email and inbox always; webhook only with a signing secret (unsigned webhooks are not sent)."""
+    """Email and inbox always; webhook only with a signing secret (unsigned webhooks are not sent);
+    a provider chain per channel of the providers file, if there is one.
+
+    Raises `channels.providers.ProvidersFileError` for a bad providers file: better not to start.
+    """
     channels: dict[str, Channel] = {
         "email": SmtpEmail(
             host=settings.smtp_host,
@@ -34,4 +47,30 @@ def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncCli
         channels["webhook"] = Webhook(http_client, settings.webhook_secret, settings.webhook_allow)
     else:
         log.warning("webhook channel disabled: SWITCHBOARD_WEBHOOK_SECRET is not set")
+    channels.update(build_chains(settings, redis, http_client))
     return channels
+
+
+def build_chains(
+    settings: Settings, redis: Redis, http_client: httpx.AsyncClient
+) -> dict[str, ProviderChain]:
+    """A ProviderChain per channel with providers in `settings.providers`; none if the file is absent."""
+    if not settings.providers.is_file():
+        log.info("no providers file at %s: only the built-in channels (email, inbox, webhook)",
+                 settings.providers)
+        return {}
+    specs = load_providers(settings.providers, skip_unavailable=log.warning)
+    by_channel: dict[ChannelName, list[ProviderSpec]] = defaultdict(list)
+    for spec in specs:
+        by_channel[spec.channel].append(spec)
+    deps = ChannelDeps(http=http_client, redis=redis)
+    limiter = TokenBucket(redis)
+    chains: dict[str, ProviderChain] = {}
+    for channel, group in by_channel.items():
+        routes = [
+            Route(spec.name, spec.build(deps), spec.priority, spec.rate, spec.cost_per_message)
+            for spec in group
+        ]
+        chain = chains[channel] = ProviderChain(channel, routes, limiter)
+        log.info("channel %s: providers %s", channel, ", ".join(route.name for route in chain.routes))
+    return chains
