@@ -1,0 +1,110 @@
+"""Fallback: turn fired steps (state/fallback.py) into dispatches on the first usable channel.
+
+The recipient's current bindings are read at fire time (an address added since the first send
+counts); a raw-address recipient has only the addresses it came with. Consent, caps, quiet hours and
+pacing are not judged here: send checks them for every dispatch, fallback steps included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from processors.ingest import AppLookup
+from processors.records import ChannelName, Dispatch, Receipt
+from state.fallback import FiredStep
+from state.users import UserDirectory
+
+
+@dataclass
+class FallbackResult:
+    dispatches: list[Dispatch] = field(default_factory=list)
+    receipts: list[Receipt] = field(default_factory=list)
+
+
+class FallbackDispatcher:
+    """Picks, for each fired step, the first of its channels the recipient can be reached on."""
+
+    def __init__(self, directory: UserDirectory, apps: AppLookup, available_channels: frozenset[str]) -> None:
+        self._directory = directory
+        self._apps = apps
+        self._available = available_channels
+
+    async def resolve(self, fired: Sequence[FiredStep]) -> FallbackResult:
+        """One dispatch and a `decided` row per usable step; a `suppressed` row, with why, otherwise."""
+        result = FallbackResult()
+        if not fired:
+            return result
+        users = await self._directory.get_many(f.first.user_id for f in fired if f.addresses is None)
+        allowed: dict[str, frozenset[str]] = {}
+        for app_name in {f.first.event.app for f in fired}:
+            app = await self._apps.get(app_name)
+            allowed[app_name] = app.channels if app is not None else frozenset()
+        for item in fired:
+            first, step = item.first, item.step
+            if item.addresses is not None:
+                bindings: dict[str, str] = dict(item.addresses)
+            else:
+                user = users.get(first.user_id)
+                bindings = {str(k): v for k, v in user.bindings.items()} if user is not None else {}
+            chosen, why = self._pick(step.channels, bindings, allowed[first.event.app], first.event.app)
+            condition = (
+                f"fallback step {step.step}: {step.condition} after {_span(step.after.total_seconds())}"
+            )
+            template = step.template or first.template
+            if chosen is None:
+                reason = f"{condition}; no usable channel ({'; '.join(why)})"
+                result.receipts.append(_receipt(item, "suppressed", "", reason, template))
+                continue
+            channel, address = chosen
+            result.receipts.append(_receipt(item, "decided", channel, condition, template))
+            result.dispatches.append(
+                first.model_copy(
+                    update={"channel": channel, "address": address, "step": step.step, "template": template}
+                )
+            )
+        return result
+
+    def _pick(
+        self, channels: Sequence[ChannelName], bindings: dict[str, str], allowed: frozenset[str], app: str
+    ) -> tuple[tuple[ChannelName, str] | None, list[str]]:
+        """The first channel the recipient has an address on, the app may use and a provider serves."""
+        why: list[str] = []
+        for channel in channels:
+            if channel not in bindings:
+                why.append(f"{channel}: user has no address")
+            elif channel not in allowed:
+                why.append(f"{channel}: app {app} is not allowed to use it")
+            elif channel not in self._available:
+                why.append(f"{channel}: no provider configured")
+            else:
+                return (channel, bindings[channel]), why
+        return None, why
+
+
+def _receipt(
+    item: FiredStep, status: Literal["decided", "suppressed"], channel: str, reason: str, template: str | None
+) -> Receipt:
+    first = item.first
+    return Receipt.of(
+        first.event,
+        first.user_id,
+        status,
+        message_id=first.message_id,
+        channel=channel,
+        reason=reason,
+        rule_id=first.rule_id,
+        rule_version=first.rule_version,
+        step=item.step.step,
+        variant=first.plan.variant,
+        template=template or first.event.template,
+    )
+
+
+def _span(seconds: float) -> str:
+    """A duration as rule authors write it: 90 → 90s, 300 → 5m, 7200 → 2h, 86400 → 1d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,361 @@
+"""The durable fallback schedule (补发) in Redis: each message's next step, fired iff its condition holds.
+
+What a message "reached" is the furthest level any of its sends reported (receipts from every channel
+and every step count; levels never go down):
+
+| level | from receipts |
+| --- | --- |
+| 1 sent | `sent` on a channel that reports delivery later (sms, push, wechat...) |
+| 2 delivered | `delivered` (the inbox's is immediate); `sent` on email, which never reports more |
+| 3 read | `read` (inbox), `opened` (email) |
+| 4 clicked | `clicked`, `converted` |
+
+(An email accepted by the mail server is all SMTP tells; a later bounce arrives as `failed`.)
+
+A step's condition holds while: `not_delivered` level < 2, `not_read` level < 3, `not_clicked` level < 4;
+`failed` when every send seen so far (per channel and step) has failed, at least one has, and no
+later success replaced it. A `sent` followed by `failed` on the same send (an SMS delivery report) is a
+failure; a failure never lowers the level, so a bounced email stays delivered.
+
+Each message has at most one step pending, in `sb:fallback` scored by its due time (the first send
+plus the step's `after`). A receipt that makes the pending step's condition impossible moves the
+message on to the next step that can still hold, inside one script: no race with firing. Firing
+claims due steps in one script that re-checks the condition, marks `f:<n>` so a step is resolved at
+most once, schedules the next step (relative to the first send, even when this one was skipped) and
+puts the fired step in `sb:fallback:inflight`. A step claimed by a worker that died before emitting it
+is handed out again after the lease, re-checked (so a read in between still cancels it). The send
+ledger keys sends by (message, channel, step), so a re-emitted step that had got out is not sent twice.
+
+Layout: hash `sb:fb:{message_id}` holds `d` (the first dispatch, JSON with its plan), `a` (raw
+addresses, JSON or empty), `t0` (first send, unix seconds), `n` (steps), `c:<i>`/`o:<i>` (condition
+code and offset seconds of step i), `next` (pending step index, 0 = none), `lvl`, `ns`/`nf` (sends
+seen / failed), `s:<channel>:<step>` (each send's state) and `busy` (steps in flight). It expires
+`retention` after the last step's due time, so a redelivered delivery cannot re-arm it before then.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from redis.asyncio import Redis
+
+from processors.plan import FallbackCondition, FallbackStep
+from processors.records import Dispatch, Receipt
+
+DUE = "sb:fallback"
+INFLIGHT = "sb:fallback:inflight"
+MESSAGE = "sb:fb:{}"
+
+CONDITION_CODES: Final[dict[FallbackCondition, str]] = {
+    "not_delivered": "D",
+    "not_read": "R",
+    "not_clicked": "C",
+    "failed": "F",
+}
+FAILED: Final = -1
+LEVELS: Final[dict[str, int]] = {
+    "sent": 1,
+    "delivered": 2,
+    "read": 3,
+    "opened": 3,
+    "clicked": 4,
+    "converted": 4,
+    "failed": FAILED,
+}
+OBSERVED_STATUSES: Final = frozenset(LEVELS)
+# Channels whose providers never report delivery: an accepted send is as delivered as it gets.
+SENT_IS_DELIVERED: Final = frozenset({"email"})
+
+_COMMON = """
+local function holds(h, i)
+  local c = redis.call('HGET', h, 'c:' .. i)
+  local lvl = tonumber(redis.call('HGET', h, 'lvl'))
+  if c == 'D' then return lvl < 2 end
+  if c == 'R' then return lvl < 3 end
+  if c == 'C' then return lvl < 4 end
+  local ns = tonumber(redis.call('HGET', h, 'ns'))
+  return ns > 0 and ns == tonumber(redis.call('HGET', h, 'nf'))
+end
+local function possible(h, i)
+  local c = redis.call('HGET', h, 'c:' .. i)
+  local lvl = tonumber(redis.call('HGET', h, 'lvl'))
+  if c == 'R' then return lvl < 3 end
+  if c == 'C' then return lvl < 4 end
+  return lvl < 2
+end
+local function tidy(h)
+  if redis.call('HGET', h, 'next') == '0' and tonumber(redis.call('HGET', h, 'busy')) <= 0 then
+    redis.call('HDEL', h, 'd', 'a')
+  end
+end
+-- Schedule the first step from `from` on that can still hold, relative to the first send.
+local function advance(due, h, mid, from)
+  local n = tonumber(redis.call('HGET', h, 'n'))
+  for i = from, n do
+    if possible(h, i) then
+      local at = tonumber(redis.call('HGET', h, 't0')) + tonumber(redis.call('HGET', h, 'o:' .. i))
+      redis.call('ZADD', due, at, mid)
+      redis.call('HSET', h, 'next', i)
+      return
+    end
+  end
+  redis.call('ZREM', due, mid)
+  redis.call('HSET', h, 'next', 0)
+  tidy(h)
+end
+"""
+
+_ARM = (
+    _COMMON
+    + """
+local h, due = KEYS[1], KEYS[2]
+if redis.call('EXISTS', h) == 1 then return 0 end
+redis.call('HSET', h, 'd', ARGV[2], 'a', ARGV[3], 't0', ARGV[4], 'n', ARGV[6],
+  'lvl', 0, 'ns', 0, 'nf', 0, 'busy', 0, 'next', 0)
+for i = 1, tonumber(ARGV[6]) do
+  redis.call('HSET', h, 'c:' .. i, ARGV[5 + 2 * i], 'o:' .. i, ARGV[6 + 2 * i])
+end
+redis.call('EXPIREAT', h, ARGV[5])
+advance(due, h, ARGV[1], 1)
+return 1
+"""
+)
+
+_OBSERVE = (
+    _COMMON
+    + """
+local due = KEYS[1]
+local cancelled = 0
+for k = 2, #KEYS do
+  local h = KEYS[k]
+  local base = (k - 2) * 3
+  local mid, send, v = ARGV[base + 1], 's:' .. ARGV[base + 2], tonumber(ARGV[base + 3])
+  if redis.call('HEXISTS', h, 'n') == 1 then
+    local old = tonumber(redis.call('HGET', h, send))
+    if v == -1 then
+      if old == nil then
+        redis.call('HSET', h, send, -1)
+        redis.call('HINCRBY', h, 'ns', 1)
+        redis.call('HINCRBY', h, 'nf', 1)
+      elseif old == 1 then
+        redis.call('HSET', h, send, -1)
+        redis.call('HINCRBY', h, 'nf', 1)
+      end
+    else
+      if old == nil then
+        redis.call('HSET', h, send, v)
+        redis.call('HINCRBY', h, 'ns', 1)
+      elseif old == -1 then
+        redis.call('HSET', h, send, v)
+        redis.call('HINCRBY', h, 'nf', -1)
+      elseif v > old then
+        redis.call('HSET', h, send, v)
+      end
+      if v > tonumber(redis.call('HGET', h, 'lvl')) then redis.call('HSET', h, 'lvl', v) end
+    end
+    local pending = tonumber(redis.call('HGET', h, 'next'))
+    if pending > 0 and not possible(h, pending) then
+      advance(due, h, mid, pending + 1)
+      cancelled = cancelled + 1
+    end
+  end
+end
+return cancelled
+"""
+)
+
+_FIRE = (
+    _COMMON
+    + """
+local due, inflight, prefix = KEYS[1], KEYS[2], ARGV[4]
+local now, limit = ARGV[1], tonumber(ARGV[2])
+local out = {}
+local function emit(h, mid, i)
+  local fields = redis.call('HMGET', h, 'd', 'a', 't0')
+  table.insert(out, {mid, tostring(i), fields[1], fields[2], fields[3]})
+end
+-- Steps whose emitter died: handed out again if their condition still holds.
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', ARGV[3], 'LIMIT', 0, limit)) do
+  local sep = string.find(member, '|', 1, true)
+  local mid, i = string.sub(member, 1, sep - 1), tonumber(string.sub(member, sep + 1))
+  local h = prefix .. mid
+  if redis.call('HEXISTS', h, 'd') == 1 and holds(h, i) then
+    redis.call('ZADD', inflight, now, member)
+    emit(h, mid, i)
+  else
+    redis.call('ZREM', inflight, member)
+    if redis.call('EXISTS', h) == 1 then
+      redis.call('HINCRBY', h, 'busy', -1)
+      tidy(h)
+    end
+  end
+end
+local room = limit - #out
+if room <= 0 then return out end
+for _, mid in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, room)) do
+  redis.call('ZREM', due, mid)
+  local h = prefix .. mid
+  local i = tonumber(redis.call('HGET', h, 'next') or '0')
+  if i > 0 then
+    -- The claim key of (message, step): a step is resolved, fired or not, at most once.
+    if redis.call('HSETNX', h, 'f:' .. i, now) == 1 and holds(h, i) then
+      redis.call('ZADD', inflight, now, mid .. '|' .. i)
+      redis.call('HINCRBY', h, 'busy', 1)
+      emit(h, mid, i)
+    end
+    advance(due, h, mid, i + 1)
+  end
+end
+return out
+"""
+)
+
+_DONE = (
+    _COMMON
+    + """
+local inflight, prefix = KEYS[1], ARGV[1]
+local finished = 0
+for k = 2, #ARGV do
+  local member = ARGV[k]
+  if redis.call('ZREM', inflight, member) == 1 then
+    finished = finished + 1
+    local h = prefix .. string.sub(member, 1, string.find(member, '|', 1, true) - 1)
+    if redis.call('EXISTS', h) == 1 then
+      redis.call('HINCRBY', h, 'busy', -1)
+      tidy(h)
+    end
+  end
+end
+return finished
+"""
+)
+
+
+@dataclass(frozen=True)
+class FiredStep:
+    """A fallback step whose time came with its condition holding: to be turned into a dispatch."""
+
+    message_id: str
+    step: FallbackStep
+    first: Dispatch
+    """The message's first dispatch, with its event, rule and plan."""
+    addresses: dict[str, str] | None
+    """Raw addresses of a recipient without a profile; None for a user in the directory."""
+    first_sent_at: datetime
+
+    @property
+    def claim(self) -> str:
+        return f"{self.message_id}|{_index(self.first, self.step)}"
+
+
+class FallbackSchedule:
+    """Arms, advances and fires fallback chains; every transition is one Lua script."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        lease_seconds: float = 60.0,
+        retention: timedelta = timedelta(days=1),
+        sent_is_delivered: frozenset[str] = SENT_IS_DELIVERED,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError(f"FallbackSchedule lease_seconds must be positive, got {lease_seconds}")
+        self._redis = redis
+        self._lease = lease_seconds
+        self._retention = retention
+        self._sent_is_delivered = sent_is_delivered
+        self._arm = redis.register_script(_ARM)
+        self._observe = redis.register_script(_OBSERVE)
+        self._fire = redis.register_script(_FIRE)
+        self._done = redis.register_script(_DONE)
+
+    async def arm(self, first: Dispatch, addresses: dict[str, str] | None, at: datetime) -> bool:
+        """Schedule the chain of `first.plan.fallback` from `at`; False if this message was armed before."""
+        steps = _ordered(first.plan.fallback)
+        if not steps:
+            return False
+        if at.tzinfo is None:
+            raise ValueError(f"arm: `at` must carry a timezone, got {at.isoformat()}")
+        t0 = at.timestamp()
+        expires = t0 + max(s.after.total_seconds() for s in steps) + self._retention.total_seconds()
+        args: list[str | int | float] = [
+            first.message_id,
+            first.model_dump_json(),
+            json.dumps(addresses) if addresses is not None else "",
+            t0,
+            int(expires) + 1,
+            len(steps),
+        ]
+        for step in steps:
+            args += [CONDITION_CODES[step.condition], step.after.total_seconds()]
+        return bool(await self._arm(keys=[MESSAGE.format(first.message_id), DUE], args=args))
+
+    async def observe(self, message_id: str, status: str, channel: str, step: int) -> int:
+        """Record one receipt; how many pending steps it cancelled."""
+        return await self.observe_many([(message_id, status, channel, step)])
+
+    async def observe_receipts(self, receipts: Iterable[Receipt]) -> int:
+        """Record a batch of receipts (others than sends' outcomes and engagement are ignored)."""
+        return await self.observe_many((r.message_id, r.status, r.channel, r.step) for r in receipts)
+
+    async def observe_many(self, items: Iterable[tuple[str, str, str, int]]) -> int:
+        """Record (message id, status, channel, step) tuples in one script call."""
+        keys = [DUE]
+        args: list[str | int] = []
+        for message_id, status, channel, step in items:
+            level = self.level(status, channel)
+            if level is None:
+                continue
+            keys.append(MESSAGE.format(message_id))
+            args += [message_id, f"{channel}:{step}", level]
+        if len(keys) == 1:
+            return 0
+        return int(await self._observe(keys=keys, args=args))
+
+    def level(self, status: str, channel: str) -> int | None:
+        """How far a receipt says the message got (-1 failed), or None if it says nothing about that."""
+        level = LEVELS.get(status)
+        if level == LEVELS["sent"] and channel in self._sent_is_delivered:
+            return LEVELS["delivered"]
+        return level
+
+    async def fire_due(self, now: datetime | None = None, limit: int = 500) -> list[FiredStep]:
+        """Claim steps due by `now` whose condition holds (and lapsed claims); call `done` once emitted."""
+        at = time.time() if now is None else now.timestamp()
+        rows = await self._fire(keys=[DUE, INFLIGHT], args=[at, limit, at - self._lease, MESSAGE.format("")])
+        return [_fired(row) for row in rows]
+
+    async def done(self, fired: Sequence[FiredStep]) -> int:
+        """Forget fired steps whose dispatch the broker has; how many were still in flight."""
+        if not fired:
+            return 0
+        return int(await self._done(keys=[INFLIGHT], args=[MESSAGE.format(""), *(f.claim for f in fired)]))
+
+    async def pending(self) -> int:
+        """Messages with a step still to come."""
+        return int(await self._redis.zcard(DUE))
+
+
+def _ordered(steps: Sequence[FallbackStep]) -> list[FallbackStep]:
+    return sorted(steps, key=lambda s: s.step)
+
+
+def _index(first: Dispatch, step: FallbackStep) -> int:
+    return _ordered(first.plan.fallback).index(step) + 1
+
+
+def _fired(row: list[bytes]) -> FiredStep:
+    message_id, index, dispatch, addresses, t0 = (v.decode() for v in row)
+    first = Dispatch.model_validate_json(dispatch)
+    return FiredStep(
+        message_id=message_id,
+        step=_ordered(first.plan.fallback)[int(index) - 1],
+        first=first,
+        addresses=json.loads(addresses) if addresses else None,
+        first_sent_at=datetime.fromtimestamp(float(t0), UTC),
+    )
