@@ -169,29 +169,31 @@ class _Loader:
         root, data = self._parse()
         if root is None:
             return [], self.errors
+        resolved = self._resolve_file(root, {} if data is None else data)
         try:
-            parsed = ProvidersFile.model_validate({} if data is None else data)
+            ProvidersFile.model_validate(resolved)
         except ValidationError as exc:
             for err in exc.errors():
                 self._error(root, tuple(err["loc"]), _message(err, _allowed(tuple(err["loc"]))),
                             key=err["type"] == "extra_forbidden", parent=err["type"] == "missing")
-            return [], self.errors
         specs: list[ProviderSpec] = []
         first: dict[str, tuple[str | int, ...]] = {}
-        for channel in ProvidersFile.model_fields:
-            for index, entry in enumerate(getattr(parsed, channel)):
-                loc: tuple[str | int, ...] = (channel, index)
-                earlier = first.setdefault(entry.name, loc)
-                if earlier != loc:
-                    line = _node_at(root, earlier).start_mark.line + 1
-                    self._error(root, (*loc, "name"), f"duplicate provider name {entry.name!r} "
-                                f"(first at line {line})")
-                    continue
-                spec = self._spec(root, channel, loc, entry)
-                if spec is not None and entry.enabled:
-                    specs.append(spec)
-        errors = [ProviderError(e.file, e.line, e.column, self._redact(e.message)) for e in self.errors]
-        return specs, errors
+        for channel, index, entry in _entries(resolved):
+            loc: tuple[str | int, ...] = (channel, index)
+            earlier = first.setdefault(entry.name, loc)
+            if earlier != loc:
+                line = _node_at(root, earlier).start_mark.line + 1
+                self._error(root, (*loc, "name"), f"duplicate provider name {entry.name!r} "
+                            f"(first at line {line})")
+                continue
+            spec = self._spec(root, channel, loc, entry, data[channel][index].get("options") or {})
+            if spec is not None and entry.enabled:
+                specs.append(spec)
+        errors = sorted(
+            (ProviderError(e.file, e.line, e.column, self._redact(e.message)) for e in self.errors),
+            key=lambda e: (e.line, e.column),
+        )
+        return (specs, []) if not errors else ([], errors)
 
     def _parse(self) -> tuple[yaml.Node | None, Any]:
         try:
@@ -218,7 +220,7 @@ class _Loader:
         return (None, None) if self.errors else (root, data)
 
     def _spec(self, root: yaml.Node, channel: str, loc: tuple[str | int, ...],
-              entry: ProviderEntry) -> ProviderSpec | None:
+              entry: ProviderEntry, raw_options: dict[str, Any]) -> ProviderSpec | None:
         try:
             adapter = adapter_for(entry.kind)
         except KindUnavailable as exc:
@@ -231,9 +233,8 @@ class _Loader:
             self._error(root, (*loc, "kind"),
                         f"kind {entry.kind!r} is a {adapter.channel} provider, not {channel}")
             return None
-        options = self._resolve(root, (*loc, "options"), entry.name, entry.options)
         try:
-            validated = adapter.options_model.model_validate(options)
+            validated = adapter.options_model.model_validate(entry.options)
         except ValidationError as exc:
             allowed = tuple(adapter.options_model.model_fields)
             for err in exc.errors():
@@ -243,9 +244,23 @@ class _Loader:
                             key=err["type"] == "extra_forbidden", parent=err["type"] == "missing")
             return None
         rate = Rate(entry.rate.per_second, entry.rate.burst) if entry.rate else None
-        from_env = frozenset(k for k, v in entry.options.items() if options.get(k) != v)
+        from_env = frozenset(k for k, v in entry.options.items() if raw_options.get(k) != v)
         return ProviderSpec(adapter.channel, entry.name, entry.kind, entry.priority, rate,
                             entry.cost_per_message, validated, adapter, from_env)
+
+    def _resolve_file(self, root: yaml.Node, data: Any) -> Any:
+        """The file's data with environment references replaced in every provider entry."""
+        if not isinstance(data, dict):
+            return data
+        resolved: dict[Any, Any] = dict(data)
+        for channel, entries in data.items():
+            if not isinstance(entries, list):
+                continue
+            resolved[channel] = [
+                self._resolve(root, (channel, i), _entry_name(entry, i), entry)
+                for i, entry in enumerate(entries)
+            ]
+        return resolved
 
     def _resolve(self, root: yaml.Node, loc: tuple[str | int, ...], name: str, value: Any) -> Any:
         """`value` with environment references replaced; a missing variable is an error here."""
@@ -266,8 +281,8 @@ class _Loader:
         if value is None:
             if self.require_env:
                 option = next((str(p) for p in reversed(loc) if isinstance(p, str)), "")
-                self._error(root, loc, f"provider {name!r} option {option!r}: environment variable "
-                            f"{variable} is not set")
+                self._error(root, loc, f"provider {name!r} {_noun(loc)} {option!r}: environment "
+                            f"variable {variable} is not set")
             return f"unset-{variable}"
         if variable in self.environ and len(value) >= 4:
             self.secrets.add(value)
@@ -283,6 +298,28 @@ class _Loader:
         for secret in sorted(self.secrets, key=len, reverse=True):
             message = message.replace(secret, _MASK)
         return message
+
+
+def _entries(resolved: Any) -> Iterator[tuple[str, int, ProviderEntry]]:
+    """The entries that pass the schema (the others are reported already), in file order."""
+    if not isinstance(resolved, dict):
+        return
+    for channel in ProvidersFile.model_fields:
+        entries = resolved.get(channel)
+        for index, item in enumerate(entries if isinstance(entries, list) else []):
+            try:
+                yield channel, index, ProviderEntry.model_validate(item)
+            except ValidationError:
+                continue
+
+
+def _noun(loc: tuple[str | int, ...]) -> str:
+    return "option" if "options" in loc else "field"
+
+
+def _entry_name(entry: Any, index: int) -> str:
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return str(name) if isinstance(name, str) else f"#{index + 1}"
 
 
 def _message(err: Mapping[str, Any], allowed: Sequence[str], *, noun: str = "field",
