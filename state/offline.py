@@ -27,10 +27,10 @@ BATCH = 500
 # as JSON without its closing brace, user id. The deadline of an earlier keep wins; returns it.
 _KEEP = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-local until = redis.call('GET', KEYS[1])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. ',"until":' .. until .. '}')
+local deadline = redis.call('GET', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. ',"until":' .. deadline .. '}')
 redis.call('SADD', KEYS[3], ARGV[5])
-return until
+return deadline
 """
 
 # KEYS: kept hash, users set. ARGV: user id, message ids. Removes them, answers 1 per id removed by

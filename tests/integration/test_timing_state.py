@@ -1,0 +1,109 @@
+"""Pacing slots and engagement history against real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from redis.asyncio import Redis
+
+from state.engagement import EngagementHistory
+from state.pacing import Pacer, SlotRequest
+from state.users import User, UserDirectory
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def second_client(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_two_clients_get_evenly_spaced_slots(redis: Redis, second_client: Redis) -> None:
+    one, two = Pacer(redis), Pacer(second_client)
+
+    async def ask(pacer: Pacer, prefix: str) -> list[datetime]:
+        slots: list[datetime] = []
+        for i in range(20):
+            slots += await pacer.slots([SlotRequest("campaign:bf", 4.0, f"{prefix}{i}")], T0)
+        return slots
+
+    first, second = await asyncio.gather(ask(one, "a"), ask(two, "b"))
+    slots = sorted(first + second)
+    assert slots[0] == T0
+    assert [b - a for a, b in itertools.pairwise(slots)] == [timedelta(milliseconds=250)] * 39
+
+
+async def test_a_message_keeps_its_slot_and_keys_are_independent(redis: Redis) -> None:
+    pacer = Pacer(redis)
+    asked = [SlotRequest("k", 2.0, "m1"), SlotRequest("k", 2.0, "m2"), SlotRequest("other", 2.0, "m3")]
+    assert await pacer.slots(asked, T0) == [T0, T0 + timedelta(milliseconds=500), T0]
+    # Decided again at its slot (or redelivered), m2 gets the same slot back, not a new one.
+    again = await pacer.slots([SlotRequest("k", 2.0, "m2")], T0 + timedelta(milliseconds=500))
+    assert again == [T0 + timedelta(milliseconds=500)]
+    # After an idle spell the next slot is now, not in the past.
+    later = T0 + timedelta(minutes=1)
+    assert await pacer.slots([SlotRequest("k", 2.0, "m4")], later) == [later]
+
+
+async def test_pacing_rounds_towards_fewer_sends(redis: Redis) -> None:
+    slots = await Pacer(redis).slots([SlotRequest("k", 3.0, f"m{i}") for i in range(4)], T0)
+    assert slots[3] - slots[0] >= timedelta(seconds=1)
+
+
+async def test_a_bad_rate_is_named(redis: Redis) -> None:
+    with pytest.raises(ValueError, match="pacing 'k': per_second must be > 0, got 0"):
+        await Pacer(redis).slots([SlotRequest("k", 0, "m")], T0)
+
+
+@pytest.fixture
+async def history(redis: Redis) -> EngagementHistory:
+    directory = UserDirectory(redis)
+    await directory.upsert(
+        [User(user_id="sh", timezone="Asia/Shanghai"), User(user_id="ny", timezone="America/New_York")]
+    )
+    return EngagementHistory(redis, directory)
+
+
+async def test_best_hour_is_counted_in_the_users_own_timezone(history: EngagementHistory) -> None:
+    evening_utc = datetime(2026, 11, 20, 12, 15, tzinfo=UTC)  # 20:15 Shanghai, 07:15 New York
+    recorded = await history.record_many(
+        [(user, "opened", evening_utc + timedelta(days=d)) for d in range(3) for user in ("sh", "ny")]
+        + [("sh", "delivered", evening_utc), ("sh", "clicked", evening_utc + timedelta(hours=3))]
+    )
+    assert recorded == 7  # `delivered` says nothing about the person
+    assert await history.best_hours(["sh", "ny", "nobody"]) == {"sh": 20, "ny": 7}
+    assert await history.best_hour("nobody") is None
+
+
+async def test_too_little_history_gives_no_best_hour_and_ties_go_early(history: EngagementHistory) -> None:
+    at = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 Shanghai
+    await history.record_many([("sh", "read", at), ("sh", "read", at + timedelta(hours=1))])
+    assert await history.best_hour("sh") is None
+    await history.record_many([("sh", "read", at + timedelta(days=1, hours=1)), ("sh", "read", at)])
+    assert await history.best_hour("sh") == 9  # 09:00 and 10:00 have two each
+
+
+async def test_last_activity_only_moves_forward(history: EngagementHistory) -> None:
+    await history.record_many([("sh", "clicked", T0), ("sh", "opened", T0 - timedelta(days=2))])
+    await history.record_many([("ny", "sent", T0)])
+    assert await history.last_active(["sh", "ny"]) == {"sh": T0}
+
+
+async def test_the_first_chosen_best_time_stands(history: EngagementHistory) -> None:
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)  # kept until after it
+    await history.choose_times({"m1": soon})
+    await history.choose_times({"m1": soon + timedelta(hours=1), "m2": soon + timedelta(hours=2)})
+    assert await history.chosen_times(["m1", "m2", "m3"]) == {"m1": soon, "m2": soon + timedelta(hours=2)}
+
+
+async def test_naive_times_are_refused(history: EngagementHistory) -> None:
+    with pytest.raises(
+        ValueError, match="engagement of sh at 2026-11-22 08:00:00: the time needs a timezone"
+    ):
+        await history.record_many([("sh", "read", datetime(2026, 11, 22, 8, 0))])
