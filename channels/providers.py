@@ -39,7 +39,7 @@ ProviderName = Annotated[
 ]
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _WHOLE_ENV = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
-_MASK = "********"
+_MASK = "**********"  # as pydantic shows a SecretStr
 
 
 class _Strict(BaseModel):
