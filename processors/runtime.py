@@ -17,6 +17,7 @@ from channels.base import RetryPolicy
 from channels.registry import build_channels
 from channels.templates import TemplateCatalog
 from processors.decide import Decide
+from processors.fallback import FallbackDispatcher
 from processors.ingest import Ingest
 from processors.send import Send
 from processors.topology import FlowStages, FlowTopics, create_app, register_agents
@@ -26,6 +27,7 @@ from rules.loader import load_ruleset
 from state.apps import AppRegistry
 from state.connection import open_redis
 from state.dedup import EventDedup
+from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters
 from state.idempotency import SendLedger
 from state.schedule import DeliverySchedule, ParkedDispatches
@@ -67,9 +69,11 @@ def build_flow(settings: Settings) -> Flow:
     directory = UserDirectory(redis)
     apps = AppRegistry(redis)
     schedule = DeliverySchedule(redis)
+    engine = AsyncRuleEngine(ruleset)
+    fallback = FallbackSchedule(redis)
     stages = FlowStages(
         ingest=Ingest(directory, apps, templates, EventDedup(redis, settings.dedup_ttl_seconds)),
-        decide=Decide(directory, apps, AsyncRuleEngine(ruleset), schedule, frozenset(channels)),
+        decide=Decide(directory, apps, engine, schedule, frozenset(channels)),
         send=Send(
             channels,
             templates,
@@ -77,10 +81,13 @@ def build_flow(settings: Settings) -> Flow:
             SendLedger(redis, settings.dedup_ttl_seconds, settings.send_claim_seconds),
             RetryPolicy(),
         ),
-        track=Track(ReceiptSink(clickhouse)),
+        track=Track(ReceiptSink(clickhouse), fallback=fallback),
         schedule=schedule,
         parked=ParkedDispatches(redis),
         counters=FlowCounters(redis),
+        fallback=fallback,
+        fallbacks=FallbackDispatcher(directory, apps, frozenset(channels)),
+        engine=engine,
     )
     app, topics = create_app(
         settings.app_id,

@@ -9,19 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import faust
 from pydantic import TypeAdapter, ValidationError
 
 from processors.decide import Decide
-from processors.ingest import Ingest
-from processors.records import Delivery, Dispatch, Receipt
+from processors.fallback import FallbackDispatcher
+from processors.ingest import Ingest, IngestResult
+from processors.records import Delivery, Dispatch, Event, Receipt
 from processors.send import Send
 from processors.track import Track
+from rules.engine import AsyncRuleEngine
+from rules.schema import Ruleset
+from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters
 from state.schedule import DeliverySchedule, ParkedDispatches
 
@@ -30,6 +35,7 @@ log = logging.getLogger("switchboard.flow")
 _Record = TypeVar("_Record", Delivery, Dispatch, Receipt)
 RECEIPT_LIST = TypeAdapter(list[Receipt])
 RECEIPTS_PER_RECORD = 500  # ~150 KB of JSON: well inside Kafka's default 1 MB record limit
+FALLBACKS_PER_ROUND = 500
 
 # Against the Tansu broker a worker is ready in ~5 s with these instead of ~32 s (FIELD-NOTES).
 BROKER_TIMEOUTS: dict[str, Any] = {
@@ -37,6 +43,12 @@ BROKER_TIMEOUTS: dict[str, Any] = {
     "broker_rebalance_timeout": 6,
     "broker_heartbeat_interval": 1,
 }
+
+
+class RulesSource(Protocol):
+    """Where changed rules come from (rules/watch.py): a new, already validated ruleset, or None."""
+
+    def poll(self) -> Ruleset | None: ...
 
 
 @dataclass
@@ -50,6 +62,10 @@ class FlowStages:
     schedule: DeliverySchedule
     parked: ParkedDispatches
     counters: FlowCounters
+    fallback: FallbackSchedule
+    fallbacks: FallbackDispatcher
+    engine: AsyncRuleEngine
+    rules: RulesSource | None = None
 
 
 @dataclass
@@ -91,7 +107,7 @@ def create_app(
 
 
 def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> None:
-    """Attach the four agents and the schedule timer to the app."""
+    """Attach the four agents and the timers (schedule, fallback, rule reload) to the app."""
 
     @contextlib.asynccontextmanager
     async def crash_on_error(stage: str) -> AsyncIterator[None]:
@@ -125,7 +141,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             # together, so the broker's acknowledgement is awaited once per batch, not per event.
             async for batch in stream.take_events(200, within=0.05):  # type: ignore[attr-defined]
                 sources = [_source(event.message) for event in batch]
-                results = await asyncio.gather(
+                results: list[IngestResult] = await asyncio.gather(
                     *(
                         stages.ingest.handle(event.value, source)
                         for event, source in zip(batch, sources, strict=True)
@@ -148,6 +164,9 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                     ),
                 )
                 await produce_receipts([r for result in results for r in result.receipts])
+                await stages.track.log_events(
+                    _accepted((event.value, result) for event, result in zip(batch, results, strict=True))
+                )
                 await stages.counters.add(
                     {
                         "events": len(batch),
@@ -164,6 +183,8 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             async for values in stream.take(500, within=0.05):
                 deliveries, bad = _parse(Delivery, values)
                 result = await stages.decide.handle(deliveries)
+                # Armed before the dispatches leave, so no receipt of theirs can come before the chain.
+                await arm_fallbacks(stages.fallback, deliveries, result.dispatches)
                 dispatched = await produce(
                     topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
                 )
@@ -212,6 +233,61 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             await produce(topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in unparked))
             await stages.parked.done(unparked)
             await stages.counters.add({"unparked": len(unparked), "dispatched": len(unparked)})
+
+    @app.timer(1.0, name="fire_fallbacks")  # type: ignore[untyped-decorator]
+    async def fire_fallbacks() -> None:
+        """Emit the dispatches of fallback steps whose time came with their condition holding."""
+        async with crash_on_error("fallback"):
+            while fired := await stages.fallback.fire_due(limit=FALLBACKS_PER_ROUND):
+                result = await stages.fallbacks.resolve(fired)
+                await produce(
+                    topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
+                )
+                await produce_receipts(result.receipts)
+                await stages.fallback.done(fired)
+                await stages.counters.add({"dispatched": len(result.dispatches)})
+                if len(fired) < FALLBACKS_PER_ROUND:
+                    break
+
+    @app.timer(2.0, name="reload_rules")  # type: ignore[untyped-decorator]
+    async def reload_rules() -> None:
+        """Take changed rule files; the engine swaps between batches: nothing lost or decided twice."""
+        if stages.rules is None:
+            return
+        try:
+            ruleset = await asyncio.to_thread(stages.rules.poll)
+        except Exception:
+            # A watcher bug must not stop message flow: the running rules stay.
+            log.exception("reading changed rule files failed; the running rules stay")
+            return
+        if ruleset is None:
+            return
+        previous = stages.engine.ruleset.version
+        await stages.engine.reload(ruleset)
+        log.warning("rules reloaded: version %s (was %s)", ruleset.version, previous)
+
+
+async def arm_fallbacks(
+    fallback: FallbackSchedule, deliveries: Sequence[Delivery], dispatches: Sequence[Dispatch]
+) -> int:
+    """Arm the chain of each message whose first dispatch has fallback steps; how many were new."""
+    addresses = {d.message_id: d.addresses for d in deliveries}
+    firsts = {d.message_id: d for d in reversed(dispatches) if d.step == 0 and d.plan.fallback}
+    now = datetime.now(UTC)
+    armed = 0
+    for message_id, first in firsts.items():
+        raw = addresses.get(message_id)
+        armed += await fallback.arm(first, {str(k): v for k, v in raw.items()} if raw else None, now)
+    return armed
+
+
+def _accepted(handled: Iterable[tuple[bytes, IngestResult]]) -> list[Event]:
+    """The events ingest took (neither dead-lettered nor duplicates), parsed again: they are valid."""
+    return [
+        Event.model_validate_json(raw)
+        for raw, result in handled
+        if result.dead_letter is None and not result.duplicate
+    ]
 
 
 def _source(message: Any) -> str:
