@@ -35,15 +35,18 @@ if now > ts then
   ts = now
 end
 local wait = 0
-if tokens >= want then
+-- A hair of tolerance: refills summed in floating point fall short of whole tokens by ~1e-12.
+if tokens + 1e-9 >= want then
   tokens = tokens - want
 else
   wait = (want - tokens) / rate
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(ts))
+-- %.17g keeps every digit: tostring() would round the timestamp to a tenth of a millisecond.
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', math.max(tokens, 0)),
+  'ts', string.format('%.17g', ts))
 -- An idle bucket is full again after burst / rate seconds; keep it no longer than that.
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return tostring(wait)
+return string.format('%.17g', wait)
 """
 
 
