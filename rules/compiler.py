@@ -1,26 +1,30 @@
 """Compile a validated `Ruleset` into a durable-rules JSON ruleset definition.
 
 Facts posted to the engine are flat and pre-enriched (see `build_fact`): one boolean per channel the
-user is bound to and per tag the rules name, because durable-rules has no set membership.
-Rule i (file order) gets `pri` i+1 (lowest wins, 0 is ignored), so the first matching rule wins.
+user is bound to, per tag the rules name and per activity window the rules name, because
+durable-rules has no set membership and no date arithmetic. Every value is a string or a boolean, so
+its loose typing (`'1' == 1`) never comes into play. Rule i (file order) gets `pri` i+1 (lowest wins,
+0 is ignored), so the first matching rule wins.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
-from processors.records import CHANNELS, EventCore
+from processors.records import CHANNELS
+from rules.facts import Facts, active_within, inactive_for
 from rules.schema import Rule, Ruleset
-from state.users import User
 
 REQUEST_FIELD = "rid"
 """The fact field carrying the request number; the matched rule is recorded against it."""
 NO_MATCH_RULE = "__no_match__"
 """An internal last rule that catches every fact, so no post raises `MessageNotHandledException`."""
 
-_EVENT_FIELDS = ("category", "priority", "type", "app", "template", "channel_pref")
+_EVENT_FIELDS = ("category", "priority", "type", "app", "template", "campaign", "channel_pref")
+Activity = Literal["active", "inactive"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class CompiledRuleset:
     """Rule name -> {"pri": n, "all": [{"m": condition}]}; the engine adds the actions."""
     tag_fields: dict[str, str]
     """Tag -> fact field holding whether the user has it."""
+    activity_fields: dict[str, tuple[Activity, timedelta]]
+    """Fact field -> the activity test it holds (active within / inactive for a duration)."""
 
 
 def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
@@ -45,30 +51,40 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         "pri": len(ruleset.rules) + 1,
         "all": [{"m": {"$ex": {REQUEST_FIELD: 1}}}],
     }
-    return CompiledRuleset(name=f"sb_{ruleset.version}", definition=definition, tag_fields=tag_fields)
+    activity: dict[str, tuple[Activity, timedelta]] = {}
+    for rule in ruleset.rules:
+        tests: tuple[tuple[Activity, timedelta | None], ...] = (
+            ("active", rule.when.active_within),
+            ("inactive", rule.when.inactive_for),
+        )
+        for kind, window in tests:
+            if window is not None:
+                activity[activity_field(kind, window)] = (kind, window)
+    return CompiledRuleset(
+        name=f"sb_{ruleset.version}", definition=definition, tag_fields=tag_fields, activity_fields=activity
+    )
 
 
-def build_fact(compiled: CompiledRuleset, event: EventCore, user: User, request: int) -> dict[str, Any]:
+def build_fact(compiled: CompiledRuleset, facts: Facts, request: int) -> dict[str, Any]:
     """The flat fact the compiled conditions test, for one delivery; the engine adds `sid` and `id`."""
-    fact: dict[str, Any] = {
-        REQUEST_FIELD: request,
-        "category": event.category,
-        "priority": event.priority,
-        "type": event.type,
-        "app": event.app,
-        "template": event.template,
-        "channel_pref": user.channel_pref or "",
-    }
+    fact: dict[str, Any] = {REQUEST_FIELD: request}
+    for key in _EVENT_FIELDS:
+        fact[key] = getattr(facts, key)
     for channel in CHANNELS:
-        fact[bound_field(channel)] = channel in user.bindings
-    tags = set(user.tags)
+        fact[bound_field(channel)] = channel in facts.bound
     for tag, field in compiled.tag_fields.items():
-        fact[field] = tag in tags
+        fact[field] = tag in facts.tags
+    for field, (kind, window) in compiled.activity_fields.items():
+        fact[field] = active_within(facts, window) if kind == "active" else inactive_for(facts, window)
     return fact
 
 
 def bound_field(channel: str) -> str:
     return f"bound__{channel}"
+
+
+def activity_field(kind: Activity, window: timedelta) -> str:
+    return f"{kind}__{int(window.total_seconds())}s"
 
 
 def _condition(rule: Rule, tag_fields: dict[str, str]) -> dict[str, Any]:
@@ -82,6 +98,10 @@ def _condition(rule: Rule, tag_fields: dict[str, str]) -> dict[str, Any]:
         clauses.append({bound_field(channel): True})
     if when.tags_any is not None:
         clauses.append(_any_of([{tag_fields[tag]: True} for tag in when.tags_any]))
+    if when.active_within is not None:
+        clauses.append({activity_field("active", when.active_within): True})
+    if when.inactive_for is not None:
+        clauses.append({activity_field("inactive", when.inactive_for): True})
     if not clauses:
         # An empty `when` matches every delivery; every fact carries the request field.
         return {"$ex": {REQUEST_FIELD: 1}}

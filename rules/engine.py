@@ -20,7 +20,9 @@ from durable.engine import Host
 
 from processors.plan import DeliveryPlan
 from processors.records import EventCore
+from rules.apply import apply_rule
 from rules.compiler import NO_MATCH_RULE, REQUEST_FIELD, CompiledRuleset, build_fact, compile_ruleset
+from rules.facts import Facts, facts_of
 from rules.schema import Rule, Ruleset
 from state.users import User
 
@@ -55,6 +57,8 @@ class Decision:
     reasons: tuple[str, ...]
     plan: DeliveryPlan = field(default_factory=DeliveryPlan)
     """Timing, caps, fallback steps, offline keep and variant; executed by decide, send and track."""
+    template: str | None = None
+    """A template other than the event's, from the rule or its variant; None: the event's own."""
 
 
 class _QuietHost(Host):  # type: ignore[misc]
@@ -96,8 +100,9 @@ class RuleEngine:
 
     def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
         """One decision per request, in order."""
-        winners = self._match(requests)
-        return [self._apply(request, winner) for request, winner in zip(requests, winners, strict=True)]
+        facts = [facts_of(r.event, r.user, r.now, r.last_active_at) for r in requests]
+        winners = self._match(requests, facts)
+        return [self._apply(*triple) for triple in zip(requests, facts, winners, strict=True)]
 
     def _install(self, ruleset: Ruleset) -> None:
         compiled = compile_ruleset(ruleset)
@@ -122,20 +127,20 @@ class RuleEngine:
 
         return record
 
-    def _match(self, requests: Sequence[DecisionRequest]) -> list[Rule | None]:
+    def _match(self, requests: Sequence[DecisionRequest], facts: Sequence[Facts]) -> list[Rule | None]:
         """The winning rule of each request (None: no rule matched), posting one batch per session."""
         by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for index, request in enumerate(requests):
-            fact = build_fact(self._compiled, request.event, request.user, index)
+        for index, (request, known) in enumerate(zip(requests, facts, strict=True)):
+            fact = build_fact(self._compiled, known, index)
             sid = str(zlib.crc32(request.user.user_id.encode()) % SESSION_SHARDS)
             # A unique id per fact: durable-rules refuses a second fact with the same id as "observed".
             fact["sid"], fact["id"] = sid, f"f{next(self._fact_ids)}"
             by_session[sid].append(fact)
         self._matched.clear()
         name = self._compiled.name
-        for sid, facts in by_session.items():
+        for sid, batch in by_session.items():
             self._used_sessions.add(sid)
-            self._host.post_batch(name, facts)
+            self._host.post_batch(name, batch)
         missing = [index for index in range(len(requests)) if index not in self._matched]
         if missing:
             raise RuntimeError(
@@ -143,64 +148,15 @@ class RuleEngine:
             )
         return [self._rules.get(self._matched[index]) for index in range(len(requests))]
 
-    def _apply(self, request: DecisionRequest, rule: Rule | None) -> Decision:
+    def _apply(self, request: DecisionRequest, facts: Facts, rule: Rule | None) -> Decision:
         version = self._ruleset.version
         if rule is None:
             return Decision((), "", version, True, ("no rule matched",))
-        reasons = [f"rule {rule.id} matched"]
-        then = rule.then
-        if then.suppress is not None:
-            reasons.append(f"suppressed: {then.suppress}")
-            return Decision((), rule.id, version, True, tuple(reasons))
-
-        user, event = request.user, request.event
-        chosen: list[str] = []
-        if event.channels is not None:
-            reasons.append(f"event overrides channels: {', '.join(event.channels)}")
-            chosen = _each_reachable(list(event.channels), request, reasons)
-        elif then.channels is not None:
-            chosen = _each_reachable(list(then.channels), request, reasons)
-        elif then.first_of is not None:
-            candidates = [user.channel_pref if c == "preferred" else c for c in then.first_of]
-            chosen = _first_reachable([c for c in candidates if c is not None], request, reasons)
-        if not chosen:
-            reasons.append("no channel left to send on")
-            return Decision((), rule.id, version, True, tuple(reasons))
-        addresses: dict[str, str] = {str(channel): address for channel, address in user.bindings.items()}
-        pairs = tuple((channel, addresses[channel]) for channel in chosen)
-        return Decision(pairs, rule.id, version, False, tuple(reasons))
-
-
-def _unusable(channel: str, request: DecisionRequest) -> str | None:
-    """Why `channel` cannot carry this delivery, or None if it can."""
-    if channel not in request.user.bindings:
-        return f"{channel}: user has no address"
-    if channel not in request.allowed_channels:
-        return f"{channel}: app {request.event.app} is not allowed to use it"
-    if channel not in request.available_channels:
-        return f"{channel}: no provider configured"
-    return None
-
-
-def _each_reachable(channels: list[str], request: DecisionRequest, reasons: list[str]) -> list[str]:
-    chosen: list[str] = []
-    for channel in dict.fromkeys(channels):
-        why = _unusable(channel, request)
-        if why is None:
-            chosen.append(channel)
-        else:
-            reasons.append(why)
-    return chosen
-
-
-def _first_reachable(channels: list[str], request: DecisionRequest, reasons: list[str]) -> list[str]:
-    """The first usable channel; skipped ones are explained, so a fallback to them is visible."""
-    for channel in dict.fromkeys(channels):
-        why = _unusable(channel, request)
-        if why is None:
-            return [channel]
-        reasons.append(why)
-    return []
+        outcome = apply_rule(self._ruleset, rule, request, facts)
+        return Decision(
+            outcome.channels, rule.id, version, outcome.suppressed, outcome.reasons,
+            plan=outcome.plan, template=outcome.template,
+        )
 
 
 class AsyncRuleEngine:

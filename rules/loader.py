@@ -1,22 +1,29 @@
 """Load rule files strictly, reporting every error at once as `path:line:col: message`.
 
 Positions come from the YAML node tree (`yaml.compose`), walked alongside pydantic's error locations.
+A folder holds several files: every `*.yaml` in it (not subfolders), tried in order of their `order:`.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from processors.plan import Bypass, CapScope
 from processors.records import CHANNELS, Category, Priority
-from rules.schema import Rule, RuleFile, Ruleset, When
+from rules.errors import ParsedFile, RuleError, RuleFileError, at, node_at, suggest
+from rules.schema import RuleFile, Ruleset
+from rules.semantics import in_order, placed_rules, semantic_errors
+
+__all__ = [
+    "RuleError", "RuleFileError", "check", "load_ruleset", "rule_files", "ruleset_version", "template_names",
+]
 
 _CHANNELS: tuple[str, ...] = CHANNELS
 _VOCABULARY: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -26,73 +33,91 @@ _VOCABULARY: dict[str, tuple[str, tuple[str, ...]]] = {
     "channel_pref": ("channel", _CHANNELS),
     "bound": ("channel", _CHANNELS),
     "first_of": ("channel", (*_CHANNELS, "preferred")),
+    "bypass": ("bypass", get_args(Bypass)),
+    "urgent_bypass": ("bypass", get_args(Bypass)),
+    "scope": ("cap scope", get_args(CapScope)),
+    "on_exceed": ("on_exceed action", ("delay", "drop")),
+    "action": ("quiet hours action", ("defer", "drop")),
+    "if_not": ("fallback condition", ("delivered", "read", "clicked")),
+    "if": ("fallback condition", ("failed",)),
+    "key": ("pace key", ("campaign", "app", "type", "rule")),
 }
 """Closed vocabularies by field name: what an unknown value is called, and the known values."""
 
 
-@dataclass(frozen=True)
-class RuleError:
-    """One problem in a rule file, at a 1-based line and column."""
-
-    file: str
-    line: int
-    column: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+class _RuleYaml(yaml.SafeLoader):
+    """YAML 1.1 without base-60 numbers: `22:00` stays the text "22:00" instead of becoming 1320."""
 
 
-class RuleFileError(Exception):
-    """Rule files that cannot be loaded; `errors` holds every problem found."""
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_RuleYaml.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _NUMBERS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RuleYaml.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_RuleYaml.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
-    def __init__(self, errors: Sequence[RuleError]) -> None:
-        super().__init__("\n".join(str(error) for error in errors))
-        self.errors = list(errors)
 
+def load_ruleset(path: str | Path, templates: Collection[str] | None = None) -> Ruleset:
+    """Load a rule file or folder; raise `RuleFileError` with every problem if anything is wrong.
 
-@dataclass(frozen=True)
-class _PlacedRule:
-    rule: Rule
-    file: str
-    line: int
-    column: int
-
-    @property
-    def origin(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-def load_ruleset(path: str | Path) -> Ruleset:
-    """Load a rule file, or every `*.yaml` in a folder (by file name); raise `RuleFileError` if bad."""
-    ruleset, errors = _load(Path(path))
+    `templates` (names, e.g. from `template_names(folder)`) turns on the unknown-template check.
+    """
+    ruleset, errors = _load(Path(path), templates)
     if errors or ruleset is None:
         raise RuleFileError(errors)
     return ruleset
 
 
-def check(paths: Iterable[str | Path]) -> list[RuleError]:
+def check(paths: Iterable[str | Path], templates: Collection[str] | None = None) -> list[RuleError]:
     """Every error in the given rule files or folders; each path is checked as one ruleset."""
     errors: list[RuleError] = []
     for path in paths:
-        errors.extend(_load(Path(path))[1])
+        errors.extend(_load(Path(path), templates)[1])
     return errors
 
 
-def _load(path: Path) -> tuple[Ruleset | None, list[RuleError]]:
-    if path.is_dir():
-        files = sorted(p for p in path.glob("*.yaml") if p.is_file())
-        if not files:
-            return None, [RuleError(str(path), 1, 1, "no *.yaml rule files in this folder")]
-    elif path.is_file():
-        files = [path]
-    else:
-        return None, [RuleError(str(path), 1, 1, "no such rule file or folder")]
+def template_names(folder: str | Path) -> frozenset[str]:
+    """The names of the templates in a templates folder (loading them checks them too)."""
+    from channels.templates import TemplateCatalog
 
-    errors: list[RuleError] = []
-    placed: list[_PlacedRule] = []
-    names: dict[str, None] = {}
+    return frozenset(TemplateCatalog(Path(folder)).names)
+
+
+def rule_files(path: Path) -> list[Path]:
+    """The files a rules setting names: the file itself, or every `*.yaml` directly in the folder."""
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.yaml") if p.is_file())
+    return [path] if path.is_file() else []
+
+
+def ruleset_version(contents: Sequence[tuple[str, bytes]]) -> str:
+    """The version of a ruleset: a hash of its files' names and bytes, so any edit changes it."""
     digest = hashlib.blake2b(digest_size=4)
+    for name, raw in sorted(contents):
+        digest.update(name.encode() + b"\0" + raw + b"\0")
+    return digest.hexdigest()
+
+
+def _load(path: Path, templates: Collection[str] | None) -> tuple[Ruleset | None, list[RuleError]]:
+    files = rule_files(path)
+    if not files:
+        message = "no *.yaml rule files in this folder" if path.is_dir() else "no such rule file or folder"
+        return None, [RuleError(str(path), 1, 1, message)]
+    errors: list[RuleError] = []
+    parsed: list[ParsedFile] = []
+    contents: list[tuple[str, bytes]] = []
     for file in files:
         try:
             raw = file.read_bytes()
@@ -100,27 +125,30 @@ def _load(path: Path) -> tuple[Ruleset | None, list[RuleError]]:
         except (OSError, UnicodeDecodeError) as exc:
             errors.append(RuleError(str(file), 1, 1, f"cannot read rule file: {exc}"))
             continue
-        digest.update(file.name.encode() + b"\0" + raw + b"\0")
-        parsed, file_errors = _parse(str(file), text)
+        contents.append((file.name, raw))
+        one, file_errors = _parse(str(file), text)
         errors.extend(file_errors)
-        if parsed is not None:
-            rule_file, rules = parsed
-            names.setdefault(rule_file.ruleset)
-            placed.extend(rules)
-    errors.extend(_semantic_errors(placed))
+        if one is not None:
+            parsed.append(one)
+    errors.extend(semantic_errors(parsed, templates))
     if errors:
-        return None, errors
+        return None, sorted(errors, key=lambda e: (e.file, e.line, e.column))
+    ordered = in_order(parsed)
+    placed = placed_rules(parsed)
     ruleset = Ruleset(
-        name="+".join(names),
-        version=digest.hexdigest(),
+        name="+".join(dict.fromkeys(f.content.ruleset for f in ordered)),
+        version=ruleset_version(contents),
         rules=tuple(p.rule for p in placed),
         origins={p.rule.id: p.origin for p in placed},
+        quiet_hours=tuple(w for f in ordered for w in f.content.quiet_hours),
+        caps=tuple(c for f in ordered for c in f.content.caps),
+        urgent_bypass=frozenset(b for f in ordered for b in f.content.urgent_bypass or ()),
     )
     return ruleset, []
 
 
-def _parse(file: str, text: str) -> tuple[tuple[RuleFile, list[_PlacedRule]] | None, list[RuleError]]:
-    loader = yaml.SafeLoader(text)
+def _parse(file: str, text: str) -> tuple[ParsedFile | None, list[RuleError]]:
+    loader = _RuleYaml(text)
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
@@ -142,11 +170,7 @@ def _parse(file: str, text: str) -> tuple[tuple[RuleFile, list[_PlacedRule]] | N
         return None, errors
     if errors:
         return None, errors
-    rules = []
-    for index, rule in enumerate(rule_file.rules):
-        mark = _node_at(root, ("rules", index, "id")).start_mark
-        rules.append(_PlacedRule(rule, file, mark.line + 1, mark.column + 1))
-    return (rule_file, rules), []
+    return ParsedFile(file, root, rule_file), []
 
 
 def _duplicate_keys(file: str, node: yaml.Node) -> list[RuleError]:
@@ -156,7 +180,7 @@ def _duplicate_keys(file: str, node: yaml.Node) -> list[RuleError]:
         seen: set[str] = set()
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode) and key.value in seen:
-                errors.append(_at(file, key, f"duplicate key {key.value!r}"))
+                errors.append(at(file, key, f"duplicate key {key.value!r}"))
             seen.add(str(key.value))
             errors.extend(_duplicate_keys(file, value))
     elif isinstance(node, yaml.SequenceNode):
@@ -170,24 +194,28 @@ def _from_pydantic(file: str, root: yaml.Node, err: dict[str, Any]) -> RuleError
     kind: str = err["type"]
     value = err.get("input")
     field = next((part for part in reversed(loc) if isinstance(part, str)), "")
-    node = _node_at(root, loc, key=kind == "extra_forbidden")
+    node = node_at(root, loc, key=kind == "extra_forbidden")
 
     if kind == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
-        message = f"unknown field {loc[-1]!r}" + _suggest(str(loc[-1]), allowed)
+        message = f"unknown field {loc[-1]!r}" + suggest(str(loc[-1]), allowed)
     elif kind == "literal_error" and field in _VOCABULARY:
         noun, known = _VOCABULARY[field]
-        message = f"unknown {noun} {value!r}" + _suggest(str(value), known)
+        message = f"unknown {noun} {value!r}" + suggest(str(value), known)
     elif kind == "missing":
         message = f"missing required field {loc[-1]!r}"
-        node = _node_at(root, loc[:-1])
+        node = node_at(root, loc[:-1])
     elif kind == "too_short":
-        message = f"'{field}' is empty: list at least one value"
+        least = int(err.get("ctx", {}).get("min_length", 1))
+        message = f"'{field}' is empty: list at least one value" if least <= 1 else (
+            f"'{field}' needs at least {least} entries"
+        )
     elif kind == "list_type":
         example = f", e.g. [{value}]" if isinstance(value, str) else ""
         message = f"'{field}' must be a list{example}"
-    elif kind == "string_pattern_mismatch" and field == "id":
-        message = f"rule id {value!r} may only hold lowercase letters, digits and '-'"
+    elif kind == "string_pattern_mismatch" and field in ("id", "name"):
+        noun = "rule id" if field == "id" else "name"
+        message = f"{noun} {value!r} may only hold lowercase letters, digits and '-'"
     elif kind == "string_pattern_mismatch":
         message = f"'{field}' value {value!r} may only hold letters, digits and _ . : -"
     elif kind == "string_type":
@@ -196,67 +224,12 @@ def _from_pydantic(file: str, root: yaml.Node, err: dict[str, Any]) -> RuleError
     elif kind in ("model_type", "dict_type"):
         message = f"'{field or 'the file'}' must be a mapping of keys to values"
     elif kind == "value_error":
-        message = str(err["msg"]).removeprefix("Value error, ")
+        detail = str(err["msg"]).removeprefix("Value error, ")
+        # Model checks name their own subject; a field's parser does not.
+        message = detail if detail.startswith("'") else f"'{field}': {detail}"
     else:
         message = f"'{field}': {err['msg']}" if field else str(err["msg"])
-    return _at(file, node, message)
-
-
-def _semantic_errors(placed: Sequence[_PlacedRule]) -> list[RuleError]:
-    errors: list[RuleError] = []
-    first_by_id: dict[str, _PlacedRule] = {}
-    for index, later in enumerate(placed):
-        first = first_by_id.setdefault(later.rule.id, later)
-        if first is not later:
-            errors.append(
-                RuleError(
-                    later.file, later.line, later.column,
-                    f"duplicate rule id {later.rule.id!r} (first defined at {first.origin})",
-                )
-            )
-            continue
-        shadow = next((p for p in placed[:index] if _covers(p.rule.when, later.rule.when)), None)
-        if shadow is not None:
-            errors.append(
-                RuleError(
-                    later.file, later.line, later.column,
-                    f"rule {later.rule.id!r} is unreachable: rule {shadow.rule.id!r} ({shadow.origin}) "
-                    "comes first and matches everything it matches",
-                )
-            )
-    return errors
-
-
-def _covers(earlier: When, later: When) -> bool:
-    """True if every delivery `later` matches is matched by `earlier` (so `later` never wins)."""
-    for key, values in earlier.conditions().items():
-        other = getattr(later, key)
-        if other is None:
-            return False
-        # `bound` is "all of", every other condition is "any of": the subset runs the other way.
-        if key == "bound":
-            if not set(values) <= set(other):
-                return False
-        elif not set(other) <= set(values):
-            return False
-    return True
-
-
-def _node_at(root: yaml.Node, loc: Sequence[str | int], key: bool = False) -> yaml.Node:
-    """The deepest node along `loc`; with `key`, the key node of the last step (for unknown keys)."""
-    node = root
-    for depth, part in enumerate(loc):
-        last = depth == len(loc) - 1
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            found = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
-            if found is None:
-                break
-            node = found[0] if key and last else found[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-    return node
+    return at(file, node, message)
 
 
 def _fields_at(loc: Sequence[str | int]) -> tuple[str, ...]:
@@ -265,12 +238,12 @@ def _fields_at(loc: Sequence[str | int]) -> tuple[str, ...]:
     for part in loc:
         if isinstance(part, int):
             continue
-        info = model.model_fields.get(part)
+        info = next((i for n, i in model.model_fields.items() if (i.alias or n) == part), None)
         nested = _model_in(info.annotation) if info is not None else None
         if nested is None:
             return ()
         model = nested
-    return tuple(model.model_fields)
+    return tuple(info.alias or name for name, info in model.model_fields.items())
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -281,14 +254,3 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
-
-
-def _suggest(word: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, known, n=1)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    return f" (expected one of: {', '.join(known)})" if known else ""
-
-
-def _at(file: str, node: yaml.Node, message: str) -> RuleError:
-    return RuleError(file, node.start_mark.line + 1, node.start_mark.column + 1, message)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from processors.records import EventCore
 from rules.compiler import NO_MATCH_RULE, build_fact, compile_ruleset
+from rules.facts import facts_of
 from rules.loader import load_ruleset
 from rules.schema import Ruleset
 from state.users import User
@@ -75,7 +76,7 @@ def test_fact_is_flat_and_pre_enriched(tmp_path: Path) -> None:
         event_id="e", app="hr", type="pay.slip", template="t", category="notice", priority="high"
     )
     user = User(user_id="u", tags=("ops.team",), bindings={"email": "u@x", "inbox": "u"})
-    fact = build_fact(compiled, event, user, 7)
+    fact = build_fact(compiled, facts_of(event, user, None, None), 7)
     assert fact["rid"] == 7
     assert (fact["category"], fact["priority"], fact["app"]) == ("notice", "high", "hr")
     assert fact["channel_pref"] == ""

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from processors.records import EventCore
-from rules.engine import AsyncRuleEngine, Decision, DecisionRequest, RuleEngine
+from rules.engine import AsyncRuleEngine, DecisionRequest, RuleEngine
 from rules.loader import load_ruleset
 from rules.schema import Ruleset
 from state.users import User
 
 ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 DEMO_PROVIDERS = frozenset({"email", "inbox", "webhook"})
 EVERY_CHANNEL = frozenset({"sms", "email", "push", "wechat_oa", "wechat_mp", "inbox", "webhook", "robot"})
 
@@ -40,8 +42,9 @@ def request(
     user: User,
     allowed: frozenset[str] = EVERY_CHANNEL,
     available: frozenset[str] = DEMO_PROVIDERS,
+    last_active_at: datetime | None = None,
 ) -> DecisionRequest:
-    return DecisionRequest(ev, user, allowed, available)
+    return DecisionRequest(ev, user, allowed, available, now=NOW, last_active_at=last_active_at)
 
 
 def write_rules(tmp_path: Path, body: str, name: str = "rules.yaml") -> Ruleset:
@@ -62,13 +65,16 @@ CAMPUS = event("campus", "campus.notice", "notice")
 CODE = event("portal", "login.code", "verification")
 PROMO = event("campus", "bookshop.sale", "marketing", priority="low")
 
+ACTIVE_YESTERDAY = NOW - timedelta(days=1)
+ALERT_REASON = "fallback step 1 dropped: sms: no provider configured; wechat_oa: user has no address"
+
 CASES: list[tuple[str, DecisionRequest, tuple[tuple[str, str], ...], str, tuple[str, ...]]] = [
     (
-        "alert goes to inbox and email",
+        "alert goes to inbox and email, urgent bypasses",
         request(ALERT, STUDENT),
         (("inbox", "s1"), ("email", "s1@uni.edu")),
         "security-alerts",
-        ("rule security-alerts matched",),
+        ("rule security-alerts matched", "bypasses caps, pacing, quiet_hours", ALERT_REASON),
     ),
     (
         "preferred sms has no provider: next of first_of",
@@ -85,8 +91,25 @@ CASES: list[tuple[str, DecisionRequest, tuple[tuple[str, str], ...], str, tuple[
         ("rule course-reminders matched",),
     ),
     (
-        "transactional: email then inbox",
+        "recently active student: push has no provider, then preferred",
+        request(REMINDER, EMAIL_FAN, last_active_at=ACTIVE_YESTERDAY),
+        (("email", "s2@uni.edu"),),
+        "course-reminders-active",
+        ("rule course-reminders-active matched", "push: user has no address"),
+    ),
+    (
+        "fee notice: inbox now, email fallback",
         request(FEE, STUDENT),
+        (("inbox", "s1"),),
+        "fee-notices",
+        (
+            "rule fee-notices matched",
+            "fallback step 2 dropped: sms: no provider configured; wechat_oa: user has no address",
+        ),
+    ),
+    (
+        "other transactional: email and inbox",
+        request(event("bursar", "payment.received", "transactional"), STUDENT),
         (("email", "s1@uni.edu"), ("inbox", "s1")),
         "fees-and-payments",
         ("rule fees-and-payments matched",),
@@ -96,7 +119,7 @@ CASES: list[tuple[str, DecisionRequest, tuple[tuple[str, str], ...], str, tuple[
         request(CODE, STUDENT),
         (("email", "s1@uni.edu"),),
         "verification-codes",
-        ("rule verification-codes matched", "sms: no provider configured"),
+        ("rule verification-codes matched", "sms: no provider configured", "bypasses pacing, quiet_hours"),
     ),
     (
         "event override replaces the rule's channels",
@@ -114,14 +137,27 @@ CASES: list[tuple[str, DecisionRequest, tuple[tuple[str, str], ...], str, tuple[
         request(ALERT, STUDENT, allowed=frozenset({"inbox"})),
         (("inbox", "s1"),),
         "security-alerts",
-        ("rule security-alerts matched", "email: app security is not allowed to use it"),
+        (
+            "rule security-alerts matched",
+            "email: app security is not allowed to use it",
+            "bypasses caps, pacing, quiet_hours",
+            "fallback step 1 dropped: sms: app security is not allowed to use it; "
+            "wechat_oa: user has no address",
+        ),
+    ),
+    (
+        "campus notice to someone without an inbox goes by email",
+        request(CAMPUS, EMAIL_ONLY),
+        (("email", "s4@uni.edu"),),
+        "campus-notices",
+        ("rule campus-notices matched", "inbox: user has no address"),
     ),
     (
         "user without an address on the only channel",
-        request(CAMPUS, EMAIL_ONLY),
+        request(event("campus", "canteen.special", "marketing"), EMAIL_ONLY),
         (),
-        "campus-notices",
-        ("rule campus-notices matched", "inbox: user has no address", "no channel left to send on"),
+        "canteen-specials",
+        ("rule canteen-specials matched", "inbox: user has no address", "no channel left to send on"),
     ),
     (
         "tag suppresses marketing, even with an override",
@@ -138,8 +174,15 @@ CASES: list[tuple[str, DecisionRequest, tuple[tuple[str, str], ...], str, tuple[
         ("rule marketing matched",),
     ),
     (
-        "catch-all",
+        "a notice to someone inactive for a month",
         request(event("hr", "pay.slip", "notice"), EMAIL_FAN),
+        (("email", "s2@uni.edu"),),
+        "dormant-notices",
+        ("rule dormant-notices matched", "sms: user has no address"),
+    ),
+    (
+        "catch-all",
+        request(event("hr", "pay.slip", "notice"), EMAIL_FAN, last_active_at=ACTIVE_YESTERDAY),
         (("email", "s2@uni.edu"),),
         "catch-all",
         ("rule catch-all matched",),
@@ -157,13 +200,13 @@ def test_default_rules_decide(
     reasons: tuple[str, ...],
 ) -> None:
     (decision,) = default_engine.decide([req])
-    assert decision == Decision(
-        channels=channels,
-        rule_id=rule_id,
-        rule_version=default_engine.ruleset.version,
-        suppressed=not channels,
-        reasons=reasons,
+    assert (decision.channels, decision.rule_id, decision.suppressed, decision.reasons) == (
+        channels,
+        rule_id,
+        not channels,
+        reasons,
     )
+    assert decision.rule_version == default_engine.ruleset.version
 
 
 def test_a_batch_keeps_request_order_and_duplicates(default_engine: RuleEngine) -> None:
@@ -224,6 +267,7 @@ def test_five_thousand_distinct_users_share_session_shards(default_engine: RuleE
         assert decisions[4999].channels == (("inbox", "u4999"), ("email", "u4999@x.edu"))
         assert decisions[4998].channels == (("inbox", "u4998"),)
         assert {d.rule_id for d in decisions} == {"security-alerts", "campus-notices"}
+        assert decisions[4998].plan.pacing is not None and decisions[4999].plan.pacing is None
 
 
 def test_reload_switches_version_and_back(tmp_path: Path) -> None:

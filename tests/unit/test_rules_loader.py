@@ -27,7 +27,7 @@ def test_default_rules_load() -> None:
     assert ruleset.rules[-1].id == "catch-all"
     assert ruleset.rules[-1].when.conditions() == {}
     assert len(ruleset.version) == 8
-    assert ruleset.origins["security-alerts"].endswith("default.yaml:29")
+    assert ruleset.origins["security-alerts"].endswith("default.yaml:69")
 
 
 @pytest.mark.parametrize(
@@ -134,20 +134,26 @@ def test_tab_indentation_is_a_positioned_yaml_error(tmp_path: Path) -> None:
 
 
 def test_duplicate_rule_id_across_files_in_a_folder(tmp_path: Path) -> None:
-    rule = "ruleset: {}\nrules:\n  - id: x\n    when: {{app: [{}]}}\n    then: {{channels: [email]}}\n"
-    first = write(tmp_path, rule.format("a", "lms"), "10-first.yaml")
-    second = write(tmp_path, rule.format("b", "hr"), "20-second.yaml")
+    rule = (
+        "ruleset: {}\norder: {}\nrules:\n  - id: x\n    when: {{app: [{}]}}\n"
+        "    then: {{channels: [email]}}\n"
+    )
+    first = write(tmp_path, rule.format("a", 10, "lms"), "10-first.yaml")
+    second = write(tmp_path, rule.format("b", 20, "hr"), "20-second.yaml")
     (error,) = check([tmp_path])
-    assert str(error) == f"{second}:3:9: duplicate rule id 'x' (first defined at {first}:3)"
+    assert str(error) == f"{second}:4:9: duplicate rule id 'x' (first defined at {first}:4)"
 
 
-def test_folder_rules_are_ordered_by_file_name(tmp_path: Path) -> None:
-    write(tmp_path, "ruleset: b\nrules:\n  - id: last\n    then: {channels: [inbox]}\n", "20-b.yaml")
-    first = "ruleset: a\nrules:\n  - id: first\n    when: {app: [x]}\n    then: {suppress: x}\n"
-    write(tmp_path, first, "10-a.yaml")
+def test_folder_rules_are_ordered_by_their_order_not_file_name(tmp_path: Path) -> None:
+    write(tmp_path, "ruleset: b\norder: 1\nrules:\n  - id: first\n    when: {app: [x]}\n"
+          "    then: {suppress: x}\n", "20-b.yaml")
+    last = "ruleset: a\norder: 2\nrules:\n  - id: last\n    then: {channels: [inbox]}\n"
+    write(tmp_path, last, "10-a.yaml")
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub", "not: [a, rule, file]\n", "ignored.yaml")
     ruleset = load_ruleset(tmp_path)
     assert [r.id for r in ruleset.rules] == ["first", "last"]
-    assert ruleset.name == "a+b"
+    assert ruleset.name == "b+a"
 
 
 @pytest.mark.parametrize(

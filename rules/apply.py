@@ -1,0 +1,225 @@
+"""Apply the winning rule to one delivery: its channels, template, variant and delivery plan.
+
+Plain Python after durable-rules has picked the rule: reachability, caps and quiet hours windows
+need set and time arithmetic the engine does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from processors.plan import (
+    BestTime,
+    Bypass,
+    DeliveryPlan,
+    FallbackStep,
+    FrequencyCap,
+    Pacing,
+    QuietHours,
+)
+from processors.records import EventCore
+from rules.facts import Facts, exempt, holds
+from rules.schema import QUIET_OFF, Pace, Rule, Ruleset, Then, Variant
+from state.users import User
+
+
+class Reach(Protocol):
+    """What one delivery may use: the recipient and the channels the app and providers permit."""
+
+    @property
+    def event(self) -> EventCore: ...
+    @property
+    def user(self) -> User: ...
+    @property
+    def allowed_channels(self) -> frozenset[str]: ...
+    @property
+    def available_channels(self) -> frozenset[str]: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The applied rule: the channels chosen, the template if not the event's, and the plan."""
+
+    channels: tuple[tuple[str, str], ...]
+    suppressed: bool
+    reasons: tuple[str, ...]
+    plan: DeliveryPlan
+    template: str | None
+
+
+def apply_rule(ruleset: Ruleset, rule: Rule, reach: Reach, facts: Facts) -> Outcome:
+    """Carry out `rule` (the winner) for one delivery."""
+    reasons = [f"rule {rule.id} matched"]
+    then = rule.then
+    if then.suppress is not None:
+        reasons.append(f"suppressed: {then.suppress}")
+        return Outcome((), True, tuple(reasons), DeliveryPlan(), None)
+
+    variant = pick_variant(rule.id, reach.user.user_id, then.variants) if then.variants else None
+    if variant is not None:
+        total = sum(v.weight for v in then.variants or ())
+        reasons.append(f"variant {variant.name} ({variant.weight} of {total})")
+    template = (variant.template if variant is not None else None) or then.template
+
+    event, user = reach.event, reach.user
+    chosen: list[str]
+    if event.channels is not None:
+        reasons.append(f"event overrides channels: {', '.join(event.channels)}")
+        chosen = _each_reachable(list(event.channels), reach, reasons)
+    else:
+        channels, first_of = _choice(then, variant)
+        if channels is not None:
+            chosen = _each_reachable(channels, reach, reasons)
+        else:
+            chosen = _first_reachable(_resolve(first_of or [], user), reach, reasons)
+    plan = _plan(ruleset, rule, reach, facts, variant, frozenset(chosen), reasons)
+    if not chosen:
+        reasons.append("no channel left to send on")
+        return Outcome((), True, tuple(reasons), plan, template)
+    addresses: dict[str, str] = {str(channel): address for channel, address in user.bindings.items()}
+    pairs = tuple((channel, addresses[channel]) for channel in chosen)
+    return Outcome(pairs, False, tuple(reasons), plan, template)
+
+
+def pick_variant(rule_id: str, user_id: str, variants: Sequence[Variant]) -> Variant:
+    """The same variant for the same rule and user, on every worker and every run; split by weight."""
+    digest = hashlib.blake2b(f"{rule_id}\x1f{user_id}".encode(), digest_size=8).digest()
+    point = int.from_bytes(digest, "big") % sum(v.weight for v in variants)
+    for variant in variants:
+        if point < variant.weight:
+            return variant
+        point -= variant.weight
+    raise AssertionError("unreachable: point is below the total weight")
+
+
+def pace_key(pace: Pace, rule_id: str, event: EventCore) -> str:
+    """The pacing bucket: sends sharing it go out at most `per_second` per second together."""
+    if pace.key == "campaign":
+        return f"campaign:{event.campaign}" if event.campaign else f"type:{event.app}:{event.type}"
+    if pace.key == "app":
+        return f"app:{event.app}"
+    if pace.key == "type":
+        return f"type:{event.app}:{event.type}"
+    return f"rule:{rule_id}"
+
+
+def _plan(
+    ruleset: Ruleset,
+    rule: Rule,
+    reach: Reach,
+    facts: Facts,
+    variant: Variant | None,
+    used: frozenset[str],
+    reasons: list[str],
+) -> DeliveryPlan:
+    then = rule.then
+    bypass: set[Bypass] = set(then.bypass or ())
+    if reach.event.priority == "urgent" and ruleset.urgent_bypass:
+        bypass |= ruleset.urgent_bypass
+    if bypass:
+        reasons.append("bypasses " + ", ".join(sorted(bypass)))
+    return DeliveryPlan(
+        fallback=_fallback(then, reach, used, reasons),
+        quiet_hours=None if "quiet_hours" in bypass else _quiet_hours(ruleset, then, facts),
+        best_time=None
+        if then.best_time is None or "best_time" in bypass
+        else BestTime(within=then.best_time.within),
+        pacing=None
+        if then.pace is None or "pacing" in bypass
+        else Pacing(per_second=then.pace.per_second, key=pace_key(then.pace, rule.id, reach.event)),
+        caps=() if "caps" in bypass else _caps(ruleset, facts),
+        keep_offline=then.keep_offline,
+        variant=variant.name if variant is not None else "",
+        bypass=frozenset(bypass),
+    )
+
+
+def _quiet_hours(ruleset: Ruleset, then: Then, facts: Facts) -> QuietHours | None:
+    if then.quiet_hours == QUIET_OFF:
+        return None
+    if then.quiet_hours is not None:
+        window = ruleset.window(then.quiet_hours)
+    else:
+        window = next((w for w in ruleset.quiet_hours if w.match is not None and holds(w.match, facts)), None)
+    if window is None:
+        return None
+    return QuietHours(start=window.start, end=window.end, action=window.action)
+
+
+def _caps(ruleset: Ruleset, facts: Facts) -> tuple[FrequencyCap, ...]:
+    return tuple(
+        FrequencyCap(id=cap.id, scope=tuple(cap.scope), limits=tuple(cap.limits), on_exceed=cap.on_exceed)
+        for cap in ruleset.caps
+        if holds(cap.match, facts) and exempt(cap.exempt, facts) is None
+    )
+
+
+def _fallback(then: Then, reach: Reach, used: frozenset[str], reasons: list[str]) -> tuple[FallbackStep, ...]:
+    """Steps with the channels that can carry them; a channel the first send used is not used again."""
+    steps: list[FallbackStep] = []
+    for number, spec in enumerate(then.fallback or (), start=1):
+        named = list(dict.fromkeys(_resolve(spec.first_of, reach.user)))
+        usable = [c for c in named if c not in used and _unusable(c, reach) is None]
+        if not usable:
+            why = [f"{c}: already sent on" if c in used else _unusable(c, reach) or c for c in named]
+            reasons.append(f"fallback step {number} dropped: " + "; ".join(why or ["no channel"]))
+            continue
+        steps.append(
+            FallbackStep(
+                step=number,
+                after=spec.after,
+                condition=spec.condition,
+                channels=tuple(usable),
+                template=spec.template,
+            )
+        )
+    return tuple(steps)
+
+
+def _choice(then: Then, variant: Variant | None) -> tuple[list[str] | None, list[str] | None]:
+    if variant is not None and (variant.channels or variant.first_of):
+        return (list(variant.channels) if variant.channels else None), (
+            list(variant.first_of) if variant.first_of else None
+        )
+    return (list(then.channels) if then.channels else None), (list(then.first_of) if then.first_of else None)
+
+
+def _resolve(choices: Sequence[str], user: User) -> list[str]:
+    """`preferred` becomes the user's own preferred channel (dropped if they have none)."""
+    resolved = [user.channel_pref if c == "preferred" else c for c in choices]
+    return [c for c in resolved if c is not None]
+
+
+def _unusable(channel: str, reach: Reach) -> str | None:
+    """Why `channel` cannot carry this delivery, or None if it can."""
+    if channel not in reach.user.bindings:
+        return f"{channel}: user has no address"
+    if channel not in reach.allowed_channels:
+        return f"{channel}: app {reach.event.app} is not allowed to use it"
+    if channel not in reach.available_channels:
+        return f"{channel}: no provider configured"
+    return None
+
+
+def _each_reachable(channels: list[str], reach: Reach, reasons: list[str]) -> list[str]:
+    chosen: list[str] = []
+    for channel in dict.fromkeys(channels):
+        why = _unusable(channel, reach)
+        if why is None:
+            chosen.append(channel)
+        else:
+            reasons.append(why)
+    return chosen
+
+
+def _first_reachable(channels: list[str], reach: Reach, reasons: list[str]) -> list[str]:
+    """The first usable channel; skipped ones are explained, so a fallback to them is visible."""
+    for channel in dict.fromkeys(channels):
+        why = _unusable(channel, reach)
+        if why is None:
+            return [channel]
+        reasons.append(why)
+    return []

@@ -1,0 +1,211 @@
+"""Checks across rules and files that a schema cannot make: every one points at the place it is about.
+
+Duplicate ids, rules that can never win or never match, two files of the same `order` whose rules
+compete for the same delivery, names of templates and quiet hours windows that do not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from rules.errors import ParsedFile, RuleError, suggest
+from rules.schema import QUIET_OFF, Rule, When, duration_text
+
+_ANY_OF = ("category", "priority", "type", "app", "template", "campaign", "channel_pref", "tags_any")
+
+
+@dataclass(frozen=True)
+class PlacedRule:
+    """A rule with the file it came from and its index there."""
+
+    rule: Rule
+    file: ParsedFile
+    index: int
+
+    def error(self, message: str, *loc: str | int) -> RuleError:
+        return self.file.error(("rules", self.index, *(loc or ("id",))), message)
+
+    @property
+    def origin(self) -> str:
+        return self.file.line_of(("rules", self.index, "id"))
+
+
+def in_order(files: Sequence[ParsedFile]) -> list[ParsedFile]:
+    """Files as their rules are tried: by `order:` (absent counts as 0), then by file name."""
+    return sorted(files, key=lambda f: (f.content.order or 0, f.path))
+
+
+def placed_rules(files: Sequence[ParsedFile]) -> list[PlacedRule]:
+    return [PlacedRule(rule, f, i) for f in in_order(files) for i, rule in enumerate(f.content.rules)]
+
+
+def semantic_errors(files: Sequence[ParsedFile], templates: Collection[str] | None) -> list[RuleError]:
+    """Every cross-rule and cross-file problem; `templates` None skips the template names check."""
+    placed = placed_rules(files)
+    errors = _file_errors(files)
+    errors.extend(_duplicate_ids(placed, files))
+    errors.extend(_unreachable(placed))
+    errors.extend(_same_order_conflicts(files))
+    errors.extend(_references(placed, files, templates))
+    if files and not placed:
+        errors.append(files[0].error(("ruleset",), "no rules: a ruleset needs at least one rule", key=True))
+    return errors
+
+
+def _file_errors(files: Sequence[ParsedFile]) -> list[RuleError]:
+    errors: list[RuleError] = []
+    if len(files) > 1:
+        for f in files:
+            if f.content.order is None:
+                message = "rule files in a folder need 'order: N' (files with lower numbers are tried first)"
+                errors.append(f.error(("ruleset",), message, key=True))
+    setters = [f for f in files if f.content.urgent_bypass is not None]
+    for later in setters[1:]:
+        message = f"urgent_bypass is already set in {setters[0].line_of(('urgent_bypass',))}: set it once"
+        errors.append(later.error(("urgent_bypass",), message, key=True))
+    return errors
+
+
+def _duplicate_ids(placed: Sequence[PlacedRule], files: Sequence[ParsedFile]) -> Iterator[RuleError]:
+    first: dict[str, PlacedRule] = {}
+    for later in placed:
+        earlier = first.setdefault(later.rule.id, later)
+        if earlier is not later:
+            yield later.error(f"duplicate rule id {later.rule.id!r} (first defined at {earlier.origin})")
+    for section, noun in (("quiet_hours", "quiet hours window"), ("caps", "cap")):
+        seen: dict[str, str] = {}
+        for f in in_order(files):
+            for index, item in enumerate(getattr(f.content, section)):
+                loc = (section, index, "id")
+                if item.id in seen:
+                    yield f.error(loc, f"duplicate {noun} id {item.id!r} (first defined at {seen[item.id]})")
+                seen.setdefault(item.id, f.line_of(loc))
+
+
+def _unreachable(placed: Sequence[PlacedRule]) -> Iterator[RuleError]:
+    for index, later in enumerate(placed):
+        when = later.rule.when
+        if never_matches(when):
+            yield later.error(
+                f"rule {later.rule.id!r} can never match: nobody is both active within "
+                f"{_text(when.active_within)} and inactive for {_text(when.inactive_for)}"
+            )
+            continue
+        shadow = next((p for p in placed[:index] if covers(p.rule.when, later.rule.when)), None)
+        if shadow is not None and shadow.rule.id != later.rule.id:
+            yield later.error(
+                f"rule {later.rule.id!r} is unreachable: rule {shadow.rule.id!r} ({shadow.origin}) "
+                "comes first and matches everything it matches"
+            )
+
+
+def _same_order_conflicts(files: Sequence[ParsedFile]) -> Iterator[RuleError]:
+    """Two files of one order leave their relative priority to file names: refuse it if it matters."""
+    ordered = in_order(files)
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1 :]:
+            if first.content.order is None or first.content.order != second.content.order:
+                continue
+            pair = next(
+                (
+                    (a, b)
+                    for a in placed_rules([first])
+                    for b in placed_rules([second])
+                    if can_both_match(a.rule.when, b.rule.when)
+                ),
+                None,
+            )
+            if pair is not None:
+                a, b = pair
+                yield b.error(
+                    f"rule {b.rule.id!r} and rule {a.rule.id!r} ({a.origin}) can match the same delivery, "
+                    f"and both files have order {first.content.order}: give the files different 'order:' "
+                    "so it is clear which wins"
+                )
+
+
+def _references(
+    placed: Sequence[PlacedRule], files: Sequence[ParsedFile], templates: Collection[str] | None
+) -> Iterator[RuleError]:
+    windows = [w.id for f in files for w in f.content.quiet_hours]
+    known_templates = sorted(templates) if templates is not None else None
+    for p in placed:
+        then = p.rule.then
+        if then.quiet_hours not in (None, QUIET_OFF) and then.quiet_hours not in windows:
+            yield p.error(
+                f"unknown quiet hours window {then.quiet_hours!r}" + suggest(str(then.quiet_hours), windows),
+                "then", "quiet_hours",
+            )
+        if known_templates is None:
+            continue
+        for loc, name in _template_uses(p.rule):
+            if name not in known_templates:
+                yield p.error(f"unknown template {name!r}" + suggest(name, known_templates), *loc)
+    for f in files:
+        if known_templates is None:
+            break
+        for section in ("quiet_hours", "caps"):
+            for index, item in enumerate(getattr(f.content, section)):
+                for position, name in enumerate(item.match.template or () if item.match else ()):
+                    if name not in known_templates:
+                        loc = (section, index, "match", "template", position)
+                        yield f.error(loc, f"unknown template {name!r}" + suggest(name, known_templates))
+
+
+def _template_uses(rule: Rule) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    for position, name in enumerate(rule.when.template or ()):
+        yield ("when", "template", position), name
+    if rule.then.template is not None:
+        yield ("then", "template"), rule.then.template
+    for index, variant in enumerate(rule.then.variants or ()):
+        if variant.template is not None:
+            yield ("then", "variants", index, "template"), variant.template
+    for index, step in enumerate(rule.then.fallback or ()):
+        if step.template is not None:
+            yield ("then", "fallback", index, "template"), step.template
+
+
+def never_matches(when: When) -> bool:
+    """`active_within: 7d` with `inactive_for: 7d` (or longer) holds for nobody."""
+    return (
+        when.active_within is not None
+        and when.inactive_for is not None
+        and when.inactive_for >= when.active_within
+    )
+
+
+def covers(earlier: When, later: When) -> bool:
+    """True if every delivery `later` matches is matched by `earlier` (so `later` never wins)."""
+    for key, values in earlier.conditions().items():
+        other = getattr(later, key)
+        if other is None:
+            return False
+        if key == "bound":  # all-of: needing more channels is the narrower condition
+            if not set(values) <= set(other):
+                return False
+        elif key == "active_within":
+            if other > values:
+                return False
+        elif key == "inactive_for":
+            if other < values:
+                return False
+        elif not set(other) <= set(values):
+            return False
+    return True
+
+
+def can_both_match(a: When, b: When) -> bool:
+    """False only when no delivery can satisfy both (disjoint values, or contradictory activity)."""
+    for key in _ANY_OF:
+        mine, theirs = getattr(a, key), getattr(b, key)
+        if key != "tags_any" and mine is not None and theirs is not None and not set(mine) & set(theirs):
+            return False
+    actives = [w for w in (a.active_within, b.active_within) if w is not None]
+    inactives = [w for w in (a.inactive_for, b.inactive_for) if w is not None]
+    return not (actives and inactives and max(inactives) >= min(actives))
+
+
+def _text(duration: timedelta | None) -> str:
+    return duration_text(duration) if duration is not None else ""
