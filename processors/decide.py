@@ -1,8 +1,12 @@
 """Decide: enrich each delivery with the recipient's profile, ask the rule engine, emit dispatches.
 
 Deliveries come in batches so the engine (one dedicated thread, see FIELD-NOTES) is called once per
-batch. A delivery whose `send_at` is still ahead is put on the durable schedule and decided again
-when it is due, so a rule change or an unsubscribe in between still counts.
+batch. Consent is applied before the engine: refused channels are taken out of the recipient's
+bindings, so a rule's `first_of` moves on to the next channel, and a user refused everywhere is
+suppressed. The plan the engine returns is then carried out: offline keep when no channel reaches
+the user, quiet hours and best time in the user's timezone, pacing slots. A delivery deferred by any
+of these (or by `send_at`) goes on the durable schedule and is decided again when due; each rule lets
+it through at the time it chose, so it is not deferred twice by the same rule.
 """
 
 from __future__ import annotations
@@ -10,10 +14,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from processors.ingest import AppLookup
+from processors.plan import Pacing
 from processors.records import Delivery, Dispatch, Receipt, Status
-from rules.engine import AsyncRuleEngine, DecisionRequest
+from processors.timing import Timing, plan_timing
+from rules.engine import AsyncRuleEngine, Decision, DecisionRequest
+from state.consent import ConsentQuery, ConsentStore
+from state.engagement import EngagementHistory
+from state.offline import OfflineKeep
+from state.pacing import Pacer, SlotRequest
 from state.schedule import DeliverySchedule
 from state.users import User, UserDirectory
 
@@ -21,15 +32,42 @@ from state.users import User, UserDirectory
 _SCHEDULE_SLACK = timedelta(seconds=1)
 
 
+class FallbackArming(Protocol):
+    """What decide needs of `state.fallback.FallbackSchedule`: arm a message's fallback steps."""
+
+    async def arm(self, first: Dispatch, addresses: dict[str, str] | None, at: datetime) -> bool: ...
+
+
 @dataclass
 class DecideResult:
     dispatches: list[Dispatch] = field(default_factory=list)
     receipts: list[Receipt] = field(default_factory=list)
     scheduled: int = 0
+    kept_offline: int = 0
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """A delivery the engine decided, with the recipient it was decided for and why consent cut it."""
+
+    delivery: Delivery
+    user: User
+    decision: Decision
+    consent_reasons: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join((*self.consent_reasons, *self.decision.reasons))
+
+    @property
+    def template(self) -> str:
+        # The engine's Decision gains `template` (a variant's or the rule's) with the rules work.
+        chosen: str | None = getattr(self.decision, "template", None)
+        return chosen or self.delivery.event.template
 
 
 class Decide:
-    """Turns deliveries into dispatches (one per chosen channel) and `decided`/`suppressed` rows."""
+    """Turns deliveries into dispatches (one per chosen channel) and their receipts."""
 
     def __init__(
         self,
@@ -38,12 +76,23 @@ class Decide:
         engine: AsyncRuleEngine,
         schedule: DeliverySchedule,
         available_channels: frozenset[str],
+        *,
+        consent: ConsentStore | None = None,
+        engagement: EngagementHistory | None = None,
+        pacer: Pacer | None = None,
+        offline: OfflineKeep | None = None,
+        fallback: FallbackArming | None = None,
     ) -> None:
         self._directory = directory
         self._apps = apps
         self._engine = engine
         self._schedule = schedule
         self._available = available_channels
+        self._consent = consent
+        self._engagement = engagement
+        self._pacer = pacer
+        self._offline = offline
+        self._fallback = fallback
 
     async def handle(self, deliveries: Sequence[Delivery], now: datetime | None = None) -> DecideResult:
         at = now or datetime.now(UTC)
@@ -52,70 +101,191 @@ class Decide:
         for delivery in deliveries:
             send_at = delivery.event.send_at
             if send_at is not None and send_at - at > _SCHEDULE_SLACK:
-                await self._schedule.add(delivery, send_at)
-                result.scheduled += 1
-                result.receipts.append(
-                    _receipt(delivery, "deferred", reason=f"scheduled for {send_at.isoformat()}")
-                )
+                await self._defer(result, delivery, send_at, f"scheduled for {send_at.isoformat()}")
             else:
                 due.append(delivery)
         if not due:
             return result
+        decided = await self._decide(due, at, result)
+        sendable: list[_Decided] = []
+        for item in decided:
+            if item.decision.channels:
+                sendable.append(item)
+            else:
+                await self._unreachable(item, at, result)
+        timed = await self._timed(sendable, at, result)
+        for item in await self._paced(timed, at, result):
+            await self._dispatch(item, at, result)
+        return result
+
+    async def _decide(self, due: list[Delivery], at: datetime, result: DecideResult) -> list[_Decided]:
+        """Recipients, consent, last activity, then one engine call for the batch."""
         users = await self._directory.get_many(d.user_id for d in due if d.addresses is None)
         allowed = await self._app_channels({d.event.app for d in due})
-        requests: list[DecisionRequest] = []
-        pending: list[Delivery] = []
+        recipients: list[tuple[Delivery, User]] = []
         for delivery in due:
             user = _recipient(delivery, users)
             if user is None:
                 result.receipts.append(_receipt(delivery, "suppressed", reason="unknown user"))
+            else:
+                recipients.append((delivery, user))
+        refused = await self._refusals(recipients)
+        active = await self._last_active([u.user_id for d, u in recipients if d.addresses is None])
+        requests: list[DecisionRequest] = []
+        pending: list[tuple[Delivery, User, tuple[str, ...]]] = []
+        for delivery, user in recipients:
+            refusals = refused.get(delivery.message_id, {})
+            if refusals and len(refusals) == len(user.bindings):
+                reason = "; ".join(f"{channel}: {why}" for channel, why in refusals.items())
+                result.receipts.append(_receipt(delivery, "suppressed", reason=f"consent: {reason}"))
                 continue
+            consented = user.model_copy(
+                update={"bindings": {c: a for c, a in user.bindings.items() if c not in refusals}}
+            )
             requests.append(
                 DecisionRequest(
                     event=delivery.event,
-                    user=user,
+                    user=consented,
                     allowed_channels=allowed.get(delivery.event.app, frozenset()),
                     available_channels=self._available,
+                    now=at,
+                    last_active_at=active.get(user.user_id),
                 )
             )
-            pending.append(delivery)
-        decisions = await self._engine.decide(requests)
-        for delivery, decision in zip(pending, decisions, strict=True):
-            reason = "; ".join(decision.reasons)
-            if decision.suppressed or not decision.channels:
-                result.receipts.append(
-                    _receipt(
-                        delivery,
-                        "suppressed",
-                        reason=reason,
-                        rule_id=decision.rule_id,
-                        rule_version=decision.rule_version,
-                    )
-                )
+            pending.append((delivery, user, tuple(f"{c}: {why}" for c, why in refusals.items())))
+        decisions = await self._engine.decide(requests) if requests else []
+        return [
+            _Decided(delivery, user, decision, reasons)
+            for (delivery, user, reasons), decision in zip(pending, decisions, strict=True)
+        ]
+
+    async def _refusals(self, recipients: list[tuple[Delivery, User]]) -> dict[str, dict[str, str]]:
+        """Per message, the channels consent refuses and why (one pipeline for the batch)."""
+        if self._consent is None:
+            return {}
+        queries = [
+            (delivery.message_id, ConsentQuery(user.user_id, channel, delivery.event.category, address))
+            for delivery, user in recipients
+            for channel, address in user.bindings.items()
+        ]
+        answers = await self._consent.refusals([q for _, q in queries])
+        refused: dict[str, dict[str, str]] = {}
+        for (message_id, query), why in zip(queries, answers, strict=True):
+            if why is not None:
+                refused.setdefault(message_id, {})[query.channel] = why
+        return refused
+
+    async def _last_active(self, user_ids: list[str]) -> dict[str, datetime]:
+        if self._engagement is None or not user_ids:
+            return {}
+        return await self._engagement.last_active(user_ids)
+
+    async def _unreachable(self, item: _Decided, at: datetime, result: DecideResult) -> None:
+        """No channel: keep it offline if the plan says so, else suppress it with the reasons."""
+        keep = item.decision.plan.keep_offline
+        if keep is not None and self._offline is not None and item.delivery.addresses is None:
+            until = await self._offline.keep(
+                item.delivery,
+                {str(channel): address for channel, address in item.user.bindings.items()},
+                at + keep,
+                variant=item.decision.plan.variant,
+                rule_id=item.decision.rule_id,
+                rule_version=item.decision.rule_version,
+                now=at,
+            )
+            result.kept_offline += 1
+            reason = f"kept offline until {until.isoformat()}: {item.reason}"
+            result.receipts.append(_decided_receipt(item, "deferred", reason=reason))
+            return
+        result.receipts.append(_decided_receipt(item, "suppressed", reason=item.reason))
+
+    async def _timed(self, items: list[_Decided], at: datetime, result: DecideResult) -> list[_Decided]:
+        """Quiet hours and best time; returns the deliveries due now."""
+        wanting = [i for i in items if i.decision.plan.best_time is not None]
+        best_hours: dict[str, int] = {}
+        chosen: dict[str, datetime] = {}
+        if self._engagement is not None and wanting:
+            best_hours = await self._engagement.best_hours(
+                [i.user.user_id for i in wanting if i.delivery.addresses is None]
+            )
+            chosen = await self._engagement.chosen_times([i.delivery.message_id for i in wanting])
+        now_due: list[_Decided] = []
+        remember: dict[str, datetime] = {}
+        for item in items:
+            plan, message_id = item.decision.plan, item.delivery.message_id
+            timing: Timing = plan_timing(
+                at, item.user.timezone, plan, best_hours.get(item.user.user_id), chosen.get(message_id)
+            )
+            if timing.action == "drop":
+                result.receipts.append(_decided_receipt(item, "suppressed", reason=timing.reason))
+            elif timing.action == "defer" and timing.at is not None:
+                if timing.best_time is not None:
+                    remember[message_id] = timing.best_time
+                await self._defer(result, item.delivery, timing.at, timing.reason, item)
+            else:
+                now_due.append(item)
+        if remember and self._engagement is not None:
+            await self._engagement.choose_times(remember)
+        return now_due
+
+    async def _paced(self, items: list[_Decided], at: datetime, result: DecideResult) -> list[_Decided]:
+        """定速: each paced delivery gets a slot; one in the future is deferred to it."""
+        paced = [(i, p) for i in items if (p := _pacing(i)) is not None]
+        if self._pacer is None or not paced:
+            return items
+        requests = [SlotRequest(p.key, p.per_second, i.delivery.message_id) for i, p in paced]
+        given = await self._pacer.slots(requests, at)
+        slots = {i.delivery.message_id: slot for (i, _), slot in zip(paced, given, strict=True)}
+        due: list[_Decided] = []
+        for item in items:
+            slot = slots.get(item.delivery.message_id)
+            pacing = _pacing(item)
+            if slot is None or pacing is None or slot <= at:
+                due.append(item)
                 continue
-            for channel, address in decision.channels:
-                result.receipts.append(
-                    _receipt(
-                        delivery,
-                        "decided",
-                        channel=channel,
-                        reason=reason,
-                        rule_id=decision.rule_id,
-                        rule_version=decision.rule_version,
-                    )
-                )
-                result.dispatches.append(
-                    Dispatch(
-                        message_id=delivery.message_id,
-                        user_id=delivery.user_id,
-                        channel=channel,
-                        address=address,
-                        event=delivery.event,
-                        rule_id=decision.rule_id,
-                        rule_version=decision.rule_version,
-                    )
-                )
-        return result
+            reason = f"pacing {pacing.key} at {pacing.per_second:g}/s: deferred until {slot.isoformat()}"
+            await self._defer(result, item.delivery, slot, reason, item)
+        return due
+
+    async def _dispatch(self, item: _Decided, at: datetime, result: DecideResult) -> None:
+        delivery, decision = item.delivery, item.decision
+        template = item.template
+        first: Dispatch | None = None
+        for channel, address in decision.channels:
+            result.receipts.append(_decided_receipt(item, "decided", channel=channel, reason=item.reason))
+            dispatch = Dispatch.model_validate(
+                {
+                    "message_id": delivery.message_id,
+                    "user_id": delivery.user_id,
+                    "channel": channel,
+                    "address": address,
+                    "event": delivery.event,
+                    "rule_id": decision.rule_id,
+                    "rule_version": decision.rule_version,
+                    "plan": decision.plan,
+                    "template": template if template != delivery.event.template else None,
+                }
+            )
+            result.dispatches.append(dispatch)
+            first = first or dispatch
+        if first is not None and decision.plan.fallback and self._fallback is not None:
+            raw = delivery.addresses
+            await self._fallback.arm(first, {str(c): a for c, a in raw.items()} if raw else None, at)
+
+    async def _defer(
+        self,
+        result: DecideResult,
+        delivery: Delivery,
+        until: datetime,
+        reason: str,
+        item: _Decided | None = None,
+    ) -> None:
+        await self._schedule.add(delivery, until)
+        result.scheduled += 1
+        if item is None:
+            result.receipts.append(_receipt(delivery, "deferred", reason=reason))
+        else:
+            result.receipts.append(_decided_receipt(item, "deferred", reason=reason))
 
     async def _app_channels(self, names: set[str]) -> dict[str, frozenset[str]]:
         found: dict[str, frozenset[str]] = {}
@@ -125,6 +295,11 @@ class Decide:
         return found
 
 
+def _pacing(item: _Decided) -> Pacing | None:
+    plan = item.decision.plan
+    return plan.pacing if "pacing" not in plan.bypass else None
+
+
 def _recipient(delivery: Delivery, users: dict[str, User]) -> User | None:
     if delivery.addresses is not None:
         # A raw-address recipient has no profile: it is reachable only where its address is.
@@ -132,5 +307,19 @@ def _recipient(delivery: Delivery, users: dict[str, User]) -> User | None:
     return users.get(delivery.user_id)
 
 
-def _receipt(delivery: Delivery, status: Status, **fields: str) -> Receipt:
+def _receipt(delivery: Delivery, status: Status, **fields: Any) -> Receipt:
     return Receipt.of(delivery.event, delivery.user_id, status, message_id=delivery.message_id, **fields)
+
+
+def _decided_receipt(item: _Decided, status: Status, **fields: Any) -> Receipt:
+    """A receipt after the engine: it names the rule, its version, the variant and the template."""
+    decision = item.decision
+    return _receipt(
+        item.delivery,
+        status,
+        rule_id=decision.rule_id,
+        rule_version=decision.rule_version,
+        variant=decision.plan.variant,
+        template=item.template,
+        **fields,
+    )

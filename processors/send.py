@@ -1,4 +1,9 @@
-"""Send: render the template for the channel, claim the send, deliver through the channel adapter.
+"""Send: check consent and caps, render the template, claim the send, deliver through the adapter.
+
+Consent is checked again here (a fallback step or a scheduled dispatch may go out long after decide):
+a refused recipient gets a `suppressed` receipt and no provider call. Frequency caps are counted here,
+atomically, before the send is claimed: an exceeded cap either drops the send or parks the dispatch
+until every window allows it, each with a `capped` receipt.
 
 The claim (message, channel, step) is taken in Redis before the provider is called, so a redelivered
 dispatch never reaches a person twice. A send that gave up on a retryable error releases its claim,
@@ -14,8 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from channels.base import Channel, RetryPolicy, deliver
-from channels.templates import TemplateCatalog, TemplateError
+from channels.templates import RenderedMessage, TemplateCatalog, TemplateError
 from processors.records import Dispatch, Receipt, Status
+from state.caps import PASSED, CapVerdict, FrequencyCaps
+from state.consent import ConsentQuery, ConsentStore
 from state.idempotency import SendLedger
 from state.users import User, UserDirectory
 
@@ -27,6 +34,8 @@ class SendResult:
     # Dispatches whose send is claimed but unfinished, with when to look again: the claim may belong
     # to a worker that died mid-send, and then only its lapse lets the message go out.
     parked: list[tuple[Dispatch, datetime]] = field(default_factory=list)
+    capped: int = 0
+    suppressed: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,9 @@ class Send:
         ledger: SendLedger,
         retry: RetryPolicy,
         concurrency: int = 32,
+        *,
+        consent: ConsentStore | None = None,
+        caps: FrequencyCaps | None = None,
     ) -> None:
         self._channels = channels
         self._templates = templates
@@ -56,37 +68,77 @@ class Send:
         self._ledger = ledger
         self._retry = retry
         self._slots = asyncio.Semaphore(concurrency)
+        self._consent = consent
+        self._caps = caps
 
-    async def handle(self, dispatches: Sequence[Dispatch]) -> SendResult:
+    async def handle(self, dispatches: Sequence[Dispatch], now: datetime | None = None) -> SendResult:
+        at = now or datetime.now(UTC)
+        result = SendResult()
         users = await self._directory.get_many(
             d.user_id for d in dispatches if not d.user_id.startswith("addr:")
         )
-        outcomes = await asyncio.gather(*(self._one(d, users.get(d.user_id)) for d in dispatches))
-        result = SendResult()
-        now = datetime.now(UTC)
-        for dispatch, handled in zip(dispatches, outcomes, strict=True):
+        refusals = await self._refusals(dispatches)
+        ready: list[tuple[Dispatch, Channel, RenderedMessage]] = []
+        for dispatch, refused in zip(dispatches, refusals, strict=True):
+            if refused is not None:
+                result.suppressed += 1
+                result.receipts.append(_receipt(dispatch, "suppressed", reason=f"consent: {refused}"))
+                continue
+            prepared = self._prepare(dispatch, users.get(dispatch.user_id))
+            if isinstance(prepared, Receipt):
+                result.receipts.append(prepared)
+            else:
+                ready.append((dispatch, *prepared))
+        verdicts = await self._cap_verdicts([d for d, _, _ in ready], at)
+        sendable: list[tuple[Dispatch, Channel, RenderedMessage]] = []
+        for (dispatch, channel, message), verdict in zip(ready, verdicts, strict=True):
+            if verdict.outcome == "passed":
+                sendable.append((dispatch, channel, message))
+                continue
+            result.capped += 1
+            result.receipts.append(
+                _receipt(dispatch, "capped", provider=channel.provider, reason=verdict.reason)
+            )
+            if verdict.outcome == "delay" and verdict.until is not None:
+                result.parked.append((dispatch, verdict.until))
+            elif await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
+                # A dropped send is settled: a redelivery of it must not slip through a later window.
+                await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, "capped")
+        outcomes = await asyncio.gather(*(self._one(d, c, m) for d, c, m in sendable))
+        for (dispatch, _, _), handled in zip(sendable, outcomes, strict=True):
             if handled.already_sent:
                 result.already_sent += 1
             elif handled.park_for is not None:
-                result.parked.append((dispatch, now + timedelta(seconds=handled.park_for + 1)))
+                result.parked.append((dispatch, at + timedelta(seconds=handled.park_for + 1)))
             else:
                 result.receipts.extend(handled.receipts)
         return result
 
-    async def _one(self, dispatch: Dispatch, user: User | None) -> _Handled:
+    async def _refusals(self, dispatches: Sequence[Dispatch]) -> list[str | None]:
+        if self._consent is None:
+            return [None] * len(dispatches)
+        return await self._consent.refusals(
+            [ConsentQuery(d.user_id, d.channel, d.event.category, d.address) for d in dispatches]
+        )
+
+    async def _cap_verdicts(self, dispatches: list[Dispatch], at: datetime) -> list[CapVerdict]:
+        if self._caps is None:
+            return [PASSED] * len(dispatches)
+        return await self._caps.check_many(dispatches, at)
+
+    def _prepare(self, dispatch: Dispatch, user: User | None) -> tuple[Channel, RenderedMessage] | Receipt:
+        """The channel and the rendered message, or the `failed` receipt saying why there are none."""
         channel = self._channels.get(dispatch.channel)
         if channel is None:
-            return _Handled(
-                [_receipt(dispatch, "failed", reason=f"no provider configured for {dispatch.channel}")]
-            )
+            return _receipt(dispatch, "failed", reason=f"no provider configured for {dispatch.channel}")
+        template = dispatch.template or dispatch.event.template
         try:
-            message = self._templates.render(
-                dispatch.event.template, dispatch.channel, dispatch.event.data, user
-            )
+            message = self._templates.render(template, dispatch.channel, dispatch.event.data, user)
         except TemplateError as exc:
-            return _Handled(
-                [_receipt(dispatch, "failed", provider=channel.provider, reason=f"template: {exc}")]
-            )
+            return _receipt(dispatch, "failed", provider=channel.provider, reason=f"template: {exc}")
+        return channel, message
+
+    async def _one(self, dispatch: Dispatch, channel: Channel, message: RenderedMessage) -> _Handled:
         if not await self._claim(dispatch):
             left = await self._ledger.claim_seconds_left(dispatch.message_id, dispatch.channel, dispatch.step)
             return _Handled(already_sent=True) if left is None else _Handled(park_for=left)
@@ -98,6 +150,8 @@ class Send:
             await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, outcome.status)
         common = {"provider": outcome.provider, "attempt": outcome.attempts}
         if outcome.status == "failed":
+            if self._caps is not None:
+                await self._caps.forget(dispatch)  # nobody was reached: the cap is not used up
             return _Handled([_receipt(dispatch, "failed", reason=outcome.reason, **common)])
         receipts = [_receipt(dispatch, "sent", cost=outcome.cost, **common)]
         if outcome.status == "delivered":
@@ -122,5 +176,8 @@ def _receipt(dispatch: Dispatch, status: Status, **fields: object) -> Receipt:
         channel=dispatch.channel,
         rule_id=dispatch.rule_id,
         rule_version=dispatch.rule_version,
+        template=dispatch.template or dispatch.event.template,
+        variant=dispatch.plan.variant,
+        step=dispatch.step,
         **fields,
     )

@@ -130,9 +130,9 @@ class FrequencyCaps:
     async def check_many(
         self, dispatches: Sequence[Dispatch], now: datetime | None = None
     ) -> list[CapVerdict]:
-        """One verdict per dispatch, checked in order in one round trip; uncapped ones pass."""
+        """One verdict per dispatch, checked in order in one round trip; uncapped or bypassing ones pass."""
         at = now or datetime.now(UTC)
-        capped = [d for d in dispatches if d.plan.caps]
+        capped = [d for d in dispatches if _capped(d)]
         if not capped:
             return [PASSED] * len(dispatches)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -141,7 +141,7 @@ class FrequencyCaps:
                 await self._check(keys=keys, args=args, client=pipe)
             answers = await pipe.execute()
         verdicts = iter(_verdict(d, answer) for d, answer in zip(capped, answers, strict=True))
-        return [next(verdicts) if d.plan.caps else PASSED for d in dispatches]
+        return [next(verdicts) if _capped(d) else PASSED for d in dispatches]
 
     async def check(self, dispatch: Dispatch, now: datetime | None = None) -> CapVerdict:
         [verdict] = await self.check_many([dispatch], now)
@@ -149,9 +149,14 @@ class FrequencyCaps:
 
     async def forget(self, dispatch: Dispatch) -> None:
         """Uncount a send that did not go out (it failed), so it does not use up anyone's cap."""
-        if dispatch.plan.caps:
+        if _capped(dispatch):
             keys = [CAP_KEY.format(cap.id, scope_value(cap, dispatch)) for cap in dispatch.plan.caps]
             await self._forget(keys=keys, args=[send_key(dispatch)])
+
+
+def _capped(dispatch: Dispatch) -> bool:
+    # Exemptions were resolved by the rules; a `caps` bypass still wins over caps the plan carries.
+    return bool(dispatch.plan.caps) and "caps" not in dispatch.plan.bypass
 
 
 def _script_input(dispatch: Dispatch, now: datetime) -> tuple[list[str], list[str | int]]:
