@@ -152,8 +152,8 @@ class FcmPush(Channel):
                 "data": data,
                 "android": {
                     "priority": "high" if urgent else "normal",
+                    # No collapse_key: FCM keeps only four distinct keys per offline device.
                     "ttl": f"{self._options.ttl_seconds}s",
-                    "collapse_key": dispatch.message_id[:64],
                 },
                 "apns": {"headers": {"apns-priority": "10" if urgent else "5"}},
                 "fcm_options": {"analytics_label": dispatch.event.template[:50]},

@@ -67,6 +67,9 @@ class ApnsPeerState:
     unregistered: set[str] = field(default_factory=set)
     provider_tokens: list[str] = field(default_factory=list)
     """Distinct provider tokens accepted, in order: a refresh adds one."""
+    min_token_interval: float = 0.0
+    """Seconds a new provider token must wait after the previous one (APNs: 20 minutes); 0 = off."""
+    last_new_token_at: float = float("-inf")
 
 
 class ApnsApp:
@@ -175,8 +178,13 @@ class ApnsApp:
             return "InvalidProviderToken"
         if time.time() - float(claims["iat"]) > TOKEN_MAX_AGE:
             return "ExpiredProviderToken"
-        if token not in self.state.provider_tokens:
-            self.state.provider_tokens.append(token)
+        state = self.state
+        if token not in state.provider_tokens:
+            now = time.monotonic()
+            if state.provider_tokens and now - state.last_new_token_at < state.min_token_interval:
+                return "TooManyProviderTokenUpdates"
+            state.provider_tokens.append(token)
+            state.last_new_token_at = now
         return None
 
 

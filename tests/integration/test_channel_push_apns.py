@@ -194,6 +194,16 @@ async def test_key_apple_does_not_know_is_refused_after_one_refresh(apns: Apns) 
     assert len(apns.state.received) == 2
 
 
+async def test_refresh_within_twenty_minutes_is_throttled_by_apns(apns: Apns) -> None:
+    apns.state.min_token_interval = 1200
+    adapter = apns.adapter()
+    await adapter.send(MESSAGE, ADDRESS, dispatch())
+    apns.state.script.append("ExpiredProviderToken")
+    with pytest.raises(ThrottledError, match="TooManyProviderTokenUpdates"):
+        await adapter.send(MESSAGE, ADDRESS, dispatch())
+    assert len(apns.state.provider_tokens) == 1
+
+
 async def test_tampered_signature_is_refused(apns: Apns) -> None:
     async def tamper(request: httpx.Request) -> None:
         auth = request.headers["authorization"]
