@@ -1,0 +1,136 @@
+"""Fallback chains in a real worker: a step fires once when its condition holds, a read cancels it.
+
+The chains are armed here the way decide arms them, so these tests hold whatever rules are loaded;
+test_flow.py covers chains that come from a rule file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from api.inbox import receipt_for
+from app import Settings
+from localparts import LocalSmtpServer
+from localparts.switchboard_process import SwitchboardProcess
+from processors.plan import DeliveryPlan, FallbackStep
+from processors.records import Dispatch, EventCore, message_id_for
+from state.apps import AppRegistry
+from state.fallback import DUE, MESSAGE, FallbackSchedule
+from state.flow_counters import FlowCounters, caught_up
+from state.inbox import Inbox
+from state.users import User, UserDirectory
+
+DEADLINE = 120.0
+NOTICE = EventCore(
+    event_id="library-hours",
+    app="campus",
+    type="campus.notice",
+    template="campus_notice",
+    category="notice",
+    data={"headline": "Library hours", "body": "Open until midnight."},
+)
+USERS = [
+    User(user_id=name, bindings={"inbox": name, "email": f"{name}@uni.example"})
+    for name in ("ignorer", "reader", "warm")
+]
+
+
+def notice(event_id: str, user_ids: list[str]) -> bytes:
+    body = NOTICE.model_dump(mode="json") | {"event_id": event_id, "audience": {"user_ids": user_ids}}
+    return json.dumps(body).encode()
+
+
+def chain(user_id: str, after: timedelta) -> Dispatch:
+    """The first dispatch of the notice, as decide emits it, with one step: not read → email."""
+    step = FallbackStep(step=1, after=after, condition="not_read", channels=("email",))
+    return Dispatch(
+        message_id=message_id_for(NOTICE.app, NOTICE.event_id, user_id),
+        user_id=user_id,
+        channel="inbox",
+        address=user_id,
+        event=NOTICE,
+        rule_id="campus-notices",
+        rule_version="test",
+        plan=DeliveryPlan(fallback=(step,)),
+    )
+
+
+async def produce(settings: Settings, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(settings.topic(topic), value, key=b"test")
+    finally:
+        await producer.stop()
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]], worker: SwitchboardProcess) -> None:
+    """Poll the async predicate `check` until true; fail naming `what` with the worker's log."""
+    deadline = time.monotonic() + DEADLINE
+    while not await check():
+        assert worker.running, f"worker exited while waiting for {what}:\n{worker.log_tail()}"
+        assert time.monotonic() < deadline, f"no {what} in {DEADLINE}s:\n{worker.log_tail()}"
+        await asyncio.sleep(0.1)
+
+
+async def warm_up(settings: Settings, redis: Redis, worker: SwitchboardProcess, emitted: int) -> None:
+    """One event through the whole flow, so the worker has joined and the timers run."""
+    await produce(settings, "events", [notice(f"warm-{emitted}", ["warm"])])
+    counters = FlowCounters(redis)
+
+    async def done() -> bool:
+        return caught_up(await counters.read(), emitted)
+
+    await until("warm-up", done, worker)
+
+
+async def test_an_unread_inbox_message_falls_back_to_email_once_and_a_read_one_does_not(
+    settings: Settings, redis: Redis, smtp: LocalSmtpServer, tmp_path: Path
+) -> None:
+    flow = settings.model_copy(update={"clickhouse": f"chdb://{tmp_path / 'worker-clickhouse'}"})
+    await UserDirectory(redis).upsert(USERS)
+    await AppRegistry(redis).register("campus", {"inbox", "email"})
+    schedule = FallbackSchedule(redis)
+    inbox = Inbox(redis)
+    with SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker:
+        await warm_up(flow, redis, worker, 1)
+        now = datetime.now(UTC)
+        ignorer, reader = chain("ignorer", timedelta(seconds=2)), chain("reader", timedelta(seconds=60))
+        assert await schedule.arm(ignorer, None, now)
+        assert await schedule.arm(reader, None, now)
+        await produce(flow, "events", [notice(NOTICE.event_id, ["ignorer", "reader"])])
+
+        async def inbox_delivered() -> bool:
+            return await inbox.total("reader") == 1 and await inbox.total("ignorer") == 1
+
+        await until("inbox delivery", inbox_delivered, worker)
+        message, first = await inbox.mark_read("reader", reader.message_id)
+        assert message is not None and first
+        # What the API publishes when the portal marks a message read.
+        await produce(flow, "receipts", [receipt_for(message, "reader", "read").model_dump_json().encode()])
+
+        async def reader_chain_ended() -> bool:
+            return await redis.zscore(DUE, reader.message_id) is None
+
+        async def ignorer_emailed() -> bool:
+            return smtp.count >= 1
+
+        await until("cancelled chain for the reader", reader_chain_ended, worker)
+        await until("fallback email to the ignorer", ignorer_emailed, worker)
+        # Anything fired twice, or the reader's step, would arrive within a couple of timer rounds.
+        await asyncio.sleep(3)
+        assert worker.stop() == 0, worker.log_tail()
+
+    assert [r for mail in smtp.messages for r in mail.rcpt_tos] == ["ignorer@uni.example"]
+    assert await redis.hget(MESSAGE.format(reader.message_id), "next") == b"0"
+    assert await redis.hget(MESSAGE.format(ignorer.message_id), "f:1") is not None
+    assert await schedule.pending() == 0
