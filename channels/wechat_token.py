@@ -84,6 +84,7 @@ class WechatTokenCache:
         lock_seconds: float = 10.0,
         wait_seconds: float = 10.0,
         poll_seconds: float = 0.05,
+        refused_seconds: float = 10.0,
     ) -> None:
         if not options.appid.strip():
             raise ValueError("wechat appid is empty")
@@ -101,9 +102,11 @@ class WechatTokenCache:
         self._base = options.base_url.rstrip("/")
         self._key = f"wechat:token:{options.appid}"
         self._lock_key = f"{self._key}:lock"
+        self._refused_key = f"{self._key}:refused"
         self._lock_ms = int(lock_seconds * 1000)
         self._wait = wait_seconds
         self._poll = poll_seconds
+        self._refused_ms = int(refused_seconds * 1000)
         self.fetches = 0
         """How many tokens this instance fetched from WeChat (for tests and metrics)."""
 
@@ -126,13 +129,21 @@ class WechatTokenCache:
         deadline = time.monotonic() + self._wait
         owner = secrets.token_hex(8)
         while True:
+            await self._raise_if_refused()
             if await self._redis.set(self._lock_key, owner, nx=True, px=self._lock_ms):
                 try:
                     # Another worker may have stored a fresh token between our read and our lock.
                     cached = await self._redis.get(self._key)
                     if cached is not None and _text(cached) != stale:
                         return _text(cached)
-                    token, expires_in = await self._fetch(force=stale is not None)
+                    await self._raise_if_refused()
+                    try:
+                        token, expires_in = await self._fetch(force=stale is not None)
+                    except (CredentialsError, ThrottledError) as exc:
+                        # Shared for a few seconds, so the waiting workers do not each ask again.
+                        kind = "credentials" if isinstance(exc, CredentialsError) else "throttled"
+                        await self._redis.set(self._refused_key, f"{kind}\n{exc}", px=self._refused_ms)
+                        raise
                     ttl = max(1, int(expires_in - self._options.token_margin))
                     await self._redis.set(self._key, token, ex=ttl)
                     return token
@@ -147,6 +158,12 @@ class WechatTokenCache:
                     f"{self._wait:g}s for another worker's refresh"
                 )
             await asyncio.sleep(self._poll)
+
+    async def _raise_if_refused(self) -> None:
+        refused = await self._redis.get(self._refused_key)
+        if refused is not None:
+            kind, _, reason = _text(refused).partition("\n")
+            raise (CredentialsError if kind == "credentials" else ThrottledError)(reason)
 
     async def _fetch(self, force: bool) -> tuple[str, float]:
         options = self._options

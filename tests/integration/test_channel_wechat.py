@@ -216,6 +216,14 @@ async def test_token_refusals(
     assert secret not in str(caught.value) and secret not in caplog.text
 
 
+async def test_refused_credentials_are_shared_not_asked_again_by_every_send(rig: Rig) -> None:
+    adapter = rig.oa(secret="wrong-secret-0000")
+    outcomes = await asyncio.gather(*[adapter.send(OA_MESSAGE, OPENID, DISPATCH) for _ in range(10)],
+                                    return_exceptions=True)
+    assert all(type(o) is CredentialsError and "40125" in str(o) for o in outcomes)
+    assert rig.peer.token_requests == 1
+
+
 async def test_unreachable_api_is_retryable_and_names_no_secret(rig: Rig) -> None:
     adapter = rig.oa(base_url="http://127.0.0.1:9")
     with pytest.raises(RetryableSendError) as caught:
