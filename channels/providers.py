@@ -88,7 +88,7 @@ class ProviderSpec:
     options: ProviderOptions
     adapter: type[Channel]
     from_env: frozenset[str] = frozenset()
-    """Options whose value came from the environment: masked when printed, whatever their type."""
+    """Options written as environment references: masked when printed, whatever their type."""
 
     def build(self, deps: ChannelDeps) -> Channel:
         return self.adapter.from_options(self.options, deps)
@@ -187,7 +187,7 @@ class _Loader:
                             f"(first at line {line})")
                 continue
             spec = self._spec(root, channel, loc, entry, data[channel][index].get("options") or {})
-            if spec is not None and entry.enabled:
+            if spec is not None:
                 specs.append(spec)
         errors = sorted(
             (ProviderError(e.file, e.line, e.column, self._redact(e.message)) for e in self.errors),
@@ -233,6 +233,8 @@ class _Loader:
             self._error(root, (*loc, "kind"),
                         f"kind {entry.kind!r} is a {adapter.channel} provider, not {channel}")
             return None
+        if not entry.enabled:
+            return None  # checked up to its kind; its options may name variables that are not set
         try:
             validated = adapter.options_model.model_validate(entry.options)
         except ValidationError as exc:
@@ -257,10 +259,23 @@ class _Loader:
             if not isinstance(entries, list):
                 continue
             resolved[channel] = [
-                self._resolve(root, (channel, i), _entry_name(entry, i), entry)
-                for i, entry in enumerate(entries)
+                self._resolve_entry(root, (channel, i), entry) for i, entry in enumerate(entries)
             ]
         return resolved
+
+    def _resolve_entry(self, root: yaml.Node, loc: tuple[str | int, ...], entry: Any) -> Any:
+        name = _entry_name(entry, int(loc[-1]))
+        if not isinstance(entry, dict):
+            return entry
+        enabled = self._resolve(root, (*loc, "enabled"), name, entry.get("enabled", True))
+        if _is_false(enabled):
+            # A disabled provider is not built: its secrets need not be set (e.g. demo peers not started).
+            strict, self.require_env = self.require_env, False
+            try:
+                return {**self._resolve(root, loc, name, entry), "enabled": enabled}
+            finally:
+                self.require_env = strict
+        return {**self._resolve(root, loc, name, entry), "enabled": enabled}
 
     def _resolve(self, root: yaml.Node, loc: tuple[str | int, ...], name: str, value: Any) -> Any:
         """`value` with environment references replaced; a missing variable is an error here."""
@@ -298,6 +313,10 @@ class _Loader:
         for secret in sorted(self.secrets, key=len, reverse=True):
             message = message.replace(secret, _MASK)
         return message
+
+
+def _is_false(value: Any) -> bool:
+    return value is False or (isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"))
 
 
 def _entries(resolved: Any) -> Iterator[tuple[str, int, ProviderEntry]]:

@@ -86,7 +86,7 @@ sms:
   - name: gw-off
     kind: fake-gw
     enabled: ${GW_OFF:-false}
-    options: {endpoint: "http://x", api_key: "${GW_MISSING:-demo-key}"}
+    options: {endpoint: "${GW_OFF_URL:-http://127.0.0.1:18103}", api_key: env:GW_OFF_KEY}
 push:
   - name: push-main
     kind: fake-push
@@ -112,10 +112,17 @@ def test_a_good_file_loads_with_secrets_from_the_environment(tmp_path: Path) -> 
 
 
 def test_a_disabled_provider_is_enabled_by_its_variable(tmp_path: Path) -> None:
-    specs = load_providers(write(tmp_path, GOOD), {"GW_KEY": SECRET, "GW_OFF": "true"})
+    path = write(tmp_path, GOOD)
+    specs = load_providers(path, {"GW_KEY": SECRET, "GW_OFF": "true", "GW_OFF_KEY": "k2"})
     off = next(s for s in specs if s.name == "gw-off")
     assert isinstance(off.options, GatewayOptions)
-    assert off.options.api_key.get_secret_value() == "demo-key"  # the default, as no variable is set
+    assert off.options.endpoint == "http://127.0.0.1:18103"  # the default, as GW_OFF_URL is not set
+    assert off.from_env == frozenset({"api_key", "endpoint"})  # written as references: masked
+    # Disabled, its variables need not be set; enabled, they must.
+    errors = check_providers(path, {"GW_KEY": SECRET, "GW_OFF": "yes"})
+    assert [e.message for e in errors] == [
+        "provider 'gw-off' option 'api_key': environment variable GW_OFF_KEY is not set"
+    ]
 
 
 ERRORS = [
