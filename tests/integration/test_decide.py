@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from redis.asyncio import Redis
 
 from app import ROOT
 from processors.decide import Decide
-from processors.records import Delivery, EventCore, message_id_for
-from rules.engine import AsyncRuleEngine
+from processors.plan import BestTime, DeliveryPlan, FallbackStep, Pacing, QuietHours
+from processors.records import Delivery, Dispatch, EventCore, message_id_for
+from rules.engine import AsyncRuleEngine, Decision, DecisionRequest
 from rules.loader import load_ruleset
 from state.apps import AppRegistry
+from state.consent import ConsentStore
+from state.engagement import EngagementHistory
+from state.offline import OfflineKeep
+from state.pacing import Pacer
 from state.schedule import DeliverySchedule
 from state.users import User, UserDirectory
 
@@ -89,3 +95,209 @@ async def test_raw_addresses_and_scheduled_deliveries(decide: Decide, redis: Red
     assert [r.status for r in result.receipts if r.user_id == "both"] == ["deferred"]
     due = await DeliverySchedule(redis).claim_due(now=(NOW + timedelta(hours=1, seconds=1)).timestamp())
     assert [d.event.event_id for d in due] == ["a2"]
+
+
+# The plan, executed: a stand-in engine returns a fixed plan, so each part of it can be driven alone.
+
+
+@dataclass(frozen=True)
+class TemplatedDecision(Decision):
+    template: str | None = None
+
+
+class PlanEngine:
+    """Chooses the first of `channels` the recipient (after consent) still has, with a fixed plan."""
+
+    def __init__(self, plan: DeliveryPlan, channels: tuple[str, ...] = ("sms", "email")) -> None:
+        self.plan, self.channels = plan, channels
+        self.requests: list[DecisionRequest] = []
+        self.template: str | None = None
+
+    async def decide(self, requests: list[DecisionRequest]) -> list[Decision]:
+        self.requests += requests
+        decisions: list[Decision] = []
+        for request in requests:
+            usable = [c for c in self.channels if c in request.user.bindings]
+            chosen = tuple((c, request.user.bindings[c]) for c in usable[:1])  # type: ignore[index]
+            reasons = ("rule promo matched",) + (() if chosen else ("no channel left to send on",))
+            decisions.append(
+                TemplatedDecision(chosen, "promo", "v7", not chosen, reasons, self.plan, self.template)
+            )
+        return decisions
+
+
+class Arming:
+    def __init__(self) -> None:
+        self.armed: list[tuple[Dispatch, dict[str, str] | None, datetime]] = []
+
+    async def arm(self, first: Dispatch, addresses: dict[str, str] | None, at: datetime) -> bool:
+        self.armed.append((first, addresses, at))
+        return True
+
+
+PROMO = EventCore(
+    event_id="p1", app="shop", type="promo", template="promo", category="marketing", campaign="bf"
+)
+# 15:00 UTC: 23:00 in Shanghai (quiet), 10:00 in New York (not).
+EVENING = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
+NIGHT = QuietHours(start=time(22), end=time(7))
+
+
+@pytest.fixture
+async def people(redis: Redis) -> UserDirectory:
+    directory = UserDirectory(redis)
+    await directory.upsert(
+        [
+            User(
+                user_id="sh", timezone="Asia/Shanghai", bindings={"sms": "+8613800000001", "email": "sh@x.cn"}
+            ),
+            User(user_id="ny", timezone="America/New_York", bindings={"sms": "+12125550100"}),
+            User(user_id="off", bindings={"inbox": "off"}),
+        ]
+    )
+    await AppRegistry(redis).register("shop", {"sms", "email", "push"})
+    return directory
+
+
+def planned(redis: Redis, engine: PlanEngine, **parts: object) -> Decide:
+    directory = UserDirectory(redis)
+    return Decide(
+        directory,
+        AppRegistry(redis),
+        engine,  # type: ignore[arg-type]
+        DeliverySchedule(redis),
+        frozenset({"sms", "email", "push"}),
+        consent=ConsentStore(redis),
+        engagement=EngagementHistory(redis, directory),
+        pacer=Pacer(redis),
+        offline=OfflineKeep(redis),
+        **parts,  # type: ignore[arg-type]
+    )
+
+
+def promo(user_id: str, event: EventCore = PROMO) -> Delivery:
+    return delivery(user_id, event)
+
+
+async def test_consent_takes_refused_channels_out_before_the_rule_chooses(
+    redis: Redis, people: UserDirectory
+) -> None:
+    consent = ConsentStore(redis)
+    await consent.unsubscribe("sh", category="marketing", channel="sms", source="reply TD")
+    await consent.blacklist("ny", reason="complaint")
+    engine = PlanEngine(DeliveryPlan())
+    result = await planned(redis, engine).handle([promo("sh"), promo("ny")], now=EVENING)
+    assert [(d.user_id, d.channel) for d in result.dispatches] == [("sh", "email")]
+    assert [r.user.user_id for r in engine.requests] == ["sh"]  # a user refused everywhere is not decided
+    assert "sms" not in engine.requests[0].user.bindings
+    reasons = {r.user_id: (r.status, r.reason) for r in result.receipts}
+    assert reasons["sh"][0] == "decided" and reasons["sh"][1].startswith("sms: unsubscribed from marketing")
+    assert reasons["ny"] == ("suppressed", "consent: sms: blacklisted: complaint")
+
+
+async def test_quiet_hours_defer_in_each_users_own_timezone_and_let_it_through_at_the_end(
+    redis: Redis, people: UserDirectory
+) -> None:
+    decide = planned(redis, PlanEngine(DeliveryPlan(quiet_hours=NIGHT)))
+    result = await decide.handle([promo("sh"), promo("ny")], now=EVENING)
+    assert [d.user_id for d in result.dispatches] == ["ny"]
+    [deferred] = [r for r in result.receipts if r.status == "deferred"]
+    morning = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)  # 07:00 in Shanghai
+    assert deferred.user_id == "sh" and deferred.rule_id == "promo"
+    assert deferred.reason == f"quiet hours 22:00-07:00 Asia/Shanghai: deferred until {morning.isoformat()}"
+    assert await DeliverySchedule(redis).claim_due(now=morning.timestamp() - 1) == []
+    [due] = await DeliverySchedule(redis).claim_due(now=morning.timestamp())
+    again = await decide.handle([due], now=morning)
+    assert [(d.user_id, d.channel) for d in again.dispatches] == [("sh", "sms")]
+    assert again.scheduled == 0
+
+
+async def test_quiet_hours_drop_is_a_suppression_with_the_window(redis: Redis, people: UserDirectory) -> None:
+    plan = DeliveryPlan(quiet_hours=NIGHT.model_copy(update={"action": "drop"}), variant="B")
+    result = await planned(redis, PlanEngine(plan)).handle([promo("sh")], now=EVENING)
+    [receipt] = result.receipts
+    assert (receipt.status, receipt.variant) == ("suppressed", "B")
+    assert receipt.reason == "quiet hours 22:00-07:00 Asia/Shanghai: dropped"
+
+
+async def test_bypass_skips_quiet_hours(redis: Redis, people: UserDirectory) -> None:
+    plan = DeliveryPlan(quiet_hours=NIGHT, bypass=frozenset({"quiet_hours"}))
+    result = await planned(redis, PlanEngine(plan)).handle([promo("sh")], now=EVENING)
+    assert [d.user_id for d in result.dispatches] == ["sh"]
+
+
+async def test_best_time_defers_once_to_the_users_best_hour(redis: Redis, people: UserDirectory) -> None:
+    history = EngagementHistory(redis, people)
+    at_nine = datetime(2026, 11, 20, 1, 10, tzinfo=UTC)  # 09:10 in Shanghai
+    await history.record_many([("sh", "clicked", at_nine + timedelta(days=d)) for d in range(3)])
+    decide = planned(redis, PlanEngine(DeliveryPlan(best_time=BestTime(within=timedelta(hours=12)))))
+    morning = datetime(2026, 11, 22, 23, 30, tzinfo=UTC)  # 07:30 in Shanghai
+    result = await decide.handle([promo("sh")], now=morning)
+    nine = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
+    assert result.dispatches == [] and result.scheduled == 1
+    assert result.receipts[0].reason == f"best send time 09:00: deferred until {nine.isoformat()}"
+    # By nine the history says ten o'clock, but the chosen time stands: sent, not deferred again.
+    await history.record_many([("sh", "clicked", at_nine + timedelta(days=d, hours=1)) for d in range(5)])
+    again = await decide.handle([promo("sh")], now=nine)
+    assert [d.user_id for d in again.dispatches] == ["sh"] and again.scheduled == 0
+
+
+async def test_pacing_spreads_deliveries_over_slots_and_each_keeps_its_own(
+    redis: Redis, people: UserDirectory
+) -> None:
+    plan = DeliveryPlan(pacing=Pacing(per_second=2, key="campaign:bf"))
+    decide = planned(redis, PlanEngine(plan))
+    events = [PROMO.model_copy(update={"event_id": f"p{i}"}) for i in range(4)]
+    result = await decide.handle([promo("sh", e) for e in events], now=NOW)
+    assert len(result.dispatches) == 1 and result.scheduled == 3
+    deferred = [r.reason for r in result.receipts if r.status == "deferred"]
+    assert deferred == [
+        f"pacing campaign:bf at 2/s: deferred until {(NOW + timedelta(milliseconds=500 * i)).isoformat()}"
+        for i in (1, 2, 3)
+    ]
+    # Decided again at its slot, the second delivery goes out; it does not take a new slot.
+    again = await decide.handle([promo("sh", events[1])], now=NOW + timedelta(milliseconds=500))
+    assert len(again.dispatches) == 1 and again.scheduled == 0
+
+
+async def test_an_unreachable_user_is_kept_offline_and_decided_again_once_reachable(
+    redis: Redis, people: UserDirectory
+) -> None:
+    plan = DeliveryPlan(keep_offline=timedelta(days=3), variant="A")
+    decide = planned(redis, PlanEngine(plan))
+    result = await decide.handle([promo("off")], now=NOW)
+    [kept] = result.receipts
+    assert (kept.status, kept.variant, result.kept_offline) == ("deferred", "A", 1)
+    assert kept.reason.startswith(f"kept offline until {(NOW + timedelta(days=3)).isoformat()}")
+    offline = OfflineKeep(redis)
+    assert await offline.due_for_release(NOW + timedelta(hours=1), people) == ([], [])
+    await people.upsert([User(user_id="off", bindings={"inbox": "off", "sms": "+8613800000009"})])
+    [released], [] = await offline.due_for_release(NOW + timedelta(hours=1), people)
+    again = await decide.handle([released], now=NOW + timedelta(hours=1))
+    assert [(d.user_id, d.channel) for d in again.dispatches] == [("off", "sms")]
+
+
+async def test_without_keep_offline_an_unreachable_user_is_suppressed(
+    redis: Redis, people: UserDirectory
+) -> None:
+    result = await planned(redis, PlanEngine(DeliveryPlan())).handle([promo("off")], now=NOW)
+    assert [(r.status, r.reason) for r in result.receipts] == [
+        ("suppressed", "rule promo matched; no channel left to send on")
+    ]
+
+
+async def test_variant_template_activity_and_fallback_reach_dispatches_and_receipts(
+    redis: Redis, people: UserDirectory
+) -> None:
+    step = FallbackStep(step=1, after=timedelta(minutes=5), condition="not_delivered", channels=("email",))
+    engine = PlanEngine(DeliveryPlan(variant="B", fallback=(step,)))
+    engine.template = "promo_short"
+    seen = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    await EngagementHistory(redis, people).record_many([("sh", "read", seen)])
+    arming = Arming()
+    result = await planned(redis, engine, fallback=arming).handle([promo("sh")], now=NOW)
+    [dispatch] = result.dispatches
+    assert (dispatch.template, dispatch.plan.variant, dispatch.step) == ("promo_short", "B", 0)
+    assert [(r.status, r.variant, r.template) for r in result.receipts] == [("decided", "B", "promo_short")]
+    assert (engine.requests[0].now, engine.requests[0].last_active_at) == (NOW, seen)
+    assert arming.armed == [(dispatch, None, NOW)]
