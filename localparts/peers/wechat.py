@@ -7,12 +7,15 @@ and answers with WeChat's own success and error bodies. Tests script the next an
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from channels.wechat_oa import push_signature
@@ -55,6 +58,14 @@ class WechatPeerState:
     token_requests: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
     next_msgid: int = 200228332
+    push_url: str | None = None
+    """Where to push delivery events after each accepted message, as WeChat's server configuration does."""
+    push_token: str = ""
+    blocked: set[str] = field(default_factory=set)
+    """Openids whose messages are accepted but then reported `failed:user block`."""
+    pushed: list[int] = field(default_factory=list)
+    """HTTP status of every push made; a push answered other than `success` is a failure here."""
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def expire_tokens(self) -> None:
         """Make every issued token expired, as if two hours had passed."""
@@ -68,6 +79,7 @@ class WechatPeerState:
 
 
 PEER = web.AppKey("wechat_peer", WechatPeerState)
+SESSION = web.AppKey("wechat_peer_session", aiohttp.ClientSession)
 
 
 def error(errcode: int) -> web.Response:
@@ -139,16 +151,52 @@ async def _send(request: web.Request) -> web.Response:
         not isinstance(v, dict) or not str(v.get("value", "")) for v in data.values()
     ):
         return error(47003)
+    subscribe = request.path.endswith("/subscribe/send")
     if touser in peer.unsubscribed:
-        return error(43101 if request.path.endswith("/subscribe/send") else 43004)
+        return error(43101 if subscribe else 43004)
     peer.next_msgid += 1
+    if peer.push_url:
+        msg_id, blocked = str(peer.next_msgid), touser in peer.blocked
+        event = (subscribe_sent_event(touser, [(msg_id, 43101, "user refuse to accept the msg")
+                                               if blocked else (msg_id, 0, "success")])
+                 if subscribe else
+                 template_finish_event(touser, msg_id, "failed:user block" if blocked else "success"))
+        task = asyncio.create_task(_push(request.app, event))
+        peer._tasks.add(task)
+        task.add_done_callback(peer._tasks.discard)
     return web.json_response({"errcode": 0, "errmsg": "ok", "msgid": peer.next_msgid})
 
 
-def create_app(appid: str, secret: str) -> web.Application:
-    """The peer as an aiohttp app; its state is `app[PEER]`."""
+async def _push(app: web.Application, event: bytes) -> None:
+    """Push one event as WeChat does: signed query, XML body, `success` expected back."""
+    peer = app[PEER]
+    if peer.push_url is None:
+        return
+    await asyncio.sleep(0.01)  # after the send's answer, as WeChat pushes asynchronously
+    try:
+        async with app[SESSION].post(peer.push_url, params=signed_push_query(peer.push_token), data=event,
+                                     headers={"Content-Type": "text/xml"}) as response:
+            ok = response.status == 200 and (await response.read()) == b"success"
+            peer.pushed.append(response.status if ok else -response.status)
+    except aiohttp.ClientError:
+        peer.pushed.append(0)
+
+
+async def _session(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as session:
+        app[SESSION] = session
+        yield
+        await asyncio.gather(*app[PEER]._tasks, return_exceptions=True)
+
+
+def create_app(
+    appid: str, secret: str, *, push_url: str | None = None, push_token: str = ""
+) -> web.Application:
+    """The peer as an aiohttp app; its state is `app[PEER]`. With `push_url`, accepted messages are
+    followed by signed delivery-event pushes there (TEMPLATESENDJOBFINISH, subscribe_msg_sent_event)."""
     app = web.Application()
-    app[PEER] = WechatPeerState(appid=appid, secret=secret)
+    app[PEER] = WechatPeerState(appid=appid, secret=secret, push_url=push_url, push_token=push_token)
+    app.cleanup_ctx.append(_session)
     app.router.add_get("/cgi-bin/token", _token)
     app.router.add_post("/cgi-bin/stable_token", _token)
     app.router.add_post("/cgi-bin/message/template/send", _send)

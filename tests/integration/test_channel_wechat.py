@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -20,6 +21,7 @@ from channels.base import (
     CredentialsError,
     InvalidAddressError,
     PermanentSendError,
+    ProviderReceipt,
     RetryableSendError,
     SendError,
     ThrottledError,
@@ -240,6 +242,41 @@ def test_options_fail_fast_naming_the_bad_value(rig: Rig) -> None:
     assert "appid" in str(caught.value)
     options = WechatOaOptions.model_validate({"appid": APPID, "secret": SECRET})
     assert SECRET not in repr(options) and SECRET not in str(options.model_dump())
+
+
+async def test_delivery_events_pushed_by_wechat_become_receipts_of_the_sent_messages(redis: Redis) -> None:
+    """The whole loop: send, WeChat pushes a signed event to our callback, the adapter reads it."""
+    receipts: list[ProviderReceipt] = []
+    adapters: dict[str, Channel] = {}
+
+    async def callback(request: web.Request) -> web.Response:
+        reply = adapters[request.match_info["provider"]].parse_callback(CallbackRequest(
+            method=request.method, path=request.path, query=dict(request.query),
+            headers={k.lower(): v for k, v in request.headers.items()}, body=await request.read()))
+        receipts.extend(reply.receipts)
+        return web.Response(body=reply.body, content_type=reply.media_type)
+
+    receiver = web.Application()
+    receiver.router.add_route("*", "/v1/callbacks/{provider}", callback)
+    async with PeerServer(receiver) as ours:
+        app = create_app(APPID, SECRET, push_url=f"{ours.url}/v1/callbacks/wechat-oa",
+                         push_token=CALLBACK_TOKEN)
+        peer = app[PEER]
+        peer.blocked.add("oBlocked0000000000000000001")
+        async with PeerServer(app) as wechat, httpx.AsyncClient() as http:
+            rig = Rig(peer, wechat.url, ChannelDeps(http=http, redis=redis))
+            adapters["wechat-oa"] = rig.oa()
+            sent = [await adapters["wechat-oa"].send(OA_MESSAGE, openid, DISPATCH)
+                    for openid in (OPENID, "oBlocked0000000000000000001")]
+            for _ in range(500):
+                if len(peer.pushed) == 2:
+                    break
+                await asyncio.sleep(0.01)
+    assert peer.pushed == [200, 200]  # both pushes verified and answered "success"
+    by_id = {r.provider_message_id: r for r in receipts}
+    assert by_id[sent[0].provider_message_id].status == "delivered"
+    assert by_id[sent[1].provider_message_id].status == "failed"
+    assert by_id[sent[1].provider_message_id].reason == "wechat: failed:user block"
 
 
 def _push(method: str, query: dict[str, str], body: bytes = b"") -> CallbackRequest:
