@@ -1,21 +1,50 @@
-"""The email channel over SMTP (aiosmtplib), keeping a few connections open between messages."""
+"""The email channel over SMTP (aiosmtplib), keeping a few connections open between messages.
+
+With a LinkSigner, mail of subscribable categories carries `List-Unsubscribe` (the signed HTTPS
+link, and a mailto when configured) and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`
+(RFC 8058), so mail clients offer a one-click unsubscribe that lands on `POST /u/{token}`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+from email import policy
 from email.errors import MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
+from urllib.parse import quote
 
 import aiosmtplib
 from pydantic import SecretStr
 
 from channels.base import Channel, PermanentSendError, RetryableSendError, SendResult
+from channels.links import LinkSigner
 from channels.templates import RenderedMessage
 from processors.records import Dispatch
 
 MESSAGE_ID_HEADER = "X-Switchboard-Message-Id"
+# Categories a person subscribes to, and so may unsubscribe from; codes, receipts and alerts are not.
+UNSUBSCRIBABLE = frozenset({"marketing", "notice"})
+
+
+class _MailPolicy(policy.EmailPolicy):
+    """SMTP policy, except that List-Unsubscribe is folded only between its URLs: folded at 78 the
+    standard way, a long signed URL would be RFC 2047 encoded into something no client reads."""
+
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() == "list-unsubscribe":
+            return f"{name}: " + str(value).replace(", ", f",{self.linesep} ") + self.linesep
+        return str(super().fold(name, value))
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() == "list-unsubscribe":
+            return self.fold(name, value).encode("ascii")
+        return bytes(super().fold_binary(name, value))
+
+
+MAIL_POLICY = _MailPolicy(linesep="\r\n")
 
 
 class SmtpEmail(Channel):
@@ -34,7 +63,12 @@ class SmtpEmail(Channel):
         starttls: bool = False,
         timeout: float = 30.0,
         connections: int = 2,
+        links: LinkSigner | None = None,
+        unsubscribe_mailto: str = "",
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`links` adds List-Unsubscribe headers; `unsubscribe_mailto` (an address) adds the mailto
+        form; `tls_context` trusts a relay's private CA for STARTTLS."""
         if not host:
             raise ValueError("SMTP host is empty")
         if not 0 < port < 65536:
@@ -48,6 +82,9 @@ class SmtpEmail(Channel):
         self._password = password
         self._starttls, self._timeout = starttls, timeout
         self._domain = sender_address.rsplit("@", 1)[1]
+        if unsubscribe_mailto and "@" not in unsubscribe_mailto:
+            raise ValueError(f"unsubscribe_mailto must be an address, got {unsubscribe_mailto!r}")
+        self._links, self._mailto, self._tls_context = links, unsubscribe_mailto, tls_context
         # A pool of idle clients: an SMTP connection carries one transaction at a time, so each
         # send borrows one; connecting costs a round trip plus EHLO (and TLS/AUTH on real relays).
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
@@ -61,7 +98,7 @@ class SmtpEmail(Channel):
 
     def build(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> EmailMessage:
         """The MIME message: text, with an HTML alternative when the template has one."""
-        email = EmailMessage()
+        email = EmailMessage(policy=MAIL_POLICY)
         email["From"] = self.sender
         email["To"] = address
         email["Subject"] = message.subject
@@ -69,6 +106,14 @@ class SmtpEmail(Channel):
         # Deterministic, so a resend of the same (message, channel, step) is recognisably the same mail.
         email["Message-ID"] = f"<{dispatch.message_id}.{dispatch.step}@{self._domain}>"
         email[MESSAGE_ID_HEADER] = dispatch.message_id
+        if self._links is not None and dispatch.event.category in UNSUBSCRIBABLE:
+            url = self._links.unsubscribe_url(dispatch)
+            targets = [f"<{url}>"]
+            if self._mailto:
+                token = url.rsplit("/", 1)[1]
+                targets.append(f"<mailto:{self._mailto}?subject={quote('unsubscribe ' + token)}>")
+            email["List-Unsubscribe"] = ", ".join(targets)
+            email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         email.set_content(message.text)
         if message.html:
             email.add_alternative(message.html, subtype="html")
@@ -104,7 +149,7 @@ class SmtpEmail(Channel):
                 return client
         client = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, timeout=self._timeout,
-            start_tls=self._starttls, use_tls=False,
+            start_tls=self._starttls, use_tls=False, tls_context=self._tls_context,
         )
         try:
             await client.connect()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+from email import message_from_bytes, policy
 
 import pytest
+from pydantic import SecretStr
 
 from channels.base import PermanentSendError, RetryableSendError
 from channels.email_smtp import MESSAGE_ID_HEADER, SmtpEmail
+from channels.links import LinkSigner
 from channels.templates import RenderedMessage
 from processors.records import Dispatch, EventCore
 
@@ -69,3 +72,54 @@ def test_constructor_fails_fast() -> None:
         SmtpEmail("127.0.0.1", 0, "a@b.edu")
     with pytest.raises(ValueError, match="host is empty"):
         SmtpEmail("", 25, "a@b.edu")
+
+
+# --- List-Unsubscribe (RFC 8058) --------------------------------------------------------------
+
+SIGNER = LinkSigner(SecretStr("unit-test-link-secret-0123456789"), "https://notify.uni.example.edu")
+
+
+def with_category(category: str) -> Dispatch:
+    return DISPATCH.model_copy(update={"event": DISPATCH.event.model_copy(update={"category": category})})
+
+
+@pytest.mark.parametrize(
+    ("category", "mailto", "expected"),
+    [
+        ("notice", "", 1),
+        ("marketing", "unsubscribe@uni.example.edu", 2),
+        ("verification", "unsubscribe@uni.example.edu", 0),
+        ("transactional", "", 0),
+        ("alert", "", 0),
+    ],
+)
+def test_subscribable_mail_carries_one_click_unsubscribe(category: str, mailto: str, expected: int) -> None:
+    channel = SmtpEmail("127.0.0.1", 25, "a@uni.example.edu", links=SIGNER, unsubscribe_mailto=mailto)
+    raw = channel.build(MESSAGE, "li.wei@uni.example.edu", with_category(category)).as_bytes()
+    parsed = message_from_bytes(raw, policy=policy.default)
+    header = parsed["List-Unsubscribe"]
+    if expected == 0:
+        assert header is None and parsed["List-Unsubscribe-Post"] is None
+        return
+    targets = [t.strip().strip("<>") for t in str(header).split(",")]
+    assert len(targets) == expected
+    token = targets[0].removeprefix("https://notify.uni.example.edu/u/")
+    assert SIGNER.verify("unsubscribe", token).category == category
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert b"=?utf-8?" not in raw.split(b"List-Unsubscribe:")[1].split(b"List-Unsubscribe-Post")[0]
+    if mailto:
+        assert targets[1] == f"mailto:unsubscribe@uni.example.edu?subject=unsubscribe%20{token}"
+
+
+def test_without_a_signer_there_is_no_unsubscribe_header() -> None:
+    built = adapter().build(MESSAGE, "a@uni.example.edu", with_category("marketing"))
+    assert built["List-Unsubscribe"] is None
+
+
+def test_bad_mailto_and_password_never_shown() -> None:
+    with pytest.raises(ValueError, match="unsubscribe_mailto must be an address"):
+        SmtpEmail("127.0.0.1", 25, "a@uni.example.edu", unsubscribe_mailto="nobody")
+    channel = SmtpEmail(
+        "127.0.0.1", 25, "a@uni.example.edu", username="relay", password=SecretStr("hunter2-pw")
+    )
+    assert "hunter2-pw" not in repr(channel)
