@@ -1,11 +1,13 @@
 """A worker killed mid-flow and restarted: every person still gets exactly one email and one inbox
-message (at-least-once through Kafka, effectively-once towards people through the send ledger)."""
+message (at-least-once through Kafka, effectively-once towards people through the send ledger);
+a fallback step claimed by a worker that died goes out once after a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -14,8 +16,11 @@ from redis.asyncio import Redis
 from app import Settings
 from localparts import LocalSmtpServer
 from localparts.switchboard_process import SwitchboardProcess
+from processors.plan import DeliveryPlan, FallbackStep
+from processors.records import Dispatch, EventCore, message_id_for
 from state.apps import AppRegistry
-from state.flow_counters import FlowCounters
+from state.fallback import INFLIGHT, FallbackSchedule
+from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
 from state.users import User, UserDirectory
 
@@ -35,6 +40,16 @@ def fee_due(i: int) -> bytes:
             "data": {"amount": "¥10", "due_date": "2026-12-01", "term": "Autumn"},
         }
     ).encode()
+
+
+async def produce_events(settings: Settings, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(settings.topic("events"), value, key=b"test")
+    finally:
+        await producer.stop()
 
 
 async def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
@@ -87,3 +102,45 @@ async def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
     recipients = [r for mail in smtp.messages for r in mail.rcpt_tos]
     assert sorted(recipients) == sorted(f"p{i}@uni.example" for i in range(PEOPLE))  # each exactly once
     assert [await inbox.total(f"p{i}") for i in range(PEOPLE)] == [1] * PEOPLE
+
+
+async def test_a_fallback_step_claimed_by_a_dead_worker_fires_once_after_restart(
+    settings: Settings, redis: Redis, smtp: LocalSmtpServer, tmp_path: Path
+) -> None:
+    flow = settings.model_copy(update={"clickhouse": f"chdb://{tmp_path / 'worker-clickhouse'}"})
+    await UserDirectory(redis).upsert(
+        [User(user_id="p0", bindings={"email": "p0@uni.example", "inbox": "p0"})]
+    )
+    await AppRegistry(redis).register("bursar", {"email", "inbox"})
+    step = FallbackStep(step=1, after=timedelta(seconds=1), condition="not_read", channels=("email",))
+    event = EventCore.model_validate({k: v for k, v in json.loads(fee_due(0)).items() if k != "audience"})
+    first = Dispatch(
+        message_id=message_id_for(event.app, event.event_id, "p0"),
+        user_id="p0",
+        channel="inbox",
+        address="p0",
+        event=event,
+        rule_id="fees",
+        rule_version="test",
+        plan=DeliveryPlan(fallback=(step,)),
+    )
+    # A worker armed the chain, claimed its step when due, and died before emitting it.
+    schedule = FallbackSchedule(redis)
+    long_ago = datetime.now(UTC) - timedelta(minutes=10)
+    await schedule.arm(first, None, long_ago)
+    assert len(await schedule.fire_due(long_ago + timedelta(seconds=1))) == 1
+
+    deadline = time.monotonic() + DEADLINE
+    counters = FlowCounters(redis)
+    for attempt in (1, 2):
+        with SwitchboardProcess("worker", flow, tmp_path / f"worker-{attempt}.log") as worker:
+            # An event for an inbox-only user shows when this worker is up and consuming.
+            await produce_events(flow, [fee_due(attempt)])
+            while smtp.count < 1 or not caught_up(await counters.read(), attempt):
+                assert worker.running, worker.log_tail()
+                assert time.monotonic() < deadline, f"no fallback email\n{worker.log_tail()}"
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(3)  # a second emission would come within a few timer rounds
+            assert worker.stop() == 0, worker.log_tail()
+    assert [r for mail in smtp.messages for r in mail.rcpt_tos] == ["p0@uni.example"]
+    assert await redis.zcard(INFLIGHT) == 0
