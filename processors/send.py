@@ -173,6 +173,7 @@ def _receipt(dispatch: Dispatch, status: Status, **fields: object) -> Receipt:
         dispatch.event,
         dispatch.user_id,
         status,
+        message_id=dispatch.message_id,
         channel=dispatch.channel,
         rule_id=dispatch.rule_id,
         rule_version=dispatch.rule_version,
