@@ -238,3 +238,23 @@ def test_cli_check_and_list_mask_secrets(tmp_path: Path, monkeypatch: pytest.Mon
     failed = runner.invoke(providers_cli, ["check", str(path)])
     assert failed.exit_code == 1
     assert "environment variable GW_KEY is not set" in failed.output
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_example_checks_without_its_secrets() -> None:
+    assert check_providers(ROOT / "config" / "providers.example.yaml", {}, require_env=False) == []
+    assert len(load_providers(ROOT / "config" / "providers.example.yaml", {}, require_env=False)) == 11
+
+
+def test_the_demo_file_is_off_until_its_peers_run_and_then_loads() -> None:
+    demo = ROOT / "config" / "providers.yaml"
+    assert load_providers(demo, {}) == []
+    on = {"SWITCHBOARD_DEMO_PEERS": "true", "SWITCHBOARD_DEMO_PUSH": "true",
+          "SWITCHBOARD_DEMO_FCM_PRIVATE_KEY": "pem", "SWITCHBOARD_DEMO_APNS_PRIVATE_KEY": "pem",
+          "SWITCHBOARD_DEMO_APNS_CA_FILE": "peer-ca.pem"}
+    specs = load_providers(demo, on)
+    assert {s.channel for s in specs} == {"sms", "push", "wechat_oa", "wechat_mp", "robot"}
+    assert all(s.rate is not None and s.rate.burst >= 2 for s in specs)
+    assert all("127.0.0.1:181" in str(s.options.model_dump()) for s in specs)  # only local peers
