@@ -37,7 +37,7 @@ from channels.base import (
     SendResult,
     ThrottledError,
 )
-from channels.sms_segments import count_segments, require_e164
+from channels.sms_segments import billed_segments, require_e164
 from channels.templates import RenderedMessage
 from processors.records import Dispatch
 
@@ -143,7 +143,7 @@ class HttpSmsGateway(Channel):
         if 200 <= status < 300 and isinstance(answer.get("id"), str) and answer["id"]:
             segments = answer.get("segments")
             if not isinstance(segments, int) or segments < 1:
-                segments = count_segments(message.text).segments
+                segments = billed_segments(message.text, "", number).segments
             return SendResult(
                 status="sent", provider_message_id=answer["id"],
                 cost=round(segments * self._options.cost_per_segment, 6),

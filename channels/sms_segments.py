@@ -27,6 +27,7 @@ SINGLE = {"gsm7": 160, "ucs2": 70, "carrier": 70}
 PART = {"gsm7": 153, "ucs2": 67, "carrier": 67}
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+SIGNATURE = re.compile(r"^【[^【】]{1,20}】|【[^【】]{1,20}】$")
 MAINLAND = "+86"
 
 
@@ -58,15 +59,28 @@ def count_segments(text: str) -> Segments:
 
 
 def count_carrier_segments(text: str, signature: str) -> Segments:
-    """Segments a mainland Chinese carrier bills for `text` sent with 【signature】 (Aliyun, Tencent)."""
-    length = len(f"【{signature}】{text}") if signature else len(text)
+    """Segments a mainland Chinese carrier bills for `text` sent with 【signature】 (Aliyun, Tencent).
+
+    A 【signature】 the text already carries is replaced by `signature`: the provider sends its own.
+    """
+    if signature:
+        text = f"【{signature}】{strip_signature(text)}"
+    length = len(text)
     if length <= SINGLE["carrier"]:
         return Segments("carrier", 1, length)
     return Segments("carrier", math.ceil(length / PART["carrier"]), length)
 
 
+def strip_signature(text: str) -> str:
+    """`text` without a leading or trailing 【signature】, as Chinese SMS providers add their own."""
+    return SIGNATURE.sub("", text, count=1)
+
+
 def billed_segments(text: str, signature: str, number: str) -> Segments:
-    """Segments billed for `text` to an E.164 `number`: the carriers' rule for mainland numbers."""
+    """Segments billed for `text` to an E.164 `number`: the carriers' rule for mainland numbers.
+
+    With an empty `signature` the text is counted as it is (a gateway sends it with its own 【...】).
+    """
     if number.startswith(MAINLAND):
         return count_carrier_segments(text, signature)
     return count_segments(text)

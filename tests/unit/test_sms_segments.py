@@ -60,6 +60,22 @@ def test_carrier_billing_counts_characters_with_the_signature(
     assert count_carrier_segments(text, signature) == expected
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["【统一身份认证】您的验证码为123456，5分钟内有效。", "您的验证码为123456，5分钟内有效。【统一身份认证】",
+     "您的验证码为123456，5分钟内有效。"],
+)
+def test_a_signature_in_the_text_is_replaced_by_the_providers(text: str) -> None:
+    assert count_carrier_segments(text, "示例大学") == Segments("carrier", 1, 26)
+    assert billed_segments(text, "示例大学", "+8613800138000").length == 26
+
+
+def test_without_a_signature_the_text_is_counted_as_sent() -> None:
+    text = "【统一身份认证】" + "码" * 62
+    assert billed_segments(text, "", "+8613800138000") == Segments("carrier", 1, 70)
+    assert billed_segments(text + "。", "", "+8613800138000") == Segments("carrier", 2, 71)
+
+
 def test_an_english_text_costs_more_in_china_than_on_gsm() -> None:
     text = "Your code is 123456. " * 5  # 105 GSM-7 characters: one SMS elsewhere
     assert billed_segments(text, "Uni", "+447700900123") == Segments("gsm7", 1, 105)
