@@ -1,8 +1,8 @@
 """A local Alibaba Cloud SMS endpoint: `SendSms` (dysmsapi 2017-05-25) with RPC V1 signature checks.
 
 Checks what Aliyun checks, in its order (access key, timestamp, nonce, signature, then the business
-parameters) and answers with Aliyun's own bodies. `app["received"]` holds the accepted requests'
-parameters; `app["script"]` a list of codes to answer next instead (e.g. "isv.BUSINESS_LIMIT_CONTROL").
+parameters) and answers with Aliyun's own bodies. `app[STATE]` holds what it received and the codes
+to answer next instead (e.g. "isv.BUSINESS_LIMIT_CONTROL").
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hmac
 import json
 import re
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -48,6 +49,20 @@ REQUIRED = ("AccessKeyId", "Action", "Format", "SignatureMethod", "SignatureNonc
             "Timestamp", "Version", "Signature", "PhoneNumbers", "SignName", "TemplateCode")
 
 
+@dataclass
+class AliyunPeerState:
+    """What the peer accepted, and what it answers next."""
+
+    received: list[dict[str, str]] = field(default_factory=list)
+    """Parameters of accepted requests, each with the `BizId` it was given."""
+    script: list[str] = field(default_factory=list)
+    """`ANSWERS` codes to answer next, one per request that passed the signature checks."""
+    nonces: set[str] = field(default_factory=set)
+
+
+STATE = web.AppKey("aliyun_sms", AliyunPeerState)
+
+
 def string_to_sign(method: str, params: dict[str, str]) -> str:
     """Aliyun's StringToSign, built the documented way: urlencode sorted pairs with RFC 3986 quoting."""
     canonical = urlencode(sorted(params.items()), quote_via=quote, safe="~")
@@ -75,11 +90,9 @@ def report_for(params: dict[str, str], biz_id: str, success: bool = True) -> dic
 
 
 def create_app(access_key_id: str, access_key_secret: str) -> web.Application:
-    """The SendSms endpoint for one AccessKey pair."""
+    """The SendSms endpoint for one AccessKey pair, its state in `app[STATE]`."""
     app = web.Application()
-    app["received"] = []
-    app["script"] = []
-    app["nonces"] = set()
+    state = app[STATE] = AliyunPeerState()
 
     async def rpc(request: web.Request) -> web.Response:
         params = dict(await request.post()) if request.method == "POST" else {}
@@ -103,11 +116,11 @@ def create_app(access_key_id: str, access_key_secret: str) -> web.Application:
         ).decode()
         if not hmac.compare_digest(expected, signature):
             return answer("SignatureDoesNotMatch", f" server string to sign is:{to_sign}")
-        if values["SignatureNonce"] in app["nonces"]:
+        if values["SignatureNonce"] in state.nonces:
             return answer("SignatureNonceUsed")
-        app["nonces"].add(values["SignatureNonce"])
-        if app["script"]:
-            return answer(app["script"].pop(0))
+        state.nonces.add(values["SignatureNonce"])
+        if state.script:
+            return answer(state.script.pop(0))
         number = values["PhoneNumbers"]
         if not (MAINLAND_MOBILE.fullmatch(number) or INTERNATIONAL.fullmatch(number)):
             return answer("isv.MOBILE_NUMBER_ILLEGAL")
@@ -120,8 +133,8 @@ def create_app(access_key_id: str, access_key_secret: str) -> web.Application:
                 isinstance(v, str) for v in template_params.values()
             ):
                 return answer("isv.INVALID_JSON_PARAM")
-        biz_id = f"{len(app['received']) + 900619746936498440}^0"
-        app["received"].append({**values, "BizId": biz_id})
+        biz_id = f"{len(state.received) + 900619746936498440}^0"
+        state.received.append({**values, "BizId": biz_id})
         return web.json_response({
             "Message": "OK", "RequestId": str(uuid.uuid4()).upper(), "Code": "OK", "BizId": biz_id,
         })

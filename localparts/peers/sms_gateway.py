@@ -1,8 +1,8 @@
 """A local generic SMS gateway speaking the protocol of `channels.sms_gateway`, for tests and the demo.
 
 Checks `X-Sms-Signature` (HMAC-SHA256 of `<X-Sms-Timestamp>.<body>`) and the timestamp's age, then
-the number. `app["received"]` holds accepted bodies; `app["script"]` error names to answer next (see
-`ERRORS`); `app["segments"]`, when set, is reported back as the billed segments.
+the number. `app[STATE]` holds the accepted bodies, the error names to answer next (see `ERRORS`) and
+the segments to report as billed, if any.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hmac
 import json
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +30,19 @@ ERRORS: dict[str, tuple[int, str, str, str | None]] = {
     "throttled": (429, "throttled", "too many messages, slow down", "7"),
     "unavailable": (503, "unavailable", "upstream carrier unavailable", "2"),
 }
+
+
+@dataclass
+class GatewayPeerState:
+    """What the gateway accepted, and what it answers next."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    script: list[str] = field(default_factory=list)
+    segments: int | None = None
+    """Reported back as the billed segments when set; the adapter counts them itself otherwise."""
+
+
+STATE = web.AppKey("sms_gateway", GatewayPeerState)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -53,11 +67,9 @@ def error(name: str) -> web.Response:
 
 
 def create_app(secret: str) -> web.Application:
-    """The gateway's send endpoint at `/sms` for one shared secret."""
+    """The gateway's send endpoint at `/sms` for one shared secret, its state in `app[STATE]`."""
     app = web.Application()
-    app["received"] = []
-    app["script"] = []
-    app["segments"] = None
+    state = app[STATE] = GatewayPeerState()
 
     async def send(request: web.Request) -> web.Response:
         body = await request.read()
@@ -66,8 +78,8 @@ def create_app(secret: str) -> web.Application:
             return error("bad_signature")
         if not stamp.isdigit() or abs(time.time() - int(stamp)) > MAX_AGE:
             return error("stale_timestamp")
-        if app["script"]:
-            return error(app["script"].pop(0))
+        if state.script:
+            return error(state.script.pop(0))
         try:
             message = json.loads(body)
         except json.JSONDecodeError:
@@ -75,11 +87,11 @@ def create_app(secret: str) -> web.Application:
             return web.json_response(body_error, status=400)
         if not E164.fullmatch(str(message.get("to", ""))):
             return error("invalid_number")
-        message_id = f"gw-{len(app['received']) + 1}"
-        app["received"].append({**message, "id": message_id})
+        message_id = f"gw-{len(state.received) + 1}"
+        state.received.append({**message, "id": message_id})
         answer: dict[str, Any] = {"id": message_id, "status": "accepted"}
-        if app["segments"] is not None:
-            answer["segments"] = app["segments"]
+        if state.segments is not None:
+            answer["segments"] = state.segments
         return web.json_response(answer, status=202)
 
     app.router.add_post("/sms", send)

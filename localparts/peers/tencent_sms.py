@@ -2,7 +2,7 @@
 
 Verifies the Authorization header as Tencent Cloud API 3.0 does (key id, timestamp within 5 minutes,
 credential scope, the signed headers as received, the signature) and answers with Tencent's bodies.
-`app["received"]` holds accepted request bodies; `app["script"]` codes to answer next: request-level
+`app[STATE]` holds accepted request bodies and the codes to answer next: request-level
 codes (AuthFailure.*, RequestLimitExceeded, InternalError.*, FailedOperation.Template...) come back as
 `Response.Error`, per-number codes (LimitExceeded.Phone..., InvalidParameterValue...) in `SendStatusSet`.
 `templates` maps a template id to its text (`{1}`, `{2}`... placeholders) so `Fee` counts real segments.
@@ -17,6 +17,7 @@ import math
 import re
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,19 @@ NUMBER_ERRORS: dict[str, str] = {
 }
 
 
+@dataclass
+class TencentPeerState:
+    """What the peer accepted, and what it answers next."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    """Bodies of accepted sends, each with the `SerialNo` and `Fee` it was given."""
+    script: list[str] = field(default_factory=list)
+    """Codes to answer next: request-level ones for a whole request, per-number ones for one number."""
+
+
+STATE = web.AppKey("tencent_sms", TencentPeerState)
+
+
 def error_body(code: str, action: str = "SendSms") -> web.Response:
     """Tencent's request-level error: HTTP 200 with `Response.Error`."""
     message = REQUEST_ERRORS[code].replace("{action}", action)
@@ -77,10 +91,9 @@ def status_report(sent: dict[str, Any], success: bool = True) -> dict[str, Any]:
 def create_app(
     secret_id: str, secret_key: str, sms_sdk_app_id: str, templates: dict[str, str] | None = None
 ) -> web.Application:
-    """The SendSms endpoint for one API key pair and one SMS application."""
+    """The SendSms endpoint for one API key pair and one SMS application, its state in `app[STATE]`."""
     app = web.Application()
-    app["received"] = []
-    app["script"] = []
+    state = app[STATE] = TencentPeerState()
 
     def signature_ok(request: web.Request, body: bytes, found: re.Match[str], timestamp: int) -> bool:
         names = found["headers"].split(";")
@@ -124,7 +137,7 @@ def create_app(
         action = request.headers.get("X-TC-Action", "")
         if action != "SendSms" or request.headers.get("X-TC-Version") != "2021-01-11":
             return error_body("InvalidAction", action)
-        script: list[str] = app["script"]
+        script = state.script
         if script and script[0] in REQUEST_ERRORS:
             return error_body(script.pop(0))
         params = json.loads(body)
@@ -145,9 +158,9 @@ def create_app(
                 "IsoCode": "CN" if number.startswith("+86") else "",
             }
             if code == "Ok":
-                status["SerialNo"] = f"5000:{len(app['received']) + 1045710669157053657849499619}"
+                status["SerialNo"] = f"5000:{len(state.received) + 1045710669157053657849499619}"
                 status["Fee"] = _fee(template, params) if template is not None else 1
-                app["received"].append({**params, "SerialNo": status["SerialNo"], "Fee": status["Fee"]})
+                state.received.append({**params, "SerialNo": status["SerialNo"], "Fee": status["Fee"]})
             statuses.append(status)
         return web.json_response({"Response": {"SendStatusSet": statuses, "RequestId": str(uuid.uuid4())}})
 

@@ -32,7 +32,7 @@ from channels.base import (
 from channels.sms_aliyun import AliyunSms, AliyunSmsOptions, aliyun_number, rpc_signature
 from channels.templates import RenderedMessage
 from localparts import free_port
-from localparts.peers.aliyun_sms import create_app, report_for
+from localparts.peers.aliyun_sms import STATE, AliyunPeerState, create_app, report_for
 from localparts.peers.server import PeerServer
 from processors.records import Dispatch, EventCore
 
@@ -69,6 +69,10 @@ class Peer:
     url: str
     http: httpx.AsyncClient
     deps: ChannelDeps
+
+    @property
+    def state(self) -> AliyunPeerState:
+        return self.app[STATE]
 
     def channel(
         self, clock_offset: float = 0.0, http: httpx.AsyncClient | None = None, **overrides: Any
@@ -143,12 +147,12 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 async def test_send(peer: Peer, case: Case, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    peer.app["script"].extend(case.script)
+    peer.state.script.extend(case.script)
     message = case.message
     channel = peer.channel(case.clock_offset, **case.overrides)
     if case.error is None:
         result = await channel.send(message, case.address, DISPATCH)
-        sent = peer.app["received"][-1]
+        sent = peer.state.received[-1]
         assert result == SendResult(status="sent", provider_message_id=sent["BizId"], cost=0.045)
         assert sent["PhoneNumbers"] == aliyun_number(case.address)
         assert (sent["SignName"], sent["TemplateCode"], sent["OutId"]) == (SIGN, "SMS_154950909", "m-7c1e")
@@ -161,9 +165,9 @@ async def test_send(peer: Peer, case: Case, caplog: pytest.LogCaptureFixture) ->
     assert case.match in str(raised.value)
     if isinstance(raised.value, RetryableSendError):
         assert raised.value.retry_after == case.retry_after
-    assert not peer.app["received"]
+    assert not peer.state.received
     if not case.reaches_peer:
-        assert not peer.app["nonces"]
+        assert not peer.state.nonces
     for text in (str(raised.value), caplog.text, repr(channel), repr(channel._options)):
         assert SECRET not in text and TOKEN not in text
 
@@ -172,7 +176,7 @@ async def test_a_body_changed_after_signing_is_refused(peer: Peer) -> None:
     async with httpx.AsyncClient(transport=Tampering()) as meddled:
         with pytest.raises(CredentialsError, match="SignatureDoesNotMatch"):
             await peer.channel(http=meddled).send(MESSAGE, NUMBER, DISPATCH)
-    assert not peer.app["received"]
+    assert not peer.state.received
 
 
 async def test_each_request_has_a_fresh_nonce_so_resends_are_accepted(peer: Peer) -> None:
@@ -180,7 +184,7 @@ async def test_each_request_has_a_fresh_nonce_so_resends_are_accepted(peer: Peer
     first = await channel.send(MESSAGE, NUMBER, DISPATCH)
     second = await channel.send(MESSAGE, NUMBER, DISPATCH)
     assert first.provider_message_id != second.provider_message_id
-    assert len(peer.app["nonces"]) == 2
+    assert len(peer.state.nonces) == 2
 
 
 async def test_a_long_message_costs_its_segments_counting_the_signature(peer: Peer) -> None:
@@ -241,7 +245,7 @@ async def test_reports_for_sent_messages_become_receipts(peer: Peer) -> None:
     channel = peer.channel()
     delivered = await channel.send(MESSAGE, NUMBER, DISPATCH)
     failed = await channel.send(MESSAGE, "+8613900139000", DISPATCH)
-    sent = peer.app["received"]
+    sent = peer.state.received
     body = json.dumps([report_for(sent[0], delivered.provider_message_id),
                        report_for(sent[1], failed.provider_message_id, success=False)], ensure_ascii=False)
     reply = channel.parse_callback(request(body.encode()))

@@ -32,7 +32,7 @@ from channels.sms_gateway import HttpSmsGateway, HttpSmsGatewayOptions
 from channels.templates import RenderedMessage
 from localparts import free_port
 from localparts.peers.server import PeerServer
-from localparts.peers.sms_gateway import create_app, signed_report
+from localparts.peers.sms_gateway import STATE, GatewayPeerState, create_app, signed_report
 from processors.records import Dispatch, EventCore
 
 SECRET = "gateway-shared-secret-9Kp"
@@ -68,6 +68,10 @@ class Peer:
     url: str
     http: httpx.AsyncClient
     deps: ChannelDeps
+
+    @property
+    def state(self) -> GatewayPeerState:
+        return self.app[STATE]
 
     def channel(
         self, clock_offset: float = 0.0, http: httpx.AsyncClient | None = None, **overrides: Any
@@ -122,11 +126,11 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 async def test_send(peer: Peer, case: Case, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    peer.app["script"].extend(case.script)
+    peer.state.script.extend(case.script)
     channel = peer.channel(case.clock_offset, **case.overrides)
     if case.error is None:
         result = await channel.send(case.message, case.address, DISPATCH)
-        sent = peer.app["received"][-1]
+        sent = peer.state.received[-1]
         assert result == SendResult(status="sent", provider_message_id=sent["id"], cost=0.03)
         assert {k: sent[k] for k in ("to", "text", "sender", "reference")} == {
             "to": case.address, "text": MESSAGE.text, "sender": "CAMPUS", "reference": "m-7c1e",
@@ -138,7 +142,7 @@ async def test_send(peer: Peer, case: Case, caplog: pytest.LogCaptureFixture) ->
     assert case.match in str(raised.value)
     if isinstance(raised.value, RetryableSendError):
         assert raised.value.retry_after == case.retry_after
-    assert not peer.app["received"]
+    assert not peer.state.received
     for text in (str(raised.value), caplog.text, repr(channel), repr(channel._options)):
         assert SECRET not in text
 
@@ -147,7 +151,7 @@ async def test_a_body_changed_after_signing_is_refused(peer: Peer) -> None:
     async with httpx.AsyncClient(transport=Tampering()) as meddled:
         with pytest.raises(CredentialsError, match="bad_signature"):
             await peer.channel(http=meddled).send(MESSAGE, NUMBER, DISPATCH)
-    assert not peer.app["received"]
+    assert not peer.state.received
 
 
 @pytest.mark.parametrize(
@@ -161,7 +165,7 @@ async def test_a_body_changed_after_signing_is_refused(peer: Peer) -> None:
 async def test_cost_is_segments_times_the_price(
     peer: Peer, text: str, reported: int | None, cost: float
 ) -> None:
-    peer.app["segments"] = reported
+    peer.state.segments = reported
     result = await peer.channel().send(MESSAGE.model_copy(update={"text": text}), NUMBER, DISPATCH)
     assert result.cost == pytest.approx(cost)
 

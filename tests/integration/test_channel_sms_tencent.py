@@ -33,7 +33,7 @@ from channels.sms_tencent import TencentSms, TencentSmsOptions, canonical_post, 
 from channels.templates import RenderedMessage
 from localparts import free_port
 from localparts.peers.server import PeerServer
-from localparts.peers.tencent_sms import create_app, status_report
+from localparts.peers.tencent_sms import STATE, TencentPeerState, create_app, status_report
 from processors.records import Dispatch, EventCore
 
 SECRET_ID = "AKIDtestSecretId0123456789"
@@ -82,6 +82,10 @@ class Peer:
     url: str
     http: httpx.AsyncClient
     deps: ChannelDeps
+
+    @property
+    def state(self) -> TencentPeerState:
+        return self.app[STATE]
 
     def channel(
         self, clock_offset: float = 0.0, http: httpx.AsyncClient | None = None, **overrides: Any
@@ -150,11 +154,11 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 async def test_send(peer: Peer, case: Case, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    peer.app["script"].extend(case.script)
+    peer.state.script.extend(case.script)
     channel = peer.channel(case.clock_offset, **case.overrides)
     if case.error is None:
         result = await channel.send(case.message, case.address, DISPATCH)
-        sent = peer.app["received"][-1]
+        sent = peer.state.received[-1]
         assert result == SendResult(status="sent", provider_message_id=sent["SerialNo"], cost=0.05)
         assert sent["PhoneNumberSet"] == [case.address]
         assert (sent["SmsSdkAppId"], sent["SignName"], sent["TemplateId"]) == (APP_ID, SIGN, "1850451")
@@ -166,7 +170,7 @@ async def test_send(peer: Peer, case: Case, caplog: pytest.LogCaptureFixture) ->
     assert case.match in str(raised.value)
     if isinstance(raised.value, RetryableSendError):
         assert raised.value.retry_after == case.retry_after
-    assert not peer.app["received"]
+    assert not peer.state.received
     for text in (str(raised.value), caplog.text, repr(channel), repr(channel._options)):
         assert SECRET_KEY not in text and TOKEN not in text
 
@@ -175,7 +179,7 @@ async def test_a_body_changed_after_signing_is_refused(peer: Peer) -> None:
     async with httpx.AsyncClient(transport=Tampering()) as meddled:
         with pytest.raises(CredentialsError, match=r"AuthFailure\.SignatureFailure"):
             await peer.channel(http=meddled).send(MESSAGE, NUMBER, DISPATCH)
-    assert not peer.app["received"]
+    assert not peer.state.received
 
 
 async def test_cost_follows_the_fee_tencent_bills() -> None:
@@ -187,7 +191,7 @@ async def test_cost_follows_the_fee_tencent_bills() -> None:
     app = create_app(SECRET_ID, SECRET_KEY, APP_ID, TEMPLATES)
     async with PeerServer(app) as server, httpx.AsyncClient() as http:
         result = await TencentSms(options(server.url), http).send(exam, NUMBER, DISPATCH)
-    assert app["received"][0]["Fee"] == 2
+    assert app[STATE].received[0]["Fee"] == 2
     assert result.cost == pytest.approx(0.1)
 
 
@@ -246,7 +250,7 @@ async def test_status_reports_for_sent_messages_become_receipts(peer: Peer) -> N
     channel = peer.channel()
     delivered = await channel.send(MESSAGE, NUMBER, DISPATCH)
     failed = await channel.send(MESSAGE, "+8613900139000", DISPATCH)
-    sent = peer.app["received"]
+    sent = peer.state.received
     body = json.dumps([status_report(sent[0]), status_report(sent[1], success=False)], ensure_ascii=False)
     reply = channel.parse_callback(request(body.encode()))
     assert reply.receipts == (
