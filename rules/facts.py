@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from processors.records import EventCore
-from rules.schema import CapExempt, When
+from rules.schema import CapExempt, When, duration_text
 from state.users import User
 
 
@@ -87,3 +87,25 @@ def exempt(rule: CapExempt, facts: Facts) -> str | None:
     if rule.users is not None and facts.user_id in rule.users:
         return f"user {facts.user_id} is on the exemption list"
     return None
+
+
+def why_not(when: When, facts: Facts) -> str | None:
+    """The first condition of `when` this delivery fails, in words; None if they all hold."""
+    for key in _ANY_OF:
+        values = getattr(when, key)
+        if values is not None and getattr(facts, key) not in values:
+            return f"{key} is {getattr(facts, key) or '(none)'!r}, not {' or '.join(values)}"
+    if when.bound is not None and not set(when.bound) <= facts.bound:
+        return "no address on " + ", ".join(c for c in when.bound if c not in facts.bound)
+    if when.tags_any is not None and facts.tags.isdisjoint(when.tags_any):
+        return "has none of the tags " + ", ".join(when.tags_any)
+    idle = "never active" if facts.idle is None else f"last active {_ago(facts.idle)} ago"
+    if when.active_within is not None and not active_within(facts, when.active_within):
+        return f"not active within {_ago(when.active_within)} ({idle})"
+    if when.inactive_for is not None and not inactive_for(facts, when.inactive_for):
+        return f"active within {_ago(when.inactive_for)} ({idle})"
+    return None
+
+
+def _ago(duration: timedelta) -> str:
+    return duration_text(timedelta(seconds=int(duration.total_seconds())))
