@@ -1,9 +1,11 @@
-"""The HTTP API's app factory: events in, the inbox for the portal, a health check."""
+"""The HTTP API's app factory: events in, the inbox for the portal, signed links, consent, provider
+callbacks, a health check."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
@@ -11,10 +13,16 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from api.callbacks import callbacks_router
+from api.consent import consent_router
 from api.deps import ApiDeps
 from api.events import events_router
 from api.inbox import inbox_router
+from api.links import links_router
 from api.publisher import PublishError
+from channels.base import Channel
+
+log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -26,12 +34,18 @@ recipient on the right channel. Authenticate with your app's key: `Authorization
 _TAGS = [
     {"name": "events", "description": "Submit events from business systems."},
     {"name": "inbox", "description": "The in-app inbox, for the campus portal acting for its user."},
+    {"name": "links", "description": "Open pixel, click redirects and one-click unsubscribe (signed)."},
+    {"name": "consent", "description": "Unsubscriptions and the blacklist."},
+    {"name": "callbacks", "description": "Delivery-status callbacks from providers, verified per provider."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
 ]
 
 
-def create_api(deps: ApiDeps) -> FastAPI:
-    """Build the API around its collaborators; the publisher starts and stops with the app."""
+def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) -> FastAPI:
+    """Build the API around its collaborators; the publisher starts and stops with the app.
+
+    `providers` maps the configured provider names to their adapters, for their callbacks.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -45,17 +59,32 @@ def create_api(deps: ApiDeps) -> FastAPI:
         title="Switchboard API",
         description=_DESCRIPTION,
         version=_version(),
-        openapi_tags=_TAGS,
+        openapi_tags=[tag for tag in _TAGS if tag["name"] in _mounted(deps)],
         lifespan=lifespan,
     )
     api.include_router(events_router(deps))
     api.include_router(inbox_router(deps))
+    if deps.links is not None:
+        api.include_router(links_router(deps, deps.links))
+    if deps.consent is not None:
+        api.include_router(consent_router(deps, deps.consent))
+    if deps.provider_messages is not None:
+        api.include_router(callbacks_router(deps, providers or {}, deps.provider_messages))
 
     @api.exception_handler(PublishError)
     async def not_acknowledged(_: Request, exc: PublishError) -> JSONResponse:
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": f"not accepted, retry later: {exc}"},
+            headers={"Retry-After": "1"},
+        )
+
+    @api.exception_handler(RedisError)
+    async def state_unavailable(request: Request, exc: RedisError) -> JSONResponse:
+        log.warning("%s %s: Redis failed: %r", request.method, request.url.path, exc)
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": "state store unavailable, retry later"},
             headers={"Retry-After": "1"},
         )
 
@@ -69,6 +98,12 @@ def create_api(deps: ApiDeps) -> FastAPI:
         )
 
     return api
+
+
+def _mounted(deps: ApiDeps) -> set[str]:
+    """The tags of the routers these deps switch on, so the docs list only what answers."""
+    optional = {"links": deps.links, "consent": deps.consent, "callbacks": deps.provider_messages}
+    return {"events", "inbox", "health"} | {name for name, part in optional.items() if part is not None}
 
 
 async def _check_redis(deps: ApiDeps) -> str:

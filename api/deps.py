@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from api.publisher import Publisher
+from channels.links import LinkSigner
 from state.apps import App
+from state.consent import ConsentStore
 from state.inbox import InboxMessage
+from state.provider_messages import ProviderMessages
 
 
 class AppKeys(Protocol):
@@ -41,9 +44,17 @@ class Pingable(Protocol):
 
 @dataclass(frozen=True)
 class ApiDeps:
-    """The API's collaborators: app keys, the inbox, the publisher, and Redis for the health check."""
+    """The API's collaborators: app keys, the inbox, the publisher, and Redis for the health check.
+
+    The optional ones switch on their endpoints: `links` the tracking and unsubscribe links (and,
+    with `consent`, the one-click unsubscribe), `consent` the consent endpoints, `provider_messages`
+    the provider callbacks.
+    """
 
     apps: AppKeys
     inbox: InboxStore
     publisher: Publisher
     redis: Pingable
+    links: LinkSigner | None = None
+    consent: ConsentStore | None = None
+    provider_messages: ProviderMessages | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import uvicorn
 from redis.asyncio import Redis
 
@@ -11,9 +12,13 @@ from api.app import create_api
 from api.deps import ApiDeps
 from api.publisher import KafkaPublisher
 from app import Settings
+from channels.base import Channel
+from channels.links import LinkSigner
 from state.apps import AppRegistry
 from state.connection import open_redis
+from state.consent import ConsentStore
 from state.inbox import Inbox
+from state.provider_messages import ProviderMessages
 
 
 def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
@@ -25,18 +30,34 @@ def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
             settings.kafka, events_topic=settings.topic("events"), receipts_topic=settings.topic("receipts")
         ),
         redis=redis,
+        links=LinkSigner(settings.link_secret, settings.public_url),
+        consent=ConsentStore(redis),
+        provider_messages=ProviderMessages(redis),
     )
+
+
+def build_callback_providers(settings: Settings, redis: Redis, http: httpx.AsyncClient) -> dict[str, Channel]:
+    """Every configured provider by its name in the providers file, to parse its callbacks."""
+    from channels.registry import build_chains  # loads the adapters of the providers file
+
+    return {
+        route.name: route.adapter
+        for chain in build_chains(settings, redis, http).values()
+        for route in chain.routes
+    }
 
 
 async def run(settings: Settings) -> None:
     """Serve until cancelled or signalled, then close Redis."""
     redis = open_redis(settings.redis)
+    http = httpx.AsyncClient()
     try:
-        config = uvicorn.Config(
-            create_api(build_deps(settings, redis)), host=settings.api_host, port=settings.api_port
-        )
+        providers = build_callback_providers(settings, redis, http)
+        api = create_api(build_deps(settings, redis), providers)
+        config = uvicorn.Config(api, host=settings.api_host, port=settings.api_port)
         await uvicorn.Server(config).serve()
     finally:
+        await http.aclose()
         await redis.aclose()
 
 

@@ -1,0 +1,103 @@
+"""Provider delivery callbacks: verified by the provider's adapter, turned into receipts.
+
+`/v1/callbacks/{provider_name}` takes the provider's name as configured (the route name in the
+providers file, the name sends are remembered under). A callback is acknowledged only once its
+receipts are on the receipts topic: if the broker is down the API answers 503 and the provider,
+which retries unacknowledged callbacks, sends it again.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, status
+from fastapi.responses import JSONResponse, Response
+
+from api.deps import ApiDeps
+from channels.base import CallbackRejected, CallbackRequest, Channel
+from state.provider_messages import ProviderMessages
+
+log = logging.getLogger(__name__)
+
+MAX_CALLBACK_BYTES = 1 << 20
+
+ProviderName = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="the provider's name in the providers file")
+]
+
+
+def callbacks_router(
+    deps: ApiDeps, providers: Mapping[str, Channel], sent: ProviderMessages
+) -> APIRouter:
+    router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
+
+    @router.api_route(
+        "/{provider_name}",
+        methods=["GET", "POST"],
+        summary="A provider's delivery-status callback",
+        responses={
+            403: {"description": "Signature or token did not verify"},
+            404: {"description": "No provider of that name"},
+            413: {"description": "Body too large"},
+            503: {"description": "Receipts not acknowledged by the broker: the provider should retry"},
+        },
+    )
+    async def callback(provider_name: ProviderName, request: Request) -> Response:
+        """GET is for providers that verify the URL first (WeChat's echostr handshake)."""
+        adapter = providers.get(provider_name)
+        if adapter is None:
+            known = ", ".join(sorted(providers)) or "none configured"
+            return _error(status.HTTP_404_NOT_FOUND, f"no provider named {provider_name!r} (known: {known})")
+        body = await _body(request)
+        if body is None:
+            return _error(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_CALLBACK_BYTES} bytes")
+        incoming = CallbackRequest(
+            method=request.method,
+            path=request.url.path,
+            query=dict(request.query_params),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+        )
+        try:
+            reply = adapter.parse_callback(incoming)
+        except CallbackRejected as exc:
+            log.warning("callback for %s refused: %s", provider_name, exc)
+            return _error(status.HTTP_403_FORBIDDEN, f"callback refused: {exc}")
+        known_sends = await sent.lookup(provider_name, [r.provider_message_id for r in reply.receipts])
+        receipts = [
+            known_sends[r.provider_message_id].receipt(r.status, reason=r.reason, provider=provider_name)
+            for r in reply.receipts
+            if r.provider_message_id in known_sends
+        ]
+        unknown = len(reply.receipts) - len(receipts)
+        if unknown:
+            # Sends older than ProviderMessages' TTL, or not ours: nothing to attach them to.
+            log.info("callback for %s: %d receipt(s) for unknown message ids", provider_name, unknown)
+        # PublishError propagates to the app's handler: 503, so the provider retries.
+        await asyncio.gather(*(deps.publisher.publish_receipt(r) for r in receipts))
+        if reply.body:
+            return Response(reply.body, media_type=reply.media_type)
+        return JSONResponse({"receipts": len(receipts), "unknown": unknown})
+
+    return router
+
+
+async def _body(request: Request) -> bytes | None:
+    """The body, or None past the limit: read in chunks so a chunked upload cannot exhaust memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_CALLBACK_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(code: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=code)

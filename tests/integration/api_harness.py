@@ -1,0 +1,112 @@
+"""Shared by the links, consent and callbacks API tests: the API on real Redis, receipts recorded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from api import ApiDeps, PublishError, create_api
+from channels.base import Channel
+from channels.links import LinkSigner
+from processors.plan import DeliveryPlan
+from processors.records import Dispatch, EventCore, Receipt
+from state.apps import AppRegistry
+from state.consent import ConsentStore
+from state.inbox import Inbox
+from state.provider_messages import ProviderMessages
+
+PUBLIC_URL = "https://notify.uni.example.edu"
+LINK_SECRET = SecretStr("integration-link-secret-0123456789")
+
+
+@dataclass
+class RecordingPublisher:
+    """Keeps acknowledged receipts; `down` makes it refuse like a broker that does not answer."""
+
+    receipts: list[Receipt] = field(default_factory=list)
+    down: bool = False
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def check(self) -> None:
+        if self.down:
+            raise PublishError("broker down")
+
+    async def publish_event(self, key: str, value: bytes) -> None:
+        raise AssertionError("no events in these tests")
+
+    async def publish_receipt(self, receipt: Receipt) -> None:
+        if self.down:
+            raise PublishError("topic 'receipts' did not acknowledge the record")
+        self.receipts.append(receipt)
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    key: str
+    publisher: RecordingPublisher
+    signer: LinkSigner
+    consent: ConsentStore
+    inbox: Inbox
+    sent: ProviderMessages
+
+
+@asynccontextmanager
+async def running_api(redis: Redis, providers: Mapping[str, Channel] | None = None) -> AsyncIterator[Api]:
+    apps = AppRegistry(redis)
+    key = await apps.register("portal", {"inbox"}, "Campus portal")
+    publisher = RecordingPublisher()
+    signer = LinkSigner(LINK_SECRET, PUBLIC_URL)
+    consent, inbox, sent = ConsentStore(redis), Inbox(redis), ProviderMessages(redis, ttl_seconds=600)
+    deps = ApiDeps(
+        apps=apps,
+        inbox=inbox,
+        publisher=publisher,
+        redis=redis,
+        links=signer,
+        consent=consent,
+        provider_messages=sent,
+    )
+    api = create_api(deps, providers)
+    async with (
+        api.router.lifespan_context(api),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url=PUBLIC_URL) as client,
+    ):
+        yield Api(client, key, publisher, signer, consent, inbox, sent)
+
+
+def dispatch(channel: str = "email", category: str = "marketing", message_id: str = "m-1") -> Dispatch:
+    event = EventCore(
+        event_id="open-day-2026",
+        app="campus",
+        type="campus.open_day",
+        template="campus_notice",
+        category=category,
+        campaign="open-day",  # type: ignore[arg-type]
+    )
+    return Dispatch(
+        message_id=message_id,
+        user_id="s2024001",
+        channel=channel,
+        address="li.wei@uni.example.edu",  # type: ignore[arg-type]
+        event=event,
+        rule_id="campus-notices",
+        rule_version="v3",
+        step=0,
+        plan=DeliveryPlan(variant="A"),
+    )
+
+
+def path_of(url: str) -> str:
+    assert url.startswith(PUBLIC_URL)
+    return url[len(PUBLIC_URL) :]
