@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from api.links import PIXEL
 from state.consent import ConsentQuery
 from state.inbox import InboxMessage
-from tests.integration.api_harness import Api, dispatch, path_of, running_api
+from tests.integration.test_api_support import Api, dispatch, path_of, running_api
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Shared by the links, consent and callbacks API tests: the API on real Redis, receipts recorded."""
+"""Support for the links, consent and callbacks API tests (no tests here): the API on real Redis,
+receipts recorded by a publisher that can play a broker that is down."""
 
 from __future__ import annotations
 
