@@ -206,7 +206,7 @@ class Decide:
         chosen: dict[str, datetime] = {}
         if self._engagement is not None and wanting:
             best_hours = await self._engagement.best_hours(
-                [i.user.user_id for i in wanting if i.delivery.addresses is None]
+                [i.user for i in wanting if i.delivery.addresses is None]
             )
             chosen = await self._engagement.chosen_times([i.delivery.message_id for i in wanting])
         now_due: list[_Decided] = []

@@ -1,71 +1,80 @@
 """Engagement history: when each user reads, clicks and opens, for best send time and activity rules.
 
-Redis layout: `sb:engaged:{user}` hash of hour-of-day (0-23, in the user's own timezone) → count;
-`sb:active` sorted set of user → last activity (ms, only ever moved forward); `sb:besttime:{message}`
-the best-time send moment chosen for a message (ms), so a delivery decided again at that moment
-(or redelivered) keeps its time instead of being deferred once more.
+Redis layout: `sb:engaged:{user}` sorted set of the user's latest engagements, member
+`{ms}:{status}` scored by time (ms), so recording a redelivered receipt again changes nothing;
+`sb:active` sorted set of user → last activity (ms, only ever moved forward);
+`sb:besttime:{message}` the best-time send moment chosen for a message (ms), so a delivery decided
+again at that moment (or redelivered) keeps its time instead of being deferred once more.
+Hour-of-day counts are taken when asked, in the user's timezone of that moment.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
-from state.users import UserDirectory
+from state.users import User
 
-HOURS_KEY = "sb:engaged:{}"
+HISTORY_KEY = "sb:engaged:{}"
 ACTIVE_KEY = "sb:active"
 CHOSEN_KEY = "sb:besttime:{}"
 ENGAGED: frozenset[str] = frozenset({"opened", "clicked", "read", "converted"})
 """Statuses that show the person engaged; `delivered` and `sent` say nothing about them."""
+KEEP = 200
+"""Engagements kept per user: recent habits are the ones that predict the next."""
+KEEP_FOR = timedelta(days=180)
 MIN_HISTORY = 3
 """Fewer engagements than this say nothing about a best hour."""
 
 
 class EngagementHistory:
-    """Records engagement receipts and answers best hour and last activity; clients passed in."""
+    """Records engagement receipts and answers best hour and last activity; the client is passed in."""
 
-    def __init__(self, redis: Redis, directory: UserDirectory) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._directory = directory
 
     async def record_many(self, items: Iterable[tuple[str, str, datetime]]) -> int:
         """Record (user id, status, at) triples; statuses other than engagement are ignored."""
-        engaged = [(u, at) for u, status, at in items if status in ENGAGED and u]
+        engaged = [(u, status, at) for u, status, at in items if status in ENGAGED and u]
         if not engaged:
             return 0
-        users = await self._directory.get_many(u for u, _ in engaged)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id, at in engaged:
+            for user_id, status, at in engaged:
                 if at.tzinfo is None:
                     raise ValueError(f"engagement of {user_id} at {at}: the time needs a timezone")
-                user = users.get(user_id)
-                zone = ZoneInfo(user.timezone) if user is not None else UTC
-                pipe.hincrby(HOURS_KEY.format(user_id), str(at.astimezone(zone).hour), 1)
-                pipe.zadd(ACTIVE_KEY, {user_id: int(at.timestamp() * 1000)}, gt=True)
+                ms = int(at.timestamp() * 1000)
+                key = HISTORY_KEY.format(user_id)
+                pipe.zadd(key, {f"{ms}:{status}": ms})
+                pipe.zremrangebyrank(key, 0, -(KEEP + 1))
+                pipe.expire(key, KEEP_FOR)
+                pipe.zadd(ACTIVE_KEY, {user_id: ms}, gt=True)
             await pipe.execute()
         return len(engaged)
 
-    async def best_hours(self, user_ids: Sequence[str]) -> dict[str, int]:
-        """Each user's most engaged local hour (earliest on a tie); users with little history are absent."""
-        if not user_ids:
+    async def best_hours(self, users: Sequence[User]) -> dict[str, int]:
+        """Each user's most engaged hour on their own clock (earliest on a tie); users with little
+        history are absent."""
+        if not users:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
-                pipe.hgetall(HOURS_KEY.format(user_id))
-            answers: list[Mapping[bytes | str, bytes | str]] = await pipe.execute()
+            for user in users:
+                pipe.zrange(HISTORY_KEY.format(user.user_id), 0, -1, withscores=True)
+            answers: list[list[tuple[bytes, float]]] = await pipe.execute()
         best: dict[str, int] = {}
-        for user_id, counts in zip(user_ids, answers, strict=True):
-            hours = {int(_text(h)): int(_text(c)) for h, c in counts.items()}
-            if sum(hours.values()) >= MIN_HISTORY:
-                best[user_id] = min(hours, key=lambda h: (-hours[h], h))
+        for user, history in zip(users, answers, strict=True):
+            if len(history) < MIN_HISTORY:
+                continue
+            zone = ZoneInfo(user.timezone)
+            hours = Counter(datetime.fromtimestamp(ms / 1000, zone).hour for _, ms in history)
+            best[user.user_id] = min(hours, key=lambda h: (-hours[h], h))
         return best
 
-    async def best_hour(self, user_id: str) -> int | None:
-        return (await self.best_hours([user_id])).get(user_id)
+    async def best_hour(self, user: User) -> int | None:
+        return (await self.best_hours([user])).get(user.user_id)
 
     async def last_active(self, user_ids: Sequence[str]) -> dict[str, datetime]:
         """When each user was last seen engaging; users never seen are absent."""

@@ -168,7 +168,7 @@ def planned(redis: Redis, engine: PlanEngine, **parts: object) -> Decide:
         DeliverySchedule(redis),
         frozenset({"sms", "email", "push"}),
         consent=ConsentStore(redis),
-        engagement=EngagementHistory(redis, directory),
+        engagement=EngagementHistory(redis),
         pacer=Pacer(redis),
         offline=OfflineKeep(redis),
         **parts,  # type: ignore[arg-type]
@@ -227,7 +227,7 @@ async def test_bypass_skips_quiet_hours(redis: Redis, people: UserDirectory) -> 
 
 
 async def test_best_time_defers_once_to_the_users_best_hour(redis: Redis, people: UserDirectory) -> None:
-    history = EngagementHistory(redis, people)
+    history = EngagementHistory(redis)
     at_nine = datetime(2026, 11, 20, 1, 10, tzinfo=UTC)  # 09:10 in Shanghai
     await history.record_many([("sh", "clicked", at_nine + timedelta(days=d)) for d in range(3)])
     decide = planned(redis, PlanEngine(DeliveryPlan(best_time=BestTime(within=timedelta(hours=12)))))
@@ -293,7 +293,7 @@ async def test_variant_template_activity_and_fallback_reach_dispatches_and_recei
     engine = PlanEngine(DeliveryPlan(variant="B", fallback=(step,)))
     engine.template = "promo_short"
     seen = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
-    await EngagementHistory(redis, people).record_many([("sh", "read", seen)])
+    await EngagementHistory(redis).record_many([("sh", "read", seen)])
     arming = Arming()
     result = await planned(redis, engine, fallback=arming).handle([promo("sh")], now=NOW)
     [dispatch] = result.dispatches

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from state.engagement import EngagementHistory
 from state.pacing import Pacer, SlotRequest
-from state.users import User, UserDirectory
+from state.users import User
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
@@ -61,13 +61,14 @@ async def test_a_bad_rate_is_named(redis: Redis) -> None:
         await Pacer(redis).slots([SlotRequest("k", 0, "m")], T0)
 
 
+SH = User(user_id="sh", timezone="Asia/Shanghai")
+NY = User(user_id="ny", timezone="America/New_York")
+NOBODY = User(user_id="nobody")
+
+
 @pytest.fixture
 async def history(redis: Redis) -> EngagementHistory:
-    directory = UserDirectory(redis)
-    await directory.upsert(
-        [User(user_id="sh", timezone="Asia/Shanghai"), User(user_id="ny", timezone="America/New_York")]
-    )
-    return EngagementHistory(redis, directory)
+    return EngagementHistory(redis)
 
 
 async def test_best_hour_is_counted_in_the_users_own_timezone(history: EngagementHistory) -> None:
@@ -77,16 +78,36 @@ async def test_best_hour_is_counted_in_the_users_own_timezone(history: Engagemen
         + [("sh", "delivered", evening_utc), ("sh", "clicked", evening_utc + timedelta(hours=3))]
     )
     assert recorded == 7  # `delivered` says nothing about the person
-    assert await history.best_hours(["sh", "ny", "nobody"]) == {"sh": 20, "ny": 7}
-    assert await history.best_hour("nobody") is None
+    assert await history.best_hours([SH, NY, NOBODY]) == {"sh": 20, "ny": 7}
+    assert await history.best_hour(NOBODY) is None
+    # The same user read on another clock: counted in the timezone the profile has now.
+    assert await history.best_hour(SH.model_copy(update={"timezone": "Europe/London"})) == 12
 
 
 async def test_too_little_history_gives_no_best_hour_and_ties_go_early(history: EngagementHistory) -> None:
     at = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 Shanghai
     await history.record_many([("sh", "read", at), ("sh", "read", at + timedelta(hours=1))])
-    assert await history.best_hour("sh") is None
-    await history.record_many([("sh", "read", at + timedelta(days=1, hours=1)), ("sh", "read", at)])
-    assert await history.best_hour("sh") == 9  # 09:00 and 10:00 have two each
+    assert await history.best_hour(SH) is None
+    await history.record_many(
+        [("sh", "read", at + timedelta(days=1, hours=1)), ("sh", "read", at + timedelta(days=2))]
+    )
+    assert await history.best_hour(SH) == 9  # 09:00 and 10:00 have two each
+
+
+async def test_a_redelivered_receipt_is_not_counted_twice(history: EngagementHistory) -> None:
+    at = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 Shanghai
+    batch = [("sh", "read", at), ("sh", "read", at + timedelta(days=1, hours=2))]
+    for _ in range(3):  # the same receipts, redelivered
+        await history.record_many(batch)
+    assert await history.best_hour(SH) is None  # still two engagements, below the minimum
+
+
+async def test_history_keeps_the_latest_engagements(history: EngagementHistory, redis: Redis) -> None:
+    at = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)
+    await history.record_many([("sh", "opened", at + timedelta(minutes=m)) for m in range(250)])
+    assert await redis.zcard("sb:engaged:sh") == 200
+    oldest = await redis.zrange("sb:engaged:sh", 0, 0, withscores=True)
+    assert oldest[0][1] == (at + timedelta(minutes=50)).timestamp() * 1000
 
 
 async def test_last_activity_only_moves_forward(history: EngagementHistory) -> None:
