@@ -224,7 +224,7 @@ async def _user_from_redis(
         if found is None:
             _fail(f"--user {user_id!r}: no such file, and no such user in Redis")
         registered = await AppRegistry(redis).get(app)
-        seen = (await EngagementHistory(redis, directory).last_active([user_id])).get(user_id)
+        seen = (await EngagementHistory(redis).last_active([user_id])).get(user_id)
         return found, (frozenset(registered.channels) if registered else None), seen
     finally:
         await redis.aclose()

@@ -223,10 +223,10 @@ def _from_pydantic(file: str, root: yaml.Node, err: dict[str, Any]) -> RuleError
         message = f"'{field}' must be text, got {value!r}: put the value in quotes"
     elif kind in ("model_type", "dict_type"):
         message = f"'{field or 'the file'}' must be a mapping of keys to values"
-    elif kind == "value_error":
-        detail = str(err["msg"]).removeprefix("Value error, ")
-        # Model checks name their own subject; a field's parser does not.
-        message = detail if detail.startswith("'") else f"'{field}': {detail}"
+    elif kind == "rule_value":  # a field's own parser (durations, limits, clock times)
+        message = f"'{field}': {err['msg']}"
+    elif kind == "value_error":  # a model's check, naming its own subject
+        message = str(err["msg"]).removeprefix("Value error, ")
     else:
         message = f"'{field}': {err['msg']}" if field else str(err["msg"])
     return at(file, node, message)

@@ -14,6 +14,7 @@ from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 from processors.plan import Bypass, CapLimit, CapScope, FallbackCondition
 from processors.records import Category, ChannelName, Name, Priority
@@ -29,16 +30,21 @@ _DURATION = re.compile(r"^(?:\d+[smhdw])+$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
+def _bad(message: str) -> PydanticCustomError:
+    """A field's value is wrong: the loader prefixes the field's name (kind `rule_value`)."""
+    return PydanticCustomError("rule_value", message)
+
+
 def parse_duration(value: Any) -> timedelta:
     """`5m`, `1h30m`, `7d` as a timedelta; anything else is refused with an example."""
     if isinstance(value, timedelta):
         return value
     text = value.strip() if isinstance(value, str) else None
     if text is None or not _DURATION.match(text):
-        raise ValueError(f"{value!r} is not a duration: write a number and a unit (s m h d w), e.g. 5m, 7d")
+        raise _bad(f"{value!r} is not a duration: write a number and a unit (s m h d w), e.g. 5m, 7d")
     seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", text))
     if seconds == 0:
-        raise ValueError(f"{value!r} is zero: a duration must be longer than that")
+        raise _bad(f"{value!r} is zero: a duration must be longer than that")
     return timedelta(seconds=seconds)
 
 
@@ -47,7 +53,7 @@ def _clock(value: Any) -> time:
         return value
     match = _CLOCK.match(value.strip()) if isinstance(value, str) else None
     if match is None:
-        raise ValueError(f"{value!r} is not a clock time: write hours and minutes in quotes, e.g. \"22:00\"")
+        raise _bad(f"{value!r} is not a clock time: write hours and minutes in quotes, e.g. \"22:00\"")
     return time(int(match.group(1)), int(match.group(2)))
 
 
@@ -55,14 +61,14 @@ def _cap_limit(value: Any) -> Any:
     if isinstance(value, str):
         count, slash, window = value.partition("/")
         if not slash or not count.strip().isdigit() or int(count) < 1:
-            raise ValueError(f"{value!r} is not a limit: write count/duration, e.g. 3/1d or 1/1h")
+            raise _bad(f"{value!r} is not a limit: write count/duration, e.g. 3/1d or 1/1h")
         return CapLimit(count=int(count), window=parse_duration(window))
     if isinstance(value, dict) and set(value) == {"count", "per"}:
         return CapLimit(count=value["count"], window=parse_duration(value["per"]))
     if isinstance(value, dict):
         keys = ", ".join(sorted(map(str, value)))
-        raise ValueError(f"a limit object has the keys count and per, e.g. {{count: 3, per: 1d}}; got {keys}")
-    raise ValueError(f"{value!r} is not a limit: write count/duration, e.g. 3/1d")
+        raise _bad(f"a limit object has the keys count and per, e.g. {{count: 3, per: 1d}}; got {keys}")
+    raise _bad(f"{value!r} is not a limit: write count/duration, e.g. 3/1d")
 
 
 def _quiet_choice(value: Any) -> Any:
@@ -70,7 +76,7 @@ def _quiet_choice(value: Any) -> Any:
     if value is False:
         return QUIET_OFF
     if value is True:
-        raise ValueError("takes false (no quiet hours) or the id of a quiet hours window, not true")
+        raise _bad("takes false (no quiet hours) or the id of a quiet hours window, not true")
     return value
 
 

@@ -307,7 +307,7 @@ async def run_simulation(
         for name in {e.event.app for e in history.events}:
             app = await registry.get(name)
             apps[name] = frozenset(app.channels) if app is not None else frozenset()
-        active = await EngagementHistory(redis, directory).last_active(user_ids)
+        active = await EngagementHistory(redis).last_active(user_ids)
     finally:
         await redis.aclose()
     return await asyncio.to_thread(replay, history, ruleset, users, apps, active)
