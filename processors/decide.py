@@ -61,9 +61,7 @@ class _Decided:
 
     @property
     def template(self) -> str:
-        # The engine's Decision gains `template` (a variant's or the rule's) with the rules work.
-        chosen: str | None = getattr(self.decision, "template", None)
-        return chosen or self.delivery.event.template
+        return self.decision.template or self.delivery.event.template
 
 
 class Decide:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -100,11 +99,6 @@ async def test_raw_addresses_and_scheduled_deliveries(decide: Decide, redis: Red
 # The plan, executed: a stand-in engine returns a fixed plan, so each part of it can be driven alone.
 
 
-@dataclass(frozen=True)
-class TemplatedDecision(Decision):
-    template: str | None = None
-
-
 class PlanEngine:
     """Chooses the first of `channels` the recipient (after consent) still has, with a fixed plan."""
 
@@ -120,9 +114,7 @@ class PlanEngine:
             usable = [c for c in self.channels if c in request.user.bindings]
             chosen = tuple((c, request.user.bindings[c]) for c in usable[:1])  # type: ignore[index]
             reasons = ("rule promo matched",) + (() if chosen else ("no channel left to send on",))
-            decisions.append(
-                TemplatedDecision(chosen, "promo", "v7", not chosen, reasons, self.plan, self.template)
-            )
+            decisions.append(Decision(chosen, "promo", "v7", not chosen, reasons, self.plan, self.template))
         return decisions
 
 
