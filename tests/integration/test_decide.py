@@ -293,3 +293,50 @@ async def test_variant_template_activity_and_fallback_reach_dispatches_and_recei
     assert [(r.status, r.variant, r.template) for r in result.receipts] == [("decided", "B", "promo_short")]
     assert (engine.requests[0].now, engine.requests[0].last_active_at) == (NOW, seen)
     assert arming.armed == [(dispatch, None, NOW)]
+
+
+async def test_default_rules_plans_are_carried_out(redis: Redis, people: UserDirectory) -> None:
+    """The shipped rules with the real engine: night drop for canteen offers, night defer for notices."""
+    await AppRegistry(redis).register("campus", {"inbox", "email"})
+    await people.upsert([User(user_id="stu", timezone="Asia/Shanghai", bindings={"inbox": "stu"})])
+    engine = AsyncRuleEngine(load_ruleset(ROOT / "rules" / "default.yaml"))
+    directory = UserDirectory(redis)
+    decide = Decide(
+        directory,
+        AppRegistry(redis),
+        engine,
+        DeliverySchedule(redis),
+        frozenset({"inbox", "email"}),
+        consent=ConsentStore(redis),
+        engagement=EngagementHistory(redis),
+        pacer=Pacer(redis),
+        offline=OfflineKeep(redis),
+    )
+    try:
+        canteen = EventCore(
+            event_id="c1",
+            app="campus",
+            type="canteen.special",
+            template="campus_notice",
+            category="marketing",
+        )
+        notice = EventCore(
+            event_id="n1", app="campus", type="campus.notice", template="campus_notice", category="notice"
+        )
+        result = await decide.handle([delivery("stu", canteen), delivery("stu", notice)], now=EVENING)
+        assert result.dispatches == []
+        statuses = {r.event_id: (r.status, r.rule_id, r.reason) for r in result.receipts}
+        assert statuses["c1"][:2] == ("suppressed", "canteen-specials")
+        assert statuses["c1"][2] == "quiet hours 22:00-07:00 Asia/Shanghai: dropped"
+        assert statuses["n1"][:2] == ("deferred", "campus-notices")
+        morning = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
+        [due] = await DeliverySchedule(redis).claim_due(now=morning.timestamp())
+        again = await decide.handle([due], now=morning)
+        [sent] = again.dispatches
+        assert (sent.channel, sent.plan.pacing is not None, sent.plan.quiet_hours is not None) == (
+            "inbox",
+            True,
+            True,
+        )
+    finally:
+        engine.close()
