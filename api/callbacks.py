@@ -52,7 +52,7 @@ def callbacks_router(
             return _error(status.HTTP_404_NOT_FOUND, f"no provider named {provider_name!r} (known: {known})")
         body = await _body(request)
         if body is None:
-            return _error(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_CALLBACK_BYTES} bytes")
+            return _error(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {MAX_CALLBACK_BYTES} bytes")
         incoming = CallbackRequest(
             method=request.method,
             path=request.url.path,

@@ -105,11 +105,11 @@ def _subject(subject: str, channel: str | None) -> str:
     if channel is None:
         if not _USER.match(subject):
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
                 f"subject {subject[:64]!r} is not a user id; give the channel of an address",
             )
         return subject
     cleaned = clean(channel, subject)
     if isinstance(cleaned, AddressRefused):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"subject: {cleaned.reason}")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"subject: {cleaned.reason}")
     return cleaned.value
