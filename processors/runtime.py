@@ -25,11 +25,16 @@ from processors.track import Track
 from rules.engine import AsyncRuleEngine
 from rules.loader import load_ruleset
 from state.apps import AppRegistry
+from state.caps import FrequencyCaps
 from state.connection import open_redis
+from state.consent import ConsentStore
 from state.dedup import EventDedup
+from state.engagement import EngagementHistory
 from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters
 from state.idempotency import SendLedger
+from state.offline import OfflineKeep
+from state.pacing import Pacer
 from state.schedule import DeliverySchedule, ParkedDispatches
 from state.users import UserDirectory
 
@@ -71,23 +76,42 @@ def build_flow(settings: Settings) -> Flow:
     schedule = DeliverySchedule(redis)
     engine = AsyncRuleEngine(ruleset)
     fallback = FallbackSchedule(redis)
+    consent = ConsentStore(redis)
+    engagement = EngagementHistory(redis)
+    offline = OfflineKeep(redis)
+    available = frozenset(channels)
     stages = FlowStages(
         ingest=Ingest(directory, apps, templates, EventDedup(redis, settings.dedup_ttl_seconds)),
-        decide=Decide(directory, apps, engine, schedule, frozenset(channels)),
+        decide=Decide(
+            directory,
+            apps,
+            engine,
+            schedule,
+            available,
+            consent=consent,
+            engagement=engagement,
+            pacer=Pacer(redis),
+            offline=offline,
+            fallback=fallback,
+        ),
         send=Send(
             channels,
             templates,
             directory,
             SendLedger(redis, settings.dedup_ttl_seconds, settings.send_claim_seconds),
             RetryPolicy(),
+            consent=consent,
+            caps=FrequencyCaps(redis),
         ),
-        track=Track(ReceiptSink(clickhouse), fallback=fallback),
+        track=Track(ReceiptSink(clickhouse), fallback=fallback, engagement=engagement),
         schedule=schedule,
         parked=ParkedDispatches(redis),
         counters=FlowCounters(redis),
         fallback=fallback,
-        fallbacks=FallbackDispatcher(directory, apps, frozenset(channels)),
+        fallbacks=FallbackDispatcher(directory, apps, available),
         engine=engine,
+        offline=offline,
+        directory=directory,
     )
     app, topics = create_app(
         settings.app_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,9 @@ from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
 from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters
+from state.offline import OfflineKeep
 from state.schedule import DeliverySchedule, ParkedDispatches
+from state.users import UserDirectory
 
 log = logging.getLogger("switchboard.flow")
 
@@ -65,6 +67,8 @@ class FlowStages:
     fallback: FallbackSchedule
     fallbacks: FallbackDispatcher
     engine: AsyncRuleEngine
+    offline: OfflineKeep
+    directory: UserDirectory
     rules: RulesSource | None = None
 
 
@@ -182,9 +186,9 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         async with crash_on_error("decide"):
             async for values in stream.take(500, within=0.05):
                 deliveries, bad = _parse(Delivery, values)
+                # Decide arms each message's fallback chain before its dispatches leave, so no
+                # receipt of theirs can come before the chain.
                 result = await stages.decide.handle(deliveries)
-                # Armed before the dispatches leave, so no receipt of theirs can come before the chain.
-                await arm_fallbacks(stages.fallback, deliveries, result.dispatches)
                 dispatched = await produce(
                     topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
                 )
@@ -249,6 +253,19 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 if len(fired) < FALLBACKS_PER_ROUND:
                     break
 
+    @app.timer(5.0, name="release_offline")  # type: ignore[untyped-decorator]
+    async def release_offline() -> None:
+        """离线保存: decide again deliveries whose user became reachable; record the expired ones."""
+        async with crash_on_error("offline"):
+            deliveries, expired = await stages.offline.due_for_release(datetime.now(UTC), stages.directory)
+            if deliveries:
+                await produce(
+                    topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in deliveries)
+                )
+                await stages.counters.add({"deliveries": len(deliveries)})
+            if expired:
+                await produce_receipts(expired)
+
     @app.timer(2.0, name="reload_rules")  # type: ignore[untyped-decorator]
     async def reload_rules() -> None:
         """Take changed rule files; the engine swaps between batches: nothing lost or decided twice."""
@@ -265,20 +282,6 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         previous = stages.engine.ruleset.version
         await stages.engine.reload(ruleset)
         log.warning("rules reloaded: version %s (was %s)", ruleset.version, previous)
-
-
-async def arm_fallbacks(
-    fallback: FallbackSchedule, deliveries: Sequence[Delivery], dispatches: Sequence[Dispatch]
-) -> int:
-    """Arm the chain of each message whose first dispatch has fallback steps; how many were new."""
-    addresses = {d.message_id: d.addresses for d in deliveries}
-    firsts = {d.message_id: d for d in reversed(dispatches) if d.step == 0 and d.plan.fallback}
-    now = datetime.now(UTC)
-    armed = 0
-    for message_id, first in firsts.items():
-        raw = addresses.get(message_id)
-        armed += await fallback.arm(first, {str(k): v for k, v in raw.items()} if raw else None, now)
-    return armed
 
 
 def _accepted(handled: Iterable[tuple[bytes, IngestResult]]) -> list[Event]:

@@ -1,13 +1,15 @@
 """Fallback chains in a real worker: a step fires once when its condition holds, a read cancels it.
 
-The chains are armed here the way decide arms them, so these tests hold whatever rules are loaded;
-test_flow.py covers chains that come from a rule file.
+The first test arms chains the way decide does, so it holds whatever rules are loaded; the second
+runs a chain from a rule file through decide, send and track into ClickHouse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from api.inbox import receipt_for
-from app import Settings
+from app import ROOT, Settings
 from localparts import LocalSmtpServer
 from localparts.switchboard_process import SwitchboardProcess
 from processors.plan import DeliveryPlan, FallbackStep
@@ -134,3 +136,112 @@ async def test_an_unread_inbox_message_falls_back_to_email_once_and_a_read_one_d
     assert await redis.hget(MESSAGE.format(reader.message_id), "next") == b"0"
     assert await redis.hget(MESSAGE.format(ignorer.message_id), "f:1") is not None
     assert await schedule.pending() == 0
+
+
+RULES = """
+ruleset: fallback-test
+rules:
+  - id: patient-notices
+    description: Notices to patient readers; an email follows only after a minute unread.
+    when:
+      type: [campus.notice]
+      tags_any: [patient]
+    then:
+      channels: [inbox]
+      fallback:
+        - {after: 1m, if_not: read, first_of: [email]}
+  - id: notices
+    description: Notices go to the inbox; unread after 2 seconds, by SMS or else email.
+    when:
+      type: [campus.notice]
+    then:
+      channels: [inbox]
+      fallback:
+        - {after: 2s, if_not: read, first_of: [sms, email]}
+"""
+
+
+READ_ROWS = """
+import json, sys
+from analytics.connection import open_clickhouse
+rows = open_clickhouse(sys.argv[1]).query(
+    "SELECT user_id, channel, status, step FROM message_events FINAL ORDER BY user_id, step, channel, status"
+).result_rows
+print(json.dumps(rows))
+"""
+
+
+def message_events(clickhouse: str) -> list[tuple[str, str, str, int]]:
+    """(user, channel, status, step) rows, read by a child process: the worker's chdb folder is its own."""
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", READ_ROWS, clickhouse],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [(str(u), str(c), str(s), int(n)) for u, c, s, n in json.loads(done.stdout)]
+
+
+async def test_a_rule_s_fallback_chain_runs_in_the_worker(
+    settings: Settings, redis: Redis, smtp: LocalSmtpServer, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    flow = settings.model_copy(
+        update={"clickhouse": f"chdb://{tmp_path / 'worker-clickhouse'}", "rules": rules}
+    )
+    await UserDirectory(redis).upsert(
+        [
+            User(user_id="ignorer", bindings={"inbox": "ignorer", "email": "ignorer@uni.example"}),
+            User(
+                user_id="reader",
+                tags=("patient",),
+                bindings={"inbox": "reader", "email": "reader@uni.example"},
+            ),
+            User(user_id="warm", bindings={"inbox": "warm"}),
+        ]
+    )
+    await AppRegistry(redis).register("campus", {"inbox", "email"})
+    inbox = Inbox(redis)
+    reader_message = message_id_for(NOTICE.app, NOTICE.event_id, "reader")
+    with SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker:
+        await warm_up(flow, redis, worker, 1)
+        await produce(flow, "events", [notice(NOTICE.event_id, ["ignorer", "reader"])])
+
+        async def reader_delivered() -> bool:
+            return await inbox.total("reader") == 1
+
+        await until("inbox delivery", reader_delivered, worker)
+        message, _ = await inbox.mark_read("reader", reader_message)
+        assert message is not None
+        await produce(flow, "receipts", [receipt_for(message, "reader", "read").model_dump_json().encode()])
+
+        async def reader_chain_ended() -> bool:
+            return await redis.hget(MESSAGE.format(reader_message), "next") == b"0"
+
+        async def ignorer_emailed() -> bool:
+            return smtp.count >= 1
+
+        await until("cancelled chain for the reader", reader_chain_ended, worker)
+        await until("fallback email to the ignorer", ignorer_emailed, worker)
+        await asyncio.sleep(3)
+        assert worker.stop() == 0, worker.log_tail()
+
+    assert [r for mail in smtp.messages for r in mail.rcpt_tos] == ["ignorer@uni.example"]
+    rows = message_events(flow.clickhouse)
+    ignorer = [row[1:] for row in rows if row[0] == "ignorer"]
+    assert ignorer == [
+        ("inbox", "decided", 0),
+        ("inbox", "delivered", 0),
+        ("inbox", "sent", 0),
+        ("email", "decided", 1),
+        ("email", "sent", 1),
+    ]
+    assert [row[1:] for row in rows if row[0] == "reader"] == [
+        ("inbox", "decided", 0),
+        ("inbox", "delivered", 0),
+        ("inbox", "read", 0),
+        ("inbox", "sent", 0),
+    ]

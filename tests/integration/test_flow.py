@@ -49,10 +49,11 @@ CHEN = User(
 
 
 def fee_due(event_id: str, **overrides: Any) -> dict[str, Any]:
+    """A transactional bursar event that is not a fee notice: rule fees-and-payments, email and inbox."""
     event: dict[str, Any] = {
         "event_id": event_id,
         "app": "bursar",
-        "type": "fee.due",
+        "type": "fee.statement",
         "template": "fee_due",
         "category": "transactional",
         "priority": "high",
