@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -41,8 +40,6 @@ from channels.base import (
 from channels.sms_segments import MAINLAND, billed_segments, require_e164
 from channels.templates import RenderedMessage
 from processors.records import Dispatch
-
-log = logging.getLogger(__name__)
 
 API_VERSION = "2017-05-25"
 
@@ -241,7 +238,6 @@ def _error(http_status: int, code: str, message: str) -> Exception:
     if code in INVALID_ADDRESS:
         return InvalidAddressError(reason)
     if code in CREDENTIALS:
-        log.error("aliyun refused our credentials: %s", reason)
         return CredentialsError(reason)
     if code in THROTTLED:
         return ThrottledError(reason, retry_after=_throttle_wait(code, message))

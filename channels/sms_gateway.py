@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
@@ -40,8 +39,6 @@ from channels.base import (
 from channels.sms_segments import billed_segments, require_e164
 from channels.templates import RenderedMessage
 from processors.records import Dispatch
-
-log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Sms-Signature"
 TIMESTAMP_HEADER = "X-Sms-Timestamp"
@@ -197,7 +194,6 @@ def _error(status: int, answer: dict[str, Any], retry_after: str | None) -> Exce
     if 200 <= status < 300:
         return RetryableSendError(f"{reason}: answer without a message id")
     if status in (401, 403):
-        log.error("http-sms refused our signature: %s", reason)
         return CredentialsError(reason)
     if status == 429:
         return ThrottledError(reason, retry_after=_seconds(retry_after))

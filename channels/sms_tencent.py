@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,8 +38,6 @@ from channels.base import (
 from channels.sms_segments import billed_segments, require_e164
 from channels.templates import RenderedMessage
 from processors.records import Dispatch
-
-log = logging.getLogger(__name__)
 
 SERVICE = "sms"
 API_VERSION = "2021-01-11"
@@ -271,7 +268,6 @@ def _error(code: str, message: str) -> Exception:
     if code in INVALID_ADDRESS:
         return InvalidAddressError(reason)
     if code in CREDENTIALS:
-        log.error("tencent refused our credentials: %s", reason)
         return CredentialsError(reason)
     if code in THROTTLED or code.startswith("LimitExceeded."):
         return ThrottledError(reason, retry_after=THROTTLED.get(code))
