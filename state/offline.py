@@ -5,6 +5,12 @@ keep time and its deadline; `sb:offline:users` set of users holding kept deliver
 `sb:offline:deadline:{message}` the deadline fixed at the first keep, so a delivery released,
 decided again and kept again does not get a fresh time-to-live. A user is reachable again when a
 binding was added or changed since the keep; the delivery is then released to be decided again.
+
+Release is two-phase, like the schedules: `due_for_release` leases what it hands out
+(`sb:offline:lease:{user}`, message id → lease end), and `done` forgets it once the caller has
+re-emitted it. A caller dying in between loses nothing: the lease lapses and the next call hands the
+delivery out again (the send ledger stops a second send). Keeping a message again clears its lease,
+so `done` of the earlier release cannot delete the fresh keep.
 """
 
 from __future__ import annotations
@@ -20,26 +26,54 @@ from state.users import User, UserDirectory
 
 KEPT_KEY = "sb:offline:{}"
 USERS_KEY = "sb:offline:users"
+LEASE_KEY = "sb:offline:lease:{}"
+LEASE_MS = 60_000
 DEADLINE_KEY = "sb:offline:deadline:{}"
 BATCH = 500
 
-# KEYS: deadline, kept hash, users set. ARGV: deadline (ms), ttl (ms), message id, the kept body
-# as JSON without its closing brace, user id. The deadline of an earlier keep wins; returns it.
+# KEYS: deadline, kept hash, users set, lease hash. ARGV: deadline (ms), ttl (ms), message id, the
+# kept body as JSON without its closing brace, user id. The deadline of an earlier keep wins.
 _KEEP = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 local deadline = redis.call('GET', KEYS[1])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. ',"until":' .. deadline .. '}')
+redis.call('HDEL', KEYS[4], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[5])
 return deadline
 """
 
-# KEYS: kept hash, users set. ARGV: user id, message ids. Removes them, answers 1 per id removed by
-# this call, and drops the user from the index once nothing is kept, all at once with `keep`.
-_TAKE = """
-local removed = {}
-for i = 2, #ARGV do removed[i - 1] = redis.call('HDEL', KEYS[1], ARGV[i]) end
-if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
-return removed
+# KEYS: kept hash, lease hash. ARGV: now (ms), lease end (ms), message ids. Answers 1 per id this
+# call leased: still kept, and not leased or its lease lapsed.
+_LEASE = """
+local now = tonumber(ARGV[1])
+local leased = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local held = redis.call('HGET', KEYS[2], id)
+  if redis.call('HEXISTS', KEYS[1], id) == 1 and (not held or tonumber(held) <= now) then
+    redis.call('HSET', KEYS[2], id, ARGV[2])
+    leased[i - 2] = 1
+  else
+    leased[i - 2] = 0
+  end
+end
+return leased
+"""
+
+# KEYS: kept hash, lease hash, users set. ARGV: user id, message ids. Forgets the leased ones (a
+# message kept again since has no lease and stays) and drops the user from the index once empty.
+_DONE = """
+local forgotten = 0
+for i = 2, #ARGV do
+  if redis.call('HDEL', KEYS[2], ARGV[i]) == 1 then
+    forgotten = forgotten + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  redis.call('DEL', KEYS[2])
+end
+return forgotten
 """
 
 
@@ -63,7 +97,8 @@ class OfflineKeep:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._keep = redis.register_script(_KEEP)
-        self._take_script = redis.register_script(_TAKE)
+        self._lease = redis.register_script(_LEASE)
+        self._done = redis.register_script(_DONE)
 
     async def keep(
         self,
@@ -94,6 +129,7 @@ class OfflineKeep:
                 DEADLINE_KEY.format(delivery.message_id),
                 KEPT_KEY.format(delivery.user_id),
                 USERS_KEY,
+                LEASE_KEY.format(delivery.user_id),
             ],
             args=[
                 deadline_ms,
@@ -109,7 +145,8 @@ class OfflineKeep:
         self, now: datetime, directory: UserDirectory
     ) -> tuple[list[Delivery], list[Receipt]]:
         """Deliveries whose user gained a binding since the keep (to decide again), and `expired`
-        receipts for those past their deadline. Each is handed to one caller only."""
+        receipts for those past their deadline, leased to this caller: call `done` with them once
+        they are re-emitted, or they are handed out again after the lease."""
         user_ids = sorted(_text(u) for u in await self._redis.smembers(USERS_KEY))
         deadline = now.timestamp() * 1000
         released: list[Delivery] = []
@@ -124,12 +161,23 @@ class OfflineKeep:
                     for message_id, item in items.items()
                     if item.until <= deadline or _reachable_again(item, users.get(user_id))
                 ]
-                for item in await self._take(user_id, ready):
+                for item in await self._take(user_id, ready, now):
                     if item.until <= deadline:
                         expired.append(_expired(item))
                     else:
                         released.append(item.delivery)
         return released, expired
+
+    async def done(self, items: Sequence[Delivery | Receipt]) -> int:
+        """Forget released deliveries (or the messages of `expired` receipts) now re-emitted."""
+        by_user: dict[str, list[str]] = {}
+        for item in items:
+            by_user.setdefault(item.user_id, []).append(item.message_id)
+        forgotten = 0
+        for user_id, message_ids in by_user.items():
+            keys = [KEPT_KEY.format(user_id), LEASE_KEY.format(user_id), USERS_KEY]
+            forgotten += int(await self._done(keys=keys, args=[user_id, *message_ids]))
+        return forgotten
 
     async def count(self, user_id: str) -> int:
         return int(await self._redis.hlen(KEPT_KEY.format(user_id)))
@@ -144,14 +192,18 @@ class OfflineKeep:
             for answer in answers
         ]
 
-    async def _take(self, user_id: str, items: list[tuple[str, KeptDelivery]]) -> list[KeptDelivery]:
-        """Remove items; only those this caller removed are its own (HDEL answers 1 once)."""
+    async def _take(
+        self, user_id: str, items: list[tuple[str, KeptDelivery]], now: datetime
+    ) -> list[KeptDelivery]:
+        """Lease items to this caller; those another caller holds are not its own."""
         if not items:
             return []
-        removed = await self._take_script(
-            keys=[KEPT_KEY.format(user_id), USERS_KEY], args=[user_id, *(m for m, _ in items)]
+        at = int(now.timestamp() * 1000)
+        leased = await self._lease(
+            keys=[KEPT_KEY.format(user_id), LEASE_KEY.format(user_id)],
+            args=[at, at + LEASE_MS, *(m for m, _ in items)],
         )
-        return [item for (_, item), gone in zip(items, removed, strict=True) if gone]
+        return [item for (_, item), mine in zip(items, leased, strict=True) if mine]
 
 
 def _reachable_again(item: KeptDelivery, user: User | None) -> bool:

@@ -41,8 +41,32 @@ async def test_a_kept_delivery_is_released_once_a_binding_is_added(
     await directory.upsert([User(user_id="u1", bindings={"sms": "+8613800000001", "push": "reg-1"})])
     released, expired = await keep.due_for_release(now, directory)
     assert [d.user_id for d in released] == ["u1"] and expired == []
+    assert await keep.due_for_release(now, directory) == ([], [])  # leased: handed out once
+    assert await keep.done(released) == 1
     assert await keep.count("u1") == 0 and await keep.count("u2") == 1
-    assert await keep.due_for_release(now, directory) == ([], [])  # released once only
+
+
+async def test_a_release_never_confirmed_is_handed_out_again_after_its_lease(
+    redis: Redis, directory: UserDirectory
+) -> None:
+    keep, now = OfflineKeep(redis), soon()
+    await keep.keep(delivery("u1"), {}, now + timedelta(days=1), now=now)
+    [first], _ = await keep.due_for_release(now, directory)  # the caller dies before `done`
+    assert await keep.due_for_release(now + timedelta(seconds=59), directory) == ([], [])
+    [again], _ = await keep.due_for_release(now + timedelta(seconds=61), directory)
+    assert again == first
+
+
+async def test_keeping_again_during_a_release_survives_its_done(
+    redis: Redis, directory: UserDirectory
+) -> None:
+    keep, now = OfflineKeep(redis), soon()
+    await keep.keep(delivery("u1"), {}, now + timedelta(days=1), now=now)
+    released, _ = await keep.due_for_release(now, directory)
+    # Decided again before the releasing timer confirmed: still unusable, so kept again.
+    await keep.keep(delivery("u1"), {"sms": "+8613800000001"}, now + timedelta(days=2), now=now)
+    assert await keep.done(released) == 0
+    assert await keep.count("u1") == 1
 
 
 async def test_a_changed_address_also_makes_the_user_reachable(
@@ -66,6 +90,7 @@ async def test_past_their_deadline_deliveries_expire_with_a_receipt(
     [receipt] = expired
     assert (receipt.status, receipt.user_id, receipt.variant, receipt.rule_id) == ("expired", "u2", "B", "r1")
     assert receipt.reason == f"kept offline until {until.isoformat()}; the user never became reachable"
+    await keep.done(expired)
     assert await redis.sismember("sb:offline:users", "u2") == 0  # nothing kept: out of the index
 
 
@@ -94,6 +119,7 @@ async def test_two_timers_never_release_the_same_delivery(
         await other.aclose()
     ids = [d.message_id for d in a + b]
     assert len(ids) == len(set(ids)) == 20
+    assert await keep.done(a + b) == 20 and await keep.count("u1") == 0
 
 
 async def test_a_deadline_in_the_past_is_refused(redis: Redis) -> None:
