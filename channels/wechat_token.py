@@ -144,7 +144,9 @@ class WechatTokenCache:
                         kind = "credentials" if isinstance(exc, CredentialsError) else "throttled"
                         await self._redis.set(self._refused_key, f"{kind}\n{exc}", px=self._refused_ms)
                         raise
-                    ttl = max(1, int(expires_in - self._options.token_margin))
+                    margin = self._options.token_margin
+                    # A stable token near its end comes back with little time left: keep half of it.
+                    ttl = max(1, int(expires_in - margin if expires_in > 2 * margin else expires_in / 2))
                     await self._redis.set(self._key, token, ex=ttl)
                     return token
                 finally:

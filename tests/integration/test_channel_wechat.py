@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -173,6 +174,16 @@ async def test_token_is_cached_in_redis_across_adapters(rig: Rig, redis: Redis, 
     assert rig.peer.received[0]["path"] == ("/cgi-bin/stable_token" if stable else "/cgi-bin/token")
     ttl = await redis.ttl(f"wechat:token:{APPID}")
     assert 7200 - 300 - 5 <= ttl <= 7200 - 300
+
+
+async def test_a_stable_token_near_its_end_is_cached_for_half_its_time(rig: Rig, redis: Redis) -> None:
+    await rig.oa().send(OA_MESSAGE, OPENID, DISPATCH)
+    (token,) = rig.peer.tokens
+    rig.peer.tokens[token] = time.time() + 400  # another system fetched it 6600 s ago
+    await redis.delete(f"wechat:token:{APPID}")
+    await rig.oa().send(OA_MESSAGE, OPENID, DISPATCH)
+    assert list(rig.peer.tokens) == [token] and rig.peer.token_requests == 2
+    assert 190 <= await redis.ttl(f"wechat:token:{APPID}") <= 200
 
 
 async def test_concurrent_workers_do_not_stampede_the_token_endpoint(rig: Rig, redis_url: str) -> None:
