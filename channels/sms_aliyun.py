@@ -166,13 +166,16 @@ class AliyunSms(Channel):
             raise RetryableSendError(f"aliyun connection failed: {type(exc).__name__}: {exc}") from exc
         body = _json_object(response)
         code = str(body.get("Code", ""))
-        if code == "OK" and body.get("BizId"):
-            segments = billed_segments(message.text, self._options.sign_name, number)
-            return SendResult(
-                status="sent", provider_message_id=str(body["BizId"]),
-                cost=round(segments.segments * self._options.cost_per_segment, 6),
-            )
-        raise _error(response.status_code, code, str(body.get("Message", "")))
+        if code != "OK":
+            raise _error(response.status_code, code, str(body.get("Message", "")))
+        if not body.get("BizId"):
+            # Accepted but unnamed: retrying could send it twice, so record it failed for an operator.
+            raise PermanentSendError("aliyun answered OK without a BizId; it may have been sent")
+        segments = billed_segments(message.text, self._options.sign_name, number)
+        return SendResult(
+            status="sent", provider_message_id=str(body["BizId"]),
+            cost=round(segments.segments * self._options.cost_per_segment, 6),
+        )
 
     def _signed_params(
         self, number: str, template_code: str, template_params: Mapping[str, str], out_id: str

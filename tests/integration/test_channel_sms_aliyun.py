@@ -275,3 +275,24 @@ def test_forged_or_malformed_reports_are_refused(
     with pytest.raises(CallbackRejected, match=match) as raised:
         channel.parse_callback(request(body, token))
     assert TOKEN not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "match"),
+    [
+        (200, b'{"Code": "OK", "Message": "OK", "RequestId": "F655A8D5"}', PermanentSendError,
+         "without a BizId"),
+        (502, b"<html>Bad Gateway</html>", RetryableSendError, "HTTP 502 without a JSON object"),
+        (200, b'["OK"]', RetryableSendError, "HTTP 200 without a JSON object"),
+    ],
+)
+async def test_answers_no_aliyun_endpoint_gives(
+    status: int, body: bytes, error: type[SendError], match: str
+) -> None:
+    """What a proxy or a broken answer looks like: never taken for a success."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body))
+    async with httpx.AsyncClient(transport=transport) as http:
+        options = AliyunSmsOptions(access_key_id=KEY_ID, access_key_secret=SecretStr(SECRET), sign_name=SIGN)
+        with pytest.raises(SendError, match=match) as raised:
+            await AliyunSms(options, http).send(MESSAGE, NUMBER, DISPATCH)
+    assert type(raised.value) is error
