@@ -179,7 +179,7 @@ def _plain(value: Any) -> str:
         return "[" + ", ".join(_plain(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_plain(v)}" for k, v in value.items() if v not in (None, (), "")) + "}"
-    return repr(value)
+    return value if isinstance(value, str) else repr(value)
 
 
 def _short(exc: Exception) -> str:
