@@ -6,7 +6,7 @@ keep time and its deadline; `sb:offline:users` set of users holding kept deliver
 decided again and kept again does not get a fresh time-to-live. A user is reachable again when a
 binding was added or changed since the keep; the delivery is then released to be decided again.
 
-Release is two-phase, like the schedules: `due_for_release` leases what it hands out
+Release can be two-phase, like the schedules: `due_for_release(confirm=True)` leases what it hands out
 (`sb:offline:lease:{user}`, message id → lease end), and `done` forgets it once the caller has
 re-emitted it. A caller dying in between loses nothing: the lease lapses and the next call hands the
 delivery out again (the send ledger stops a second send). Keeping a message again clears its lease,
@@ -142,11 +142,12 @@ class OfflineKeep:
         return datetime.fromtimestamp(int(kept) / 1000, UTC)
 
     async def due_for_release(
-        self, now: datetime, directory: UserDirectory
+        self, now: datetime, directory: UserDirectory, *, confirm: bool = False
     ) -> tuple[list[Delivery], list[Receipt]]:
         """Deliveries whose user gained a binding since the keep (to decide again), and `expired`
-        receipts for those past their deadline, leased to this caller: call `done` with them once
-        they are re-emitted, or they are handed out again after the lease."""
+        receipts for those past their deadline. With `confirm`, they are leased to this caller, who
+        calls `done` once they are re-emitted (else they are handed out again after the lease);
+        without, they are forgotten at once."""
         user_ids = sorted(_text(u) for u in await self._redis.smembers(USERS_KEY))
         deadline = now.timestamp() * 1000
         released: list[Delivery] = []
@@ -166,6 +167,8 @@ class OfflineKeep:
                         expired.append(_expired(item))
                     else:
                         released.append(item.delivery)
+        if not confirm:
+            await self.done([*released, *expired])
         return released, expired
 
     async def done(self, items: Sequence[Delivery | Receipt]) -> int:

@@ -265,7 +265,6 @@ async def test_an_unreachable_user_is_kept_offline_and_decided_again_once_reacha
     assert await offline.due_for_release(NOW + timedelta(hours=1), people) == ([], [])
     await people.upsert([User(user_id="off", bindings={"inbox": "off", "sms": "+8613800000009"})])
     [released], [] = await offline.due_for_release(NOW + timedelta(hours=1), people)
-    await offline.done([released])
     again = await decide.handle([released], now=NOW + timedelta(hours=1))
     assert [(d.user_id, d.channel) for d in again.dispatches] == [("off", "sms")]
 

@@ -37,11 +37,11 @@ async def test_a_kept_delivery_is_released_once_a_binding_is_added(
     keep, now = OfflineKeep(redis), soon()
     await keep.keep(delivery("u1"), {"sms": "+8613800000001"}, now + timedelta(days=1), now=now)
     await keep.keep(delivery("u2"), {}, now + timedelta(days=1), now=now)
-    assert await keep.due_for_release(now, directory) == ([], [])  # nothing changed yet
+    assert await keep.due_for_release(now, directory, confirm=True) == ([], [])  # nothing changed yet
     await directory.upsert([User(user_id="u1", bindings={"sms": "+8613800000001", "push": "reg-1"})])
-    released, expired = await keep.due_for_release(now, directory)
+    released, expired = await keep.due_for_release(now, directory, confirm=True)
     assert [d.user_id for d in released] == ["u1"] and expired == []
-    assert await keep.due_for_release(now, directory) == ([], [])  # leased: handed out once
+    assert await keep.due_for_release(now, directory, confirm=True) == ([], [])  # leased: handed out once
     assert await keep.done(released) == 1
     assert await keep.count("u1") == 0 and await keep.count("u2") == 1
 
@@ -51,9 +51,9 @@ async def test_a_release_never_confirmed_is_handed_out_again_after_its_lease(
 ) -> None:
     keep, now = OfflineKeep(redis), soon()
     await keep.keep(delivery("u1"), {}, now + timedelta(days=1), now=now)
-    [first], _ = await keep.due_for_release(now, directory)  # the caller dies before `done`
-    assert await keep.due_for_release(now + timedelta(seconds=59), directory) == ([], [])
-    [again], _ = await keep.due_for_release(now + timedelta(seconds=61), directory)
+    [first], _ = await keep.due_for_release(now, directory, confirm=True)  # the caller dies before `done`
+    assert await keep.due_for_release(now + timedelta(seconds=59), directory, confirm=True) == ([], [])
+    [again], _ = await keep.due_for_release(now + timedelta(seconds=61), directory, confirm=True)
     assert again == first
 
 
@@ -62,7 +62,7 @@ async def test_keeping_again_during_a_release_survives_its_done(
 ) -> None:
     keep, now = OfflineKeep(redis), soon()
     await keep.keep(delivery("u1"), {}, now + timedelta(days=1), now=now)
-    released, _ = await keep.due_for_release(now, directory)
+    released, _ = await keep.due_for_release(now, directory, confirm=True)
     # Decided again before the releasing timer confirmed: still unusable, so kept again.
     await keep.keep(delivery("u1"), {"sms": "+8613800000001"}, now + timedelta(days=2), now=now)
     assert await keep.done(released) == 0
@@ -75,7 +75,7 @@ async def test_a_changed_address_also_makes_the_user_reachable(
     keep, now = OfflineKeep(redis), soon()
     await keep.keep(delivery("u1"), {"sms": "+8613800000001"}, now + timedelta(days=1), now=now)
     await directory.upsert([User(user_id="u1", bindings={"sms": "+8613800000002"})])
-    released, _ = await keep.due_for_release(now, directory)
+    released, _ = await keep.due_for_release(now, directory, confirm=True)
     assert len(released) == 1
 
 
@@ -85,7 +85,7 @@ async def test_past_their_deadline_deliveries_expire_with_a_receipt(
     keep, now = OfflineKeep(redis), soon()
     until = now + timedelta(hours=2)
     await keep.keep(delivery("u2"), {}, until, variant="B", rule_id="r1", rule_version="v9", now=now)
-    released, expired = await keep.due_for_release(until, directory)
+    released, expired = await keep.due_for_release(until, directory, confirm=True)
     assert released == []
     [receipt] = expired
     assert (receipt.status, receipt.user_id, receipt.variant, receipt.rule_id) == ("expired", "u2", "B", "r1")
@@ -113,7 +113,8 @@ async def test_two_timers_never_release_the_same_delivery(
     other = Redis.from_url(redis_url)
     try:
         (a, _), (b, _) = await asyncio.gather(
-            keep.due_for_release(now, directory), OfflineKeep(other).due_for_release(now, directory)
+            keep.due_for_release(now, directory, confirm=True),
+            OfflineKeep(other).due_for_release(now, directory, confirm=True),
         )
     finally:
         await other.aclose()
@@ -126,3 +127,13 @@ async def test_a_deadline_in_the_past_is_refused(redis: Redis) -> None:
     now = soon()
     with pytest.raises(ValueError, match="is not in the future"):
         await OfflineKeep(redis).keep(delivery("u2"), {}, now, now=now)
+
+
+async def test_without_confirm_a_release_is_forgotten_at_once(redis: Redis, directory: UserDirectory) -> None:
+    keep, now = OfflineKeep(redis), soon()
+    await keep.keep(delivery("u1"), {}, now + timedelta(days=1), now=now)
+    await keep.keep(delivery("u2"), {}, now + timedelta(hours=1), now=now)
+    released, expired = await keep.due_for_release(now + timedelta(hours=1), directory)
+    assert [d.user_id for d in released] == ["u1"] and [r.user_id for r in expired] == ["u2"]
+    assert await keep.count("u1") == await keep.count("u2") == 0
+    assert await keep.due_for_release(now + timedelta(hours=2), directory) == ([], [])
