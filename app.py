@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     email_from: str = "Switchboard <noreply@switchboard.local>"
     webhook_secret: SecretStr = SecretStr("")
     providers: Path = Field(
-        ROOT / "config" / "providers.yaml", description="channel providers, their priorities, limits and secrets"
+        ROOT / "config" / "providers.yaml",
+        description="channel providers, their priorities, limits and secrets",
     )
     public_url: str = Field(
         "http://127.0.0.1:18080", description="where recipients reach the API: tracking, unsubscribe links"
@@ -91,11 +92,21 @@ cli.add_typer(parts_cli, name="parts")
 cli.add_typer(rules_cli, name="rules")
 
 
+def quiet_url_loggers() -> None:
+    """httpx logs every request URL at INFO, and providers put tokens in URLs (WeChat access_token,
+    DingTalk sign, WeCom key): keep those loggers at WARNING so no secret reaches a log."""
+    import logging
+
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @cli.command()
 def worker(loglevel: str = "info") -> None:
     """Run a stream worker: ingest, decide, send and track."""
     from processors.runtime import run_worker
 
+    quiet_url_loggers()
     run_worker(Settings(), loglevel=loglevel)
 
 
@@ -104,6 +115,7 @@ def api() -> None:
     """Run the HTTP API (events in, inbox, health)."""
     from api.server import serve
 
+    quiet_url_loggers()
     serve(Settings())
 
 
