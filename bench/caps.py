@@ -135,6 +135,11 @@ async def run(url: str, checks: int, batch: int, tasks: int) -> None:
         )
         if most > 2:
             raise SystemExit(f"over-admission: a user passed {most} sends with a limit of 2 per hour")
+        # The server's own time per script run: what Redis can do when clients are not the limit.
+        stats = (await redis.info("commandstats")).get("cmdstat_evalsha", {})
+        if stats:
+            usec = float(stats["usec_per_call"])
+            print(f"redis time per check {usec:8.1f} us    (~{1e6 / usec:,.0f} checks/s of one Redis core)")
     finally:
         await redis.aclose()
 
