@@ -10,6 +10,7 @@ import faust
 import httpx
 
 from analytics.connection import open_clickhouse
+from analytics.event_log import EventLog
 from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
 from app import Settings
@@ -23,7 +24,8 @@ from processors.send import Send
 from processors.topology import FlowStages, FlowTopics, create_app, register_agents
 from processors.track import Track
 from rules.engine import AsyncRuleEngine
-from rules.loader import load_ruleset
+from rules.loader import load_ruleset, template_names
+from rules.watch import RulesWatcher
 from state.apps import AppRegistry
 from state.caps import FrequencyCaps
 from state.connection import open_redis
@@ -62,7 +64,7 @@ class Flow:
 
 def build_flow(settings: Settings) -> Flow:
     """Everything is checked here, before the worker joins the group: rules, templates, schema."""
-    ruleset = load_ruleset(settings.rules)
+    ruleset = load_ruleset(settings.rules, template_names(settings.templates))
     templates = TemplateCatalog(settings.templates)
     clickhouse = open_clickhouse(settings.clickhouse)
     applied = apply_migrations(clickhouse)
@@ -103,7 +105,9 @@ def build_flow(settings: Settings) -> Flow:
             consent=consent,
             caps=FrequencyCaps(redis),
         ),
-        track=Track(ReceiptSink(clickhouse), fallback=fallback, engagement=engagement),
+        track=Track(
+            ReceiptSink(clickhouse), fallback=fallback, engagement=engagement, event_log=EventLog(clickhouse)
+        ),
         schedule=schedule,
         parked=ParkedDispatches(redis),
         counters=FlowCounters(redis),
@@ -112,6 +116,7 @@ def build_flow(settings: Settings) -> Flow:
         engine=engine,
         offline=offline,
         directory=directory,
+        rules=RulesWatcher(settings.rules, settings.templates, current=ruleset),
     )
     app, topics = create_app(
         settings.app_id,

@@ -23,7 +23,7 @@ from processors.fallback import FallbackDispatcher
 from processors.ingest import Ingest, IngestResult
 from processors.records import Delivery, Dispatch, Event, Receipt
 from processors.send import Send
-from processors.track import Track
+from processors.track import AcceptedEvent, Track
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
 from state.fallback import FallbackSchedule
@@ -284,13 +284,15 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         log.warning("rules reloaded: version %s (was %s)", ruleset.version, previous)
 
 
-def _accepted(handled: Iterable[tuple[bytes, IngestResult]]) -> list[Event]:
+def _accepted(handled: Iterable[tuple[bytes, IngestResult]]) -> list[AcceptedEvent]:
     """The events ingest took (neither dead-lettered nor duplicates), parsed again: they are valid."""
-    return [
+    now = datetime.now(UTC)
+    events = [
         Event.model_validate_json(raw)
         for raw, result in handled
         if result.dead_letter is None and not result.duplicate
     ]
+    return [(now, event.core(), event.audience.model_dump_json()) for event in events]
 
 
 def _source(message: Any) -> str:

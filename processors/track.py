@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from analytics.sink import ReceiptSink
-from processors.records import Event, Receipt
+from processors.records import EventCore, Receipt
 from state.fallback import OBSERVED_STATUSES, FallbackSchedule
 
 ENGAGEMENT_STATUSES = frozenset({"read", "clicked", "opened", "converted"})
@@ -27,10 +27,14 @@ class EngagementRecorder(Protocol):
     async def record_many(self, items: Iterable[tuple[str, str, datetime]]) -> int: ...
 
 
+AcceptedEvent = tuple[datetime, EventCore, str]
+"""When ingest accepted an event, the event without its audience, and the audience as JSON."""
+
+
 class EventLogWriter(Protocol):
     """What track needs of the event log (analytics/event_log.py): a synchronous batch insert."""
 
-    def write(self, events: Sequence[Event]) -> int: ...
+    def write(self, events: Sequence[AcceptedEvent]) -> int: ...
 
 
 class Track:
@@ -58,7 +62,7 @@ class Track:
         )
         return written
 
-    async def log_events(self, events: Sequence[Event]) -> int:
+    async def log_events(self, events: Sequence[AcceptedEvent]) -> int:
         """Write accepted events to the event log; 0 when no event log is configured."""
         if not events or self._event_log is None:
             return 0

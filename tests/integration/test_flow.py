@@ -27,6 +27,7 @@ from app import ROOT, Settings
 from channels.webhook import verify
 from localparts import LocalSmtpServer, free_port
 from localparts.switchboard_process import SwitchboardProcess
+from rules.loader import load_ruleset
 from state.apps import AppRegistry
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
@@ -235,3 +236,101 @@ async def test_events_flow_to_people_and_to_clickhouse(
     assert rows["inbox"]["delivered"] == 3
     assert rows["webhook"]["delivered"] == 1
     assert rows[NO_CHANNEL]["dead_lettered"] == 4
+
+
+def notices_rule(channels: str) -> str:
+    return f"""
+ruleset: reload-test
+rules:
+  - id: notices
+    description: Campus notices, on whichever channel this version says.
+    when: {{type: [campus.notice]}}
+    then: {{channels: [{channels}]}}
+"""
+
+
+def notice(event_id: str, user_id: str) -> bytes:
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "app": "campus",
+            "type": "campus.notice",
+            "template": "campus_notice",
+            "category": "notice",
+            "audience": {"user_ids": [user_id]},
+            "data": {"headline": "Library hours", "body": "Open until midnight."},
+        }
+    ).encode()
+
+
+async def wait_for_log(text: str, worker: SwitchboardProcess) -> None:
+    deadline = time.monotonic() + FLOW_TIMEOUT
+    while text not in worker.log_tail(200):
+        assert worker.running, worker.log_tail()
+        assert time.monotonic() < deadline, f"no {text!r} in the worker log:\n{worker.log_tail()}"
+        await asyncio.sleep(0.2)
+
+
+READ_BACK = """
+import json, sys
+from analytics.connection import open_clickhouse
+client = open_clickhouse(sys.argv[1])
+decided = client.query(
+    "SELECT event_id, channel, rule_version FROM message_events FINAL "
+    "WHERE status = 'decided' ORDER BY event_id"
+).result_rows
+logged = client.query("SELECT app, event_id, audience FROM event_log FINAL ORDER BY event_id").result_rows
+print(json.dumps({"decided": decided, "logged": logged}))
+"""
+
+
+def read_back(clickhouse: str) -> dict[str, Any]:
+    """What the worker wrote to ClickHouse, read by a child process: the worker's chdb folder is its own."""
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", READ_BACK, clickhouse],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows: dict[str, Any] = json.loads(done.stdout)
+    return rows
+
+
+async def test_changed_rules_take_effect_without_a_restart_and_accepted_events_are_logged(
+    flow_settings: Settings, redis: Redis, smtp: LocalSmtpServer, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(notices_rule("inbox"))
+    flow = flow_settings.model_copy(update={"rules": rules})
+    v1 = load_ruleset(rules).version
+    await UserDirectory(redis).upsert(
+        [User(user_id="xi", bindings={"inbox": "xi", "email": "xi@uni.example"})]
+    )
+    await AppRegistry(redis).register("campus", {"inbox", "email"})
+    with SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker:
+        await produce(flow, [notice("n1", "xi")])
+        await wait_caught_up(redis, 1, worker)
+
+        rules.write_text(notices_rule("email"))
+        v2 = load_ruleset(rules).version
+        await wait_for_log(f"rules reloaded: version {v2}", worker)
+        await produce(flow, [notice("n2", "xi")])
+        await wait_caught_up(redis, 2, worker)
+
+        rules.write_text(notices_rule("email") + "    chanels: [sms]\n")  # a typo: refused
+        await wait_for_log("refused, keeping version", worker)
+        await produce(flow, [notice("n3", "xi"), b"{not json", notice("n3", "xi")])
+        await wait_caught_up(redis, 5, worker)
+        assert worker.stop() == 0, worker.log_tail()
+
+    assert [r for m in smtp.messages for r in m.rcpt_tos] == ["xi@uni.example"] * 2
+    assert [m.template for m in await Inbox(redis).list("xi")] == ["campus_notice"]
+    rows = read_back(flow.clickhouse)
+    assert rows["decided"] == [["n1", "inbox", v1], ["n2", "email", v2], ["n3", "email", v2]]
+    # Each accepted event once: the dead letter and the duplicate are not in the log.
+    assert rows["logged"] == [
+        ["campus", f"n{i}", '{"user_ids":["xi"],"tags":null,"segment":null,"all":false,"addresses":null}']
+        for i in (1, 2, 3)
+    ]
