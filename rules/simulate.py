@@ -2,7 +2,8 @@
 
 History comes from ClickHouse: the events from `event_log`, their recipients and what was decided
 for each from `message_events` (`decided` / `suppressed` / `capped` rows at step 0), and the average
-cost of a send per channel. Users, apps and last activity come from Redis as they are now. Caps are
+cost of a send per channel in the period (channels that sent in it are taken as those with a
+provider). Users, apps and last activity come from Redis as they are now. Caps are
 replayed in memory in event order; quiet hours that drop are applied at each event's time.
 """
 
@@ -132,8 +133,9 @@ def load_history(client: Client, since: datetime, until: datetime) -> History:
         outcomes[str(mid)] = Actual(str(user), frozenset(channels), bool(suppressed), bool(capped))
         by_event[(str(app), str(event_id))].append(str(user))
     costs = client.query(
-        "SELECT channel, avg(toFloat64(cost)) FROM message_events "
-        "WHERE status = 'sent' AND channel != '' GROUP BY channel"
+        "SELECT channel, avg(toFloat64(cost)) FROM message_events WHERE status = 'sent' AND channel != '' "
+        "AND event_time >= {since:DateTime64(3)} AND event_time < {until:DateTime64(3)} GROUP BY channel",
+        parameters=period,
     ).result_rows
     cost_per_channel = {str(channel): float(cost) for channel, cost in costs}
     return History(events, outcomes, cost_per_channel, frozenset(cost_per_channel), dict(by_event))
