@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiosmtplib
 from pydantic import SecretStr
 
-from channels.base import Channel, PermanentSendError, RetryableSendError, SendResult
+from channels.base import Channel, CredentialsError, PermanentSendError, RetryableSendError, SendResult
 from channels.links import LinkSigner
 from channels.templates import RenderedMessage
 from processors.records import Dispatch
@@ -154,6 +154,13 @@ class SmtpEmail(Channel):
         try:
             await client.connect()
             if self.username:
+                await client.ehlo()
+                if not client.supports_extension("auth"):
+                    client.close()
+                    hint = "" if self._starttls else " (many relays offer it only after STARTTLS)"
+                    raise CredentialsError(
+                        f"SMTP {self.host}:{self.port} does not offer AUTH for {self.username!r}{hint}"
+                    )
                 await client.login(self.username, self._password.get_secret_value())
         except aiosmtplib.SMTPAuthenticationError as exc:
             client.close()

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import random
+import ssl
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -19,6 +28,7 @@ from app import ROOT, Settings
 from channels.base import RetryPolicy, deliver
 from channels.email_smtp import MESSAGE_ID_HEADER, SmtpEmail
 from channels.inbox import InboxChannel
+from channels.links import LinkSigner, track_links
 from channels.registry import build_channels
 from channels.templates import RenderedMessage, TemplateCatalog
 from channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, Webhook, verify
@@ -157,6 +167,115 @@ async def test_temporary_refusal_451_is_retried_then_handed_back(
     assert (outcome.status, outcome.attempts, outcome.retryable) == ("failed", 3, True)
     assert "451 4.2.0" in outcome.reason
     assert handler.accepted == []
+
+
+class _Guarded:
+    """aiosmtpd handler of a relay that insists on STARTTLS and AUTH, keeping what it accepts."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(envelope.content)
+        return "250 OK"
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as a private CA's relay would present."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "relay.pem", folder / "relay.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def guarded_relay(tmp_path: Path) -> Iterator[tuple[Controller, _Guarded, ssl.SSLContext]]:
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"relay-user", b"relay-pass")
+        return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd answers 535 itself
+
+    handler = _Guarded()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=free_port(), tls_context=server_tls, require_starttls=True,
+        authenticator=authenticate, auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        yield controller, handler, ssl.create_default_context(cafile=str(cert))
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize(
+    ("starttls", "password", "outcome"),
+    [
+        (True, "relay-pass", "sent"),
+        (True, "wrong-pass", "SMTP login as 'relay-user' refused: 535"),
+        (False, "relay-pass", "does not offer AUTH"),  # the relay offers AUTH only after STARTTLS
+    ],
+)
+async def test_email_over_starttls_with_auth(
+    guarded_relay: tuple[Controller, _Guarded, ssl.SSLContext],
+    starttls: bool,
+    password: str,
+    outcome: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    controller, handler, client_tls = guarded_relay
+    channel = SmtpEmail(
+        "127.0.0.1", controller.port, SENDER, username="relay-user", password=SecretStr(password),
+        starttls=starttls, tls_context=client_tls, timeout=5.0,
+    )
+    try:
+        notice = CATALOG.render("campus_notice", "email", {"headline": "h", "body": "b"}, None)
+        result = await deliver(channel, notice, "li.wei@uni.example.edu", dispatch("email", ""),
+                               RetryPolicy(max_attempts=1))
+    finally:
+        await channel.close()
+    if outcome == "sent":
+        assert result.status == "sent" and len(handler.received) == 1
+    else:
+        assert result.status == "failed" and outcome in result.reason and handler.received == []
+    assert password not in result.reason and password not in caplog.text
+
+
+async def test_tracked_email_arrives_with_one_click_unsubscribe_and_pixel(smtp: LocalSmtpServer) -> None:
+    signer = LinkSigner(SecretStr("integration-link-secret-0123456789"), "https://notify.uni.example.edu")
+    channel = SmtpEmail(
+        smtp.host, smtp.port, SENDER, links=signer, unsubscribe_mailto="unsub@uni.example.edu"
+    )
+    sent = dispatch("email", "li.wei@uni.example.edu")
+    message = track_links(CATALOG.render("fee_due", "email", FEE, LI_WEI), sent, signer)
+    try:
+        assert (await deliver(channel, message, "li.wei@uni.example.edu", sent, RetryPolicy())).ok
+    finally:
+        await channel.close()
+    [mail] = await asyncio.to_thread(smtp.wait_for, 1)
+    https, mailto = (t.strip().strip("<>") for t in str(mail.message["List-Unsubscribe"]).split(","))
+    assert signer.verify("unsubscribe", https.rsplit("/", 1)[1]).category == "notice"
+    assert mailto.startswith("mailto:unsub@uni.example.edu?subject=unsubscribe%20")
+    assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    html = mail.message.get_body(("html",))
+    assert html is not None and '<img src="https://notify.uni.example.edu/t/o/' in html.get_content()
 
 
 # --- inbox and the send ledger ---------------------------------------------------------------
