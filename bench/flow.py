@@ -1,10 +1,11 @@
 """Deliveries per second through the whole flow on the local parts, in one worker process.
 
-Starts its own broker and Redis on free loopback ports and loads N users. Then it times two loads,
+Starts its own broker and Redis on free loopback ports and loads N users. Then it times three loads,
 each from the first produce until every receipt is in ClickHouse: one campus-wide event (one inbox
-delivery per user) and K individual events (email to a local SMTP server, plus inbox).
+delivery per user), K individual statements (email to a local SMTP server, plus inbox) and K fee
+notices (inbox, with the rule's fallback chain armed in Redis for each).
 
-Run: .venv/bin/python bench/flow.py [--users 5000] [--individual 1000]
+Run: .venv/bin/python bench/flow.py [--users 5000] [--individual 1000] [--rules rules/default.yaml]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from localparts import LocalParts, LocalSmtpServer, free_port
 from localparts.switchboard_process import SwitchboardProcess
 from state.apps import AppRegistry
 from state.connection import open_redis
+from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters, caught_up
 from state.users import User, UserDirectory
 
@@ -50,14 +52,15 @@ def campus_notice(event_id: str, audience: dict[str, Any]) -> bytes:
     return json.dumps(event).encode()
 
 
-def fee_notices(n: int, n_users: int) -> list[bytes]:
-    """Individual transactional events: each goes by email and to the inbox (rule fees-and-payments)."""
+def fee_events(n: int, n_users: int, kind: str) -> list[bytes]:
+    """Individual transactional events. With the default rules a `fee.statement` goes by email and
+    to the inbox (rule fees-and-payments); a `fee.due` to the inbox with a fallback chain (fee-notices)."""
     return [
         json.dumps(
             {
-                "event_id": f"fee-{i}",
+                "event_id": f"{kind}-{i}",
                 "app": "campus",
-                "type": "fee.due",
+                "type": kind,
                 "template": "fee_due",
                 "category": "transactional",
                 "audience": {"user_ids": [f"u{i % n_users}"]},
@@ -118,7 +121,21 @@ async def drive(settings: Settings, n_users: int, n_individual: int, worker: Swi
     # One event first, so joining the consumer group and start-up are not timed.
     await timed("warm-up", [campus_notice("warm-up", {"user_ids": ["u0"]})], settings, counters, worker)
     await timed("campus-wide (inbox)", [campus_notice("all", {"all": True})], settings, counters, worker)
-    await timed("individual (email+inbox)", fee_notices(n_individual, n_users), settings, counters, worker)
+    await timed(
+        "individual (email+inbox)",
+        fee_events(n_individual, n_users, "fee.statement"),
+        settings,
+        counters,
+        worker,
+    )
+    await timed(
+        "fee notices (inbox+fallback)",
+        fee_events(n_individual, n_users, "fee.due"),
+        settings,
+        counters,
+        worker,
+    )
+    print(f"         fallback chains waiting in Redis: {await FallbackSchedule(redis).pending()}")
     await redis.aclose()
 
 
@@ -126,6 +143,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--individual", type=int, default=1000)
+    parser.add_argument(
+        "--rules", type=Path, default=None, help="rule file or folder (default: the settings')"
+    )
     args = parser.parse_args()
     # Stopped from outside, still stop the worker and the parts on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -144,6 +164,8 @@ def main() -> None:
                 smtp_host=smtp.host,
                 smtp_port=smtp.port,
             )
+            if args.rules is not None:
+                settings = settings.model_copy(update={"rules": args.rules.resolve()})
             worker = SwitchboardProcess("worker", settings, var / "worker.log")
             try:
                 asyncio.run(drive(settings, args.users, args.individual, worker))
