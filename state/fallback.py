@@ -31,6 +31,7 @@ addresses, JSON or empty), `t0` (first send, unix seconds), `n` (steps), `c:<i>`
 code and offset seconds of step i), `next` (pending step index, 0 = none), `lvl`, `ns`/`nf` (sends
 seen / failed), `s:<channel>:<step>` (each send's state) and `busy` (steps in flight). It expires
 `retention` after the last step's due time, so a redelivered delivery cannot re-arm it before then.
+The scripts reach each message's hash by name: one Redis (or a Sentinel set), not Redis Cluster.
 """
 
 from __future__ import annotations
