@@ -44,6 +44,9 @@ _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 _URGENT = {"urgent", "high"}
+_LABEL_FORBIDDEN = re.compile(r"[^A-Za-z0-9\-_.~%]")  # FCM's analytics_label alphabet
+# Verification codes are worthless after a few minutes: FCM should not store them longer.
+_SHORT_LIVED = {"verification": 300}
 
 
 class FcmOptions(ProviderOptions):
@@ -145,6 +148,8 @@ class FcmPush(Channel):
         if message.page:
             data["page"] = message.page
         urgent = dispatch.event.priority in _URGENT
+        ttl = min(self._options.ttl_seconds, _SHORT_LIVED.get(dispatch.event.category, 2_419_200))
+        label = _LABEL_FORBIDDEN.sub("_", dispatch.event.template)[:50]
         return {
             "message": {
                 "token": token,
@@ -153,10 +158,10 @@ class FcmPush(Channel):
                 "android": {
                     "priority": "high" if urgent else "normal",
                     # No collapse_key: FCM keeps only four distinct keys per offline device.
-                    "ttl": f"{self._options.ttl_seconds}s",
+                    "ttl": f"{ttl}s",
                 },
                 "apns": {"headers": {"apns-priority": "10" if urgent else "5"}},
-                "fcm_options": {"analytics_label": dispatch.event.template[:50]},
+                "fcm_options": {"analytics_label": label},
             }
         }
 

@@ -42,6 +42,8 @@ _BAD_AUDIENCE = {1011}  # cannot find user by this audience (or inactive for mor
 _CREDENTIALS = {1004, 1008, 2003, 2004}  # auth failed, bad app key, app restricted, no permission
 _THROTTLED = {2002, 2005, 2008}  # API rate limit, daily volume limit, broadcast frequency limit
 _TRANSIENT = {1000, 1030}  # internal error, internal timeout
+# Verification codes are worthless after a few minutes: JPush should not keep them for offline devices.
+_SHORT_LIVED = {"verification": 300}
 # Callback record types (documented for JPush's VIP callbacks): 4 delivered, 5 not delivered, 6 clicked.
 _RECEIPT_TYPES: dict[int, Literal["delivered", "failed", "clicked"]] = {
     4: "delivered", 5: "failed", 6: "clicked",
@@ -133,7 +135,9 @@ class JPush(Channel):
             },
             "options": {
                 "apns_production": self._options.apns_production,
-                "time_to_live": self._options.time_to_live,
+                "time_to_live": min(
+                    self._options.time_to_live, _SHORT_LIVED.get(dispatch.event.category, 864_000)
+                ),
             },
         }
 

@@ -25,7 +25,7 @@ from channels.push_fcm import FcmOptions, FcmPush
 from channels.templates import RenderedMessage
 from localparts.peers.fcm import STATE, FcmPeerState, create_app
 from localparts.peers.server import PeerServer
-from processors.records import Dispatch, EventCore
+from processors.records import Category, Dispatch, EventCore, Priority
 
 PROJECT = "campus-app-4711"
 EMAIL = "switchboard@campus-app-4711.iam.gserviceaccount.com"
@@ -36,11 +36,11 @@ MESSAGE = RenderedMessage(
 )
 
 
-def dispatch(priority: str = "normal") -> Dispatch:
+def dispatch(priority: Priority = "normal", category: Category = "transactional") -> Dispatch:
     return Dispatch(
         message_id="m-42", user_id="u1", channel="push", address=TOKEN,
         event=EventCore(
-            event_id="e1", app="bursar", type="fee", template="fee_due", category="transactional",
+            event_id="e1", app="bursar", type="fee", template="bursar:fee_due", category=category,
             priority=priority,
         ),
         rule_id="r1", rule_version="1",
@@ -141,6 +141,13 @@ async def test_message_carries_token_notification_and_priority(fcm: Fcm) -> None
     assert message["data"] == {"message_id": "m-42", "amount": "120", "link": "https://campus.example/fees"}
     assert message["android"]["priority"] == "high"
     assert message["apns"]["headers"]["apns-priority"] == "10"
+    assert message["android"]["ttl"] == "86400s"
+    assert message["fcm_options"]["analytics_label"] == "bursar_fee_due"
+
+
+async def test_verification_codes_are_not_stored_for_long(fcm: Fcm) -> None:
+    await fcm.adapter().send(MESSAGE, TOKEN, dispatch("urgent", "verification"))
+    assert fcm.state.received[0]["json"]["message"]["android"]["ttl"] == "300s"
 
 
 async def test_access_token_is_cached_until_shortly_before_expiry(fcm: Fcm) -> None:

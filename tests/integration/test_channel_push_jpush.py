@@ -115,11 +115,17 @@ async def test_push_body_targets_one_registration_id(peer: Peer) -> None:
     [received] = peer.state.received
     body = json.loads(received["body"])
     assert body["audience"] == {"registration_id": [RID]}
-    assert body["options"]["apns_production"] is False
+    assert body["options"] == {"apns_production": False, "time_to_live": 86_400}
     assert body["notification"]["ios"]["alert"] == {"title": "Exam moved", "body": "CS101 is now in East 204"}
     assert body["notification"]["android"]["extras"] == {
         "message_id": "m-7", "room": "East 204", "page": "app://exams/cs101",
     }
+
+
+async def test_verification_codes_are_not_kept_for_long(peer: Peer) -> None:
+    event = DISPATCH.event.model_copy(update={"category": "verification"})
+    await peer.adapter().send(MESSAGE, ADDRESS, DISPATCH.model_copy(update={"event": event}))
+    assert json.loads(peer.state.received[0]["body"])["options"]["time_to_live"] == 300
 
 
 async def test_tampered_authorization_is_refused(peer: Peer) -> None:
