@@ -24,6 +24,10 @@ class InboxPage(BaseModel):
     messages: list[InboxMessage]
 
 
+class Unread(BaseModel):
+    unread: int
+
+
 class Marked(BaseModel):
     """The message after marking; `first` says whether this call emitted the receipt."""
 
@@ -52,6 +56,11 @@ def inbox_router(deps: ApiDeps) -> APIRouter:
         return InboxPage(
             unread=await inbox.unread_count(user_id), total=await inbox.total(user_id), messages=messages
         )
+
+    @router.get("/{user_id}/unread", response_model=Unread, summary="A user's unread count (for a badge)")
+    async def unread(user_id: UserId) -> Unread:
+        """One Redis read: cheap enough for a portal to poll."""
+        return Unread(unread=await inbox.unread_count(user_id))
 
     @router.post("/{user_id}/{message_id}/read", response_model=Marked, responses=_NOT_FOUND)
     async def mark_read(user_id: UserId, message_id: MessageId) -> Marked:

@@ -187,3 +187,17 @@ async def test_registry_stores_only_the_key_hash(redis: Redis) -> None:
     assert [a.name for a in await apps.list()] == ["campus", "lms"]
     assert await apps.get("ghost") is None
     assert json.loads((await redis.get("sb:app:lms")) or b"{}")["key_sha256"] != key
+
+
+async def test_the_unread_count_alone_for_a_badge(running: Running) -> None:
+    headers = {"X-Api-Key": running.key}
+    for n in range(3):
+        await running.inbox.add("s2", InboxMessage(
+            message_id=f"m-{n}", title="t", body="b", app="bursar", event_id=f"e-{n}", template="fee_due",
+            category="notice", created_at=datetime(2026, 11, 23, 8, n, tzinfo=UTC),
+        ))
+    assert (await running.client.get("/v1/inbox/s2/unread", headers=headers)).json() == {"unread": 3}
+    await running.client.post("/v1/inbox/s2/m-1/read", headers=headers)
+    assert (await running.client.get("/v1/inbox/s2/unread", headers=headers)).json() == {"unread": 2}
+    assert (await running.client.get("/v1/inbox/nobody/unread", headers=headers)).json() == {"unread": 0}
+    assert (await running.client.get("/v1/inbox/s2/unread")).status_code == 401
