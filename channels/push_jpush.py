@@ -35,7 +35,7 @@ from channels.templates import RenderedMessage
 from processors.records import Dispatch
 
 PREFIX = "jpush:"
-_APP_KEY = re.compile(r"^[0-9a-f]{24}$")
+_APP_KEY = re.compile(r"^[0-9A-Za-z]{16,32}$")  # JPush issues 24 hex characters
 _REGISTRATION_ID = re.compile(r"^[0-9A-Za-z]{6,64}$")
 # JPush's codes, grouped by what the base should do about them.
 _BAD_AUDIENCE = {1011}  # cannot find user by this audience (or inactive for more than 255 days)
@@ -71,7 +71,7 @@ class JPush(Channel):
 
     def __init__(self, options: JPushOptions, client: httpx.AsyncClient) -> None:
         if not _APP_KEY.match(options.app_key):
-            raise ValueError(f"jpush app_key {options.app_key!r} is not 24 hexadecimal characters")
+            raise ValueError(f"jpush app_key {options.app_key!r} is not an app key (16-32 letters or digits)")
         if len(options.master_secret.get_secret_value()) < 8:
             raise ValueError("jpush master_secret is missing or too short")
         if not options.endpoint.startswith(("https://", "http://")):
