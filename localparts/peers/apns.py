@@ -12,6 +12,7 @@ import datetime as dt
 import ipaddress
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -270,3 +271,27 @@ class ApnsPeer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class ThreadedApnsPeer:
+    """An `ApnsPeer` on its own thread and loop, for callers without an event loop (the demo, benches)."""
+
+    def __init__(self, app: ApnsApp, certfile: Path, keyfile: Path, port: int = 0) -> None:
+        self._peer = ApnsPeer(app, certfile, keyfile, port)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="apns-peer", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self._peer.url
+
+    def start(self) -> ThreadedApnsPeer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._peer.start(), self._loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._peer.stop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from channels.base import (
@@ -26,7 +28,13 @@ from channels.base import (
 )
 from channels.push_apns import ApnsOptions, ApnsPush
 from channels.templates import RenderedMessage
-from localparts.peers.apns import ApnsPeer, ApnsPeerState, create_app, write_self_signed_certificate
+from localparts.peers.apns import (
+    ApnsPeer,
+    ApnsPeerState,
+    ThreadedApnsPeer,
+    create_app,
+    write_self_signed_certificate,
+)
 from processors.records import Category, Dispatch, EventCore, Priority
 
 TEAM, KEY_ID, TOPIC = "DEF123GHIJ", "ABC123DEFG", "edu.campus.app"
@@ -288,3 +296,29 @@ async def test_from_options_builds_its_own_http2_client(apns: Apns) -> None:
         finally:
             await adapter.close()
     assert apns.state.received[0]["http_version"] == "2"
+
+
+def test_threaded_peer_serves_callers_without_a_loop(
+    certificate: tuple[Path, Path], signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    public = signing_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    app = create_app(team_id=TEAM, key_id=KEY_ID, public_key_pem=public, topic=TOPIC)
+    peer = ThreadedApnsPeer(app, *certificate).start()
+    try:
+        options = ApnsOptions(
+            team_id=TEAM, key_id=KEY_ID, private_key=SecretStr(pem(signing_key)), topic=TOPIC,
+            endpoint=peer.url, ca_file=str(certificate[0]),
+        )
+
+        async def send_once() -> str:
+            adapter = ApnsPush(options)
+            try:
+                return (await adapter.send(MESSAGE, ADDRESS, dispatch())).provider_message_id
+            finally:
+                await adapter.close()
+
+        assert asyncio.run(send_once()) == app.state.received[0]["headers"]["apns-id"]
+    finally:
+        peer.stop()
