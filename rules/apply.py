@@ -39,6 +39,28 @@ class Reach(Protocol):
     def available_channels(self) -> frozenset[str]: ...
 
 
+class Policies:
+    """A ruleset's caps and quiet hours windows as plan objects, built once per ruleset, not per decision."""
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        self.ruleset = ruleset
+        self.caps = [
+            (
+                cap,
+                FrequencyCap(
+                    id=cap.id, scope=tuple(cap.scope), limits=tuple(cap.limits), on_exceed=cap.on_exceed
+                ),
+            )
+            for cap in ruleset.caps
+        ]
+        self.windows = {
+            w.id: QuietHours(start=w.start, end=w.end, action=w.action) for w in ruleset.quiet_hours
+        }
+        self.matched_windows = [
+            (w.match, self.windows[w.id]) for w in ruleset.quiet_hours if w.match is not None
+        ]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The applied rule: the channels chosen, the template if not the event's, and the plan."""
@@ -50,7 +72,7 @@ class Outcome:
     template: str | None
 
 
-def apply_rule(ruleset: Ruleset, rule: Rule, reach: Reach, facts: Facts) -> Outcome:
+def apply_rule(policies: Policies, rule: Rule, reach: Reach, facts: Facts) -> Outcome:
     """Carry out `rule` (the winner) for one delivery."""
     reasons = [f"rule {rule.id} matched"]
     then = rule.then
@@ -75,7 +97,7 @@ def apply_rule(ruleset: Ruleset, rule: Rule, reach: Reach, facts: Facts) -> Outc
             chosen = _each_reachable(channels, reach, reasons)
         else:
             chosen = _first_reachable(_resolve(first_of or [], user), reach, reasons)
-    plan = _plan(ruleset, rule, reach, facts, variant, frozenset(chosen), reasons)
+    plan = _plan(policies, rule, reach, facts, variant, frozenset(chosen), reasons)
     if not chosen:
         reasons.append("no channel left to send on")
         return Outcome((), True, tuple(reasons), plan, template)
@@ -107,7 +129,7 @@ def pace_key(pace: Pace, rule_id: str, event: EventCore) -> str:
 
 
 def _plan(
-    ruleset: Ruleset,
+    policies: Policies,
     rule: Rule,
     reach: Reach,
     facts: Facts,
@@ -117,42 +139,41 @@ def _plan(
 ) -> DeliveryPlan:
     then = rule.then
     bypass: set[Bypass] = set(then.bypass or ())
-    if reach.event.priority == "urgent" and ruleset.urgent_bypass:
-        bypass |= ruleset.urgent_bypass
+    if reach.event.priority == "urgent" and policies.ruleset.urgent_bypass:
+        bypass |= policies.ruleset.urgent_bypass
     if bypass:
         reasons.append("bypasses " + ", ".join(sorted(bypass)))
-    return DeliveryPlan(
+    # model_construct: every value here is already validated, and validation would be most of the cost.
+    return DeliveryPlan.model_construct(
         fallback=_fallback(then, reach, used, reasons),
-        quiet_hours=None if "quiet_hours" in bypass else _quiet_hours(ruleset, then, facts),
+        quiet_hours=None if "quiet_hours" in bypass else _quiet_hours(policies, then, facts),
         best_time=None
         if then.best_time is None or "best_time" in bypass
-        else BestTime(within=then.best_time.within),
+        else BestTime.model_construct(within=then.best_time.within),
         pacing=None
         if then.pace is None or "pacing" in bypass
-        else Pacing(per_second=then.pace.per_second, key=pace_key(then.pace, rule.id, reach.event)),
-        caps=() if "caps" in bypass else _caps(ruleset, facts),
+        else Pacing.model_construct(
+            per_second=float(then.pace.per_second), key=pace_key(then.pace, rule.id, reach.event)
+        ),
+        caps=() if "caps" in bypass else _caps(policies, facts),
         keep_offline=then.keep_offline,
         variant=variant.name if variant is not None else "",
         bypass=frozenset(bypass),
     )
 
 
-def _quiet_hours(ruleset: Ruleset, then: Then, facts: Facts) -> QuietHours | None:
+def _quiet_hours(policies: Policies, then: Then, facts: Facts) -> QuietHours | None:
     if then.quiet_hours == QUIET_OFF:
         return None
     if then.quiet_hours is not None:
-        window = ruleset.window(then.quiet_hours)
-    else:
-        window = next((w for w in ruleset.quiet_hours if w.match is not None and holds(w.match, facts)), None)
-    if window is None:
-        return None
-    return QuietHours(start=window.start, end=window.end, action=window.action)
+        return policies.windows.get(then.quiet_hours)
+    return next((window for match, window in policies.matched_windows if holds(match, facts)), None)
 
 
-def _caps(ruleset: Ruleset, facts: Facts) -> tuple[FrequencyCap, ...]:
+def _caps(policies: Policies, facts: Facts) -> tuple[FrequencyCap, ...]:
     return tuple(
-        FrequencyCap(id=cap.id, scope=tuple(cap.scope), limits=tuple(cap.limits), on_exceed=cap.on_exceed)
-        for cap in ruleset.caps
+        frequency_cap
+        for cap, frequency_cap in policies.caps
         if holds(cap.match, facts) and exempt(cap.exempt, facts) is None
     )
 
@@ -168,11 +189,11 @@ def _fallback(then: Then, reach: Reach, used: frozenset[str], reasons: list[str]
             reasons.append(f"fallback step {number} dropped: " + "; ".join(why or ["no channel"]))
             continue
         steps.append(
-            FallbackStep(
+            FallbackStep.model_construct(
                 step=number,
                 after=spec.after,
                 condition=spec.condition,
-                channels=tuple(usable),
+                channels=tuple(usable),  # type: ignore[arg-type]  # checked against bindings
                 template=spec.template,
             )
         )

@@ -20,7 +20,7 @@ from durable.engine import Host
 
 from processors.plan import DeliveryPlan
 from processors.records import EventCore
-from rules.apply import apply_rule
+from rules.apply import Policies, apply_rule
 from rules.compiler import NO_MATCH_RULE, REQUEST_FIELD, CompiledRuleset, build_fact, compile_ruleset
 from rules.facts import Facts, facts_of
 from rules.schema import Rule, Ruleset
@@ -74,6 +74,7 @@ class RuleEngine:
     _ruleset: Ruleset
     _compiled: CompiledRuleset
     _rules: dict[str, Rule]
+    _policies: Policies
 
     def __init__(self, ruleset: Ruleset) -> None:
         self._host = _QuietHost()
@@ -91,6 +92,7 @@ class RuleEngine:
         """Switch to `ruleset` (already validated by the loader); the old sessions are freed."""
         if ruleset.version == self._ruleset.version:
             self._ruleset = ruleset
+            self._policies = Policies(ruleset)
             return
         old = self._compiled.name
         self._install(ruleset)
@@ -116,6 +118,7 @@ class RuleEngine:
         self._ruleset = ruleset
         self._compiled = compiled
         self._rules = {rule.id: rule for rule in ruleset.rules}
+        self._policies = Policies(ruleset)
 
     def _recorder(self, rule_name: str) -> Callable[[Any], None]:
         matched = self._matched
@@ -152,7 +155,7 @@ class RuleEngine:
         version = self._ruleset.version
         if rule is None:
             return Decision((), "", version, True, ("no rule matched",))
-        outcome = apply_rule(self._ruleset, rule, request, facts)
+        outcome = apply_rule(self._policies, rule, request, facts)
         return Decision(
             outcome.channels, rule.id, version, outcome.suppressed, outcome.reasons,
             plan=outcome.plan, template=outcome.template,
