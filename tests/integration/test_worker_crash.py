@@ -33,7 +33,7 @@ def fee_due(i: int) -> bytes:
         {
             "event_id": f"fee-{i}",
             "app": "bursar",
-            "type": "fee.due",
+            "type": "fee.statement",  # rule fees-and-payments: email and inbox
             "template": "fee_due",
             "category": "transactional",
             "audience": {"user_ids": [f"p{i}"]},
