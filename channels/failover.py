@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from channels.base import (
     CallbackRejected,
     CallbackReply,
@@ -71,7 +73,8 @@ class ChainResult(SendResult):
 class _Breaker:
     failures: int = 0
     open_until: float = 0.0
-    probing: bool = False
+    probe_until: float = 0.0
+    """While a probe is out, others wait; it lapses so a cancelled probe cannot wedge the provider."""
 
 
 @dataclass
@@ -93,12 +96,12 @@ class CircuitBreaker:
         state = self._state.get(name)
         if state is None or state.open_until == 0.0:
             return 0.0
-        left = state.open_until - self.clock()
-        if left > 0:
-            return left
-        if state.probing:
-            return self.cool_down  # another send is probing; do not pile onto a provider that may be down
-        state.probing = True
+        now = self.clock()
+        if state.open_until > now:
+            return state.open_until - now
+        if state.probe_until > now:
+            return state.probe_until - now  # another send is probing: do not pile onto a sick provider
+        state.probe_until = now + self.cool_down
         return 0.0
 
     def succeeded(self, name: str) -> None:
@@ -108,12 +111,12 @@ class CircuitBreaker:
         """The probe taken by `closed_in` was not used (e.g. the rate limit said wait)."""
         state = self._state.get(name)
         if state is not None:
-            state.probing = False
+            state.probe_until = 0.0
 
     def failed(self, name: str, at_once: bool = False) -> None:
         state = self._state.setdefault(name, _Breaker())
         state.failures += 1
-        state.probing = False
+        state.probe_until = 0.0
         if at_once or state.failures >= self.threshold or state.open_until:
             state.open_until = self.clock() + self.cool_down
 
@@ -196,6 +199,7 @@ class ProviderChain(Channel):
                 kind = InvalidAddressError if isinstance(exc, InvalidAddressError) else PermanentSendError
                 raise kind(f"{route.name}: {exc}") from exc
             except ThrottledError as exc:
+                self._breaker.succeeded(route.name)  # busy, not sick: it answered
                 tried.append(f"{route.name}: {exc}")
                 throttled.append(exc.retry_after if exc.retry_after is not None else self._breaker.cool_down)
             except CredentialsError as exc:
@@ -233,7 +237,11 @@ class ProviderChain(Channel):
             return 0.0
         waited = 0.0
         while True:
-            wait = await self._limiter.acquire(route.name, route.rate.per_second, route.rate.burst)
+            try:
+                wait = await self._limiter.acquire(route.name, route.rate.per_second, route.rate.burst)
+            except RedisError as exc:
+                # Without the shared bucket the provider's quota cannot be kept: wait, do not send.
+                raise RetryableSendError(f"rate limiter unavailable: {type(exc).__name__}: {exc}") from exc
             if wait <= 0:
                 return 0.0
             if waited + wait > self._max_wait:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from channels.base import (
     CallbackRejected,
@@ -296,3 +297,37 @@ def test_chain_refuses_bad_routes(routes: list[Route], message: str) -> None:
 def test_chain_refuses_a_provider_of_another_channel() -> None:
     with pytest.raises(ValueError, match="'a' is a sms provider, not push"):
         ProviderChain("push", [Route("a", FakeSms())], FakeBucket())
+
+
+async def test_a_throttled_answer_counts_as_alive() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=2, cool_down=10.0, clock=clock)
+    main = FakeSms(RetryableSendError("503"), throttled(1.0), RetryableSendError("503"), OK)
+    sms = chain({"main": main, "backup": FakeSms()}, breaker=breaker)
+    for _ in range(3):  # failed, throttled, failed: never two failures in a row, so never open
+        assert (await sms.send(MESSAGE, DISPATCH.address, DISPATCH)).provider == "backup"
+    assert (await sms.send(MESSAGE, DISPATCH.address, DISPATCH)).provider == "main"
+    assert main.calls == 4
+
+
+async def test_a_lost_probe_lapses_after_the_cool_down() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, cool_down=10.0, clock=clock)
+    breaker.failed("main")
+    clock.now += 11
+    assert breaker.closed_in("main") == 0.0  # this caller takes the probe, then is cancelled
+    assert breaker.closed_in("main") == pytest.approx(10.0)  # others wait for the probe
+    clock.now += 10.5
+    assert breaker.closed_in("main") == 0.0  # the lost probe lapsed: a new one may go
+
+
+async def test_no_send_without_the_shared_rate_limiter() -> None:
+    class DownBucket:
+        async def acquire(self, key: str, rate: float, burst: float, tokens: float = 1) -> float:
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:16379")
+
+    main = FakeSms()
+    sms = ProviderChain("sms", [Route("main", main, rate=Rate(10, 10))], DownBucket())
+    with pytest.raises(RetryableSendError, match="rate limiter unavailable: ConnectionError"):
+        await sms.send(MESSAGE, DISPATCH.address, DISPATCH)
+    assert main.calls == 0
