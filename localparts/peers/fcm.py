@@ -21,6 +21,7 @@ GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 # FCM's answers, as its API sends them: (HTTP status, canonical status, message, FcmError code or None).
+# Keys are FcmError codes, except INVALID_TOKEN: FCM's INVALID_ARGUMENT about the token itself.
 ERRORS: dict[str, tuple[int, str, str, str | None]] = {
     "UNREGISTERED": (404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED"),
     "INVALID_TOKEN": (
