@@ -60,6 +60,8 @@ def build_chains(
                  settings.providers)
         return {}
     specs = load_providers(settings.providers, skip_unavailable=log.warning)
+    if not specs:
+        log.info("providers file %s enables no provider: only the built-in channels", settings.providers)
     by_channel: dict[ChannelName, list[ProviderSpec]] = defaultdict(list)
     for spec in specs:
         by_channel[spec.channel].append(spec)
