@@ -94,10 +94,11 @@ cli.add_typer(rules_cli, name="rules")
 
 def quiet_url_loggers() -> None:
     """httpx logs every request URL at INFO, and providers put tokens in URLs (WeChat access_token,
-    DingTalk sign, WeCom key): keep those loggers at WARNING so no secret reaches a log."""
+    DingTalk sign, WeCom key); hpack logs HTTP/2 headers, bearer tokens included, at DEBUG. Keep those
+    loggers at WARNING so no secret reaches a log."""
     import logging
 
-    for name in ("httpx", "httpcore"):
+    for name in ("httpx", "httpcore", "hpack", "h2"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
