@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import keyword
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,11 @@ TemplateChannel = Literal["email", "inbox", "webhook", "sms", "push", "wechat_oa
 USER_VARIABLE = "user"
 # Fields whose rendered value a person may follow: only http(s) URLs and site-relative paths pass.
 LINK_FIELDS = frozenset({"link"})
+# WeChat's limit per key type (the key's prefix, e.g. thing1), in characters; over it the API
+# answers 47003, so it is caught before sending.
+WECHAT_LIMITS = {"thing": 20, "number": 32, "letter": 32, "symbol": 5, "character_string": 32,
+                 "phone_number": 17, "car_number": 8, "name": 20, "phrase": 5, "amount": 12}
+_WECHAT_KEY = re.compile(r"^([a-z_]+?)\d+$")
 
 
 class TemplateError(ValueError):
@@ -259,6 +265,9 @@ class TemplateCatalog:
         params = {k: _render(template, f"{channel}.params.{k}", j, context) for k, j in part.params.items()}
         for field in LINK_FIELDS & rendered.keys():
             _check_link(template, f"{channel}.{field}", rendered[field])
+        if channel in ("wechat_oa", "wechat_mp"):
+            for key, value in params.items():
+                _check_wechat_value(template, f"{channel}.params.{key}", key, value)
         if channel == "webhook":
             try:
                 json.loads(rendered["body"])
@@ -346,6 +355,18 @@ def _render(template: str, where: str, jinja: JinjaTemplate, context: dict[str, 
         return jinja.render(context)
     except Exception as exc:  # a template can raise anything its expressions do
         raise TemplateError(f"template {template!r} {where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_wechat_value(template: str, where: str, key: str, value: str) -> None:
+    kind = _WECHAT_KEY.match(key)
+    limit = WECHAT_LIMITS.get(kind.group(1)) if kind else None
+    if not value.strip():
+        raise TemplateError(f"template {template!r} {where} rendered empty; WeChat refuses empty values")
+    if limit is not None and len(value) > limit:
+        raise TemplateError(
+            f"template {template!r} {where} is {len(value)} characters, WeChat allows {limit} for "
+            f"{kind.group(1) if kind else key} (shorten it, e.g. | truncate({limit}, true, '…', 0))"
+        )
 
 
 def _check_link(template: str, where: str, link: str) -> None:

@@ -117,3 +117,39 @@ def test_a_param_that_fails_to_render_names_itself(tmp_path: Path) -> None:
 def test_a_missing_variable_stops_a_provider_template_before_sending(demo: TemplateCatalog) -> None:
     with pytest.raises(TemplateError, match=r"needs variable\(s\) minutes"):
         demo.render("verification_code", "sms", {"code": "1"}, None)
+
+
+WECHAT = (
+    "variables: [v]\nwechat_mp: {template_ids: {wechat-mp: t}, params: {KEY: '{{ v }}', time2: '08:00'}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("thing1", "一" * 20, None),
+        ("thing1", "一" * 21, "is 21 characters, WeChat allows 20 for thing"),
+        ("phrase3", "审核通过中了", "WeChat allows 5 for phrase"),
+        ("character_string4", "A" * 33, "allows 32 for character_string"),
+        ("keyword1", "x" * 200, None),  # old-style keys have no documented type
+        ("thing1", "  ", "rendered empty"),
+    ],
+)
+def test_wechat_values_are_checked_against_their_key_type(
+    tmp_path: Path, key: str, value: str, problem: str | None
+) -> None:
+    catalog = catalog_of(tmp_path, WECHAT.replace("KEY", key))
+    if problem is None:
+        assert catalog.render("t", "wechat_mp", {"v": value}, None).params[key] == value
+    else:
+        with pytest.raises(TemplateError, match=rf"template 't' wechat_mp\.params\.{key} .*{problem}"):
+            catalog.render("t", "wechat_mp", {"v": value}, None)
+
+
+def test_the_hint_shows_how_to_shorten(tmp_path: Path) -> None:
+    catalog = catalog_of(tmp_path, WECHAT.replace("KEY", "thing1"))
+    with pytest.raises(TemplateError, match=r"truncate\(20, true"):
+        catalog.render("t", "wechat_mp", {"v": "x" * 30}, None)
+    fixed = WECHAT.replace("KEY", "thing1").replace("{{ v }}", '{{ v | truncate(20, true, "…", 0) }}')
+    shortened = catalog_of(tmp_path, fixed)
+    assert len(shortened.render("t", "wechat_mp", {"v": "x" * 30}, None).params["thing1"]) == 20
