@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 import httpx
 import uvicorn
@@ -19,6 +21,21 @@ from state.connection import open_redis
 from state.consent import ConsentStore
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
+
+# Callback URLs carry provider tokens in their query (Aliyun's `?token=`), and link paths carry
+# capabilities (an unsubscribe token): neither belongs in an access log.
+_CAPABILITY = re.compile(r"^(/t/[oc]/|/u/)[^/?]+")
+
+
+class RedactedAccessLog(logging.Filter):
+    """Drops query strings and link tokens from uvicorn's access log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path = _CAPABILITY.sub(r"\1…", args[2].split("?", 1)[0])
+            record.args = (args[0], args[1], path, args[3], args[4])
+        return True
 
 
 def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
@@ -49,6 +66,7 @@ def build_callback_providers(settings: Settings, redis: Redis, http: httpx.Async
 
 async def run(settings: Settings) -> None:
     """Serve until cancelled or signalled, then close Redis."""
+    logging.getLogger("uvicorn.access").addFilter(RedactedAccessLog())
     redis = open_redis(settings.redis)
     http = httpx.AsyncClient()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -9,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from api.links import PIXEL
+from api.server import RedactedAccessLog
 from state.consent import ConsentQuery
 from state.inbox import InboxMessage
 from tests.integration.test_api_support import Api, dispatch, path_of, running_api
@@ -162,3 +164,20 @@ async def test_malformed_tokens_are_a_clear_4xx(api: Api) -> None:
     answer = await api.client.get("/t/c/not-a-token")
     assert answer.status_code == 422
     assert "token" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/v1/callbacks/aliyun-main?token=cb-secret-7f3a", "/v1/callbacks/aliyun-main"),
+        ("/u/WzEsIm0tMSJd.gzZVWamgpAE7uy6zc2lSQw", "/u/…"),
+        ("/t/c/WzEsIm0tMSJd.gzZVWamgpAE7uy6zc2lSQw?x=1", "/t/c/…"),
+        ("/t/o/WzEsIm0tMSJd.gzZVWamgpAE7uy6zc2lSQw.gif", "/t/o/…"),
+        ("/v1/inbox/s1", "/v1/inbox/s1"),
+    ],
+)
+def test_access_logs_keep_no_tokens(path: str, logged: str) -> None:
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5000", "POST", path, "1.1", 200), None)
+    assert RedactedAccessLog().filter(record)
+    assert record.getMessage() == f'127.0.0.1:5000 - "POST {logged} HTTP/1.1" 200'
