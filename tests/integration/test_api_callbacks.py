@@ -101,3 +101,10 @@ async def test_broker_down_answers_503_so_the_provider_retries(api: Api) -> None
     retried = await api.client.post(f"/v1/callbacks/aliyun-main?token={TOKEN}", content=body)
     assert retried.status_code == 200
     assert [r.message_id for r in api.publisher.receipts] == ["m-1"]
+
+
+async def test_refusals_never_echo_a_token(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    answer = await api.client.post("/v1/callbacks/aliyun-main?token=guess-0042", content=b"[]")
+    assert answer.status_code == 403
+    assert "guess-0042" not in answer.text and TOKEN not in answer.text
+    assert "guess-0042" not in caplog.text and TOKEN not in caplog.text
