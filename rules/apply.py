@@ -39,6 +39,10 @@ class Reach(Protocol):
     def available_channels(self) -> frozenset[str]: ...
 
 
+_PLAN_MEMO = 10_000
+"""Distinct plans kept per ruleset; pace keys per campaign make the set open-ended, so it is bounded."""
+
+
 class Policies:
     """A ruleset's caps and quiet hours windows as plan objects, built once per ruleset, not per decision."""
 
@@ -56,6 +60,8 @@ class Policies:
         self.windows = {
             w.id: QuietHours(start=w.start, end=w.end, action=w.action) for w in ruleset.quiet_hours
         }
+        self.plans: dict[tuple[object, ...], DeliveryPlan] = {}
+        self.steps: dict[tuple[str, int, tuple[str, ...]], FallbackStep] = {}
         self.matched_windows = [
             (w.match, self.windows[w.id]) for w in ruleset.quiet_hours if w.match is not None
         ]
@@ -143,23 +149,40 @@ def _plan(
         bypass |= policies.ruleset.urgent_bypass
     if bypass:
         reasons.append("bypasses " + ", ".join(sorted(bypass)))
-    # model_construct: every value here is already validated, and validation would be most of the cost.
-    return DeliveryPlan.model_construct(
-        fallback=_fallback(then, reach, used, reasons),
-        quiet_hours=None if "quiet_hours" in bypass else _quiet_hours(policies, then, facts),
-        best_time=None
-        if then.best_time is None or "best_time" in bypass
-        else BestTime.model_construct(within=then.best_time.within),
-        pacing=None
-        if then.pace is None or "pacing" in bypass
-        else Pacing.model_construct(
-            per_second=float(then.pace.per_second), key=pace_key(then.pace, rule.id, reach.event)
-        ),
-        caps=() if "caps" in bypass else _caps(policies, facts),
-        keep_offline=then.keep_offline,
-        variant=variant.name if variant is not None else "",
-        bypass=frozenset(bypass),
+    steps = _fallback(policies, rule, reach, used, reasons)
+    quiet = None if "quiet_hours" in bypass else _quiet_hours(policies, then, facts)
+    caps = () if "caps" in bypass else _caps(policies, facts)
+    pace = None if then.pace is None or "pacing" in bypass else pace_key(then.pace, rule.id, reach.event)
+    # Most deliveries of a rule share one plan: build each distinct plan once (they are immutable).
+    key = (
+        rule.id,
+        tuple(s.step for s in steps),
+        tuple(s.channels for s in steps),
+        id(quiet),
+        tuple(c.id for c in caps),
+        pace,
+        variant.name if variant else "",
+        frozenset(bypass),
     )
+    plan = policies.plans.get(key)
+    if plan is None:
+        if len(policies.plans) >= _PLAN_MEMO:
+            policies.plans.clear()
+        plan = policies.plans[key] = DeliveryPlan(
+            fallback=steps,
+            quiet_hours=quiet,
+            best_time=None
+            if then.best_time is None or "best_time" in bypass
+            else BestTime(within=then.best_time.within),
+            pacing=None
+            if then.pace is None or pace is None
+            else Pacing(per_second=then.pace.per_second, key=pace),
+            caps=caps,
+            keep_offline=then.keep_offline,
+            variant=variant.name if variant is not None else "",
+            bypass=frozenset(bypass),
+        )
+    return plan
 
 
 def _quiet_hours(policies: Policies, then: Then, facts: Facts) -> QuietHours | None:
@@ -178,25 +201,29 @@ def _caps(policies: Policies, facts: Facts) -> tuple[FrequencyCap, ...]:
     )
 
 
-def _fallback(then: Then, reach: Reach, used: frozenset[str], reasons: list[str]) -> tuple[FallbackStep, ...]:
+def _fallback(
+    policies: Policies, rule: Rule, reach: Reach, used: frozenset[str], reasons: list[str]
+) -> tuple[FallbackStep, ...]:
     """Steps with the channels that can carry them; a channel the first send used is not used again."""
     steps: list[FallbackStep] = []
-    for number, spec in enumerate(then.fallback or (), start=1):
+    for number, spec in enumerate(rule.then.fallback or (), start=1):
         named = list(dict.fromkeys(_resolve(spec.first_of, reach.user)))
-        usable = [c for c in named if c not in used and _unusable(c, reach) is None]
+        usable = tuple(c for c in named if c not in used and _unusable(c, reach) is None)
         if not usable:
             why = [f"{c}: already sent on" if c in used else _unusable(c, reach) or c for c in named]
             reasons.append(f"fallback step {number} dropped: " + "; ".join(why or ["no channel"]))
             continue
-        steps.append(
-            FallbackStep.model_construct(
+        key = (rule.id, number, usable)
+        step = policies.steps.get(key)
+        if step is None:
+            step = policies.steps[key] = FallbackStep(
                 step=number,
                 after=spec.after,
                 condition=spec.condition,
-                channels=tuple(usable),  # type: ignore[arg-type]  # checked against bindings
+                channels=usable,
                 template=spec.template,
             )
-        )
+        steps.append(step)
     return tuple(steps)
 
 

@@ -23,7 +23,9 @@ REQUEST_FIELD = "rid"
 NO_MATCH_RULE = "__no_match__"
 """An internal last rule that catches every fact, so no post raises `MessageNotHandledException`."""
 
-_EVENT_FIELDS = ("category", "priority", "type", "app", "template", "campaign", "channel_pref")
+_EVENT_FIELDS: tuple[str, ...] = (
+    "category", "priority", "type", "app", "template", "campaign", "channel_pref",
+)
 Activity = Literal["active", "inactive"]
 
 
@@ -38,6 +40,10 @@ class CompiledRuleset:
     """Tag -> fact field holding whether the user has it."""
     activity_fields: dict[str, tuple[Activity, timedelta]]
     """Fact field -> the activity test it holds (active within / inactive for a duration)."""
+    event_fields: tuple[str, ...] = _EVENT_FIELDS
+    """The event and user fields some rule tests: facts carry only these (less JSON per fact)."""
+    bound_channels: tuple[str, ...] = CHANNELS
+    """The channels some rule's `bound` names."""
 
 
 def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
@@ -60,17 +66,23 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         for kind, window in tests:
             if window is not None:
                 activity[activity_field(kind, window)] = (kind, window)
+    conditions = [rule.when for rule in ruleset.rules]
     return CompiledRuleset(
-        name=f"sb_{ruleset.version}", definition=definition, tag_fields=tag_fields, activity_fields=activity
+        name=f"sb_{ruleset.version}",
+        definition=definition,
+        tag_fields=tag_fields,
+        activity_fields=activity,
+        event_fields=tuple(key for key in _EVENT_FIELDS if any(getattr(w, key) for w in conditions)),
+        bound_channels=tuple(c for c in CHANNELS if any(c in (w.bound or ()) for w in conditions)),
     )
 
 
 def build_fact(compiled: CompiledRuleset, facts: Facts, request: int) -> dict[str, Any]:
     """The flat fact the compiled conditions test, for one delivery; the engine adds `sid` and `id`."""
     fact: dict[str, Any] = {REQUEST_FIELD: request}
-    for key in _EVENT_FIELDS:
+    for key in compiled.event_fields:
         fact[key] = getattr(facts, key)
-    for channel in CHANNELS:
+    for channel in compiled.bound_channels:
         fact[bound_field(channel)] = channel in facts.bound
     for tag, field in compiled.tag_fields.items():
         fact[field] = tag in facts.tags
