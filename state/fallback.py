@@ -69,6 +69,7 @@ LEVELS: Final[dict[str, int]] = {
     "failed": FAILED,
 }
 OBSERVED_STATUSES: Final = frozenset(LEVELS)
+_SEPARATORS: Final = frozenset("\t\n")
 # Channels whose providers never report delivery: an accepted send is as delivered as it gets.
 SENT_IS_DELIVERED: Final = frozenset({"email"})
 
@@ -127,35 +128,37 @@ return 1
 """
 )
 
+# ARGV[1]: the hash prefix; ARGV[2]: one line per receipt, "message id TAB level TAB channel:step".
+# One blob rather than three arguments per receipt: encoding thousands of arguments costs the
+# worker more than the script itself, and most receipts are for messages without a chain.
 _OBSERVE = (
     _COMMON
     + """
-local due = KEYS[1]
+local due, prefix = KEYS[1], ARGV[1]
 local cancelled = 0
-for k = 2, #KEYS do
-  local h = KEYS[k]
-  local base = (k - 2) * 3
-  local mid, send, v = ARGV[base + 1], 's:' .. ARGV[base + 2], tonumber(ARGV[base + 3])
+for mid, level, send in string.gmatch(ARGV[2], '([^\\t\\n]+)\\t([^\\t\\n]+)\\t([^\\t\\n]+)\\n') do
+  local h = prefix .. mid
   if redis.call('HEXISTS', h, 'n') == 1 then
-    local old = tonumber(redis.call('HGET', h, send))
+    local v, key = tonumber(level), 's:' .. send
+    local old = tonumber(redis.call('HGET', h, key))
     if v == -1 then
       if old == nil then
-        redis.call('HSET', h, send, -1)
+        redis.call('HSET', h, key, -1)
         redis.call('HINCRBY', h, 'ns', 1)
         redis.call('HINCRBY', h, 'nf', 1)
       elseif old == 1 then
-        redis.call('HSET', h, send, -1)
+        redis.call('HSET', h, key, -1)
         redis.call('HINCRBY', h, 'nf', 1)
       end
     else
       if old == nil then
-        redis.call('HSET', h, send, v)
+        redis.call('HSET', h, key, v)
         redis.call('HINCRBY', h, 'ns', 1)
       elseif old == -1 then
-        redis.call('HSET', h, send, v)
+        redis.call('HSET', h, key, v)
         redis.call('HINCRBY', h, 'nf', -1)
       elseif v > old then
-        redis.call('HSET', h, send, v)
+        redis.call('HSET', h, key, v)
       end
       if v > tonumber(redis.call('HGET', h, 'lvl')) then redis.call('HSET', h, 'lvl', v) end
     end
@@ -277,11 +280,31 @@ class FallbackSchedule:
 
     async def arm(self, first: Dispatch, addresses: dict[str, str] | None, at: datetime) -> bool:
         """Schedule the chain of `first.plan.fallback` from `at`; False if this message was armed before."""
+        return (await self.arm_many([(first, addresses, at)]))[0]
+
+    async def arm_many(self, items: Sequence[tuple[Dispatch, dict[str, str] | None, datetime]]) -> list[bool]:
+        """`arm` for a batch of (first dispatch, raw addresses, first send) in one round trip."""
+        calls = [(first, self._arm_args(first, addresses, at)) for first, addresses, at in items]
+        answers: list[bool] = [False] * len(calls)
+        live = [(i, first, args) for i, (first, args) in enumerate(calls) if args is not None]
+        if not live:
+            return answers
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, first, args in live:
+                await self._arm(keys=[MESSAGE.format(first.message_id), DUE], args=args, client=pipe)
+            results = await pipe.execute()
+        for (i, _, _), result in zip(live, results, strict=True):
+            answers[i] = bool(result)
+        return answers
+
+    def _arm_args(
+        self, first: Dispatch, addresses: dict[str, str] | None, at: datetime
+    ) -> list[str | int | float] | None:
         steps = _ordered(first.plan.fallback)
         if not steps:
-            return False
+            return None
         if at.tzinfo is None:
-            raise ValueError(f"arm: `at` must carry a timezone, got {at.isoformat()}")
+            raise ValueError(f"arm {first.message_id}: `at` must carry a timezone, got {at.isoformat()}")
         t0 = at.timestamp()
         expires = t0 + max(s.after.total_seconds() for s in steps) + self._retention.total_seconds()
         args: list[str | int | float] = [
@@ -294,7 +317,7 @@ class FallbackSchedule:
         ]
         for step in steps:
             args += [CONDITION_CODES[step.condition], step.after.total_seconds()]
-        return bool(await self._arm(keys=[MESSAGE.format(first.message_id), DUE], args=args))
+        return args
 
     async def observe(self, message_id: str, status: str, channel: str, step: int) -> int:
         """Record one receipt; how many pending steps it cancelled."""
@@ -306,17 +329,16 @@ class FallbackSchedule:
 
     async def observe_many(self, items: Iterable[tuple[str, str, str, int]]) -> int:
         """Record (message id, status, channel, step) tuples in one script call."""
-        keys = [DUE]
-        args: list[str | int] = []
+        lines: list[str] = []
         for message_id, status, channel, step in items:
             level = self.level(status, channel)
-            if level is None:
+            # Ids with a tab or newline are not Switchboard's (ours are hex digests): no chain to move.
+            if level is None or not message_id or _SEPARATORS & set(message_id) or _SEPARATORS & set(channel):
                 continue
-            keys.append(MESSAGE.format(message_id))
-            args += [message_id, f"{channel}:{step}", level]
-        if len(keys) == 1:
+            lines.append(f"{message_id}\t{level}\t{channel}:{step}\n")
+        if not lines:
             return 0
-        return int(await self._observe(keys=keys, args=args))
+        return int(await self._observe(keys=[DUE], args=[MESSAGE.format(""), "".join(lines)]))
 
     def level(self, status: str, channel: str) -> int | None:
         """How far a receipt says the message got (-1 failed), or None if it says nothing about that."""

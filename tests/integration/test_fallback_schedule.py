@@ -239,3 +239,29 @@ async def test_a_lapsed_step_is_dropped_when_its_condition_ended_meanwhile(
     assert await schedule.fire_due(t0 + timedelta(seconds=60)) == []
     assert await redis.zcard(INFLIGHT) == 0
     assert await redis.hget(MESSAGE.format(first.message_id), "busy") == b"0"
+
+
+async def test_a_batch_arms_in_one_round_trip_and_answers_per_message(
+    redis: Redis, schedule: FallbackSchedule, t0: datetime
+) -> None:
+    armed = first_dispatch("u1", ("not_read", 10, ("email",)))
+    await schedule.arm(armed, None, t0)
+    fresh = first_dispatch("u2", ("not_clicked", 20, ("sms",)))
+    plain = first_dispatch("u3")
+    answers = await schedule.arm_many([(armed, None, t0), (plain, None, t0), (fresh, {"sms": "+86138"}, t0)])
+    assert answers == [False, False, True]
+    assert await redis.zscore(DUE, fresh.message_id) == t0.timestamp() + 20
+    assert await schedule.arm_many([]) == []
+
+
+async def test_receipts_with_foreign_ids_are_skipped(schedule: FallbackSchedule, t0: datetime) -> None:
+    first = first_dispatch("u1", ("not_delivered", 10, ("email",)))
+    await schedule.arm(first, None, t0)
+    cancelled = await schedule.observe_many(
+        [
+            ("odd\tid", "delivered", "inbox", 0),
+            ("", "delivered", "inbox", 0),
+            (first.message_id, "delivered", "inbox", 0),
+        ]
+    )
+    assert cancelled == 1
