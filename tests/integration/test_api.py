@@ -13,12 +13,14 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from api import ApiDeps, KafkaPublisher, create_api
 from api.publisher import PublishError, bootstrap_servers
+from channels.links import LinkSigner
 from localparts import LocalParts, free_port
-from processors.records import Event, Receipt
+from processors.records import Dispatch, Event, EventCore, Receipt
 from state.apps import AppExistsError, AppRegistry, UnknownAppError
 from state.inbox import Inbox, InboxMessage
 
@@ -201,3 +203,26 @@ async def test_the_unread_count_alone_for_a_badge(running: Running) -> None:
     assert (await running.client.get("/v1/inbox/s2/unread", headers=headers)).json() == {"unread": 2}
     assert (await running.client.get("/v1/inbox/nobody/unread", headers=headers)).json() == {"unread": 0}
     assert (await running.client.get("/v1/inbox/s2/unread")).status_code == 401
+
+
+async def test_link_receipts_land_on_the_receipts_topic(local_parts: LocalParts, redis: Redis) -> None:
+    unique = uuid.uuid4().hex[:10]
+    publisher = KafkaPublisher(
+        local_parts.kafka_url, events_topic=f"t{unique}-events", receipts_topic=f"t{unique}-receipts"
+    )
+    signer = LinkSigner(SecretStr("integration-link-secret-0123456789"), "https://notify.uni.example.edu")
+    api = create_api(ApiDeps(apps=AppRegistry(redis), inbox=Inbox(redis), publisher=publisher, redis=redis,
+                             links=signer))
+    event = EventCore(event_id="open-day", app="campus", type="notice", template="campus_notice",
+                      category="marketing")
+    sent = Dispatch(message_id="m-9", user_id="s1", channel="email", address="s1@uni.example.edu",
+                    event=event, rule_id="r", rule_version="1")
+    async with api.router.lifespan_context(api), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api), base_url="https://notify.uni.example.edu"
+    ) as client:
+        assert (await client.get(signer.open_pixel_url(sent))).status_code == 200
+        assert (await client.get(signer.click_url(sent, "https://www.uni.example.edu/"))).status_code == 302
+    records = await consume(publisher.bootstrap, f"t{unique}-receipts", at_least=2)
+    assert [(key, Receipt.model_validate_json(value).status) for key, value in records] == [
+        (b"m-9", "opened"), (b"m-9", "clicked"),
+    ]
