@@ -1,4 +1,5 @@
-"""The HTTP API: `POST /v1/events` for business systems, the inbox for the portal, `/healthz`."""
+"""The HTTP API: events in, the inbox, signed links (tracking, one-click unsubscribe), consent,
+provider callbacks and `/healthz`."""
 
 from api.app import create_api
 from api.deps import ApiDeps
