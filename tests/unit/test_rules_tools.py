@@ -36,18 +36,22 @@ def test_check_passes_on_the_shipped_rules() -> None:
 
 def test_check_prints_every_error_and_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("ruleset: t\nrules:\n  - id: a\n    when: {categroy: [alert]}\n    then:\n"
-                    "      channels: [inbox]\n      template: fee_du\n")
+    path.write_text(
+        "ruleset: t\nrules:\n  - id: a\n    when: {categroy: [alert]}\n    then:\n"
+        "      channels: [inbox]\n      template: fee_du\n"
+    )
     result = runner.invoke(rules_cli, ["check", str(path)])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         f"{path}:4:12: unknown field 'categroy' (did you mean 'category'?)",
     ]
-    path.write_text("ruleset: t\nrules:\n  - id: a\n    then:\n      channels: [inbox]\n"
-                    "      template: fee_du\n")
+    path.write_text(
+        "ruleset: t\nrules:\n  - id: a\n    then:\n      channels: [inbox]\n      template: fee_du\n"
+    )
     result = runner.invoke(rules_cli, ["check", str(path)])
     assert (result.exit_code, result.output.strip()) == (
-        1, f"{path}:6:17: unknown template 'fee_du' (did you mean 'fee_due'?)"
+        1,
+        f"{path}:6:17: unknown template 'fee_du' (did you mean 'fee_due'?)",
     )
 
 
@@ -111,8 +115,14 @@ def test_explain_shows_matches_winner_decision_and_plan(tmp_path: Path) -> None:
     result = runner.invoke(
         rules_cli,
         [
-            "explain", "--user", str(user), "--now", "2026-11-23T23:00:00+08:00",
-            "--available", "email,inbox", "--event",
+            "explain",
+            "--user",
+            str(user),
+            "--now",
+            "2026-11-23T23:00:00+08:00",
+            "--available",
+            "email,inbox",
+            "--event",
             '{"app": "bursar", "type": "fee.due", "category": "transactional", "template": "fee_due",'
             ' "audience": {"tags": ["x"]}}',
         ],
@@ -131,10 +141,21 @@ def test_explain_shows_matches_winner_decision_and_plan(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--event", "{not json", "--user", "x.yaml"], "--event '{not json': not valid JSON or YAML"),
-        (["--event", '{"app": "a", "type": "t", "template": "t"}', "--user", "u.yaml"],
-         "--event: category: Field required"),
-        (["--event", '{"app": "a", "type": "t", "template": "t", "category": "notice"}', "--user", "u.yaml",
-          "--available", "email,fax"], "unknown channel(s) fax"),
+        (
+            ["--event", '{"app": "a", "type": "t", "template": "t"}', "--user", "u.yaml"],
+            "--event: category: Field required",
+        ),
+        (
+            [
+                "--event",
+                '{"app": "a", "type": "t", "template": "t", "category": "notice"}',
+                "--user",
+                "u.yaml",
+                "--available",
+                "email,fax",
+            ],
+            "unknown channel(s) fax",
+        ),
     ],
 )
 def test_explain_refuses_bad_input_clearly(tmp_path: Path, args: list[str], message: str) -> None:
@@ -186,3 +207,42 @@ def test_watcher_without_a_running_ruleset_returns_the_first_load(tmp_path: Path
     assert watcher.poll() is None
     path.unlink()
     assert watcher.poll() is None and watcher.ruleset is loaded
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "message"),
+    [
+        ("2026-11-02T00:00:00+08:00", "2026-11-01T00:00:00+08:00", "--until must come after --since"),
+        (
+            "2026-11-01T00:00:00",
+            "2026-11-02T00:00:00+08:00",
+            "--since '2026-11-01T00:00:00' needs a timezone offset",
+        ),
+        ("last week", "2026-11-02T00:00:00+08:00", "--since 'last week' is not an ISO time"),
+    ],
+)
+def test_simulate_refuses_a_bad_period_before_touching_anything(since: str, until: str, message: str) -> None:
+    result = runner.invoke(
+        rules_cli, ["simulate", "--since", since, "--until", until, "--rules", str(ROOT / "rules")]
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_simulate_refuses_broken_candidate_rules(tmp_path: Path) -> None:
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text("ruleset: c\nrules:\n  - id: a\n    then: {chanels: [inbox]}\n")
+    result = runner.invoke(
+        rules_cli,
+        [
+            "simulate",
+            "--since",
+            "2026-11-01T00:00+08:00",
+            "--until",
+            "2026-11-02T00:00+08:00",
+            "--rules",
+            str(candidate),
+        ],
+    )
+    assert result.exit_code == 1
+    assert f"{candidate}:4:12: unknown field 'chanels' (did you mean 'channels'?)" in result.output
