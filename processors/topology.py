@@ -247,9 +247,13 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 await produce(
                     topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
                 )
+                for dispatch, due in result.parked:  # due inside quiet hours: out when they end
+                    await stages.parked.add(dispatch, due)
                 await produce_receipts(result.receipts)
                 await stages.fallback.done(fired)
-                await stages.counters.add({"dispatched": len(result.dispatches)})
+                await stages.counters.add(
+                    {"dispatched": len(result.dispatches), "parked": len(result.parked)}
+                )
                 if len(fired) < FALLBACKS_PER_ROUND:
                     break
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from redis.asyncio import Redis
 
 from processors.fallback import FallbackDispatcher
-from processors.plan import DeliveryPlan, FallbackStep
+from processors.plan import Bypass, DeliveryPlan, FallbackStep, QuietHours
 from processors.records import ChannelName, Dispatch, EventCore
 from state.apps import AppRegistry
 from state.fallback import FiredStep
@@ -118,3 +118,45 @@ async def test_a_step_template_replaces_the_first_one(dispatcher: FallbackDispat
     assert result.receipts[0].template == "fee_due_short"
     plain = await dispatcher.resolve([fired("mail", ("email",))])
     assert plain.dispatches[0].template is None and plain.receipts[0].template == "fee_due"
+
+
+NIGHT = QuietHours(start=time(22, 0), end=time(7, 0), action="defer")
+# 15:30 UTC is 23:30 in Shanghai (inside the window, which ends at 23:00 UTC) and 15:30 in London.
+LATE = datetime(2026, 11, 22, 15, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("user", "quiet", "bypass", "now", "outcome"),
+    [
+        ("mail", NIGHT, frozenset(), LATE, ("deferred", datetime(2026, 11, 22, 23, 0, tzinfo=UTC))),
+        ("mail", NIGHT.model_copy(update={"action": "drop"}), frozenset(), LATE, ("suppressed", None)),
+        ("mail", NIGHT, frozenset({"quiet_hours"}), LATE, ("decided", None)),
+        ("mail", NIGHT, frozenset(), datetime(2026, 11, 22, 4, 0, tzinfo=UTC), ("decided", None)),  # noon
+        ("london", NIGHT, frozenset(), LATE, ("decided", None)),  # the recipient's own clock
+        ("addr:3", NIGHT, frozenset(), LATE, ("deferred", datetime(2026, 11, 22, 23, 0, tzinfo=UTC))),
+    ],
+)
+async def test_a_step_due_in_quiet_hours_waits_for_their_end_or_is_dropped(
+    redis: Redis,
+    dispatcher: FallbackDispatcher,
+    user: str,
+    quiet: QuietHours,
+    bypass: frozenset[Bypass],
+    now: datetime,
+    outcome: tuple[str, datetime | None],
+) -> None:
+    await UserDirectory(redis).upsert(
+        [User(user_id="london", timezone="Europe/London", bindings={"email": "l@uni.example"})]
+    )
+    item = fired(user, ("email",), {"email": "x@ext.example"} if user.startswith("addr:") else None)
+    plan = item.first.plan.model_copy(update={"quiet_hours": quiet, "bypass": bypass})
+    item = FiredStep(
+        item.message_id, item.step, item.first.model_copy(update={"plan": plan}), item.addresses, NOW
+    )
+    result = await dispatcher.resolve([item], now=now)
+    status, until = outcome
+    assert [r.status for r in result.receipts] == [status]
+    assert len(result.dispatches) == (status == "decided")
+    assert [due for _, due in result.parked] == ([until] if until else [])
+    if status == "suppressed":
+        assert "dropped: quiet hours until 2026-11-22T23:00:00+00:00" in result.receipts[0].reason
