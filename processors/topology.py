@@ -269,6 +269,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 await stages.counters.add({"deliveries": len(deliveries)})
             if expired:
                 await produce_receipts(expired)
+            await stages.offline.done([*deliveries, *expired])  # leased until now: re-emitted, forget them
 
     @app.timer(2.0, name="reload_rules")  # type: ignore[untyped-decorator]
     async def reload_rules() -> None:
