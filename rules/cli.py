@@ -141,7 +141,7 @@ def _settings() -> Settings:
     return Settings()
 
 
-def _template_names(folder: Path) -> frozenset[str] | None:
+def _template_names(folder: Path) -> dict[str, frozenset[str]] | None:
     from channels.templates import TemplateError
     from rules.loader import template_names
 

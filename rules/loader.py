@@ -72,7 +72,9 @@ _RuleYaml.add_implicit_resolver(
 def load_ruleset(path: str | Path, templates: Collection[str] | None = None) -> Ruleset:
     """Load a rule file or folder; raise `RuleFileError` with every problem if anything is wrong.
 
-    `templates` (names, e.g. from `template_names(folder)`) turns on the unknown-template check.
+    `templates` (names, or names with their channel parts from `template_names(folder)`) turns on
+    the unknown-template check, and with parts, the check that a template has a part for each channel
+    a rule may render it for.
     """
     ruleset, errors = _load(Path(path), templates)
     if errors or ruleset is None:
@@ -88,11 +90,12 @@ def check(paths: Iterable[str | Path], templates: Collection[str] | None = None)
     return errors
 
 
-def template_names(folder: str | Path) -> frozenset[str]:
-    """The names of the templates in a templates folder (loading them checks them too)."""
+def template_names(folder: str | Path) -> dict[str, frozenset[str]]:
+    """The templates of a folder by name, with the channels each has a part for (loading checks them)."""
     from channels.templates import TemplateCatalog
 
-    return frozenset(TemplateCatalog(Path(folder)).names)
+    catalog = TemplateCatalog(Path(folder))
+    return {name: catalog.channels_of(name) for name in catalog.names}
 
 
 def rule_files(path: Path) -> list[Path]:

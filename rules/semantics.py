@@ -6,7 +6,7 @@ compete for the same delivery, names of templates and quiet hours windows that d
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -140,9 +140,18 @@ def _references(
             )
         if known_templates is None:
             continue
-        for loc, name in _template_uses(p.rule):
+        for loc, name, channels in _template_uses(p.rule):
             if name not in known_templates:
                 yield p.error(f"unknown template {name!r}" + suggest(name, known_templates), *loc)
+            elif isinstance(templates, Mapping) and channels:
+                parts = templates[name]
+                missing = [c for c in channels if c != "preferred" and c not in parts]
+                if missing:
+                    has = ", ".join(sorted(parts)) or "none"
+                    them = "them" if len(missing) > 1 else "it"
+                    lacking = ", ".join(missing)
+                    message = f"template {name!r} has no {lacking} part, but this may send on {them}"
+                    yield p.error(f"{message} (it has: {has})", *loc)
     for f in files:
         if known_templates is None:
             break
@@ -154,17 +163,22 @@ def _references(
                         yield f.error(loc, f"unknown template {name!r}" + suggest(name, known_templates))
 
 
-def _template_uses(rule: Rule) -> Iterator[tuple[tuple[str | int, ...], str]]:
+def _template_uses(rule: Rule) -> Iterator[tuple[tuple[str | int, ...], str, list[str]]]:
+    """Each template a rule names, where, and the channels it may be rendered for (none: unknown)."""
+    then = rule.then
     for position, name in enumerate(rule.when.template or ()):
-        yield ("when", "template", position), name
-    if rule.then.template is not None:
-        yield ("then", "template"), rule.then.template
-    for index, variant in enumerate(rule.then.variants or ()):
+        yield ("when", "template", position), name, []
+    own: list[str] = list(then.channels or then.first_of or ())
+    if then.template is not None:
+        # A variant with its own channels does not use the rule's template on the rule's channels.
+        yield ("then", "template"), then.template, own
+    for index, variant in enumerate(then.variants or ()):
         if variant.template is not None:
-            yield ("then", "variants", index, "template"), variant.template
-    for index, step in enumerate(rule.then.fallback or ()):
+            channels: list[str] = list(variant.channels or variant.first_of or own)
+            yield ("then", "variants", index, "template"), variant.template, channels
+    for index, step in enumerate(then.fallback or ()):
         if step.template is not None:
-            yield ("then", "fallback", index, "template"), step.template
+            yield ("then", "fallback", index, "template"), step.template, [str(c) for c in step.first_of]
 
 
 def never_matches(when: When) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import time, timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
     return path
 
 
-def messages(path: Path, templates: frozenset[str] | None = None) -> list[str]:
+def messages(path: Path, templates: Collection[str] | None = None) -> list[str]:
     return [str(error) for error in check([path], templates)]
 
 
@@ -181,7 +182,20 @@ def test_real_templates_folder_names(tmp_path: Path) -> None:
     from rules.loader import template_names
 
     names = template_names(Path(__file__).resolve().parents[2] / "templates")
-    assert {"fee_due", "campus_notice", "security_alert"} <= names
+    assert {"fee_due", "campus_notice", "security_alert"} <= set(names)
+    assert {"email", "inbox"} <= names["fee_due"]
+
+
+def test_a_template_without_a_part_for_a_channel_it_may_be_sent_on(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "ruleset: u\nrules:\n  - id: a\n    then:\n      channels: [inbox]\n      template: notice\n"
+        "      fallback:\n        - {after: 1d, if_not: read, first_of: [sms, email], template: notice}\n",
+    )
+    parts = {"notice": frozenset({"inbox", "email"})}
+    assert messages(path, parts) == [
+        f"{path}:8:71: template 'notice' has no sms part, but this may send on it (it has: email, inbox)"
+    ]
 
 
 def folder_file(tmp_path: Path, name: str, order: int | None, rule: str, when: str) -> Path:
