@@ -20,10 +20,12 @@ from datetime import UTC, datetime, timedelta
 
 from channels.base import Channel, RetryPolicy, deliver
 from channels.templates import RenderedMessage, TemplateCatalog, TemplateError
+from processors.content import ContentGuard, Refused
 from processors.records import Dispatch, Receipt, Status
 from state.caps import PASSED, CapVerdict, FrequencyCaps
 from state.consent import ConsentQuery, ConsentStore
 from state.idempotency import SendLedger
+from state.provider_messages import ProviderMessages
 from state.users import User, UserDirectory
 
 
@@ -61,6 +63,8 @@ class Send:
         *,
         consent: ConsentStore | None = None,
         caps: FrequencyCaps | None = None,
+        content: ContentGuard | None = None,
+        sent: ProviderMessages | None = None,
     ) -> None:
         self._channels = channels
         self._templates = templates
@@ -70,6 +74,9 @@ class Send:
         self._slots = asyncio.Semaphore(concurrency)
         self._consent = consent
         self._caps = caps
+        self._content = content or ContentGuard()
+        # Provider message ids -> our messages, so a provider's delivery callback finds its message.
+        self._sent = sent
 
     async def handle(self, dispatches: Sequence[Dispatch], now: datetime | None = None) -> SendResult:
         at = now or datetime.now(UTC)
@@ -77,9 +84,23 @@ class Send:
         users = await self._directory.get_many(
             d.user_id for d in dispatches if not d.user_id.startswith("addr:")
         )
-        refusals = await self._refusals(dispatches)
+        # Addresses are cleaned before consent: a blacklist holds addresses in their canonical form.
+        cleaned: list[Dispatch] = []
+        for dispatch in dispatches:
+            if dispatch.channel not in self._channels:
+                result.receipts.append(
+                    _receipt(dispatch, "failed", reason=f"no provider configured for {dispatch.channel}")
+                )
+                continue
+            checked = self._content.address(dispatch)
+            if isinstance(checked, Refused):
+                result.suppressed += 1
+                result.receipts.append(_receipt(dispatch, "suppressed", reason=checked.reason))
+            else:
+                cleaned.append(checked)
+        refusals = await self._refusals(cleaned)
         ready: list[tuple[Dispatch, Channel, RenderedMessage]] = []
-        for dispatch, refused in zip(dispatches, refusals, strict=True):
+        for dispatch, refused in zip(cleaned, refusals, strict=True):
             if refused is not None:
                 result.suppressed += 1
                 result.receipts.append(_receipt(dispatch, "suppressed", reason=f"consent: {refused}"))
@@ -136,7 +157,10 @@ class Send:
             message = self._templates.render(template, dispatch.channel, dispatch.event.data, user)
         except TemplateError as exc:
             return _receipt(dispatch, "failed", provider=channel.provider, reason=f"template: {exc}")
-        return channel, message
+        checked = self._content.message(message, dispatch)
+        if isinstance(checked, Refused):
+            return _receipt(dispatch, "suppressed", provider=channel.provider, reason=checked.reason)
+        return channel, checked
 
     async def _one(self, dispatch: Dispatch, channel: Channel, message: RenderedMessage) -> _Handled:
         if not await self._claim(dispatch):
@@ -153,6 +177,8 @@ class Send:
             if self._caps is not None:
                 await self._caps.forget(dispatch)  # nobody was reached: the cap is not used up
             return _Handled([_receipt(dispatch, "failed", reason=outcome.reason, **common)])
+        if self._sent is not None and outcome.provider_message_id and dispatch.channel != "inbox":
+            await self._sent.remember(outcome.provider, outcome.provider_message_id, dispatch)
         receipts = [_receipt(dispatch, "sent", cost=outcome.cost, **common)]
         if outcome.status == "delivered":
             receipts.append(_receipt(dispatch, "delivered", **common))
