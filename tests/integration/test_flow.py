@@ -31,6 +31,7 @@ from rules.loader import load_ruleset
 from state.apps import AppRegistry
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
+from state.offline import OfflineKeep
 from state.users import User, UserDirectory
 
 SECRET = "test-webhook-secret"
@@ -334,3 +335,43 @@ async def test_changed_rules_take_effect_without_a_restart_and_accepted_events_a
         ["campus", f"n{i}", '{"user_ids":["xi"],"tags":null,"segment":null,"all":false,"addresses":null}']
         for i in (1, 2, 3)
     ]
+
+
+KEEP_RULES = """
+ruleset: keep-test
+rules:
+  - id: notices
+    description: Campus notices go to the inbox, kept a day for people without one yet.
+    when: {type: [campus.notice]}
+    then:
+      channels: [inbox]
+      keep_offline: 1d
+"""
+
+
+async def test_a_kept_delivery_goes_out_once_its_user_becomes_reachable(
+    flow_settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(KEEP_RULES)
+    flow = flow_settings.model_copy(update={"rules": rules})
+    directory = UserDirectory(redis)
+    await directory.upsert([User(user_id="newcomer", bindings={"email": "n@uni.example"})])
+    await AppRegistry(redis).register("campus", {"inbox", "email"})
+    inbox = Inbox(redis)
+    with SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker:
+        await produce(flow, [notice("welcome", "newcomer")])
+        await wait_caught_up(redis, 1, worker)
+        assert await inbox.total("newcomer") == 0  # no inbox yet: kept
+        await directory.upsert(
+            [User(user_id="newcomer", bindings={"email": "n@uni.example", "inbox": "newcomer"})]
+        )
+        deadline = time.monotonic() + FLOW_TIMEOUT
+        while await inbox.total("newcomer") == 0:
+            assert worker.running, worker.log_tail()
+            assert time.monotonic() < deadline, f"kept delivery never released\n{worker.log_tail()}"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(6)  # one more release round: nothing is handed out twice
+        assert worker.stop() == 0, worker.log_tail()
+    assert [m.template for m in await inbox.list("newcomer")] == ["campus_notice"]
+    assert await OfflineKeep(redis).count("newcomer") == 0  # released and forgotten
