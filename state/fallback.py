@@ -5,12 +5,15 @@ and every step count; levels never go down):
 
 | level | from receipts |
 | --- | --- |
-| 1 sent | `sent` on a channel that reports delivery later (sms, push, wechat...) |
-| 2 delivered | `delivered` (the inbox's is immediate); `sent` on email, which never reports more |
+| 1 sent | `sent` on a channel that may report delivery later (sms, wechat, push) |
+| 2 delivered | `delivered` (the inbox's and webhook's are immediate); `sent` on email and robot |
 | 3 read | `read` (inbox), `opened` (email) |
 | 4 clicked | `clicked`, `converted` |
 
-(An email accepted by the mail server is all SMTP tells; a later bounce arrives as `failed`.)
+An email accepted by the mail server is all SMTP tells (a later bounce arrives as `failed`), and a
+robot's message posted to its group is read there. Push providers (FCM, APNs) report nothing more
+than `sent`: a `not_delivered` step after a push fires unless the app reports `delivered` (or
+`opened`) as a receipt of its own.
 
 A step's condition holds while: `not_delivered` level < 2, `not_read` level < 3, `not_clicked` level < 4;
 `failed` when every send seen so far (per channel and step) has failed, at least one has, and no
@@ -71,7 +74,7 @@ LEVELS: Final[dict[str, int]] = {
 OBSERVED_STATUSES: Final = frozenset(LEVELS)
 _SEPARATORS: Final = frozenset("\t\n")
 # Channels whose providers never report delivery: an accepted send is as delivered as it gets.
-SENT_IS_DELIVERED: Final = frozenset({"email"})
+SENT_IS_DELIVERED: Final = frozenset({"email", "robot"})
 
 _COMMON = """
 local function holds(h, i)

@@ -27,6 +27,8 @@ def schedule() -> FallbackSchedule:
         ("sent", "sms", 1),
         ("sent", "push", 1),
         ("sent", "email", 2),  # SMTP never says more than accepted
+        ("sent", "robot", 2),  # posted to the group chat
+        ("delivered", "webhook", 2),
         ("delivered", "inbox", 2),
         ("delivered", "sms", 2),
         ("read", "inbox", 3),
