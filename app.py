@@ -12,6 +12,9 @@ import typer
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from channels.providers import providers_cli
+from rules.cli import rules_cli
+
 if TYPE_CHECKING:
     from localparts.supervisor import LocalParts
 
@@ -27,7 +30,7 @@ class Settings(BaseSettings):
     kafka: str = Field("kafka://127.0.0.1:19092", description="Kafka-protocol bootstrap servers")
     redis: str = Field("redis://127.0.0.1:16379/0", description="Redis URL")
     clickhouse: str = Field(f"chdb://{VAR / 'clickhouse'}", description="chdb:///path or http(s)://host:8123")
-    rules: Path = Field(ROOT / "rules" / "default.yaml", description="rule file or folder of rule files")
+    rules: Path = Field(ROOT / "rules", description="rule file, or folder of rule files (*.yaml, by order:)")
     templates: Path = Field(ROOT / "templates", description="folder of message templates")
     var_dir: Path = Field(VAR, description="pid files, logs and data of the local parts")
     app_id: str = "switchboard"
@@ -85,11 +88,11 @@ cli = typer.Typer(
 users_cli = typer.Typer(no_args_is_help=True, help="Manage the user directory.")
 apps_cli = typer.Typer(no_args_is_help=True, help="Manage upstream apps and their API keys.")
 parts_cli = typer.Typer(no_args_is_help=True, help="Start and stop the local parts (broker, Redis).")
-rules_cli = typer.Typer(no_args_is_help=True, help="Check rule files.")
 cli.add_typer(users_cli, name="users")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(parts_cli, name="parts")
 cli.add_typer(rules_cli, name="rules")
+cli.add_typer(providers_cli, name="providers")
 
 
 def quiet_url_loggers() -> None:
@@ -214,19 +217,6 @@ def parts_status() -> None:
     """Show whether each local part is running and healthy."""
     for status in _parts().status():
         typer.echo(str(status))
-
-
-@rules_cli.command("check")
-def rules_check(paths: Annotated[list[Path] | None, typer.Argument()] = None) -> None:
-    """Lint rule files; exit status 1 on any error."""
-    from rules.loader import check
-
-    errors = check(paths or [Settings().rules])
-    for error in errors:
-        typer.echo(str(error), err=True)
-    if errors:
-        raise typer.Exit(1)
-    typer.echo("rules ok")
 
 
 def _parts() -> LocalParts:
