@@ -10,9 +10,9 @@ and every step count; levels never go down):
 | 3 read | `read` (inbox), `opened` (email) |
 | 4 clicked | `clicked`, `converted` |
 
-An email accepted by the mail server is all SMTP tells (a later bounce arrives as `failed`), and a
-robot's message posted to its group is read there. Push providers (FCM, APNs) report nothing more
-than `sent`: a `not_delivered` step after a push fires unless the app reports `delivered` (or
+An email accepted by the mail server is all SMTP tells (a later bounce arrives as `failed`); a
+robot's post to its group chat is as delivered as it gets. Push providers (FCM, APNs) report no
+more than `sent`: a `not_delivered` step after a push fires unless the app reports `delivered` (or
 `opened`) as a receipt of its own.
 
 A step's condition holds while: `not_delivered` level < 2, `not_read` level < 3, `not_clicked` level < 4;
