@@ -11,8 +11,9 @@ sms:
 ```
 
 Secrets are never written in the file: `${NAME}` (or a whole value `env:NAME`) is read from the
-environment at load, `${NAME:-default}` falls back to a default (for local demo values only). Every
-error is reported at once as `path:line:col: message`, and never shows a value read from the environment.
+environment at load, `${NAME:-default}` falls back to a default (for local demo values only); inside
+`{...}` quote it (`"${NAME}"`), as YAML reads a bare `{` there as a mapping. Every error is reported at
+once as `path:line:col: message`, and never shows a value read from the environment.
 """
 
 from __future__ import annotations
