@@ -25,6 +25,7 @@ from localparts.switchboard_process import SwitchboardProcess
 from processors.plan import DeliveryPlan, FallbackStep
 from processors.records import Dispatch, EventCore, message_id_for
 from state.apps import AppRegistry
+from state.engagement import EngagementHistory
 from state.fallback import DUE, MESSAGE, FallbackSchedule
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
@@ -133,6 +134,9 @@ async def test_an_unread_inbox_message_falls_back_to_email_once_and_a_read_one_d
         assert worker.stop() == 0, worker.log_tail()
 
     assert [r for mail in smtp.messages for r in mail.rcpt_tos] == ["ignorer@uni.example"]
+    assert list(await EngagementHistory(redis).last_active(["reader", "ignorer"])) == [
+        "reader"
+    ]  # track saw the read
     assert await redis.hget(MESSAGE.format(reader.message_id), "next") == b"0"
     assert await redis.hget(MESSAGE.format(ignorer.message_id), "f:1") is not None
     assert await schedule.pending() == 0
