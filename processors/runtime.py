@@ -13,10 +13,13 @@ from analytics.connection import open_clickhouse
 from analytics.event_log import EventLog
 from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
-from app import Settings
+from app import ROOT, Settings
 from channels.base import RetryPolicy
+from channels.links import LinkSigner
 from channels.registry import build_channels
+from channels.sensitive import SensitiveWords
 from channels.templates import TemplateCatalog
+from processors.content import ContentGuard
 from processors.decide import Decide
 from processors.fallback import FallbackDispatcher
 from processors.ingest import Ingest
@@ -37,11 +40,13 @@ from state.flow_counters import FlowCounters
 from state.idempotency import SendLedger
 from state.offline import OfflineKeep
 from state.pacing import Pacer
+from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
 from state.users import UserDirectory
 
 log = logging.getLogger("switchboard.runtime")
 
+SENSITIVE_WORDS = ROOT / "config" / "sensitive_words.txt"
 TOPIC_NAMES = {
     "events": "events",
     "dead_letter": "events.deadletter",
@@ -104,6 +109,10 @@ def build_flow(settings: Settings) -> Flow:
             RetryPolicy(),
             consent=consent,
             caps=FrequencyCaps(redis),
+            content=ContentGuard(
+                words=_sensitive_words(), links=LinkSigner(settings.link_secret, settings.public_url)
+            ),
+            sent=ProviderMessages(redis, settings.dedup_ttl_seconds),
         ),
         track=Track(
             ReceiptSink(clickhouse), fallback=fallback, engagement=engagement, event_log=EventLog(clickhouse)
@@ -127,6 +136,14 @@ def build_flow(settings: Settings) -> Flow:
     )
     register_agents(app, topics, stages)
     return Flow(app=app, topics=topics, stages=stages)
+
+
+def _sensitive_words() -> SensitiveWords | None:
+    """The shipped list, if present; without one, messages are not screened (and a warning says so)."""
+    if not SENSITIVE_WORDS.is_file():
+        log.warning("no sensitive words list at %s: messages are not screened", SENSITIVE_WORDS)
+        return None
+    return SensitiveWords.from_file(SENSITIVE_WORDS)
 
 
 def _faust_dir(settings: Settings) -> Path:
