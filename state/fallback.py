@@ -32,7 +32,9 @@ ledger keys sends by (message, channel, step), so a re-emitted step that had got
 Layout: hash `sb:fb:{message_id}` holds `d` (the first dispatch, JSON with its plan), `a` (raw
 addresses, JSON or empty), `t0` (first send, unix seconds), `n` (steps), `c:<i>`/`o:<i>` (condition
 code and offset seconds of step i), `next` (pending step index, 0 = none), `lvl`, `ns`/`nf` (sends
-seen / failed), `s:<channel>:<step>` (each send's state) and `busy` (steps in flight). It expires
+seen / failed), `s:<channel>:<step>` (each send's state), `busy` (steps in flight) and `sent0` (when
+the first send's first outcome came: that moment, if later, replaces `t0`, so a send held back by a
+cap's delay moves the chain with it). It expires
 `retention` after the last step's due time, so a redelivered delivery cannot re-arm it before then.
 The scripts reach each message's hash by name: one Redis (or a Sentinel set), not Redis Cluster.
 """
@@ -131,7 +133,8 @@ return 1
 """
 )
 
-# ARGV[1]: the hash prefix; ARGV[2]: one line per receipt, "message id TAB level TAB channel:step".
+# ARGV[1]: the hash prefix; ARGV[2]: one line per receipt,
+# "message id TAB level TAB channel:step TAB unix time of the receipt".
 # One blob rather than three arguments per receipt: encoding thousands of arguments costs the
 # worker more than the script itself, and most receipts are for messages without a chain.
 _OBSERVE = (
@@ -139,10 +142,22 @@ _OBSERVE = (
     + """
 local due, prefix = KEYS[1], ARGV[1]
 local cancelled = 0
-for mid, level, send in string.gmatch(ARGV[2], '([^\\t\\n]+)\\t([^\\t\\n]+)\\t([^\\t\\n]+)\\n') do
+local pattern = '([^\\t\\n]+)\\t([^\\t\\n]+)\\t([^\\t\\n]+)\\t([^\\t\\n]+)\\n'
+for mid, level, send, at in string.gmatch(ARGV[2], pattern) do
   local h = prefix .. mid
   if redis.call('HEXISTS', h, 'n') == 1 then
     local v, key = tonumber(level), 's:' .. send
+    -- The first outcome of the first send fixes when it went out: a send held back (a cap's delay)
+    -- moves the chain's clock with it.
+    if v <= 2 and string.sub(send, -2) == ':0' and redis.call('HSETNX', h, 'sent0', at) == 1 then
+      if tonumber(at) > tonumber(redis.call('HGET', h, 't0')) then
+        redis.call('HSET', h, 't0', at)
+        local pending = tonumber(redis.call('HGET', h, 'next'))
+        if pending > 0 and redis.call('ZSCORE', due, mid) then
+          redis.call('ZADD', due, tonumber(at) + tonumber(redis.call('HGET', h, 'o:' .. pending)), mid)
+        end
+      end
+    end
     local old = tonumber(redis.call('HGET', h, key))
     if v == -1 then
       if old == nil then
@@ -322,23 +337,29 @@ class FallbackSchedule:
             args += [CONDITION_CODES[step.condition], step.after.total_seconds()]
         return args
 
-    async def observe(self, message_id: str, status: str, channel: str, step: int) -> int:
-        """Record one receipt; how many pending steps it cancelled."""
-        return await self.observe_many([(message_id, status, channel, step)])
+    async def observe(
+        self, message_id: str, status: str, channel: str, step: int, at: datetime | None = None
+    ) -> int:
+        """Record one receipt (made `at`, default now); how many pending steps it cancelled."""
+        return await self.observe_many([(message_id, status, channel, step, at)])
 
     async def observe_receipts(self, receipts: Iterable[Receipt]) -> int:
         """Record a batch of receipts (others than sends' outcomes and engagement are ignored)."""
-        return await self.observe_many((r.message_id, r.status, r.channel, r.step) for r in receipts)
+        return await self.observe_many(
+            (r.message_id, r.status, r.channel, r.step, r.event_time) for r in receipts
+        )
 
-    async def observe_many(self, items: Iterable[tuple[str, str, str, int]]) -> int:
-        """Record (message id, status, channel, step) tuples in one script call."""
+    async def observe_many(self, items: Iterable[tuple[str, str, str, int, datetime | None]]) -> int:
+        """Record (message id, status, channel, step, when) tuples in one script call."""
         lines: list[str] = []
-        for message_id, status, channel, step in items:
+        now = time.time()
+        for message_id, status, channel, step, at in items:
             level = self.level(status, channel)
             # Ids with a tab or newline are not Switchboard's (ours are hex digests): no chain to move.
             if level is None or not message_id or _SEPARATORS & set(message_id) or _SEPARATORS & set(channel):
                 continue
-            lines.append(f"{message_id}\t{level}\t{channel}:{step}\n")
+            moment = now if at is None else _aware(at).timestamp()
+            lines.append(f"{message_id}\t{level}\t{channel}:{step}\t{moment}\n")
         if not lines:
             return 0
         return int(await self._observe(keys=[DUE], args=[MESSAGE.format(""), "".join(lines)]))
@@ -365,6 +386,11 @@ class FallbackSchedule:
     async def pending(self) -> int:
         """Messages with a step still to come."""
         return int(await self._redis.zcard(DUE))
+
+
+def _aware(moment: datetime) -> datetime:
+    # Receipt does not insist on an offset; a naive time is UTC, as the sink reads it.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _ordered(steps: Sequence[FallbackStep]) -> list[FallbackStep]:

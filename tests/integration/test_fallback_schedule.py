@@ -79,7 +79,7 @@ async def test_a_step_fires_iff_its_condition_holds_when_due(
 ) -> None:
     first = first_dispatch("u1", (condition, 5, ("email",)))
     assert await schedule.arm(first, None, t0)
-    await schedule.observe_many((first.message_id, status, ch, step) for status, ch, step in receipts)
+    await schedule.observe_many((first.message_id, status, ch, step, t0) for status, ch, step in receipts)
 
     assert await schedule.fire_due(t0 + timedelta(seconds=4)) == []  # not due yet
     fired = await schedule.fire_due(t0 + timedelta(seconds=5))
@@ -97,7 +97,7 @@ async def test_a_receipt_cancels_the_pending_step_and_the_next_one_keeps_its_tim
     await schedule.arm(first, None, t0)
     assert await redis.zscore(DUE, first.message_id) == t0.timestamp() + 60
 
-    assert await schedule.observe(first.message_id, "delivered", "inbox", 0) == 1
+    assert await schedule.observe(first.message_id, "delivered", "inbox", 0, t0) == 1
     assert await redis.zscore(DUE, first.message_id) == t0.timestamp() + 1800  # step 2, from the first send
     assert await schedule.observe(first.message_id, "read", "inbox", 0) == 0  # step 2 can still hold
 
@@ -151,9 +151,9 @@ async def test_a_plan_without_fallback_arms_nothing(
 
 
 async def test_receipts_of_messages_without_fallback_leave_no_trace(
-    redis: Redis, schedule: FallbackSchedule
+    redis: Redis, schedule: FallbackSchedule, t0: datetime
 ) -> None:
-    assert await schedule.observe("no-such-message", "delivered", "inbox", 0) == 0
+    assert await schedule.observe("no-such-message", "delivered", "inbox", 0, t0) == 0
     assert await redis.keys("sb:fb:*") == []
 
 
@@ -186,7 +186,7 @@ async def test_racing_firers_fire_each_step_exactly_once(redis_url: str, t0: dat
 
         async def reader() -> None:
             for message_id in delivered:
-                await schedules[1].observe(message_id, "delivered", "inbox", 0)
+                await schedules[1].observe(message_id, "delivered", "inbox", 0, t0)
 
         while await schedules[0].pending():
             await asyncio.gather(firer(0), firer(1), reader())
@@ -259,9 +259,35 @@ async def test_receipts_with_foreign_ids_are_skipped(schedule: FallbackSchedule,
     await schedule.arm(first, None, t0)
     cancelled = await schedule.observe_many(
         [
-            ("odd\tid", "delivered", "inbox", 0),
-            ("", "delivered", "inbox", 0),
-            (first.message_id, "delivered", "inbox", 0),
+            ("odd\tid", "delivered", "inbox", 0, t0),
+            ("", "delivered", "inbox", 0, t0),
+            (first.message_id, "delivered", "inbox", 0, t0),
         ]
     )
     assert cancelled == 1
+
+
+async def test_the_first_send_s_outcome_sets_the_chain_s_clock(
+    redis: Redis, schedule: FallbackSchedule, t0: datetime
+) -> None:
+    first = first_dispatch("u1", ("not_read", 60, ("email",)), ("not_read", 120, ("sms",)))
+    await schedule.arm(first, None, t0)  # decided at t0; a cap held the send back 30 s
+    sent = t0 + timedelta(seconds=30)
+    await schedule.observe(first.message_id, "delivered", "inbox", 0, sent)
+    assert await redis.zscore(DUE, first.message_id) == sent.timestamp() + 60
+    # Later outcomes, and those of fallback steps, do not move it again.
+    await schedule.observe(first.message_id, "sent", "sms", 0, sent + timedelta(seconds=50))
+    await schedule.observe(first.message_id, "sent", "email", 1, sent + timedelta(seconds=70))
+    assert await redis.zscore(DUE, first.message_id) == sent.timestamp() + 60
+    fired = await schedule.fire_due(sent + timedelta(seconds=60))
+    assert fired[0].first_sent_at == sent
+    assert await redis.zscore(DUE, first.message_id) == sent.timestamp() + 120
+
+
+async def test_an_earlier_clock_on_the_receipt_does_not_move_the_chain_back(
+    redis: Redis, schedule: FallbackSchedule, t0: datetime
+) -> None:
+    first = first_dispatch("u1", ("not_read", 60, ("email",)))
+    await schedule.arm(first, None, t0)
+    await schedule.observe(first.message_id, "delivered", "inbox", 0, t0 - timedelta(seconds=5))
+    assert await redis.zscore(DUE, first.message_id) == t0.timestamp() + 60
