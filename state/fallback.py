@@ -401,8 +401,8 @@ def _index(first: Dispatch, step: FallbackStep) -> int:
     return _ordered(first.plan.fallback).index(step) + 1
 
 
-def _fired(row: list[bytes]) -> FiredStep:
-    message_id, index, dispatch, addresses, t0 = (v.decode() for v in row)
+def _fired(row: list[bytes | str]) -> FiredStep:
+    message_id, index, dispatch, addresses, t0 = (v.decode() if isinstance(v, bytes) else v for v in row)
     first = Dispatch.model_validate_json(dispatch)
     return FiredStep(
         message_id=message_id,
