@@ -164,6 +164,17 @@ def test_a_redelivered_receipt_is_not_counted_twice(clickhouse: Client, app: str
     assert final_rows == [(2,)]
 
 
+def test_a_fallback_step_on_the_same_channel_is_its_own_row(clickhouse: Client, app: str) -> None:
+    first = Receipt(event_time=at(0), message_id=f"{app}-m1", app=app, channel="email", status="sent")
+    fallback = first.model_copy(update={"event_time": at(30), "step": 1, "variant": "b"})
+    ReceiptSink(clickhouse).write([first, fallback, fallback])
+    rows = clickhouse.query(
+        "SELECT step, variant FROM message_events FINAL WHERE app = {app:String} ORDER BY step",
+        parameters={"app": app},
+    ).result_rows
+    assert rows == [(0, ""), (1, "b")]
+
+
 def scenario(app: str) -> list[Receipt]:
     """m1 read on SMS; m2 failed twice on SMS, fell back to email and was clicked; m3 suppressed; m4 capped
     on push; one raw event dead-lettered; and an old SMS send from before the report window."""
