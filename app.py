@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         ROOT / "config" / "providers.yaml",
         description="channel providers, their priorities, limits and secrets",
     )
+    sensitive_words: Path = Field(
+        ROOT / "config" / "sensitive_words.txt", description="words to block or mask in every message"
+    )
     public_url: str = Field(
         "http://127.0.0.1:18080", description="where recipients reach the API: tracking, unsubscribe links"
     )

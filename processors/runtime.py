@@ -13,7 +13,7 @@ from analytics.connection import open_clickhouse
 from analytics.event_log import EventLog
 from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
-from app import ROOT, Settings
+from app import Settings
 from channels.base import RetryPolicy
 from channels.links import LinkSigner
 from channels.registry import build_channels
@@ -46,7 +46,6 @@ from state.users import UserDirectory
 
 log = logging.getLogger("switchboard.runtime")
 
-SENSITIVE_WORDS = ROOT / "config" / "sensitive_words.txt"
 TOPIC_NAMES = {
     "events": "events",
     "dead_letter": "events.deadletter",
@@ -110,7 +109,8 @@ def build_flow(settings: Settings) -> Flow:
             consent=consent,
             caps=FrequencyCaps(redis),
             content=ContentGuard(
-                words=_sensitive_words(), links=LinkSigner(settings.link_secret, settings.public_url)
+                words=_sensitive_words(settings.sensitive_words),
+                links=LinkSigner(settings.link_secret, settings.public_url),
             ),
             sent=ProviderMessages(redis, settings.dedup_ttl_seconds),
         ),
@@ -138,12 +138,13 @@ def build_flow(settings: Settings) -> Flow:
     return Flow(app=app, topics=topics, stages=stages)
 
 
-def _sensitive_words() -> SensitiveWords | None:
-    """The shipped list, if present; without one, messages are not screened (and a warning says so)."""
-    if not SENSITIVE_WORDS.is_file():
-        log.warning("no sensitive words list at %s: messages are not screened", SENSITIVE_WORDS)
+def _sensitive_words(path: Path) -> SensitiveWords | None:
+    """The configured list; an empty setting turns screening off (and a warning says so)."""
+    if not str(path) or str(path) == ".":
+        log.warning("SWITCHBOARD_SENSITIVE_WORDS is empty: messages are not screened")
         return None
-    return SensitiveWords.from_file(SENSITIVE_WORDS)
+    # A configured list that is missing is an error: silently sending unscreened is worse.
+    return SensitiveWords.from_file(path)
 
 
 def _faust_dir(settings: Settings) -> Path:
