@@ -32,6 +32,8 @@ class SendResult(BaseModel):
     status: Literal["sent", "delivered"]
     provider_message_id: str
     cost: float = 0.0
+    provider: str = ""
+    """The configured provider that carried it, when the channel chose among several (failover)."""
 
 
 class SendError(Exception):
@@ -221,7 +223,7 @@ async def deliver(
             )
         else:
             return DeliveryOutcome(
-                result.status, attempt, channel.provider,
+                result.status, attempt, result.provider or channel.provider,
                 cost=result.cost, provider_message_id=result.provider_message_id,
             )
         if attempt == retry.max_attempts:

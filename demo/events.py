@@ -20,11 +20,14 @@ Via = Literal["http", "kafka"]
 Outcome = Literal["deliver", "dead_letter"]
 
 DEMO_APPS: dict[str, frozenset[ChannelName]] = {
-    "lms": frozenset({"inbox", "email", "push", "sms"}),
-    "bursar": frozenset({"email", "inbox", "sms"}),
+    "lms": frozenset({"inbox", "email", "push", "sms", "wechat_mp"}),
+    "bursar": frozenset({"email", "inbox", "sms", "wechat_oa"}),
     "campus": frozenset({"inbox", "email", "push", "wechat_oa"}),
     "security": frozenset({"inbox", "email", "sms", "webhook"}),
+    "portal": frozenset({"sms", "email"}),
+    "itops": frozenset({"robot", "sms"}),
 }
+VERIFICATION_CODES = 40
 CAMPUS_TZ = ZoneInfo("Asia/Shanghai")  # class times and due dates are campus time
 COURSE_REMINDERS = 300
 COURSES = (
@@ -98,6 +101,33 @@ def demo_events(users: list[User], now: datetime, seed: int = 2026) -> list[Demo
                 "body": "Collect it at the East Gate reception with your passport.",
             },
         }),
+        _event("fee reminder to postgraduates on WeChat", "http", {
+            "event_id": f"fee-reminder-{stamp}", "app": "bursar", "type": "fee.reminder",
+            "template": "fee_due",
+            "audience": {"tags": ["postgraduate"]}, "category": "transactional", "channels": ["wechat_oa"],
+            "data": {
+                "amount": "¥3,200.00", "term": term,
+                "due_date": (now + timedelta(days=7)).astimezone(CAMPUS_TZ).date().isoformat(),
+            },
+        }),
+        _event("IT incident to the on-call staff", "kafka", {
+            "event_id": f"it-incident-{stamp}", "app": "itops", "type": "it.incident",
+            "template": "security_alert", "audience": {"tags": ["on-call"]}, "category": "alert",
+            "priority": "urgent",
+            "data": {
+                "headline": "Campus Wi-Fi authentication servers down in the East district",
+                "action": "Join the incident bridge; the runbook is NET-07.",
+            },
+        }),
+        *(
+            _event("login verification code", "http", {
+                "event_id": f"login-code-{stamp}-{n:02d}", "app": "portal", "type": "login.code",
+                "template": "verification_code", "audience": {"user_ids": [user.user_id]},
+                "category": "verification", "priority": "urgent",
+                "data": {"code": f"{rng.randrange(10**6):06d}", "minutes": 5},
+            })
+            for n, user in enumerate(rng.sample(users, min(VERIFICATION_CODES, len(users))))
+        ),
         DemoEvent(
             description="malformed event (not JSON)", app="campus", via="kafka", key=f"campus:broken-{stamp}",
             body=b'{"event_id": "broken-' + stamp.encode() + b'", "app": "campus", "audience": {"all": tru',

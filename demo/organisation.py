@@ -19,6 +19,8 @@ UNDERGRADUATE_SHARE = 0.72  # of students
 INTERNATIONAL_SHARE = 0.06  # of students
 DEPARTMENTS = ("cs", "math", "physics", "chem", "bio", "econ", "law", "med", "lit", "ee")
 DORMS = ("east", "west", "north", "south")
+ON_CALL_SHARE = 0.05  # of administrative staff
+ON_CALL_ROBOT = "campus-ops"  # the robot's name in config/providers.yaml
 SHARES: dict[ChannelName, float] = {
     "inbox": 0.99, "email": 0.85, "sms": 0.90, "push": 0.60, "wechat_oa": 0.55, "wechat_mp": 0.25,
 }
@@ -99,6 +101,8 @@ def _student(rng: random.Random, n: int) -> User:
 def _staff(rng: random.Random, n: int) -> User:
     faculty = rng.random() < 0.6
     tags = ["staff", "faculty" if faculty else "administration", f"dept-{rng.choice(DEPARTMENTS)}"]
+    if not faculty and rng.random() < ON_CALL_SHARE:
+        tags.append("on-call")  # IT staff on the incident rota: the ops robot's group and SMS
     foreign = rng.random() < 0.05
     name = _english_name(rng) if foreign else _chinese_name(rng)
     user_id = f"t{10000 + n}"
@@ -114,9 +118,11 @@ def _person(
 ) -> User:
     addresses: dict[ChannelName, str] = {
         "inbox": user_id, "email": email, "sms": phone.replace(" ", ""),
-        "push": f"push-{rng.getrandbits(96):024x}", "wechat_oa": _openid(rng), "wechat_mp": _openid(rng),
+        "push": _push_token(rng), "wechat_oa": _openid(rng), "wechat_mp": _openid(rng),
     }
     bindings = {channel: addresses[channel] for channel, share in SHARES.items() if rng.random() < share}
+    if "on-call" in tags:
+        bindings["robot"] = ON_CALL_ROBOT
     # Nobody prefers a channel they never gave an address for.
     preferences, weights = zip(
         *((c, w) for c, w in PREFERENCES if c is None or c in bindings), strict=True
@@ -129,6 +135,19 @@ def _person(
 
 def _cn_mobile(rng: random.Random) -> str:
     return f"+86{rng.choice((13, 15, 17, 18, 19))}{rng.randrange(10**9):09d}"
+
+
+def _push_token(rng: random.Random) -> str:
+    """A device token written `<provider>:<token>`: Android phones on FCM or JPush, iPhones on APNs."""
+    kind = rng.choices(("fcm", "apns", "jpush"), (45, 40, 15))[0]
+    if kind == "apns":
+        return f"apns:{rng.getrandbits(256):064x}"
+    if kind == "jpush":
+        return f"jpush:{rng.randrange(10**17, 10**18)}"
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return "fcm:" + "".join(rng.choice(alphabet) for _ in range(22)) + ":APA91b" + "".join(
+        rng.choice(alphabet) for _ in range(134)
+    )
 
 
 def _openid(rng: random.Random) -> str:

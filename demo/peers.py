@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import yaml
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -40,8 +42,10 @@ class DemoPeers:
 
     folder: Path
     public_url: str
+    templates: Path
     _running: list[_Stoppable] = field(default_factory=list)
-    _apps: dict[str, object] = field(default_factory=dict)
+    _apps: dict[str, web.Application] = field(default_factory=dict)
+    _apns: apns.ApnsApp | None = None
 
     def start(self) -> dict[str, str]:
         """Start every peer; return the environment that enables their providers."""
@@ -67,15 +71,16 @@ class DemoPeers:
                 feishu={ROBOT_FEISHU[0]: ROBOT_FEISHU[1]},
             ),
         }
+        # The peer accepts only template ids "registered" with it: those the template files name.
+        self._apps["wechat"][wechat.PEER].templates |= _wechat_template_ids(self.templates)
         ports = {"aliyun": 18101, "tencent": 18102, "http-sms": 18103, "fcm": 18111, "jpush": 18113,
                  "wechat": 18121, "robots": 18131}
         for name, port in ports.items():
-            self._running.append(ThreadedPeer(self._apps[name], port=port).start())  # type: ignore[arg-type]
-        apns_app = apns.create_app(
+            self._running.append(ThreadedPeer(self._apps[name], port=port).start())
+        self._apns = apns.create_app(
             team_id=APNS_TEAM, key_id=APNS_KEY, public_key_pem=_public_pem(apns_key), topic=APNS_TOPIC
         )
-        self._apps["apns"] = apns_app
-        self._running.append(apns.ThreadedApnsPeer(apns_app, cert_file, cert_key, port=18112).start())
+        self._running.append(apns.ThreadedApnsPeer(self._apns, cert_file, cert_key, port=18112).start())
         return {
             "SWITCHBOARD_DEMO_PEERS": "true",
             "SWITCHBOARD_DEMO_PUSH": "true",
@@ -84,10 +89,40 @@ class DemoPeers:
             "SWITCHBOARD_DEMO_APNS_CA_FILE": str(cert_file),
         }
 
+    def wechat_reports(self) -> int:
+        """Delivery reports the WeChat peer pushed to the API and the API acknowledged."""
+        return sum(status == 200 for status in self._apps["wechat"][wechat.PEER].pushed)
+
+    def received(self) -> dict[str, int]:
+        """Messages each channel's peers accepted, for checking the report against the providers."""
+        apps = self._apps
+        sms = sum(
+            len(state.received)
+            for state in (apps["aliyun"][aliyun_sms.STATE], apps["tencent"][tencent_sms.STATE],
+                          apps["http-sms"][sms_gateway.STATE])
+        )
+        push = len(apps["fcm"][fcm.STATE].received) + len(apps["jpush"][jpush.STATE].received)
+        push += len(self._apns.state.received) if self._apns is not None else 0
+        return {
+            "sms": sms,
+            "push": push,
+            "wechat": len(apps["wechat"][wechat.PEER].received),
+            "robot": len(apps["robots"][robots.PEER].received),
+        }
+
     def stop(self) -> None:
         for peer in reversed(self._running):
             peer.stop()
         self._running.clear()
+
+
+def _wechat_template_ids(folder: Path) -> set[str]:
+    ids: set[str] = set()
+    for path in folder.glob("*.yaml"):
+        parts = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for channel in ("wechat_oa", "wechat_mp"):
+            ids.update(str(v) for v in (parts.get(channel) or {}).get("template_ids", {}).values())
+    return ids
 
 
 def _public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:

@@ -4,6 +4,7 @@ that is checked against what the SMTP server and the inboxes actually hold."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import signal
@@ -25,6 +26,7 @@ from analytics.report import NO_CHANNEL, ReachReport, reach_report, render_table
 from app import Settings
 from demo.events import DEMO_APPS, DemoEvent, demo_events
 from demo.organisation import generate_university, write_csv
+from demo.peers import DemoPeers
 from localparts.smtp_server import LocalSmtpServer
 from localparts.supervisor import LocalParts
 from localparts.switchboard_process import SwitchboardProcess
@@ -32,6 +34,7 @@ from state.apps import AppRegistry
 from state.connection import open_redis
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
+from state.schedule import DeliverySchedule, ParkedDispatches
 from state.users import UserDirectory
 from state.users_import import import_users
 
@@ -41,6 +44,9 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 READ_SHARE = 0.35  # of inbox recipients who open their inbox during the demo
 CLICK_SHARE = 0.3  # of those readers who also click the link
 FLOW_TIMEOUT = 600.0
+# Deliveries deferred by less than this (pacing, a cap's next slot) are waited for; longer ones (quiet
+# hours, best time, fallback steps hours away) stay scheduled and show as `deferred` in the report.
+SOON = 60.0
 
 
 @dataclass
@@ -50,6 +56,8 @@ class Engagement:
     dead_letters: int = 0
     reads: int = 0
     clicks: int = 0
+    callbacks: int = 0
+    """Delivery reports the WeChat peer pushed back to the API's callback endpoint."""
 
 
 def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -> int:
@@ -73,10 +81,17 @@ def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -
     parts.up()
     smtp = LocalSmtpServer(demo.smtp_host, demo.smtp_port)
     smtp.start()
+    console.print(
+        "starting the providers' local peers (Aliyun and Tencent SMS, an SMS gateway, FCM, APNs over "
+        "HTTP/2, JPush, WeChat, DingTalk/WeCom/Feishu robots)…"
+    )
+    peers = DemoPeers(run_dir / "peers", demo.public_url, demo.templates)
+    # The worker and API inherit this environment: it switches on the providers of providers.yaml.
+    os.environ.update(peers.start())
     worker = SwitchboardProcess("worker", demo, run_dir / "worker.log")
     api = SwitchboardProcess("api", demo, run_dir / "api.log")
     try:
-        engagement = asyncio.run(_drive(demo, size, run_dir, worker, api, smtp))
+        engagement = asyncio.run(_drive(demo, size, run_dir, worker, api, smtp, peers))
         api.stop()
         if worker.stop() not in (0, None):
             console.print(f"[red]the worker exited badly; its log:[/]\n{worker.log_tail()}")
@@ -85,7 +100,7 @@ def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -
         report = reach_report(open_clickhouse(demo.clickhouse))
         console.print(render_table(report))
         inbox_total = asyncio.run(_inbox_total(demo))
-        return _cross_check(report, smtp.count, inbox_total, engagement)
+        return _cross_check(report, smtp.count, inbox_total, engagement, peers.received())
     except RuntimeError as exc:
         console.print(f"[red]demo failed:[/] {exc}")
         return 1
@@ -93,6 +108,7 @@ def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -
         api.stop()
         worker.stop()
         smtp.stop()
+        peers.stop()
         if keep_running:
             console.print("local parts left running; stop them with `switchboard parts down`")
         else:
@@ -106,6 +122,7 @@ async def _drive(
     worker: SwitchboardProcess,
     api: SwitchboardProcess,
     smtp: LocalSmtpServer,
+    peers: DemoPeers,
 ) -> Engagement:
     redis = open_redis(settings.redis)
     try:
@@ -128,11 +145,16 @@ async def _drive(
         events = demo_events(users, datetime.now(UTC))
         await _emit(settings, events, keys)
         counters = FlowCounters(redis)
-        await _follow(counters, len(events), worker, extra_receipts=0)
+        soon = _SoonDue(redis)
+        await _follow(counters, soon, len(events), worker, extra_receipts=0)
         engagement = await _engage(settings, redis, keys, users_with_inbox=[u.user_id for u in users])
         engagement.dead_letters = sum(e.outcome == "dead_letter" for e in events)
-        await _follow(counters, len(events), worker, extra_receipts=engagement.reads + engagement.clicks)
-        console.print(f"SMTP server received {smtp.count} emails")
+        # The WeChat peer reports each accepted message back through the API's callback endpoint.
+        await asyncio.sleep(1.0)  # its reports trail the sends a little
+        engagement.callbacks = peers.wechat_reports()
+        extra = engagement.reads + engagement.clicks + engagement.callbacks
+        await _follow(counters, soon, len(events), worker, extra_receipts=extra)
+        console.print(f"SMTP server received {smtp.count} emails; provider peers received {peers.received()}")
         return engagement
     finally:
         await redis.aclose()
@@ -193,8 +215,18 @@ def _kind(event: DemoEvent) -> str:
     return f"{subject} ({event.app}, via {'HTTP API' if event.via == 'http' else 'Kafka'})"
 
 
+class _SoonDue:
+    """Scheduled work falling due within `SOON`: paced deliveries, dispatches parked for a cap."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._schedules = (DeliverySchedule(redis), ParkedDispatches(redis))
+
+    async def count(self) -> int:
+        return sum([await schedule.due_within(SOON) for schedule in self._schedules])
+
+
 async def _follow(
-    counters: FlowCounters, emitted: int, worker: SwitchboardProcess, extra_receipts: int
+    counters: FlowCounters, soon: _SoonDue, emitted: int, worker: SwitchboardProcess, extra_receipts: int
 ) -> None:
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     deadline = time.monotonic() + FLOW_TIMEOUT
@@ -218,7 +250,7 @@ async def _follow(
             }
             for name, task in bars.items():
                 progress.update(task, completed=counts.get(name, 0), total=totals[name])
-            if caught_up(counts, emitted, extra_receipts):
+            if caught_up(counts, emitted, extra_receipts) and await soon.count() == 0:
                 return
             if not worker.running:
                 raise RuntimeError(f"the worker exited; its log:\n{worker.log_tail()}")
@@ -274,10 +306,28 @@ async def _inbox_total(settings: Settings) -> int:
         await redis.aclose()
 
 
-def _cross_check(report: ReachReport, emails_received: int, inbox_total: int, engagement: Engagement) -> int:
+def _cross_check(
+    report: ReachReport,
+    emails_received: int,
+    inbox_total: int,
+    engagement: Engagement,
+    providers_received: dict[str, int],
+) -> int:
     """The report is only worth showing if it matches reality; say where it does not."""
     email, inbox, unrouted = report.row("email"), report.row("inbox"), report.row(NO_CHANNEL)
+    wechat = report.row("wechat_oa").sent + report.row("wechat_mp").sent
+    wechat_delivered = report.row("wechat_oa").delivered + report.row("wechat_mp").delivered
     checks = [
+        ("SMS sent (ClickHouse) = messages the SMS providers' peers accepted", report.row("sms").sent,
+         providers_received["sms"]),
+        ("push sent (ClickHouse) = pushes FCM, APNs and JPush peers accepted", report.row("push").sent,
+         providers_received["push"]),
+        ("WeChat sent (ClickHouse) = messages the WeChat peer accepted", wechat,
+         providers_received["wechat"]),
+        ("WeChat delivered (ClickHouse) = delivery reports the WeChat peer pushed back", wechat_delivered,
+         engagement.callbacks),
+        ("robot posts (ClickHouse) = posts the robot peers accepted", report.row("robot").sent,
+         providers_received["robot"]),
         ("emails sent (ClickHouse) = emails the SMTP server received", email.sent, emails_received),
         ("inbox delivered (ClickHouse) = messages in the inboxes (Redis)", inbox.delivered, inbox_total),
         ("inbox read (ClickHouse) = reads made through the API", inbox.read, engagement.reads),

@@ -58,6 +58,15 @@ class Schedule(Generic[Item]):
             pipe.zadd(self._due, {ident: due.timestamp()})
             await pipe.execute()
 
+    async def due_within(self, seconds: float, now: float | None = None) -> int:
+        """How many items fall due within `seconds` from now, or are claimed and not yet done."""
+        until = (time.time() if now is None else now) + seconds
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(self._due, "-inf", until)
+            pipe.zcard(self._inflight)
+            due, inflight = await pipe.execute()
+        return int(due) + int(inflight)
+
     async def claim_due(self, limit: int = 500, now: float | None = None) -> list[Item]:
         at = time.time() if now is None else now
         bodies = await self._claim(keys=[self._due, self._inflight, self._bodies], args=[at, limit, at])

@@ -36,6 +36,7 @@ COLUMNS: tuple[str, ...] = (
     "wechat_mp_openid",
     "inbox",
     "webhook",
+    "robot",
 )
 # Flat column -> the channel its value binds.
 BINDING_COLUMNS: dict[str, str] = {
@@ -45,6 +46,7 @@ BINDING_COLUMNS: dict[str, str] = {
     "wechat_openid": "wechat_oa",
     "wechat_mp_openid": "wechat_mp",
     "webhook": "webhook",
+    "robot": "robot",  # a chat-robot name from the providers file (an on-call group)
 }
 _MODEL_FIELDS = frozenset(User.model_fields)
 _FLAT_ONLY = frozenset(COLUMNS) - _MODEL_FIELDS

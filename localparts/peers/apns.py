@@ -273,12 +273,21 @@ class ApnsPeer:
         await self.stop()
 
 
+def _ignore_ssl_shutdown_timeouts(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # A client that drops its connection without a TLS close_notify makes hypercorn's close wait time
+    # out; that is the client's business, not an error of the peer worth a traceback on the console.
+    if isinstance(context.get("exception"), TimeoutError):
+        return
+    loop.default_exception_handler(context)
+
+
 class ThreadedApnsPeer:
     """An `ApnsPeer` on its own thread and loop, for callers without an event loop (the demo, benches)."""
 
     def __init__(self, app: ApnsApp, certfile: Path, keyfile: Path, port: int = 0) -> None:
         self._peer = ApnsPeer(app, certfile, keyfile, port)
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_ignore_ssl_shutdown_timeouts)
         self._thread = threading.Thread(target=self._loop.run_forever, name="apns-peer", daemon=True)
 
     @property

@@ -75,6 +75,13 @@ async def test_success_first_time_does_not_sleep() -> None:
     assert delays == []
 
 
+async def test_the_provider_a_channel_chose_is_the_one_recorded() -> None:
+    # A failover chain names the configured provider that carried the message; callbacks look it up.
+    chosen = SendResult(status="sent", provider_message_id="biz-1", provider="aliyun-main")
+    outcome, _ = await run(Scripted([chosen]))
+    assert (outcome.provider, outcome.provider_message_id) == ("aliyun-main", "biz-1")
+
+
 async def test_retryable_errors_are_retried_then_succeed() -> None:
     channel = Scripted([RetryableSendError("timeout"), TimeoutError(), ConnectionResetError(), SENT])
     outcome, delays = await run(channel)
