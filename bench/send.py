@@ -8,7 +8,7 @@ rows call the adapter directly, so the difference is what the base costs.
 Memory: the peer holds every request until N are in flight, then the client's traced Python memory
 (tracemalloc) and RSS growth over the idle baseline are divided by N.
 
-Run: .venv/bin/python bench/send.py [--sends 3000] [--concurrency 1,16,64,256] [--held 1000,5000]
+Run: .venv/bin/python bench/send.py [--sends 1000] [--concurrency 1,16,64,256] [--held 1000,5000]
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import argparse
 import asyncio
 import gc
 import multiprocessing
+import signal
 import statistics
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -27,7 +29,7 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 from pydantic import SecretStr
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from channels.base import ChannelDeps, RetryPolicy, deliver
 from channels.failover import ProviderChain, Rate, Route
@@ -43,6 +45,8 @@ SECRET = "bench-gateway-secret"  # noqa: S105 - the local peer's throwaway key
 MESSAGE = RenderedMessage(template="fee_due", channel="sms", text="Your fee of 4,800 CNY is due Friday.")
 EVENT = EventCore(event_id="bench", app="bursar", type="fee.due", template="fee_due", category="notice")
 HOLD = web.AppKey("hold", dict)
+RAMP = 250
+LEDGER_SLOTS = 64
 
 
 def serve_peer(port: int) -> None:
@@ -102,12 +106,15 @@ class Bench:
         self.chain = ProviderChain("sms", [route], TokenBucket(redis))
         self.ledger = SendLedger(redis, ttl_seconds=3600)
         self.retry = RetryPolicy()
+        self.ledger_slots = asyncio.Semaphore(LEDGER_SLOTS)
 
     async def through_base(self, dispatch: Dispatch) -> bool:
-        if not await self.ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
-            return False
+        async with self.ledger_slots:
+            if not await self.ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
+                return False
         outcome = await deliver(self.chain, MESSAGE, dispatch.address, dispatch, self.retry)
-        await self.ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, outcome.status)
+        async with self.ledger_slots:  # thousands released at once must not open thousands of connections
+            await self.ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, outcome.status)
         return outcome.ok
 
     async def adapter_alone(self, dispatch: Dispatch) -> bool:
@@ -145,36 +152,52 @@ def rss_kib() -> int:
     return 0
 
 
-async def in_flight_memory(bench: Bench, control: httpx.AsyncClient, peer_url: str, count: int,
+async def in_flight_memory(redis: Redis, control: httpx.AsyncClient, peer_url: str, count: int,
                            traced: bool) -> float:
     """KiB per thousand sends held in flight at the peer: traced Python memory, or RSS growth.
 
-    Separate passes: tracemalloc's own bookkeeping would inflate the RSS figure.
+    Separate passes: tracemalloc's own bookkeeping would inflate the RSS figure. Each step of RAMP
+    sends has its own HTTP client (counted): httpcore's pool scans every connection for every queued
+    request (encode/httpcore#1035), so 5000 on one client would take CPU-hours, not memory.
     """
     await control.post(f"{peer_url}/hold")
     gc.collect()
     if traced:
         tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0] / 1024 if traced else rss_kib()
-    tasks = [asyncio.ensure_future(bench.through_base(d))
-             for d in dispatches(f"held{count}{traced}", count)]
-    # The peer is another process: polling it is the only way to know all are in flight.
-    while (await control.get(f"{peer_url}/held")).json()["held"] < count:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+    work = dispatches(f"held{count}{traced}", count)
+    tasks: list[asyncio.Future[bool]] = []
+    clients: list[httpx.AsyncClient] = []
+    for start in range(0, count, RAMP):
+        # In steps, as a worker's stream would fill them: all at once, the last would wait longer for
+        # a Redis connection than the pool allows on a busy machine.
+        clients.append(httpx.AsyncClient(limits=httpx.Limits(max_connections=RAMP)))
+        bench = Bench(peer_url, redis, clients[-1])
+        tasks += [asyncio.ensure_future(bench.through_base(d)) for d in work[start:start + RAMP]]
+        # The peer is another process: polling it is the only way to know they are in flight.
+        while (await control.get(f"{peer_url}/held")).json()["held"] < len(tasks):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
     gc.collect()
     grown = (tracemalloc.get_traced_memory()[0] / 1024 if traced else rss_kib()) - before
     if traced:
         tracemalloc.stop()
     await control.post(f"{peer_url}/release")
     results = await asyncio.gather(*tasks)
+    await asyncio.gather(*(client.aclose() for client in clients))
     if not all(results):
         raise RuntimeError(f"{results.count(False)} held sends failed")
     return grown / count * 1000
 
 
 async def run(args: argparse.Namespace, peer_url: str, redis_url: str) -> None:
-    redis = Redis.from_url(redis_url)
-    most = max([*args.concurrency, *args.held]) + 16
+    most = max([*args.concurrency, 1]) + 16
+    # A blocking pool as the worker's (state.connection), never exhausted: past its size redis-py's
+    # pool convoys (every release queues behind every waiter), which would measure the pool instead.
+    connections = max([*args.concurrency, RAMP]) + LEDGER_SLOTS + 16
+    # No wait limit: thousands of held sends released at once keep the loop busy for a while.
+    redis = Redis(connection_pool=BlockingConnectionPool.from_url(
+        redis_url, max_connections=connections, timeout=None))
+    await asyncio.gather(*(redis.ping() for _ in range(connections)))  # opened before any measure
     limits = httpx.Limits(max_connections=most, max_keepalive_connections=most)
     async with httpx.AsyncClient(limits=limits) as http, httpx.AsyncClient() as control:
         bench = Bench(peer_url, redis, http)
@@ -191,16 +214,17 @@ async def run(args: argparse.Namespace, peer_url: str, redis_url: str) -> None:
         print()
         print(f"{'held in flight':>14} {'RSS KiB/1000':>13} {'traced KiB/1000':>16}")
         for count in args.held:
-            rss = await in_flight_memory(bench, control, peer_url, count, traced=False)
-            traced = await in_flight_memory(bench, control, peer_url, count, traced=True)
+            rss = await in_flight_memory(redis, control, peer_url, count, traced=False)
+            traced = await in_flight_memory(redis, control, peer_url, count, traced=True)
             print(f"{count:>14} {rss:>13.0f} {traced:>16.0f}")
     await redis.aclose()
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so `finally` stops Redis and the peer
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sends", type=int, default=3000, help="sends per row")
-    numbers: Callable[[str], list[int]] = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
+    parser.add_argument("--sends", type=int, default=1000, help="sends per row")
+    numbers: Callable[[str], list[int]] = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
     parser.add_argument("--concurrency", type=numbers, default=[1, 16, 64, 256])
     parser.add_argument("--held", type=numbers, default=[1000, 5000])
     args = parser.parse_args()
@@ -225,6 +249,8 @@ def main() -> None:
             redis.stop()
             peer.terminate()
             peer.join(timeout=10)
+            if peer.is_alive():  # still draining held requests
+                peer.kill()
 
 
 if __name__ == "__main__":
