@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.deps import ApiDeps
 from channels.base import CallbackRejected, CallbackRequest, Channel
-from state.provider_messages import ProviderMessages
+from state.provider_messages import EarlyReport, ProviderMessages
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,16 @@ def callbacks_router(
             for r in reply.receipts
             if r.provider_message_id in known_sends
         ]
+        early = [
+            EarlyReport(provider_message_id=r.provider_message_id, status=r.status, reason=r.reason)
+            for r in reply.receipts
+            if r.provider_message_id not in known_sends
+        ]
+        # Reports faster than the sender's bookkeeping wait for it (or expire unmatched: not ours).
+        receipts += await sent.park_early(provider_name, early)
         unknown = len(reply.receipts) - len(receipts)
         if unknown:
-            # Sends older than ProviderMessages' TTL, or not ours: nothing to attach them to.
-            log.info("callback for %s: %d receipt(s) for unknown message ids", provider_name, unknown)
+            log.info("callback for %s: %d report(s) wait for their send's record", provider_name, unknown)
         # PublishError propagates to the app's handler: 503, so the provider retries.
         await asyncio.gather(*(deps.publisher.publish_receipt(r) for r in receipts))
         if reply.body:

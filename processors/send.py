@@ -177,11 +177,12 @@ class Send:
             if self._caps is not None:
                 await self._caps.forget(dispatch)  # nobody was reached: the cap is not used up
             return _Handled([_receipt(dispatch, "failed", reason=outcome.reason, **common)])
-        if self._sent is not None and outcome.provider_message_id and dispatch.channel != "inbox":
-            await self._sent.remember(outcome.provider, outcome.provider_message_id, dispatch)
         receipts = [_receipt(dispatch, "sent", cost=outcome.cost, **common)]
         if outcome.status == "delivered":
             receipts.append(_receipt(dispatch, "delivered", **common))
+        if self._sent is not None and outcome.provider_message_id and dispatch.channel != "inbox":
+            # Reports the provider sent before we got here come back as receipts to publish now.
+            receipts += await self._sent.remember(outcome.provider, outcome.provider_message_id, dispatch)
         return _Handled(receipts)
 
     async def _claim(self, dispatch: Dispatch) -> bool:

@@ -2,6 +2,11 @@
 
 Key `sb:pmsg:{provider}:{provider_message_id}` holds a `SentMessage` as JSON for `ttl` seconds
 (as long as the provider may still report on it).
+
+A provider may report faster than the send is remembered (WeChat pushes within milliseconds of
+accepting). Such early reports wait in `sb:pmsg-early:{provider}:{id}`; whichever side comes second,
+the sender remembering or the API parking, takes them (LRANGE and DEL in one transaction) and turns
+them into receipts, so an early report is neither lost nor published twice.
 """
 
 from __future__ import annotations
@@ -16,6 +21,17 @@ from processors.records import Dispatch, Receipt
 from processors.vocabulary import Status
 
 PROVIDER_MESSAGE_KEY = "sb:pmsg:{}:{}"
+EARLY_REPORTS_KEY = "sb:pmsg-early:{}:{}"
+
+
+class EarlyReport(BaseModel):
+    """A provider's report on a message id not yet remembered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider_message_id: str
+    status: Status
+    reason: str = ""
 
 
 class SentMessage(BaseModel):
@@ -72,23 +88,51 @@ class ProviderMessages:
         self._redis = redis
         self._ttl = ttl_seconds
 
-    async def remember(self, provider: str, provider_message_id: str, dispatch: Dispatch) -> None:
-        await self.remember_many([(provider, provider_message_id, dispatch)])
+    async def remember(self, provider: str, provider_message_id: str, dispatch: Dispatch) -> list[Receipt]:
+        return await self.remember_many([(provider, provider_message_id, dispatch)])
 
-    async def remember_many(self, sends: Sequence[tuple[str, str, Dispatch]]) -> None:
-        """Store every (provider, provider message id, dispatch) in one pipeline; empty ids are skipped."""
+    async def remember_many(self, sends: Sequence[tuple[str, str, Dispatch]]) -> list[Receipt]:
+        """Store every (provider, provider message id, dispatch) in one pipeline; empty ids are skipped.
+
+        Returns receipts for reports the providers sent before this call remembered their sends."""
         sends = [s for s in sends if s[1]]
         if not sends:
-            return
+            return []
+        stored = {(provider, pid): SentMessage.of(provider, d) for provider, pid, d in sends}
         async with self._redis.pipeline(transaction=False) as pipe:
-            for provider, provider_message_id, dispatch in sends:
-                stored = SentMessage.of(provider, dispatch)
-                pipe.set(
-                    PROVIDER_MESSAGE_KEY.format(provider, provider_message_id),
-                    stored.model_dump_json(),
-                    ex=self._ttl,
-                )
+            for (provider, pid), message in stored.items():
+                pipe.set(PROVIDER_MESSAGE_KEY.format(provider, pid), message.model_dump_json(), ex=self._ttl)
             await pipe.execute()
+        early = await self._take_early(list(stored))
+        return [stored[key].receipt(r.status, reason=r.reason, provider=key[0]) for key, r in early]
+
+    async def park_early(self, provider: str, reports: Sequence[EarlyReport]) -> list[Receipt]:
+        """Keep reports on ids not yet remembered; returns receipts for any remembered meanwhile."""
+        if not reports:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for report in reports:
+                key = EARLY_REPORTS_KEY.format(provider, report.provider_message_id)
+                pipe.rpush(key, report.model_dump_json())
+                pipe.expire(key, self._ttl)
+            await pipe.execute()
+        # The send may have been remembered between the caller's lookup and the park: look again.
+        known = await self.lookup(provider, [r.provider_message_id for r in reports])
+        early = await self._take_early([(provider, pid) for pid in known])
+        return [known[key[1]].receipt(r.status, reason=r.reason, provider=provider) for key, r in early]
+
+    async def _take_early(self, keys: Sequence[tuple[str, str]]) -> list[tuple[tuple[str, str], EarlyReport]]:
+        """Take (read and delete, atomically per key) the early reports of these (provider, id)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for provider, pid in keys:
+                name = EARLY_REPORTS_KEY.format(provider, pid)
+                pipe.lrange(name, 0, -1)
+                pipe.delete(name)
+            answers = await pipe.execute()
+        taken: list[tuple[tuple[str, str], EarlyReport]] = []
+        for key, raw in zip(keys, answers[::2], strict=True):
+            taken.extend((key, EarlyReport.model_validate_json(item)) for item in raw)
+        return taken
 
     async def lookup(self, provider: str, ids: Sequence[str]) -> dict[str, SentMessage]:
         """The known ones among `ids`; unknown or expired ids are absent from the answer."""
