@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from processors.records import Receipt
+from state.flow_counters import FlowCounters
 
 
 class PublishError(RuntimeError):
@@ -34,11 +35,19 @@ class KafkaPublisher:
     """A Publisher on aiokafka: acks from all in-sync replicas before a send returns."""
 
     def __init__(
-        self, kafka_url: str, events_topic: str, receipts_topic: str, check_timeout: float = 3.0
+        self,
+        kafka_url: str,
+        events_topic: str,
+        receipts_topic: str,
+        check_timeout: float = 3.0,
+        counters: FlowCounters | None = None,
     ) -> None:
         self.bootstrap = bootstrap_servers(kafka_url)
         self.events_topic = events_topic
         self.receipts_topic = receipts_topic
+        # Receipts the API adds (reads, clicks, provider reports) count like the stages' own, so
+        # "caught up" means they are in ClickHouse too.
+        self._counters = counters
         self._check_timeout = check_timeout
         self._producer: AIOKafkaProducer | None = None
 
@@ -69,6 +78,8 @@ class KafkaPublisher:
     async def publish_receipt(self, receipt: Receipt) -> None:
         # Keyed by message id, so every transition of one message stays in order on one partition.
         await self._send(self.receipts_topic, receipt.message_id, receipt.model_dump_json().encode())
+        if self._counters is not None:
+            await self._counters.add({"receipts": 1})
 
     async def _send(self, topic: str, key: str, value: bytes) -> None:
         producer = self._running()

@@ -19,6 +19,7 @@ from channels.links import LinkSigner
 from state.apps import AppRegistry
 from state.connection import open_redis
 from state.consent import ConsentStore
+from state.flow_counters import FlowCounters
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
 
@@ -44,7 +45,10 @@ def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
         apps=AppRegistry(redis),
         inbox=Inbox(redis, max_per_user=settings.inbox_max_per_user),
         publisher=KafkaPublisher(
-            settings.kafka, events_topic=settings.topic("events"), receipts_topic=settings.topic("receipts")
+            settings.kafka,
+            events_topic=settings.topic("events"),
+            receipts_topic=settings.topic("receipts"),
+            counters=FlowCounters(redis),
         ),
         redis=redis,
         links=LinkSigner(settings.link_secret, settings.public_url),

@@ -146,14 +146,12 @@ async def _drive(
         await _emit(settings, events, keys)
         counters = FlowCounters(redis)
         soon = _SoonDue(redis)
-        await _follow(counters, soon, len(events), worker, extra_receipts=0)
+        await _follow(counters, soon, len(events), worker)
         engagement = await _engage(settings, redis, keys, users_with_inbox=[u.user_id for u in users])
         engagement.dead_letters = sum(e.outcome == "dead_letter" for e in events)
-        # The WeChat peer reports each accepted message back through the API's callback endpoint.
-        await asyncio.sleep(1.0)  # its reports trail the sends a little
+        # The API counts the receipts it publishes (reads, clicks, the WeChat peer's delivery reports).
+        await _follow(counters, soon, len(events), worker)
         engagement.callbacks = peers.wechat_reports()
-        extra = engagement.reads + engagement.clicks + engagement.callbacks
-        await _follow(counters, soon, len(events), worker, extra_receipts=extra)
         console.print(f"SMTP server received {smtp.count} emails; provider peers received {peers.received()}")
         return engagement
     finally:
@@ -226,7 +224,7 @@ class _SoonDue:
 
 
 async def _follow(
-    counters: FlowCounters, soon: _SoonDue, emitted: int, worker: SwitchboardProcess, extra_receipts: int
+    counters: FlowCounters, soon: _SoonDue, emitted: int, worker: SwitchboardProcess
 ) -> None:
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     deadline = time.monotonic() + FLOW_TIMEOUT
@@ -246,11 +244,11 @@ async def _follow(
                 "events": emitted,
                 "decided": counts.get("deliveries", 0),
                 "sent_done": counts.get("dispatched", 0),
-                "rows": counts.get("receipts", 0) + extra_receipts,
+                "rows": counts.get("receipts", 0),
             }
             for name, task in bars.items():
                 progress.update(task, completed=counts.get(name, 0), total=totals[name])
-            if caught_up(counts, emitted, extra_receipts) and await soon.count() == 0:
+            if caught_up(counts, emitted) and await soon.count() == 0:
                 return
             if not worker.running:
                 raise RuntimeError(f"the worker exited; its log:\n{worker.log_tail()}")
