@@ -133,8 +133,13 @@ def _person(
     )
 
 
+# Mainland mobile prefixes in service (phonenumbers' metadata), so the numbers pass address cleaning.
+CN_MOBILE_PREFIXES = (130, 131, 132, 133, 135, 136, 137, 138, 139, 150, 151, 152, 155, 156, 157, 158, 159,
+                      166, 176, 177, 178, 180, 181, 182, 183, 185, 186, 187, 188, 189, 191, 198, 199)
+
+
 def _cn_mobile(rng: random.Random) -> str:
-    return f"+86{rng.choice((13, 15, 17, 18, 19))}{rng.randrange(10**9):09d}"
+    return f"+86{rng.choice(CN_MOBILE_PREFIXES)}{rng.randrange(10**8):08d}"
 
 
 def _push_token(rng: random.Random) -> str:

@@ -31,7 +31,7 @@ def test_demo_templates_load_with_their_channels(demo: TemplateCatalog) -> None:
         "campus_notice", "course_reminder", "fee_due", "security_alert", "verification_code",
     ]
     assert demo.channels_of("campus_notice") == {"email", "inbox", "push"}
-    assert demo.channels_of("course_reminder") == {"email", "inbox", "push", "wechat_mp"}
+    assert demo.channels_of("course_reminder") == {"email", "inbox", "push", "sms", "wechat_mp"}
     assert demo.channels_of("fee_due") == {"email", "inbox", "webhook", "sms", "wechat_oa"}
     assert demo.channels_of("security_alert") == {"email", "inbox", "webhook", "sms", "push", "robot"}
     assert demo.channels_of("verification_code") == {"email", "sms"}
@@ -142,8 +142,9 @@ def test_wrong_variable_type_is_a_template_error(tmp_path: Path) -> None:
 def test_unknown_template_or_channel_part(demo: TemplateCatalog) -> None:
     with pytest.raises(TemplateError, match="unknown template 'nope'"):
         demo.render("nope", "email", {}, None)
-    with pytest.raises(TemplateError, match=r"has no 'sms' part \(it has: email, inbox, push, wechat_mp\)"):
-        demo.render("course_reminder", "sms", COURSE, None)
+    parts = r"has no 'robot' part \(it has: email, inbox, push, sms, wechat_mp\)"
+    with pytest.raises(TemplateError, match=parts):
+        demo.render("course_reminder", "robot", COURSE, None)
 
 
 @pytest.mark.parametrize(
