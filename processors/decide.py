@@ -35,7 +35,9 @@ _SCHEDULE_SLACK = timedelta(seconds=1)
 class FallbackArming(Protocol):
     """What decide needs of `state.fallback.FallbackSchedule`: arm a message's fallback steps."""
 
-    async def arm(self, first: Dispatch, addresses: dict[str, str] | None, at: datetime) -> bool: ...
+    async def arm_many(
+        self, items: Sequence[tuple[Dispatch, dict[str, str] | None, datetime]]
+    ) -> list[bool]: ...
 
 
 @dataclass
@@ -112,8 +114,15 @@ class Decide:
             else:
                 await self._unreachable(item, at, result)
         timed = await self._timed(sendable, at, result)
+        chains: list[tuple[Dispatch, dict[str, str] | None, datetime]] = []
         for item in await self._paced(timed, at, result):
-            await self._dispatch(item, at, result)
+            first = self._dispatch(item, result)
+            if first is not None and item.decision.plan.fallback:
+                raw = item.delivery.addresses
+                chains.append((first, {str(c): a for c, a in raw.items()} if raw else None, at))
+        if chains and self._fallback is not None:
+            # One round trip for the batch: a campus-wide notice arms thousands of chains at once.
+            await self._fallback.arm_many(chains)
         return result
 
     async def _decide(self, due: list[Delivery], at: datetime, result: DecideResult) -> list[_Decided]:
@@ -245,7 +254,8 @@ class Decide:
             await self._defer(result, item.delivery, slot, reason, item)
         return due
 
-    async def _dispatch(self, item: _Decided, at: datetime, result: DecideResult) -> None:
+    def _dispatch(self, item: _Decided, result: DecideResult) -> Dispatch | None:
+        """Add the item's dispatches and `decided` rows; the first dispatch anchors its fallback chain."""
         delivery, decision = item.delivery, item.decision
         template = item.template
         first: Dispatch | None = None
@@ -266,9 +276,7 @@ class Decide:
             )
             result.dispatches.append(dispatch)
             first = first or dispatch
-        if first is not None and decision.plan.fallback and self._fallback is not None:
-            raw = delivery.addresses
-            await self._fallback.arm(first, {str(c): a for c, a in raw.items()} if raw else None, at)
+        return first
 
     async def _defer(
         self,

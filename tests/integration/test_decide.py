@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -112,7 +112,7 @@ class PlanEngine:
         decisions: list[Decision] = []
         for request in requests:
             usable = [c for c in self.channels if c in request.user.bindings]
-            chosen = tuple((c, request.user.bindings[c]) for c in usable[:1])  # type: ignore[index]
+            chosen = tuple((c, request.user.bindings[c]) for c in usable[:1])
             reasons = ("rule promo matched",) + (() if chosen else ("no channel left to send on",))
             decisions.append(Decision(chosen, "promo", "v7", not chosen, reasons, self.plan, self.template))
         return decisions
@@ -121,10 +121,12 @@ class PlanEngine:
 class Arming:
     def __init__(self) -> None:
         self.armed: list[tuple[Dispatch, dict[str, str] | None, datetime]] = []
+        self.calls = 0
 
-    async def arm(self, first: Dispatch, addresses: dict[str, str] | None, at: datetime) -> bool:
-        self.armed.append((first, addresses, at))
-        return True
+    async def arm_many(self, items: Sequence[tuple[Dispatch, dict[str, str] | None, datetime]]) -> list[bool]:
+        self.armed.extend(items)
+        self.calls += 1
+        return [True] * len(items)
 
 
 PROMO = EventCore(
@@ -292,7 +294,7 @@ async def test_variant_template_activity_and_fallback_reach_dispatches_and_recei
     assert (dispatch.template, dispatch.plan.variant, dispatch.step) == ("promo_short", "B", 0)
     assert [(r.status, r.variant, r.template) for r in result.receipts] == [("decided", "B", "promo_short")]
     assert (engine.requests[0].now, engine.requests[0].last_active_at) == (NOW, seen)
-    assert arming.armed == [(dispatch, None, NOW)]
+    assert arming.armed == [(dispatch, None, NOW)] and arming.calls == 1  # one round trip per batch
 
 
 async def test_default_rules_plans_are_carried_out(redis: Redis, people: UserDirectory) -> None:
