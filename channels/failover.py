@@ -63,12 +63,6 @@ class Route:
     cost_per_message: float | None = None
 
 
-class ChainResult(SendResult):
-    """A SendResult that also names the configured provider that carried the message."""
-
-    provider: str
-
-
 @dataclass
 class _Breaker:
     failures: int = 0
@@ -170,7 +164,7 @@ class ProviderChain(Channel):
             f"a callback names its provider: use provider_named() on the {self.channel} chain"
         )
 
-    async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> ChainResult:
+    async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
         """Send through the first provider that takes it; raise the most telling error if none did."""
         tried: list[str] = []
         throttled: list[float] = []
@@ -222,7 +216,7 @@ class ProviderChain(Channel):
             else:
                 self._breaker.succeeded(route.name)
                 cost = result.cost or route.cost_per_message or 0.0
-                return ChainResult(
+                return SendResult(
                     status=result.status, provider_message_id=result.provider_message_id,
                     cost=cost, provider=route.name,
                 )

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from channels.base import ChannelDeps, InvalidAddressError, RetryPolicy, ThrottledError, deliver
-from channels.failover import ChainResult, CircuitBreaker, ProviderChain, Route
+from channels.base import ChannelDeps, InvalidAddressError, RetryPolicy, SendResult, ThrottledError, deliver
+from channels.failover import CircuitBreaker, ProviderChain, Route
 from channels.providers import load_providers
 from channels.templates import RenderedMessage
 from localparts import free_port
@@ -133,7 +133,7 @@ async def test_failover_against_the_peers(stage: Stage, aliyun_script: list[str]
     stage.tencent.script.extend(tencent_script)
     if isinstance(expected, str):
         result = await stage.chain.send(MESSAGE, NUMBER, dispatch())
-        assert isinstance(result, ChainResult)
+        assert isinstance(result, SendResult)
         assert result.provider == expected
         assert result.provider_message_id
         # Aliyun prices by segment; Tencent reports no cost here, so the configured price or 0 applies.

@@ -11,8 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from app import Settings
-from channels.base import PermanentSendError
-from channels.failover import ChainResult, ProviderChain
+from channels.base import PermanentSendError, SendResult
+from channels.failover import ProviderChain
 from channels.providers import ProvidersFileError
 from channels.registry import build_channels
 from channels.templates import RenderedMessage
@@ -89,7 +89,7 @@ async def test_the_built_chain_sends_through_the_gateway_peer(
         with pytest.raises(PermanentSendError):
             await sms.send(message.model_copy(update={"text": ""}), "+447700900123", dispatch)
         await sms.close()
-    assert isinstance(result, ChainResult)
+    assert isinstance(result, SendResult)
     assert result.provider == "campus-gateway"
     assert result.cost > 0
     assert await redis.exists("sb:rate:campus-gateway") == 1  # the token came from the shared bucket
