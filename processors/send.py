@@ -6,9 +6,10 @@ atomically, before the send is claimed: an exceeded cap either drops the send or
 until every window allows it, each with a `capped` receipt.
 
 The claim (message, channel, step) is taken in Redis before the provider is called, so a redelivered
-dispatch never reaches a person twice. A send that gave up on a retryable error releases its claim,
-so a later redelivery may try again; a permanent failure keeps it. A dispatch that finds a claim still
-unfinished is parked until the claim lapses, so a worker dying mid-send loses nothing.
+dispatch never reaches a person twice. A send that gave up on retryable errors (every provider
+throttled or down) releases its claim and is parked for a later round (`deferred`), a few times with
+growing pauses, before it fails for good; a permanent failure keeps the claim. A dispatch that finds a
+claim still unfinished is parked until the claim lapses, so a worker dying mid-send loses nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from state.consent import ConsentQuery, ConsentStore
 from state.idempotency import SendLedger
 from state.provider_messages import ProviderMessages
 from state.users import User, UserDirectory
+
+# After a round of retries ends on retryable errors (every provider throttled or down), the dispatch
+# waits this long before the next round; after the last one it fails for good.
+REQUEUE_DELAYS: tuple[float, ...] = (30.0, 60.0, 120.0, 240.0, 480.0)
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Send:
         caps: FrequencyCaps | None = None,
         content: ContentGuard | None = None,
         sent: ProviderMessages | None = None,
+        requeue_delays: Sequence[float] = REQUEUE_DELAYS,
     ) -> None:
         self._channels = channels
         self._templates = templates
@@ -77,6 +83,7 @@ class Send:
         self._content = content or ContentGuard()
         # Provider message ids -> our messages, so a provider's delivery callback finds its message.
         self._sent = sent
+        self._requeue_delays = tuple(requeue_delays)
 
     async def handle(self, dispatches: Sequence[Dispatch], now: datetime | None = None) -> SendResult:
         at = now or datetime.now(UTC)
@@ -131,6 +138,7 @@ class Send:
                 result.already_sent += 1
             elif handled.park_for is not None:
                 result.parked.append((dispatch, at + timedelta(seconds=handled.park_for + 1)))
+                result.receipts.extend(handled.receipts)
             else:
                 result.receipts.extend(handled.receipts)
         return result
@@ -176,6 +184,8 @@ class Send:
         if outcome.status == "failed":
             if self._caps is not None:
                 await self._caps.forget(dispatch)  # nobody was reached: the cap is not used up
+            if outcome.retryable:
+                return await self._later(dispatch, outcome.reason, common)
             return _Handled([_receipt(dispatch, "failed", reason=outcome.reason, **common)])
         receipts = [_receipt(dispatch, "sent", cost=outcome.cost, **common)]
         if outcome.status == "delivered":
@@ -184,6 +194,16 @@ class Send:
             # Reports the provider sent before we got here come back as receipts to publish now.
             receipts += await self._sent.remember(outcome.provider, outcome.provider_message_id, dispatch)
         return _Handled(receipts)
+
+    async def _later(self, dispatch: Dispatch, reason: str, common: dict[str, object]) -> _Handled:
+        """Throttled or down everywhere: try again after a pause, a few times, then fail for good."""
+        rounds = await self._ledger.note_give_up(dispatch.message_id, dispatch.channel, dispatch.step)
+        if rounds > len(self._requeue_delays):
+            why = f"{reason} (gave up for good after {rounds} rounds)"
+            return _Handled([_receipt(dispatch, "failed", reason=why, **common)])
+        delay = self._requeue_delays[rounds - 1]
+        why = f"{reason}; round {rounds} of {len(self._requeue_delays) + 1}, trying again in {delay:g}s"
+        return _Handled([_receipt(dispatch, "deferred", reason=why, **common)], park_for=delay)
 
     async def _claim(self, dispatch: Dispatch) -> bool:
         if await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):

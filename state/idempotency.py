@@ -9,6 +9,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 SENT_KEY = "sb:sent:{}:{}:{}"
+GIVE_UP_KEY = "sb:giveup:{}:{}:{}"
 CLAIMED = "claimed"
 
 # Delete only a claim still in progress: a finished send must stay remembered.
@@ -49,6 +50,15 @@ class SendLedger:
         if not outcome or outcome == CLAIMED:
             raise ValueError(f"outcome must name how the send ended, got {outcome!r}")
         await self._redis.set(SENT_KEY.format(message_id, channel, step), outcome, ex=self._ttl)
+
+    async def note_give_up(self, message_id: str, channel: str, step: int) -> int:
+        """Count one more round of retries that ended on retryable errors; returns the count so far."""
+        key = GIVE_UP_KEY.format(message_id, channel, step)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self._ttl)
+            count, _ = await pipe.execute()
+        return int(count)
 
     async def claim_seconds_left(self, message_id: str, channel: str, step: int) -> float | None:
         """Seconds until an unfinished claim lapses; None when the send finished or was never claimed."""

@@ -236,6 +236,7 @@ class ApnsPeer:
         self._config.certfile, self._config.keyfile = str(certfile), str(keyfile)
         self._config.alpn_protocols = ["h2", "http/1.1"]
         self._config.accesslog = None
+        self._config.loglevel = "WARNING"  # no "Running on ..." line in the demo's output
         self._shutdown = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from app import ROOT
-from channels.base import Channel, RetryPolicy, SendResult
+from channels.base import Channel, RetryPolicy, SendResult, ThrottledError
 from channels.inbox import InboxChannel
 from channels.links import LinkSigner
 from channels.sensitive import SensitiveWords
@@ -110,3 +110,45 @@ async def test_links_are_tracked_and_provider_ids_remembered_for_callbacks(
     stored = await Inbox(redis).list("s1")
     (link,) = [m.link for m in stored if m.message_id == "m5"]
     assert link.startswith("https://sb.example.edu/t/c/")  # the template's /portal/finance, tracked
+
+
+class ThrottledSms(RecordingSms):
+    """Throttled for the first `busy` calls, then accepting."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__()
+        self.busy = busy
+
+    async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
+        if self.busy > 0:
+            self.busy -= 1
+            raise ThrottledError("over its rate limit")
+        return await super().send(message, address, dispatch)
+
+
+async def test_a_send_throttled_everywhere_waits_for_a_later_round_then_fails_for_good(redis: Redis) -> None:
+    sms = ThrottledSms(busy=2)
+    send = Send(
+        {"sms": sms}, TemplateCatalog(ROOT / "templates"), UserDirectory(redis),
+        SendLedger(redis, ttl_seconds=3600), RetryPolicy(max_attempts=1), requeue_delays=(5.0,),
+    )
+    first = await send.handle([dispatch("t1", "sms", "+8613800138000")])
+    assert [(r.status, "trying again in 5s" in r.reason) for r in first.receipts] == [("deferred", True)]
+    assert [d.message_id for d, _ in first.parked] == ["t1"]
+    # The parked dispatch comes back; the provider is still throttled and the rounds are used up.
+    second = await send.handle([dispatch("t1", "sms", "+8613800138000")])
+    assert [(r.status, "gave up for good" in r.reason) for r in second.receipts] == [("failed", True)]
+    assert second.parked == []
+
+    recovered = ThrottledSms(busy=1)
+    send = Send(
+        {"sms": recovered}, TemplateCatalog(ROOT / "templates"), UserDirectory(redis),
+        SendLedger(redis, ttl_seconds=3600), RetryPolicy(max_attempts=1), requeue_delays=(5.0,),
+    )
+    assert [r.status for r in (await send.handle([dispatch("t2", "sms", "+8613800138000")])).receipts] == [
+        "deferred"
+    ]
+    assert [r.status for r in (await send.handle([dispatch("t2", "sms", "+8613800138000")])).receipts] == [
+        "sent"
+    ]
+    assert [address for address, _ in recovered.sent] == ["+8613800138000"]
