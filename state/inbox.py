@@ -36,6 +36,29 @@ return 1
 """
 
 
+# Mark a message read (and clicked), atomically: two concurrent clicks, or a click racing a read or a
+# delete, must neither both count as first nor bring a deleted message back.
+_MARK = """
+local body = redis.call('HGET', KEYS[1], ARGV[1])
+if not body then return false end
+local message = cjson.decode(body)
+local first = 0
+if ARGV[3] == 'click' and (message['clicked_at'] == nil or message['clicked_at'] == cjson.null) then
+  message['clicked_at'] = ARGV[2]
+  first = 1
+end
+if message['read_at'] == nil or message['read_at'] == cjson.null then
+  message['read_at'] = ARGV[2]
+  if ARGV[3] == 'read' then first = 1 end
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+if first == 0 and ARGV[3] == 'read' then return {body, 0} end
+body = cjson.encode(message)
+redis.call('HSET', KEYS[1], ARGV[1], body)
+return {body, first}
+"""
+
+
 class InboxMessage(BaseModel):
     """A message as the inbox holds it, with what a receipt needs to name it."""
 
@@ -66,6 +89,7 @@ class Inbox:
         self._redis = redis
         self._bound = max_per_user
         self._add = redis.register_script(_ADD)
+        self._mark = redis.register_script(_MARK)
 
     async def add(self, user_id: str, message: InboxMessage) -> bool:
         """Store the message; False when it was already there (a redelivery)."""
@@ -98,25 +122,20 @@ class Inbox:
 
     async def mark_read(self, user_id: str, message_id: str) -> tuple[InboxMessage | None, bool]:
         """Returns the message (None if unknown) and whether this call is the first read."""
-        message = await self.get(user_id, message_id)
-        if message is None:
-            return None, False
-        first = bool(await self._redis.srem(_UNREAD.format(user_id), message_id))
-        if first:
-            message = message.model_copy(update={"read_at": datetime.now(UTC)})
-            await self._redis.hset(_MESSAGES.format(user_id), message_id, message.model_dump_json())
-        return message, first
+        return await self._marked(user_id, message_id, "read")
 
     async def mark_clicked(self, user_id: str, message_id: str) -> tuple[InboxMessage | None, bool]:
         """A click implies a read. Returns the message and whether this call is the first click."""
-        message, _ = await self.mark_read(user_id, message_id)
-        if message is None:
+        return await self._marked(user_id, message_id, "click")
+
+    async def _marked(self, user_id: str, message_id: str, action: str) -> tuple[InboxMessage | None, bool]:
+        keys = [_MESSAGES.format(user_id), _UNREAD.format(user_id)]
+        at = datetime.now(UTC).isoformat()
+        answer = await self._mark(keys=keys, args=[message_id, at, action])
+        if not answer:
             return None, False
-        if message.clicked_at is not None:
-            return message, False
-        message = message.model_copy(update={"clicked_at": datetime.now(UTC)})
-        await self._redis.hset(_MESSAGES.format(user_id), message_id, message.model_dump_json())
-        return message, True
+        body, first = answer
+        return InboxMessage.model_validate_json(body), bool(first)
 
     async def delete(self, user_id: str, message_id: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:
