@@ -46,6 +46,8 @@ class DecideResult:
     receipts: list[Receipt] = field(default_factory=list)
     scheduled: int = 0
     kept_offline: int = 0
+    paced: list[tuple[Dispatch, datetime]] = field(default_factory=list)
+    """Dispatches held for their pacing slot: parked as they are, not decided again."""
 
 
 @dataclass(frozen=True)
@@ -115,11 +117,15 @@ class Decide:
                 await self._unreachable(item, at, result)
         timed = await self._timed(sendable, at, result)
         chains: list[tuple[Dispatch, dict[str, str] | None, datetime]] = []
-        for item in await self._paced(timed, at, result):
-            first = self._dispatch(item, result)
-            if first is not None and item.decision.plan.fallback:
+        for item, slot in await self._paced(timed, at, result):
+            dispatches = self._dispatches(item, result)
+            if slot is None:
+                result.dispatches.extend(dispatches)
+            else:
+                result.paced.extend((dispatch, slot) for dispatch in dispatches)
+            if dispatches and item.decision.plan.fallback:
                 raw = item.delivery.addresses
-                chains.append((first, {str(c): a for c, a in raw.items()} if raw else None, at))
+                chains.append((dispatches[0], {str(c): a for c, a in raw.items()} if raw else None, at))
         if chains and self._fallback is not None:
             # One round trip for the batch: a campus-wide notice arms thousands of chains at once.
             await self._fallback.arm_many(chains)
@@ -235,30 +241,36 @@ class Decide:
             await self._engagement.choose_times(remember)
         return now_due
 
-    async def _paced(self, items: list[_Decided], at: datetime, result: DecideResult) -> list[_Decided]:
-        """定速: each paced delivery gets a slot; one in the future is deferred to it."""
+    async def _paced(
+        self, items: list[_Decided], at: datetime, result: DecideResult
+    ) -> list[tuple[_Decided, datetime | None]]:
+        """定速: each paced delivery gets a slot; one in the future waits for it (None: send now).
+
+        The decision stands: its dispatches are parked until the slot rather than decided again, and
+        send still checks consent and caps when they come out."""
         paced = [(i, p) for i in items if (p := _pacing(i)) is not None]
         if self._pacer is None or not paced:
-            return items
+            return [(item, None) for item in items]
         requests = [SlotRequest(p.key, p.per_second, i.delivery.message_id) for i, p in paced]
         given = await self._pacer.slots(requests, at)
         slots = {i.delivery.message_id: slot for (i, _), slot in zip(paced, given, strict=True)}
-        due: list[_Decided] = []
+        due: list[tuple[_Decided, datetime | None]] = []
         for item in items:
             slot = slots.get(item.delivery.message_id)
             pacing = _pacing(item)
             if slot is None or pacing is None or slot <= at:
-                due.append(item)
+                due.append((item, None))
                 continue
             reason = f"pacing {pacing.key} at {pacing.per_second:g}/s: deferred until {slot.isoformat()}"
-            await self._defer(result, item.delivery, slot, reason, item)
+            result.receipts.append(_decided_receipt(item, "deferred", reason=reason))
+            due.append((item, slot))
         return due
 
-    def _dispatch(self, item: _Decided, result: DecideResult) -> Dispatch | None:
-        """Add the item's dispatches and `decided` rows; the first dispatch anchors its fallback chain."""
+    def _dispatches(self, item: _Decided, result: DecideResult) -> list[Dispatch]:
+        """The item's dispatches, with their `decided` rows; the first anchors its fallback chain."""
         delivery, decision = item.delivery, item.decision
         template = item.template
-        first: Dispatch | None = None
+        dispatches: list[Dispatch] = []
         for channel, address in decision.channels:
             result.receipts.append(_decided_receipt(item, "decided", channel=channel, reason=item.reason))
             dispatch = Dispatch.model_validate(
@@ -274,9 +286,8 @@ class Decide:
                     "template": template if template != delivery.event.template else None,
                 }
             )
-            result.dispatches.append(dispatch)
-            first = first or dispatch
-        return first
+            dispatches.append(dispatch)
+        return dispatches
 
     async def _defer(
         self,

@@ -189,6 +189,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 # Decide arms each message's fallback chain before its dispatches leave, so no
                 # receipt of theirs can come before the chain.
                 result = await stages.decide.handle(deliveries)
+                await stages.parked.add_many(result.paced)  # paced: out at their slots, as decided
                 dispatched = await produce(
                     topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
                 )
@@ -198,6 +199,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                         "decided": len(values),
                         "dispatched": dispatched,
                         "scheduled": result.scheduled,
+                        "parked": len(result.paced),
                     }
                 )
                 yield None

@@ -243,15 +243,18 @@ async def test_pacing_spreads_deliveries_over_slots_and_each_keeps_its_own(
     decide = planned(redis, PlanEngine(plan))
     events = [PROMO.model_copy(update={"event_id": f"p{i}"}) for i in range(4)]
     result = await decide.handle([promo("sh", e) for e in events], now=NOW)
-    assert len(result.dispatches) == 1 and result.scheduled == 3
+    # The first goes now; the others are decided once and wait, as dispatches, for their slots.
+    assert len(result.dispatches) == 1 and result.scheduled == 0
+    assert [slot for _, slot in result.paced] == [NOW + timedelta(milliseconds=500 * i) for i in (1, 2, 3)]
+    assert [d.event.event_id for d, _ in result.paced] == ["p1", "p2", "p3"]
     deferred = [r.reason for r in result.receipts if r.status == "deferred"]
     assert deferred == [
         f"pacing campaign:bf at 2/s: deferred until {(NOW + timedelta(milliseconds=500 * i)).isoformat()}"
         for i in (1, 2, 3)
     ]
-    # Decided again at its slot, the second delivery goes out; it does not take a new slot.
-    again = await decide.handle([promo("sh", events[1])], now=NOW + timedelta(milliseconds=500))
-    assert len(again.dispatches) == 1 and again.scheduled == 0
+    # A redelivered delivery keeps its slot rather than taking a new one.
+    again = await decide.handle([promo("sh", events[1])], now=NOW + timedelta(milliseconds=100))
+    assert [slot for _, slot in again.paced] == [NOW + timedelta(milliseconds=500)]
 
 
 async def test_an_unreachable_user_is_kept_offline_and_decided_again_once_reachable(
