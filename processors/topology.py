@@ -36,6 +36,7 @@ log = logging.getLogger("switchboard.flow")
 
 _Record = TypeVar("_Record", Delivery, Dispatch, Receipt)
 RECEIPT_LIST = TypeAdapter(list[Receipt])
+RELEASE_PER_CLAIM = 500
 RECEIPTS_PER_RECORD = 500  # ~150 KB of JSON: well inside Kafka's default 1 MB record limit
 FALLBACKS_PER_ROUND = 500
 
@@ -210,8 +211,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             async for values in stream.take(200, within=0.05):
                 dispatches, bad = _parse(Dispatch, values)
                 result = await stages.send.handle(dispatches)
-                for dispatch, due in result.parked:
-                    await stages.parked.add(dispatch, due)
+                await stages.parked.add_many(result.parked)
                 await produce_receipts(result.receipts + bad)
                 await stages.counters.add({"sent_done": len(values), "parked": len(result.parked)})
                 yield None
@@ -234,11 +234,13 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             await stages.schedule.done(due)
             await stages.counters.add({"released": len(due), "deliveries": len(due)})
         await stages.parked.requeue_stale()
-        unparked = await stages.parked.claim_due()
-        if unparked:
+        # Drain everything due: a campaign paced faster than one claim a second must not be slowed.
+        while unparked := await stages.parked.claim_due(limit=RELEASE_PER_CLAIM):
             await produce(topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in unparked))
             await stages.parked.done(unparked)
             await stages.counters.add({"unparked": len(unparked), "dispatched": len(unparked)})
+            if len(unparked) < RELEASE_PER_CLAIM:
+                break
 
     @app.timer(1.0, name="fire_fallbacks")  # type: ignore[untyped-decorator]
     async def fire_fallbacks() -> None:
@@ -249,8 +251,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 await produce(
                     topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
                 )
-                for dispatch, due in result.parked:  # due inside quiet hours: out when they end
-                    await stages.parked.add(dispatch, due)
+                await stages.parked.add_many(result.parked)  # due inside quiet hours: out when they end
                 await produce_receipts(result.receipts)
                 await stages.fallback.done(fired)
                 await stages.counters.add(
