@@ -12,7 +12,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -74,6 +74,9 @@ class ProviderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Options = TypeVar("Options", bound=ProviderOptions)
+
+
 class CallbackRejected(Exception):
     """A provider callback that failed verification or cannot be parsed; the API answers 4xx with this."""
 
@@ -131,6 +134,23 @@ class Channel(ABC):
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> Channel:
         """Build the adapter from its validated options; raise ValueError naming a bad option."""
         raise NotImplementedError(f"{cls.__name__} is not configured from the providers file")
+
+    @classmethod
+    def own_options(cls, options: ProviderOptions, model: type[Options]) -> Options:
+        """`options` as this adapter's own options model, or a ValueError naming both."""
+        if not isinstance(options, model):
+            raise ValueError(f"{cls.__name__} needs {model.__name__}, got {type(options).__name__}")
+        return options
+
+    def template_id(self, message: RenderedMessage, what: str = "template id") -> str:
+        """The id this provider registered for the message's template (SMS template code, WeChat id);
+        `what` is what the provider calls it, for the error."""
+        found = message.template_ids.get(self.provider)
+        if not found:
+            raise PermanentSendError(
+                f"{self.provider}: template {message.template!r} has no {what} (template_ids.{self.provider})"
+            )
+        return found
 
     @abstractmethod
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:

@@ -128,9 +128,7 @@ class ApnsPush(Channel):
     @classmethod
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> ApnsPush:
         """Built with its own HTTP/2 client (`deps.http` is not used)."""
-        if not isinstance(options, ApnsOptions):
-            raise TypeError(f"ApnsPush needs ApnsOptions, got {type(options).__name__}")
-        return cls(options)
+        return cls(cls.own_options(options, ApnsOptions))
 
     def accepts(self, address: str) -> bool:
         return address.startswith(PREFIX) and len(address) > len(PREFIX)

@@ -115,9 +115,7 @@ class FcmPush(Channel):
 
     @classmethod
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> FcmPush:
-        if not isinstance(options, FcmOptions):
-            raise TypeError(f"FcmPush needs FcmOptions, got {type(options).__name__}")
-        return cls(options, deps.http)
+        return cls(cls.own_options(options, FcmOptions), deps.http)
 
     def accepts(self, address: str) -> bool:
         return address.startswith(PREFIX) and len(address) > len(PREFIX)

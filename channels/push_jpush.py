@@ -86,9 +86,7 @@ class JPush(Channel):
 
     @classmethod
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> JPush:
-        if not isinstance(options, JPushOptions):
-            raise TypeError(f"JPush needs JPushOptions, got {type(options).__name__}")
-        return cls(options, deps.http)
+        return cls(cls.own_options(options, JPushOptions), deps.http)
 
     def accepts(self, address: str) -> bool:
         return address.startswith(PREFIX) and len(address) > len(PREFIX)

@@ -45,9 +45,7 @@ class WeComRobot(Channel):
 
     @classmethod
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> WeComRobot:
-        if not isinstance(options, RobotOptions):
-            raise ValueError(f"{cls.__name__} needs RobotOptions, got {type(options).__name__}")
-        return cls(deps.http, options)
+        return cls(deps.http, cls.own_options(options, RobotOptions))
 
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
         robot = resolve_robot(self._options, address, self.provider)

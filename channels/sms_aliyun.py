@@ -141,20 +141,14 @@ class AliyunSms(Channel):
 
     @classmethod
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> AliyunSms:
-        if not isinstance(options, AliyunSmsOptions):
-            raise ValueError(f"AliyunSms needs AliyunSmsOptions, got {type(options).__name__}")
-        return cls(options, deps.http)
+        return cls(cls.own_options(options, AliyunSmsOptions), deps.http)
 
     def accepts(self, address: str) -> bool:
         return address.startswith("+")
 
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
         number = require_e164(address, self.provider)
-        template_code = message.template_ids.get(self.provider)
-        if not template_code:
-            raise PermanentSendError(
-                f"aliyun: template {message.template!r} has no Aliyun template code (template_ids.aliyun)"
-            )
+        template_code = self.template_id(message, "Aliyun template code")
         params = self._signed_params(number, template_code, message.params, dispatch.message_id)
         try:
             response = await self._http.post(

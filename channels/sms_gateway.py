@@ -105,9 +105,7 @@ class HttpSmsGateway(Channel):
 
     @classmethod
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> HttpSmsGateway:
-        if not isinstance(options, HttpSmsGatewayOptions):
-            raise ValueError(f"HttpSmsGateway needs HttpSmsGatewayOptions, got {type(options).__name__}")
-        return cls(options, deps.http)
+        return cls(cls.own_options(options, HttpSmsGatewayOptions), deps.http)
 
     def accepts(self, address: str) -> bool:
         return address.startswith("+")

@@ -155,20 +155,14 @@ class TencentSms(Channel):
 
     @classmethod
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> TencentSms:
-        if not isinstance(options, TencentSmsOptions):
-            raise ValueError(f"TencentSms needs TencentSmsOptions, got {type(options).__name__}")
-        return cls(options, deps.http)
+        return cls(cls.own_options(options, TencentSmsOptions), deps.http)
 
     def accepts(self, address: str) -> bool:
         return address.startswith("+")
 
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
         number = require_e164(address, self.provider)
-        template_id = message.template_ids.get(self.provider)
-        if not template_id:
-            raise PermanentSendError(
-                f"tencent: template {message.template!r} has no Tencent template id (template_ids.tencent)"
-            )
+        template_id = self.template_id(message, "Tencent template id")
         options = self._options
         payload = json.dumps({
             "PhoneNumberSet": [number],

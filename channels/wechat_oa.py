@@ -25,7 +25,6 @@ from channels.base import (
     Channel,
     ChannelDeps,
     InvalidAddressError,
-    PermanentSendError,
     ProviderOptions,
     ProviderReceipt,
     SendResult,
@@ -126,17 +125,11 @@ class WechatOfficialAccount(Channel):
 
     @classmethod
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> WechatOfficialAccount:
-        if not isinstance(options, WechatOaOptions):
-            raise ValueError(f"{cls.__name__} needs WechatOaOptions, got {type(options).__name__}")
-        return cls(deps.http, deps.redis, options)
+        return cls(deps.http, deps.redis, cls.own_options(options, WechatOaOptions))
 
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
         check_openid(address, self.provider)
-        template_id = message.template_ids.get(self.provider)
-        if not template_id:
-            raise PermanentSendError(
-                f"{self.provider}: template {message.template!r} has no {self.provider} template id"
-            )
+        template_id = self.template_id(message, f"{self.provider} template id")
         payload: dict[str, Any] = {
             "touser": address,
             "template_id": template_id,
