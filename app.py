@@ -1,4 +1,4 @@
-"""Switchboard's entry point: settings, the Faust app and the `switchboard` command line."""
+"""Switchboard's entry point: the `switchboard` command line over the Faust app and the API."""
 
 from __future__ import annotations
 
@@ -9,78 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from channels.providers import providers_cli
 from rules.cli import rules_cli
+from settings import Settings
 
 if TYPE_CHECKING:
     from localparts.supervisor import LocalParts
-
-ROOT = Path(__file__).resolve().parent
-VAR = ROOT / ".var"
-
-
-class Settings(BaseSettings):
-    """Every setting comes from the environment (prefix SWITCHBOARD_); defaults are the local parts."""
-
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
-
-    kafka: str = Field("kafka://127.0.0.1:19092", description="Kafka-protocol bootstrap servers")
-    redis: str = Field("redis://127.0.0.1:16379/0", description="Redis URL")
-    clickhouse: str = Field(f"chdb://{VAR / 'clickhouse'}", description="chdb:///path or http(s)://host:8123")
-    rules: Path = Field(ROOT / "rules", description="rule file, or folder of rule files (*.yaml, by order:)")
-    templates: Path = Field(ROOT / "templates", description="folder of message templates")
-    var_dir: Path = Field(VAR, description="pid files, logs and data of the local parts")
-    app_id: str = "switchboard"
-    topic_prefix: str = ""
-    partitions: int = 4
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 12525
-    smtp_username: str = ""
-    smtp_password: SecretStr = SecretStr("")
-    smtp_starttls: bool = False
-    email_from: str = "Switchboard <noreply@switchboard.local>"
-    webhook_secret: SecretStr = SecretStr("")
-    providers: Path = Field(
-        ROOT / "config" / "providers.yaml",
-        description="channel providers, their priorities, limits and secrets",
-    )
-    sensitive_words: Path = Field(
-        ROOT / "config" / "sensitive_words.txt", description="words to block or mask in every message"
-    )
-    public_url: str = Field(
-        "http://127.0.0.1:18080", description="where recipients reach the API: tracking, unsubscribe links"
-    )
-    link_secret: SecretStr = Field(
-        SecretStr("dev-only-link-secret-change-me"),
-        description="signs tracking and unsubscribe links; set a long random value in production",
-    )
-    webhook_allow: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
-    inbox_max_per_user: int = 200
-    api_host: str = "127.0.0.1"
-    api_port: int = 18080
-    web_port: int = 16066
-    dedup_ttl_seconds: int = 7 * 24 * 3600
-    # How long a send's claim holds if its worker dies mid-send; must outlast one send with its retries.
-    send_claim_seconds: int = 600
-    sink_batch_rows: int = 5000
-    sink_flush_seconds: float = 0.5
-
-    def topic(self, name: str) -> str:
-        return f"{self.topic_prefix}{name}"
-
-    def to_env(self) -> dict[str, str]:
-        """These settings as SWITCHBOARD_* variables, to hand to a child process."""
-        env: dict[str, str] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            env[f"SWITCHBOARD_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
-        return env
-
 
 # The command line. Each command only parses arguments and hands over; imports are local so that
 # `switchboard --help` and the light commands do not load Faust, chdb or the rule engine.

@@ -14,7 +14,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
-from processors.records import EventCore
+from records.topics import EventCore
 
 COLUMNS = ("event_time", "app", "event_id", "payload", "audience")
 

@@ -10,7 +10,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from rich.table import Table
 
-from processors.records import CHANNELS, STATUSES, Status
+from records.topics import CHANNELS, STATUSES, Status
 
 # The columns of the rendered table; as_dict carries every status.
 REPORT_STATUSES: tuple[Status, ...] = (

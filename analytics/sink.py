@@ -9,7 +9,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from processors.records import Receipt
+from records.topics import Receipt
 
 # The Receipt fields, in table order; inserted_at is left to its column default.
 COLUMNS: tuple[str, ...] = (

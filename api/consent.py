@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import authenticated_app
 from api.deps import ApiDeps
 from channels.addresses import AddressRefused, clean
-from processors.vocabulary import Category, ChannelName
+from records.vocabulary import Category, ChannelName
 from state.apps import App
 from state.consent import BlacklistEntry, Consent, ConsentStore, Unsubscription
 

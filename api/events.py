@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from api.auth import authenticated_app
 from api.deps import ApiDeps
-from processors.records import Event
+from records.topics import Event
 from state.apps import App
 
 MAX_BATCH = 500

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from api.auth import authenticated_app
 from api.deps import ApiDeps
-from processors.records import Receipt
+from records.topics import Receipt
 from state.inbox import InboxMessage
 
 _ID = r"^[A-Za-z0-9_.:\-]{1,128}$"

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from api.deps import ApiDeps
 from api.publisher import PublishError
 from channels.links import LinkClaims, LinkKind, LinkRejected, LinkSigner
-from processors.records import Receipt
+from records.topics import Receipt
 from state.consent import ConsentStore
 
 log = logging.getLogger(__name__)

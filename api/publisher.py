@@ -8,7 +8,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from processors.records import Receipt
+from records.topics import Receipt
 from state.flow_counters import FlowCounters
 
 

@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 from api.app import create_api
 from api.deps import ApiDeps
 from api.publisher import KafkaPublisher
-from app import Settings
 from channels.base import Channel
 from channels.links import LinkSigner
+from settings import Settings
 from state.apps import AppRegistry
 from state.connection import open_redis
 from state.consent import ConsentStore

@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 
 from localparts import free_port
 from localparts.redis_server import LocalRedis
-from processors.plan import CapLimit, DeliveryPlan, FrequencyCap
-from processors.records import Dispatch, EventCore
+from records.plan import CapLimit, DeliveryPlan, FrequencyCap
+from records.topics import Dispatch, EventCore
 from state.caps import FrequencyCaps
 
 PLAN = DeliveryPlan(

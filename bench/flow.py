@@ -22,9 +22,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from app import Settings
 from localparts import LocalParts, LocalSmtpServer, free_port
 from localparts.switchboard_process import SwitchboardProcess
+from settings import Settings
 from state.apps import AppRegistry
 from state.connection import open_redis
 from state.fallback import FallbackSchedule

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from processors.records import ChannelName, EventCore
+from records.topics import ChannelName, EventCore
 from rules.apply import Policies, apply_rule
 from rules.engine import Decision, DecisionRequest, RuleEngine
 from rules.facts import Facts, facts_of

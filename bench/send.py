@@ -37,7 +37,7 @@ from channels.sms_gateway import HttpSmsGateway, HttpSmsGatewayOptions
 from channels.templates import RenderedMessage
 from localparts.process import free_port
 from localparts.redis_server import LocalRedis
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 from state.idempotency import SendLedger
 from state.rate_limit import TokenBucket
 

@@ -17,7 +17,7 @@ from analytics.connection import open_clickhouse
 from analytics.migrate import apply_migrations
 from analytics.report import reach_report
 from analytics.sink import ReceiptSink
-from processors.records import CHANNELS, Receipt, message_id_for
+from records.topics import CHANNELS, Receipt, message_id_for
 
 # A message's life: the statuses it passes through, with how often each path occurs.
 PATHS: tuple[tuple[tuple[str, ...], int], ...] = (

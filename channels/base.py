@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from channels.templates import RenderedMessage
-from processors.records import ChannelName, Dispatch
+from records.topics import ChannelName, Dispatch
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from channels.base import Channel, CredentialsError, PermanentSendError, RetryableSendError, SendResult
 from channels.links import LinkSigner
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 MESSAGE_ID_HEADER = "X-Switchboard-Message-Id"
 # Categories a person subscribes to, and so may unsubscribe from; codes, receipts and alerts are not.

@@ -30,7 +30,7 @@ from channels.base import (
     ThrottledError,
 )
 from channels.templates import RenderedMessage
-from processors.records import ChannelName, Dispatch
+from records.topics import ChannelName, Dispatch
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from channels.base import Channel, PermanentSendError, SendResult
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 from state.inbox import Inbox, InboxMessage
 
 

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from channels.templates import RenderedMessage
-from processors.records import Dispatch, Receipt
-from processors.vocabulary import Status
+from records.topics import Dispatch, Receipt
+from records.vocabulary import Status
 
 LinkKind = Literal["open", "click", "unsubscribe"]
 VERSION = 1

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from channels.base import Channel, ChannelDeps, ProviderOptions
 from channels.failover import Rate
 from channels.kinds import KINDS, KindUnavailable, adapter_for
-from processors.records import ChannelName
+from records.topics import ChannelName
 
 ProviderName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
@@ -422,7 +422,7 @@ _PathArgument = Annotated[
 def _default_path(path: Path | None) -> Path:
     if path is not None:
         return path
-    from app import Settings  # late: app.py mounts this module's commands
+    from settings import Settings  # late: app.py mounts this module's commands
 
     return Settings().providers
 

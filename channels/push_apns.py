@@ -36,7 +36,7 @@ from channels.base import (
     ThrottledError,
 )
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 # hpack logs every HTTP/2 header value at DEBUG unless marked sensitive, which httpx does not do:
 # keep that logger above DEBUG so provider tokens never reach the logs.

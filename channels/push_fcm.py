@@ -33,7 +33,7 @@ from channels.base import (
     ThrottledError,
 )
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 PREFIX = "fcm:"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"

@@ -32,7 +32,7 @@ from channels.base import (
     ThrottledError,
 )
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 PREFIX = "jpush:"
 _APP_KEY = re.compile(r"^[0-9A-Za-z]{16,32}$")  # JPush issues 24 hex characters

@@ -12,14 +12,14 @@ from collections import defaultdict
 import httpx
 from redis.asyncio import Redis
 
-from app import Settings
 from channels.base import Channel, ChannelDeps
 from channels.email_smtp import SmtpEmail
 from channels.failover import ProviderChain, Route
 from channels.inbox import InboxChannel
 from channels.providers import ProviderSpec, load_providers
 from channels.webhook import Webhook
-from processors.records import ChannelName
+from records.topics import ChannelName
+from settings import Settings
 from state.inbox import Inbox
 from state.rate_limit import TokenBucket
 

@@ -32,7 +32,7 @@ from channels.base import (
     ThrottledError,
 )
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 _ROBOT_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 

@@ -26,7 +26,7 @@ from channels.robot_dingtalk import (
     robot_text,
 )
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 
 def feishu_sign(secret: str, timestamp: str) -> str:

@@ -20,7 +20,7 @@ from channels.robot_dingtalk import (
     robot_text,
 )
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 # WeCom's limits on a message's content, in UTF-8 bytes.
 MAX_BYTES = {"markdown": 4096, "text": 2048}

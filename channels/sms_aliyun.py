@@ -39,7 +39,7 @@ from channels.base import (
 )
 from channels.sms_segments import MAINLAND, billed_segments, require_e164
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 API_VERSION = "2017-05-25"
 

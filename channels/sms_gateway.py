@@ -38,7 +38,7 @@ from channels.base import (
 )
 from channels.sms_segments import billed_segments, require_e164
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 SIGNATURE_HEADER = "X-Sms-Signature"
 TIMESTAMP_HEADER = "X-Sms-Timestamp"

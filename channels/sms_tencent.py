@@ -37,7 +37,7 @@ from channels.base import (
 )
 from channels.sms_segments import billed_segments, require_e164
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 SERVICE = "sms"
 API_VERSION = "2021-01-11"

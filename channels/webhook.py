@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from channels.base import Channel, PermanentSendError, RetryableSendError, SendResult
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 SIGNATURE_HEADER = "X-Switchboard-Signature"
 TIMESTAMP_HEADER = "X-Switchboard-Timestamp"

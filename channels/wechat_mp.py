@@ -20,7 +20,7 @@ from channels.base import (
 from channels.templates import RenderedMessage
 from channels.wechat_oa import SUCCESS_REPLY, check_openid, handle_push, wechat_data
 from channels.wechat_token import WechatApi, WechatOptions, WechatTokenCache
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 
 class WechatMpOptions(WechatOptions):

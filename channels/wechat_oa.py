@@ -31,7 +31,7 @@ from channels.base import (
 )
 from channels.templates import RenderedMessage
 from channels.wechat_token import WechatApi, WechatOptions, WechatTokenCache
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 log = logging.getLogger(__name__)
 # Openids are 28 characters of URL-safe base64 today; allow some room, refuse anything else early.

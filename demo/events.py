@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from processors.records import ChannelName
+from records.topics import ChannelName
 from state.users import User
 
 Via = Literal["http", "kafka"]

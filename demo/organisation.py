@@ -10,7 +10,7 @@ import csv
 import random
 from pathlib import Path
 
-from processors.records import ChannelName
+from records.topics import ChannelName
 from state.users import User
 from state.users_import import BINDING_COLUMNS, COLUMNS
 

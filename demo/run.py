@@ -23,13 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from analytics.connection import open_clickhouse
 from analytics.report import NO_CHANNEL, ReachReport, reach_report, render_table
-from app import Settings
 from demo.events import DEMO_APPS, DemoEvent, demo_events
 from demo.organisation import generate_university, write_csv
 from demo.peers import DemoPeers
 from localparts.smtp_server import LocalSmtpServer
 from localparts.supervisor import LocalParts
 from localparts.switchboard_process import SwitchboardProcess
+from settings import Settings
 from state.apps import AppRegistry
 from state.connection import open_redis
 from state.flow_counters import FlowCounters, caught_up

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import IO, Literal
 
-from app import ROOT, Settings
+from settings import ROOT, Settings
 
 Role = Literal["worker", "api"]
 

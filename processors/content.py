@@ -13,7 +13,7 @@ from channels.addresses import AddressRefused, clean
 from channels.links import LinkSigner, track_links
 from channels.sensitive import SensitiveWords
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 
 @dataclass(frozen=True)

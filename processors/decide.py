@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from processors.ingest import AppLookup
-from processors.plan import Pacing
-from processors.records import Delivery, Dispatch, Receipt, Status
 from processors.timing import Timing, plan_timing
+from records.plan import Pacing
+from records.topics import Delivery, Dispatch, Receipt, Status
 from rules.engine import AsyncRuleEngine, Decision, DecisionRequest
 from state.consent import ConsentQuery, ConsentStore
 from state.engagement import EngagementHistory

@@ -15,8 +15,8 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from processors.ingest import AppLookup
-from processors.records import ChannelName, Dispatch, Receipt
 from processors.timing import quiet_hours_end
+from records.topics import ChannelName, Dispatch, Receipt
 from state.fallback import FiredStep
 from state.users import User, UserDirectory
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from processors.records import ChannelName, Delivery, Event, Receipt, message_id_for
+from records.topics import Delivery, Event, Receipt, address_user_id, message_id_for
 from state.dedup import EventDedup
 from state.users import UserDirectory
 
@@ -105,7 +105,7 @@ class Ingest:
         result = IngestResult()
         if audience.addresses:
             for raw_address in audience.addresses:
-                user_id = _address_user_id(raw_address.channel, raw_address.address)
+                user_id = address_user_id(raw_address.channel, raw_address.address)
                 result.deliveries.append(
                     Delivery(
                         message_id=message_id_for(event.app, event.event_id, user_id),
@@ -192,8 +192,3 @@ def _peek(raw: bytes) -> tuple[str, str]:
     if not isinstance(value, dict):
         return "", ""
     return str(value.get("app", ""))[:128], str(value.get("event_id", ""))[:128]
-
-
-def _address_user_id(channel: ChannelName, address: str) -> str:
-    digest = hashlib.blake2b(f"{channel}:{address.strip().lower()}".encode(), digest_size=8).hexdigest()
-    return f"addr:{digest}"

@@ -13,7 +13,6 @@ from analytics.connection import open_clickhouse
 from analytics.event_log import EventLog
 from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
-from app import Settings
 from channels.base import RetryPolicy
 from channels.links import LinkSigner
 from channels.registry import build_channels
@@ -29,6 +28,7 @@ from processors.track import Track
 from rules.engine import AsyncRuleEngine
 from rules.loader import load_ruleset, template_names
 from rules.watch import RulesWatcher
+from settings import Settings
 from state.apps import AppRegistry
 from state.caps import FrequencyCaps
 from state.connection import open_redis

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from channels.base import Channel, RetryPolicy, deliver
 from channels.templates import RenderedMessage, TemplateCatalog, TemplateError
 from processors.content import ContentGuard, Refused
-from processors.records import Dispatch, Receipt, Status
+from records.topics import Dispatch, Receipt, Status
 from state.caps import PASSED, CapVerdict, FrequencyCaps
 from state.consent import ConsentQuery, ConsentStore
 from state.idempotency import SendLedger

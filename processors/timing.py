@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from processors.plan import BestTime, DeliveryPlan, QuietHours
+from records.plan import BestTime, DeliveryPlan, QuietHours
 
 
 @dataclass(frozen=True)

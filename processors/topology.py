@@ -21,9 +21,9 @@ from pydantic import TypeAdapter, ValidationError
 from processors.decide import Decide
 from processors.fallback import FallbackDispatcher
 from processors.ingest import Ingest, IngestResult
-from processors.records import Delivery, Dispatch, Event, Receipt
 from processors.send import Send
 from processors.track import AcceptedEvent, Track
+from records.topics import Delivery, Dispatch, Event, Receipt
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
 from state.fallback import FallbackSchedule

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from analytics.sink import ReceiptSink
-from processors.records import EventCore, Receipt
+from records.topics import EventCore, Receipt
 from state.fallback import OBSERVED_STATUSES, FallbackSchedule
 
 ENGAGEMENT_STATUSES = frozenset({"read", "clicked", "opened", "converted"})

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from processors.plan import (
+from records.plan import (
     BestTime,
     Bypass,
     DeliveryPlan,
@@ -20,7 +20,7 @@ from processors.plan import (
     Pacing,
     QuietHours,
 )
-from processors.records import EventCore
+from records.topics import EventCore
 from rules.facts import Facts, exempt, holds
 from rules.schema import QUIET_OFF, Pace, Rule, Ruleset, Then, Variant
 from state.users import User

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from processors.records import CHANNELS, ChannelName, EventCore
+from records.topics import CHANNELS, ChannelName, EventCore
 from rules.engine import Decision, DecisionRequest, RuleEngine
 from rules.schema import duration_text, parse_duration
 from state.users import User

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from app import Settings
     from rules.schema import Ruleset
+    from settings import Settings
     from state.users import User
 
 rules_cli = typer.Typer(no_args_is_help=True, help="Check, explain, test and simulate rule files.")
@@ -65,7 +65,7 @@ def explain_command(
     available: Annotated[str | None, typer.Option(help="channels with a provider (default: all)")] = None,
 ) -> None:
     """Which rules match an event for a user, which wins and why, and the full decision and plan."""
-    from processors.records import CHANNELS
+    from records.topics import CHANNELS
     from rules.cases import last_active as parse_last_active
     from rules.engine import DecisionRequest, RuleEngine
     from rules.explain import explain, render
@@ -136,7 +136,7 @@ def simulate_command(
 
 
 def _settings() -> Settings:
-    from app import Settings
+    from settings import Settings
 
     return Settings()
 
@@ -182,7 +182,7 @@ def _document(value: str, what: str) -> Any:
 def _event(value: str) -> Any:
     from pydantic import ValidationError
 
-    from processors.records import EventCore
+    from records.topics import EventCore
 
     data = _document(value, "--event")
     if not isinstance(data, dict):
@@ -231,7 +231,7 @@ async def _user_from_redis(
 
 
 def _channels(text: str) -> frozenset[str]:
-    from processors.records import CHANNELS
+    from records.topics import CHANNELS
 
     names = frozenset(part.strip() for part in text.split(",") if part.strip())
     unknown = sorted(names - set(CHANNELS))

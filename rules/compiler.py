@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from processors.records import CHANNELS
+from records.topics import CHANNELS
 from rules.facts import Facts, active_within, inactive_for
 from rules.schema import Rule, Ruleset
 

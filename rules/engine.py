@@ -18,8 +18,8 @@ from typing import Any
 
 from durable.engine import Host
 
-from processors.plan import DeliveryPlan
-from processors.records import EventCore
+from records.plan import DeliveryPlan
+from records.topics import EventCore
 from rules.apply import Policies, apply_rule
 from rules.compiler import NO_MATCH_RULE, REQUEST_FIELD, CompiledRuleset, build_fact, compile_ruleset
 from rules.facts import Facts, facts_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from processors.plan import DeliveryPlan
+from records.plan import DeliveryPlan
 from rules.engine import Decision, DecisionRequest, RuleEngine
 from rules.facts import Facts, facts_of, why_not
 from rules.schema import duration_text

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from processors.records import EventCore
+from records.topics import EventCore
 from rules.schema import CapExempt, When, duration_text
 from state.users import User
 

@@ -15,8 +15,8 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from processors.plan import Bypass, CapScope
-from processors.records import CHANNELS, Category, Priority
+from records.plan import Bypass, CapScope
+from records.topics import CHANNELS, Category, Priority
 from rules.errors import ParsedFile, RuleError, RuleFileError, at, node_at, suggest
 from rules.schema import RuleFile, Ruleset
 from rules.semantics import in_order, placed_rules, semantic_errors

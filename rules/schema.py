@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
-from processors.plan import Bypass, CapLimit, CapScope, FallbackCondition
-from processors.records import Category, ChannelName, Name, Priority
+from records.plan import Bypass, CapLimit, CapScope, FallbackCondition
+from records.topics import Category, ChannelName, Name, Priority
 
 RuleId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 ChannelChoice = Literal[ChannelName, "preferred"]

@@ -21,15 +21,14 @@ from zoneinfo import ZoneInfo
 from clickhouse_connect.driver.client import Client
 
 from analytics.event_log import EventLog, LoggedEvent
-from processors.ingest import _address_user_id
-from processors.plan import DeliveryPlan, QuietHours
-from processors.records import CHANNELS, message_id_for
+from records.plan import DeliveryPlan, QuietHours
+from records.topics import CHANNELS, address_user_id, message_id_for
 from rules.engine import Decision, DecisionRequest, RuleEngine
 from rules.schema import Ruleset
 from state.users import User
 
 if TYPE_CHECKING:
-    from app import Settings
+    from settings import Settings
 
 BATCH = 500
 
@@ -148,7 +147,7 @@ def recipients(logged: LoggedEvent, history: History) -> list[tuple[str, User | 
     if raw:
         found: list[tuple[str, User | None]] = []
         for item in raw:
-            user_id = _address_user_id(item["channel"], item["address"])
+            user_id = address_user_id(item["channel"], item["address"])
             found.append((user_id, User(user_id=user_id, bindings={item["channel"]: item["address"]})))
         return found
     event = logged.event

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from redis.asyncio import Redis
 
-from processors.records import ChannelName, Name
+from records.topics import ChannelName, Name
 
 _APP = "sb:app:{}"
 _KEY = "sb:appkey:{}"

@@ -17,8 +17,8 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from processors.plan import CapLimit, FrequencyCap
-from processors.records import Dispatch
+from records.plan import CapLimit, FrequencyCap
+from records.topics import Dispatch
 
 CAP_KEY = "sb:cap:{}:{}"
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
-from processors.vocabulary import CATEGORIES, CHANNELS
+from records.vocabulary import CATEGORIES, CHANNELS
 
 CONSENT_KEY = "sb:consent:{}"
 BLACKLIST_KEY = "sb:blacklist"

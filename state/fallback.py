@@ -50,8 +50,8 @@ from typing import Final
 
 from redis.asyncio import Redis
 
-from processors.plan import FallbackCondition, FallbackStep
-from processors.records import Dispatch, Receipt
+from records.plan import FallbackCondition, FallbackStep
+from records.topics import Dispatch, Receipt
 
 DUE = "sb:fallback"
 INFLIGHT = "sb:fallback:inflight"

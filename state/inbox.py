@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
-from processors.records import Category
+from records.topics import Category
 
 _INDEX = "sb:inbox:{}"
 _MESSAGES = "sb:inbox:{}:m"

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
-from processors.records import Delivery, Receipt
+from records.topics import Delivery, Receipt
 from state.users import User, UserDirectory
 
 KEPT_KEY = "sb:offline:{}"

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
-from processors.records import Dispatch, Receipt
-from processors.vocabulary import Status
+from records.topics import Dispatch, Receipt
+from records.vocabulary import Status
 
 PROVIDER_MESSAGE_KEY = "sb:pmsg:{}:{}"
 EARLY_REPORTS_KEY = "sb:pmsg-early:{}:{}"

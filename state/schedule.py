@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from processors.records import Delivery, Dispatch
+from records.topics import Delivery, Dispatch
 
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))

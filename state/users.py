@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio import Redis
 
-from processors.records import ChannelName, Name
+from records.topics import ChannelName, Name
 
 USER_KEY = "sb:user:{}"
 ALL_USERS = "sb:users"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from app import Settings
 from localparts import LocalParts, LocalSmtpServer, free_port
+from settings import Settings
 
 HERE = Path(__file__).resolve().parent
 

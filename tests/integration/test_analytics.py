@@ -27,7 +27,7 @@ from analytics.migrate import (
 )
 from analytics.report import NO_CHANNEL, REPORT_STATUSES, as_dict, reach_report, render_table, status_counts
 from analytics.sink import COLUMNS, ReceiptSink, SinkError
-from processors.records import STATUSES, Receipt
+from records.topics import STATUSES, Receipt
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 

@@ -20,7 +20,7 @@ from api import ApiDeps, KafkaPublisher, create_api
 from api.publisher import PublishError, bootstrap_servers
 from channels.links import LinkSigner
 from localparts import LocalParts, free_port
-from processors.records import Dispatch, Event, EventCore, Receipt
+from records.topics import Dispatch, Event, EventCore, Receipt
 from state.apps import AppExistsError, AppRegistry, UnknownAppError
 from state.inbox import Inbox, InboxMessage
 

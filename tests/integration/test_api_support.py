@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from api import ApiDeps, PublishError, create_api
 from channels.base import Channel
 from channels.links import LinkSigner
-from processors.plan import DeliveryPlan
-from processors.records import Dispatch, EventCore, Receipt
+from records.plan import DeliveryPlan
+from records.topics import Dispatch, EventCore, Receipt
 from state.apps import AppRegistry
 from state.consent import ConsentStore
 from state.inbox import Inbox

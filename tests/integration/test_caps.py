@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from processors.plan import CapLimit, DeliveryPlan, FrequencyCap
-from processors.records import Dispatch, EventCore
+from records.plan import CapLimit, DeliveryPlan, FrequencyCap
+from records.topics import Dispatch, EventCore
 from state.caps import FrequencyCaps, scope_value
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)

@@ -35,7 +35,7 @@ from localparts.peers.apns import (
     create_app,
     write_self_signed_certificate,
 )
-from processors.records import Category, Dispatch, EventCore, Priority
+from records.topics import Category, Dispatch, EventCore, Priority
 
 TEAM, KEY_ID, TOPIC = "DEF123GHIJ", "ABC123DEFG", "edu.campus.app"
 DEVICE = "a" * 64

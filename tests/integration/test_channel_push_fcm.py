@@ -25,7 +25,7 @@ from channels.push_fcm import FcmOptions, FcmPush
 from channels.templates import RenderedMessage
 from localparts.peers.fcm import STATE, FcmPeerState, create_app
 from localparts.peers.server import PeerServer
-from processors.records import Category, Dispatch, EventCore, Priority
+from records.topics import Category, Dispatch, EventCore, Priority
 
 PROJECT = "campus-app-4711"
 EMAIL = "switchboard@campus-app-4711.iam.gserviceaccount.com"

@@ -28,7 +28,7 @@ from channels.push_jpush import JPush, JPushOptions
 from channels.templates import RenderedMessage
 from localparts.peers.jpush import STATE, JPushPeerState, callback_headers, create_app, new_registration_id
 from localparts.peers.server import PeerServer
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 APP_KEY = "7d431e42dfa6a6d693ac2d04"
 SECRET = "5e987ac6d2e04d95a9d8f0d1"

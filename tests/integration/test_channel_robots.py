@@ -28,7 +28,7 @@ from channels.robot_wecom import WeComRobot
 from channels.templates import RenderedMessage
 from localparts.peers.robots import PEER, RobotsPeerState, create_app
 from localparts.peers.server import PeerServer
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 DT_TOKEN = "1c53e149ba5de6597ca2442e8d6a1bd0c5e7a3b2f94d8e1c6a07b5f3d2e4c1a9"
 DT_SECRET = "SEC6d1f0b6a0e9c4b7f8a2d3e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b"

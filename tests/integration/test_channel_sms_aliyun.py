@@ -34,7 +34,7 @@ from channels.templates import RenderedMessage
 from localparts import free_port
 from localparts.peers.aliyun_sms import STATE, AliyunPeerState, create_app, report_for
 from localparts.peers.server import PeerServer
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 KEY_ID = "LTAI5tTestKeyId0001"
 SECRET = "aliyun-secret-Zq8#not-for-logs"

@@ -33,7 +33,7 @@ from channels.templates import RenderedMessage
 from localparts import free_port
 from localparts.peers.server import PeerServer
 from localparts.peers.sms_gateway import STATE, GatewayPeerState, create_app, signed_report
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 SECRET = "gateway-shared-secret-9Kp"
 NUMBER = "+447700900123"

@@ -34,7 +34,7 @@ from channels.templates import RenderedMessage
 from localparts import free_port
 from localparts.peers.server import PeerServer
 from localparts.peers.tencent_sms import STATE, TencentPeerState, create_app, status_report
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 SECRET_ID = "AKIDtestSecretId0123456789"
 SECRET_KEY = "tencent-key-Qw9!never-printed"

@@ -39,7 +39,7 @@ from localparts.peers.wechat import (
     subscribe_sent_event,
     template_finish_event,
 )
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 APPID = "wx5f3a1c9e2b7d4086"
 SECRET = "app-secret-5b1e9c0d7a3f"

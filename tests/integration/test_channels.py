@@ -24,7 +24,6 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from app import ROOT, Settings
 from channels.base import RetryPolicy, deliver
 from channels.email_smtp import MESSAGE_ID_HEADER, SmtpEmail
 from channels.inbox import InboxChannel
@@ -33,7 +32,8 @@ from channels.registry import build_channels
 from channels.templates import RenderedMessage, TemplateCatalog
 from channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, Webhook, verify
 from localparts import LocalSmtpServer, free_port
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
+from settings import ROOT, Settings
 from state.idempotency import SendLedger
 from state.inbox import Inbox
 from state.users import User

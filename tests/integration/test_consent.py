@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from processors.plan import DeliveryPlan
-from processors.records import Dispatch, EventCore
+from records.plan import DeliveryPlan
+from records.topics import Dispatch, EventCore
 from state.consent import ConsentQuery, ConsentStore
 from state.provider_messages import ProviderMessages
 

@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from channels.base import Channel, PermanentSendError, RetryPolicy, SendResult
 from channels.inbox import InboxChannel
 from channels.templates import RenderedMessage, TemplateCatalog
-from processors.plan import CapLimit, DeliveryPlan, FrequencyCap
-from processors.records import Dispatch, EventCore
 from processors.send import Send
+from records.plan import CapLimit, DeliveryPlan, FrequencyCap
+from records.topics import Dispatch, EventCore
 from state.caps import FrequencyCaps
 from state.consent import ConsentStore
 from state.idempotency import SendLedger

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from app import ROOT
 from processors.decide import Decide
-from processors.plan import BestTime, DeliveryPlan, FallbackStep, Pacing, QuietHours
-from processors.records import Delivery, Dispatch, EventCore, message_id_for
+from records.plan import BestTime, DeliveryPlan, FallbackStep, Pacing, QuietHours
+from records.topics import Delivery, Dispatch, EventCore, message_id_for
 from rules.engine import AsyncRuleEngine, Decision, DecisionRequest
 from rules.loader import load_ruleset
+from settings import ROOT
 from state.apps import AppRegistry
 from state.consent import ConsentStore
 from state.engagement import EngagementHistory

@@ -20,7 +20,7 @@ from channels.templates import RenderedMessage
 from localparts import free_port
 from localparts.peers import aliyun_sms, tencent_sms
 from localparts.peers.server import PeerServer
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 from state.idempotency import SendLedger
 from state.rate_limit import TokenBucket
 

@@ -8,8 +8,8 @@ import pytest
 from redis.asyncio import Redis
 
 from processors.fallback import FallbackDispatcher
-from processors.plan import Bypass, DeliveryPlan, FallbackStep, QuietHours
-from processors.records import ChannelName, Dispatch, EventCore
+from records.plan import Bypass, DeliveryPlan, FallbackStep, QuietHours
+from records.topics import ChannelName, Dispatch, EventCore
 from state.apps import AppRegistry
 from state.fallback import FiredStep
 from state.users import User, UserDirectory

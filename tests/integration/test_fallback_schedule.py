@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from processors.plan import DeliveryPlan, FallbackCondition, FallbackStep
-from processors.records import Dispatch, EventCore, message_id_for
+from records.plan import DeliveryPlan, FallbackCondition, FallbackStep
+from records.topics import Dispatch, EventCore, message_id_for
 from state.fallback import DUE, INFLIGHT, MESSAGE, FallbackSchedule
 
 EVENT = EventCore(

@@ -19,11 +19,11 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from api.inbox import receipt_for
-from app import ROOT, Settings
 from localparts import LocalSmtpServer
 from localparts.switchboard_process import SwitchboardProcess
-from processors.plan import DeliveryPlan, FallbackStep
-from processors.records import Dispatch, EventCore, message_id_for
+from records.plan import DeliveryPlan, FallbackStep
+from records.topics import Dispatch, EventCore, message_id_for
+from settings import ROOT, Settings
 from state.apps import AppRegistry
 from state.engagement import EngagementHistory
 from state.fallback import DUE, MESSAGE, FallbackSchedule

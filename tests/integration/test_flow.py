@@ -23,11 +23,11 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from analytics.report import NO_CHANNEL
-from app import ROOT, Settings
 from channels.webhook import verify
 from localparts import LocalSmtpServer, free_port
 from localparts.switchboard_process import SwitchboardProcess
 from rules.loader import load_ruleset
+from settings import ROOT, Settings
 from state.apps import AppRegistry
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox

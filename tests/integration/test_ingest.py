@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from app import ROOT
 from channels.templates import TemplateCatalog
 from processors.ingest import Ingest
+from settings import ROOT
 from state.apps import AppRegistry
 from state.dedup import EventDedup
 from state.users import User, UserDirectory

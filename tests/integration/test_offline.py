@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from processors.records import Delivery, EventCore, message_id_for
+from records.topics import Delivery, EventCore, message_id_for
 from state.offline import OfflineKeep
 from state.users import User, UserDirectory
 

@@ -7,7 +7,7 @@ import uuid
 
 from redis.asyncio import Redis
 
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 from state.provider_messages import EarlyReport, ProviderMessages
 
 

@@ -10,7 +10,6 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app import Settings
 from channels.base import PermanentSendError, SendResult
 from channels.failover import ProviderChain
 from channels.providers import ProvidersFileError
@@ -18,7 +17,8 @@ from channels.registry import build_channels
 from channels.templates import RenderedMessage
 from localparts.peers import sms_gateway
 from localparts.peers.server import PeerServer
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
+from settings import Settings
 
 GATEWAY_SECRET = "gateway-secret-registry-91"
 

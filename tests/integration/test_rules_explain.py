@@ -9,8 +9,8 @@ import pytest
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
-from app import ROOT
 from rules.cli import rules_cli
+from settings import ROOT
 from state.apps import AppRegistry
 from state.engagement import EngagementHistory
 from state.users import User, UserDirectory

@@ -16,11 +16,10 @@ from analytics.connection import open_clickhouse
 from analytics.event_log import EventLog, EventLogError
 from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
-from app import Settings
-from processors.ingest import _address_user_id
-from processors.records import EventCore, Receipt
+from records.topics import EventCore, Receipt, address_user_id
 from rules.loader import load_ruleset
 from rules.simulate import run_simulation
+from settings import Settings
 from state.apps import AppRegistry
 from state.users import User, UserDirectory
 
@@ -91,7 +90,7 @@ async def test_simulate_reports_volume_suppressed_capped_cost_and_recipients(
     promo1, promo2 = promo(app, 1), promo(app, 2)
     visitor = EventCore(event_id="visit", app=app, type="visit", template="t", category="notice")
     raw = {"channel": "email", "address": "guest@partner.example"}
-    guest = _address_user_id("email", raw["address"])
+    guest = address_user_id("email", raw["address"])
     EventLog(clickhouse).write([
         (T0, promo1, json.dumps({"tags": ["students"]})),
         (T0 + timedelta(hours=1), promo2, json.dumps({"tags": ["students"]})),

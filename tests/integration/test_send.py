@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from app import ROOT
 from channels.base import RetryPolicy
 from channels.inbox import InboxChannel
 from channels.templates import TemplateCatalog
-from processors.records import Dispatch, EventCore
 from processors.send import Send
+from records.topics import Dispatch, EventCore
+from settings import ROOT
 from state.idempotency import SendLedger
 from state.inbox import Inbox
 from state.users import User, UserDirectory

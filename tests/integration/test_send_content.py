@@ -9,16 +9,16 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from app import ROOT
 from channels.base import Channel, RetryPolicy, SendResult, ThrottledError
 from channels.inbox import InboxChannel
 from channels.links import LinkSigner
 from channels.sensitive import SensitiveWords
 from channels.templates import RenderedMessage, TemplateCatalog
 from processors.content import ContentGuard
-from processors.records import Dispatch, EventCore
 from processors.send import Send
-from processors.vocabulary import ChannelName
+from records.topics import Dispatch, EventCore
+from records.vocabulary import ChannelName
+from settings import ROOT
 from state.idempotency import SendLedger
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages

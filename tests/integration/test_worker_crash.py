@@ -13,11 +13,11 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from app import Settings
 from localparts import LocalSmtpServer
 from localparts.switchboard_process import SwitchboardProcess
-from processors.plan import DeliveryPlan, FallbackStep
-from processors.records import Dispatch, EventCore, message_id_for
+from records.plan import DeliveryPlan, FallbackStep
+from records.topics import Dispatch, EventCore, message_id_for
+from settings import Settings
 from state.apps import AppRegistry
 from state.fallback import INFLIGHT, FallbackSchedule
 from state.flow_counters import FlowCounters, caught_up

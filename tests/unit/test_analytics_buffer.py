@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analytics.sink import ReceiptBuffer
-from processors.records import Receipt
+from records.topics import Receipt
 
 
 class FakeClock:

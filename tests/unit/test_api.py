@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import ApiDeps, PublishError, create_api
-from processors.records import Receipt
+from records.topics import Receipt
 from state.apps import App
 from state.inbox import InboxMessage
 

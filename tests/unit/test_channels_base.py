@@ -21,7 +21,7 @@ from channels.base import (
 from channels.email_smtp import SmtpEmail
 from channels.templates import RenderedMessage
 from channels.webhook import Webhook
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 MESSAGE = RenderedMessage(template="campus_notice", channel="email", subject="s", text="t")
 DISPATCH = Dispatch(

@@ -12,7 +12,7 @@ from channels.base import PermanentSendError, RetryableSendError
 from channels.email_smtp import MESSAGE_ID_HEADER, SmtpEmail
 from channels.links import LinkSigner
 from channels.templates import RenderedMessage
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 DISPATCH = Dispatch(
     message_id="9f2c", user_id="u1", channel="email", address="li.wei@uni.example.edu",

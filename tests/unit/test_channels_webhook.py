@@ -22,7 +22,7 @@ from channels.webhook import (
     sign,
     verify,
 )
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 SECRET = "s3cret-for-tests"
 NOW = 1_780_000_000.0

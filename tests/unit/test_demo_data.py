@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from demo.events import COURSE_REMINDERS, DEMO_APPS, VERIFICATION_CODES, demo_events
 from demo.organisation import generate_university, write_csv
-from processors.records import Event
+from records.topics import Event
 from state.users import User
 from state.users_import import import_users
 

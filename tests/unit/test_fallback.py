@@ -8,8 +8,8 @@ import pytest
 from redis.asyncio import Redis
 
 from processors.fallback import _span
-from processors.plan import DeliveryPlan, FallbackStep
-from processors.records import Dispatch, EventCore
+from records.plan import DeliveryPlan, FallbackStep
+from records.topics import Dispatch, EventCore
 from state.fallback import FallbackSchedule, FiredStep
 
 EVENT = EventCore(event_id="e1", app="bursar", type="fee.due", template="fee_due", category="transactional")

@@ -11,8 +11,8 @@ from pydantic import SecretStr
 
 from channels.links import LinkClaims, LinkRejected, LinkSigner, safe_target, track_links
 from channels.templates import RenderedMessage
-from processors.plan import DeliveryPlan
-from processors.records import Dispatch, EventCore
+from records.plan import DeliveryPlan
+from records.topics import Dispatch, EventCore
 
 SECRET = SecretStr("a-long-random-link-secret-for-tests")
 DISPATCH = Dispatch(

@@ -21,7 +21,7 @@ from channels.providers import (
     providers_cli,
 )
 from channels.templates import RenderedMessage
-from processors.records import Dispatch
+from records.topics import Dispatch
 
 SECRET = "s3cr3t-from-env-0042"
 

@@ -23,7 +23,7 @@ from channels.base import (
 )
 from channels.failover import CircuitBreaker, ProviderChain, Rate, Route
 from channels.templates import RenderedMessage
-from processors.records import Dispatch, EventCore
+from records.topics import Dispatch, EventCore
 
 MESSAGE = RenderedMessage(template="verification_code", channel="sms", text="code 1234")
 DISPATCH = Dispatch(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from processors.records import EventCore
+from records.topics import EventCore
 from rules.compiler import NO_MATCH_RULE, build_fact, compile_ruleset
 from rules.facts import facts_of
 from rules.loader import load_ruleset

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from processors.records import EventCore
+from records.topics import EventCore
 from rules.engine import AsyncRuleEngine, DecisionRequest, RuleEngine
 from rules.loader import load_ruleset
 from rules.schema import Ruleset

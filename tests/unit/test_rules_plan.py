@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from processors.plan import CapLimit, FallbackStep, FrequencyCap, Pacing, QuietHours
-from processors.records import CHANNELS, EventCore
+from records.plan import CapLimit, FallbackStep, FrequencyCap, Pacing, QuietHours
+from records.topics import CHANNELS, EventCore
 from rules.apply import pick_variant
 from rules.engine import DecisionRequest, RuleEngine
 from rules.facts import facts_of, holds

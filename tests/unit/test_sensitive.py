@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app import ROOT
 from channels.sensitive import Action, SensitiveWords, WordListError
 from channels.templates import RenderedMessage
+from settings import ROOT
 
 WORDS: list[tuple[str, Action]] = [
     ("赌博", "block"), ("casino", "block"), ("gift card", "block"), ("傻逼", "mask"), ("shit", "mask"),

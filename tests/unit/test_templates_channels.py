@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app import ROOT
 from channels.templates import TemplateCatalog, TemplateError
+from settings import ROOT
 from state.users import User
 
 LI_WEI = User(user_id="s2024001", name="Li Wei")

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from processors.plan import BestTime, DeliveryPlan, QuietHours
 from processors.timing import in_quiet_hours, next_best_time, plan_timing, quiet_hours_end
+from records.plan import BestTime, DeliveryPlan, QuietHours
 
 NIGHT = QuietHours(start=time(22), end=time(7))
 LUNCH = QuietHours(start=time(12), end=time(13, 30), action="drop")

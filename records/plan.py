@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from processors.vocabulary import ChannelName
+from records.vocabulary import ChannelName
 
 CapScope = Literal["user", "channel", "category", "app", "campaign"]
 """What a frequency cap counts per; an empty scope counts globally."""

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from processors.plan import DeliveryPlan
-from processors.vocabulary import (
+from records.plan import DeliveryPlan
+from records.vocabulary import (
     CATEGORIES,
     CHANNELS,
     PRIORITIES,
@@ -187,3 +187,9 @@ def message_id_for(app: str, event_id: str, user_id: str) -> str:
     """Deterministic, so a replayed event yields the same ids and idempotent sends hold."""
     digest = hashlib.blake2b(f"{app}\x1f{event_id}\x1f{user_id}".encode(), digest_size=12)
     return digest.hexdigest()
+
+
+def address_user_id(channel: ChannelName, address: str) -> str:
+    """The stable pseudo user id of a raw address that belongs to no known person."""
+    digest = hashlib.blake2b(f"{channel}:{address.strip().lower()}".encode(), digest_size=8).hexdigest()
+    return f"addr:{digest}"
