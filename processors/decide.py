@@ -238,7 +238,7 @@ class Decide:
             else:
                 now_due.append(item)
         if remember and self._engagement is not None:
-            await self._engagement.choose_times(remember)
+            await self._engagement.choose_times(remember, now=at)
         return now_due
 
     async def _paced(

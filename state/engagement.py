@@ -98,14 +98,27 @@ class EngagementHistory:
             if value is not None
         }
 
-    async def choose_times(self, chosen: Mapping[str, datetime], keep: timedelta = timedelta(days=2)) -> None:
-        """Remember the best-time moment chosen per message, until `keep` after that moment."""
+    async def choose_times(
+        self,
+        chosen: Mapping[str, datetime],
+        keep: timedelta = timedelta(days=2),
+        now: datetime | None = None,
+    ) -> None:
+        """Remember the best-time moment chosen per message, until `keep` after that moment.
+
+        `now` is the decision's time, on the same clock as the chosen moments (default: the real one)."""
         if not chosen:
             return
+        at_now = now or datetime.now(UTC)
         async with self._redis.pipeline(transaction=False) as pipe:
             for message_id, at in chosen.items():
+                # Relative to the caller's now, never an absolute expiry on Redis's own clock: a
+                # decision made at an injected time (a replay, a test) keeps its choice just as long.
+                ttl_ms = int((at + keep - at_now).total_seconds() * 1000)
+                if ttl_ms <= 0:
+                    continue  # that moment and its keep are over: nothing left to hold in place
                 # NX: the first choice stands, so a redelivered delivery cannot move its own time.
-                pipe.set(CHOSEN_KEY.format(message_id), int(at.timestamp() * 1000), nx=True, pxat=at + keep)
+                pipe.set(CHOSEN_KEY.format(message_id), int(at.timestamp() * 1000), nx=True, px=ttl_ms)
             await pipe.execute()
 
 
