@@ -35,7 +35,8 @@ code and offset seconds of step i), `next` (pending step index, 0 = none), `lvl`
 seen / failed), `s:<channel>:<step>` (each send's state), `busy` (steps in flight) and `sent0` (when
 the first send's first outcome came: that moment, if later, replaces `t0`, so a send held back by a
 cap's delay moves the chain with it). It expires
-`retention` after the last step's due time, so a redelivered delivery cannot re-arm it before then.
+`retention` after the last step's due time (a time-to-live counted from the arming `at`, the caller's
+now), so a redelivered delivery cannot re-arm it before then.
 The scripts reach each message's hash by name: one Redis (or a Sentinel set), not Redis Cluster.
 """
 
@@ -127,7 +128,7 @@ redis.call('HSET', h, 'd', ARGV[2], 'a', ARGV[3], 't0', ARGV[4], 'n', ARGV[6],
 for i = 1, tonumber(ARGV[6]) do
   redis.call('HSET', h, 'c:' .. i, ARGV[5 + 2 * i], 'o:' .. i, ARGV[6 + 2 * i])
 end
-redis.call('EXPIREAT', h, ARGV[5])
+redis.call('EXPIRE', h, ARGV[5])
 advance(due, h, ARGV[1], 1)
 return 1
 """
@@ -297,7 +298,8 @@ class FallbackSchedule:
         self._done = redis.register_script(_DONE)
 
     async def arm(self, first: Dispatch, addresses: dict[str, str] | None, at: datetime) -> bool:
-        """Schedule the chain of `first.plan.fallback` from `at`; False if this message was armed before."""
+        """Schedule the chain of `first.plan.fallback` from `at` (the first send: the caller's now, on
+        whatever clock it keeps); False if this message was armed before."""
         return (await self.arm_many([(first, addresses, at)]))[0]
 
     async def arm_many(self, items: Sequence[tuple[Dispatch, dict[str, str] | None, datetime]]) -> list[bool]:
@@ -324,13 +326,15 @@ class FallbackSchedule:
         if at.tzinfo is None:
             raise ValueError(f"arm {first.message_id}: `at` must carry a timezone, got {at.isoformat()}")
         t0 = at.timestamp()
-        expires = t0 + max(s.after.total_seconds() for s in steps) + self._retention.total_seconds()
+        # How long from `at` (the caller's now) the chain is kept, not a moment on Redis's own clock:
+        # an absolute EXPIREAT from an injected `at` in the past would drop the chain at once.
+        keep = max(s.after.total_seconds() for s in steps) + self._retention.total_seconds()
         args: list[str | int | float] = [
             first.message_id,
             first.model_dump_json(),
             json.dumps(addresses) if addresses is not None else "",
             t0,
-            int(expires) + 1,
+            int(keep) + 1,
             len(steps),
         ]
         for step in steps:
