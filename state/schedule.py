@@ -89,10 +89,12 @@ class Schedule(Generic[Item]):
             pipe.hdel(self._bodies, *idents)
             await pipe.execute()
 
-    async def requeue_stale(self, older_than_seconds: float = 60.0) -> int:
-        now = time.time()
+    async def requeue_stale(self, older_than_seconds: float = 60.0, now: float | None = None) -> int:
+        """Put back items claimed more than `older_than_seconds` ago and never done; `now` is on the
+        clock `claim_due` was given (claims are stamped with it), the real one by default."""
+        at = time.time() if now is None else now
         return int(
-            await self._requeue(keys=[self._due, self._inflight], args=[now - older_than_seconds, now])
+            await self._requeue(keys=[self._due, self._inflight], args=[at - older_than_seconds, at])
         )
 
 
