@@ -7,9 +7,10 @@ stays independent through its own app name and message ids.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,8 +29,10 @@ from analytics.migrate import (
 from analytics.report import NO_CHANNEL, REPORT_STATUSES, as_dict, reach_report, render_table, status_counts
 from analytics.sink import COLUMNS, ReceiptSink, SinkError
 from records.topics import STATUSES, Receipt
+from tests.integration.moments import now
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+# A day back on the real clock, to the minute: these rows are recent history, whatever the date.
+T0 = now().replace(second=0) - timedelta(days=1)
 
 
 @pytest.fixture(scope="session")
@@ -104,9 +107,10 @@ def test_failing_statement_is_named_and_not_recorded(clickhouse: Client, tmp_pat
 
 def test_a_batch_round_trips_with_exact_values(clickhouse: Client, app: str) -> None:
     shanghai = timezone(timedelta(hours=8))
+    moment = T0 + timedelta(minutes=30, seconds=15, milliseconds=123)
     receipts = [
         Receipt(
-            event_time=datetime(2026, 3, 1, 17, 30, 15, 123000, tzinfo=shanghai),
+            event_time=moment.astimezone(shanghai),
             message_id=f"{app}-m1", event_id="enrol-42", app=app, user_id="u-7", channel="sms",
             provider="aliyun", status="failed", reason="运营商拒绝: quota", rule_id="exam.alert",
             rule_version="v3", template="exam_reminder", campaign="spring", attempt=3, cost=0.0045,
@@ -123,7 +127,7 @@ def test_a_batch_round_trips_with_exact_values(clickhouse: Client, app: str) -> 
     assert len(stored) == 2
     assert list(stored[0]) == list(COLUMNS)
     first = stored[0]
-    assert first["event_time"] == datetime(2026, 3, 1, 9, 30, 15, 123000, tzinfo=UTC)
+    assert first["event_time"] == moment
     assert first["cost"] == Decimal("0.0045")
     expected = receipts[0].model_dump(exclude={"event_time", "cost"})
     assert {k: first[k] for k in expected} == expected
@@ -242,8 +246,9 @@ def test_report_renders_as_table_and_json(clickhouse: Client, app: str) -> None:
 
 
 def test_report_refuses_a_naive_since(clickhouse: Client) -> None:
-    with pytest.raises(ValueError, match="since=2026-03-01T09:00:00 needs a timezone offset"):
-        reach_report(clickhouse, since=datetime(2026, 3, 1, 9, 0))
+    naive = T0.replace(tzinfo=None)
+    with pytest.raises(ValueError, match=re.escape(f"since={naive.isoformat()} needs a timezone offset")):
+        reach_report(clickhouse, since=naive)
 
 
 def test_message_funnel_view(clickhouse: Client, app: str) -> None:

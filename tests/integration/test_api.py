@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -23,6 +23,7 @@ from localparts import LocalParts, free_port
 from records.topics import Dispatch, Event, EventCore, Receipt
 from state.apps import AppExistsError, AppRegistry, UnknownAppError
 from state.inbox import Inbox, InboxMessage
+from tests.integration.moments import now
 
 EVENT = {
     "event_id": "fee-2026", "app": "bursar", "type": "fee.due", "template": "fee_due",
@@ -114,7 +115,7 @@ async def test_inbox_read_and_click_emit_one_receipt_each(running: Running) -> N
     message = InboxMessage(
         message_id="m-1", title="Fee due", body="Pay by 6 Dec", app="bursar", event_id="fee-2026",
         template="fee_due", category="transactional", campaign="autumn-fees", rule_id="transactional-email",
-        rule_version="4", created_at=datetime(2026, 11, 23, 8, tzinfo=UTC),
+        rule_version="4", created_at=now(),
     )
     assert await running.inbox.add("s1", message)
     headers = {"Authorization": f"Bearer {running.key}"}
@@ -193,10 +194,11 @@ async def test_registry_stores_only_the_key_hash(redis: Redis) -> None:
 
 async def test_the_unread_count_alone_for_a_badge(running: Running) -> None:
     headers = {"X-Api-Key": running.key}
+    start = now()
     for n in range(3):
         await running.inbox.add("s2", InboxMessage(
             message_id=f"m-{n}", title="t", body="b", app="bursar", event_id=f"e-{n}", template="fee_due",
-            category="notice", created_at=datetime(2026, 11, 23, 8, n, tzinfo=UTC),
+            category="notice", created_at=start + timedelta(minutes=n),
         ))
     assert (await running.client.get("/v1/inbox/s2/unread", headers=headers)).json() == {"unread": 3}
     await running.client.post("/v1/inbox/s2/m-1/read", headers=headers)

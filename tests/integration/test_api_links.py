@@ -13,6 +13,7 @@ from api.links import PIXEL
 from api.server import RedactedAccessLog
 from state.consent import ConsentQuery
 from state.inbox import InboxMessage
+from tests.integration.moments import now
 from tests.integration.test_api_support import Api, dispatch, path_of, running_api
 
 
@@ -75,7 +76,7 @@ async def test_an_inbox_click_marks_the_inbox_and_counts_once(api: Api) -> None:
             event_id="open-day-2026",
             template="campus_notice",
             category="notice",
-            created_at=datetime(2026, 11, 22, tzinfo=UTC),
+            created_at=now(),
         ),
     )
     url = path_of(api.signer.click_url(dispatch("inbox"), "/portal/open-day"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from redis.asyncio import Redis
@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 from records.plan import CapLimit, DeliveryPlan, FrequencyCap
 from records.topics import Dispatch, EventCore
 from state.caps import FrequencyCaps, scope_value
+from tests.integration.moments import now
 
-T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+T0 = now()
 PROMO = EventCore(
     event_id="p1", app="shop", type="promo", template="promo", category="marketing", campaign="black-friday"
 )
@@ -78,11 +79,12 @@ async def test_several_windows_all_pass_or_none_counts(caps: FrequencyCaps, redi
     second = await caps.check(dispatch("m2", DAILY_HOURLY), T0 + timedelta(minutes=30))
     assert second.outcome == "delay"
     assert second.until == T0 + timedelta(hours=1)  # when m1 leaves the hourly window
-    assert second.reason == "cap marketing: 1 per 1h reached; delayed until 2026-11-22T09:00:00+00:00"
+    hour_later = (T0 + timedelta(hours=1)).isoformat()
+    assert second.reason == f"cap marketing: 1 per 1h reached; delayed until {hour_later}"
     assert await redis.zcard("sb:cap:marketing:user=u1") == 1
     assert (await caps.check(dispatch("m2", DAILY_HOURLY), T0 + timedelta(hours=1))).outcome == "passed"
     assert (await caps.check(dispatch("m3", DAILY_HOURLY), T0 + timedelta(hours=2))).outcome == "passed"
-    # The daily window is now full (3 at 08:00, 09:00, 10:00): allowed again when 08:00 ages out.
+    # The daily window is now full (3 at T0, +1 h, +2 h): allowed again when the first ages out.
     fourth = await caps.check(dispatch("m4", DAILY_HOURLY), T0 + timedelta(hours=5))
     assert (fourth.outcome, fourth.until) == ("delay", T0 + timedelta(days=1))
     assert [e.limit.window for e in fourth.exceeded] == [timedelta(days=1)]
@@ -100,7 +102,7 @@ async def test_delay_waits_for_every_exceeded_window_of_every_cap(caps: Frequenc
     verdict = await caps.check(dispatch("m3", DAILY_HOURLY, per_channel), T0 + timedelta(minutes=6))
     assert verdict.outcome == "delay"
     assert {e.cap.id for e in verdict.exceeded} == {"marketing", "sms-burst"}
-    assert verdict.until == T0 + timedelta(hours=1)  # the later of 08:10 and 09:00
+    assert verdict.until == T0 + timedelta(hours=1)  # the later of T0 + 10 min and T0 + 1 h
 
 
 async def test_drop_wins_over_delay_and_names_the_cap(caps: FrequencyCaps) -> None:

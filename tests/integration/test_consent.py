@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from redis.asyncio import Redis
 
@@ -11,9 +9,10 @@ from records.plan import DeliveryPlan
 from records.topics import Dispatch, EventCore
 from state.consent import ConsentQuery, ConsentStore
 from state.provider_messages import ProviderMessages
+from tests.integration.moments import now
 
-NOW = datetime(2026, 11, 22, 3, 40, tzinfo=UTC)
-VIA = "(one-click link, 2026-11-22)"
+NOW = now()
+VIA = f"(one-click link, {NOW.date().isoformat()})"
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 
 import pytest
 from redis.asyncio import Redis
@@ -21,8 +21,10 @@ from state.offline import OfflineKeep
 from state.pacing import Pacer
 from state.schedule import DeliverySchedule
 from state.users import User, UserDirectory
+from tests.integration.moments import SHANGHAI, next_local, on_local_clock
 
-NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+# Times come from the real clock (Redis keeps its own): 16:00 in Shanghai, the next one to come.
+NOW = next_local(16, 0)
 ALERT = EventCore(
     event_id="a1",
     app="security",
@@ -132,8 +134,8 @@ class Arming:
 PROMO = EventCore(
     event_id="p1", app="shop", type="promo", template="promo", category="marketing", campaign="bf"
 )
-# 15:00 UTC: 23:00 in Shanghai (quiet), 10:00 in New York (not).
-EVENING = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
+# 23:00 in Shanghai (quiet), 10:00 or 11:00 in New York (not).
+EVENING = next_local(23, 0)
 NIGHT = QuietHours(start=time(22), end=time(7))
 
 
@@ -196,7 +198,7 @@ async def test_quiet_hours_defer_in_each_users_own_timezone_and_let_it_through_a
     result = await decide.handle([promo("sh"), promo("ny")], now=EVENING)
     assert [d.user_id for d in result.dispatches] == ["ny"]
     [deferred] = [r for r in result.receipts if r.status == "deferred"]
-    morning = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)  # 07:00 in Shanghai
+    morning = EVENING + timedelta(hours=8)  # 07:00 in Shanghai
     assert deferred.user_id == "sh" and deferred.rule_id == "promo"
     assert deferred.reason == f"quiet hours 22:00-07:00 Asia/Shanghai: deferred until {morning.isoformat()}"
     assert await DeliverySchedule(redis).claim_due(now=morning.timestamp() - 1) == []
@@ -222,12 +224,13 @@ async def test_bypass_skips_quiet_hours(redis: Redis, people: UserDirectory) -> 
 
 async def test_best_time_defers_once_to_the_users_best_hour(redis: Redis, people: UserDirectory) -> None:
     history = EngagementHistory(redis)
-    at_nine = datetime(2026, 11, 20, 1, 10, tzinfo=UTC)  # 09:10 in Shanghai
+    morning = next_local(7, 30)  # in Shanghai
+    day = morning.astimezone(SHANGHAI).date()
+    at_nine = on_local_clock(day - timedelta(days=3), 9, 10)  # three days before, from 09:10 on
     await history.record_many([("sh", "clicked", at_nine + timedelta(days=d)) for d in range(3)])
     decide = planned(redis, PlanEngine(DeliveryPlan(best_time=BestTime(within=timedelta(hours=12)))))
-    morning = datetime(2026, 11, 22, 23, 30, tzinfo=UTC)  # 07:30 in Shanghai
     result = await decide.handle([promo("sh")], now=morning)
-    nine = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
+    nine = on_local_clock(day, 9, 0)
     assert result.dispatches == [] and result.scheduled == 1
     assert result.receipts[0].reason == f"best send time 09:00: deferred until {nine.isoformat()}"
     # By nine the history says ten o'clock, but the chosen time stands: sent, not deferred again.
@@ -289,7 +292,7 @@ async def test_variant_template_activity_and_fallback_reach_dispatches_and_recei
     step = FallbackStep(step=1, after=timedelta(minutes=5), condition="not_delivered", channels=("email",))
     engine = PlanEngine(DeliveryPlan(variant="B", fallback=(step,)))
     engine.template = "promo_short"
-    seen = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    seen = NOW - timedelta(hours=23)
     await EngagementHistory(redis).record_many([("sh", "read", seen)])
     arming = Arming()
     result = await planned(redis, engine, fallback=arming).handle([promo("sh")], now=NOW)
@@ -334,7 +337,7 @@ async def test_default_rules_plans_are_carried_out(redis: Redis, people: UserDir
         assert statuses["c1"][:2] == ("suppressed", "canteen-specials")
         assert statuses["c1"][2] == "quiet hours 22:00-07:00 Asia/Shanghai: dropped"
         assert statuses["n1"][:2] == ("deferred", "campus-notices")
-        morning = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
+        morning = EVENING + timedelta(hours=8)  # 07:00 in Shanghai
         [due] = await DeliverySchedule(redis).claim_due(now=morning.timestamp())
         again = await decide.handle([due], now=morning)
         [sent] = again.dispatches

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 
 import pytest
 from redis.asyncio import Redis
@@ -13,9 +13,10 @@ from records.topics import ChannelName, Dispatch, EventCore
 from state.apps import AppRegistry
 from state.fallback import FiredStep
 from state.users import User, UserDirectory
+from tests.integration.moments import next_local
 
 EVENT = EventCore(event_id="e1", app="bursar", type="fee.due", template="fee_due", category="transactional")
-NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
+NOW = next_local(12, 0)  # noon in Shanghai, the next one to come
 
 
 def fired(
@@ -121,19 +122,21 @@ async def test_a_step_template_replaces_the_first_one(dispatcher: FallbackDispat
 
 
 NIGHT = QuietHours(start=time(22, 0), end=time(7, 0), action="defer")
-# 15:30 UTC is 23:30 in Shanghai (inside the window, which ends at 23:00 UTC) and 15:30 in London.
-LATE = datetime(2026, 11, 22, 15, 30, tzinfo=UTC)
+# 23:30 in Shanghai (inside the window, which ends at 07:00 there) is 15:30 or 16:30 in London.
+LATE = next_local(23, 30)
+END = LATE + timedelta(hours=7, minutes=30)
+NOON = LATE - timedelta(hours=11, minutes=30)
 
 
 @pytest.mark.parametrize(
     ("user", "quiet", "bypass", "now", "outcome"),
     [
-        ("mail", NIGHT, frozenset(), LATE, ("deferred", datetime(2026, 11, 22, 23, 0, tzinfo=UTC))),
+        ("mail", NIGHT, frozenset(), LATE, ("deferred", END)),
         ("mail", NIGHT.model_copy(update={"action": "drop"}), frozenset(), LATE, ("suppressed", None)),
         ("mail", NIGHT, frozenset({"quiet_hours"}), LATE, ("decided", None)),
-        ("mail", NIGHT, frozenset(), datetime(2026, 11, 22, 4, 0, tzinfo=UTC), ("decided", None)),  # noon
+        ("mail", NIGHT, frozenset(), NOON, ("decided", None)),
         ("london", NIGHT, frozenset(), LATE, ("decided", None)),  # the recipient's own clock
-        ("addr:3", NIGHT, frozenset(), LATE, ("deferred", datetime(2026, 11, 22, 23, 0, tzinfo=UTC))),
+        ("addr:3", NIGHT, frozenset(), LATE, ("deferred", END)),
     ],
 )
 async def test_a_step_due_in_quiet_hours_waits_for_their_end_or_is_dropped(
@@ -159,4 +162,4 @@ async def test_a_step_due_in_quiet_hours_waits_for_their_end_or_is_dropped(
     assert len(result.dispatches) == (status == "decided")
     assert [due for _, due in result.parked] == ([until] if until else [])
     if status == "suppressed":
-        assert "dropped: quiet hours until 2026-11-22T23:00:00+00:00" in result.receipts[0].reason
+        assert f"dropped: quiet hours until {END.isoformat()}" in result.receipts[0].reason

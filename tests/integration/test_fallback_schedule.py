@@ -157,9 +157,9 @@ async def test_receipts_of_messages_without_fallback_leave_no_trace(
     assert await redis.keys("sb:fb:*") == []
 
 
-async def test_naive_time_is_refused_by_name(schedule: FallbackSchedule) -> None:
+async def test_naive_time_is_refused_by_name(schedule: FallbackSchedule, t0: datetime) -> None:
     with pytest.raises(ValueError, match="`at` must carry a timezone"):
-        await schedule.arm(first_dispatch("u1", ("not_read", 10, ("email",))), None, datetime(2026, 11, 22))
+        await schedule.arm(first_dispatch("u1", ("not_read", 10, ("email",))), None, t0.replace(tzinfo=None))
 
 
 async def test_racing_firers_fire_each_step_exactly_once(redis_url: str, t0: datetime) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -22,9 +23,11 @@ from rules.simulate import run_simulation
 from settings import Settings
 from state.apps import AppRegistry
 from state.users import User, UserDirectory
+from tests.integration.moments import next_local, now
 
-# Far from the other analytics tests' times, so the period's average costs are this test's own.
-T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+# A Monday 09:00 UTC some 200 days back: far from the other tests' rows (from now to 91 days back),
+# so the period's average costs are this test's own.
+T0 = next_local(9, 0, ZoneInfo("UTC"), after=now() - timedelta(days=200), weekday=0)
 
 CANDIDATE = """\
 ruleset: candidate

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from redis.asyncio import Redis
@@ -13,8 +15,9 @@ from redis.asyncio import Redis
 from state.engagement import EngagementHistory
 from state.pacing import Pacer, SlotRequest
 from state.users import User
+from tests.integration.moments import SHANGHAI, now, on_local_clock, recent_days
 
-T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+T0 = now()
 
 
 @pytest.fixture
@@ -72,20 +75,27 @@ async def history(redis: Redis) -> EngagementHistory:
 
 
 async def test_best_hour_is_counted_in_the_users_own_timezone(history: EngagementHistory) -> None:
-    evening_utc = datetime(2026, 11, 20, 12, 15, tzinfo=UTC)  # 20:15 Shanghai, 07:15 New York
+    london, new_york = ZoneInfo("Europe/London"), ZoneInfo("America/New_York")
+    # 20:15 in Shanghai; 07:15 or 08:15 in New York, 12:15 or 13:15 in London, the same all three days.
+    days = recent_days(3, time(12, 15), steady=(london, new_york))
+    evening_utc = days[0]
     recorded = await history.record_many(
-        [(user, "opened", evening_utc + timedelta(days=d)) for d in range(3) for user in ("sh", "ny")]
+        [(user, "opened", day) for day in days for user in ("sh", "ny")]
         + [("sh", "delivered", evening_utc), ("sh", "clicked", evening_utc + timedelta(hours=3))]
     )
     assert recorded == 7  # `delivered` says nothing about the person
-    assert await history.best_hours([SH, NY, NOBODY]) == {"sh": 20, "ny": 7}
+    ny_hour = evening_utc.astimezone(new_york).hour
+    assert ny_hour in (7, 8)
+    assert await history.best_hours([SH, NY, NOBODY]) == {"sh": 20, "ny": ny_hour}
     assert await history.best_hour(NOBODY) is None
     # The same user read on another clock: counted in the timezone the profile has now.
-    assert await history.best_hour(SH.model_copy(update={"timezone": "Europe/London"})) == 12
+    london_hour = evening_utc.astimezone(london).hour
+    assert london_hour in (12, 13)
+    assert await history.best_hour(SH.model_copy(update={"timezone": "Europe/London"})) == london_hour
 
 
 async def test_too_little_history_gives_no_best_hour_and_ties_go_early(history: EngagementHistory) -> None:
-    at = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 Shanghai
+    at = on_local_clock(T0.astimezone(SHANGHAI).date() - timedelta(days=3), 9, 0)
     await history.record_many([("sh", "read", at), ("sh", "read", at + timedelta(hours=1))])
     assert await history.best_hour(SH) is None
     await history.record_many(
@@ -95,7 +105,7 @@ async def test_too_little_history_gives_no_best_hour_and_ties_go_early(history: 
 
 
 async def test_a_redelivered_receipt_is_not_counted_twice(history: EngagementHistory) -> None:
-    at = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 Shanghai
+    at = on_local_clock(T0.astimezone(SHANGHAI).date() - timedelta(days=3), 9, 0)
     batch = [("sh", "read", at), ("sh", "read", at + timedelta(days=1, hours=2))]
     for _ in range(3):  # the same receipts, redelivered
         await history.record_many(batch)
@@ -103,7 +113,7 @@ async def test_a_redelivered_receipt_is_not_counted_twice(history: EngagementHis
 
 
 async def test_history_keeps_the_latest_engagements(history: EngagementHistory, redis: Redis) -> None:
-    at = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)
+    at = T0 - timedelta(days=21)
     await history.record_many([("sh", "opened", at + timedelta(minutes=m)) for m in range(250)])
     assert await redis.zcard("sb:engaged:sh") == 200
     oldest = await redis.zrange("sb:engaged:sh", 0, 0, withscores=True)
@@ -117,14 +127,14 @@ async def test_last_activity_only_moves_forward(history: EngagementHistory) -> N
 
 
 async def test_the_first_chosen_best_time_stands(history: EngagementHistory) -> None:
-    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)  # kept until after it
+    soon = now() + timedelta(hours=1)  # kept until after it
     await history.choose_times({"m1": soon})
     await history.choose_times({"m1": soon + timedelta(hours=1), "m2": soon + timedelta(hours=2)})
     assert await history.chosen_times(["m1", "m2", "m3"]) == {"m1": soon, "m2": soon + timedelta(hours=2)}
 
 
 async def test_naive_times_are_refused(history: EngagementHistory) -> None:
-    with pytest.raises(
-        ValueError, match="engagement of sh at 2026-11-22 08:00:00: the time needs a timezone"
-    ):
-        await history.record_many([("sh", "read", datetime(2026, 11, 22, 8, 0))])
+    naive = T0.replace(tzinfo=None)
+    message = f"engagement of sh at {naive}: the time needs a timezone"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        await history.record_many([("sh", "read", naive)])
