@@ -16,6 +16,7 @@ from channels.base import Channel, ChannelDeps
 from channels.email_smtp import SmtpEmail
 from channels.failover import ProviderChain, Route
 from channels.inbox import InboxChannel
+from channels.links import LinkSigner
 from channels.providers import ProviderSpec, load_providers
 from channels.webhook import Webhook
 from records.topics import ChannelName
@@ -40,6 +41,7 @@ def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncCli
             username=settings.smtp_username,
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
+            links=LinkSigner(settings.link_secret, settings.public_url),
         ),
         "inbox": InboxChannel(Inbox(redis, max_per_user=settings.inbox_max_per_user)),
     }
