@@ -53,6 +53,16 @@ def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncCli
     return channels
 
 
+def configured_channels(settings: Settings) -> frozenset[str]:
+    """The channels `build_channels` would build, read from the settings without building adapters
+    (no clients, no secrets needed): what rule simulation takes as available."""
+    built = {"email", "inbox"} | ({"webhook"} if settings.webhook_secret.get_secret_value() else set())
+    if not settings.providers.is_file():
+        return frozenset(built)
+    specs = load_providers(settings.providers, skip_unavailable=log.warning, require_env=False)
+    return frozenset(built | {spec.channel for spec in specs})
+
+
 def build_chains(
     settings: Settings, redis: Redis, http_client: httpx.AsyncClient
 ) -> dict[str, ProviderChain]:
