@@ -1,8 +1,9 @@
 """The email channel over SMTP (aiosmtplib), keeping a few connections open between messages.
 
-With a LinkSigner, mail of subscribable categories carries `List-Unsubscribe` (the signed HTTPS
-link, and a mailto when configured) and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`
-(RFC 8058), so mail clients offer a one-click unsubscribe that lands on `POST /u/{token}`.
+Mail of subscribable categories always carries `List-Unsubscribe` (the signed HTTPS link, and a
+mailto when configured) and `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058), so mail
+clients offer a one-click unsubscribe that lands on `POST /u/{token}`. The adapter cannot be built
+without the LinkSigner that makes the link: a relay configured without it once sent notices bare.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ class SmtpEmail(Channel):
         starttls: bool = False,
         timeout: float = 30.0,
         connections: int = 2,
-        links: LinkSigner | None = None,
+        *,
+        links: LinkSigner,
         unsubscribe_mailto: str = "",
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        """`links` adds List-Unsubscribe headers; `unsubscribe_mailto` (an address) adds the mailto
+        """`links` signs the List-Unsubscribe links; `unsubscribe_mailto` (an address) adds the mailto
         form; `tls_context` trusts a relay's private CA for STARTTLS."""
         if not host:
             raise ValueError("SMTP host is empty")
@@ -106,7 +108,7 @@ class SmtpEmail(Channel):
         # Deterministic, so a resend of the same (message, channel, step) is recognisably the same mail.
         email["Message-ID"] = f"<{dispatch.message_id}.{dispatch.step}@{self._domain}>"
         email[MESSAGE_ID_HEADER] = dispatch.message_id
-        if self._links is not None and dispatch.event.category in UNSUBSCRIBABLE:
+        if dispatch.event.category in UNSUBSCRIBABLE:
             url = self._links.unsubscribe_url(dispatch)
             targets = [f"<{url}>"]
             if self._mailto:

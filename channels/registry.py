@@ -16,6 +16,7 @@ from channels.base import Channel, ChannelDeps
 from channels.email_smtp import SmtpEmail
 from channels.failover import ProviderChain, Route
 from channels.inbox import InboxChannel
+from channels.links import LinkSigner
 from channels.providers import ProviderSpec, load_providers
 from channels.webhook import Webhook
 from records.topics import ChannelName
@@ -40,6 +41,7 @@ def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncCli
             username=settings.smtp_username,
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
+            links=LinkSigner(settings.link_secret, settings.public_url),
         ),
         "inbox": InboxChannel(Inbox(redis, max_per_user=settings.inbox_max_per_user)),
     }
@@ -49,6 +51,16 @@ def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncCli
         log.warning("webhook channel disabled: SWITCHBOARD_WEBHOOK_SECRET is not set")
     channels.update(build_chains(settings, redis, http_client))
     return channels
+
+
+def configured_channels(settings: Settings) -> frozenset[str]:
+    """The channels `build_channels` would build, read from the settings without building adapters
+    (no clients, no secrets needed): what rule simulation takes as available."""
+    built = {"email", "inbox"} | ({"webhook"} if settings.webhook_secret.get_secret_value() else set())
+    if not settings.providers.is_file():
+        return frozenset(built)
+    specs = load_providers(settings.providers, skip_unavailable=log.warning, require_env=False)
+    return frozenset(built | {spec.channel for spec in specs})
 
 
 def build_chains(

@@ -231,6 +231,15 @@ class TemplateCatalog:
     def names(self) -> list[str]:
         return sorted(self._templates)
 
+    def adopt(self, other: TemplateCatalog) -> None:
+        """Serve `other`'s templates from now on, in one assignment: every stage holding this catalog
+        sees the new set at once, and a render sees the old set or the new, never a mix."""
+        self._templates = other._templates
+
+    def parts(self) -> dict[str, frozenset[str]]:
+        """Each template's name with the channels it has a part for."""
+        return {name: frozenset(compiled.parts) for name, compiled in self._templates.items()}
+
     def __contains__(self, template: object) -> bool:
         return template in self._templates
 

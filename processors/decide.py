@@ -3,10 +3,11 @@
 Deliveries come in batches so the engine (one dedicated thread, see FIELD-NOTES) is called once per
 batch. Consent is applied before the engine: refused channels are taken out of the recipient's
 bindings, so a rule's `first_of` moves on to the next channel, and a user refused everywhere is
-suppressed. The plan the engine returns is then carried out: offline keep when no channel reaches
-the user, quiet hours and best time in the user's timezone, pacing slots. A delivery deferred by any
-of these (or by `send_at`) goes on the durable schedule and is decided again when due; each rule lets
-it through at the time it chose, so it is not deferred twice by the same rule.
+suppressed. A raw address takes the consent of the people it is bound to and its own. The plan the
+engine returns is then carried out: offline keep when no channel reaches the user, quiet hours and
+best time in the user's timezone, pacing slots. A delivery deferred by any of these (or by
+`send_at`) goes on the durable schedule and is decided again when due; each rule lets it through at
+the time it chose, so it is not deferred twice by the same rule.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from channels.addresses import CleanAddress, clean
 from processors.ingest import AppLookup
 from processors.timing import Timing, plan_timing
 from records.plan import Pacing
@@ -177,7 +179,16 @@ class Decide:
         if self._consent is None:
             return {}
         queries = [
-            (delivery.message_id, ConsentQuery(user.user_id, channel, delivery.event.category, address))
+            (
+                delivery.message_id,
+                ConsentQuery(
+                    user.user_id,
+                    channel,
+                    delivery.event.category,
+                    # A raw address is checked in the form bindings and the blacklist hold it in.
+                    _canonical(channel, address) if delivery.addresses is not None else address,
+                ),
+            )
             for delivery, user in recipients
             for channel, address in user.bindings.items()
         ]
@@ -315,6 +326,11 @@ class Decide:
 def _pacing(item: _Decided) -> Pacing | None:
     plan = item.decision.plan
     return plan.pacing if "pacing" not in plan.bypass else None
+
+
+def _canonical(channel: str, address: str) -> str:
+    cleaned = clean(channel, address)
+    return cleaned.value if isinstance(cleaned, CleanAddress) else address.strip()
 
 
 def _recipient(delivery: Delivery, users: dict[str, User]) -> User | None:

@@ -26,7 +26,7 @@ from processors.send import Send
 from processors.topology import FlowStages, FlowTopics, create_app, register_agents
 from processors.track import Track
 from rules.engine import AsyncRuleEngine
-from rules.loader import load_ruleset, template_names
+from rules.loader import load_ruleset
 from rules.watch import RulesWatcher
 from settings import Settings
 from state.apps import AppRegistry
@@ -68,8 +68,10 @@ class Flow:
 
 def build_flow(settings: Settings) -> Flow:
     """Everything is checked here, before the worker joins the group: rules, templates, schema."""
-    ruleset = load_ruleset(settings.rules, template_names(settings.templates))
+    # One catalog, checked against the rules and shared by every stage: the rules watcher reloads
+    # both together, so a rule never names a template the worker cannot render.
     templates = TemplateCatalog(settings.templates)
+    ruleset = load_ruleset(settings.rules, templates.parts())
     clickhouse = open_clickhouse(settings.clickhouse)
     applied = apply_migrations(clickhouse)
     if applied:
@@ -125,7 +127,7 @@ def build_flow(settings: Settings) -> Flow:
         engine=engine,
         offline=offline,
         directory=directory,
-        rules=RulesWatcher(settings.rules, settings.templates, current=ruleset),
+        rules=RulesWatcher(settings.rules, settings.templates, current=ruleset, catalog=templates),
     )
     app, topics = create_app(
         settings.app_id,

@@ -121,6 +121,10 @@ def simulate_command(
     until: Annotated[str, typer.Option(help="end of the period (exclusive), ISO time with offset")],
     rules: Annotated[Path, typer.Option("--rules", help="the candidate rule file or folder")],
     templates: Templates = None,
+    available: Annotated[
+        str | None,
+        typer.Option(help="channels with a provider, comma-separated (default: the configured ones)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Replay past events through candidate rules; report the difference against what happened."""
@@ -131,7 +135,8 @@ def simulate_command(
     start, end = _moment("--since", since), _moment("--until", until)
     if end <= start:
         _fail("--until must come after --since")
-    result = asyncio.run(run_simulation(settings, ruleset, start, end))
+    channels = _channels(available) if available is not None else _configured_channels(settings)
+    result = asyncio.run(run_simulation(settings, ruleset, start, end, channels))
     typer.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.render())
 
 
@@ -139,6 +144,17 @@ def _settings() -> Settings:
     from settings import Settings
 
     return Settings()
+
+
+def _configured_channels(settings: Settings) -> frozenset[str]:
+    from channels.providers import ProvidersFileError
+    from channels.registry import configured_channels
+
+    try:
+        return configured_channels(settings)
+    except ProvidersFileError as exc:
+        more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
+        _fail(f"{exc.errors[0]}{more}; fix the providers file or give the channels with --available")
 
 
 def _template_names(folder: Path) -> dict[str, frozenset[str]] | None:

@@ -94,8 +94,7 @@ def template_names(folder: str | Path) -> dict[str, frozenset[str]]:
     """The templates of a folder by name, with the channels each has a part for (loading checks them)."""
     from channels.templates import TemplateCatalog
 
-    catalog = TemplateCatalog(Path(folder))
-    return {name: catalog.channels_of(name) for name in catalog.names}
+    return TemplateCatalog(Path(folder)).parts()
 
 
 def rule_files(path: Path) -> list[Path]:

@@ -169,12 +169,15 @@ def _template_uses(rule: Rule) -> Iterator[tuple[tuple[str | int, ...], str, lis
     for position, name in enumerate(rule.when.template or ()):
         yield ("when", "template", position), name, []
     own: list[str] = list(then.channels or then.first_of or ())
+    # A fallback step without a template of its own renders the rule's (or the variant's) template.
+    inherited = [str(c) for step in then.fallback or () if step.template is None for c in step.first_of]
     if then.template is not None:
         # A variant with its own channels does not use the rule's template on the rule's channels.
-        yield ("then", "template"), then.template, own
+        yield ("then", "template"), then.template, list(dict.fromkeys([*own, *inherited]))
     for index, variant in enumerate(then.variants or ()):
         if variant.template is not None:
             channels: list[str] = list(variant.channels or variant.first_of or own)
+            channels = list(dict.fromkeys([*channels, *inherited]))
             yield ("then", "variants", index, "template"), variant.template, channels
     for index, step in enumerate(then.fallback or ()):
         if step.template is not None:

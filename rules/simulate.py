@@ -1,10 +1,12 @@
 """Replay a period of past events through candidate rules and compare with what actually happened.
 
-History comes from ClickHouse: the events from `event_log`, their recipients and what was decided
-for each from `message_events` (`decided` / `suppressed` / `capped` rows at step 0), and the average
-cost of a send per channel in the period (channels that sent in it are taken as those with a
-provider). Users, apps and last activity come from Redis as they are now. Caps are
-replayed in memory in event order; quiet hours that drop are applied at each event's time.
+History comes from ClickHouse: the events from `event_log`, their recipients (every message of the
+event at step 0 with a user: the duplicate-event row has none), what actually went out to each
+(`sent` / `delivered` rows at step 0) or why nothing did (`suppressed` / `capped` rows), and the
+average cost of a send per channel in the period. The channels available to the candidate are the
+configured ones (built-in channels and the providers file), as the worker's are, unless given.
+Users, apps and last activity come from Redis as they are now. Caps are replayed in memory in event
+order; quiet hours that drop are applied at each event's time.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ BATCH = 500
 
 @dataclass(frozen=True)
 class Actual:
-    """What happened to one message: the channels decided at step 0, or why nothing was."""
+    """What happened to one message: the channels it went out on at step 0, or why it went nowhere."""
 
     user_id: str
     channels: frozenset[str]
@@ -49,8 +51,6 @@ class History:
     outcomes: dict[str, Actual]
     """By message id."""
     cost_per_channel: dict[str, float]
-    sending_channels: frozenset[str]
-    """Channels that actually sent something: taken as the channels with a provider."""
     recipients: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     """(app, event_id) -> the user ids its messages went to."""
 
@@ -117,19 +117,22 @@ def load_history(client: Client, since: datetime, until: datetime) -> History:
     """The events accepted in [since, until) and what happened to each of their messages."""
     events = EventLog(client).read(since, until)
     period = {"since": since, "until": until}
+    # Step 0 only: the candidate decides the decision's own sends, not the fallback steps after them.
     rows = client.query(
         "SELECT message_id, any(app), any(event_id), any(user_id), "
-        "groupUniqArrayIf(channel, status = 'decided' AND channel != ''), "
+        "groupUniqArrayIf(channel, status IN ('sent', 'delivered') AND channel != ''), "
         "countIf(status = 'suppressed') > 0, countIf(status = 'capped') > 0 "
         "FROM message_events WHERE (app, event_id) IN (SELECT app, event_id FROM event_log "
         "WHERE event_time >= {since:DateTime64(3)} AND event_time < {until:DateTime64(3)}) AND step = 0 "
-        "AND status IN ('decided', 'suppressed', 'capped') GROUP BY message_id",
+        "AND user_id != '' GROUP BY message_id",
         parameters=period,
     ).result_rows
     outcomes: dict[str, Actual] = {}
     by_event: dict[tuple[str, str], list[str]] = defaultdict(list)
     for mid, app, event_id, user, channels, suppressed, capped in rows:
-        outcomes[str(mid)] = Actual(str(user), frozenset(channels), bool(suppressed), bool(capped))
+        sent = frozenset(channels)
+        # A send that a cap delayed and then let out was sent: capped only when nothing went out.
+        outcomes[str(mid)] = Actual(str(user), sent, bool(suppressed) and not sent, bool(capped) and not sent)
         by_event[(str(app), str(event_id))].append(str(user))
     costs = client.query(
         "SELECT channel, avg(toFloat64(cost)) FROM message_events WHERE status = 'sent' AND channel != '' "
@@ -137,7 +140,7 @@ def load_history(client: Client, since: datetime, until: datetime) -> History:
         parameters=period,
     ).result_rows
     cost_per_channel = {str(channel): float(cost) for channel, cost in costs}
-    return History(events, outcomes, cost_per_channel, frozenset(cost_per_channel), dict(by_event))
+    return History(events, outcomes, cost_per_channel, dict(by_event))
 
 
 def recipients(logged: LoggedEvent, history: History) -> list[tuple[str, User | None]]:
@@ -160,11 +163,10 @@ def replay(
     users: Mapping[str, User],
     app_channels: Mapping[str, frozenset[str]],
     last_active: Mapping[str, datetime],
-    available: frozenset[str] | None = None,
+    available: frozenset[str] = frozenset(CHANNELS),
 ) -> SimulationReport:
-    """Decide every past message again with `ruleset` and total both sides."""
+    """Decide every past message again with `ruleset`, with `available` channels, and total both sides."""
     report = SimulationReport(events=len(history.events))
-    providers = available if available is not None else history.sending_channels or frozenset(CHANNELS)
     pending: list[tuple[LoggedEvent, str, DecisionRequest | None]] = []
     for logged in history.events:
         for user_id, raw_user in recipients(logged, history):
@@ -172,7 +174,7 @@ def replay(
             request = None
             if user is not None:
                 request = DecisionRequest(
-                    logged.event, user, app_channels.get(logged.event.app, frozenset()), providers,
+                    logged.event, user, app_channels.get(logged.event.app, frozenset()), available,
                     now=logged.event_time, last_active_at=last_active.get(user_id),
                 )
             pending.append((logged, user_id, request))
@@ -283,12 +285,18 @@ class _CapCounter:
 
 
 async def run_simulation(
-    settings: Settings, ruleset: Ruleset, since: datetime, until: datetime
+    settings: Settings,
+    ruleset: Ruleset,
+    since: datetime,
+    until: datetime,
+    available: frozenset[str] | None = None,
 ) -> SimulationReport:
-    """The simulation against the configured ClickHouse and Redis."""
+    """The simulation against the configured ClickHouse and Redis; `available` defaults to the
+    configured channels (`channels.registry.configured_channels`)."""
     from redis.asyncio import Redis
 
     from analytics.connection import open_clickhouse
+    from channels.registry import configured_channels
     from state.apps import AppRegistry
     from state.engagement import EngagementHistory
     from state.users import UserDirectory
@@ -311,5 +319,6 @@ async def run_simulation(
         active = await EngagementHistory(redis).last_active(user_ids)
     finally:
         await redis.aclose()
-    return await asyncio.to_thread(replay, history, ruleset, users, apps, active)
+    channels = available if available is not None else configured_channels(settings)
+    return await asyncio.to_thread(replay, history, ruleset, users, apps, active, channels)
 

@@ -1,8 +1,14 @@
 """Consent: who asked not to be reached (per category and channel) and who is blacklisted.
 
-Redis layout: `sb:consent:{user}` hash, field `{category}|{channel}` (`*` = every one) -> JSON
-`{"source", "at"}`; `sb:blacklist` hash, subject (a user id or a normalised address) -> JSON
-`{"reason", "at"}`. `refusals` answers a whole batch with one pipeline of two reads per item.
+Consent follows the address as well as the person: a send to an address is refused when the
+recipient, the address itself, or any person the address is bound to (the user directory's owners
+index) refused it, so a raw address cannot reach someone who unsubscribed from everything.
+
+Redis layout: `sb:consent:{subject}` hash, field `{category}|{channel}` (`*` = every one) -> JSON
+`{"source", "at"}`, where the subject is a user id or an address id (`address_user_id(channel,
+address)`, the id a raw address is known by, so an address is unsubscribed on its own); `sb:blacklist`
+hash, subject (a user id or a normalised address) -> JSON `{"reason", "at"}`. `refusals` answers a
+whole batch with one script call.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
+from records.topics import address_user_id
 from records.vocabulary import CATEGORIES, CHANNELS
+from state.users import OWNERS_KEY, UNINDEXED
 
 CONSENT_KEY = "sb:consent:{}"
 BLACKLIST_KEY = "sb:blacklist"
@@ -23,26 +31,49 @@ ANY = "*"
 
 Clock = Callable[[], datetime]
 
-# KEYS: the blacklist, then each item's consent hash; ARGV: category, channel, user id, address per
-# item. Answers flat quadruples (item number, "b" or "u", subject or scope field, stored JSON) for
-# the refused items only, the blacklist first, then the broadest scope.
+# KEYS: the blacklist. ARGV: the consent and owners key prefixes, then category, channel, user id,
+# address and address id per item. Each item's subjects are the user, the address id and the
+# address's owners; their consent and owners keys are built here, which a single Redis allows (the
+# consent scripts are documented as not for Redis Cluster). Answers flat quintuples (item number,
+# "b" or "u", whose refusal, subject or scope field, stored JSON) for the refused items only, the
+# blacklist first, then the broadest scope.
 _REFUSED = """
+local consent, owners = ARGV[1], ARGV[2]
 local out = {}
-for i = 1, #KEYS - 1 do
-  local category, channel = ARGV[4 * i - 3], ARGV[4 * i - 2]
-  local user, address = ARGV[4 * i - 1], ARGV[4 * i]
-  local subject, hit = user, redis.call('HGET', KEYS[1], user)
-  if not hit and address ~= '' then subject, hit = address, redis.call('HGET', KEYS[1], address) end
+for i = 1, (#ARGV - 2) / 5 do
+  local at = 5 * i - 2
+  local category, channel, user = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local address, address_id = ARGV[at + 3], ARGV[at + 4]
+  local subjects = {user}
+  if address_id ~= '' then
+    if address_id ~= user then subjects[#subjects + 1] = address_id end
+    for _, owner in ipairs(redis.call('SMEMBERS', owners .. address_id)) do
+      if owner ~= user then subjects[#subjects + 1] = owner end
+    end
+  end
+  local who, hit = nil, nil
+  for _, subject in ipairs(subjects) do
+    hit = redis.call('HGET', KEYS[1], subject)
+    if hit then who = subject; break end
+  end
+  if not hit and address ~= '' then who, hit = address, redis.call('HGET', KEYS[1], address) end
   if hit then
-    out[#out + 1] = i; out[#out + 1] = 'b'; out[#out + 1] = subject; out[#out + 1] = hit
+    out[#out + 1] = i; out[#out + 1] = 'b'; out[#out + 1] = who; out[#out + 1] = who
+    out[#out + 1] = hit
   else
     local fields = {'*|*', category .. '|*', '*|' .. channel, category .. '|' .. channel}
-    local found = redis.call('HMGET', KEYS[i + 1], unpack(fields))
-    for j = 1, 4 do
-      if found[j] then
-        out[#out + 1] = i; out[#out + 1] = 'u'; out[#out + 1] = fields[j]; out[#out + 1] = found[j]
-        break
+    local done = false
+    for _, subject in ipairs(subjects) do
+      local found = redis.call('HMGET', consent .. subject, unpack(fields))
+      for j = 1, 4 do
+        if found[j] then
+          out[#out + 1] = i; out[#out + 1] = 'u'; out[#out + 1] = subject; out[#out + 1] = fields[j]
+          out[#out + 1] = found[j]
+          done = true
+          break
+        end
       end
+      if done then break end
     end
   end
 end
@@ -148,17 +179,31 @@ class ConsentStore:
         """
         if not items:
             return []
-        keys = [BLACKLIST_KEY, *(CONSENT_KEY.format(item.user_id) for item in items)]
-        args = [v for item in items for v in (item.category, item.channel, item.user_id, item.address)]
-        reply = await self._refused(keys=keys, args=args)
+        args = [CONSENT_KEY.format(""), OWNERS_KEY.format("")]
+        for item in items:
+            args += [item.category, item.channel, item.user_id, item.address, _address_id(item)]
+        reply = await self._refused(keys=[BLACKLIST_KEY], args=args)
         answers: list[str | None] = [None] * len(items)
-        for at in range(0, len(reply), 4):
-            index, kind, name, raw = int(reply[at]) - 1, reply[at + 1], _text(reply[at + 2]), reply[at + 3]
-            if _text(kind) == "b":
-                answers[index] = f"blacklisted: {_blacklist_entry(name, raw).reason}"
+        for at in range(0, len(reply), 5):
+            index, kind = int(reply[at]) - 1, _text(reply[at + 1])
+            who, name, raw = _text(reply[at + 2]), _text(reply[at + 3]), reply[at + 4]
+            # An address blacklisted by itself reads as before: the blacklist holds it by name.
+            whose = "" if kind == "b" and who == items[index].address else _whose(items[index], who)
+            if kind == "b":
+                answers[index] = f"blacklisted{whose}: {_blacklist_entry(name, raw).reason}"
             else:
-                answers[index] = _unsubscription(name, raw).reason()
+                answers[index] = _unsubscription(name, raw).reason() + whose
         return answers
+
+    async def unsubscribe_address(
+        self, channel: str, address: str, *, category: str | None = None, source: str
+    ) -> Unsubscription:
+        """Record that `address` refuses `category` (None = all) whoever it is sent for."""
+        if channel not in CHANNELS:
+            known = ", ".join(CHANNELS)
+            raise ValueError(f"unknown channel {channel!r} for address {address!r}; known: {known}")
+        subject = address_user_id(channel, _need("address", address))
+        return await self.unsubscribe(subject, category=category, source=source)
 
     async def consent(self, user_id: str) -> Consent:
         """The user's standing refusals (broadest first) and blacklist entry."""
@@ -179,6 +224,22 @@ class ConsentStore:
     async def blacklisted(self, subject: str) -> BlacklistEntry | None:
         raw = await self._redis.hget(BLACKLIST_KEY, _need("subject", subject))
         return None if raw is None else _blacklist_entry(subject, raw)
+
+
+def _address_id(item: ConsentQuery) -> str:
+    """The id the item's address is known by, or "" when it has none worth looking up."""
+    if not item.address.strip() or item.channel in UNINDEXED or item.channel not in CHANNELS:
+        return ""
+    return address_user_id(item.channel, item.address)
+
+
+def _whose(item: ConsentQuery, subject: str) -> str:
+    """Where a refusal came from when it is not the recipient's own, for the receipt's reason."""
+    if subject == item.user_id:
+        return ""
+    if subject == item.address or subject == _address_id(item):
+        return " (this address)"
+    return f" (the address belongs to {subject})"
 
 
 def _scopes(item: ConsentQuery) -> list[str]:

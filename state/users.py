@@ -1,7 +1,10 @@
 """The user directory: a unified user id bound to channel addresses, with attributes.
 
 Redis layout (prefix `sb:`): `sb:user:{id}` hash holding the profile as JSON under `p`;
-`sb:users` set of every id; `sb:tag:{tag}` set of ids per tag; `sb:segment:{name}` saved segments.
+`sb:users` set of every id; `sb:tag:{tag}` set of ids per tag; `sb:segment:{name}` saved segments;
+`sb:owners:{address id}` set of the ids of the people an address is bound to, where the address id
+is `records.topics.address_user_id(channel, address)` (the id a raw address is known by), so consent
+finds the person behind a raw address.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio import Redis
 
-from records.topics import ChannelName, Name
+from records.topics import ChannelName, Name, address_user_id
 
 USER_KEY = "sb:user:{}"
 ALL_USERS = "sb:users"
 TAG_KEY = "sb:tag:{}"
 SEGMENT_KEY = "sb:segment:{}"
+OWNERS_KEY = "sb:owners:{}"
+# The inbox address is the user id itself: nobody else can hold it, so it is not indexed.
+UNINDEXED = frozenset({"inbox"})
 
 
 class User(BaseModel):
@@ -51,16 +57,22 @@ class UserDirectory:
         self._redis = redis
 
     async def upsert(self, users: Sequence[User]) -> None:
-        """Write profiles and keep tag sets in step (old tags of a changed user are removed)."""
+        """Write profiles and keep tag sets and the address index in step (what a changed user no
+        longer has is removed)."""
         if not users:
             return
         previous = await self.get_many([u.user_id for u in users])
         async with self._redis.pipeline(transaction=False) as pipe:
             for user in users:
                 old = previous.get(user.user_id)
+                bound = address_ids(user)
                 if old is not None:
                     for tag in set(old.tags) - set(user.tags):
                         pipe.srem(TAG_KEY.format(tag), user.user_id)
+                    for address_id in address_ids(old) - bound:
+                        pipe.srem(OWNERS_KEY.format(address_id), user.user_id)
+                for address_id in bound:
+                    pipe.sadd(OWNERS_KEY.format(address_id), user.user_id)
                 pipe.hset(USER_KEY.format(user.user_id), "p", user.model_dump_json())
                 pipe.sadd(ALL_USERS, user.user_id)
                 for tag in user.tags:
@@ -80,6 +92,24 @@ class UserDirectory:
             for user_id, value in zip(ids, raw, strict=True)
             if value is not None
         }
+
+    async def owners(self, channel: ChannelName, address: str) -> list[str]:
+        """The people `address` is bound to on `channel` (usually one; a shared mailbox, several)."""
+        members = await self._redis.smembers(OWNERS_KEY.format(address_user_id(channel, address)))
+        return sorted(_text(m) for m in members)
+
+    async def index_addresses(self, batch: int = 1000) -> int:
+        """Rebuild the address index from the stored profiles (for users written before it existed);
+        returns how many users were indexed."""
+        ids = await self.all_ids()
+        for start in range(0, len(ids), batch):
+            users = await self.get_many(ids[start : start + batch])
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user in users.values():
+                    for address_id in address_ids(user):
+                        pipe.sadd(OWNERS_KEY.format(address_id), user.user_id)
+                await pipe.execute()
+        return len(ids)
 
     async def ids_with_tags(self, tags: Sequence[str]) -> list[str]:
         """Every user holding any of the tags, in a stable order."""
@@ -106,6 +136,15 @@ class UserDirectory:
 
     async def count(self) -> int:
         return int(await self._redis.scard(ALL_USERS))
+
+
+def address_ids(user: User) -> set[str]:
+    """The ids of the addresses bound to `user`, as the owners index keys them."""
+    return {
+        address_user_id(channel, address)
+        for channel, address in user.bindings.items()
+        if channel not in UNINDEXED and address.strip()
+    }
 
 
 def _text(value: bytes | str) -> str:

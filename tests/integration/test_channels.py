@@ -42,6 +42,7 @@ pytestmark = pytest.mark.integration
 
 SECRET = "integration-hook-secret"
 SENDER = "Academic Affairs <noreply@uni.example.edu>"
+SIGNER = LinkSigner(SecretStr("integration-link-secret-0123456789"), "https://notify.uni.example.edu")
 CATALOG = TemplateCatalog(ROOT / "templates")
 LI_WEI = User(user_id="s2024001", name="Li Wei")
 COURSE = {"course": "Linear Algebra", "starts_at": "08:00", "room": "A-101"}
@@ -64,7 +65,7 @@ def dispatch(
 
 
 def email_to(smtp_host: str, port: int, connections: int = 2) -> SmtpEmail:
-    return SmtpEmail(smtp_host, port, SENDER, timeout=5.0, connections=connections)
+    return SmtpEmail(smtp_host, port, SENDER, timeout=5.0, connections=connections, links=SIGNER)
 
 
 # --- email -------------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ async def test_email_over_starttls_with_auth(
     controller, handler, client_tls = guarded_relay
     channel = SmtpEmail(
         "127.0.0.1", controller.port, SENDER, username="relay-user", password=SecretStr(password),
-        starttls=starttls, tls_context=client_tls, timeout=5.0,
+        starttls=starttls, tls_context=client_tls, timeout=5.0, links=SIGNER,
     )
     try:
         notice = CATALOG.render("campus_notice", "email", {"headline": "h", "body": "b"}, None)

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from channels.base import PermanentSendError, SendResult
 from channels.failover import ProviderChain
 from channels.providers import ProvidersFileError
-from channels.registry import build_channels
+from channels.registry import build_channels, configured_channels
 from channels.templates import RenderedMessage
 from localparts.peers import sms_gateway
 from localparts.peers.server import PeerServer
@@ -46,6 +46,7 @@ async def test_channels_built(tmp_path: Path, settings: Settings, redis: Redis,
         with caplog.at_level(logging.INFO, logger="channels.registry"):
             channels = build_channels(settings.model_copy(update={"providers": path}), redis, http)
     assert set(channels) == expected
+    assert configured_channels(settings.model_copy(update={"providers": path})) == expected
     if providers is None:
         assert f"no providers file at {path}" in caplog.text
     if "sms" in channels:

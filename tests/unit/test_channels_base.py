@@ -19,6 +19,7 @@ from channels.base import (
     deliver,
 )
 from channels.email_smtp import SmtpEmail
+from channels.links import LinkSigner
 from channels.templates import RenderedMessage
 from channels.webhook import Webhook
 from records.topics import Dispatch, EventCore
@@ -148,7 +149,8 @@ def test_retry_policy_rejects_nonsense() -> None:
 
 def test_adapters_never_print_their_secrets() -> None:
     smtp = SmtpEmail("127.0.0.1", 2525, "Uni <noreply@uni.example.edu>", username="relay",
-                     password=SecretStr("hunter2-smtp"))
+                     password=SecretStr("hunter2-smtp"),
+                     links=LinkSigner(SecretStr("unit-test-link-secret-0123456789"), "https://n.example"))
     hook = Webhook(httpx.AsyncClient(), secret=SecretStr("hunter2-hook"), allow=["127.0.0.1/32"])
     for adapter in (smtp, hook):
         assert "hunter2" not in repr(adapter)

@@ -25,9 +25,12 @@ MESSAGE = RenderedMessage(
     text="Dear Li Wei,\n线性代数 starts at 08:00.", html="<p>Dear Li Wei,</p>",
 )
 
+SIGNER = LinkSigner(SecretStr("unit-test-link-secret-0123456789"), "https://notify.uni.example.edu")
+
 
 def adapter(port: int = 2525) -> SmtpEmail:
-    return SmtpEmail("127.0.0.1", port, "Academic Affairs <noreply@uni.example.edu>", timeout=2.0)
+    sender = "Academic Affairs <noreply@uni.example.edu>"
+    return SmtpEmail("127.0.0.1", port, sender, timeout=2.0, links=SIGNER)
 
 
 def test_builds_multipart_text_and_html_with_ids() -> None:
@@ -67,17 +70,14 @@ async def test_nothing_listening_is_retryable() -> None:
 
 def test_constructor_fails_fast() -> None:
     with pytest.raises(ValueError, match="has no address"):
-        SmtpEmail("127.0.0.1", 25, "Switchboard")
+        SmtpEmail("127.0.0.1", 25, "Switchboard", links=SIGNER)
     with pytest.raises(ValueError, match="port"):
-        SmtpEmail("127.0.0.1", 0, "a@b.edu")
+        SmtpEmail("127.0.0.1", 0, "a@b.edu", links=SIGNER)
     with pytest.raises(ValueError, match="host is empty"):
-        SmtpEmail("", 25, "a@b.edu")
+        SmtpEmail("", 25, "a@b.edu", links=SIGNER)
 
 
 # --- List-Unsubscribe (RFC 8058) --------------------------------------------------------------
-
-SIGNER = LinkSigner(SecretStr("unit-test-link-secret-0123456789"), "https://notify.uni.example.edu")
-
 
 def with_category(category: str) -> Dispatch:
     return DISPATCH.model_copy(update={"event": DISPATCH.event.model_copy(update={"category": category})})
@@ -111,15 +111,16 @@ def test_subscribable_mail_carries_one_click_unsubscribe(category: str, mailto: 
         assert targets[1] == f"mailto:unsubscribe@uni.example.edu?subject=unsubscribe%20{token}"
 
 
-def test_without_a_signer_there_is_no_unsubscribe_header() -> None:
-    built = adapter().build(MESSAGE, "a@uni.example.edu", with_category("marketing"))
-    assert built["List-Unsubscribe"] is None
+def test_the_adapter_cannot_be_built_without_the_signer_of_its_unsubscribe_links() -> None:
+    with pytest.raises(TypeError, match="links"):
+        SmtpEmail("127.0.0.1", 25, "a@uni.example.edu")  # type: ignore[call-arg]
 
 
 def test_bad_mailto_and_password_never_shown() -> None:
     with pytest.raises(ValueError, match="unsubscribe_mailto must be an address"):
-        SmtpEmail("127.0.0.1", 25, "a@uni.example.edu", unsubscribe_mailto="nobody")
+        SmtpEmail("127.0.0.1", 25, "a@uni.example.edu", links=SIGNER, unsubscribe_mailto="nobody")
     channel = SmtpEmail(
-        "127.0.0.1", 25, "a@uni.example.edu", username="relay", password=SecretStr("hunter2-pw")
+        "127.0.0.1", 25, "a@uni.example.edu", username="relay", password=SecretStr("hunter2-pw"),
+        links=SIGNER,
     )
     assert "hunter2-pw" not in repr(channel)
