@@ -4,24 +4,90 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from channels.providers import providers_cli
 from rules.cli import rules_cli
-from settings import Settings
+from settings import Settings, SwitchboardError, redact_url
 
 if TYPE_CHECKING:
     from localparts.supervisor import LocalParts
+    from state.apps import AppRegistry
+
+T = TypeVar("T")
+PARTS_UP = "start the local parts with `switchboard parts up`"
+
+
+class Commands(TyperGroup):
+    """Every command runs through here: a mistake the user can fix becomes one or two lines on stderr
+    and exit status 1 (2 for a setting); anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # Any: typer vendors click, and its Context class is private
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            explained = user_error(exc)
+            if explained is None:
+                raise
+            message, status = explained
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(status) from None
+
+
+def user_error(exc: BaseException) -> tuple[str, int] | None:
+    """What to tell the user about `exc`, with the exit status; None when it is not their mistake."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    if isinstance(exc, SwitchboardError):
+        return str(exc), 1
+    if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
+        return settings_problem(exc), 2
+    if isinstance(exc, SettingsError):
+        # pydantic-settings names the field in quotes: 'error parsing value for field "webhook_allow" ...'
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
+        return f"SWITCHBOARD_{field.upper()}: cannot be parsed ({exc.__cause__ or 'expected JSON'})", 2
+    if isinstance(exc, RedisConnectionError):
+        return f"cannot reach Redis at {redact_url(Settings().redis)} ({exc}); {PARTS_UP}", 1
+    if type(exc).__name__ == "KafkaConnectionError":  # aiokafka's, not imported just to compare
+        return f"cannot reach the Kafka broker at {redact_url(Settings().kafka)}; {PARTS_UP}", 1
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}", 1
+    return None
+
+
+def settings_problem(exc: Any) -> str:
+    """A Settings validation error as `SWITCHBOARD_NAME: what is wrong (got value)`; secrets not echoed."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        secret = "secret" in field or "password" in field
+        given = str(error.get("input", ""))
+        if "@" in given:  # a URL's credentials, even one too malformed to parse
+            given = "***@" + given.rsplit("@", 1)[1]
+        shown = "" if secret or "input" not in error else f" (got {given[:80]!r})"
+        lines.append(f"SWITCHBOARD_{field.upper()}: {message}{shown}")
+    more = f"; and {len(lines) - 1} more" if len(lines) > 1 else ""
+    return lines[0] + more
+
 
 # The command line. Each command only parses arguments and hands over; imports are local so that
 # `switchboard --help` and the light commands do not load Faust, chdb or the rule engine.
 
 cli = typer.Typer(
-    no_args_is_help=True, help="Switchboard: a unified message platform.", pretty_exceptions_show_locals=False
+    cls=Commands,
+    no_args_is_help=True,
+    help="Switchboard: a unified message platform.",
+    pretty_exceptions_show_locals=False,
 )
 users_cli = typer.Typer(no_args_is_help=True, help="Manage the user directory.")
 apps_cli = typer.Typer(no_args_is_help=True, help="Manage upstream apps and their API keys.")
@@ -43,13 +109,48 @@ def quiet_url_loggers() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def ready_to_serve(settings: Settings) -> Settings:
+    """Refuse to start a worker or the API on a link secret anyone could know, or with its parts down:
+    one line now instead of a traceback from deep inside Faust or uvicorn."""
+    settings = settings.model_copy(update={"link_secret": settings.signing_secret()})
+    require_redis(settings.redis)
+    require_kafka(settings.kafka)
+    return settings
+
+
+def require_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise SwitchboardError(f"cannot reach Redis at {redact_url(url)} ({exc}); {PARTS_UP}") from None
+    finally:
+        client.close()
+
+
+def require_kafka(url: str) -> None:
+    """Some bootstrap server accepts a connection (Faust itself would retry for minutes, logging)."""
+    servers = url.removeprefix("kafka://").strip("/").split(",")
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except (OSError, ValueError):
+            continue
+    raise SwitchboardError(f"cannot reach the Kafka broker at {redact_url(url)}; {PARTS_UP}")
+
+
 @cli.command()
 def worker(loglevel: str = "info") -> None:
     """Run a stream worker: ingest, decide, send and track."""
     from processors.runtime import run_worker
 
+    settings = ready_to_serve(Settings())
     quiet_url_loggers()
-    run_worker(Settings(), loglevel=loglevel)
+    run_worker(settings, loglevel=loglevel)
 
 
 @cli.command()
@@ -57,8 +158,9 @@ def api() -> None:
     """Run the HTTP API (events in, inbox, health)."""
     from api.server import serve
 
+    settings = ready_to_serve(Settings())
     quiet_url_loggers()
-    serve(Settings())
+    serve(settings)
 
 
 @cli.command()
@@ -74,17 +176,14 @@ def demo(
 
 @cli.command()
 def report(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Print the reach report per channel from ClickHouse (the worker must not hold a chdb folder)."""
-    from rich.console import Console
+    """Print the reach report per channel from ClickHouse (no worker may hold its chdb folder meanwhile)."""
+    from analytics.report import as_dict, open_report_source, print_table, reach_report
 
-    from analytics.connection import open_clickhouse
-    from analytics.report import as_dict, reach_report, render_table
-
-    result = reach_report(open_clickhouse(Settings().clickhouse))
+    result = reach_report(open_report_source(Settings().clickhouse))
     if as_json:
         print(json.dumps(as_dict(result), default=str))
     else:
-        Console().print(render_table(result))
+        print_table(result)
 
 
 @users_cli.command("import")
@@ -97,7 +196,9 @@ def users_import(
     """Import users from CSV or JSON Lines; bad rows are reported, good rows kept."""
     from state.connection import open_redis
     from state.users import UserDirectory
-    from state.users_import import import_users
+    from state.users_import import check_readable, import_users
+
+    check_readable(path)  # before touching Redis: a wrong path is the likelier mistake
 
     async def run() -> int:
         redis = open_redis(Settings().redis)
@@ -115,26 +216,77 @@ def users_import(
     raise typer.Exit(asyncio.run(run()))
 
 
+def _with_apps(action: Callable[[AppRegistry], Awaitable[T]]) -> T:
+    """Run one registry action against SWITCHBOARD_REDIS."""
+    from state.apps import AppRegistry
+    from state.connection import open_redis
+
+    async def run() -> T:
+        redis = open_redis(Settings().redis)
+        try:
+            return await action(AppRegistry(redis))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+_AppName = Annotated[str, typer.Argument(help="the app's name")]
+
+
 @apps_cli.command("add")
 def apps_add(
-    name: str,
+    name: _AppName,
     channels: Annotated[str, typer.Option(help="comma-separated authorised channels")],
     description: str = "",
 ) -> None:
     """Register an upstream app; prints its API key once."""
-    from state.apps import AppRegistry
-    from state.connection import open_redis
+    from state.apps import app_name, channel_names
 
-    async def run() -> str:
-        redis = open_redis(Settings().redis)
-        try:
-            wanted = {c.strip() for c in channels.split(",") if c.strip()}
-            return await AppRegistry(redis).register(name, wanted, description)  # type: ignore[arg-type]
-        finally:
-            await redis.aclose()
-
-    key = asyncio.run(run())
+    app_name(name)  # checked before Redis is reached, so a typo is named even with Redis down
+    wanted = channel_names(channels.split(","))
+    key = _with_apps(lambda apps: apps.register(name, wanted, description))
     typer.echo(f"app {name} registered; its API key (shown once): {key}")
+
+
+@apps_cli.command("list")
+def apps_list() -> None:
+    """List the registered apps, their channels and whether they are enabled (keys are never shown)."""
+    registered = _with_apps(lambda apps: apps.list())
+    if not registered:
+        typer.echo("no apps registered; add one with `switchboard apps add NAME --channels inbox,email`")
+    for app in registered:
+        state = "enabled" if app.enabled else "disabled"
+        channels = ",".join(sorted(app.channels))
+        typer.echo(f"{app.name:<20} {state:<8} {channels:<30} {app.description}".rstrip())
+
+
+@apps_cli.command("rotate")
+def apps_rotate(name: _AppName) -> None:
+    """Issue a new API key for the app; the old one stops working at once."""
+    key = _with_apps(lambda apps: apps.rotate_key(name))
+    typer.echo(f"app {name}: new API key (shown once): {key}; the old key no longer works")
+
+
+@apps_cli.command("disable")
+def apps_disable(name: _AppName) -> None:
+    """Refuse the app's key and dead-letter its events, until `apps enable`."""
+    _with_apps(lambda apps: apps.set_enabled(name, False))
+    typer.echo(f"app {name} disabled: its key is refused and its events dead-lettered until enabled again")
+
+
+@apps_cli.command("enable")
+def apps_enable(name: _AppName) -> None:
+    """Accept the app's key and events again (the same key as before)."""
+    _with_apps(lambda apps: apps.set_enabled(name, True))
+    typer.echo(f"app {name} enabled")
+
+
+@apps_cli.command("remove")
+def apps_remove(name: _AppName) -> None:
+    """Forget the app and its key; its events are refused as from an unknown app."""
+    _with_apps(lambda apps: apps.remove(name))
+    typer.echo(f"app {name} removed; its key no longer works")
 
 
 @parts_cli.command("up")
@@ -147,7 +299,11 @@ def parts_up() -> None:
 @parts_cli.command("down")
 def parts_down() -> None:
     """Stop the local parts started by `parts up`."""
-    _parts().down()
+    stopped = _parts().stop_recorded()
+    for part in stopped:
+        typer.echo(str(part))
+    if not stopped:
+        typer.echo("nothing to stop: no local part started by `switchboard parts up` is running")
 
 
 @parts_cli.command("status")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -10,14 +11,16 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from settings.errors import SwitchboardError
+
 Kind = Literal["chdb", "http"]
 
 
-class ClickHouseDsnError(ValueError):
+class ClickHouseDsnError(SwitchboardError, ValueError):
     """A SWITCHBOARD_CLICKHOUSE value that names no usable ClickHouse."""
 
 
-class ClickHouseUnavailable(RuntimeError):
+class ClickHouseUnavailable(SwitchboardError, RuntimeError):
     """The DSN was well formed but the engine or server could not be opened."""
 
 
@@ -98,11 +101,29 @@ def open_clickhouse(dsn: str) -> Client:
         message = str(exc)
         for secret in {target.password, unquote(target.password)} - {""}:
             message = message.replace(secret, "***")
-        hint = (
-            " (chdb allows one data folder per process and one process per folder)"
-            if target.kind == "chdb"
-            else ""
-        )
+        hint = ""
+        if target.path is not None:
+            holder = chdb_holder(target.path)
+            hint = (
+                f" (chdb allows one process per data folder, and pid {holder} holds it)"
+                if holder is not None
+                else " (chdb allows one data folder per process and one process per folder)"
+            )
         raise ClickHouseUnavailable(
             f"cannot open ClickHouse at {target.safe_dsn}: {type(exc).__name__}: {message}{hint}"
         ) from None
+
+
+def chdb_holder(folder: Path) -> int | None:
+    """The pid of another live process that has this chdb data folder open, if any.
+
+    The engine writes its pid to `status` in the folder while it has it open and removes the file when
+    it closes; a file left by a crash names a pid that is gone (or reused, hence the cmdline check)."""
+    try:
+        first = (folder / "status").read_text().splitlines()[0]
+        pid = int(first.removeprefix("PID:").strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    # chdb runs inside a Python process; any other program under that pid is a reused pid.
+    return pid if pid != os.getpid() and b"python" in cmdline else None

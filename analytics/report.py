@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from records.topics import CHANNELS, STATUSES, Status
+from settings.errors import SwitchboardError
 
 # The columns of the rendered table; as_dict carries every status.
 REPORT_STATUSES: tuple[Status, ...] = (
@@ -21,6 +24,8 @@ REPORT_STATUSES: tuple[Status, ...] = (
 # and deliveries suppressed before any channel was chosen (no usable channel, a suppress rule).
 NO_CHANNEL = "(no channel)"
 TOTAL = "total"
+_NO_DATA = "no analytics yet in"
+_FIRST_RUN = "a worker creates them when it first runs (`switchboard worker`), then stop it to report"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # uniqExact rather than FINAL: exact whether or not ReplacingMergeTree has merged duplicates yet.
@@ -135,16 +140,49 @@ def as_dict(report: ReachReport) -> dict[str, Any]:
 
 
 def render_table(report: ReachReport) -> Table:
-    """A rich table for the CLI and the demo."""
+    """A rich table for the CLI and the demo; its cells never wrap or shrink (see print_table)."""
     scope = [f"app {report.app}" if report.app else "all apps"]
     if report.since:
         scope.append(f"since {report.since.isoformat()}")
-    table = Table(title=f"Reach ({', '.join(scope)}): distinct messages per status")
-    table.add_column("channel")
+    table = Table(title=f"Reach ({', '.join(scope)}): distinct messages per status", box=box.SIMPLE_HEAD)
+    table.add_column("channel", no_wrap=True)
     for status in REPORT_STATUSES:
-        table.add_column(status.replace("_", " "), justify="right")
+        table.add_column(status.replace("_", " "), justify="right", no_wrap=True)
     for row in report.rows:
         table.add_row(row.channel, *(f"{row[status]:,}" for status in REPORT_STATUSES))
     table.add_section()
     table.add_row(TOTAL, *(f"{report.totals[status]:,}" for status in REPORT_STATUSES), style="bold")
     return table
+
+
+def print_table(report: ReachReport, console: Console | None = None) -> None:
+    """Print the table whole: wider than the terminal (or than the 80 columns rich assumes for a pipe),
+    it is printed at its own width rather than with headers and counts cut to `…`."""
+    console = console or Console()
+    table = render_table(report)
+    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if needed > console.width:
+        console = Console(
+            file=console.file, width=needed, force_terminal=console.is_terminal, no_color=console.no_color
+        )
+    console.print(table)
+
+
+def open_report_source(dsn: str) -> Client:
+    """The ClickHouse to report from; a SwitchboardError, not an engine error, while it holds no data yet."""
+    from analytics.connection import chdb_holder, open_clickhouse, parse_dsn
+
+    target = parse_dsn(dsn)
+    if target.path is not None and not target.path.is_dir():
+        raise SwitchboardError(f"{_NO_DATA} {target.safe_dsn}: {_FIRST_RUN}")
+    # Asked before opening: the engine would print its own lock error on stderr and then fail anyway.
+    holder = chdb_holder(target.path) if target.path is not None else None
+    if holder is not None:
+        raise SwitchboardError(
+            f"{target.path} is held by pid {holder}, a running worker (chdb lets one process open a data "
+            "folder): stop the worker, then report (a later release serves reports while it runs)"
+        )
+    client = open_clickhouse(dsn)
+    if not client.command("EXISTS TABLE message_events"):
+        raise SwitchboardError(f"{_NO_DATA} {target.safe_dsn} (no message_events table): {_FIRST_RUN}")
+    return client

@@ -51,7 +51,7 @@ def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
             counters=FlowCounters(redis),
         ),
         redis=redis,
-        links=LinkSigner(settings.link_secret, settings.public_url),
+        links=LinkSigner(settings.signing_secret(), settings.public_url),
         consent=ConsentStore(redis),
         provider_messages=ProviderMessages(redis),
     )

@@ -163,6 +163,7 @@ def main() -> None:
                 app_id="bench-flow",
                 smtp_host=smtp.host,
                 smtp_port=smtp.port,
+                env="dev",
             )
             if args.rules is not None:
                 settings = settings.model_copy(update={"rules": args.rules.resolve()})

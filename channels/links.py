@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from channels.templates import RenderedMessage
 from records.topics import Dispatch, Receipt
 from records.vocabulary import Status
+from settings.link_secret import PUBLISHED as PUBLISHED_LINK_SECRETS
 
 LinkKind = Literal["open", "click", "unsubscribe"]
 VERSION = 1
@@ -107,6 +108,8 @@ class LinkSigner:
         key = secret.get_secret_value().encode()
         if len(key) < 16:
             raise ValueError("link secret must be at least 16 bytes (set SWITCHBOARD_LINK_SECRET)")
+        if key.decode(errors="replace") in PUBLISHED_LINK_SECRETS:
+            raise ValueError("link secret is a published development value: anyone could forge links")
         parts = urlsplit(public_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"public_url must be an http(s) URL, got {public_url!r}")

@@ -452,6 +452,9 @@ def list_command(path: _PathArgument = None) -> None:
     except ProvidersFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    if not specs:
+        typer.echo(f"{file}: no provider is enabled, so sms, push, WeChat and robot messages are not sent "
+                   "(email, inbox and webhook come from the settings); see config/providers.example.yaml")
     for spec in sorted(specs, key=lambda s: (s.channel, s.priority)):
         shown = spec.masked()
         rate = f"{spec.rate.per_second:g}/s burst {spec.rate.burst:g}" if spec.rate else "unlimited"

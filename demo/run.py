@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analytics.connection import open_clickhouse
-from analytics.report import NO_CHANNEL, ReachReport, reach_report, render_table
+from analytics.report import NO_CHANNEL, ReachReport, print_table, reach_report
 from demo.events import DEMO_APPS, DemoEvent, demo_events
 from demo.organisation import generate_university, write_csv
 from demo.peers import DemoPeers
@@ -71,6 +71,8 @@ def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -
             "topic_prefix": f"demo{run}.",
             "app_id": f"switchboard-demo-{run}",
             "clickhouse": f"chdb://{run_dir / 'clickhouse'}",
+            # Local by definition: links are signed with a key kept in var_dir unless one is given.
+            "env": "dev",
         }
     )
     # Stopped from outside (SIGTERM), still stop the children and the parts on the way out.
@@ -98,7 +100,7 @@ def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -
             return 1
         # The worker has exited, so its ClickHouse folder is free for this process to read.
         report = reach_report(open_clickhouse(demo.clickhouse))
-        console.print(render_table(report))
+        print_table(report, console)
         inbox_total = asyncio.run(_inbox_total(demo))
         return _cross_check(report, smtp.count, inbox_total, engagement, peers.received())
     except RuntimeError as exc:

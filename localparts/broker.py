@@ -43,6 +43,7 @@ class LocalBroker(ServerProcess):
     """Tansu on host:port with memory storage: a restart loses every topic."""
 
     name = "broker"
+    setting = "SWITCHBOARD_KAFKA"
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 19092, log_path: Path = Path("broker.log")

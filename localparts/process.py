@@ -13,11 +13,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
+from settings.errors import SwitchboardError
+
 # Variables that must not reach a part: RUST_LOG=info makes Tansu write gigabytes of log in minutes.
 _SCRUBBED_ENV = ("RUST_LOG",)
 
 
-class PartError(RuntimeError):
+class PartError(SwitchboardError, RuntimeError):
     """A local part could not be started or stopped."""
 
 
@@ -103,6 +105,7 @@ class ServerProcess(ABC):
     """A server binary on a loopback port, logging to a file; subclasses say how to run and probe it."""
 
     name = "server"
+    setting = "a setting"  # the SWITCHBOARD_ variable that says where this part listens
 
     def __init__(self, host: str, port: int, log_path: Path) -> None:
         self.host = require_loopback(host)
@@ -142,7 +145,10 @@ class ServerProcess(ABC):
         if self.pid is not None:
             return
         if port_accepts(self.host, self.port):
-            raise PartError(f"cannot start {self.name}: port {self.host}:{self.port} is already taken")
+            raise PartError(
+                f"cannot start {self.name}: port {self.host}:{self.port} is already taken by another "
+                f"program; stop that program, or give the {self.name} another port with {self.setting}"
+            )
         self.prepare()
         env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED_ENV}
         with self.log_path.open("ab") as log:

@@ -14,6 +14,7 @@ class LocalRedis(ServerProcess):
     """redis-server on host:port keeping its append-only file under data_dir."""
 
     name = "redis"
+    setting = "SWITCHBOARD_REDIS"
 
     def __init__(
         self,

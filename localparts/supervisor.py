@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from localparts.broker import LocalBroker
 from localparts.process import PartError, ServerProcess, matches, port_accepts, read_cmdline, terminate
 from localparts.redis_server import LocalRedis
+from settings import redact_url
 
 
 class PartState(StrEnum):
@@ -39,6 +40,17 @@ class PartStatus:
     def __str__(self) -> str:
         pid = f"pid {self.pid}" if self.pid is not None else "no pid file"
         return f"{self.name:<7} {self.state:<9} {self.url}  ({pid}; log {self.log_path})"
+
+
+@dataclass(frozen=True)
+class StoppedPart:
+    """A part that `stop_recorded` stopped, and the process it was."""
+
+    name: str
+    pid: int
+
+    def __str__(self) -> str:
+        return f"stopped {self.name} (pid {self.pid})"
 
 
 class PartSettings(Protocol):
@@ -66,7 +78,8 @@ def _answers(part: ServerProcess) -> bool:
 def _host_port(url: str, setting: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if not parts.hostname or parts.port is None:
-        raise ValueError(f"{setting} must look like scheme://127.0.0.1:PORT for the local parts, got {url!r}")
+        shown = redact_url(url)
+        raise PartError(f"{setting} must look like scheme://127.0.0.1:PORT for local parts, got {shown!r}")
     return parts.hostname, parts.port
 
 
@@ -104,8 +117,11 @@ class LocalParts:
         kafka_host, kafka_port = _host_port(kafka_url, "SWITCHBOARD_KAFKA")
         redis_host, redis_port = _host_port(redis_url, "SWITCHBOARD_REDIS")
         if kafka_host != redis_host:
-            raise ValueError(f"local parts share one loopback host, got {kafka_host!r} and {redis_host!r}")
-        return cls(var_dir, kafka_port=kafka_port, redis_port=redis_port, host=kafka_host)
+            raise PartError(f"local parts share one loopback host, got {kafka_host!r} and {redis_host!r}")
+        try:
+            return cls(var_dir, kafka_port=kafka_port, redis_port=redis_port, host=kafka_host)
+        except ValueError as exc:  # not loopback, or one port for both: the settings are at fault
+            raise PartError(f"SWITCHBOARD_KAFKA / SWITCHBOARD_REDIS: {exc}") from None
 
     @property
     def parts(self) -> tuple[ServerProcess, ...]:
@@ -186,18 +202,25 @@ class LocalParts:
 
     def down(self) -> list[PartStatus]:
         """Stop every part recorded in the pid files; never signal a pid running anything else."""
-        for part in reversed(self.parts):
-            self._stop(part)
-        self._started.clear()
+        self.stop_recorded()
         return self.status()
 
-    def _stop(self, part: ServerProcess) -> None:
+    def stop_recorded(self) -> list[StoppedPart]:
+        """Stop every part recorded in the pid files, and say which processes that stopped."""
+        stopped = [StoppedPart(part.name, pid) for part in reversed(self.parts) if (pid := self._stop(part))]
+        self._started.clear()
+        return stopped
+
+    def _stop(self, part: ServerProcess) -> int | None:
+        """Stop the part if we started it; the pid stopped, or None when nothing of ours ran."""
         record = self._live_record(part)
+        pid = part.pid or (record.pid if record is not None else None)
         if part.pid is not None:
             part.stop(self.stop_timeout)  # our own child: stop and reap it through its Popen
         elif record is not None:
             terminate(record.pid, self.stop_timeout)
         self._pid_file(part).unlink(missing_ok=True)
+        return pid
 
     def status(self) -> list[PartStatus]:
         """A typed status per part; reads pid files and probes ports, changes nothing."""

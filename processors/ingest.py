@@ -23,6 +23,8 @@ from state.users import UserDirectory
 class RegisteredApp(Protocol):
     @property
     def channels(self) -> frozenset[str]: ...
+    @property
+    def enabled(self) -> bool: ...
 
 
 class AppLookup(Protocol):
@@ -92,6 +94,8 @@ class Ingest:
         app = await self._apps.get(event.app)
         if app is None:
             return f"unknown app {event.app!r}"
+        if not app.enabled:
+            return f"app {event.app!r} is disabled"
         if event.channels:
             refused = sorted(set(event.channels) - app.channels)
             if refused:

@@ -112,7 +112,7 @@ def build_flow(settings: Settings) -> Flow:
             caps=FrequencyCaps(redis),
             content=ContentGuard(
                 words=_sensitive_words(settings.sensitive_words),
-                links=LinkSigner(settings.link_secret, settings.public_url),
+                links=LinkSigner(settings.signing_secret(), settings.public_url),
             ),
             sent=ProviderMessages(redis, settings.dedup_ttl_seconds),
         ),

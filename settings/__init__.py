@@ -4,12 +4,43 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from settings import link_secret
+from settings.errors import SwitchboardError
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / ".var"
+
+# `dev` and `test` may sign links with a key made on the spot; anything else must be given a real one.
+Environment = Literal["production", "dev", "test"]
+LOCAL_ENVIRONMENTS: frozenset[str] = frozenset({"dev", "test"})
+
+# The URL schemes each part accepts, with an example for the error message.
+_SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {
+    "kafka": (("kafka",), "kafka://127.0.0.1:19092"),
+    "redis": (("redis", "rediss", "unix"), "redis://127.0.0.1:16379/0"),
+    "clickhouse": (("chdb", "http", "https"), "chdb:///srv/switchboard/clickhouse or http://host:8123"),
+    "public_url": (("http", "https"), "https://notify.example.edu"),
+}
+
+__all__ = ["LOCAL_ENVIRONMENTS", "ROOT", "VAR", "Environment", "Settings", "SwitchboardError", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, fit for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if not password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)))
 
 
 class Settings(BaseSettings):
@@ -17,12 +48,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
 
+    env: Environment = Field(
+        "production", description="production, or dev/test: may sign links with a key kept under var_dir"
+    )
     kafka: str = Field("kafka://127.0.0.1:19092", description="Kafka-protocol bootstrap servers")
     redis: str = Field("redis://127.0.0.1:16379/0", description="Redis URL")
-    clickhouse: str = Field(f"chdb://{VAR / 'clickhouse'}", description="chdb:///path or http(s)://host:8123")
+    clickhouse: str = Field(
+        "", description="chdb:///path or http(s)://host:8123; default: chdb in var_dir/clickhouse"
+    )
     rules: Path = Field(ROOT / "rules", description="rule file, or folder of rule files (*.yaml, by order:)")
     templates: Path = Field(ROOT / "templates", description="folder of message templates")
-    var_dir: Path = Field(VAR, description="pid files, logs and data of the local parts")
+    var_dir: Path = Field(VAR, description="pid files, logs, link secret and data of the local parts")
     app_id: str = "switchboard"
     topic_prefix: str = ""
     partitions: int = 4
@@ -44,22 +80,48 @@ class Settings(BaseSettings):
         "http://127.0.0.1:18080", description="where recipients reach the API: tracking, unsubscribe links"
     )
     link_secret: SecretStr = Field(
-        SecretStr("dev-only-link-secret-change-me"),
-        description="signs tracking and unsubscribe links; set a long random value in production",
+        SecretStr(""),
+        description="signs tracking and unsubscribe links; required outside dev/test (see signing_secret)",
     )
     webhook_allow: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
     inbox_max_per_user: int = 200
     api_host: str = "127.0.0.1"
     api_port: int = 18080
-    web_port: int = 16066
     dedup_ttl_seconds: int = 7 * 24 * 3600
     # How long a send's claim holds if its worker dies mid-send; must outlast one send with its retries.
     send_claim_seconds: int = 600
-    sink_batch_rows: int = 5000
-    sink_flush_seconds: float = 0.5
+
+    @field_validator("kafka", "redis", "clickhouse", "public_url")
+    @classmethod
+    def _has_scheme(cls, value: str, info: ValidationInfo) -> str:
+        name = str(info.field_name)
+        schemes, example = _SCHEMES[name]
+        if name == "clickhouse" and not value:
+            return value  # filled in from var_dir below
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc}); expected e.g. {example}") from None
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+            raise ValueError(f"needs a {wanted} URL, e.g. {example}")
+        return value
+
+    @model_validator(mode="after")
+    def _clickhouse_in_var_dir(self) -> Settings:
+        # Derived here, not at import, so SWITCHBOARD_VAR_DIR moves the analytics data with everything else.
+        if not self.clickhouse:
+            self.clickhouse = f"chdb://{self.var_dir.absolute() / 'clickhouse'}"
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def signing_secret(self) -> SecretStr:
+        """The key for tracking and unsubscribe links; SwitchboardError when there is none to trust."""
+        return link_secret.signing_secret(
+            self.link_secret, local=self.env in LOCAL_ENVIRONMENTS, var_dir=self.var_dir
+        )
 
     def to_env(self) -> dict[str, str]:
         """These settings as SWITCHBOARD_* variables, to hand to a child process."""

@@ -6,16 +6,18 @@ app name, so a key is found by its hash alone; `sb:apps` set of every name. Keys
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import json
 import secrets
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
-from records.topics import ChannelName, Name
+from records.topics import CHANNELS, ChannelName, Name
+from settings.errors import SwitchboardError
 
 _APP = "sb:app:{}"
 _KEY = "sb:appkey:{}"
@@ -26,21 +28,26 @@ _NAME: TypeAdapter[str] = TypeAdapter(Name)
 
 
 class App(BaseModel):
-    """An upstream business system and the channels it may send on."""
+    """An upstream business system and the channels it may send on; a disabled app's key is refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name
     channels: frozenset[ChannelName]
     description: str = ""
+    enabled: bool = True
 
 
-class AppExistsError(ValueError):
+class AppExistsError(SwitchboardError, ValueError):
     """`register` was asked for a name already taken."""
 
 
-class UnknownAppError(LookupError):
+class UnknownAppError(SwitchboardError, LookupError):
     """The app named is not registered."""
+
+
+class AppSpecError(SwitchboardError, ValueError):
+    """An app name or channel list that cannot be registered."""
 
 
 class AppRegistry:
@@ -49,13 +56,15 @@ class AppRegistry:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
-    async def register(self, name: str, channels: Iterable[ChannelName], description: str = "") -> str:
+    async def register(self, name: str, channels: Iterable[str], description: str = "") -> str:
         """Register a new app and return its API key; the key is shown this once and never stored."""
-        app = App(name=_NAME.validate_python(name), channels=frozenset(channels), description=description)
+        app = App(name=app_name(name), channels=channel_names(channels), description=description)
         key = _new_key()
         record = json.dumps({**app.model_dump(mode="json"), "key_sha256": _digest(key)})
         if not await self._redis.set(_APP.format(name), record, nx=True):
-            raise AppExistsError(f"app {name!r} is already registered; rotate its key instead")
+            raise AppExistsError(
+                f"app {name!r} is already registered; to issue a new key run `switchboard apps rotate {name}`"
+            )
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(_KEY.format(_digest(key)), name)
             pipe.sadd(_APPS, name)
@@ -63,7 +72,7 @@ class AppRegistry:
         return key
 
     async def authenticate(self, key: str) -> App | None:
-        """The app holding this key, or None. Looked up by hash, so the key itself is never compared."""
+        """The enabled app holding this key, or None. Looked up by hash: the key itself is never compared."""
         if not key.startswith(KEY_PREFIX):
             return None
         digest = _digest(key)
@@ -74,22 +83,23 @@ class AppRegistry:
         # A rotation between the two reads leaves the old hash pointing at a record that no longer holds it.
         if record is None or not hmac.compare_digest(str(record["key_sha256"]), digest):
             return None
-        return _app(record)
+        app = _app(record)
+        return app if app.enabled else None
 
     async def get(self, name: str) -> App | None:
+        """The app named, enabled or not, or None."""
         record = await self._record(name)
         return None if record is None else _app(record)
 
     async def list(self) -> list[App]:
+        """Every registered app, by name."""
         names = sorted(_text(n) for n in await self._redis.smembers(_APPS))
         apps = [await self.get(name) for name in names]
         return [app for app in apps if app is not None]
 
     async def rotate_key(self, name: str) -> str:
         """Issue a new key for the app; the old key stops working at once."""
-        record = await self._record(name)
-        if record is None:
-            raise UnknownAppError(f"no app named {name!r} is registered")
+        record = await self._required(name)
         key = _new_key()
         old_digest = str(record["key_sha256"])
         record["key_sha256"] = _digest(key)
@@ -100,12 +110,59 @@ class AppRegistry:
             await pipe.execute()
         return key
 
+    async def set_enabled(self, name: str, enabled: bool) -> App:
+        """Disable (its key is refused, its events dead-lettered) or enable again, keeping the key."""
+        record = await self._required(name)
+        record["enabled"] = enabled
+        await self._redis.set(_APP.format(name), json.dumps(record), xx=True)
+        return _app(record)
+
+    async def remove(self, name: str) -> None:
+        """Forget the app and its key; its name can be registered again."""
+        record = await self._required(name)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(_KEY.format(record["key_sha256"]), _APP.format(name))
+            pipe.srem(_APPS, name)
+            await pipe.execute()
+
+    async def _required(self, name: str) -> dict[str, object]:
+        record = await self._record(name)
+        if record is None:
+            known = sorted(_text(n) for n in await self._redis.smembers(_APPS))
+            raise UnknownAppError(f"no app named {name!r} is registered{_suggestion(name, known)}")
+        return record
+
     async def _record(self, name: str) -> dict[str, object] | None:
         raw = await self._redis.get(_APP.format(name))
         if raw is None:
             return None
         record: dict[str, object] = json.loads(raw)
         return record
+
+
+def app_name(name: str) -> str:
+    """The name checked: 1-128 of letters, digits and `_.:-`."""
+    try:
+        return _NAME.validate_python(name)
+    except ValidationError:
+        raise AppSpecError(f"app name {name!r} must be 1-128 letters, digits or _ . : -") from None
+
+
+def channel_names(channels: Iterable[str]) -> frozenset[ChannelName]:
+    """Channel names checked against the known channels, the first unknown one named with a suggestion."""
+    wanted = {channel.strip() for channel in channels if channel.strip()}
+    if not wanted:
+        raise AppSpecError(f"name at least one channel: {', '.join(CHANNELS)}")
+    for channel in sorted(wanted):
+        if channel not in CHANNELS:
+            hint = _suggestion(channel, CHANNELS)
+            raise AppSpecError(f"unknown channel {channel!r}{hint}; channels: {', '.join(CHANNELS)}")
+    return frozenset(wanted)  # type: ignore[arg-type]  # each checked against CHANNELS above
+
+
+def _suggestion(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _app(record: dict[str, object]) -> App:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from settings.errors import SwitchboardError
 from state.users import User, UserDirectory
 
 Format = Literal["csv", "jsonl"]
@@ -60,8 +61,8 @@ _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 BATCH_SIZE = 1000
 
 
-class ImportFileError(ValueError):
-    """The file as a whole cannot be imported (unknown format, unknown or missing columns)."""
+class ImportFileError(SwitchboardError, ValueError):
+    """The file as a whole cannot be imported (missing, not UTF-8, unknown format, no header row)."""
 
 
 class RowError(BaseModel):
@@ -106,6 +107,7 @@ async def import_users(
     """Read users from `path` (format from the extension unless given) and upsert the valid ones."""
     path = Path(path)
     fmt = format or _format_of(path)
+    check_readable(path)
     report = ImportReport(path=str(path))
     # A dict, so a user repeated within one batch is written once, last row winning.
     batch: dict[str, User] = {}
@@ -126,6 +128,26 @@ async def import_users(
     return report
 
 
+def check_readable(path: Path) -> None:
+    """Refuse, before any row is imported, a file that is missing, unreadable or not UTF-8 text."""
+    line = 0
+    try:
+        with path.open("rb") as handle:
+            # Line by line is safe for UTF-8: a newline byte never occurs inside a multi-byte character.
+            for raw in handle:
+                line += 1
+                raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImportFileError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save it as UTF-8, "
+            "e.g. `iconv -f GB18030 -t UTF-8 in.csv > out.csv`"
+        ) from None
+    except IsADirectoryError:
+        raise ImportFileError(f"{path}: is a folder, not a file of users") from None
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read it: {exc.strerror}") from None
+
+
 def _format_of(path: Path) -> Format:
     fmt = _EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
@@ -143,6 +165,11 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, User | _RowRejected]]:
         if not header:
             raise ImportFileError(f"{path}: empty file, expected a header row with {', '.join(COLUMNS)}")
         unknown = [name for name in header if name not in COLUMNS]
+        if len(unknown) == len(header) and not any(difflib.get_close_matches(n, COLUMNS) for n in header):
+            raise ImportFileError(
+                f"{path}:1: no header row (the first line names no known column); "
+                f"start the file with a line like: user_id,name,email,phone"
+            )
         if unknown:
             raise ImportFileError(f"{path}:1: unknown column(s) {_with_suggestions(unknown, COLUMNS)}")
         if "user_id" not in header:

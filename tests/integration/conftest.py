@@ -84,4 +84,5 @@ def settings(
         topic_prefix=f"t{unique}-",
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
+        env="test",  # links signed with a key made for this test's var_dir
     )
