@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     send_claim_seconds: int = 600
     sink_batch_rows: int = 5000
     sink_flush_seconds: float = 0.5
+    # The largest event as JSON bytes, well under the broker's record limit (1 MiB by default): the API
+    # answers 413 above it and ingest dead-letters it, so it never fails at the broker.
+    max_event_bytes: int = 262144
+    # The largest body of every other API endpoint (batches, consent, callbacks); a batch's events each
+    # keep max_event_bytes too.
+    max_body_bytes: int = 1048576
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
