@@ -13,12 +13,14 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from api.body_limit import BodyLimit
 from api.callbacks import callbacks_router
 from api.consent import consent_router
 from api.deps import ApiDeps
 from api.events import events_router
 from api.inbox import inbox_router
 from api.links import links_router
+from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from channels.base import Channel
 
@@ -61,6 +63,12 @@ def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) ->
         version=_version(),
         openapi_tags=[tag for tag in _TAGS if tag["name"] in _mounted(deps)],
         lifespan=lifespan,
+    )
+    install_problem_handlers(api)
+    # One event per body at /v1/events: its limit is the event limit. Every other body has the general one.
+    limits = deps.limits
+    api.add_middleware(
+        BodyLimit, limit_for=lambda path: limits.event_bytes if path == "/v1/events" else limits.body_bytes
     )
     api.include_router(events_router(deps))
     api.include_router(inbox_router(deps))

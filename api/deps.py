@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from api.publisher import Publisher
 from channels.links import LinkSigner
+from settings import Settings
 from state.apps import App
 from state.consent import ConsentStore
 from state.inbox import InboxMessage
@@ -36,6 +37,35 @@ class InboxStore(Protocol):
     async def delete(self, user_id: str, message_id: str) -> bool: ...
 
 
+class TemplateNames(Protocol):
+    """The template catalog the worker renders with (`channels.templates.TemplateCatalog`)."""
+
+    def __contains__(self, template: object) -> bool: ...
+
+    def check_data(self, template: str, data: Mapping[str, Any]) -> list[str]: ...
+
+
+class Segments(Protocol):
+    """Where saved segments live (`state.users.UserDirectory`)."""
+
+    async def has_segment(self, segment: str) -> bool: ...
+
+
+_DEFAULTS = Settings.model_fields
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """The largest request bodies, in bytes: an event (also each event of a batch), any other body."""
+
+    event_bytes: int = _DEFAULTS["max_event_bytes"].default
+    body_bytes: int = _DEFAULTS["max_body_bytes"].default
+
+    @classmethod
+    def of(cls, settings: Settings) -> BodyLimits:
+        return cls(event_bytes=settings.max_event_bytes, body_bytes=settings.max_body_bytes)
+
+
 class Pingable(Protocol):
     """A Redis client, as far as the health check is concerned."""
 
@@ -44,7 +74,8 @@ class Pingable(Protocol):
 
 @dataclass(frozen=True)
 class ApiDeps:
-    """The API's collaborators: app keys, the inbox, the publisher, and Redis for the health check.
+    """The API's collaborators: app keys, the inbox, the publisher, Redis for the health check, and the
+    template catalog and segments that events are checked against before they are accepted.
 
     The optional ones switch on their endpoints: `links` the tracking and unsubscribe links (and,
     with `consent`, the one-click unsubscribe), `consent` the consent endpoints, `provider_messages`
@@ -55,6 +86,9 @@ class ApiDeps:
     inbox: InboxStore
     publisher: Publisher
     redis: Pingable
+    templates: TemplateNames
+    segments: Segments
+    limits: BodyLimits = BodyLimits()
     links: LinkSigner | None = None
     consent: ConsentStore | None = None
     provider_messages: ProviderMessages | None = None

@@ -1,7 +1,14 @@
-"""`POST /v1/events`: business systems hand Switchboard an event; 202 once the broker has it."""
+"""`POST /v1/events`: business systems hand Switchboard an event; 202 once the broker has it.
+
+An event is refused here (422 naming the field) for whatever ingest would dead-letter and the API can
+see: the model's own limits, an unknown template, a template variable missing from `data`, an unknown
+segment. Ingest still dead-letters what only it can find (a segment deleted in between, a catalog
+changed since the API started).
+"""
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 import asyncio
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, status
@@ -9,6 +16,7 @@ from pydantic import BaseModel
 
 from api.auth import authenticated_app
 from api.deps import ApiDeps
+from api.problems import TOO_LARGE, Problem, TooLargeError, invalid
 from records.topics import Event
 from state.apps import App
 
@@ -35,12 +43,14 @@ class BatchAccepted(BaseModel):
 def events_router(deps: ApiDeps) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["events"])
     caller = Depends(authenticated_app(deps.apps))
+    limit = deps.limits.event_bytes
 
     @router.post(
         "/events",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=EventAccepted,
         summary="Submit one event",
+        description=f"The body is one event of at most {limit} bytes. {_INVALID}",
         responses=_ERRORS,
     )
     async def submit_event(event: Event, app: Annotated[App, caller]) -> EventAccepted:
@@ -49,7 +59,8 @@ def events_router(deps: ApiDeps) -> APIRouter:
         Answers only after the broker acknowledged; resubmitting the same `event_id` is safe.
         """
         _authorise(event, app)
-        await deps.publisher.publish_event(_key(event), event.model_dump_json().encode())
+        [record] = await _checked(deps, [event], ("body",))
+        await deps.publisher.publish_event(_key(event), record)
         return EventAccepted(event_id=event.event_id, app=event.app)
 
     @router.post(
@@ -57,6 +68,8 @@ def events_router(deps: ApiDeps) -> APIRouter:
         status_code=status.HTTP_202_ACCEPTED,
         response_model=BatchAccepted,
         summary=f"Submit up to {MAX_BATCH} events",
+        description=f"Each event is at most {limit} bytes, the whole body at most {deps.limits.body_bytes}. "
+        + _INVALID,
         responses=_ERRORS,
     )
     async def submit_events(
@@ -67,12 +80,39 @@ def events_router(deps: ApiDeps) -> APIRouter:
         deduplicates on `app` and `event_id`)."""
         for index, event in enumerate(events):
             _authorise(event, app, where=f"events[{index}]: ")
+        records = await _checked(deps, events, ("body",), indexed=True)
         await asyncio.gather(
-            *(deps.publisher.publish_event(_key(e), e.model_dump_json().encode()) for e in events)
+            *(deps.publisher.publish_event(_key(e), r) for e, r in zip(events, records, strict=True))
         )
         return BatchAccepted(app=app.name, count=len(events), event_ids=[e.event_id for e in events])
 
     return router
+
+
+async def _checked(
+    deps: ApiDeps, events: Sequence[Event], body: tuple[str], indexed: bool = False
+) -> list[bytes]:
+    """The records to publish, once every event passes what ingest would check; else 413 or 422."""
+    records = [event.model_dump_json().encode() for event in events]
+    for index, record in enumerate(records):
+        # The record, not the request body, is what the worker and the broker see.
+        if len(record) > deps.limits.event_bytes:
+            what = f"event events[{index}]" if indexed else "the event"
+            raise TooLargeError(f"{what} is {len(record)} bytes as JSON, which", deps.limits.event_bytes)
+    segments = {e.audience.segment for e in events if e.audience.segment}
+    found = await asyncio.gather(*(deps.segments.has_segment(s) for s in segments))
+    known = dict(zip(segments, found, strict=True))
+    for index, event in enumerate(events):
+        where = (*body, index) if indexed else body
+        if event.template not in deps.templates:
+            raise invalid((*where, "template"), f"unknown template {event.template!r}", "unknown_template")
+        problems = deps.templates.check_data(event.template, event.data)
+        if problems:
+            raise invalid((*where, "data"), "; ".join(problems), "missing_variable")
+        if event.audience.segment and not known[event.audience.segment]:
+            segment = event.audience.segment
+            raise invalid((*where, "audience", "segment"), f"unknown segment {segment!r}", "unknown_segment")
+    return records
 
 
 def _authorise(event: Event, app: App, where: str = "") -> None:
@@ -94,8 +134,17 @@ def _key(event: Event) -> str:
     return f"{event.app}:{event.event_id}"
 
 
+_INVALID = (
+    "422 names the field (`loc`) of an invalid event: against the schema, an unknown template or "
+    "segment, or a template variable missing from `data`."
+)
 _ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"description": "Missing or invalid API key"},
-    403: {"description": "The event names another app or a channel the app may not use"},
-    503: {"description": "The broker did not acknowledge; nothing was accepted, retry"},
+    401: {"model": Problem, "description": "Missing or invalid API key"},
+    403: {
+        "model": Problem,
+        "description": "`app` is not the app the key belongs to, or `channels` names a channel the app "
+        "may not use",
+    },
+    **TOO_LARGE,
+    503: {"model": Problem, "description": "The broker did not acknowledge; nothing was accepted, retry"},
 }

@@ -8,12 +8,16 @@ from pydantic import BaseModel
 
 from api.auth import authenticated_app
 from api.deps import ApiDeps
+from api.problems import Problem
 from records.topics import Receipt
 from state.inbox import InboxMessage
 
 _ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
 UserId = Annotated[str, Path(pattern=_ID, description="The unified user id")]
 MessageId = Annotated[str, Path(pattern=_ID)]
+# Far past any inbox (each keeps at most `inbox_max_per_user`), and small enough that Redis never sees
+# an out-of-range index: a huge offset is the client's mistake (422), not an outage.
+MAX_OFFSET = 1_000_000
 
 
 class InboxPage(BaseModel):
@@ -42,7 +46,7 @@ def inbox_router(deps: ApiDeps) -> APIRouter:
         prefix="/v1/inbox",
         tags=["inbox"],
         dependencies=[Depends(authenticated_app(deps.apps))],
-        responses={401: {"description": "Missing or invalid API key"}},
+        responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
     )
     inbox = deps.inbox
 
@@ -50,7 +54,7 @@ def inbox_router(deps: ApiDeps) -> APIRouter:
     async def list_inbox(
         user_id: UserId,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> InboxPage:
         messages = await inbox.list(user_id, limit=limit, offset=offset)
         return InboxPage(
@@ -116,4 +120,6 @@ def _not_found(user_id: str, message_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no message {message_id!r} in the inbox of {user_id!r}")
 
 
-_NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"description": "No such message in this inbox"}}
+_NOT_FOUND: dict[int | str, dict[str, object]] = {
+    404: {"model": Problem, "description": "No such message in this inbox"}
+}

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Path, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from api.deps import ApiDeps
+from api.problems import Problem
 from api.publisher import PublishError
 from channels.links import LinkClaims, LinkKind, LinkRejected, LinkSigner
 from records.topics import Receipt
@@ -37,7 +38,15 @@ def links_router(deps: ApiDeps, signer: LinkSigner) -> APIRouter:
     """`/t/o/{token}.gif`, `/t/c/{token}`; `/u/{token}` too when the deps hold a ConsentStore."""
     router = APIRouter(tags=["links"])
 
-    @router.get("/t/o/{token}.gif", summary="Open pixel: records `opened`, answers a 1x1 GIF")
+    @router.get(
+        "/t/o/{token}.gif",
+        summary="Open pixel: records `opened`, answers a 1x1 GIF",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/gif": {}}, "description": "A 1x1 transparent GIF"},
+            404: {"model": Problem, "description": "Not a valid link"},
+        },
+    )
     async def opened(token: Token) -> Response:
         claims = _verified(signer, "open", token)
         if isinstance(claims, JSONResponse):
@@ -49,7 +58,11 @@ def links_router(deps: ApiDeps, signer: LinkSigner) -> APIRouter:
         "/t/c/{token}",
         status_code=status.HTTP_302_FOUND,
         summary="Click redirect: records `clicked`, answers 302 to the signed target",
-        responses={302: {"description": "To the link's target"}, 404: {"description": "Not a valid link"}},
+        response_class=Response,
+        responses={
+            302: {"description": "To the link's target"},
+            404: {"model": Problem, "description": "Not a valid link"},
+        },
     )
     async def clicked(token: Token) -> Response:
         claims = _verified(signer, "click", token)
@@ -70,13 +83,18 @@ def links_router(deps: ApiDeps, signer: LinkSigner) -> APIRouter:
 
 
 def _unsubscribe_routes(router: APIRouter, signer: LinkSigner, consent: ConsentStore) -> None:
-    @router.get("/u/{token}", response_class=HTMLResponse, summary="Unsubscribe page (changes nothing)")
+    @router.get(
+        "/u/{token}",
+        response_class=HTMLResponse,
+        summary="Unsubscribe page (changes nothing)",
+        responses=_PAGE_REFUSED,
+    )
     async def unsubscribe_page(token: Token) -> HTMLResponse:
         # A GET must not unsubscribe: mail scanners and previews follow links on their own.
         try:
             claims = signer.verify("unsubscribe", token)
         except LinkRejected:
-            return _page(_INVALID, status.HTTP_400_BAD_REQUEST)
+            return _page(_INVALID, status.HTTP_404_NOT_FOUND)
         scope = html.escape(f"{claims.category} messages by {claims.channel}")
         return _page(
             f"<h1>Unsubscribe?</h1><p>Stop receiving {scope} from {html.escape(claims.app)}."
@@ -86,14 +104,19 @@ def _unsubscribe_routes(router: APIRouter, signer: LinkSigner, consent: ConsentS
             status.HTTP_200_OK,
         )
 
-    @router.post("/u/{token}", response_class=HTMLResponse, summary="One-click unsubscribe (RFC 8058)")
+    @router.post(
+        "/u/{token}",
+        response_class=HTMLResponse,
+        summary="One-click unsubscribe (RFC 8058)",
+        responses=_PAGE_REFUSED,
+    )
     async def unsubscribe(token: Token) -> HTMLResponse:
         """Unsubscribes the link's user from its category on its channel; the POST itself is the
         consent, whatever its body (mail clients send `List-Unsubscribe=One-Click`)."""
         try:
             claims = signer.verify("unsubscribe", token)
         except LinkRejected:
-            return _page(_INVALID, status.HTTP_400_BAD_REQUEST)
+            return _page(_INVALID, status.HTTP_404_NOT_FOUND)
         await consent.unsubscribe(
             claims.user_id, category=claims.category, channel=claims.channel, source="one-click link"
         )
@@ -124,6 +147,10 @@ async def _publish(deps: ApiDeps, receipt: Receipt) -> None:
         )
 
 
+_PAGE_REFUSED: dict[int | str, dict[str, object]] = {
+    # 404 like the other links: a token that does not verify names nothing of ours.
+    404: {"content": {"text/html": {}}, "description": "A page saying the link is not valid"},
+}
 _INVALID = "<h1>Link not valid</h1><p>This link is damaged or not one of ours. 链接无效。</p>"
 
 

@@ -11,10 +11,11 @@ import uvicorn
 from redis.asyncio import Redis
 
 from api.app import create_api
-from api.deps import ApiDeps
+from api.deps import ApiDeps, BodyLimits
 from api.publisher import KafkaPublisher
 from channels.base import Channel
 from channels.links import LinkSigner
+from channels.templates import TemplateCatalog
 from settings import Settings
 from state.apps import AppRegistry
 from state.connection import open_redis
@@ -22,6 +23,7 @@ from state.consent import ConsentStore
 from state.flow_counters import FlowCounters
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
+from state.users import UserDirectory
 
 # Callback URLs carry provider tokens in their query (Aliyun's `?token=`), and link paths carry
 # capabilities (an unsubscribe token): neither belongs in an access log.
@@ -51,6 +53,10 @@ def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
             counters=FlowCounters(redis),
         ),
         redis=redis,
+        # The catalog the worker loads, so an event it could not render is refused here already.
+        templates=TemplateCatalog(settings.templates),
+        segments=UserDirectory(redis),
+        limits=BodyLimits.of(settings),
         links=LinkSigner(settings.signing_secret(), settings.public_url),
         consent=ConsentStore(redis),
         provider_messages=ProviderMessages(redis),

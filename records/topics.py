@@ -8,10 +8,20 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    Strict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from records.plan import DeliveryPlan
 from records.vocabulary import (
@@ -29,6 +39,7 @@ from records.vocabulary import (
 __all__ = [
     "CATEGORIES",
     "CHANNELS",
+    "MAX_DATA_DEPTH",
     "PRIORITIES",
     "STATUSES",
     "Audience",
@@ -47,6 +58,11 @@ __all__ = [
     "message_id_for",
 ]
 
+MAX_DATA_DEPTH = 16
+"""How deeply `data` may nest objects and arrays. The API and ingest both validate through `Event`, so
+they refuse the same events; it also stays far below the JSON parsers' own recursion limits (pydantic's
+is 200), which would otherwise refuse an event in the worker that the API had accepted."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,13 +75,27 @@ class RawAddress(_Strict):
     address: Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
+# "Exactly one selector" in the JSON schema's words, so clients (and schemathesis) see the rule the
+# validator below enforces: an empty list, null or `all: false` selects nobody.
+_ONE_SELECTOR: list[JsonValue] = [
+    {"required": ["user_ids"], "properties": {"user_ids": {"type": "array", "minItems": 1}}},
+    {"required": ["tags"], "properties": {"tags": {"type": "array", "minItems": 1}}},
+    {"required": ["segment"], "properties": {"segment": {"type": "string"}}},
+    {"required": ["all"], "properties": {"all": {"const": True}}},
+    {"required": ["addresses"], "properties": {"addresses": {"type": "array", "minItems": 1}}},
+]
+
+
 class Audience(_Strict):
     """Who an event is for: exactly one of the selectors."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": _ONE_SELECTOR})
 
     user_ids: list[Name] | None = None
     tags: list[Name] | None = None
     segment: Name | None = None
-    all: bool = False
+    # Strict: `1` or `"yes"` is not a yes for "send to everyone".
+    all: Annotated[bool, Strict()] = False
     addresses: list[RawAddress] | None = None
 
     @model_validator(mode="after")
@@ -96,12 +126,31 @@ class EventCore(_Strict):
     app: Name
     type: Name
     template: Name
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"The template's variables; objects and arrays nest at most {MAX_DATA_DEPTH} deep.",
+    )
     category: Category
     priority: Priority = "normal"
     send_at: datetime | None = None
     campaign: Annotated[str, StringConstraints(max_length=128)] = ""
     channels: list[ChannelName] | None = None
+
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _send_at_text(cls, value: object) -> object:
+        # pydantic would read a number as seconds since 1970; the contract is an ISO time with offset.
+        if value is None or isinstance(value, str | datetime):
+            return value
+        raise ValueError("send_at must be an ISO time with offset, e.g. 2026-11-23T08:00:00+08:00")
+
+    @field_validator("data")
+    @classmethod
+    def _shallow_data(cls, data: dict[str, Any]) -> dict[str, Any]:
+        depth = data_depth(data)
+        if depth > MAX_DATA_DEPTH:
+            raise ValueError(f"nests {depth} levels deep; at most {MAX_DATA_DEPTH} are allowed")
+        return data
 
     @model_validator(mode="after")
     def _aware_send_at(self) -> EventCore:
@@ -181,6 +230,25 @@ class Receipt(_Strict):
                 **fields,
             }
         )
+
+
+def data_depth(value: object) -> int:
+    """How many levels of objects and arrays `value` nests (a scalar is 0); iterative, so no input
+    can exhaust the stack."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        children: Iterable[object]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def message_id_for(app: str, event_id: str, user_id: str) -> str:

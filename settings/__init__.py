@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     dedup_ttl_seconds: int = 7 * 24 * 3600
     # How long a send's claim holds if its worker dies mid-send; must outlast one send with its retries.
     send_claim_seconds: int = 600
+    # The largest event as JSON bytes, well under the broker's record limit (1 MiB by default): the API
+    # answers 413 above it and ingest dead-letters it, so it never fails at the broker.
+    max_event_bytes: int = 262144
+    # The largest body of every other API endpoint (batches, consent, callbacks); a batch's events each
+    # keep max_event_bytes too.
+    max_body_bytes: int = 1048576
 
     @field_validator("kafka", "redis", "clickhouse", "public_url")
     @classmethod

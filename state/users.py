@@ -123,6 +123,10 @@ class UserDirectory:
             return None
         return sorted(_text(m) for m in await self._redis.smembers(key))
 
+    async def has_segment(self, segment: str) -> bool:
+        """Whether the saved segment exists, without reading its members (the API checks events with it)."""
+        return bool(await self._redis.exists(SEGMENT_KEY.format(segment)))
+
     async def save_segment(self, segment: str, user_ids: Sequence[str]) -> None:
         key = SEGMENT_KEY.format(segment)
         async with self._redis.pipeline(transaction=True) as pipe:

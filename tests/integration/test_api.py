@@ -17,12 +17,16 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from api import ApiDeps, KafkaPublisher, create_api
+from api.inbox import MAX_OFFSET
 from api.publisher import PublishError, bootstrap_servers
 from channels.links import LinkSigner
+from channels.templates import TemplateCatalog
 from localparts import LocalParts, free_port
 from records.topics import Dispatch, Event, EventCore, Receipt
+from settings import ROOT
 from state.apps import AppExistsError, AppRegistry, UnknownAppError
 from state.inbox import Inbox, InboxMessage
+from state.users import UserDirectory
 from tests.integration.moments import now
 
 EVENT = {
@@ -30,6 +34,8 @@ EVENT = {
     "audience": {"tags": ["undergraduate"]}, "category": "transactional", "priority": "high",
     "data": {"amount": "¥5,500.00", "due_date": "2026-12-06", "term": "2026-2027 autumn"},
 }
+
+CATALOG = TemplateCatalog(ROOT / "templates")
 
 
 @dataclass
@@ -53,7 +59,10 @@ async def running(local_parts: LocalParts, redis: Redis) -> AsyncIterator[Runnin
     publisher = KafkaPublisher(
         local_parts.kafka_url, events_topic=events_topic, receipts_topic=receipts_topic
     )
-    api = create_api(ApiDeps(apps=apps, inbox=inbox, publisher=publisher, redis=redis))
+    api = create_api(ApiDeps(
+        apps=apps, inbox=inbox, publisher=publisher, redis=redis, templates=CATALOG,
+        segments=UserDirectory(redis),
+    ))
     async with api.router.lifespan_context(api), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=api), base_url="http://switchboard.test"
     ) as client:
@@ -145,7 +154,10 @@ async def test_healthz_reports_redis_down(running: Running, local_parts: LocalPa
     assert (await running.client.get("/healthz")).json() == {"status": "ok", "redis": "ok", "publisher": "ok"}
     dead_redis = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
     publisher = KafkaPublisher(local_parts.kafka_url, events_topic="unused", receipts_topic="unused")
-    api = create_api(ApiDeps(apps=running.apps, inbox=running.inbox, publisher=publisher, redis=dead_redis))
+    api = create_api(ApiDeps(
+        apps=running.apps, inbox=running.inbox, publisher=publisher, redis=dead_redis, templates=CATALOG,
+        segments=UserDirectory(dead_redis),
+    ))
     async with api.router.lifespan_context(api), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=api), base_url="http://switchboard.test"
     ) as client:
@@ -214,7 +226,7 @@ async def test_link_receipts_land_on_the_receipts_topic(local_parts: LocalParts,
     )
     signer = LinkSigner(SecretStr("integration-link-secret-0123456789"), "https://notify.uni.example.edu")
     api = create_api(ApiDeps(apps=AppRegistry(redis), inbox=Inbox(redis), publisher=publisher, redis=redis,
-                             links=signer))
+                             templates=CATALOG, segments=UserDirectory(redis), links=signer))
     event = EventCore(event_id="open-day", app="campus", type="notice", template="campus_notice",
                       category="marketing")
     sent = Dispatch(message_id="m-9", user_id="s1", channel="email", address="s1@uni.example.edu",
@@ -228,3 +240,12 @@ async def test_link_receipts_land_on_the_receipts_topic(local_parts: LocalParts,
     assert [(key, Receipt.model_validate_json(value).status) for key, value in records] == [
         (b"m-9", "opened"), (b"m-9", "clicked"),
     ]
+
+
+async def test_a_huge_inbox_offset_is_a_client_error_not_an_outage(running: Running) -> None:
+    headers = {"X-Api-Key": running.key}
+    huge = await running.client.get("/v1/inbox/s1", params={"offset": 10**19}, headers=headers)
+    assert huge.status_code == 422, huge.text
+    assert huge.json()["detail"][0]["loc"] == ["query", "offset"]
+    furthest = await running.client.get("/v1/inbox/s1", params={"offset": MAX_OFFSET}, headers=headers)
+    assert furthest.status_code == 200 and furthest.json()["messages"] == []

@@ -14,12 +14,15 @@ from redis.asyncio import Redis
 from api import ApiDeps, PublishError, create_api
 from channels.base import Channel
 from channels.links import LinkSigner
+from channels.templates import TemplateCatalog
 from records.plan import DeliveryPlan
 from records.topics import Dispatch, EventCore, Receipt
+from settings import ROOT
 from state.apps import AppRegistry
 from state.consent import ConsentStore
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
+from state.users import UserDirectory
 
 PUBLIC_URL = "https://notify.uni.example.edu"
 LINK_SECRET = SecretStr("integration-link-secret-0123456789")
@@ -74,6 +77,8 @@ async def running_api(redis: Redis, providers: Mapping[str, Channel] | None = No
         inbox=inbox,
         publisher=publisher,
         redis=redis,
+        templates=TemplateCatalog(ROOT / "templates"),
+        segments=UserDirectory(redis),
         links=signer,
         consent=consent,
         provider_messages=sent,

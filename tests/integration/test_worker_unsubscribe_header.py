@@ -49,7 +49,8 @@ async def test_a_notice_from_the_worker_has_list_unsubscribe_and_a_receipt_has_n
     url = str(header).strip().strip("<>")
     prefix = f"{flow.public_url}/u/"
     assert url.startswith(prefix)
-    claims = LinkSigner(flow.signing_secret(), flow.public_url).verify("unsubscribe", url.removeprefix(prefix))
+    signer = LinkSigner(flow.signing_secret(), flow.public_url)
+    claims = signer.verify("unsubscribe", url.removeprefix(prefix))
     assert (claims.user_id, claims.category, claims.event_id) == ("xi", "notice", "n1")
     assert notice_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     # A transactional receipt is not something one subscribes to.

@@ -9,9 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from api import ApiDeps, PublishError, create_api
-from records.topics import Receipt
+from api.deps import BodyLimits
+from channels.templates import TemplateCatalog
+from records.topics import MAX_DATA_DEPTH, Event, Receipt
+from settings import ROOT, Settings
 from state.apps import App
 from state.inbox import InboxMessage
 
@@ -104,6 +108,27 @@ class FakePublisher:
         self.receipts.append(receipt)
 
 
+class FakeSegments:
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
+
+    async def has_segment(self, segment: str) -> bool:
+        return segment in self.names
+
+
+CATALOG = TemplateCatalog(ROOT / "templates")
+
+
+def deps_of(
+    inbox: FakeInbox, publisher: FakePublisher, redis: FakeRedis, limits: BodyLimits | None = None
+) -> ApiDeps:
+    """The API's deps with fakes, and the shipped templates (a folder: no service needed)."""
+    return ApiDeps(
+        apps=FakeApps(), inbox=inbox, publisher=publisher, redis=redis, templates=CATALOG,
+        segments=FakeSegments("cs-year-1"), limits=limits or BodyLimits(),
+    )
+
+
 class FakeRedis:
     def __init__(self) -> None:
         self.down = False
@@ -131,7 +156,7 @@ def redis() -> FakeRedis:
 
 @pytest.fixture
 def client(inbox: FakeInbox, publisher: FakePublisher, redis: FakeRedis) -> Iterator[TestClient]:
-    deps = ApiDeps(apps=FakeApps(), inbox=inbox, publisher=publisher, redis=redis)
+    deps = deps_of(inbox, publisher, redis)
     with TestClient(create_api(deps)) as test_client:
         yield test_client
 
@@ -142,7 +167,7 @@ def auth(key: str = LMS_KEY) -> dict[str, str]:
 
 def test_lifespan_starts_and_stops_the_publisher(inbox: FakeInbox, redis: FakeRedis) -> None:
     publisher = FakePublisher()
-    with TestClient(create_api(ApiDeps(apps=FakeApps(), inbox=inbox, publisher=publisher, redis=redis))):
+    with TestClient(create_api(deps_of(inbox, publisher, redis))):
         assert publisher.started and not publisher.stopped
     assert publisher.stopped
 
@@ -347,3 +372,142 @@ def test_keys_never_reach_the_logs(client: TestClient, caplog: pytest.LogCapture
     client.post("/v1/events", json=EVENT, headers=auth())
     client.post("/v1/events", json=EVENT, headers={"X-Api-Key": "sbk_guess"})
     assert LMS_KEY not in caplog.text and "sbk_guess" not in caplog.text
+
+
+# Issue 8, defect 4: what ingest would dead-letter and the API can see is a 422 naming the field.
+@pytest.mark.parametrize(
+    ("change", "loc", "named"),
+    [
+        ({"template": "course_remindr"}, ["body", "template"], "'course_remindr'"),
+        ({"data": {"course": "Linear Algebra", "room": "A101"}}, ["body", "data"], "starts_at"),
+        ({"audience": {"segment": "cs-year-9"}}, ["body", "audience", "segment"], "'cs-year-9'"),
+    ],
+)
+def test_events_ingest_would_dead_letter_are_422_naming_the_field(
+    client: TestClient, publisher: FakePublisher, change: dict[str, object], loc: list[str], named: str
+) -> None:
+    answer = client.post("/v1/events", json={**EVENT, **change}, headers=auth())
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == loc and named in error["msg"]
+    assert publisher.events == []
+
+
+def test_a_known_segment_passes(client: TestClient, publisher: FakePublisher) -> None:
+    answer = client.post("/v1/events", json={**EVENT, "audience": {"segment": "cs-year-1"}}, headers=auth())
+    assert answer.status_code == 202, answer.text
+    assert len(publisher.events) == 1
+
+
+def test_a_batch_names_the_event_that_would_be_dead_lettered(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    batch = [EVENT, {**EVENT, "event_id": "e-2", "template": "nope"}]
+    answer = client.post("/v1/events:batch", json=batch, headers=auth())
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", 1, "template"]
+    assert publisher.events == []
+
+
+# Issue 8, defect 5 and section 2: every body has a limit, enforced while reading; 413 names it.
+def test_a_10_mb_event_is_413_naming_the_limit(client: TestClient, publisher: FakePublisher) -> None:
+    body = {**EVENT, "data": {**EVENT["data"], "blob": "x" * 10_000_000}}  # type: ignore[dict-item]
+    answer = client.post("/v1/events", json=body, headers=auth())
+    assert answer.status_code == 413
+    assert answer.json()["limit_bytes"] == 262144 and "262144 bytes" in answer.json()["detail"]
+    assert publisher.events == []
+
+
+def test_a_chunked_body_without_length_is_cut_off_too(client: TestClient, publisher: FakePublisher) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield json.dumps(EVENT)[:-1].encode() + b', "pad": "'
+        for _ in range(100):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    headers = {**auth(), "Content-Type": "application/json"}
+    answer = client.post("/v1/events", content=chunks(), headers=headers)
+    assert answer.status_code == 413
+    assert answer.json()["limit_bytes"] == 262144
+    assert publisher.events == []
+
+
+def test_limits_come_from_settings_for_events_and_other_bodies(
+    inbox: FakeInbox, publisher: FakePublisher, redis: FakeRedis
+) -> None:
+    limits = BodyLimits.of(Settings(max_event_bytes=2048, max_body_bytes=4096))
+    with TestClient(create_api(deps_of(inbox, publisher, redis, limits=limits))) as small:
+        padded = {**EVENT, "data": {**EVENT["data"], "note": "y" * 2000}}  # type: ignore[dict-item]
+        one = small.post("/v1/events", json=padded, headers=auth())
+        assert (one.status_code, one.json()["limit_bytes"]) == (413, 2048)
+        # Each event of a batch keeps the event limit, inside the whole body's limit.
+        batch = small.post("/v1/events:batch", json=[EVENT, {**padded, "event_id": "e-2"}], headers=auth())
+        assert batch.status_code == 413 and "events[1]" in batch.json()["detail"]
+        assert batch.json()["limit_bytes"] == 2048
+        many = small.post("/v1/events:batch", json=[{**EVENT, "event_id": f"e-{n}"} for n in range(20)],
+                          headers=auth())
+        assert (many.status_code, many.json()["limit_bytes"]) == (413, 4096)
+    assert publisher.events == []
+
+
+# Issue 8, defect 10: the API and ingest validate with the same model and limits.
+@pytest.mark.parametrize("levels", [200, 50])
+def test_deeply_nested_data_is_refused_by_the_api_as_by_ingest(
+    client: TestClient, publisher: FakePublisher, levels: int
+) -> None:
+    nested: object = "deep"
+    for _ in range(levels):
+        nested = {"level": nested}
+    body = {**EVENT, "data": {**EVENT["data"], "tree": nested}}
+    answer = client.post("/v1/events", json=body, headers=auth())
+    assert answer.status_code == 422
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "data"] and f"at most {MAX_DATA_DEPTH}" in error["msg"]
+    # Ingest parses the record with the same model: refused there too (at 200 levels already by the
+    # JSON parser's own limit, which MAX_DATA_DEPTH keeps the API well inside).
+    with pytest.raises(ValidationError, match=f"at most {MAX_DATA_DEPTH}|recursion limit"):
+        Event.model_validate_json(json.dumps(body))
+    assert publisher.events == []
+
+
+def test_data_at_the_depth_limit_passes_both(client: TestClient, publisher: FakePublisher) -> None:
+    nested: object = "leaf"
+    for _ in range(MAX_DATA_DEPTH - 1):
+        nested = [nested]
+    body = {**EVENT, "data": {**EVENT["data"], "tree": nested}}
+    assert client.post("/v1/events", json=body, headers=auth()).status_code == 202
+    [(_, record)] = publisher.events
+    assert Event.model_validate_json(record).data["tree"] == nested
+
+
+# Issue 8, defect 11: client errors are 4xx in the documented shape.
+def test_an_undecodable_body_is_a_422_list_not_a_400(client: TestClient) -> None:
+    headers = {**auth(), "Content-Type": "application/json"}
+    answer = client.post("/v1/events", content=b'{"event_id": "\xff\xfe"}', headers=headers)
+    assert answer.status_code == 422
+    [error] = answer.json()["detail"]
+    assert error["type"] == "json_invalid" and error["loc"] == ["body"]
+
+
+def test_a_wrong_method_is_405_naming_the_allowed_ones(client: TestClient) -> None:
+    answer = client.put("/v1/events", json=EVENT, headers=auth())
+    assert answer.status_code == 405
+    assert answer.headers["Allow"] == "POST"
+
+
+def test_a_number_is_not_a_send_time_nor_a_yes_to_everyone(client: TestClient) -> None:
+    late = client.post("/v1/events", json={**EVENT, "send_at": 0}, headers=auth())
+    everyone = client.post("/v1/events", json={**EVENT, "audience": {"all": 1}}, headers=auth())
+    assert (late.status_code, everyone.status_code) == (422, 422)
+    assert late.json()["detail"][0]["loc"] == ["body", "send_at"]
+    assert everyone.json()["detail"][0]["loc"] == ["body", "audience", "all"]
+
+
+def test_openapi_states_the_audience_rule_and_the_limits(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    audience = spec["components"]["schemas"]["Audience"]
+    assert [branch["required"] for branch in audience["oneOf"]] == [
+        ["user_ids"], ["tags"], ["segment"], ["all"], ["addresses"]
+    ]
+    submit = spec["paths"]["/v1/events"]["post"]
+    assert {"413", "422"} <= set(submit["responses"]) and "262144 bytes" in submit["description"]
