@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / ".var"
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024  # a quarter of Kafka's default 1 MB record limit
 
 
 class Settings(BaseSettings):
@@ -55,6 +56,11 @@ class Settings(BaseSettings):
     dedup_ttl_seconds: int = 7 * 24 * 3600
     # How long a send's claim holds if its worker dies mid-send; must outlast one send with its retries.
     send_claim_seconds: int = 600
+    # Events above this are refused by the API (413) and dead-lettered by ingest: an event is copied
+    # into each of its deliveries and dispatches, which must stay well inside the broker's record limit.
+    max_event_bytes: int = Field(
+        DEFAULT_MAX_EVENT_BYTES, gt=0, description="largest event accepted, in bytes of its JSON"
+    )
     sink_batch_rows: int = 5000
     sink_flush_seconds: float = 0.5
 
