@@ -66,7 +66,7 @@ def make_receipts(rows: int, seed: int = 7) -> list[Receipt]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=5000, help="rows per write (Settings.sink_batch_rows)")
+    parser.add_argument("--batch", type=int, default=5000, help="rows per write")
     args = parser.parse_args()
 
     receipts = make_receipts(args.rows)

@@ -6,18 +6,19 @@ and produces what it returns. Nothing here raises for bad input: a bad event bec
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from processors.dead_letters import DeadLetter, dead_letter, dead_letter_receipt
 from records.topics import Delivery, Event, Receipt, address_user_id, message_id_for
+from settings import DEFAULT_MAX_EVENT_BYTES
 from state.dedup import EventDedup
 from state.users import UserDirectory
+
+__all__ = ["DeadLetter", "Ingest", "IngestResult", "dead_letter_receipt", "refuse"]
 
 
 class RegisteredApp(Protocol):
@@ -39,20 +40,6 @@ class TemplateCheck(Protocol):
     def check_data(self, template: str, data: dict[str, object]) -> list[str]: ...
 
 
-class DeadLetter(BaseModel):
-    """The value of the dead-letter topic: the untouched payload and why it was refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str
-    payload: str
-    payload_encoding: str  # "utf-8" or "base64", so non-text payloads are kept byte for byte
-    source: str
-    received_at: datetime
-    app: str = ""
-    event_id: str = ""
-
-
 @dataclass
 class IngestResult:
     deliveries: list[Delivery] = field(default_factory=list)
@@ -70,14 +57,23 @@ class Ingest:
         apps: AppLookup,
         templates: TemplateCheck,
         dedup: EventDedup,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self._directory = directory
+        self._max_event_bytes = max_event_bytes
         self._apps = apps
         self._templates = templates
         self._dedup = dedup
 
     async def handle(self, raw: bytes, source: str) -> IngestResult:
         """`source` names the record (topic:partition:offset); it makes redelivery recognisable."""
+        if len(raw) > self._max_event_bytes:
+            # Every delivery and dispatch carries the event: one this large could not travel on.
+            reason = (
+                f"event is {len(raw)} bytes, over the limit of {self._max_event_bytes} "
+                "(setting SWITCHBOARD_MAX_EVENT_BYTES)"
+            )
+            return _dead(raw, source, reason, _peek(raw))
         try:
             event = Event.model_validate_json(raw)
         except ValidationError as exc:
@@ -146,32 +142,13 @@ class Ingest:
         return result
 
 
-def dead_letter_receipt(letter: DeadLetter) -> Receipt:
-    """The `dead_lettered` row; its message id is derived from the payload so replays collapse."""
-    digest = hashlib.blake2b(letter.payload.encode(), digest_size=12).hexdigest()
-    return Receipt(
-        message_id=f"dl-{digest}",
-        event_id=letter.event_id,
-        app=letter.app,
-        status="dead_lettered",
-        reason=letter.reason[:1000],
-    )
+def refuse(raw: bytes, source: str, reason: str) -> IngestResult:
+    """The event at `source` dead-lettered for `reason`, named by its app and id where readable."""
+    return _dead(raw, source, reason, _peek(raw))
 
 
 def _dead(raw: bytes, source: str, reason: str, ids: tuple[str, str]) -> IngestResult:
-    try:
-        payload, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(raw).decode(), "base64"
-    letter = DeadLetter(
-        reason=reason,
-        payload=payload,
-        payload_encoding=encoding,
-        source=source,
-        received_at=datetime.now(UTC),
-        app=ids[0],
-        event_id=ids[1],
-    )
+    letter = dead_letter(raw, source, reason, app=ids[0], event_id=ids[1])
     return IngestResult(receipts=[dead_letter_receipt(letter)], dead_letter=letter)
 
 

@@ -89,7 +89,13 @@ def build_flow(settings: Settings) -> Flow:
     offline = OfflineKeep(redis)
     available = frozenset(channels)
     stages = FlowStages(
-        ingest=Ingest(directory, apps, templates, EventDedup(redis, settings.dedup_ttl_seconds)),
+        ingest=Ingest(
+            directory,
+            apps,
+            templates,
+            EventDedup(redis, settings.dedup_ttl_seconds),
+            max_event_bytes=settings.max_event_bytes,
+        ),
         decide=Decide(
             directory,
             apps,

@@ -1,7 +1,9 @@
 """The Faust app: topics, and the agents that run ingest → decide → send → track on them.
 
 Topics carry raw bytes; each agent validates with pydantic itself, so a bad record becomes a dead
-letter with a reason instead of a Faust deserialisation error that would skip it.
+letter with a reason instead of a Faust deserialisation error that would skip it. No single record
+stops a stage: one that fails on its own is dead-lettered (processors/failures.py); only
+infrastructure errors stop the worker, with the unfinished batch unacknowledged.
 """
 
 from __future__ import annotations
@@ -9,21 +11,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import faust
-from pydantic import TypeAdapter, ValidationError
 
-from processors.decide import Decide
+from processors.decide import Decide, DecideResult
+from processors.failures import isolate
 from processors.fallback import FallbackDispatcher
 from processors.ingest import Ingest, IngestResult
-from processors.send import Send
-from processors.track import AcceptedEvent, Track
-from records.topics import Delivery, Dispatch, Event, Receipt
+from processors.intake import (
+    accepted,
+    acked_batches,
+    carriable,
+    failed,
+    ingest_one,
+    parse,
+    parse_receipts,
+    raw_of,
+    source_of,
+)
+from processors.outbox import Outbox, Outgoing
+from processors.send import Send, SendResult
+from processors.track import Track
+from records.topics import Delivery, Dispatch
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
 from state.fallback import FallbackSchedule
@@ -34,10 +48,7 @@ from state.users import UserDirectory
 
 log = logging.getLogger("switchboard.flow")
 
-_Record = TypeVar("_Record", Delivery, Dispatch, Receipt)
-RECEIPT_LIST = TypeAdapter(list[Receipt])
 RELEASE_PER_CLAIM = 500
-RECEIPTS_PER_RECORD = 500  # ~150 KB of JSON: well inside Kafka's default 1 MB record limit
 FALLBACKS_PER_ROUND = 500
 
 # Against the Tansu broker a worker is ready in ~5 s with these instead of ~32 s (FIELD-NOTES).
@@ -113,11 +124,12 @@ def create_app(
 
 def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> None:
     """Attach the four agents and the timers (schedule, fallback, rule reload) to the app."""
+    outbox = Outbox(topics.receipts, topics.dead_letter, stages.counters, app.conf.producer_max_request_size)
 
     @contextlib.asynccontextmanager
     async def crash_on_error(stage: str) -> AsyncIterator[None]:
-        # A stage error is infrastructure (Redis, broker, ClickHouse down), never bad input: stop the
-        # worker so its uncommitted records are redelivered after a restart, instead of skipping them.
+        # Only infrastructure errors get here (a record's own failure is dead-lettered in the stage):
+        # stop the worker with the batch unacknowledged, so it is processed again after a restart.
         try:
             yield
         except Exception as exc:
@@ -125,59 +137,44 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             await app.crash(exc)
             raise
 
-    async def produce(topic: faust.TopicT, items: Iterable[tuple[str, bytes]]) -> int:
-        pending: list[Awaitable[Any]] = [await topic.send(key=k.encode(), value=v) for k, v in items]
-        await asyncio.gather(*pending)  # nothing is acknowledged before the broker has it
-        return len(pending)
-
-    async def produce_receipts(receipts: list[Receipt]) -> None:
-        # A stage's receipts travel as a few array records rather than one record each: the
-        # per-record cost of the stream dominates the worker's CPU, and the sink writes batches anyway.
-        chunks = [receipts[i : i + RECEIPTS_PER_RECORD] for i in range(0, len(receipts), RECEIPTS_PER_RECORD)]
-        await produce(
-            topics.receipts, ((chunk[0].message_id, RECEIPT_LIST.dump_json(chunk)) for chunk in chunks)
-        )
-        await stages.counters.add({"receipts": len(receipts)})
-
     @app.agent(topics.events, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("ingest"):
             # A batch at a time: events are handled concurrently and their deliveries produced
             # together, so the broker's acknowledgement is awaited once per batch, not per event.
-            async for batch in stream.take_events(200, within=0.05):  # type: ignore[attr-defined]
-                sources = [_source(event.message) for event in batch]
+            async for batch in acked_batches(stream, 200, within=0.05):
+                sources = [source_of(event) for event in batch]
+                raws = [raw_of(event) for event in batch]
                 results: list[IngestResult] = await asyncio.gather(
                     *(
-                        stages.ingest.handle(event.value, source)
-                        for event, source in zip(batch, sources, strict=True)
+                        ingest_one(stages.ingest, raw, source)
+                        for raw, source in zip(raws, sources, strict=True)
                     )
                 )
-                deliveries = [d for result in results for d in result.deliveries]
-                letters = [
-                    (s, r.dead_letter)
-                    for s, r in zip(sources, results, strict=True)
-                    if r.dead_letter is not None
+                results = [
+                    carriable(result, raw, source, outbox)
+                    for result, raw, source in zip(results, raws, sources, strict=True)
                 ]
-                for source, letter in letters:
-                    log.warning("dead-lettered %s: %s", source, letter.reason)
-                await asyncio.gather(
-                    produce(
-                        topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in deliveries)
-                    ),
-                    produce(
-                        topics.dead_letter, ((s, letter.model_dump_json().encode()) for s, letter in letters)
-                    ),
+                deliveries = [
+                    (d, s) for result, s in zip(results, sources, strict=True) for d in result.deliveries
+                ]
+                await outbox.produce(
+                    topics.deliveries,
+                    (Outgoing(d.user_id, d.model_dump_json().encode(), s) for d, s in deliveries),
                 )
-                await produce_receipts([r for result in results for r in result.receipts])
-                await stages.track.log_events(
-                    _accepted((event.value, result) for event, result in zip(batch, results, strict=True))
+                # A refused event's one receipt is its dead_lettered row, which goes with its letter.
+                await outbox.dead_letters(
+                    [(r.dead_letter, r.receipts[0]) for r in results if r.dead_letter is not None]
                 )
+                await outbox.receipts(
+                    [receipt for r in results if r.dead_letter is None for receipt in r.receipts], "ingest"
+                )
+                await stages.track.log_events(accepted(zip(raws, results, strict=True)))
                 await stages.counters.add(
                     {
                         "events": len(batch),
                         "deliveries": len(deliveries),
                         "duplicates": sum(result.duplicate for result in results),
-                        "dead_lettered": len(letters),
                     }
                 )
                 yield None
@@ -185,43 +182,65 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
     @app.agent(topics.deliveries, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("decide"):
-            async for values in stream.take(500, within=0.05):
-                deliveries, bad = _parse(Delivery, values)
-                # Decide arms each message's fallback chain before its dispatches leave, so no
-                # receipt of theirs can come before the chain.
-                result = await stages.decide.handle(deliveries)
-                await stages.parked.add_many(result.paced)  # paced: out at their slots, as decided
-                dispatched = await produce(
-                    topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
-                )
-                await produce_receipts(result.receipts + bad)
-                await stages.counters.add(
-                    {
-                        "decided": len(values),
-                        "dispatched": dispatched,
-                        "scheduled": result.scheduled,
-                        "parked": len(result.paced),
-                    }
-                )
+            async for batch in acked_batches(stream, 500, within=0.05):
+                records, bad = parse(Delivery, batch)
+                origin = {delivery.message_id: source for source, delivery in records}
+
+                async def handle(chunk: Sequence[tuple[str, Delivery]]) -> DecideResult:
+                    # Decide arms each message's fallback chain before its dispatches leave, so no
+                    # receipt of theirs can come before the chain.
+                    return await stages.decide.handle([delivery for _, delivery in chunk])
+
+                results, poisoned = await isolate(records, handle, "decide")
+                for result in results:
+                    await stages.parked.add_many(result.paced)  # paced: out at their slots, as decided
+                    dispatched = await outbox.produce(
+                        topics.dispatch,
+                        (
+                            Outgoing(
+                                d.user_id, d.model_dump_json().encode(), origin.get(d.message_id, "decide")
+                            )
+                            for d in result.dispatches
+                        ),
+                    )
+                    await outbox.receipts(result.receipts, "decide")
+                    await stages.counters.add(
+                        {"dispatched": dispatched, "scheduled": result.scheduled, "parked": len(result.paced)}
+                    )
+                await outbox.dead_letters([*bad, *failed("decide", poisoned)])
+                await stages.counters.add({"decided": len(batch)})
                 yield None
 
     @app.agent(topics.dispatch, name="send")
     async def send(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("send"):
-            async for values in stream.take(200, within=0.05):
-                dispatches, bad = _parse(Dispatch, values)
-                result = await stages.send.handle(dispatches)
-                await stages.parked.add_many(result.parked)
-                await produce_receipts(result.receipts + bad)
-                await stages.counters.add({"sent_done": len(values), "parked": len(result.parked)})
+            async for batch in acked_batches(stream, 200, within=0.05):
+                records, bad = parse(Dispatch, batch)
+
+                async def handle(chunk: Sequence[tuple[str, Dispatch]]) -> SendResult:
+                    return await stages.send.handle([dispatch for _, dispatch in chunk])
+
+                results, poisoned = await isolate(records, handle, "send")
+                for result in results:
+                    await stages.parked.add_many(result.parked)
+                    await outbox.receipts(result.receipts, "send")
+                    await stages.counters.add({"parked": len(result.parked)})
+                await outbox.dead_letters([*bad, *failed("send", poisoned)])
+                await stages.counters.add({"sent_done": len(batch)})
                 yield None
 
     @app.agent(topics.receipts, name="track")
     async def track(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("track"):
-            async for values in stream.take(5000, within=0.5):
-                written = await stages.track.handle(_parse_receipts(values))
-                await stages.counters.add({"rows": written})
+            async for batch in acked_batches(stream, 5000, within=0.5):
+                records = [(source_of(event), raw_of(event)) for event in batch]
+
+                async def handle(chunk: Sequence[tuple[str, bytes]]) -> int:
+                    return await stages.track.handle(parse_receipts(raw for _, raw in chunk))
+
+                written, poisoned = await isolate(records, handle, "track")
+                await outbox.dead_letters(failed("track", poisoned))
+                await stages.counters.add({"rows": sum(written)})
                 yield None
 
     @app.timer(1.0, name="release_scheduled")  # type: ignore[untyped-decorator]
@@ -230,15 +249,15 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         await stages.schedule.requeue_stale()
         due = await stages.schedule.claim_due()
         if due:
-            await produce(topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in due))
+            released = await outbox.produce(topics.deliveries, _outgoing(due, "schedule"))
             await stages.schedule.done(due)
-            await stages.counters.add({"released": len(due), "deliveries": len(due)})
+            await stages.counters.add({"released": len(due), "deliveries": released})
         await stages.parked.requeue_stale()
         # Drain everything due: a campaign paced faster than one claim a second must not be slowed.
         while unparked := await stages.parked.claim_due(limit=RELEASE_PER_CLAIM):
-            await produce(topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in unparked))
+            dispatched = await outbox.produce(topics.dispatch, _outgoing(unparked, "parked"))
             await stages.parked.done(unparked)
-            await stages.counters.add({"unparked": len(unparked), "dispatched": len(unparked)})
+            await stages.counters.add({"unparked": len(unparked), "dispatched": dispatched})
             if len(unparked) < RELEASE_PER_CLAIM:
                 break
 
@@ -248,15 +267,11 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         async with crash_on_error("fallback"):
             while fired := await stages.fallback.fire_due(limit=FALLBACKS_PER_ROUND):
                 result = await stages.fallbacks.resolve(fired)
-                await produce(
-                    topics.dispatch, ((d.user_id, d.model_dump_json().encode()) for d in result.dispatches)
-                )
+                dispatched = await outbox.produce(topics.dispatch, _outgoing(result.dispatches, "fallback"))
                 await stages.parked.add_many(result.parked)  # due inside quiet hours: out when they end
-                await produce_receipts(result.receipts)
+                await outbox.receipts(result.receipts, "fallback")
                 await stages.fallback.done(fired)
-                await stages.counters.add(
-                    {"dispatched": len(result.dispatches), "parked": len(result.parked)}
-                )
+                await stages.counters.add({"dispatched": dispatched, "parked": len(result.parked)})
                 if len(fired) < FALLBACKS_PER_ROUND:
                     break
 
@@ -266,12 +281,10 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         async with crash_on_error("offline"):
             deliveries, expired = await stages.offline.due_for_release(datetime.now(UTC), stages.directory)
             if deliveries:
-                await produce(
-                    topics.deliveries, ((d.user_id, d.model_dump_json().encode()) for d in deliveries)
-                )
-                await stages.counters.add({"deliveries": len(deliveries)})
+                released = await outbox.produce(topics.deliveries, _outgoing(deliveries, "offline"))
+                await stages.counters.add({"deliveries": released})
             if expired:
-                await produce_receipts(expired)
+                await outbox.receipts(expired, "offline")
             await stages.offline.done([*deliveries, *expired])  # leased until now: re-emitted, forget them
 
     @app.timer(2.0, name="reload_rules")  # type: ignore[untyped-decorator]
@@ -292,51 +305,5 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         log.warning("rules reloaded: version %s (was %s)", ruleset.version, previous)
 
 
-def _accepted(handled: Iterable[tuple[bytes, IngestResult]]) -> list[AcceptedEvent]:
-    """The events ingest took (neither dead-lettered nor duplicates), parsed again: they are valid."""
-    now = datetime.now(UTC)
-    events = [
-        Event.model_validate_json(raw)
-        for raw, result in handled
-        if result.dead_letter is None and not result.duplicate
-    ]
-    return [(now, event.core(), event.audience.model_dump_json()) for event in events]
-
-
-def _source(message: Any) -> str:
-    """The record's identity, which makes a redelivery of the same record recognisable."""
-    return f"{message.topic}:{message.partition}:{message.offset}"
-
-
-def _parse_receipts(values: Iterable[bytes]) -> list[Receipt]:
-    """A receipts record holds one receipt (the API's) or an array of them (the stages')."""
-    receipts: list[Receipt] = []
-    for value in values:
-        if value.lstrip()[:1] != b"[":
-            good, bad = _parse(Receipt, [value])
-            receipts.extend(good + bad)
-            continue
-        try:
-            receipts.extend(RECEIPT_LIST.validate_json(value))
-        except ValidationError as exc:
-            log.error("unreadable receipt list: %s", exc)
-            receipts.append(_unreadable("receipt list", exc))
-    return receipts
-
-
-def _unreadable(what: str, exc: ValidationError) -> Receipt:
-    reason = f"unreadable {what}: {exc.errors(include_url=False)[0]['msg']}"
-    return Receipt(message_id="internal", status="dead_lettered", reason=reason)
-
-
-def _parse(model: type[_Record], values: Iterable[bytes]) -> tuple[list[_Record], list[Receipt]]:
-    """Internal topics are written by Switchboard itself; a bad record there is a bug, kept as a row."""
-    good: list[_Record] = []
-    bad: list[Receipt] = []
-    for value in values:
-        try:
-            good.append(model.model_validate_json(value))
-        except ValidationError as exc:
-            log.error("unreadable %s record: %s", model.__name__, exc)
-            bad.append(_unreadable(model.__name__, exc))
-    return good, bad
+def _outgoing(records: Iterable[Delivery | Dispatch], source: str) -> Iterator[Outgoing]:
+    return (Outgoing(r.user_id, r.model_dump_json().encode(), source) for r in records)

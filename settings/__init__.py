@@ -15,6 +15,7 @@ from settings.errors import SwitchboardError
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / ".var"
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024  # a quarter of Kafka's default 1 MB record limit
 
 # `dev` and `test` may sign links with a key made on the spot; anything else must be given a real one.
 Environment = Literal["production", "dev", "test"]
@@ -90,12 +91,14 @@ class Settings(BaseSettings):
     dedup_ttl_seconds: int = 7 * 24 * 3600
     # How long a send's claim holds if its worker dies mid-send; must outlast one send with its retries.
     send_claim_seconds: int = 600
-    # The largest event as JSON bytes, well under the broker's record limit (1 MiB by default): the API
-    # answers 413 above it and ingest dead-letters it, so it never fails at the broker.
-    max_event_bytes: int = 262144
+    # Events above this are refused by the API (413) and dead-lettered by ingest: an event is copied
+    # into each of its deliveries and dispatches, which must stay well inside the broker's record limit.
+    max_event_bytes: int = Field(
+        DEFAULT_MAX_EVENT_BYTES, gt=0, description="largest event accepted, in bytes of its JSON"
+    )
     # The largest body of every other API endpoint (batches, consent, callbacks); a batch's events each
     # keep max_event_bytes too.
-    max_body_bytes: int = 1048576
+    max_body_bytes: int = Field(1024 * 1024, gt=0, description="largest body of every other endpoint")
 
     @field_validator("kafka", "redis", "clickhouse", "public_url")
     @classmethod

@@ -98,3 +98,19 @@ async def test_duplicates_are_dropped_but_a_redelivered_record_is_not(ingest: In
     assert [d.message_id for d in redelivered.deliveries] == [d.message_id for d in first.deliveries]
     assert duplicate.duplicate and duplicate.deliveries == []
     assert duplicate.receipts[0].reason == "duplicate event_id for this app"
+
+
+async def test_an_event_over_max_event_bytes_is_dead_lettered_naming_the_limit(redis: Redis) -> None:
+    ingest = Ingest(
+        UserDirectory(redis),
+        AppRegistry(redis),
+        TemplateCatalog(ROOT / "templates"),
+        EventDedup(redis, 60),
+        max_event_bytes=1000,
+    )
+    raw = event(data={"headline": "Snow day", "body": "x" * 2000})
+    result = await ingest.handle(raw, "events:0:1")
+    assert result.dead_letter is not None and result.deliveries == []
+    assert f"event is {len(raw)} bytes, over the limit of 1000" in result.dead_letter.reason
+    assert "SWITCHBOARD_MAX_EVENT_BYTES" in result.dead_letter.reason
+    assert (result.dead_letter.app, result.dead_letter.event_id) == ("campus", "e1")

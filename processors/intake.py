@@ -1,0 +1,149 @@
+"""What the stages read: batches acknowledged only once handled, records parsed, failed records turned
+into dead letters.
+
+Faust's `take()` acknowledges a batch in a `finally`, so a batch whose stage raised is committed and
+skipped although the stage stopped to have it redelivered. `acked_batches` acknowledges a batch only
+when the stage asks for the next one, that is after the batch's effects are durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+import faust
+from faust.types import EventT
+from pydantic import TypeAdapter, ValidationError
+
+from processors.dead_letters import DeadLetter, dead_letter, dead_letter_receipt
+from processors.failures import describe, is_infrastructure
+from processors.ingest import Ingest, IngestResult, refuse
+from processors.outbox import Outbox
+from processors.track import AcceptedEvent
+from records.topics import Delivery, Dispatch, Event, Receipt
+
+log = logging.getLogger("switchboard.flow")
+
+_Record = TypeVar("_Record", Delivery, Dispatch)
+RECEIPT_LIST = TypeAdapter(list[Receipt])
+Letter = tuple[DeadLetter, Receipt]
+
+
+async def acked_batches(
+    stream: faust.StreamT[bytes], max_: int, within: float
+) -> AsyncIterator[list[EventT[bytes]]]:
+    """Batches of up to `max_` events (or what came `within` seconds); a batch is acknowledged when
+    the caller asks for the next one, never when its handling raised."""
+    # noack_take buffers the events themselves and leaves every ack to us.
+    async for batch in stream.noack_take(max_, within):  # type: ignore[attr-defined]
+        events = cast(list[EventT[bytes]], list(batch))
+        yield events
+        for event in events:
+            await stream.ack(event)
+
+
+def source_of(event: EventT[bytes]) -> str:
+    """The record's identity, which makes a redelivery of the same record recognisable."""
+    message = event.message
+    return f"{message.topic}:{message.partition}:{message.offset}"
+
+
+def raw_of(event: EventT[bytes]) -> bytes:
+    value = event.value
+    return value if isinstance(value, bytes) else b""  # a tombstone (no value) is refused as empty
+
+
+async def ingest_one(ingest: Ingest, raw: bytes, source: str) -> IngestResult:
+    """One event through ingest; a failure of the event's own becomes its dead letter."""
+    try:
+        return await ingest.handle(raw, source)
+    except Exception as exc:
+        if is_infrastructure(exc):
+            raise
+        log.exception("ingest failed on %s", source)
+        return refuse(raw, source, f"ingest failed: {describe(exc)}")
+
+
+def carriable(result: IngestResult, raw: bytes, source: str, outbox: Outbox) -> IngestResult:
+    """The result, or the event refused when one of its deliveries cannot fit in a record."""
+    for delivery in result.deliveries:
+        value = delivery.model_dump_json().encode()
+        if not outbox.fits(delivery.user_id, value):
+            return refuse(
+                raw,
+                source,
+                f"a delivery of this event is {len(value)} bytes, over the producer's record limit "
+                f"of {outbox.record_limit}",
+            )
+    return result
+
+
+def accepted(handled: Iterable[tuple[bytes, IngestResult]]) -> list[AcceptedEvent]:
+    """The events ingest took (neither dead-lettered nor duplicates), parsed again: they are valid."""
+    now = datetime.now(UTC)
+    events = [
+        Event.model_validate_json(raw)
+        for raw, result in handled
+        if result.dead_letter is None and not result.duplicate
+    ]
+    return [(now, event.core(), event.audience.model_dump_json()) for event in events]
+
+
+def parse(
+    model: type[_Record], batch: Sequence[EventT[bytes]]
+) -> tuple[list[tuple[str, _Record]], list[Letter]]:
+    """Internal topics are written by Switchboard itself; a bad record there is a bug: dead-lettered."""
+    good: list[tuple[str, _Record]] = []
+    bad: list[Letter] = []
+    for event in batch:
+        source, raw = source_of(event), raw_of(event)
+        try:
+            good.append((source, model.model_validate_json(raw)))
+        except ValidationError as exc:
+            log.error("unreadable %s record at %s: %s", model.__name__, source, exc)
+            letter = dead_letter(raw, source, f"unreadable {model.__name__}: {_first(exc)}")
+            bad.append((letter, dead_letter_receipt(letter)))
+    return good, bad
+
+
+def parse_receipts(values: Iterable[bytes]) -> list[Receipt]:
+    """A receipts record holds one receipt (the API's) or an array of them (the stages')."""
+    receipts: list[Receipt] = []
+    for value in values:
+        try:
+            if value.lstrip()[:1] == b"[":
+                receipts.extend(RECEIPT_LIST.validate_json(value))
+            else:
+                receipts.append(Receipt.model_validate_json(value))
+        except ValidationError as exc:
+            log.error("unreadable receipts record: %s", exc)
+            reason = f"unreadable receipts record: {_first(exc)}"
+            receipts.append(Receipt(message_id="internal", status="dead_lettered", reason=reason))
+    return receipts
+
+
+def failed(stage: str, poisoned: Iterable[tuple[tuple[str, Any], BaseException]]) -> list[Letter]:
+    """Dead letters for records that failed on their own in `stage`: (source, record) and the error."""
+    letters: list[Letter] = []
+    for (source, record), exc in poisoned:
+        log.error("%s failed on %s: %s", stage, source, describe(exc), exc_info=exc)
+        reason = f"{stage} failed: {describe(exc)}"
+        if isinstance(record, Delivery | Dispatch):
+            raw = record.model_dump_json().encode()
+            letter = dead_letter(raw, source, reason, app=record.event.app, event_id=record.event.event_id)
+            receipt = dead_letter_receipt(letter, message_id=record.message_id, user_id=record.user_id)
+        else:
+            letter = dead_letter(
+                record if isinstance(record, bytes) else str(record).encode(), source, reason
+            )
+            receipt = dead_letter_receipt(letter)
+        letters.append((letter, receipt))
+    return letters
+
+
+def _first(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
