@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -11,6 +12,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from settings import Settings
 from settings.errors import SwitchboardError
 
 Kind = Literal["chdb", "http"]
@@ -127,3 +129,48 @@ def chdb_holder(folder: Path) -> int | None:
         return None
     # chdb runs inside a Python process; any other program under that pid is a reused pid.
     return pid if pid != os.getpid() and b"python" in cmdline else None
+
+
+READER_USER = "switchboard"
+"""The built-in read-only user of the analytics service's HTTP interface that Switchboard's own
+commands and the API read as."""
+
+
+def open_reader(settings: Settings, timeout: float = 2.0) -> Client:
+    """A client to read analytics with, from any process but the analytics service.
+
+    A ClickHouse server (`http(s)://`) is read directly. The embedded engine belongs to the analytics
+    service: read through its HTTP interface while it runs; when nothing holds the folder (the service
+    is stopped), open it directly so a report still works offline."""
+    target = parse_dsn(settings.clickhouse)
+    if target.kind == "http":
+        return open_clickhouse(settings.clickhouse)
+    if _listening(settings.analytics_host, settings.analytics_port, timeout):
+        try:
+            return clickhouse_connect.get_client(
+                host=settings.analytics_host,
+                port=settings.analytics_port,
+                username=READER_USER,
+                password=settings.reader_password().get_secret_value(),
+                tz_mode="aware",
+                connect_timeout=timeout,
+            )
+        except Exception as exc:
+            raise ClickHouseUnavailable(
+                f"the analytics service at {settings.analytics_host}:{settings.analytics_port} refused "
+                f"Switchboard's reader: {type(exc).__name__}: {exc}"
+            ) from None
+    if target.path is not None and (holder := chdb_holder(target.path)) is not None:
+        raise ClickHouseUnavailable(
+            f"pid {holder} holds the analytics data in {target.path}, but nothing answers on "
+            f"{settings.analytics_host}:{settings.analytics_port}; run `switchboard analytics` to serve it"
+        )
+    return open_clickhouse(settings.clickhouse)
+
+
+def _listening(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

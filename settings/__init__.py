@@ -85,6 +85,22 @@ class Settings(BaseSettings):
         description="signs tracking and unsubscribe links; required outside dev/test (see signing_secret)",
     )
     webhook_allow: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    # The analytics service (`switchboard analytics`) is the one process that writes ClickHouse; for the
+    # embedded engine it also serves ClickHouse's HTTP interface here, for analysts and for
+    # Switchboard's own reports.
+    analytics_host: str = "127.0.0.1"
+    analytics_port: int = Field(18123, description="the analytics service's ClickHouse HTTP interface")
+    analytics_password: SecretStr = Field(
+        SecretStr(""),
+        description="password of the read-only `switchboard` user that Switchboard's own commands and "
+        "the API read analytics as; required outside dev/test",
+    )
+    analytics_users: Path = Field(
+        ROOT / "config" / "analytics_users.yaml", description="analysts of the HTTP interface, their limits"
+    )
+    attribution: Path = Field(
+        ROOT / "config" / "attribution.yaml", description="conversion attribution per conversion type"
+    )
     inbox_max_per_user: int = 200
     api_host: str = "127.0.0.1"
     api_port: int = 18080
@@ -131,6 +147,19 @@ class Settings(BaseSettings):
         return link_secret.signing_secret(
             self.link_secret, local=self.env in LOCAL_ENVIRONMENTS, var_dir=self.var_dir
         )
+
+    def reader_password(self) -> SecretStr:
+        """The password of the built-in read-only `switchboard` analytics user; kept under var_dir in
+        dev/test, required in production."""
+        value = self.analytics_password.get_secret_value()
+        if value:
+            return self.analytics_password
+        if self.env not in LOCAL_ENVIRONMENTS:
+            raise SwitchboardError(
+                "SWITCHBOARD_ANALYTICS_PASSWORD is not set: the read-only `switchboard` analytics user "
+                "needs one outside dev/test (e.g. `openssl rand -base64 24`)"
+            )
+        return SecretStr(link_secret.kept_secret(self.var_dir / "analytics_password"))
 
     def to_env(self) -> dict[str, str]:
         """These settings as SWITCHBOARD_* variables, to hand to a child process."""

@@ -35,7 +35,7 @@ def signing_secret(given: SecretStr, *, local: bool, var_dir: Path) -> SecretStr
             "SWITCHBOARD_LINK_SECRET is not set, and links signed without it could be forged: "
             f"{_HOW} (or SWITCHBOARD_ENV=dev on a development machine)"
         )
-    return SecretStr(_kept(var_dir / KEPT_FILE))
+    return SecretStr(kept_secret(var_dir / KEPT_FILE))
 
 
 def check(value: str) -> None:
@@ -48,8 +48,8 @@ def check(value: str) -> None:
         raise SwitchboardError(f"SWITCHBOARD_LINK_SECRET is shorter than {MIN_BYTES} bytes: {_HOW}")
 
 
-def _kept(path: Path) -> str:
-    """The key kept at `path`, made at random the first time; two processes starting at once agree."""
+def kept_secret(path: Path) -> str:
+    """A random secret kept at `path`, made at random the first time; two processes starting at once agree."""
     with contextlib.suppress(FileNotFoundError):
         return _read(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,5 +69,5 @@ def _kept(path: Path) -> str:
 def _read(path: Path) -> str:
     value = path.read_text().strip()
     if len(value.encode()) < MIN_BYTES:
-        raise SwitchboardError(f"{path} holds no usable link secret; delete it to have a new one made")
+        raise SwitchboardError(f"{path} holds no usable secret; delete it to have a new one made")
     return value
