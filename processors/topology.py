@@ -34,6 +34,7 @@ from processors.intake import (
     raw_of,
     source_of,
 )
+from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
 from processors.track import Track
@@ -107,6 +108,7 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 def create_app(
     app_id: str, broker: str, topic_names: dict[str, str], partitions: int, datadir: Path
 ) -> tuple[faust.App, FlowTopics]:
+    mend_faust_commits()
     app = faust.App(
         app_id,
         broker=broker,
