@@ -66,7 +66,10 @@ async def answers(redis_url: str, kafka_url: str, key: str) -> tuple[int, str]:
     """What the real API answers to one event sent with `key`."""
     client = Redis.from_url(redis_url)
     publisher = KafkaPublisher(kafka_url, events_topic="cli-events", receipts_topic="cli-receipts")
-    deps = ApiDeps(apps=AppRegistry(client), inbox=Inbox(client), publisher=publisher, redis=client)
+    deps = ApiDeps(
+        apps=AppRegistry(client), inbox=Inbox(client), publisher=publisher, redis=client,
+        templates=TemplateCatalog(ROOT / "templates"), segments=UserDirectory(client),
+    )
     api = create_api(deps)
     try:
         async with api.router.lifespan_context(api), httpx.AsyncClient(
