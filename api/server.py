@@ -16,6 +16,7 @@ from api.publisher import KafkaPublisher
 from channels.base import Channel
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
+from rules.watch import RulesWatcher
 from settings import Settings
 from state.apps import AppRegistry
 from state.connection import open_redis
@@ -41,7 +42,7 @@ class RedactedAccessLog(logging.Filter):
         return True
 
 
-def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
+def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | None = None) -> ApiDeps:
     """The production wiring, shared by `serve` and the integration tests."""
     return ApiDeps(
         apps=AppRegistry(redis),
@@ -54,7 +55,7 @@ def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
         ),
         redis=redis,
         # The catalog the worker loads, so an event it could not render is refused here already.
-        templates=TemplateCatalog(settings.templates),
+        templates=templates if templates is not None else TemplateCatalog(settings.templates),
         segments=UserDirectory(redis),
         limits=BodyLimits.of(settings),
         links=LinkSigner(settings.signing_secret(), settings.public_url),
@@ -81,12 +82,30 @@ async def run(settings: Settings) -> None:
     http = httpx.AsyncClient()
     try:
         providers = build_callback_providers(settings, redis, http)
-        api = create_api(build_deps(settings, redis), providers)
+        templates = TemplateCatalog(settings.templates)
+        api = create_api(build_deps(settings, redis, templates), providers)
         config = uvicorn.Config(api, host=settings.api_host, port=settings.api_port)
-        await uvicorn.Server(config).serve()
+        watching = asyncio.create_task(follow_templates(RulesWatcher(settings.rules, settings.templates,
+                                                                     catalog=templates)))
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            watching.cancel()
     finally:
         await http.aclose()
         await redis.aclose()
+
+
+async def follow_templates(watcher: RulesWatcher, every: float = 2.0) -> None:
+    """Keep the API's template catalog the one the worker renders with: the same watcher takes changed
+    templates only together with rules that accept them, so the API refuses (422) exactly what the
+    worker could not render."""
+    while True:
+        try:
+            await asyncio.to_thread(watcher.poll)
+        except Exception:  # a bad file is logged by the watcher; nothing here may stop the API
+            logging.getLogger(__name__).exception("following the templates failed; keeping the catalog")
+        await asyncio.sleep(every)
 
 
 def serve(settings: Settings) -> None:

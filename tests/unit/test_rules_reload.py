@@ -124,3 +124,26 @@ def test_templates_alone_reload_when_the_rules_accept_them_and_a_broken_template
     with pytest.raises(TemplateError, match="needs variable"):
         worker.catalog.render("exam_room_change", "email", {"course": "CS101"}, None)
     assert worker.catalog.render("exam_room_change", "email", DATA, None).text.endswith("East 204.")
+
+
+async def test_the_api_follows_the_templates_the_worker_takes(worker: Worker) -> None:
+    """The API's catalog (api/server.py) moves with the same watcher: an event naming the new template
+    is checked against it instead of being refused as unknown."""
+    import asyncio
+
+    from api.server import follow_templates
+
+    following = asyncio.create_task(follow_templates(worker.watcher, every=0.05))
+    try:
+        assert "exam_room_change" not in worker.catalog
+        (worker.templates / "exam_room_change.yaml").write_text(EXAM_CHANGE)
+        worker.rules.write_text(WITH_TEMPLATE % "exam_room_change")
+        for _ in range(100):
+            if "exam_room_change" in worker.catalog:
+                break
+            await asyncio.sleep(0.05)
+        assert worker.catalog.check_data("exam_room_change", {"course": "CS101"}) == [
+            "template 'exam_room_change' needs variable(s) room"
+        ]
+    finally:
+        following.cancel()
