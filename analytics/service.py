@@ -76,7 +76,9 @@ class ClickHouseWriters:
 class Batch:
     """What was read since the last write, by kind, and the next offset of each partition."""
 
-    records: dict[Kind, list[ReceiptsRecord]] = field(default_factory=lambda: {"receipts": [], "accepted": []})
+    records: dict[Kind, list[ReceiptsRecord]] = field(
+        default_factory=lambda: {"receipts": [], "accepted": []}
+    )
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     size: int = 0
 
@@ -122,7 +124,8 @@ class AnalyticsService:
                 kind = self._kinds[partition.topic]
                 for message in messages:
                     value = message.value or b""
-                    batch.records[kind].append((f"{partition.topic}:{partition.partition}:{message.offset}", value))
+                    source = f"{partition.topic}:{partition.partition}:{message.offset}"
+                    batch.records[kind].append((source, value))
                     batch.size += len(value)
                 batch.offsets[partition] = messages[-1].offset + 1
             if batch and deadline is None:

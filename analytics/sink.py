@@ -71,10 +71,14 @@ class ReceiptSink:
             return 0
         try:
             summary = self._client.raw_insert(
-                self._table, list(COLUMNS), insert_block=body, fmt="JSONEachRow", settings=JSON_INSERT_SETTINGS
+                self._table,
+                list(COLUMNS),
+                insert_block=body,
+                fmt="JSONEachRow",
+                settings=JSON_INSERT_SETTINGS,
             )
         except OperationalError as exc:
-            raise SinkError(f"inserting {len(records)} receipts records into {self._table} failed: {exc}") from exc
+            raise SinkError(f"inserting {len(records)} records into {self._table} failed: {exc}") from exc
         except DatabaseError:
             return self.write(validated(records))
         return int(summary.written_rows)
