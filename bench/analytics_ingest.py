@@ -87,7 +87,8 @@ async def ingest(bootstrap: str, topic: str, dsn: str, rows: int) -> tuple[float
 
     await consumer.start()
     try:
-        while not consumer.assignment():  # joining the group is not ingest: timed from the assignment
+        # Joining the group is not ingest: timed from the assignment (aiokafka offers no event for it).
+        while not consumer.assignment():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         service = AnalyticsService(consumer, {topic: "receipts"}, ClickHouseWriters(client), progress)
         stop = asyncio.Event()
