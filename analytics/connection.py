@@ -145,7 +145,7 @@ def open_reader(settings: Settings, timeout: float = 2.0) -> Client:
     target = parse_dsn(settings.clickhouse)
     if target.kind == "http":
         return open_clickhouse(settings.clickhouse)
-    if _listening(settings.analytics_host, settings.analytics_port, timeout):
+    if service_listening(settings.analytics_host, settings.analytics_port, timeout):
         try:
             return clickhouse_connect.get_client(
                 host=settings.analytics_host,
@@ -168,7 +168,8 @@ def open_reader(settings: Settings, timeout: float = 2.0) -> Client:
     return open_clickhouse(settings.clickhouse)
 
 
-def _listening(host: str, port: int, timeout: float) -> bool:
+def service_listening(host: str, port: int, timeout: float) -> bool:
+    """Whether something (the analytics service) accepts connections on host:port."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True

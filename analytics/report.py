@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from records.topics import CHANNELS, STATUSES, Status
+from settings import Settings
 from settings.errors import SwitchboardError
 
 # The columns of the rendered table; as_dict carries every status.
@@ -25,7 +26,7 @@ REPORT_STATUSES: tuple[Status, ...] = (
 NO_CHANNEL = "(no channel)"
 TOTAL = "total"
 _NO_DATA = "no analytics yet in"
-_FIRST_RUN = "a worker creates them when it first runs (`switchboard worker`), then stop it to report"
+_FIRST_RUN = "the analytics service creates them when it first runs (`switchboard analytics`)"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # uniqExact rather than FINAL: exact whether or not ReplacingMergeTree has merged duplicates yet.
@@ -168,21 +169,16 @@ def print_table(report: ReachReport, console: Console | None = None) -> None:
     console.print(table)
 
 
-def open_report_source(dsn: str) -> Client:
-    """The ClickHouse to report from; a SwitchboardError, not an engine error, while it holds no data yet."""
-    from analytics.connection import chdb_holder, open_clickhouse, parse_dsn
+def open_report_source(settings: Settings) -> Client:
+    """The ClickHouse to report from: through the analytics service while it runs (`open_reader`); a
+    SwitchboardError, not an engine error, while it holds no data yet."""
+    from analytics.connection import open_reader, parse_dsn, service_listening
 
-    target = parse_dsn(dsn)
-    if target.path is not None and not target.path.is_dir():
+    target = parse_dsn(settings.clickhouse)
+    served = service_listening(settings.analytics_host, settings.analytics_port, 2.0)
+    if target.path is not None and not target.path.is_dir() and not served:
         raise SwitchboardError(f"{_NO_DATA} {target.safe_dsn}: {_FIRST_RUN}")
-    # Asked before opening: the engine would print its own lock error on stderr and then fail anyway.
-    holder = chdb_holder(target.path) if target.path is not None else None
-    if holder is not None:
-        raise SwitchboardError(
-            f"{target.path} is held by pid {holder}, a running worker (chdb lets one process open a data "
-            "folder): stop the worker, then report (a later release serves reports while it runs)"
-        )
-    client = open_clickhouse(dsn)
+    client = open_reader(settings)
     if not client.command("EXISTS TABLE message_events"):
         raise SwitchboardError(f"{_NO_DATA} {target.safe_dsn} (no message_events table): {_FIRST_RUN}")
     return client

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from analytics.connection import open_clickhouse
+from analytics.connection import READER_USER, open_reader
 from analytics.report import NO_CHANNEL, ReachReport, print_table, reach_report
 from demo.events import DEMO_APPS, DemoEvent, demo_events
 from demo.organisation import generate_university, write_csv
@@ -90,17 +90,19 @@ def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -
     peers = DemoPeers(run_dir / "peers", demo.public_url, demo.templates)
     # The worker and API inherit this environment: it switches on the providers of providers.yaml.
     os.environ.update(peers.start())
+    service = SwitchboardProcess("analytics", demo, run_dir / "analytics.log")
     worker = SwitchboardProcess("worker", demo, run_dir / "worker.log")
     api = SwitchboardProcess("api", demo, run_dir / "api.log")
     try:
-        engagement = asyncio.run(_drive(demo, size, run_dir, worker, api, smtp, peers))
+        engagement = asyncio.run(_drive(demo, size, run_dir, service, worker, api, smtp, peers))
         api.stop()
         if worker.stop() not in (0, None):
             console.print(f"[red]the worker exited badly; its log:[/]\n{worker.log_tail()}")
             return 1
-        # The worker has exited, so its ClickHouse folder is free for this process to read.
-        report = reach_report(open_clickhouse(demo.clickhouse))
+        # Read live through the analytics service's HTTP interface, as analysts do.
+        report = reach_report(open_reader(demo))
         print_table(report, console)
+        _how_to_connect(demo)
         inbox_total = asyncio.run(_inbox_total(demo))
         return _cross_check(report, smtp.count, inbox_total, engagement, peers.received())
     except RuntimeError as exc:
@@ -109,6 +111,10 @@ def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -
     finally:
         api.stop()
         worker.stop()
+        if keep_running and service.running:
+            console.print(f"the analytics service keeps serving; stop it with `kill {service.pid}`")
+        else:
+            service.stop()
         smtp.stop()
         peers.stop()
         if keep_running:
@@ -121,6 +127,7 @@ async def _drive(
     settings: Settings,
     size: int,
     run_dir: Path,
+    service: SwitchboardProcess,
     worker: SwitchboardProcess,
     api: SwitchboardProcess,
     smtp: LocalSmtpServer,
@@ -141,6 +148,7 @@ async def _drive(
         }
         console.print(f"registered apps: {', '.join(sorted(keys))}")
 
+        service.start()
         worker.start()
         api.start()
         await _wait_healthy(settings, api)
@@ -148,11 +156,11 @@ async def _drive(
         await _emit(settings, events, keys)
         counters = FlowCounters(redis)
         soon = _SoonDue(redis)
-        await _follow(counters, soon, len(events), worker)
+        await _follow(counters, soon, len(events), worker, service)
         engagement = await _engage(settings, redis, keys, users_with_inbox=[u.user_id for u in users])
         engagement.dead_letters = sum(e.outcome == "dead_letter" for e in events)
         # The API counts the receipts it publishes (reads, clicks, the WeChat peer's delivery reports).
-        await _follow(counters, soon, len(events), worker)
+        await _follow(counters, soon, len(events), worker, service)
         engagement.callbacks = peers.wechat_reports()
         console.print(f"SMTP server received {smtp.count} emails; provider peers received {peers.received()}")
         return engagement
@@ -226,7 +234,11 @@ class _SoonDue:
 
 
 async def _follow(
-    counters: FlowCounters, soon: _SoonDue, emitted: int, worker: SwitchboardProcess
+    counters: FlowCounters,
+    soon: _SoonDue,
+    emitted: int,
+    worker: SwitchboardProcess,
+    service: SwitchboardProcess,
 ) -> None:
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     deadline = time.monotonic() + FLOW_TIMEOUT
@@ -252,11 +264,37 @@ async def _follow(
                 progress.update(task, completed=counts.get(name, 0), total=totals[name])
             if caught_up(counts, emitted) and await soon.count() == 0:
                 return
-            if not worker.running:
-                raise RuntimeError(f"the worker exited; its log:\n{worker.log_tail()}")
+            for process in (worker, service):
+                if not process.running:
+                    raise RuntimeError(f"the {process.role} process exited; its log:\n{process.log_tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the flow did not finish in {FLOW_TIMEOUT:.0f}s; counters: {counts}")
             await asyncio.sleep(0.25)
+
+
+EXAMPLE_QUERY = (
+    "SELECT channel, status, uniqExact(message_id) AS messages FROM message_events "
+    "GROUP BY channel, status ORDER BY messages DESC"
+)
+
+
+def _how_to_connect(settings: Settings) -> None:
+    """Analysts query the same data live with their own tools; the password is read from its file,
+    never printed."""
+    url = f"http://{settings.analytics_host}:{settings.analytics_port}"
+    password_file = settings.var_dir / "analytics_password"
+    console.print(f"\n[bold]Query it live[/] (ClickHouse HTTP interface of `switchboard analytics`, {url}):")
+    console.print(
+        f"  curl -u \"{READER_USER}:$(cat {password_file})\" '{url}/' "
+        f"--data-binary \"{EXAMPLE_QUERY} FORMAT PrettyCompact\"",
+        soft_wrap=True,
+    )
+    console.print(
+        f"  .venv/bin/python -c \"import clickhouse_connect; c = clickhouse_connect.get_client(host="
+        f"'{settings.analytics_host}', port={settings.analytics_port}, username='{READER_USER}', "
+        f"password=open('{password_file}').read().strip()); print(c.query_df('{EXAMPLE_QUERY}'))\"",
+        soft_wrap=True,
+    )
 
 
 async def _engage(

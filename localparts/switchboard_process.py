@@ -1,7 +1,8 @@
-"""Switchboard's own processes (a worker, the API) run as children with given settings.
+"""Switchboard's own processes (workers, the analytics service, the API) run as children with given
+settings.
 
-Used by the demo and the end-to-end tests: the worker must be a separate process because the
-embedded ClickHouse engine allows one data folder per process.
+Used by the demo and the end-to-end tests: the analytics service must be a separate process because
+the embedded ClickHouse engine allows one data folder per process (and costs ~300 MB where it runs).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import IO, Literal
 
 from settings import ROOT, Settings
 
-Role = Literal["worker", "api"]
+Role = Literal["worker", "api", "analytics"]
 
 
 class SwitchboardProcess:
-    """`switchboard worker` or `switchboard api` as a child process, logging to a file."""
+    """`switchboard worker`, `analytics` or `api` as a child process, logging to a file."""
 
     def __init__(self, role: Role, settings: Settings, log_path: Path) -> None:
         self.role = role
@@ -44,6 +45,10 @@ class SwitchboardProcess:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:

@@ -21,7 +21,7 @@ from processors.dead_letters import DeadLetter, dead_letter, dead_letter_receipt
 from processors.failures import describe, is_infrastructure
 from processors.ingest import Ingest, IngestResult, refuse
 from processors.outbox import Outbox
-from processors.track import AcceptedEvent
+from records.accepted import AcceptedEvent
 from records.topics import Delivery, Dispatch, Event, Receipt
 
 log = logging.getLogger("switchboard.flow")
@@ -80,15 +80,19 @@ def carriable(result: IngestResult, raw: bytes, source: str, outbox: Outbox) -> 
     return result
 
 
-def accepted(handled: Iterable[tuple[bytes, IngestResult]]) -> list[AcceptedEvent]:
-    """The events ingest took (neither dead-lettered nor duplicates), parsed again: they are valid."""
+def accepted(handled: Iterable[tuple[bytes, IngestResult, str]]) -> list[tuple[AcceptedEvent, str]]:
+    """The events ingest took (neither dead-lettered nor duplicates), parsed again (they are valid),
+    each with its source."""
     now = datetime.now(UTC)
-    events = [
-        Event.model_validate_json(raw)
-        for raw, result in handled
+    taken = [
+        (Event.model_validate_json(raw), source)
+        for raw, result, source in handled
         if result.dead_letter is None and not result.duplicate
     ]
-    return [(now, event.core(), event.audience.model_dump_json()) for event in events]
+    return [
+        (AcceptedEvent(accepted_at=now, event=event.core(), audience=event.audience), source)
+        for event, source in taken
+    ]
 
 
 def parse(

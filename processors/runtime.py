@@ -9,10 +9,6 @@ from pathlib import Path
 import faust
 import httpx
 
-from analytics.connection import open_clickhouse
-from analytics.event_log import EventLog
-from analytics.migrate import apply_migrations
-from analytics.sink import ReceiptSink
 from channels.base import RetryPolicy
 from channels.links import LinkSigner
 from channels.registry import build_channels
@@ -49,6 +45,7 @@ log = logging.getLogger("switchboard.runtime")
 TOPIC_NAMES = {
     "events": "events",
     "dead_letter": "events.deadletter",
+    "accepted": "events.accepted",
     "deliveries": "deliveries",
     "dispatch": "dispatch",
     "receipts": "receipts",
@@ -67,15 +64,12 @@ class Flow:
 
 
 def build_flow(settings: Settings) -> Flow:
-    """Everything is checked here, before the worker joins the group: rules, templates, schema."""
+    """Everything is checked here, before the worker joins the group: rules and templates. The worker
+    never opens ClickHouse (the analytics service writes it), so any number of workers can run."""
     # One catalog, checked against the rules and shared by every stage: the rules watcher reloads
     # both together, so a rule never names a template the worker cannot render.
     templates = TemplateCatalog(settings.templates)
     ruleset = load_ruleset(settings.rules, templates.parts())
-    clickhouse = open_clickhouse(settings.clickhouse)
-    applied = apply_migrations(clickhouse)
-    if applied:
-        log.info("applied ClickHouse migrations %s", ", ".join(applied))
     redis = open_redis(settings.redis)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     channels = build_channels(settings, redis, http)
@@ -122,9 +116,7 @@ def build_flow(settings: Settings) -> Flow:
             ),
             sent=ProviderMessages(redis, settings.dedup_ttl_seconds),
         ),
-        track=Track(
-            ReceiptSink(clickhouse), fallback=fallback, engagement=engagement, event_log=EventLog(clickhouse)
-        ),
+        track=Track(fallback=fallback, engagement=engagement),
         schedule=schedule,
         parked=ParkedDispatches(redis),
         counters=FlowCounters(redis),

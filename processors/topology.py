@@ -89,6 +89,7 @@ class FlowStages:
 class FlowTopics:
     events: faust.TopicT
     dead_letter: faust.TopicT
+    accepted: faust.TopicT
     deliveries: faust.TopicT
     dispatch: faust.TopicT
     receipts: faust.TopicT
@@ -171,10 +172,18 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 await outbox.receipts(
                     [receipt for r in results if r.dead_letter is None for receipt in r.receipts], "ingest"
                 )
-                await stages.track.log_events(accepted(zip(raws, results, strict=True)))
+                # The accepted-event log, for the analytics service to keep for rule simulation.
+                logged = await outbox.produce(
+                    topics.accepted,
+                    (
+                        Outgoing(a.event.app, a.model_dump_json().encode(), s)
+                        for a, s in accepted(zip(raws, results, sources, strict=True))
+                    ),
+                )
                 await stages.counters.add(
                     {
                         "events": len(batch),
+                        "accepted": logged,
                         "deliveries": len(deliveries),
                         "duplicates": sum(result.duplicate for result in results),
                     }
@@ -242,7 +251,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
                 written, poisoned = await isolate(records, handle, "track")
                 await outbox.dead_letters(failed("track", poisoned))
-                await stages.counters.add({"rows": sum(written)})
+                await stages.counters.add({"tracked": sum(written)})
                 yield None
 
     @app.timer(1.0, name="release_scheduled")  # type: ignore[untyped-decorator]

@@ -295,13 +295,14 @@ async def run_simulation(
     configured channels (`channels.registry.configured_channels`)."""
     from redis.asyncio import Redis
 
-    from analytics.connection import open_clickhouse
+    from analytics.connection import open_reader
     from channels.registry import configured_channels
     from state.apps import AppRegistry
     from state.engagement import EngagementHistory
     from state.users import UserDirectory
 
-    client = open_clickhouse(settings.clickhouse)
+    # Through the analytics service while it runs (it holds the embedded engine), else directly.
+    client = open_reader(settings)
     try:
         history = await asyncio.to_thread(load_history, client, since, until)
     finally:

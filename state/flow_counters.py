@@ -1,7 +1,8 @@
 """Counters of the flow's progress, shared by every worker through Redis.
 
 Each stage adds to its counter only after its effect is durable, so `caught_up()` is true exactly
-when everything produced so far has been consumed and written.
+when everything produced so far has been consumed and written. The analytics service counts here too
+(`rows` of receipts and `logged` accepted events in ClickHouse), so waiting for ClickHouse is exact.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ Counter = Literal[
     "dispatched",
     "sent_done",
     "receipts",
+    "tracked",
+    "accepted",
     "rows",
+    "logged",
     "scheduled",
     "released",
     "parked",
@@ -50,15 +54,29 @@ class FlowCounters:
         return {_text(k): int(v) for k, v in raw.items()}
 
 
-def caught_up(counts: Mapping[str, int], events_emitted: int, extra_receipts: int = 0) -> bool:
-    """True when every emitted event went through every stage and every receipt is in ClickHouse."""
+def caught_up(
+    counts: Mapping[str, int], events_emitted: int, extra_receipts: int = 0, *, analytics: bool = True
+) -> bool:
+    """True when every emitted event went through every stage and every receipt was tracked; with
+    `analytics`, also when every receipt and accepted event is in ClickHouse (the analytics service
+    runs). `extra_receipts`: receipts produced by something that does not count them here."""
     c = {k: counts.get(k, 0) for k in ("events", "deliveries", "decided", "dispatched", "sent_done")}
-    return (
+    receipts = counts.get("receipts", 0) + extra_receipts
+    flowed = (
         c["events"] >= events_emitted
         and c["decided"] == c["deliveries"]
         and c["sent_done"] == c["dispatched"]
-        and counts.get("rows", 0) >= counts.get("receipts", 0) + extra_receipts
+        and counts.get("tracked", 0) >= receipts
         and counts.get("unparked", 0) >= counts.get("parked", 0)
+    )
+    return flowed and (not analytics or in_clickhouse(counts, extra_receipts))
+
+
+def in_clickhouse(counts: Mapping[str, int], extra_receipts: int = 0) -> bool:
+    """Every receipt and every accepted event produced so far is written to ClickHouse."""
+    return (
+        counts.get("rows", 0) >= counts.get("receipts", 0) + extra_receipts
+        and counts.get("logged", 0) >= counts.get("accepted", 0)
     )
 
 

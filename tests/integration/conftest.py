@@ -85,4 +85,5 @@ def settings(
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
         env="test",  # links signed with a key made for this test's var_dir
+        analytics_port=free_port(),  # each test's analytics service serves its own HTTP interface
     )

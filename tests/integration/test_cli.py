@@ -156,7 +156,7 @@ def test_parts_up_with_a_port_taken_and_parts_down_saying_what_it_stopped(tmp_pa
     assert run(["parts", "down"], env)[0].startswith("nothing to stop")
 
 
-def test_report_while_a_worker_holds_the_clickhouse_folder(tmp_path: Path) -> None:
+def test_report_while_another_process_holds_the_clickhouse_folder_and_serves_nothing(tmp_path: Path) -> None:
     """Subprocesses: chdb allows one folder per process, and this test process may hold another one."""
     env = {**os.environ, "SWITCHBOARD_VAR_DIR": str(tmp_path / "var")}
     folder = tmp_path / "var" / "clickhouse"
@@ -182,7 +182,8 @@ time.sleep(60)
         holder.wait()
     assert held.returncode == 1 and "Traceback" not in held.stderr
     assert held.stderr.count("\n") == 1, held.stderr
-    assert f"held by pid {holder.pid}, a running worker" in held.stderr
+    assert f"pid {holder.pid} holds the analytics data" in held.stderr
+    assert "switchboard analytics" in held.stderr
 
     free = subprocess.run(  # noqa: S603
         [*SWITCHBOARD, "report", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60

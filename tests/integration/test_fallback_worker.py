@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,16 +16,17 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from analytics.connection import open_reader
 from api.inbox import receipt_for
 from localparts import LocalSmtpServer
 from localparts.switchboard_process import SwitchboardProcess
 from records.plan import DeliveryPlan, FallbackStep
 from records.topics import Dispatch, EventCore, message_id_for
-from settings import ROOT, Settings
+from settings import Settings
 from state.apps import AppRegistry
 from state.engagement import EngagementHistory
 from state.fallback import DUE, MESSAGE, FallbackSchedule
-from state.flow_counters import FlowCounters, caught_up
+from state.flow_counters import FlowCounters, caught_up, in_clickhouse
 from state.inbox import Inbox
 from state.users import User, UserDirectory
 
@@ -91,7 +90,7 @@ async def warm_up(settings: Settings, redis: Redis, worker: SwitchboardProcess, 
     counters = FlowCounters(redis)
 
     async def done() -> bool:
-        return caught_up(await counters.read(), emitted)
+        return caught_up(await counters.read(), emitted, analytics=False)
 
     await until("warm-up", done, worker)
 
@@ -165,27 +164,17 @@ rules:
 """
 
 
-READ_ROWS = """
-import json, sys
-from analytics.connection import open_clickhouse
-rows = open_clickhouse(sys.argv[1]).query(
-    "SELECT user_id, channel, status, step FROM message_events FINAL ORDER BY user_id, step, channel, status"
-).result_rows
-print(json.dumps(rows))
-"""
-
-
-def message_events(clickhouse: str) -> list[tuple[str, str, str, int]]:
-    """(user, channel, status, step) rows, read by a child process: the worker's chdb folder is its own."""
-    done = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", READ_ROWS, clickhouse],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [(str(u), str(c), str(s), int(n)) for u, c, s, n in json.loads(done.stdout)]
+def message_events(settings: Settings) -> list[tuple[str, str, str, int]]:
+    """(user, channel, status, step) rows, read through the analytics service's HTTP interface."""
+    client = open_reader(settings)
+    try:
+        rows = client.query(
+            "SELECT user_id, channel, status, step FROM message_events FINAL "
+            "ORDER BY user_id, step, channel, status"
+        ).result_rows
+    finally:
+        client.close()
+    return [(str(u), str(c), str(s), int(n)) for u, c, s, n in rows]
 
 
 async def test_a_rule_s_fallback_chain_runs_in_the_worker(
@@ -210,7 +199,10 @@ async def test_a_rule_s_fallback_chain_runs_in_the_worker(
     await AppRegistry(redis).register("campus", {"inbox", "email"})
     inbox = Inbox(redis)
     reader_message = message_id_for(NOTICE.app, NOTICE.event_id, "reader")
-    with SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker:
+    with (
+        SwitchboardProcess("analytics", flow, tmp_path / "analytics.log") as service,
+        SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker,
+    ):
         await warm_up(flow, redis, worker, 1)
         await produce(flow, "events", [notice(NOTICE.event_id, ["ignorer", "reader"])])
 
@@ -232,9 +224,15 @@ async def test_a_rule_s_fallback_chain_runs_in_the_worker(
         await until("fallback email to the ignorer", ignorer_emailed, worker)
         await asyncio.sleep(3)
         assert worker.stop() == 0, worker.log_tail()
+        counters = FlowCounters(redis)
+
+        async def all_rows_written() -> bool:
+            return in_clickhouse(await counters.read())
+
+        await until("every row in ClickHouse", all_rows_written, service)
+        rows = message_events(flow)
 
     assert [r for mail in smtp.messages for r in mail.rcpt_tos] == ["ignorer@uni.example"]
-    rows = message_events(flow.clickhouse)
     ignorer = [row[1:] for row in rows if row[0] == "ignorer"]
     assert ignorer == [
         ("inbox", "decided", 0),

@@ -1,7 +1,8 @@
-"""The whole flow in a real worker process: broker → ingest → decide → send → ClickHouse.
+"""The whole flow in real processes: broker → worker (ingest → decide → send → track) → analytics
+service → ClickHouse.
 
-The worker runs as a child process with its own ClickHouse folder (chdb allows one per process);
-the report is read afterwards by `switchboard report --json` in another child.
+The worker and the analytics service run as child processes; the service owns its own ClickHouse
+folder (chdb allows one per process) and the test reads it through the service's HTTP interface.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from analytics.connection import open_reader
 from analytics.report import NO_CHANNEL
 from channels.webhook import verify
 from localparts import LocalSmtpServer, free_port
@@ -118,14 +120,20 @@ async def produce(settings: Settings, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def wait_caught_up(redis: Redis, emitted: int, worker: SwitchboardProcess) -> dict[str, int]:
+async def wait_caught_up(
+    redis: Redis, emitted: int, worker: SwitchboardProcess, service: SwitchboardProcess | None = None
+) -> dict[str, int]:
+    """Every event through the worker; with the analytics `service`, every row in ClickHouse too."""
     counters = FlowCounters(redis)
     deadline = time.monotonic() + FLOW_TIMEOUT
     while time.monotonic() < deadline:
         counts = await counters.read()
-        if caught_up(counts, emitted) and counts.get("released", 0) >= counts.get("scheduled", 0):
+        if caught_up(counts, emitted, analytics=service is not None) and counts.get(
+            "released", 0
+        ) >= counts.get("scheduled", 0):
             return counts
         assert worker.running, f"worker exited:\n{worker.log_tail()}"
+        assert service is None or service.running, f"analytics service exited:\n{service.log_tail()}"
         await asyncio.sleep(0.2)
     raise AssertionError(
         f"flow not caught up in {FLOW_TIMEOUT}s: {await counters.read()}\n{worker.log_tail()}"
@@ -152,7 +160,8 @@ async def dead_letters(settings: Settings, expected: int) -> list[dict[str, Any]
 
 
 def report(settings: Settings) -> dict[str, Any]:
-    env = {"SWITCHBOARD_CLICKHOUSE": settings.clickhouse, "PATH": ""}
+    """`switchboard report --json` in a child, reading through the analytics service's HTTP interface."""
+    env = {**settings.to_env(), "PATH": ""}
     done = subprocess.run(
         [sys.executable, "-m", "app", "report", "--json"],
         cwd=ROOT,
@@ -199,16 +208,22 @@ async def test_events_flow_to_people_and_to_clickhouse(
             }
         ).encode(),
     ]
-    with SwitchboardProcess("worker", flow_settings, tmp_path / "worker.log") as worker:
+    with (
+        SwitchboardProcess("analytics", flow_settings, tmp_path / "analytics.log") as service,
+        SwitchboardProcess("worker", flow_settings, tmp_path / "worker.log") as worker,
+    ):
         await produce(flow_settings, events)
-        await wait_caught_up(redis, len(events), worker)
+        await wait_caught_up(redis, len(events), worker, service)
         # With the worker warm, an event for a few seconds from now waits in the schedule first.
         soon = datetime.now(UTC) + timedelta(seconds=4)
         scheduled = fee_due("fee-5", audience={"user_ids": ["chen"]}, send_at=soon.isoformat())
         await produce(flow_settings, [json.dumps(scheduled).encode()])
-        counts = await wait_caught_up(redis, len(events) + 1, worker)
+        counts = await wait_caught_up(redis, len(events) + 1, worker, service)
         assert datetime.now(UTC) >= soon
         assert worker.stop() == 0, worker.log_tail()
+        # The analysts' view, read live through the service, agrees with what happened.
+        rows = {row["channel"]: row for row in report(flow_settings)["rows"]}
+        assert service.stop() == 0, service.log_tail()
 
     # What people actually received.
     recipients = sorted(r for mail in smtp.messages for r in mail.rcpt_tos)
@@ -231,8 +246,6 @@ async def test_events_flow_to_people_and_to_clickhouse(
     assert any("unknown template 'no_such'" in r for r in reasons)
     assert {letter["payload"] for letter in letters} >= {"{not json"}
 
-    # The analysts' view agrees with what happened.
-    rows = {row["channel"]: row for row in report(flow_settings)["rows"]}
     assert rows["email"]["sent"] == 2
     assert rows["inbox"]["delivered"] == 3
     assert rows["webhook"]["delivered"] == 1
@@ -272,31 +285,20 @@ async def wait_for_log(text: str, worker: SwitchboardProcess) -> None:
         await asyncio.sleep(0.2)
 
 
-READ_BACK = """
-import json, sys
-from analytics.connection import open_clickhouse
-client = open_clickhouse(sys.argv[1])
-decided = client.query(
-    "SELECT event_id, channel, rule_version FROM message_events FINAL "
-    "WHERE status = 'decided' ORDER BY event_id"
-).result_rows
-logged = client.query("SELECT app, event_id, audience FROM event_log FINAL ORDER BY event_id").result_rows
-print(json.dumps({"decided": decided, "logged": logged}))
-"""
-
-
-def read_back(clickhouse: str) -> dict[str, Any]:
-    """What the worker wrote to ClickHouse, read by a child process: the worker's chdb folder is its own."""
-    done = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", READ_BACK, clickhouse],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    rows: dict[str, Any] = json.loads(done.stdout)
-    return rows
+def read_back(settings: Settings) -> dict[str, Any]:
+    """What the analytics service wrote, read through its HTTP interface as Switchboard's reader."""
+    client = open_reader(settings)
+    try:
+        decided = client.query(
+            "SELECT event_id, channel, rule_version FROM message_events FINAL "
+            "WHERE status = 'decided' ORDER BY event_id"
+        ).result_rows
+        logged = client.query(
+            "SELECT app, event_id, audience FROM event_log FINAL ORDER BY event_id"
+        ).result_rows
+    finally:
+        client.close()
+    return {"decided": [list(row) for row in decided], "logged": [list(row) for row in logged]}
 
 
 async def test_changed_rules_take_effect_without_a_restart_and_accepted_events_are_logged(
@@ -310,25 +312,28 @@ async def test_changed_rules_take_effect_without_a_restart_and_accepted_events_a
         [User(user_id="xi", bindings={"inbox": "xi", "email": "xi@uni.example"})]
     )
     await AppRegistry(redis).register("campus", {"inbox", "email"})
-    with SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker:
+    with (
+        SwitchboardProcess("analytics", flow, tmp_path / "analytics.log") as service,
+        SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker,
+    ):
         await produce(flow, [notice("n1", "xi")])
-        await wait_caught_up(redis, 1, worker)
+        await wait_caught_up(redis, 1, worker, service)
 
         rules.write_text(notices_rule("email"))
         v2 = load_ruleset(rules).version
         await wait_for_log(f"rules reloaded: version {v2}", worker)
         await produce(flow, [notice("n2", "xi")])
-        await wait_caught_up(redis, 2, worker)
+        await wait_caught_up(redis, 2, worker, service)
 
         rules.write_text(notices_rule("email") + "    chanels: [sms]\n")  # a typo: refused
         await wait_for_log("refused, keeping version", worker)
         await produce(flow, [notice("n3", "xi"), b"{not json", notice("n3", "xi")])
-        await wait_caught_up(redis, 5, worker)
+        await wait_caught_up(redis, 5, worker, service)
         assert worker.stop() == 0, worker.log_tail()
+        rows = read_back(flow)
 
     assert [r for m in smtp.messages for r in m.rcpt_tos] == ["xi@uni.example"] * 2
     assert [m.template for m in await Inbox(redis).list("xi")] == ["campus_notice"]
-    rows = read_back(flow.clickhouse)
     assert rows["decided"] == [["n1", "inbox", v1], ["n2", "email", v2], ["n3", "email", v2]]
     # Each accepted event once: the dead letter and the duplicate are not in the log.
     assert rows["logged"] == [

@@ -47,7 +47,7 @@ def notice(event_id: str, audience: dict[str, Any]) -> bytes:
 
 
 def simulate(settings: Settings, since: datetime, until: datetime, *extra: str) -> dict[str, Any]:
-    """`switchboard rules simulate --json` in a child: the worker's chdb folder is not this process's."""
+    """`switchboard rules simulate --json` in a child, reading through the analytics service when it runs."""
     command = [
         sys.executable, "-m", "app", "rules", "simulate", "--since", since.isoformat(),
         "--until", until.isoformat(), "--rules", str(settings.rules), "--json", *extra,
@@ -76,18 +76,22 @@ async def test_live_rules_against_their_own_period_show_no_difference(
     people = {"user_ids": ["ana", "ben"]}
     guest = {"addresses": [{"channel": "email", "address": "guest@partner.example"}]}
     since = datetime.now(UTC) - timedelta(minutes=1)
-    with SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker:
+    with (
+        SwitchboardProcess("analytics", flow, tmp_path / "analytics.log") as service,
+        SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker,
+    ):
         # n1 again is a duplicate: its row names no recipient. n2 is over the cap for ana and ben.
         await produce(flow, [notice("n1", people), notice("n1", people), notice("g1", guest)])
-        await wait_caught_up(redis, 3, worker)
+        await wait_caught_up(redis, 3, worker, service)
         await produce(flow, [notice("n2", people)])
-        await wait_caught_up(redis, 4, worker)
+        await wait_caught_up(redis, 4, worker, service)
         assert worker.stop() == 0, worker.log_tail()
-    until = datetime.now(UTC) + timedelta(minutes=1)
+        until = datetime.now(UTC) + timedelta(minutes=1)
+        # Through the running service's HTTP interface: it holds the embedded engine.
+        result = simulate(flow, since, until)
     mailed = sorted(r for m in smtp.messages for r in m.rcpt_tos)
     assert mailed == ["ana@uni.example", "guest@partner.example"]
 
-    result = simulate(flow, since, until)
     assert (result["events"], result["messages"]) == (3, 5)
     assert result["actual"] == {"volume": {"email": 2, "inbox": 1}, "suppressed": 0, "capped": 2,
                                 "estimated_cost": 0.0}

@@ -130,9 +130,9 @@ def test_credentials_in_a_setting_are_not_echoed(env: dict[str, str]) -> None:
     assert "s3cret" not in out and "redis://:***@127.0.0.1" in out
 
 
-def test_report_before_any_worker_ran(env: dict[str, str]) -> None:
+def test_report_before_the_analytics_service_ran(env: dict[str, str]) -> None:
     out = mistake(["report"], env)
-    assert "no analytics yet" in out and "switchboard worker" in out
+    assert "no analytics yet" in out and "switchboard analytics" in out
 
 
 def test_parts_down_with_nothing_running_says_so(env: dict[str, str]) -> None:

@@ -1,0 +1,184 @@
+"""The analytics service: the one process that writes ClickHouse.
+
+It consumes `receipts` and `events.accepted` (and `conversions`) in its own consumer group, writes
+what it read in batches, and commits the offsets only after the insert succeeded: at least once, and
+a batch written twice collapses in the tables' ReplacingMergeTree. No record stops it: a record the
+engine refuses is validated on its own and kept as a `dead_lettered` row with its reason. An insert
+that fails for want of ClickHouse is retried, the batch held, until it succeeds or the service stops
+(then the offsets stay uncommitted and the batch is read again at the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
+from clickhouse_connect.driver.client import Client
+from pydantic import ValidationError
+
+from analytics.event_log import EventLog
+from analytics.sink import ReceiptSink, ReceiptsRecord, SinkError, unreadable
+from records.accepted import AcceptedEvent
+
+log = logging.getLogger("switchboard.analytics")
+
+Kind = Literal["receipts", "accepted"]
+Progress = Callable[[Mapping[str, int]], Awaitable[None]]
+"""Told after each batch is durable: `rows` of receipts and `logged` accepted events written."""
+
+BATCH_BYTES = 16 * 1024 * 1024  # ~50k receipt rows: inserts that large run at the engine's pace
+BATCH_WAIT = 0.5  # seconds a batch may wait to fill: how stale ClickHouse may be
+RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)  # then every 5 s
+
+
+class Writers(Protocol):
+    """Where a batch goes; synchronous, run on a thread."""
+
+    def receipts(self, records: Sequence[ReceiptsRecord]) -> int: ...
+    def accepted(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]: ...
+
+
+@dataclass
+class ClickHouseWriters:
+    """The tables a batch goes into, on one client."""
+
+    client: Client
+    sink: ReceiptSink = field(init=False)
+    event_log: EventLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sink = ReceiptSink(self.client)
+        self.event_log = EventLog(self.client)
+
+    def receipts(self, records: Sequence[ReceiptsRecord]) -> int:
+        return self.sink.write_records(records)
+
+    def accepted(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]:
+        """(events logged, dead_lettered rows for records that are not accepted events)."""
+        events = []
+        bad = []
+        for source, value in records:
+            try:
+                events.append(AcceptedEvent.model_validate_json(value).logged)
+            except ValidationError as exc:
+                log.error("unreadable accepted-event record at %s: %s", source, exc)
+                bad.append(unreadable(source, value, exc))
+        return self.event_log.write(events), self.sink.write(bad)
+
+
+@dataclass
+class Batch:
+    """What was read since the last write, by kind, and the next offset of each partition."""
+
+    records: dict[Kind, list[ReceiptsRecord]] = field(
+        default_factory=lambda: {"receipts": [], "accepted": []}
+    )
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    size: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.offsets)
+
+
+class AnalyticsService:
+    """Reads the topics, writes each batch, then commits its offsets."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        kinds: Mapping[str, Kind],
+        writers: Writers,
+        progress: Progress,
+        batch_bytes: int = BATCH_BYTES,
+        batch_wait: float = BATCH_WAIT,
+    ) -> None:
+        self._consumer = consumer
+        self._kinds = dict(kinds)  # topic name -> kind
+        self._writers = writers
+        self._progress = progress
+        self._batch_bytes = batch_bytes
+        self._batch_wait = batch_wait
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; the batch in hand is written and committed first."""
+        while not stop.is_set():
+            batch = await self._collect(stop)
+            if batch and await self._write(batch, stop):
+                await self._commit(batch)
+
+    async def _collect(self, stop: asyncio.Event) -> Batch:
+        batch = Batch()
+        deadline: float | None = None
+        while batch.size < self._batch_bytes and not stop.is_set():
+            wait = self._batch_wait if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                break
+            fetched = await self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=10_000)
+            for partition, messages in fetched.items():
+                kind = self._kinds[partition.topic]
+                for message in messages:
+                    value = message.value or b""
+                    source = f"{partition.topic}:{partition.partition}:{message.offset}"
+                    batch.records[kind].append((source, value))
+                    batch.size += len(value)
+                batch.offsets[partition] = messages[-1].offset + 1
+            if batch and deadline is None:
+                deadline = time.monotonic() + self._batch_wait
+        return batch
+
+    async def _write(self, batch: Batch, stop: asyncio.Event) -> bool:
+        """Write the batch, retrying while ClickHouse is unavailable; False if stopped before it was."""
+        attempt = 0
+        while True:
+            try:
+                rows = await asyncio.to_thread(self._writers.receipts, batch.records["receipts"])
+                logged, bad = await asyncio.to_thread(self._writers.accepted, batch.records["accepted"])
+                break
+            except Exception as exc:  # the batch is kept and retried; its offsets stay uncommitted
+                if not _retryable(exc):
+                    raise
+                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+                attempt += 1
+                log.warning("writing a batch failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    return False
+                except TimeoutError:
+                    continue
+        # Receipts first: the receipts' rows of a batch, accepted events after; counted once durable.
+        await self._progress({"rows": rows + bad, "logged": logged})
+        return True
+
+    async def _commit(self, batch: Batch) -> None:
+        try:
+            await self._consumer.commit({tp: offset for tp, offset in batch.offsets.items()})
+        except CommitFailedError as exc:
+            # The group rebalanced meanwhile: the new owner reads the batch again; duplicates collapse.
+            log.warning("committing offsets failed, the batch will be read again: %s", exc)
+
+
+def _retryable(exc: BaseException) -> bool:
+    """An insert that failed for want of ClickHouse (not a bug in a batch, which is isolated already)."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    return isinstance(exc, SinkError | OperationalError | OSError) or type(exc).__name__ == "EventLogError"
+
+
+def consumer_settings(app_id: str) -> dict[str, Any]:
+    """The service's own group, offsets committed by hand; timeouts that make the Tansu broker quick."""
+    return {
+        "group_id": f"{app_id}-analytics",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 6000,
+        "rebalance_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_bytes": 32 * 1024 * 1024,
+    }
