@@ -63,7 +63,7 @@ _FORBIDDEN = frozenset({AUTHENTICATION_FAILED, 192, 193, 194, 497, READONLY})
 _FORMAT_AT_END = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
 _LINE_COMMENT = re.compile(r"--[^\n]*$|#[^\n]*$", re.MULTILINE)
 _INSERT_WITH_FORMAT = re.compile(
-    r"^(?P<statement>\s*INSERT\b.*?)\bFORMAT\s+(?P<format>[A-Za-z0-9_]+)[ \t]*(?:\r?\n|$)",
+    rb"^(?P<statement>\s*INSERT\b.*?)\bFORMAT\s+(?P<format>[A-Za-z0-9_]+)[ \t]*(?:\r?\n|$)",
     re.IGNORECASE | re.DOTALL,
 )
 _CONTENT_TYPES = {
@@ -244,26 +244,33 @@ def _decompress(body: bytes, encoding: str) -> bytes:
 
 
 def _plan(body: bytes, request: Request) -> _Query:
-    """The statement, its format and an INSERT's data, from the `query` parameter and the body."""
+    """The statement, its format and an INSERT's data, from the `query` parameter and the body.
+
+    As in ClickHouse, the `query` parameter and the body form one text; an INSERT's data starts on the
+    line after its `FORMAT name`, and may be binary (clickhouse-connect sends Native blocks this way)."""
     in_url = request.query_params.get("query")
     if in_url is None and request.method == "GET":
         raise _syntax("no query: pass it as ?query= (GET) or as the request body (POST)")
-    try:
-        text = in_url if in_url is not None else body.decode()
-        data = body if in_url is not None else b""
-    except UnicodeDecodeError:
-        raise _syntax("the query in the request body is not UTF-8") from None
-    if not text.strip():
-        raise _syntax("empty query")
-    default_format = request.query_params.get("default_format", "TabSeparated")
+    text = (
+        (in_url.encode() + b"\n" + body) if in_url is not None and body else (in_url or "").encode() or body
+    )
     insert = _INSERT_WITH_FORMAT.match(text)
     if insert is not None:
-        inline = text[insert.end() :].encode()
-        return _Query(insert.group("statement").strip(), insert.group("format"), inline + data)
-    if data:
-        text = f"{text}\n{data.decode(errors='replace')}"  # ClickHouse runs the parameter and the body as one
-    written = _FORMAT_AT_END.search(_LINE_COMMENT.sub("", text).rstrip())
-    return _Query(text, written.group(1) if written else default_format, None)
+        statement = _utf8(insert.group("statement")).strip()
+        return _Query(statement, _utf8(insert.group("format")), text[insert.end() :])
+    sql = _utf8(text)
+    if not sql.strip():
+        raise _syntax("empty query")
+    written = _FORMAT_AT_END.search(_LINE_COMMENT.sub("", sql).rstrip())
+    default_format = request.query_params.get("default_format", "TabSeparated")
+    return _Query(sql, written.group(1) if written else default_format, None)
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise _syntax("the query is not UTF-8") from None
 
 
 def _syntax(reason: str) -> EngineError:

@@ -155,9 +155,7 @@ def apply_migrations(client: Client, folder: Path = MIGRATIONS, ledger: str = LE
                 client.command(statement)
             except Exception as exc:
                 raise MigrationError(f"{migration.path}: statement {index} failed: {exc}") from exc
-        client.insert(
-            ledger, [[migration.name, migration.checksum]], column_names=["name", "checksum"]
-        )
+        client.insert(ledger, [[migration.name, migration.checksum]], column_names=["name", "checksum"])
         applied_now.append(migration.name)
     return applied_now
 

@@ -18,8 +18,17 @@ from settings.errors import SwitchboardError
 
 # The columns of the rendered table; as_dict carries every status.
 REPORT_STATUSES: tuple[Status, ...] = (
-    "decided", "suppressed", "deferred", "capped", "sent", "delivered", "failed", "opened", "read",
-    "clicked", "dead_lettered",
+    "decided",
+    "suppressed",
+    "deferred",
+    "capped",
+    "sent",
+    "delivered",
+    "failed",
+    "opened",
+    "read",
+    "clicked",
+    "dead_lettered",
 )
 # The line of transitions with channel '': events dead-lettered or dropped as duplicates at ingest,
 # and deliveries suppressed before any channel was chosen (no usable channel, a suppress rule).

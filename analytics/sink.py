@@ -16,8 +16,23 @@ from records.topics import Receipt
 
 # The Receipt fields, in table order; inserted_at is left to its column default.
 COLUMNS: tuple[str, ...] = (
-    "event_time", "message_id", "event_id", "app", "user_id", "channel", "provider", "status",
-    "reason", "rule_id", "rule_version", "template", "campaign", "attempt", "cost", "variant", "step",
+    "event_time",
+    "message_id",
+    "event_id",
+    "app",
+    "user_id",
+    "channel",
+    "provider",
+    "status",
+    "reason",
+    "rule_id",
+    "rule_version",
+    "template",
+    "campaign",
+    "attempt",
+    "cost",
+    "variant",
+    "step",
 )
 
 
@@ -124,9 +139,7 @@ def _utc(moment: datetime) -> datetime:
 class ReceiptBuffer:
     """Accumulates receipts and tells when a flush is due: `max_rows` held, or the oldest is `max_age` old."""
 
-    def __init__(
-        self, max_rows: int, max_age: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, max_rows: int, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
         if max_rows < 1:
             raise ValueError(f"ReceiptBuffer max_rows must be at least 1, got {max_rows}")
         if max_age <= 0:
