@@ -50,6 +50,7 @@ def build_deps(settings: Settings, redis: Redis) -> ApiDeps:
             settings.kafka,
             events_topic=settings.topic("events"),
             receipts_topic=settings.topic("receipts"),
+            conversions_topic=settings.topic("conversions"),
             counters=FlowCounters(redis),
         ),
         redis=redis,
