@@ -1,5 +1,5 @@
-"""The HTTP API's app factory: events in, the inbox for the portal, signed links, consent, provider
-callbacks, a health check."""
+"""The HTTP API's app factory: events and conversions in, the inbox for the portal, signed links,
+consent, provider callbacks, a health check."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from api.body_limit import BodyLimit
 from api.callbacks import callbacks_router
 from api.consent import consent_router
+from api.conversions import conversions_router
 from api.deps import ApiDeps
 from api.events import events_router
 from api.inbox import inbox_router
@@ -35,6 +36,7 @@ recipient on the right channel. Authenticate with your app's key: `Authorization
 """
 _TAGS = [
     {"name": "events", "description": "Submit events from business systems."},
+    {"name": "conversions", "description": "Report business outcomes, to be attributed to messages."},
     {"name": "inbox", "description": "The in-app inbox, for the campus portal acting for its user."},
     {"name": "links", "description": "Open pixel, click redirects and one-click unsubscribe (signed)."},
     {"name": "consent", "description": "Unsubscriptions and the blacklist."},
@@ -71,6 +73,7 @@ def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) ->
         BodyLimit, limit_for=lambda path: limits.event_bytes if path == "/v1/events" else limits.body_bytes
     )
     api.include_router(events_router(deps))
+    api.include_router(conversions_router(deps))
     api.include_router(inbox_router(deps))
     if deps.links is not None:
         api.include_router(links_router(deps, deps.links))
@@ -111,7 +114,8 @@ def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) ->
 def _mounted(deps: ApiDeps) -> set[str]:
     """The tags of the routers these deps switch on, so the docs list only what answers."""
     optional = {"links": deps.links, "consent": deps.consent, "callbacks": deps.provider_messages}
-    return {"events", "inbox", "health"} | {name for name, part in optional.items() if part is not None}
+    always = {"events", "conversions", "inbox", "health"}
+    return always | {name for name, part in optional.items() if part is not None}
 
 
 async def _check_redis(deps: ApiDeps) -> str:

@@ -1,4 +1,4 @@
-"""Where the API puts what it accepts: events and inbox receipts, onto their topics."""
+"""Where the API puts what it accepts: events, inbox receipts and conversions, onto their topics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from records.conversions import Conversion
 from records.topics import Receipt
 from state.flow_counters import FlowCounters
 
@@ -30,6 +31,8 @@ class Publisher(Protocol):
 
     async def publish_receipt(self, receipt: Receipt) -> None: ...
 
+    async def publish_conversion(self, conversion: Conversion) -> None: ...
+
 
 class KafkaPublisher:
     """A Publisher on aiokafka: acks from all in-sync replicas before a send returns."""
@@ -41,10 +44,12 @@ class KafkaPublisher:
         receipts_topic: str,
         check_timeout: float = 3.0,
         counters: FlowCounters | None = None,
+        conversions_topic: str = "conversions",
     ) -> None:
         self.bootstrap = bootstrap_servers(kafka_url)
         self.events_topic = events_topic
         self.receipts_topic = receipts_topic
+        self.conversions_topic = conversions_topic
         # Receipts the API adds (reads, clicks, provider reports) count like the stages' own, so
         # "caught up" means they are in ClickHouse too.
         self._counters = counters
@@ -80,6 +85,10 @@ class KafkaPublisher:
         await self._send(self.receipts_topic, receipt.message_id, receipt.model_dump_json().encode())
         if self._counters is not None:
             await self._counters.add({"receipts": 1})
+
+    async def publish_conversion(self, conversion: Conversion) -> None:
+        # Keyed by user id (the topic's contract), so one person's conversions stay in order.
+        await self._send(self.conversions_topic, conversion.user_id, conversion.model_dump_json().encode())
 
     async def _send(self, topic: str, key: str, value: bytes) -> None:
         producer = self._running()

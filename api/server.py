@@ -51,6 +51,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
             settings.kafka,
             events_topic=settings.topic("events"),
             receipts_topic=settings.topic("receipts"),
+            conversions_topic=settings.topic("conversions"),
             counters=FlowCounters(redis),
         ),
         redis=redis,

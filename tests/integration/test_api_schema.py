@@ -52,7 +52,10 @@ def _api(local_parts: LocalParts) -> FastAPI:
         apps=AppRegistry(redis),
         inbox=Inbox(redis),
         publisher=KafkaPublisher(
-            local_parts.kafka_url, events_topic=f"t{unique}-events", receipts_topic=f"t{unique}-receipts"
+            local_parts.kafka_url,
+            events_topic=f"t{unique}-events",
+            receipts_topic=f"t{unique}-receipts",
+            conversions_topic=f"t{unique}-conversions",
         ),
         redis=redis,
         templates=TemplateCatalog(ROOT / "templates"),
@@ -80,7 +83,18 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts) -> None:
                     "include-path": "/v1/consent/blacklist",
                     "include-method": "POST",
                     "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "422"]}},
-                }
+                },
+                *(
+                    {
+                        # A link token of the right shape is still refused unless Switchboard signed it
+                        # for that user, and a conversion cannot have happened in the future: both
+                        # documented 422s that a schema cannot express.
+                        "include-path": path,
+                        "include-method": "POST",
+                        "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "422"]}},
+                    }
+                    for path in ("/v1/conversions", "/v1/conversions:batch")
+                ),
             ],
         }
     )
@@ -100,7 +114,7 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts) -> None:
                 for node in nodes
                 if node.failure_info is not None
             ]
-    assert len(operations) == 19
+    assert len(operations) == 21
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

@@ -15,6 +15,7 @@ from api import ApiDeps, PublishError, create_api
 from channels.base import Channel
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
+from records.conversions import Conversion
 from records.plan import DeliveryPlan
 from records.topics import Dispatch, EventCore, Receipt
 from settings import ROOT
@@ -52,6 +53,9 @@ class RecordingPublisher:
         if self.down:
             raise PublishError("topic 'receipts' did not acknowledge the record")
         self.receipts.append(receipt)
+
+    async def publish_conversion(self, conversion: Conversion) -> None:
+        raise AssertionError("no conversions in these tests")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from api import ApiDeps, PublishError, create_api
 from api.deps import BodyLimits
 from channels.templates import TemplateCatalog
+from records.conversions import Conversion
 from records.topics import MAX_DATA_DEPTH, Event, Receipt
 from settings import ROOT, Settings
 from state.apps import App
@@ -84,6 +85,7 @@ class FakePublisher:
     def __init__(self) -> None:
         self.events: list[tuple[str, bytes]] = []
         self.receipts: list[Receipt] = []
+        self.conversions: list[Conversion] = []
         self.down = False
         self.started = self.stopped = False
 
@@ -106,6 +108,11 @@ class FakePublisher:
         if self.down:
             raise PublishError("topic 'receipts' did not acknowledge the record")
         self.receipts.append(receipt)
+
+    async def publish_conversion(self, conversion: Conversion) -> None:
+        if self.down:
+            raise PublishError("topic 'conversions' did not acknowledge the record")
+        self.conversions.append(conversion)
 
 
 class FakeSegments:
@@ -361,8 +368,10 @@ def test_healthz_ok_and_down(client: TestClient, redis: FakeRedis, publisher: Fa
 def test_openapi_describes_the_api(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert spec["info"]["title"] == "Switchboard API" and spec["info"]["version"]
-    assert {"/v1/events", "/v1/events:batch", "/v1/inbox/{user_id}", "/healthz"} <= set(spec["paths"])
-    assert {t["name"] for t in spec["tags"]} == {"events", "inbox", "health"}
+    assert {"/v1/events", "/v1/events:batch", "/v1/conversions", "/v1/inbox/{user_id}", "/healthz"} <= set(
+        spec["paths"]
+    )
+    assert {t["name"] for t in spec["tags"]} == {"events", "conversions", "inbox", "health"}
     assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])
     assert client.get("/docs").status_code == 200
 
