@@ -153,6 +153,22 @@ def worker(loglevel: str = "info") -> None:
     run_worker(settings, loglevel=loglevel)
 
 
+def click_tokens(settings: Settings) -> Callable[[str], str | None]:
+    """The message id a click-link token names, or None for a token that is forged, altered or not a
+    click link: what the analytics service credits a conversion's `token` to."""
+    from channels.links import LinkRejected, LinkSigner
+
+    signer = LinkSigner(settings.signing_secret(), settings.public_url)
+
+    def verify(token: str) -> str | None:
+        try:
+            return signer.verify("click", token).message_id
+        except LinkRejected:
+            return None
+
+    return verify
+
+
 @cli.command()
 def analytics() -> None:
     """Run the analytics service: receipts and accepted events into ClickHouse, and for the embedded
@@ -175,10 +191,12 @@ def analytics() -> None:
 
         async def progress(counts: Mapping[str, int]) -> None:
             # What the service wrote, counted where the workers count what they produced.
-            await counters.add({"rows": counts.get("rows", 0), "logged": counts.get("logged", 0)})
+            await counters.add(
+                {"rows": counts["rows"], "logged": counts["logged"], "conversions": counts["conversions"]}
+            )
 
         try:
-            await serve_analytics(settings, progress)
+            await serve_analytics(settings, progress, click_tokens(settings))
         finally:
             await redis.aclose()
 

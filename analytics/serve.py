@@ -16,6 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from analytics.analysts import Analysts
+from analytics.attribution import TokenVerifier
+from analytics.attribution_rules import AttributionRules
 from analytics.connection import open_clickhouse, parse_dsn
 from analytics.http_interface import create_http_interface
 from analytics.migrate import apply_migrations
@@ -25,7 +27,11 @@ from settings import Settings, SwitchboardError
 
 log = logging.getLogger("switchboard.analytics")
 
-TOPICS: dict[str, Kind] = {"receipts": "receipts", "events.accepted": "accepted"}
+TOPICS: dict[str, Kind] = {
+    "receipts": "receipts",
+    "events.accepted": "accepted",
+    "conversions": "conversions",
+}
 
 
 def service_topics(settings: Settings) -> dict[str, Kind]:
@@ -33,14 +39,23 @@ def service_topics(settings: Settings) -> dict[str, Kind]:
     return {settings.topic(name): kind for name, kind in TOPICS.items()}
 
 
-async def serve_analytics(settings: Settings, progress: Progress) -> None:
-    """Run the service until a stop signal; the batch in hand is written and committed before exit."""
+async def serve_analytics(
+    settings: Settings, progress: Progress, tokens: TokenVerifier | None = None
+) -> None:
+    """Run the service until a stop signal; the batch in hand is written and committed before exit.
+
+    `tokens` verifies the click-link tokens that conversions produced straight onto the topic carry
+    (the link signer lives above this layer, so the caller hands it in)."""
     target = parse_dsn(settings.clickhouse)
     serves_http = target.kind == "chdb"
     analysts: Analysts | None = None
     if serves_http:
         _check_port_free(settings.analytics_host, settings.analytics_port)
         analysts = Analysts.load(settings.analytics_users, settings.reader_password())
+    # A missing file means the built-in default (clicked 7d, read 3d, opened 3d, delivered 1d, last touch).
+    attribution = (
+        AttributionRules.load(settings.attribution) if settings.attribution.exists() else AttributionRules()
+    )
     client = await asyncio.to_thread(open_clickhouse, settings.clickhouse)
     applied = await asyncio.to_thread(apply_migrations, client)
     if applied:
@@ -68,7 +83,7 @@ async def serve_analytics(settings: Settings, progress: Progress) -> None:
             )
             server = _Server(config)
             tasks.append(asyncio.create_task(server.serve()))
-        service = AnalyticsService(consumer, kinds, ClickHouseWriters(client), progress)
+        service = AnalyticsService(consumer, kinds, ClickHouseWriters(client, attribution, tokens), progress)
         log.warning(
             "analytics service: consuming %s as group %s%s",
             ", ".join(kinds),

@@ -11,6 +11,7 @@ that fails for want of ClickHouse is retried, the batch held, until it succeeds 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,15 +23,20 @@ from aiokafka.errors import CommitFailedError
 from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
+from analytics.attribution import TokenVerifier, attribute
+from analytics.attribution_rules import AttributionRules
 from analytics.event_log import EventLog
 from analytics.sink import ReceiptSink, ReceiptsRecord, SinkError, unreadable
 from records.accepted import AcceptedEvent
+from records.conversions import Conversion
+from records.topics import Receipt
 
 log = logging.getLogger("switchboard.analytics")
 
-Kind = Literal["receipts", "accepted"]
+Kind = Literal["receipts", "accepted", "conversions"]
 Progress = Callable[[Mapping[str, int]], Awaitable[None]]
-"""Told after each batch is durable: `rows` of receipts and `logged` accepted events written."""
+"""Told after each batch is durable: `rows` of receipts, `logged` accepted events and `conversions`
+read from their topic (attributed or not) written."""
 
 BATCH_BYTES = 16 * 1024 * 1024  # ~50k receipt rows: inserts that large run at the engine's pace
 BATCH_WAIT = 0.5  # seconds a batch may wait to fill: how stale ClickHouse may be
@@ -42,6 +48,7 @@ class Writers(Protocol):
 
     def receipts(self, records: Sequence[ReceiptsRecord]) -> int: ...
     def accepted(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]: ...
+    def conversions(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]: ...
 
 
 @dataclass
@@ -49,6 +56,8 @@ class ClickHouseWriters:
     """The tables a batch goes into, on one client."""
 
     client: Client
+    attribution: AttributionRules = field(default_factory=AttributionRules)
+    tokens: TokenVerifier | None = None
     sink: ReceiptSink = field(init=False)
     event_log: EventLog = field(init=False)
 
@@ -71,13 +80,49 @@ class ClickHouseWriters:
                 bad.append(unreadable(source, value, exc))
         return self.event_log.write(events), self.sink.write(bad)
 
+    def conversions(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]:
+        """(conversions recorded, dead_lettered rows). Written after the batch's receipts, so a
+        conversion sees the touches that arrived with it. One conversion the engine refuses is kept as
+        a dead_lettered row; it never holds back the others."""
+        readable: list[tuple[ReceiptsRecord, Conversion]] = []
+        bad: list[Receipt] = []
+        for source, value in records:
+            try:
+                readable.append(((source, value), Conversion.model_validate_json(value)))
+            except ValidationError as exc:
+                log.error("unreadable conversion record at %s: %s", source, exc)
+                bad.append(unreadable(source, value, exc))
+        try:
+            self._attribute([conversion for _, conversion in readable])
+        except Exception as exc:
+            if _retryable(exc):
+                raise
+            log.exception("attributing %d conversions failed; trying them one at a time", len(readable))
+            for (source, value), conversion in readable:
+                try:
+                    self._attribute([conversion])
+                except Exception as one:
+                    if _retryable(one):
+                        raise
+                    bad.append(refused(source, value, f"attribution failed: {type(one).__name__}: {one}"))
+        return len(readable), self.sink.write(bad)
+
+    def _attribute(self, conversions: Sequence[Conversion]) -> int:
+        return attribute(self.client, conversions, self.attribution, tokens=self.tokens) if conversions else 0
+
+
+def refused(source: str, value: bytes, reason: str) -> Receipt:
+    """The dead_lettered row of a readable record the engine would not take; stable per record."""
+    digest = hashlib.blake2b(source.encode() + b"\x1f" + value, digest_size=12).hexdigest()
+    return Receipt(message_id=f"dl-{digest}", status="dead_lettered", reason=f"{reason} (record {source})")
+
 
 @dataclass
 class Batch:
     """What was read since the last write, by kind, and the next offset of each partition."""
 
     records: dict[Kind, list[ReceiptsRecord]] = field(
-        default_factory=lambda: {"receipts": [], "accepted": []}
+        default_factory=lambda: {"receipts": [], "accepted": [], "conversions": []}
     )
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     size: int = 0
@@ -139,6 +184,11 @@ class AnalyticsService:
             try:
                 rows = await asyncio.to_thread(self._writers.receipts, batch.records["receipts"])
                 logged, bad = await asyncio.to_thread(self._writers.accepted, batch.records["accepted"])
+                converted, unattributable = (
+                    await asyncio.to_thread(self._writers.conversions, batch.records["conversions"])
+                    if batch.records["conversions"]
+                    else (0, 0)
+                )
                 break
             except Exception as exc:  # the batch is kept and retried; its offsets stay uncommitted
                 if not _retryable(exc):
@@ -152,7 +202,9 @@ class AnalyticsService:
                 except TimeoutError:
                     continue
         # Receipts first: the receipts' rows of a batch, accepted events after; counted once durable.
-        await self._progress({"rows": rows + bad, "logged": logged})
+        await self._progress(
+            {"rows": rows + bad + unattributable, "logged": logged, "conversions": converted}
+        )
         return True
 
     async def _commit(self, batch: Batch) -> None:

@@ -27,6 +27,7 @@ Counter = Literal[
     "accepted",
     "rows",
     "logged",
+    "conversions",
     "scheduled",
     "released",
     "parked",

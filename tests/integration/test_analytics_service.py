@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import clickhouse_connect
+from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from localparts.switchboard_process import SwitchboardProcess
@@ -79,6 +81,29 @@ async def test_two_workers_and_the_service_analysts_read_live_while_sending(
         # Two workers ran at once: neither could have if a worker still opened the engine.
         assert first.running and second.running
 
+        # A business system reports two payments straight onto `conversions`, and one record that is
+        # no conversion at all: both payments are credited, the bad record is a row, nothing stops.
+        touched = analyst.query(
+            "SELECT any(message_id) FROM message_events WHERE status = 'delivered' AND user_id = 's1'"
+        ).result_rows[0][0]
+        no_conversion = b'{"conversion_id": "no-user"}'
+        await produce_to(
+            flow, "conversions", [payment("pay-1", "s1", touched), no_conversion, payment("pay-2", "s2")]
+        )
+        deadline = time.monotonic() + FLOW_TIMEOUT
+        while (await counters.read()).get("conversions", 0) < 2:
+            assert service.running, service.log_tail()
+            assert time.monotonic() < deadline, service.log_tail()
+            await asyncio.sleep(0.2)
+        converted = analyst.query(
+            "SELECT conversion_id, user_id, message_id, channel, rule_id, value FROM message_events "
+            "WHERE status = 'converted' ORDER BY conversion_id"
+        ).result_rows
+        recorded = analyst.query("SELECT count() FROM conversions FINAL").result_rows[0][0]
+        refused = analyst.query(
+            "SELECT reason FROM message_events WHERE status = 'dead_lettered' AND reason LIKE '%conversions%'"
+        ).result_rows
+
         delivered = analyst.query(
             "SELECT uniqExact(message_id) FROM message_events WHERE status = 'delivered'"
         ).result_rows[0][0]
@@ -93,6 +118,31 @@ async def test_two_workers_and_the_service_analysts_read_live_while_sending(
     assert logged == WAVES
     assert per_status["decided"] >= PEOPLE * WAVES and per_status["sent"] >= PEOPLE * WAVES
     assert counts["rows"] >= counts["receipts"] and counts["logged"] == counts["accepted"] == WAVES
+    assert converted[0][:5] == ("pay-1", "s1", touched, "inbox", "notices")
+    assert [c for c, *_ in converted] == ["pay-1", "pay-2"]  # pay-2 by its last touch, within the window
+    assert float(converted[0][5]) == 120.5
+    assert recorded == 2
+    assert len(refused) == 1 and "conversions:" in refused[0][0] and "Field required" in refused[0][0]
+
+
+def payment(conversion_id: str, user_id: str, message_id: str | None = None) -> bytes:
+    return json.dumps(
+        {
+            "conversion_id": conversion_id, "app": "campus", "user_id": user_id, "type": "payment",
+            "value": "120.50", "currency": "CNY", "occurred_at": datetime.now(UTC).isoformat(),
+            "message_id": message_id,
+        }
+    ).encode()
+
+
+async def produce_to(settings: Settings, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(settings.topic(topic), value, key=b"test")
+    finally:
+        await producer.stop()
 
 
 async def _connect(settings: Settings, service: SwitchboardProcess) -> clickhouse_connect.driver.Client:
