@@ -1,10 +1,11 @@
 """The variant report of one rule: does any variant do better than doing nothing (or than the first)?
 
 Recipients are counted by intention to treat: every message the rule decided in the period with a
-variant counts for that variant, whatever happened next (sent, suppressed for want of a channel,
-capped, held out), because the split by hash is the only thing that makes the arms comparable. A
-recipient is delivered, engaged (opened, read or clicked) or converted when a row of that status
-exists for its message at any time since the start of the period (conversions come days later).
+variant (a decided, held_out, suppressed or deferred row) counts for that variant, whatever happened
+next (sent, suppressed for want of a channel, capped, held out), because the split by hash is the
+only thing that makes the arms comparable. A recipient is delivered, engaged (opened, read or
+clicked) or converted when a row of that status exists for its message at any time since the start
+of the period (conversions come days later).
 
 Everything is computed in ClickHouse in one query: the per-message pass, the per-variant counts, the
 Wilson interval of each conversion rate, and against the baseline (the control share, else the
@@ -17,17 +18,28 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from settings.errors import SwitchboardError
 
 Z95 = 1.959963984540054
 """The two-sided 95 % quantile of the standard normal distribution."""
 
 ENGAGED = ("opened", "read", "clicked")
+
+DECISIONS = ("decided", "held_out", "suppressed", "deferred")
+"""The statuses decide records with the rule and variant: a message is the rule's recipient in the
+period when one of them falls in it (a later `converted` row carries the variant too, but is no
+decision)."""
 
 # Per message of the rule: its variant (the last decision's, should a reload have changed it),
 # whether it was held out, and whether it reached each outcome. The IN set keeps the grouping to the
@@ -43,7 +55,8 @@ SELECT
 FROM (
     SELECT
         message_id,
-        argMaxIf(variant, event_time, rule_id = {rule:String} AND variant != '') AS variant,
+        argMaxIf(variant, event_time, rule_id = {rule:String} AND variant != ''
+                 AND status IN DECISIONS)                    AS variant,
         max(status = 'held_out')                             AS held,
         max(status = 'delivered')                            AS delivered,
         max(status IN ('opened', 'read', 'clicked'))         AS engaged,
@@ -52,13 +65,13 @@ FROM (
     WHERE event_time >= {since:DateTime64(3, 'UTC')}
       AND message_id IN (
           SELECT message_id FROM message_events
-          WHERE rule_id = {rule:String} AND variant != ''
+          WHERE rule_id = {rule:String} AND variant != '' AND status IN DECISIONS
             AND event_time >= {since:DateTime64(3, 'UTC')} AND event_time < {until:DateTime64(3, 'UTC')}
       )
     GROUP BY message_id
 )
 GROUP BY variant
-"""
+""".replace("DECISIONS", "(" + ", ".join(f"'{status}'" for status in DECISIONS) + ")")
 
 # The statistics over the few per-variant rows, the baseline's counts spread to every row by window.
 _REPORT = """
@@ -215,3 +228,77 @@ def as_csv(report: VariantReport) -> str:
         cells = ("" if values[column] is None else values[column] for column in COLUMNS)
         writer.writerow([report.rule, report.baseline, *cells])
     return out.getvalue()
+
+
+_AGO = re.compile(r"^(\d+)([mhdw])$")
+_AGO_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1),
+              "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """`30m`, `12h`, `7d`, `2w` before `now`, or an ISO date or time (UTC unless it has an offset)."""
+    match = _AGO.match(text.strip())
+    if match:
+        return now - int(match.group(1)) * _AGO_UNITS[match.group(2)]
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise SwitchboardError(
+            f"--since {text!r}: write how far back (30m, 12h, 7d, 2w) or a date or time (2026-11-01)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
+def render_table(report: VariantReport) -> Table:
+    """Rates with their intervals, lift with its interval and p-value; the baseline's line comes first."""
+    until = f" to {report.until:%Y-%m-%d %H:%M}" if report.until else ""
+    table = Table(
+        title=f"Variants of rule {report.rule}, decided since {report.since:%Y-%m-%d %H:%M} UTC{until}",
+        caption=f"lift against {report.baseline}; intervals are 95 %",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("variant", "recipients", "delivered", "engaged", "converted", "rate", "rate 95 %",
+                 "lift", "lift 95 %", "p-value"):
+        table.add_column(name, justify="left" if name == "variant" else "right", no_wrap=True)
+    for line in report.lines:
+        label = line.variant + (" (control)" if line.control else "")
+        low, high = line.lift_low, line.lift_high
+        lift_range = "-" if low is None else f"{_signed(low)} .. {_signed(high)}"
+        table.add_row(
+            label, f"{line.recipients:,}", f"{line.delivered:,}", f"{line.engaged:,}", f"{line.converted:,}",
+            _percent(line.rate), f"{_percent(line.rate_low)} .. {_percent(line.rate_high)}",
+            _signed(line.lift), lift_range, "-" if line.p_value is None else f"{line.p_value:.3g}",
+        )
+    return table
+
+
+def print_table(report: VariantReport, console: Console | None = None) -> None:
+    """Printed whole, at its own width if the terminal is narrower (as the reach report is)."""
+    console = console or Console()
+    if not report.lines:
+        since = report.since.isoformat()
+        console.print(f"rule {report.rule} decided no message with a variant since {since}")
+        return
+    table = render_table(report)
+    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if needed > console.width:
+        console = Console(
+            file=console.file, width=needed, force_terminal=console.is_terminal, no_color=console.no_color
+        )
+    console.print(table)
+
+
+def require_events(client: Client) -> None:
+    """A clear error, not an engine one, when the analytics hold no message_events table yet."""
+    if not client.command("EXISTS TABLE message_events"):
+        raise SwitchboardError(
+            "no analytics yet (no message_events table): they are written once Switchboard has run"
+        )
