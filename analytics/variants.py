@@ -42,11 +42,13 @@ period when one of them falls in it (a later `converted` row carries the variant
 decision)."""
 
 # Per message of the rule: its variant (the last decision's, should a reload have changed it),
-# whether it was held out, and whether it reached each outcome. The IN set keeps the grouping to the
-# rule's own messages; the outcome rows (delivered, read, converted...) need not carry the rule.
+# whether it was held out, and whether it reached each outcome; HAVING keeps the messages the rule
+# decided in the period. Every stage writes the rule on a message's later rows (sends, receipts,
+# reads, clicks, conversions), so only rows of this rule, or of none (a receipt posted without it),
+# are read: one pass, the other rules' rows skipped on the rule column.
 _PER_VARIANT = """
 SELECT
-    variant,
+    assigned               AS variant,
     count()                AS recipients,
     max(held)              AS control,
     sum(delivered)         AS delivered,
@@ -56,21 +58,18 @@ FROM (
     SELECT
         message_id,
         argMaxIf(variant, event_time, rule_id = {rule:String} AND variant != ''
-                 AND status IN DECISIONS)                    AS variant,
+                 AND status IN DECISIONS)                    AS assigned,
         max(status = 'held_out')                             AS held,
         max(status = 'delivered')                            AS delivered,
         max(status IN ('opened', 'read', 'clicked'))         AS engaged,
         max(status = 'converted')                            AS converted
     FROM message_events
-    WHERE event_time >= {since:DateTime64(3, 'UTC')}
-      AND message_id IN (
-          SELECT message_id FROM message_events
-          WHERE rule_id = {rule:String} AND variant != '' AND status IN DECISIONS
-            AND event_time >= {since:DateTime64(3, 'UTC')} AND event_time < {until:DateTime64(3, 'UTC')}
-      )
+    WHERE event_time >= {since:DateTime64(3, 'UTC')} AND rule_id IN ({rule:String}, '')
     GROUP BY message_id
+    HAVING countIf(rule_id = {rule:String} AND variant != '' AND status IN DECISIONS
+                   AND event_time < {until:DateTime64(3, 'UTC')}) > 0
 )
-GROUP BY variant
+GROUP BY assigned
 """.replace("DECISIONS", "(" + ", ".join(f"'{status}'" for status in DECISIONS) + ")")
 
 # The statistics over the few per-variant rows, the baseline's counts spread to every row by window.
