@@ -236,6 +236,48 @@ def report(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
         print_table(result)
 
 
+@cli.command()
+def variants(
+    rule: Annotated[str, typer.Option("--rule", help="the rule's id")],
+    since: Annotated[str, typer.Option(help="decided since: 30m, 12h, 7d, 2w or a date (UTC)")] = "7d",
+    format: Annotated[Literal["table", "json", "csv"], typer.Option(help="table, json or csv")] = "table",
+) -> None:
+    """Compare a rule's variants: conversion with 95 % intervals, lift over the control share
+    (else the first variant) and its p-value. Reads the analytics service while it runs."""
+    from datetime import UTC, datetime
+
+    from analytics.connection import open_reader
+    from analytics.variants import as_csv, as_dict, parse_since, print_table, require_events, variant_report
+
+    settings = Settings()
+    start = parse_since(since, datetime.now(UTC))
+    client = open_reader(settings)
+    try:
+        require_events(client)
+        result = variant_report(client, rule, start, first=_first_variant(settings, rule))
+    finally:
+        client.close()
+    if format == "json":
+        print(json.dumps(as_dict(result)))
+    elif format == "csv":
+        print(as_csv(result), end="")
+    else:
+        print_table(result)
+
+
+def _first_variant(settings: Settings, rule_id: str) -> str:
+    """The rule's first variant in the current rules (the baseline when it has no control share);
+    '' when the rules do not load or no longer have the rule: the report then takes the first by name."""
+    from rules.loader import RuleFileError, load_ruleset
+
+    try:
+        ruleset = load_ruleset(settings.rules)
+    except (RuleFileError, OSError):
+        return ""
+    rule = next((r for r in ruleset.rules if r.id == rule_id), None)
+    return rule.then.variants[0].name if rule is not None and rule.then.variants else ""
+
+
 @users_cli.command("import")
 def users_import(
     path: Path,

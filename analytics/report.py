@@ -69,6 +69,7 @@ class ReachRow:
     converted: int = 0
     dead_lettered: int = 0
     expired: int = 0
+    held_out: int = 0
 
     @classmethod
     def from_counts(cls, channel: str, counts: Mapping[str, int]) -> ReachRow:

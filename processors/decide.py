@@ -7,7 +7,8 @@ suppressed. A raw address takes the consent of the people it is bound to and its
 engine returns is then carried out: offline keep when no channel reaches the user, quiet hours and
 best time in the user's timezone, pacing slots. A delivery deferred by any of these (or by
 `send_at`) goes on the durable schedule and is decided again when due; each rule lets it through at
-the time it chose, so it is not deferred twice by the same rule.
+the time it chose, so it is not deferred twice by the same rule. A recipient in a rule's control
+share gets one `held_out` row and nothing else.
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ class Decide:
         decided = await self._decide(due, at, result)
         sendable: list[_Decided] = []
         for item in decided:
-            if item.decision.channels:
+            if item.decision.held_out:
+                # The control share: one row for the analysts, and nothing else (no keep, no fallback).
+                result.receipts.append(_decided_receipt(item, "held_out", reason=item.reason))
+            elif item.decision.channels:
                 sendable.append(item)
             else:
                 await self._unreachable(item, at, result)

@@ -26,6 +26,7 @@ Status = Literal[
     "converted",
     "dead_lettered",
     "expired",
+    "held_out",
 ]
 STATUSES: tuple[Status, ...] = get_args(Status)
 

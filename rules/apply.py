@@ -76,6 +76,8 @@ class Outcome:
     reasons: tuple[str, ...]
     plan: DeliveryPlan
     template: str | None
+    held_out: bool = False
+    """The recipient fell into the rule's control share: nothing is sent, on purpose."""
 
 
 def apply_rule(policies: Policies, rule: Rule, reach: Reach, facts: Facts) -> Outcome:
@@ -90,6 +92,10 @@ def apply_rule(policies: Policies, rule: Rule, reach: Reach, facts: Facts) -> Ou
     if variant is not None:
         total = sum(v.weight for v in then.variants or ())
         reasons.append(f"variant {variant.name} ({variant.weight} of {total})")
+        if variant.control:
+            # Nothing else of the rule applies: no channel, fallback, cap, quiet hours or offline keep.
+            reasons.append(f"held out: control share {variant.name} of rule {rule.id}")
+            return Outcome((), True, tuple(reasons), _held_out_plan(policies, variant), None, held_out=True)
     template = (variant.template if variant is not None else None) or then.template
 
     event, user = reach.event, reach.user
@@ -121,6 +127,15 @@ def pick_variant(rule_id: str, user_id: str, variants: Sequence[Variant]) -> Var
             return variant
         point -= variant.weight
     raise AssertionError("unreachable: point is below the total weight")
+
+
+def _held_out_plan(policies: Policies, variant: Variant) -> DeliveryPlan:
+    """A plan of defaults naming the control variant: built once per variant, like the other plans."""
+    key = ("held_out", variant.name)
+    plan = policies.plans.get(key)
+    if plan is None:
+        plan = policies.plans[key] = DeliveryPlan(variant=variant.name)
+    return plan
 
 
 def pace_key(pace: Pace, rule_id: str, event: EventCore) -> str:

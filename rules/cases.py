@@ -34,6 +34,8 @@ class Expect(_Strict):
     suppressed: bool | None = None
     template: str | None = None
     variant: str | None = None
+    held_out: bool | None = None
+    """True: the recipient falls into the rule's control share and receives nothing."""
     reasons: list[str] | None = None
     """Each must be among the decision's reasons."""
     plan: dict[str, Any] | None = None
@@ -135,6 +137,7 @@ def compare(expect: Expect, decision: Decision) -> list[str]:
         "suppressed": decision.suppressed,
         "template": decision.template,
         "variant": decision.plan.variant,
+        "held_out": decision.held_out,
     }
     for key, value in actual.items():
         wanted = getattr(expect, key)

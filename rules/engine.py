@@ -59,6 +59,8 @@ class Decision:
     """Timing, caps, fallback steps, offline keep and variant; executed by decide, send and track."""
     template: str | None = None
     """A template other than the event's, from the rule or its variant; None: the event's own."""
+    held_out: bool = False
+    """The recipient is in the rule's control share: suppressed on purpose, recorded `held_out`."""
 
 
 class _QuietHost(Host):  # type: ignore[misc]
@@ -158,7 +160,7 @@ class RuleEngine:
         outcome = apply_rule(self._policies, rule, request, facts)
         return Decision(
             outcome.channels, rule.id, version, outcome.suppressed, outcome.reasons,
-            plan=outcome.plan, template=outcome.template,
+            plan=outcome.plan, template=outcome.template, held_out=outcome.held_out,
         )
 
 

@@ -76,6 +76,9 @@ def render(explanation: Explanation) -> str:
     lines += ["", "decision:"]
     if decision.channels:
         lines.append("  send on  " + ", ".join(f"{c} ({a})" for c, a in decision.channels))
+    elif decision.held_out:
+        share = decision.plan.variant
+        lines.append(f"  send on  nothing (held out: control share {share}, recorded held_out)")
     else:
         lines.append("  send on  nothing (suppressed)")
     if decision.template:

@@ -142,11 +142,20 @@ class Variant(_Strict):
     channels: Channels = None
     first_of: Choices = None
     template: Name | None = None
+    control: bool = False
+    """A control share: its recipients receive nothing and are recorded `held_out`, so the other
+    variants' lift is measured against doing nothing."""
 
     @model_validator(mode="after")
     def _at_most_one_choice(self) -> Variant:
         if self.channels is not None and self.first_of is not None:
             raise ValueError("'variants' entry takes channels or first_of, not both")
+        if self.control:
+            sending = [key for key in ("channels", "first_of", "template") if getattr(self, key) is not None]
+            if sending:
+                raise ValueError(
+                    f"control variant {self.name!r} receives nothing, so it takes no {', '.join(sending)}"
+                )
         return self
 
 
@@ -190,10 +199,12 @@ class Then(_Strict):
             extra = [k for k in self.model_fields_set if k != "suppress" and getattr(self, k) is not None]
             if extra:
                 raise ValueError(f"'then' suppresses, so it cannot also set {', '.join(sorted(extra))}")
-        elif not chosen and not (self.variants and all(v.channels or v.first_of for v in self.variants)):
+        elif not chosen and not (
+            self.variants and all(v.channels or v.first_of for v in self.variants if not v.control)
+        ):
             raise ValueError(
                 "'then' needs exactly one of channels, first_of, suppress; got none "
-                "(or give every variant its own channels or first_of)"
+                "(or give every variant but the control its own channels or first_of)"
             )
         return self
 
@@ -203,6 +214,10 @@ class Then(_Strict):
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise ValueError(f"'variants' names must differ; used more than once: {', '.join(twice)}")
+        controls = [variant.name for variant in self.variants or () if variant.control]
+        if len(controls) > 1:
+            got = f"{len(controls)}: {', '.join(controls)}"
+            raise ValueError(f"'variants' may have one control share (control: true); got {got}")
         steps = self.fallback or []
         for number, (before, step) in enumerate(itertools.pairwise(steps), start=2):
             if step.after <= before.after:

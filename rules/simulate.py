@@ -2,7 +2,7 @@
 
 History comes from ClickHouse: the events from `event_log`, their recipients (every message of the
 event at step 0 with a user: the duplicate-event row has none), what actually went out to each
-(`sent` / `delivered` rows at step 0) or why nothing did (`suppressed` / `capped` rows), and the
+(`sent` / `delivered` rows at step 0) or why nothing did (`suppressed` / `capped` / `held_out` rows), and the
 average cost of a send per channel in the period. The channels available to the candidate are the
 configured ones (built-in channels and the providers file), as the worker's are, unless given.
 Users, apps and last activity come from Redis as they are now. Caps are replayed in memory in event
@@ -43,6 +43,8 @@ class Actual:
     channels: frozenset[str]
     suppressed: bool
     capped: bool
+    held_out: bool = False
+    """In a rule's control share: nothing sent, on purpose."""
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Side:
     volume: Counter[str] = field(default_factory=Counter)
     suppressed: int = 0
     capped: int = 0
+    held_out: int = 0
     cost: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,6 +72,7 @@ class Side:
             "volume": dict(sorted(self.volume.items())),
             "suppressed": self.suppressed,
             "capped": self.capped,
+            "held_out": self.held_out,
             "estimated_cost": round(self.cost, 4),
         }
 
@@ -104,6 +108,7 @@ class SimulationReport:
         rows += [
             ("suppressed", self.actual.suppressed, self.candidate.suppressed),
             ("capped", self.actual.capped, self.candidate.capped),
+            ("held out", self.actual.held_out, self.candidate.held_out),
         ]
         lines += [f"{name:<22}{a:>10}{b:>11}{b - a:>+9}" for name, a, b in rows]
         a_cost, b_cost = self.actual.cost, self.candidate.cost
@@ -121,7 +126,8 @@ def load_history(client: Client, since: datetime, until: datetime) -> History:
     rows = client.query(
         "SELECT message_id, any(app), any(event_id), any(user_id), "
         "groupUniqArrayIf(channel, status IN ('sent', 'delivered') AND channel != ''), "
-        "countIf(status = 'suppressed') > 0, countIf(status = 'capped') > 0 "
+        "countIf(status = 'suppressed') > 0, countIf(status = 'capped') > 0, "
+        "countIf(status = 'held_out') > 0 "
         "FROM message_events WHERE (app, event_id) IN (SELECT app, event_id FROM event_log "
         "WHERE event_time >= {since:DateTime64(3)} AND event_time < {until:DateTime64(3)}) AND step = 0 "
         "AND user_id != '' GROUP BY message_id",
@@ -129,10 +135,12 @@ def load_history(client: Client, since: datetime, until: datetime) -> History:
     ).result_rows
     outcomes: dict[str, Actual] = {}
     by_event: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for mid, app, event_id, user, channels, suppressed, capped in rows:
+    for mid, app, event_id, user, channels, suppressed, capped, held in rows:
         sent = frozenset(channels)
         # A send that a cap delayed and then let out was sent: capped only when nothing went out.
-        outcomes[str(mid)] = Actual(str(user), sent, bool(suppressed) and not sent, bool(capped) and not sent)
+        outcomes[str(mid)] = Actual(
+            str(user), sent, bool(suppressed) and not sent, bool(capped) and not sent, bool(held) and not sent
+        )
         by_event[(str(app), str(event_id))].append(str(user))
     costs = client.query(
         "SELECT channel, avg(toFloat64(cost)) FROM message_events WHERE status = 'sent' AND channel != '' "
@@ -204,39 +212,47 @@ def _tally(
     report.messages += 1
     actual = history.outcomes.get(mid)
     if actual is not None:
-        _add(report.actual, history, actual.channels, actual.suppressed, actual.capped)
+        _add(report.actual, history, actual.channels, actual.suppressed, actual.capped, actual.held_out)
+    held = decision is not None and decision.held_out
     if decision is None or request is None:
         channels: frozenset[str] = frozenset()
         suppressed, capped, why = True, False, "unknown user"
     else:
         channels = frozenset(c for c, _ in decision.channels)
-        suppressed, capped, why = decision.suppressed, False, "; ".join(decision.reasons[-1:])
+        suppressed, capped, why = decision.suppressed and not held, False, "; ".join(decision.reasons[-1:])
         if channels and _quiet_drop(decision.plan.quiet_hours, request.user, logged.event_time):
             channels, suppressed, why = frozenset(), True, "quiet hours: dropped"
         if channels and not caps.admit(decision.plan, request, channels, logged.event_time):
             channels, capped, why = frozenset(), True, "capped"
-    _add(report.candidate, history, channels, suppressed, capped)
-    before = (actual.channels, actual.suppressed, actual.capped) if actual else (frozenset(), False, False)
-    if before != (channels, suppressed, capped):
+    _add(report.candidate, history, channels, suppressed, capped, held)
+    before = (
+        (actual.channels, actual.suppressed, actual.capped, actual.held_out)
+        if actual
+        else (frozenset(), False, False, False)
+    )
+    if before != (channels, suppressed, capped, held):
         report.affected.add(user_id)
         if len(report.examples) < 10:
             report.examples.append(
                 f"{event.app}/{event.event_id} {user_id}: {_outcome(*before)} -> "
-                f"{_outcome(channels, suppressed, capped)} ({why})"
+                f"{_outcome(channels, suppressed, capped, held)} ({why})"
             )
 
 
-def _add(side: Side, history: History, channels: frozenset[str], suppressed: bool, capped: bool) -> None:
+def _add(
+    side: Side, history: History, channels: frozenset[str], suppressed: bool, capped: bool, held_out: bool
+) -> None:
     side.volume.update(channels)
     side.cost += sum(history.cost_per_channel.get(c, 0.0) for c in channels)
     side.suppressed += suppressed and not channels
     side.capped += capped
+    side.held_out += held_out
 
 
-def _outcome(channels: frozenset[str], suppressed: bool, capped: bool) -> str:
+def _outcome(channels: frozenset[str], suppressed: bool, capped: bool, held_out: bool = False) -> str:
     if channels:
         return "+".join(sorted(channels))
-    return "capped" if capped else "suppressed" if suppressed else "nothing"
+    return "capped" if capped else "suppressed" if suppressed else "held out" if held_out else "nothing"
 
 
 def _quiet_drop(quiet: QuietHours | None, user: User, at: datetime) -> bool:

@@ -117,11 +117,13 @@ async def test_simulate_reports_volume_suppressed_capped_cost_and_recipients(
     result = report.as_dict()
     assert (result["events"], result["messages"]) == (3, 10)
     assert result["actual"] == {
-        "volume": {"email": 1, "inbox": 7}, "suppressed": 2, "capped": 0, "estimated_cost": 0.02,
+        "volume": {"email": 1, "inbox": 7}, "suppressed": 2, "capped": 0, "held_out": 0,
+        "estimated_cost": 0.02,
     }
     # Promo 1 by email to three people; promo 2 capped for them (1 a day); the ghost is unknown now.
     assert result["candidate"] == {
-        "volume": {"email": 4}, "suppressed": 3, "capped": 3, "estimated_cost": 0.08,
+        "volume": {"email": 4}, "suppressed": 3, "capped": 3, "held_out": 0,
+        "estimated_cost": 0.08,
     }
     assert result["recipients_affected"] == 4
     text = report.render()

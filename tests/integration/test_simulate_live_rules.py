@@ -94,7 +94,7 @@ async def test_live_rules_against_their_own_period_show_no_difference(
 
     assert (result["events"], result["messages"]) == (3, 5)
     assert result["actual"] == {"volume": {"email": 2, "inbox": 1}, "suppressed": 0, "capped": 2,
-                                "estimated_cost": 0.0}
+                                "held_out": 0, "estimated_cost": 0.0}
     assert result["candidate"] == result["actual"]
     assert (result["recipients_affected"], result["examples"]) == (0, [])
 

@@ -59,7 +59,7 @@ def messages(path: Path, templates: Collection[str] | None = None) -> list[str]:
          "6:9: 'variants' needs at least 2 entries"),
         (HEAD + "      variants:\n        - {name: a, weight: 1}\n        - {name: b, weight: 1}\n",
          "5:7: 'then' needs exactly one of channels, first_of, suppress; got none "
-         "(or give every variant its own channels or first_of)"),
+         "(or give every variant but the control its own channels or first_of)"),
         (HEAD + "      channels: [inbox]\n      variants:\n        - {name: a, weight: 1}\n"
          "        - {name: a, weight: 2}\n",
          "5:7: 'variants' names must differ; used more than once: a"),
