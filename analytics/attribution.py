@@ -23,7 +23,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from analytics.attribution_rules import TOUCHES, AttributionRules, TypeRule
+from analytics.attribution_rules import HELD_OUT, TOUCHES, AttributionRules, TypeRule
 from records.conversions import Conversion
 
 __all__ = ["AttributionError", "AttributionRules", "Credit", "TokenVerifier", "attribute", "credit"]
@@ -35,7 +35,7 @@ TokenVerifier = Callable[[str], str | None]
 wired by the caller: analytics sits below channels)."""
 
 # Strongest first; `sent` counts only for a message the conversion names.
-_STRENGTH = {status: rank for rank, status in enumerate((*TOUCHES, "sent"))}
+_STRENGTH = {status: rank for rank, status in enumerate((*TOUCHES, HELD_OUT, "sent"))}
 _LINK_PROVIDER = "link"  # the `provider` of opens and clicks recorded by api.links, not a carrier
 _EVENT_COLUMNS = (
     "event_time", "message_id", "event_id", "app", "user_id", "channel", "provider", "status", "reason",
@@ -191,7 +191,7 @@ def _transitions(
         "OR message_id IN {named:Array(String)})"
     )
     parameters = {
-        "reached": list(_STRENGTH), "touches": list(TOUCHES), "named": sorted(set(named)),
+        "reached": list(_STRENGTH), "touches": [*TOUCHES, HELD_OUT], "named": sorted(set(named)),
         "users": sorted({c.user_id for c in batch}),
         "since": since.astimezone(UTC), "until": until.astimezone(UTC),
     }

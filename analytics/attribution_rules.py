@@ -33,6 +33,7 @@ from records.vocabulary import Name
 Model = Literal["last_touch", "first_touch"]
 Touch = Literal["clicked", "read", "opened", "delivered"]
 TOUCHES: tuple[Touch, ...] = ("clicked", "read", "opened", "delivered")
+HELD_OUT = "held_out"  # the row of a recipient in a rule's control share, credited like `delivered`
 """The transitions that can earn a message the credit, strongest first (ties go to the stronger)."""
 
 LONGEST_WINDOW = timedelta(days=366)
@@ -67,6 +68,10 @@ class Windows(_Strict):
 
     def of(self, status: str) -> timedelta | None:
         """The window of a transition; None for one that earns no credit."""
+        if status == HELD_OUT:
+            # A control recipient converts without any message; crediting its held_out row under the
+            # delivered window is what lets a variant report compare a rule's sends with doing nothing.
+            status = "delivered"
         window: timedelta | None = getattr(self, status, None) if status in TOUCHES else None
         return window
 

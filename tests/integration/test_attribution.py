@@ -245,3 +245,27 @@ def test_a_batch_is_read_with_two_queries_whatever_its_size(clickhouse: Client) 
     written = attribute(counting, [conversion(p) for p in people], RULES)  # type: ignore[arg-type]
     # One for the conversions already recorded, one for every touch of the batch's people.
     assert (written, counting.queries) == (80, 2)
+
+
+def test_a_control_recipient_converts_on_its_held_out_row_under_the_delivered_window(
+    clickhouse: Client, user: str
+) -> None:
+    """Without this a rule's control share would always convert at 0 % and every lift would be huge."""
+    held = uuid.uuid4().hex[:24]
+    ReceiptSink(clickhouse).write([Receipt(
+        event_time=NOW - timedelta(hours=20), message_id=held, event_id="ev-held", app="lms", user_id=user,
+        status="held_out", rule_id="fee-reminder", rule_version="v3", variant="control",
+        reason="held out: control share control of rule fee-reminder",
+    )])
+    late = uuid.uuid4().hex[:24]
+    ReceiptSink(clickhouse).write([Receipt(
+        event_time=NOW - timedelta(days=2), message_id=late, event_id="ev-late", app="lms",
+        user_id=f"{user}-other", status="held_out", rule_id="fee-reminder", variant="control",
+    )])
+    assert attribute(clickhouse, [conversion(user), conversion(f"{user}-other")], RULES) > 0
+    (row,) = converted(clickhouse, user)
+    assert (row["message_id"], row["rule_id"], row["variant"], row["channel"]) == (
+        held, "fee-reminder", "control", ""
+    )
+    assert recorded(clickhouse, user)[0]["touch"] == "held_out"
+    assert converted(clickhouse, f"{user}-other") == []  # two days ago: outside the 1-day window
