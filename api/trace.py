@@ -186,9 +186,8 @@ def describe(trace: MessageTrace) -> list[str]:
             detail.append(f"cost {t.cost}")
         if t.reason:
             detail.append(f"because {t.reason}")
-        lines.append(
-            f"  {t.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f"  {t.status:<13} {where:<20} {'; '.join(detail)}"
-        )
+        line = f"  {t.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f"  {t.status:<13} {where:<20} {'; '.join(detail)}"
+        lines.append(line.rstrip())
     pending = trace.pending
     for held in pending.scheduled:
         lines.append(f"  pending: scheduled delivery due {_when(held.due)}")
