@@ -190,11 +190,15 @@ def report(
         Literal["table", "json", "csv"] | None, typer.Option(help="funnel output: table, json or csv")
     ] = None,
     chart: Annotated[Path | None, typer.Option(help="also draw the funnel into this PNG file")] = None,
+    source: Annotated[
+        Literal["raw", "rollup"] | None,
+        typer.Option(help="raw (exact, 13 months) or rollup (daily, 5 years); default: by --since"),
+    ] = None,
 ) -> None:
     """Without options, the reach report per channel; with any of --by/--since/--until/--interval/--format/
     --chart, the reach and conversion funnel (decided → sent → delivered → opened → clicked → converted)."""
     settings = Settings()
-    if not any(value is not None for value in (by, since, until, interval, format, chart)):
+    if not any(value is not None for value in (by, since, until, interval, format, chart, source)):
         from analytics.report import as_dict, open_report_source, print_table, reach_report
 
         result = reach_report(open_report_source(settings.clickhouse), app=app)
@@ -206,7 +210,7 @@ def report(
     from analytics.funnel import funnel_query, funnel_report
     from analytics.funnel_output import as_csv, check_chart_path, print_whole, render_table, write_chart
 
-    query = funnel_query(since=since, until=until, by=by, app=app, interval=interval)
+    query = funnel_query(since=since, until=until, by=by, app=app, interval=interval, source=source)
     if chart is not None:
         check_chart_path(chart)
     result_funnel = funnel_report(_analytics_reader(settings), query)

@@ -49,6 +49,7 @@ class Funnel(BaseModel):
     by: list[str]
     app: str | None
     interval: str | None
+    source: str = Field(description="`raw` or `rollup`")
     stages: list[str]
     rows: list[FunnelLine]
 
@@ -82,13 +83,23 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
             Query(alias="app", description="Must be the calling app (the default)", max_length=128),
         ] = None,
         interval: Annotated[str | None, Query(description="`day` or `hour`", max_length=10)] = None,
+        source: Annotated[
+            str | None,
+            Query(
+                description="`raw` (exact, 13 months) or `rollup` (daily, 5 years, within about 1 %); "
+                "default: rollup only for a period starting before the raw rows are kept",
+                max_length=10,
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         if report_app and report_app != app.name:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"app {app.name!r} may not read app {report_app!r}"
             )
         try:
-            query = funnel_query(since=since, until=until, by=by, app=app.name, interval=interval)
+            query = funnel_query(
+                since=since, until=until, by=by, app=app.name, interval=interval, source=source
+            )
         except FunnelError as exc:
             raise invalid(("query", exc.parameter), str(exc)) from None
         report: FunnelReport = await _run(lambda: reader.run(lambda client: funnel_report(client, query)))
