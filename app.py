@@ -225,15 +225,120 @@ def demo(
 
 
 @cli.command()
-def report(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Print the reach report per channel from ClickHouse (through the analytics service while it runs)."""
-    from analytics.report import as_dict, open_report_source, print_table, reach_report
+def report(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (reach report or funnel)")] = False,
+    by: Annotated[
+        str | None, typer.Option(help="group by channel,provider,app,template,rule,campaign,variant")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="7d, 12h, 2026-11-01 or an ISO time (funnel: default 7d)")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="end of the period, same forms (default now)")] = None,
+    app: Annotated[str | None, typer.Option(help="one app's messages only")] = None,
+    interval: Annotated[str | None, typer.Option(help="day or hour: one line per interval")] = None,
+    format: Annotated[
+        Literal["table", "json", "csv"] | None, typer.Option(help="funnel output: table, json or csv")
+    ] = None,
+    chart: Annotated[Path | None, typer.Option(help="also draw the funnel into this PNG file")] = None,
+    source: Annotated[
+        Literal["raw", "rollup"] | None,
+        typer.Option(help="raw (exact, 13 months) or rollup (daily, 5 years); default: by --since"),
+    ] = None,
+) -> None:
+    """Without options, the reach report per channel; with any of --by/--since/--until/--interval/--format/
+    --chart, the reach and conversion funnel (decided → sent → delivered → opened → clicked → converted)."""
+    settings = Settings()
+    if not any(value is not None for value in (by, since, until, interval, format, chart, source)):
+        from analytics.report import as_dict, open_report_source, print_table, reach_report
 
-    result = reach_report(open_report_source(Settings()))
-    if as_json:
-        print(json.dumps(as_dict(result), default=str))
+        result = reach_report(open_report_source(settings), app=app)
+        if as_json:
+            print(json.dumps(as_dict(result), default=str))
+        else:
+            print_table(result)
+        return
+    from analytics.funnel import funnel_query, funnel_report
+    from analytics.funnel_output import as_csv, check_chart_path, print_whole, render_table, write_chart
+
+    query = funnel_query(since=since, until=until, by=by, app=app, interval=interval, source=source)
+    if chart is not None:
+        check_chart_path(chart)
+    result_funnel = funnel_report(_analytics_reader(settings), query)
+    shown = format or ("json" if as_json else "table")
+    if shown == "json":
+        print(json.dumps(result_funnel.as_dict(), ensure_ascii=False))
+    elif shown == "csv":
+        sys.stdout.write(as_csv(result_funnel))
     else:
-        print_table(result)
+        print_whole(render_table(result_funnel))
+    if chart is not None:
+        try:
+            write_chart(result_funnel, chart)
+        except OSError as exc:
+            raise SwitchboardError(f"--chart {chart}: cannot write it ({exc.strerror or exc})") from None
+        typer.echo(f"chart written to {chart}", err=True)
+
+
+@cli.command()
+def why(
+    user: Annotated[str, typer.Argument(help="the person's user id (or address id)")],
+    message: Annotated[str | None, typer.Option(help="one message id")] = None,
+    event: Annotated[str | None, typer.Option(help="the messages of one event id")] = None,
+    app: Annotated[str | None, typer.Option(help="one app's messages only")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Why USER got (or did not get) a message: every step from the accepted event to the conversion, and
+    what Redis still holds pending (scheduled, parked, fallback armed). Latest 50 messages by default."""
+    from api.analytics_reader import LazyReader
+    from api.trace import Tracer, describe
+    from state.connection import open_redis
+
+    if message and event:
+        raise SwitchboardError("why: give --message or --event, not both")
+    settings = Settings()
+    require_redis(settings.redis)
+    reader = LazyReader(lambda: _analytics_reader(settings))
+
+    async def run() -> list[Any]:
+        redis = open_redis(settings.redis)
+        try:
+            tracer = Tracer(reader, redis)
+            ids = [message] if message else await tracer.messages_of(user, event_id=event, app=app)
+            return await tracer.trace(ids, app=app)
+        finally:
+            await redis.aclose()
+
+    # The reader raises its own errors here (no API to turn them into 503s), so they reach the user.
+    reader_errors = _reader_errors()
+    try:
+        traces = asyncio.run(run())
+    except reader_errors as exc:
+        raise SwitchboardError(getattr(exc, "reason", str(exc))) from None
+    others = sorted({t.user_id for t in traces if t.user_id and t.user_id != user})
+    if others:
+        raise SwitchboardError(f"message {message} is not {user}'s: it was for {', '.join(others)}")
+    if not traces:
+        what = f"message {message}" if message else f"message of event {event}" if event else "messages"
+        raise SwitchboardError(f"no {what} for {user} in analytics, nor pending in Redis")
+    if as_json:
+        print(json.dumps([t.as_dict() for t in traces], ensure_ascii=False))
+        return
+    for trace in traces:
+        typer.echo("\n".join(describe(trace)))
+
+
+def _reader_errors() -> tuple[type[Exception], ...]:
+    from api.analytics_reader import AnalyticsUnavailable
+
+    return (AnalyticsUnavailable,)
+
+
+def _analytics_reader(settings: Settings) -> Any:
+    """The ClickHouse client reports and `why` read with (`open_reader`: through the analytics service
+    while it runs); a SwitchboardError while there is no data yet."""
+    from analytics.report import open_report_source
+
+    return open_report_source(settings)
 
 
 @cli.command()

@@ -23,6 +23,7 @@ from api.inbox import inbox_router
 from api.links import links_router
 from api.problems import install_problem_handlers
 from api.publisher import PublishError
+from api.reports import reports_router
 from channels.base import Channel
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ _TAGS = [
     {"name": "links", "description": "Open pixel, click redirects and one-click unsubscribe (signed)."},
     {"name": "consent", "description": "Unsubscriptions and the blacklist."},
     {"name": "callbacks", "description": "Delivery-status callbacks from providers, verified per provider."},
+    {"name": "reports", "description": "The calling app's funnel and message traces (its messages only)."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
 ]
 
@@ -81,6 +83,8 @@ def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) ->
         api.include_router(consent_router(deps, deps.consent))
     if deps.provider_messages is not None:
         api.include_router(callbacks_router(deps, providers or {}, deps.provider_messages))
+    if deps.analytics is not None:
+        api.include_router(reports_router(deps, deps.analytics))
 
     @api.exception_handler(PublishError)
     async def not_acknowledged(_: Request, exc: PublishError) -> JSONResponse:
@@ -113,7 +117,12 @@ def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) ->
 
 def _mounted(deps: ApiDeps) -> set[str]:
     """The tags of the routers these deps switch on, so the docs list only what answers."""
-    optional = {"links": deps.links, "consent": deps.consent, "callbacks": deps.provider_messages}
+    optional = {
+        "links": deps.links,
+        "consent": deps.consent,
+        "callbacks": deps.provider_messages,
+        "reports": deps.analytics,
+    }
     always = {"events", "conversions", "inbox", "health"}
     return always | {name for name, part in optional.items() if part is not None}
 

@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from api.analytics_reader import LazyReader
 from api.publisher import Publisher
+from api.trace import Tracer
 from channels.links import LinkSigner
 from settings import Settings
 from state.apps import App
@@ -66,6 +68,14 @@ class BodyLimits:
         return cls(event_bytes=settings.max_event_bytes, body_bytes=settings.max_body_bytes)
 
 
+@dataclass(frozen=True)
+class Analytics:
+    """Reports and traces: the lazily opened ClickHouse reader, and the tracer over it and Redis."""
+
+    reader: LazyReader
+    tracer: Tracer
+
+
 class Pingable(Protocol):
     """A Redis client, as far as the health check is concerned."""
 
@@ -79,7 +89,7 @@ class ApiDeps:
 
     The optional ones switch on their endpoints: `links` the tracking and unsubscribe links (and,
     with `consent`, the one-click unsubscribe), `consent` the consent endpoints, `provider_messages`
-    the provider callbacks.
+    the provider callbacks, `analytics` the reports and message traces.
     """
 
     apps: AppKeys
@@ -92,3 +102,4 @@ class ApiDeps:
     links: LinkSigner | None = None
     consent: ConsentStore | None = None
     provider_messages: ProviderMessages | None = None
+    analytics: Analytics | None = None

@@ -10,9 +10,11 @@ import httpx
 import uvicorn
 from redis.asyncio import Redis
 
+from api.analytics_reader import LazyReader
 from api.app import create_api
-from api.deps import ApiDeps, BodyLimits
+from api.deps import Analytics, ApiDeps, BodyLimits
 from api.publisher import KafkaPublisher
+from api.trace import Tracer
 from channels.base import Channel
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
@@ -44,6 +46,10 @@ class RedactedAccessLog(logging.Filter):
 
 def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | None = None) -> ApiDeps:
     """The production wiring, shared by `serve` and the integration tests."""
+    from analytics.connection import open_reader
+
+    # Opened by the first report, never at start-up: the API starts while the analytics service does not run.
+    reader = LazyReader(lambda: open_reader(settings))
     return ApiDeps(
         apps=AppRegistry(redis),
         inbox=Inbox(redis, max_per_user=settings.inbox_max_per_user),
@@ -62,6 +68,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         links=LinkSigner(settings.signing_secret(), settings.public_url),
         consent=ConsentStore(redis),
         provider_messages=ProviderMessages(redis),
+        analytics=Analytics(reader, Tracer(reader, redis)),
     )
 
 

@@ -391,6 +391,68 @@ class FallbackSchedule:
         """Messages with a step still to come."""
         return int(await self._redis.zcard(DUE))
 
+    async def armed(self, message_id: str) -> ArmedChain | None:
+        """What the chain of one message holds now, read-only (for `why`); None if none is kept."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(MESSAGE.format(message_id))
+            pipe.zscore(DUE, message_id)
+            raw, score = await pipe.execute()
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        codes = {code: condition for condition, code in CONDITION_CODES.items()}
+        count = int(fields.get("n", "0"))
+        t0 = float(fields.get("t0", "0"))
+        steps = tuple(
+            ArmedStep(
+                index=i,
+                condition=codes.get(fields.get(f"c:{i}", ""), "not_delivered"),
+                due=datetime.fromtimestamp(t0 + float(fields.get(f"o:{i}", "0")), UTC),
+                resolved="f:" + str(i) in fields,
+            )
+            for i in range(1, count + 1)
+        )
+        level = int(fields.get("lvl", "0"))
+        return ArmedChain(
+            message_id=message_id,
+            steps=steps,
+            next_step=int(fields.get("next", "0")),
+            next_due=None if score is None else datetime.fromtimestamp(float(score), UTC),
+            reached=next((name for name, value in LEVELS.items() if value == level and level > 0), "nothing"),
+            in_flight=int(fields.get("busy", "0")),
+            app=Dispatch.model_validate_json(fields["d"]).event.app if "d" in fields else "",
+        )
+
+
+@dataclass(frozen=True)
+class ArmedStep:
+    """One step of an armed chain: its condition, when it falls due, whether it was resolved already."""
+
+    index: int
+    condition: FallbackCondition
+    due: datetime
+    resolved: bool
+    """Its time came and it was fired or, its condition no longer holding, skipped."""
+
+
+@dataclass(frozen=True)
+class ArmedChain:
+    """A message's fallback chain as Redis holds it: the steps, the pending one (0 = none), how far the
+    message got (sent, delivered, read, clicked or nothing) and the steps claimed and not yet emitted."""
+
+    message_id: str
+    steps: tuple[ArmedStep, ...]
+    next_step: int
+    next_due: datetime | None
+    reached: str
+    in_flight: int
+    app: str
+    """The app of its first dispatch; "" once the chain is finished and the dispatch no longer kept."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
 
 def _aware(moment: datetime) -> datetime:
     # Receipt does not insist on an offset; a naive time is UTC, as the sink reads it.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
@@ -38,6 +39,15 @@ return #stale
 """
 
 Item = TypeVar("Item", bound=BaseModel)
+_GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
+@dataclass(frozen=True)
+class Held(Generic[Item]):
+    """An item a schedule still holds: due at `due`, or claimed by a worker re-emitting it (`due` None)."""
+
+    item: Item
+    due: datetime | None
 
 
 class Schedule(Generic[Item]):
@@ -74,6 +84,30 @@ class Schedule(Generic[Item]):
             due, inflight = await pipe.execute()
         return int(due) + int(inflight)
 
+    async def held(self, idents: Sequence[str]) -> list[Held[Item]]:
+        """The items named `idents` that are still waiting or claimed; read-only (for `why`)."""
+        if not idents:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self._bodies, list(idents))
+            for ident in idents:
+                pipe.zscore(self._due, ident)
+            bodies, *scores = await pipe.execute()
+        return [
+            Held(self._model.model_validate_json(body), _moment(score))
+            for body, score in zip(bodies, scores, strict=True)
+            if body is not None
+        ]
+
+    async def idents_starting(self, prefix: str, count: int = 1000) -> list[str]:
+        """Names of held items beginning with `prefix` (scans the bodies: for inspection, not the flow)."""
+        pattern = prefix.translate(_GLOB) + "*"
+        found = [
+            key.decode() if isinstance(key, bytes) else str(key)
+            async for key, _ in self._redis.hscan_iter(self._bodies, match=pattern, count=count)
+        ]
+        return sorted(found)
+
     async def claim_due(self, limit: int = 500, now: float | None = None) -> list[Item]:
         at = time.time() if now is None else now
         bodies = await self._claim(keys=[self._due, self._inflight, self._bodies], args=[at, limit, at])
@@ -98,6 +132,10 @@ class Schedule(Generic[Item]):
         )
 
 
+def _moment(score: float | None) -> datetime | None:
+    return None if score is None else datetime.fromtimestamp(float(score), UTC)
+
+
 class DeliverySchedule(Schedule[Delivery]):
     """Deliveries whose `send_at` is still ahead, decided again when due."""
 
@@ -110,3 +148,7 @@ class ParkedDispatches(Schedule[Dispatch]):
 
     def __init__(self, redis: Redis) -> None:
         super().__init__(redis, "sb:parked", Dispatch, lambda d: f"{d.message_id}:{d.channel}:{d.step}")
+
+    async def held_for(self, message_id: str) -> list[Held[Dispatch]]:
+        """Every parked dispatch of one message (any channel, any step)."""
+        return await self.held(await self.idents_starting(f"{message_id}:"))
