@@ -195,3 +195,58 @@ def test_what_editors_write_is_read_as_meant(tmp_path: Path, text: str) -> None:
 def test_crlf_positions_are_the_same_lines(tmp_path: Path) -> None:
     found = errors_of(tmp_path, "ruleset: u\r\nrules:\r\n  - id: a\r\n    then: {channels: [inbxo]}\r\n")
     assert found == ["4:23: unknown channel 'inbxo' (did you mean 'inbox'?)"]
+
+
+PARTS = {"notice": frozenset({"inbox", "email"}), "notice_sms": frozenset({"sms"})}
+LACKS = "template 'notice' has no sms part, but this may send on it (it has: email, inbox)"
+
+
+@pytest.mark.parametrize(
+    ("rule", "where"),
+    [
+        (  # a variant without a template of its own renders the rule's on the variant's channels
+            "    then:\n      template: notice\n      variants:\n"
+            "        - {name: a, weight: 1, channels: [inbox]}\n"
+            "        - {name: b, weight: 1, channels: [sms]}\n",
+            "5:17",
+        ),
+        (  # no template in `then`: the event's, which `when: template` names, goes on the rule's channels
+            "    when: {template: [notice]}\n    then: {first_of: [inbox, sms]}\n",
+            "4:23",
+        ),
+        (  # ... and on a fallback step's channels
+            "    when: {template: [notice]}\n    then:\n      channels: [inbox]\n"
+            "      fallback: [{after: 1d, if_not: read, first_of: [sms]}]\n",
+            "4:23",
+        ),
+        (  # ... and on a variant's channels
+            "    when: {template: [notice]}\n    then:\n      variants:\n"
+            "        - {name: a, weight: 1, channels: [email]}\n"
+            "        - {name: b, weight: 1, first_of: [sms]}\n",
+            "4:23",
+        ),
+        (  # a fallback step in a rule with variants renders the variant's template
+            "    then:\n      channels: [inbox]\n      variants:\n"
+            "        - {name: a, weight: 1, template: notice}\n"
+            "        - {name: b, weight: 1, channels: [sms], template: notice_sms}\n"
+            "      fallback: [{after: 1d, if: failed, first_of: [sms]}]\n",
+            "7:42",
+        ),
+    ],
+)
+def test_every_path_a_template_takes_to_a_channel_is_checked(tmp_path: Path, rule: str, where: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(HEAD + rule)
+    found = [str(error).removeprefix(f"{path}:") for error in check([path], PARTS)]
+    assert found == [f"{where}: {LACKS}"]
+
+
+def test_a_template_with_every_part_it_needs_passes(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        HEAD + "    when: {template: [notice]}\n    then:\n      template: notice_sms\n"
+        "      channels: [sms]\n"
+        "      variants:\n        - {name: a, weight: 1}\n        - {name: b, weight: 1, channels: [email], "
+        "template: notice}\n"
+    )
+    assert check([path], PARTS) == []
