@@ -18,8 +18,10 @@ from pydantic import BaseModel, ValidationError
 from records.plan import Bypass, CapScope
 from records.topics import CHANNELS, Category, Priority
 from rules.errors import ParsedFile, RuleError, RuleFileError, at, node_at, suggest
+from rules.lookalikes import Lookalike, first_non_ascii
 from rules.schema import RuleFile, Ruleset
 from rules.semantics import in_order, placed_rules, semantic_errors
+from rules.source import Loc, compose, duplicate_keys, empty_values, punctuation_in, source_text
 
 __all__ = [
     "RuleError", "RuleFileError", "check", "load_ruleset", "rule_files", "ruleset_version", "template_names",
@@ -43,30 +45,6 @@ _VOCABULARY: dict[str, tuple[str, tuple[str, ...]]] = {
     "key": ("pace key", ("campaign", "app", "type", "rule")),
 }
 """Closed vocabularies by field name: what an unknown value is called, and the known values."""
-
-
-class _RuleYaml(yaml.SafeLoader):
-    """YAML 1.1 without base-60 numbers: `22:00` stays the text "22:00" instead of becoming 1320."""
-
-
-_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-_RuleYaml.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in _NUMBERS]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_RuleYaml.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
-    list("-+0123456789"),
-)
-_RuleYaml.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
 
 
 def load_ruleset(path: str | Path, templates: Collection[str] | None = None) -> Ruleset:
@@ -150,54 +128,49 @@ def _load(path: Path, templates: Collection[str] | None) -> tuple[Ruleset | None
 
 
 def _parse(file: str, text: str) -> tuple[ParsedFile | None, list[RuleError]]:
-    loader = _RuleYaml(text)
-    try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        detail = " ".join(part for part in (exc.context, exc.problem) if part)
-        return None, [RuleError(file, line, column, f"invalid YAML: {detail}")]
-    finally:
-        loader.dispose()
+    root, data, errors = compose(file, text)
+    if errors:
+        return None, errors
     if root is None:
         return None, [RuleError(file, 1, 1, "empty rule file: expected 'ruleset:' and 'rules:'")]
-
-    errors = _duplicate_keys(file, root)
+    empty = list(empty_values(file, root))
+    errors = [error for _, error in empty] + list(duplicate_keys(file, root))
     try:
         rule_file = RuleFile.model_validate(data)
     except ValidationError as exc:
-        errors.extend(_from_pydantic(file, root, dict(err)) for err in exc.errors())
-        return None, errors
+        # An empty value is reported once, at itself: not again by the model holding it.
+        blank = [loc for loc, _ in empty]
+        errors.extend(
+            _from_pydantic(file, root, dict(err)) for err in exc.errors()
+            if not any(_nested(tuple(err["loc"]), loc) for loc in blank)
+        )
+        return None, sorted(errors, key=lambda e: (e.line, e.column))
     if errors:
-        return None, errors
+        return None, sorted(errors, key=lambda e: (e.line, e.column))
     return ParsedFile(file, root, rule_file), []
 
 
-def _duplicate_keys(file: str, node: yaml.Node) -> list[RuleError]:
-    """PyYAML silently keeps the last of two equal keys; an author almost never means that."""
-    errors: list[RuleError] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value in seen:
-                errors.append(at(file, key, f"duplicate key {key.value!r}"))
-            seen.add(str(key.value))
-            errors.extend(_duplicate_keys(file, value))
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            errors.extend(_duplicate_keys(file, item))
-    return errors
+def _nested(a: Loc, b: Loc) -> bool:
+    """One location holds the other (or they are the same)."""
+    return a[: len(b)] == b or b[: len(a)] == a
 
 
 def _from_pydantic(file: str, root: yaml.Node, err: dict[str, Any]) -> RuleError:
-    loc: tuple[str | int, ...] = tuple(err["loc"])
+    loc: Loc = tuple(err["loc"])
     kind: str = err["type"]
+    if kind == "rule_place":  # a model's check about one of its keys: reported at that key
+        loc = (*loc, *err["ctx"]["at"])
     value = err.get("input")
     field = next((part for part in reversed(loc) if isinstance(part, str)), "")
-    node = node_at(root, loc, key=kind == "extra_forbidden")
+    node = node_at(root, loc, key=kind in ("extra_forbidden", "rule_place") and isinstance(loc[-1], str))
+    written = source_text(node)
+    lookalike = first_non_ascii(str(loc[-1]) if kind == "extra_forbidden" else written)
 
+    punctuation = punctuation_in(file, node) if kind != "extra_forbidden" else None
+    if punctuation is not None:
+        return punctuation
+    if lookalike is not None and kind in _ASCII_ONLY:
+        return _non_ascii(file, node, lookalike, kind, loc, field)
     if kind == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
         message = f"unknown field {loc[-1]!r}" + suggest(str(loc[-1]), allowed)
@@ -214,24 +187,66 @@ def _from_pydantic(file: str, root: yaml.Node, err: dict[str, Any]) -> RuleError
         )
     elif kind == "list_type":
         example = f", e.g. [{value}]" if isinstance(value, str) else ""
-        message = f"'{field}' must be a list{example}"
+        got = f"got {_shape(value)} {written}" if isinstance(value, dict) else f"got {written}"
+        message = f"'{field}' must be a list{example}" if example else f"'{field}' must be a list, {got}"
     elif kind == "string_pattern_mismatch" and field in ("id", "name"):
         noun = "rule id" if field == "id" else "name"
-        message = f"{noun} {value!r} may only hold lowercase letters, digits and '-'"
+        fixed = re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-")
+        example = f" (e.g. {fixed!r})" if fixed else ""
+        message = f"{noun} {value!r} may only hold lowercase letters, digits and '-'{example}"
     elif kind == "string_pattern_mismatch":
         message = f"'{field}' value {value!r} may only hold letters, digits and _ . : -"
     elif kind == "string_type":
-        # YAML reads bare yes/no/on/off as booleans and digits as numbers.
-        message = f"'{field}' must be text, got {value!r}: put the value in quotes"
+        message = f"'{field}' must be text, " + _not_text(value, written)
+    elif kind in ("int_type", "bool_type", "float_type"):
+        wanted = {"int_type": "a whole number", "bool_type": "true or false", "float_type": "a number"}[kind]
+        message = f"'{field}' must be {wanted}, got {written}"
+    elif kind in _BOUNDS:
+        bound = next(iter(err.get("ctx", {}).values()), "")
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        message = f"'{field}' must be {_BOUNDS[kind]} {bound}, got {written}"
     elif kind in ("model_type", "dict_type"):
-        message = f"'{field or 'the file'}' must be a mapping of keys to values"
+        subject = f"'{field}'" if field else "the file"
+        message = f"{subject} must be a mapping of keys to values, got {_shape(value)} {written}"
     elif kind == "rule_value":  # a field's own parser (durations, limits, clock times)
         message = f"'{field}': {err['msg']}"
-    elif kind == "value_error":  # a model's check, naming its own subject
+    elif kind in ("value_error", "rule_place"):  # a model's check, naming its own subject
         message = str(err["msg"]).removeprefix("Value error, ")
     else:
         message = f"'{field}': {err['msg']}" if field else str(err["msg"])
     return at(file, node, message)
+
+
+_BOUNDS = {
+    "greater_than": "more than", "greater_than_equal": "at least",
+    "less_than": "less than", "less_than_equal": "at most",
+}
+_ASCII_ONLY = ("extra_forbidden", "literal_error", "string_pattern_mismatch", "rule_value")
+"""Error kinds about a key or a word of the language, which are ASCII: a look-alike explains them."""
+
+
+def _non_ascii(file: str, node: yaml.Node, found: Lookalike, kind: str, loc: Loc, field: str) -> RuleError:
+    """At the character itself: `whеn` (Cyrillic е) is not a misspelling of `when` but a look-alike."""
+    subject = f"key {loc[-1]!r}" if kind == "extra_forbidden" else f"'{field}' value {source_text(node)!r}"
+    # The node starts at its first character, or at an opening quote or bracket before it.
+    written = source_text(node, limit=10_000)
+    offset = found.index if kind == "extra_forbidden" else written.find(found.char)
+    twin = f": type {found.twin!r}" if found.twin.isascii() and found.twin != str(loc[-1]) else ""
+    message = f"{subject} contains {found.describe()}, which only looks like ASCII{twin}"
+    return RuleError(file, node.start_mark.line + 1, node.start_mark.column + 1 + max(offset, 0), message)
+
+
+def _shape(value: object) -> str:
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else "the value"
+
+
+def _not_text(value: object, written: str) -> str:
+    if isinstance(value, bool | int | float):
+        reads = str(value).lower() if isinstance(value, bool) else "a number"
+        return f"got {written}, which YAML reads as {reads}: put it in quotes, e.g. '{written}'"
+    if isinstance(value, list | dict):
+        return f"got {_shape(value)} {written}: write one value, without brackets"
+    return f"got {written}"
 
 
 def _fields_at(loc: Sequence[str | int]) -> tuple[str, ...]:

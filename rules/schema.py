@@ -2,7 +2,8 @@
 
 A rule file holds a ruleset name, ruleset-wide policies (quiet hours windows, frequency caps, what
 urgent messages bypass) and an ordered list of rules; the first rule whose `when` matches a delivery
-decides it. Durations are written `30s`, `5m`, `1h`, `7d`, `2w` (or `1h30m`); clock times `"22:00"`.
+decides it. Durations are written `30s`, `5m`, `1h`, `7d`, `2w` (or `1h30m`), from 1s to 366d; clock
+times `"22:00"`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 from records.plan import Bypass, CapLimit, CapScope, FallbackCondition
@@ -28,6 +29,18 @@ QUIET_OFF = "off"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^(?:\d+[smhdw])+$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+MAX_DURATION = timedelta(days=366)
+"""The longest duration a rule file may write: nothing in a plan waits, keeps or looks back further."""
+MAX_LIMIT_COUNT = 1_000_000_000
+"""The largest count of a frequency cap's limit."""
+_UNIT_WORDS = {
+    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "m": "m", "min": "m", "mins": "m", "minute": "m", "minutes": "m",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "d": "d", "day": "d", "days": "d", "w": "w", "wk": "w", "week": "w", "weeks": "w",
+}
+"""Units as people spell them, for the did-you-mean of a duration the loader refuses."""
+_SPELLED = re.compile(r"(\d+)\s*([A-Za-z]+)")
 
 
 def _bad(message: str) -> PydanticCustomError:
@@ -35,16 +48,41 @@ def _bad(message: str) -> PydanticCustomError:
     return PydanticCustomError("rule_value", message)
 
 
+def misplaced(message: str, *at: str | int) -> PydanticCustomError:
+    """A model's check that concerns one of its keys: the loader reports it at `at` under the model."""
+    return PydanticCustomError("rule_place", message, {"at": at})
+
+
+def _spelled_duration(text: str) -> str | None:
+    """`1 day`, `1D`, `2 hours 30 min` as the rule file's spelling (`1d`, `2h30m`), if it is one."""
+    parts = _SPELLED.findall(text)
+    if not parts or _SPELLED.sub("", text).strip(" ,") != "":
+        return None
+    units = [_UNIT_WORDS.get(unit if unit == "M" else unit.lower()) for _, unit in parts]
+    if any(unit is None for unit in units):
+        return None  # `M` is not lowered: it may mean months, which have no unit
+    return "".join(f"{int(number)}{unit}" for (number, _), unit in zip(parts, units, strict=True))
+
+
 def parse_duration(value: Any) -> timedelta:
-    """`5m`, `1h30m`, `7d` as a timedelta; anything else is refused with an example."""
+    """`5m`, `1h30m`, `7d` as a timedelta, up to `MAX_DURATION`; anything else is refused with an example."""
     if isinstance(value, timedelta):
         return value
     text = value.strip() if isinstance(value, str) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise _bad(f"{value!r} is not a duration: it needs a unit, e.g. {value}m or {value}d")
+    if text is not None and text.startswith("-"):
+        raise _bad(f"{value!r} is negative: a duration is a length of time, e.g. 5m, 7d")
     if text is None or not _DURATION.match(text):
-        raise _bad(f"{value!r} is not a duration: write a number and a unit (s m h d w), e.g. 5m, 7d")
+        spelled = _spelled_duration(text) if text is not None else None
+        hint = f" (did you mean {spelled}?)" if spelled else ""
+        raise _bad(f"{value!r} is not a duration: write a number and a unit (s m h d w), e.g. 5m, 7d{hint}")
+    # Compared as integers before any timedelta is made: a huge one would overflow it.
     seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", text))
     if seconds == 0:
         raise _bad(f"{value!r} is zero: a duration must be longer than that")
+    if seconds > MAX_DURATION.total_seconds():
+        raise _bad(f"{value!r} is too long: a duration is at most {duration_text(MAX_DURATION)}")
     return timedelta(seconds=seconds)
 
 
@@ -57,18 +95,50 @@ def _clock(value: Any) -> time:
     return time(int(match.group(1)), int(match.group(2)))
 
 
+_LIMIT_FORM = "a limit is COUNT/DURATION, e.g. 3/1d or 1/1h"
+
+
 def _cap_limit(value: Any) -> Any:
     if isinstance(value, str):
-        count, slash, window = value.partition("/")
-        if not slash or not count.strip().isdigit() or int(count) < 1:
-            raise _bad(f"{value!r} is not a limit: write count/duration, e.g. 3/1d or 1/1h")
-        return CapLimit(count=int(count), window=parse_duration(window))
+        return _limit_text(value)
     if isinstance(value, dict) and set(value) == {"count", "per"}:
-        return CapLimit(count=value["count"], window=parse_duration(value["per"]))
+        count = value["count"]
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise _bad(f"count {count!r} is not a whole number: write count: 3")
+        if count > MAX_LIMIT_COUNT:
+            raise _bad(f"count {count} is too large: a limit counts at most {MAX_LIMIT_COUNT:,}")
+        return CapLimit(count=count, window=parse_duration(value["per"]))
     if isinstance(value, dict):
         keys = ", ".join(sorted(map(str, value)))
         raise _bad(f"a limit object has the keys count and per, e.g. {{count: 3, per: 1d}}; got {keys}")
-    raise _bad(f"{value!r} is not a limit: write count/duration, e.g. 3/1d")
+    raise _bad(f"{value!r} is not a limit: {_LIMIT_FORM}")
+
+
+def _limit_text(value: str) -> CapLimit:
+    count, slash, window = (part.strip() for part in value.partition("/"))
+    if not slash:
+        words = re.fullmatch(r"(\d+)\s*(?:per|a|an|every|each)\s+(.+)", value.strip())
+        unit = _window_spelling(words.group(2)) if words else None
+        hint = f" (did you mean {words.group(1)}/{unit}?)" if words and unit else ""
+        raise _bad(f"{value!r} is not a limit: {_LIMIT_FORM}{hint}")
+    if not count.isdigit() or int(count) < 1:
+        wrong = f"its count {count!r} is not a whole number from 1"
+        raise _bad(f"{value!r} is not a limit: {wrong}; {_LIMIT_FORM}")
+    if int(count) > MAX_LIMIT_COUNT:
+        raise _bad(f"{value!r}: the count {count} is too large: a limit counts at most {MAX_LIMIT_COUNT:,}")
+    if not _DURATION.match(window):
+        unit = _window_spelling(window)
+        hint = f" (did you mean {count}/{unit}?)" if unit else ""
+        raise _bad(f"{value!r} is not a limit: {_LIMIT_FORM}{hint}")
+    try:
+        return CapLimit(count=int(count), window=parse_duration(window))
+    except PydanticCustomError as exc:  # zero or too long: the same message, naming the whole limit
+        raise _bad(f"{value!r}: its duration {exc.message()}") from None
+
+
+def _window_spelling(text: str) -> str | None:
+    """`day` or `1 day` as `1d`: what a limit's window probably meant."""
+    return _spelled_duration(text) or _spelled_duration(f"1 {text}")
 
 
 def _quiet_choice(value: Any) -> Any:
@@ -138,23 +208,24 @@ class Variant(_Strict):
     """One arm of a split: recipients fall into it by a stable hash of rule id and user id."""
 
     name: RuleId
-    weight: int = Field(ge=1, le=10_000)
+    weight: Annotated[int, Strict()] = Field(ge=1, le=10_000)
     channels: Channels = None
     first_of: Choices = None
     template: Name | None = None
-    control: bool = False
+    control: Annotated[bool, Strict()] = False
     """A control share: its recipients receive nothing and are recorded `held_out`, so the other
     variants' lift is measured against doing nothing."""
 
     @model_validator(mode="after")
     def _at_most_one_choice(self) -> Variant:
         if self.channels is not None and self.first_of is not None:
-            raise ValueError("'variants' entry takes channels or first_of, not both")
+            raise misplaced("'variants' entry takes channels or first_of, not both", "first_of")
         if self.control:
             sending = [key for key in ("channels", "first_of", "template") if getattr(self, key) is not None]
             if sending:
-                raise ValueError(
-                    f"control variant {self.name!r} receives nothing, so it takes no {', '.join(sending)}"
+                raise misplaced(
+                    f"control variant {self.name!r} receives nothing, so it takes no {', '.join(sending)}",
+                    sending[0],
                 )
         return self
 
@@ -166,7 +237,7 @@ class BestTimeSpec(_Strict):
 class Pace(_Strict):
     """定速: at most `per_second` sends per second for everything sharing the key."""
 
-    per_second: float = Field(gt=0, le=100_000)
+    per_second: Annotated[float, Strict()] = Field(gt=0, le=100_000)
     key: Literal["campaign", "app", "type", "rule"] = "campaign"
     """campaign: the event's campaign, else its app and type; app; type (app and type); rule."""
 
@@ -194,11 +265,12 @@ class Then(_Strict):
         chosen = [key for key in ("channels", "first_of", "suppress") if getattr(self, key) is not None]
         if len(chosen) > 1:
             got = ", ".join(chosen)
-            raise ValueError(f"'then' needs exactly one of channels, first_of, suppress; got {got}")
+            raise misplaced(f"'then' needs exactly one of channels, first_of, suppress; got {got}", chosen[1])
         if self.suppress is not None:
-            extra = [k for k in self.model_fields_set if k != "suppress" and getattr(self, k) is not None]
+            extra = sorted(k for k in self.model_fields_set - {"suppress"} if getattr(self, k) is not None)
             if extra:
-                raise ValueError(f"'then' suppresses, so it cannot also set {', '.join(sorted(extra))}")
+                message = f"'then' suppresses, so it cannot also set {', '.join(extra)}"
+                raise misplaced(message, extra[0])
         elif not chosen and not (
             self.variants and all(v.channels or v.first_of for v in self.variants if not v.control)
         ):
@@ -213,17 +285,21 @@ class Then(_Strict):
         names = [variant.name for variant in self.variants or ()]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
-            raise ValueError(f"'variants' names must differ; used more than once: {', '.join(twice)}")
-        controls = [variant.name for variant in self.variants or () if variant.control]
+            again = next(i for i, name in enumerate(names) if name in names[:i])
+            message = f"'variants' names must differ; used more than once: {', '.join(twice)}"
+            raise misplaced(message, "variants", again, "name")
+        controls = [i for i, variant in enumerate(self.variants or ()) if variant.control]
         if len(controls) > 1:
-            got = f"{len(controls)}: {', '.join(controls)}"
-            raise ValueError(f"'variants' may have one control share (control: true); got {got}")
+            got = f"{len(controls)}: {', '.join(names[i] for i in controls)}"
+            message = f"'variants' may have one control share (control: true); got {got}"
+            raise misplaced(message, "variants", controls[1], "control")
         steps = self.fallback or []
         for number, (before, step) in enumerate(itertools.pairwise(steps), start=2):
             if step.after <= before.after:
-                raise ValueError(
+                raise misplaced(
                     f"'fallback' steps run in order of 'after': step {number} ({duration_text(step.after)}) "
-                    f"must come later than step {number - 1} ({duration_text(before.after)})"
+                    f"must come later than step {number - 1} ({duration_text(before.after)})",
+                    "fallback", number - 1, "after",
                 )
         return self
 
@@ -251,7 +327,7 @@ class QuietWindow(_Strict):
     @model_validator(mode="after")
     def _not_empty(self) -> QuietWindow:
         if self.start == self.end:
-            raise ValueError("'quiet_hours' window needs start and end to differ")
+            raise misplaced("'quiet_hours' window needs start and end to differ", "end")
         return self
 
 
@@ -280,7 +356,7 @@ class RuleFile(_Strict):
     """The contents of one rule file."""
 
     ruleset: Name
-    order: int | None = Field(None, ge=0, le=1_000_000)
+    order: Annotated[int, Strict()] | None = Field(None, ge=0, le=1_000_000)
     """Where this file's rules go among a folder's files: lower is tried first."""
     description: str = ""
     urgent_bypass: Annotated[list[Bypass] | None, Field(min_length=1)] = None

@@ -164,24 +164,44 @@ def _references(
 
 
 def _template_uses(rule: Rule) -> Iterator[tuple[tuple[str | int, ...], str, list[str]]]:
-    """Each template a rule names, where, and the channels it may be rendered for (none: unknown)."""
+    """Each template a rule names, where, and every channel it may be rendered for by any path.
+
+    A recipient falls into one arm (a sending variant, or the rule itself without variants); the arm
+    renders its variant's template, else the rule's, else the event's (one of `when: template`), on
+    its own channels and on every fallback step that has no template of its own.
+    """
     then = rule.then
-    for position, name in enumerate(rule.when.template or ()):
-        yield ("when", "template", position), name, []
     own: list[str] = list(then.channels or then.first_of or ())
-    # A fallback step without a template of its own renders the rule's (or the variant's) template.
     inherited = [str(c) for step in then.fallback or () if step.template is None for c in step.first_of]
-    if then.template is not None:
-        # A variant with its own channels does not use the rule's template on the rule's channels.
-        yield ("then", "template"), then.template, list(dict.fromkeys([*own, *inherited]))
+    arms: list[tuple[tuple[str | int, ...] | None, str | None, list[str]]] = []
     for index, variant in enumerate(then.variants or ()):
-        if variant.template is not None:
-            channels: list[str] = list(variant.channels or variant.first_of or own)
-            channels = list(dict.fromkeys([*channels, *inherited]))
-            yield ("then", "variants", index, "template"), variant.template, channels
+        if not variant.control:
+            where: tuple[str | int, ...] | None = None
+            if variant.template is not None:
+                where = ("then", "variants", index, "template")
+            channels = [str(c) for c in variant.channels or variant.first_of or own]
+            arms.append((where, variant.template, channels))
+    if not then.variants:
+        arms.append((None, None, own))
+    uses: dict[tuple[tuple[str | int, ...], str], list[str]] = {}
+    for position, name in enumerate(rule.when.template or ()):
+        uses[("when", "template", position), name] = []
+    for where, template, channels in arms:
+        reach = [*channels, *inherited]
+        if template is not None and where is not None:
+            uses.setdefault((where, template), []).extend(reach)
+        elif then.template is not None:
+            uses.setdefault((("then", "template"), then.template), []).extend(reach)
+        else:  # the event's own template, which `when: template` says is one of these
+            for position, name in enumerate(rule.when.template or ()):
+                uses[("when", "template", position), name].extend(reach)
+    if then.template is not None:
+        uses.setdefault((("then", "template"), then.template), [])
     for index, step in enumerate(then.fallback or ()):
         if step.template is not None:
-            yield ("then", "fallback", index, "template"), step.template, [str(c) for c in step.first_of]
+            uses[("then", "fallback", index, "template"), step.template] = [str(c) for c in step.first_of]
+    for (loc, name), channels in uses.items():
+        yield loc, name, list(dict.fromkeys(channels))
 
 
 def never_matches(when: When) -> bool:

@@ -41,16 +41,16 @@ def write(tmp_path: Path, text: str) -> Path:
     [
         ("        - {name: a, weight: 1, channels: [inbox]}\n"
          "        - {name: c, weight: 1, control: true, channels: [email]}\n",
-         "7:11: control variant 'c' receives nothing, so it takes no channels"),
+         "7:47: control variant 'c' receives nothing, so it takes no channels"),
         ("        - {name: a, weight: 1, channels: [inbox]}\n"
          "        - {name: c, weight: 1, control: true, template: t, first_of: [sms]}\n",
-         "7:11: control variant 'c' receives nothing, so it takes no first_of, template"),
+         "7:60: control variant 'c' receives nothing, so it takes no first_of, template"),
         ("        - {name: a, weight: 1, channels: [inbox]}\n"
          "        - {name: c, weight: 1, control: true}\n        - {name: d, weight: 1, control: true}\n",
-         "5:7: 'variants' may have one control share (control: true); got 2: c, d"),
+         "8:32: 'variants' may have one control share (control: true); got 2: c, d"),
         ("        - {name: a, weight: 1, channels: [inbox]}\n"
          "        - {name: c, weight: 1, control: maybe}\n",
-         "7:41: 'control': Input should be a valid boolean, unable to interpret input"),
+         "7:41: 'control' must be true or false, got maybe"),
         ("        - {name: c, weight: 1, control: true}\n",
          "6:9: 'variants' needs at least 2 entries"),
         ("        - {name: a, weight: 1}\n        - {name: c, weight: 1, control: true}\n",

@@ -44,17 +44,17 @@ def messages(path: Path, templates: Collection[str] | None = None) -> list[str]:
         (HEAD + "      channels: [inbox]\n      fallback:\n"
          "        - {after: 1h, if: failed, first_of: [sms]}\n"
          "        - {after: 5m, if_not: read, first_of: [email]}\n",
-         "5:7: 'fallback' steps run in order of 'after': step 2 (5m) must come later than step 1 (1h)"),
+         "8:12: 'fallback' steps run in order of 'after': step 2 (5m) must come later than step 1 (1h)"),
         (HEAD + "      channels: [inbox]\n      bypass: [quiet_hour]\n",
          "6:16: unknown bypass 'quiet_hour' (did you mean 'quiet_hours'?)"),
         (HEAD + "      channels: [inbox]\n      pace: {per_second: 0}\n",
-         "6:26: 'per_second': Input should be greater than 0"),
+         "6:26: 'per_second' must be more than 0, got 0"),
         (HEAD + "      channels: [inbox]\n      pace: {per_second: 5, key: campain}\n",
          "6:34: unknown pace key 'campain' (did you mean 'campaign'?)"),
         (HEAD + "      channels: [inbox]\n      quiet_hours: true\n",
          "6:20: 'quiet_hours': takes false (no quiet hours) or the id of a quiet hours window, not true"),
         (HEAD + "      suppress: x\n      keep_offline: 1d\n",
-         "5:7: 'then' suppresses, so it cannot also set keep_offline"),
+         "6:7: 'then' suppresses, so it cannot also set keep_offline"),
         (HEAD + "      variants:\n        - {name: a, weight: 1, channels: [inbox]}\n",
          "6:9: 'variants' needs at least 2 entries"),
         (HEAD + "      variants:\n        - {name: a, weight: 1}\n        - {name: b, weight: 1}\n",
@@ -62,9 +62,10 @@ def messages(path: Path, templates: Collection[str] | None = None) -> list[str]:
          "(or give every variant but the control its own channels or first_of)"),
         (HEAD + "      channels: [inbox]\n      variants:\n        - {name: a, weight: 1}\n"
          "        - {name: a, weight: 2}\n",
-         "5:7: 'variants' names must differ; used more than once: a"),
+         "8:12: 'variants' names must differ; used more than once: a"),
         ("ruleset: u\ncaps:\n  - id: c\n    limits: [3 per day]\n" + HEAD[11:] + "      channels: [inbox]\n",
-         "4:14: 'limits': '3 per day' is not a limit: write count/duration, e.g. 3/1d or 1/1h"),
+         "4:14: 'limits': '3 per day' is not a limit: a limit is COUNT/DURATION, e.g. 3/1d or 1/1h "
+         "(did you mean 3/1d?)"),
         ("ruleset: u\ncaps:\n  - id: c\n    limits: [{count: 3, window: 1d}]\n" + HEAD[11:]
          + "      channels: [inbox]\n",
          "4:14: 'limits': a limit object has the keys count and per, e.g. {count: 3, per: 1d}; "
@@ -80,7 +81,7 @@ def messages(path: Path, templates: Collection[str] | None = None) -> list[str]:
          "3:34: 'end': '7:00' is not a clock time: write hours and minutes in quotes, e.g. \"22:00\""),
         ("ruleset: u\nquiet_hours:\n  - {id: n, start: '22:00', end: '22:00'}\n" + HEAD[11:]
          + "      channels: [inbox]\n",
-         "3:5: 'quiet_hours' window needs start and end to differ"),
+         "3:29: 'quiet_hours' window needs start and end to differ"),
         ("ruleset: u\nurgent_bypass: [caps, pacin]\n" + HEAD[11:] + "      channels: [inbox]\n",
          "2:23: unknown bypass 'pacin' (did you mean 'pacing'?)"),
         ("ruleset: u\nrules:\n  - id: a\n    when: {active_within: a week}\n    then: {channels: [inbox]}\n",

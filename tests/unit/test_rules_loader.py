@@ -62,11 +62,11 @@ def test_default_rules_load() -> None:
         ),
         (  # then with two actions
             "ruleset: u\nrules:\n  - id: a\n    then:\n      channels: [email]\n      suppress: done\n",
-            "5:7: 'then' needs exactly one of channels, first_of, suppress; got channels, suppress",
+            "6:7: 'then' needs exactly one of channels, first_of, suppress; got channels, suppress",
         ),
         (  # YAML turns a bare `no` into a boolean
             "ruleset: u\nrules:\n  - id: a\n    then:\n      suppress: no\n",
-            "5:17: 'suppress' must be text, got False: put the value in quotes",
+            "5:17: 'suppress' must be text, got no, which YAML reads as false: put it in quotes, e.g. 'no'",
         ),
         (  # empty then list
             "ruleset: u\nrules:\n  - id: a\n    then:\n      channels: []\n",
@@ -82,12 +82,13 @@ def test_default_rules_load() -> None:
         ),
         (  # bad rule id
             "ruleset: u\nrules:\n  - id: Security_Alerts\n    then:\n      channels: [email]\n",
-            "3:9: rule id 'Security_Alerts' may only hold lowercase letters, digits and '-'",
+            "3:9: rule id 'Security_Alerts' may only hold lowercase letters, digits and '-' "
+            "(e.g. 'security-alerts')",
         ),
         (  # duplicate YAML key, which PyYAML would silently drop
             "ruleset: u\nrules:\n  - id: a\n    then:\n      channels: [email]\n"
             "    then:\n      channels: [sms]\n",
-            "6:5: duplicate key 'then'",
+            "6:5: duplicate key 'then' (first at line 4): keep one",
         ),
         (  # top-level unknown key
             "ruleset: u\nrulez: []\n",
@@ -123,8 +124,10 @@ def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
 def test_yaml_syntax_error_position(tmp_path: Path) -> None:
     path = write(tmp_path, "ruleset: u\nrules:\n  - id: a\n    then:\n      channels: [email\n  - id: b\n")
     (error,) = check([path])
-    assert (error.line, error.column) == (6, 7)
-    assert error.message == "invalid YAML: while parsing a flow sequence expected ',' or ']', but got ':'"
+    assert (error.line, error.column) == (5, 17)  # where the list opened, not where YAML gave up
+    assert error.message == (
+        "the [ opened here is not closed: end it with ] (YAML read on to line 6, column 7)"
+    )
 
 
 def test_tab_indentation_is_a_positioned_yaml_error(tmp_path: Path) -> None:
