@@ -75,13 +75,15 @@ STAGES = ("events", "deliveries", "decided", "dispatched", "sent_done", "receipt
 
 
 async def wait_caught_up(
-    counters: FlowCounters, emitted: int, worker: SwitchboardProcess, timeline: bool = False
+    counters: FlowCounters, emitted: int, processes: list[SwitchboardProcess], timeline: bool = False
 ) -> None:
-    """Poll until caught up; with `timeline`, print each stage's counter once a second (shows the lag)."""
+    """Poll until caught up, rows in ClickHouse included; with `timeline`, print each stage's counter
+    once a second (shows the lag)."""
     last_print = 0.0
     while not caught_up(counts := await counters.read(), emitted):
-        if not worker.running:
-            raise RuntimeError(worker.log_tail())
+        for process in processes:
+            if not process.running:
+                raise RuntimeError(process.log_tail())
         if timeline and time.monotonic() - last_print >= 1.0:
             last_print = time.monotonic()
             print("  " + "  ".join(f"{name}={counts.get(name, 0)}" for name in STAGES))
@@ -89,7 +91,11 @@ async def wait_caught_up(
 
 
 async def timed(
-    label: str, payloads: list[bytes], settings: Settings, counters: FlowCounters, worker: SwitchboardProcess
+    label: str,
+    payloads: list[bytes],
+    settings: Settings,
+    counters: FlowCounters,
+    processes: list[SwitchboardProcess],
 ) -> None:
     """Produce the payloads, wait until every stage has caught up, print the rates."""
     before = await counters.read()
@@ -101,7 +107,7 @@ async def timed(
         await asyncio.gather(*acks)
     finally:
         await producer.stop()
-    await wait_caught_up(counters, before.get("events", 0) + len(payloads), worker, timeline=True)
+    await wait_caught_up(counters, before.get("events", 0) + len(payloads), processes, timeline=True)
     elapsed = time.perf_counter() - started
     after = await counters.read()
     delta = {name: after.get(name, 0) - before.get(name, 0) for name in STAGES}
@@ -112,28 +118,36 @@ async def timed(
     )
 
 
-async def drive(settings: Settings, n_users: int, n_individual: int, worker: SwitchboardProcess) -> None:
+async def drive(
+    settings: Settings,
+    n_users: int,
+    n_individual: int,
+    worker: SwitchboardProcess,
+    service: SwitchboardProcess,
+) -> None:
     redis = open_redis(settings.redis)
     await UserDirectory(redis).upsert(users(n_users))
     await AppRegistry(redis).register("campus", {"inbox", "email"})
     counters = FlowCounters(redis)
+    service.start()
     worker.start()
+    processes = [worker, service]
     # One event first, so joining the consumer group and start-up are not timed.
-    await timed("warm-up", [campus_notice("warm-up", {"user_ids": ["u0"]})], settings, counters, worker)
-    await timed("campus-wide (inbox)", [campus_notice("all", {"all": True})], settings, counters, worker)
+    await timed("warm-up", [campus_notice("warm-up", {"user_ids": ["u0"]})], settings, counters, processes)
+    await timed("campus-wide (inbox)", [campus_notice("all", {"all": True})], settings, counters, processes)
     await timed(
         "individual (email+inbox)",
         fee_events(n_individual, n_users, "fee.statement"),
         settings,
         counters,
-        worker,
+        processes,
     )
     await timed(
         "fee notices (inbox+fallback)",
         fee_events(n_individual, n_users, "fee.due"),
         settings,
         counters,
-        worker,
+        processes,
     )
     print(f"         fallback chains waiting in Redis: {await FallbackSchedule(redis).pending()}")
     await redis.aclose()
@@ -164,14 +178,18 @@ def main() -> None:
                 smtp_host=smtp.host,
                 smtp_port=smtp.port,
                 env="dev",
+                analytics_port=free_port(),
             )
             if args.rules is not None:
                 settings = settings.model_copy(update={"rules": args.rules.resolve()})
             worker = SwitchboardProcess("worker", settings, var / "worker.log")
+            # The analytics service writes ClickHouse; the timings include every row landing there.
+            service = SwitchboardProcess("analytics", settings, var / "analytics.log")
             try:
-                asyncio.run(drive(settings, args.users, args.individual, worker))
+                asyncio.run(drive(settings, args.users, args.individual, worker, service))
             finally:
                 worker.stop()
+                service.stop()
             print(f"         SMTP server received {smtp.count} emails")
 
 
