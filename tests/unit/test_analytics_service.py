@@ -4,6 +4,7 @@ the batch is written, a failed write is retried with the batch held, and progres
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,3 +115,53 @@ async def test_stopped_while_clickhouse_is_down_nothing_is_committed_or_counted(
     progress: list[Mapping[str, int]] = []
     await run_until(service(consumer, tables, progress), lambda: not consumer.fetches)
     assert consumer.commits == [] and progress == [] and tables.written == []
+
+
+@dataclass
+class GatedTables(FakeTables):
+    """Writes only once the gate opens, so a test sees what the loop does while an insert runs."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+
+    def receipts(self, records: Sequence[ReceiptsRecord]) -> int:
+        assert self.gate.wait(10.0)
+        return super().receipts(records)
+
+
+def one_batch_per_fetch(consumer: FakeConsumer, tables: FakeTables) -> AnalyticsService:
+    async def ignore(counts: Mapping[str, int]) -> None:
+        return None
+
+    consumer_any: Any = consumer
+    return AnalyticsService(
+        consumer_any, {"receipts": "receipts"}, tables, ignore, batch_bytes=1, batch_wait=0.05
+    )
+
+
+async def test_the_next_batch_is_read_while_one_is_written_and_batches_commit_in_order() -> None:
+    tables = GatedTables()
+    consumer = FakeConsumer([{RECEIPTS: [Message(0, b"[]")]}, {RECEIPTS: [Message(1, b"[]")]}], tables)
+    stop = asyncio.Event()
+    task = asyncio.create_task(one_batch_per_fetch(consumer, tables).run(stop))
+    try:
+        for _ in range(500):
+            if not consumer.fetches:
+                break
+            await asyncio.sleep(0.01)
+        assert consumer.fetches == [] and tables.written == [] and consumer.commits == []
+    finally:
+        tables.gate.set()
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while len(consumer.commits) < 2:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    assert consumer.commits == [({RECEIPTS: 1}, 1), ({RECEIPTS: 2}, 2)]
+
+
+async def test_a_batch_read_behind_one_never_written_is_neither_written_nor_committed() -> None:
+    tables = FakeTables(failures=1000)
+    consumer = FakeConsumer([{RECEIPTS: [Message(0, b"[]")]}, {RECEIPTS: [Message(1, b"[]")]}], tables)
+    await run_until(one_batch_per_fetch(consumer, tables), lambda: not consumer.fetches)
+    assert consumer.commits == [] and tables.written == []
