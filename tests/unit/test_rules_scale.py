@@ -26,7 +26,8 @@ def requests(departments: int, count: int) -> list[DecisionRequest]:
     asked = []
     for event, user in zip(sample_events(departments, count), sample_users(departments, count), strict=True):
         since = rng.choice(idle)
-        asked.append(DecisionRequest(event, user, CHANNELS, CHANNELS, NOW, None if since is None else NOW - since))
+        seen = None if since is None else NOW - since
+        asked.append(DecisionRequest(event, user, CHANNELS, CHANNELS, NOW, seen))
     return asked
 
 
@@ -37,7 +38,8 @@ def first_match(rules: tuple[Rule, ...], request: DecisionRequest) -> str:
 
 
 @pytest.mark.parametrize(
-    ("kind", "size"), [("departments", 200), ("departments", 300), ("departments", 2000), ("listing", 100), ("listing", 2000)]
+    ("kind", "size"),
+    [("departments", 200), ("departments", 300), ("departments", 2000), ("listing", 100), ("listing", 2000)],
 )
 def test_large_rulesets_pick_the_first_matching_rule(tmp_path: Path, kind: str, size: int) -> None:
     text = department_rules(size) if kind == "departments" else listing_rules(size)
