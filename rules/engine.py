@@ -217,3 +217,33 @@ class AsyncRuleEngine:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def engine_problems(ruleset: Ruleset) -> list[tuple[str, str]]:
+    """What durable-rules refuses of `ruleset` as deployed, as (the first rule of the shard, why).
+
+    Every shard is built, and sent one event that meets every condition it tests, so an engine limit
+    is found by `rules check` rather than on a live event.
+    """
+    try:
+        engine = RuleEngine(ruleset)
+    except Exception as exc:  # durable-rules raises bare Exceptions with its error code
+        first = ruleset.rules[0].id if ruleset.rules else ""
+        return [(first, f"the rule engine refuses this ruleset: {exc}")]
+    problems: list[tuple[str, str]] = []
+    for number, compiled in enumerate(engine._compiled):
+        probe: dict[str, Any] = {"sid": "probe", "id": "probe", REQUEST_FIELD: -1}
+        for body in compiled.definition.values():
+            condition = body["all"][0]["m"]
+            for clause in condition.get("$and", [condition]):
+                probe.update({k: v for k, v in clause.items() if not k.startswith("$")})
+        try:
+            engine._host.post(compiled.name, probe)
+        except Exception as exc:
+            first = ruleset.rules[engine._plan.shards[number][0]].id
+            if any(first == rule_id for rule_id, _ in problems):
+                continue  # the general rules head several shards: one error each is enough
+            others = len(compiled.definition) - 2
+            message = f"the rule engine cannot decide with this rule and {others} others in its shard: {exc}"
+            problems.append((first, message))
+    return problems

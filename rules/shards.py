@@ -20,6 +20,8 @@ from rules.schema import Rule
 
 MAX_SHARD_RULES = 64
 """Rules per durable-rules ruleset. Measured with conjunction-only conditions (rules/compiler.py)."""
+MAX_FACT_FIELDS = 200
+"""Fields of a fact posted to one shard: durable-rules refuses an event of more (error 302, 255 here)."""
 ROUTE_FIELDS = ("type", "app", "category", "template", "campaign", "priority", "channel_pref")
 """Event fields a delivery has exactly one value of, in the order they are tried for splitting."""
 
@@ -68,11 +70,16 @@ class _Builder:
         self._numbers: dict[tuple[int, ...], int] = {}
 
     def node(self, positions: tuple[int, ...], fields: tuple[str, ...]) -> RouteNode:
-        if len(positions) <= self.limit:
+        if self._fits(positions):
             return RouteNode(None, chain=(self._shard(positions),))
         split = self._best_split(positions, fields)
         if split is None:
-            chunks = [positions[i : i + self.limit] for i in range(0, len(positions), self.limit)]
+            chunks: list[tuple[int, ...]] = []
+            for position in positions:
+                if chunks and self._fits((*chunks[-1], position)):
+                    chunks[-1] = (*chunks[-1], position)
+                else:
+                    chunks.append((position,))
             return RouteNode(None, chain=tuple(self._shard(chunk) for chunk in chunks))
         key, general, by_value = split
         rest = tuple(f for f in fields if f != key)
@@ -90,6 +97,22 @@ class _Builder:
         if bin_values:
             self._close(bin_values, bin_rules, general, rest, children)
         return RouteNode(key, children=children, other=self.node(general, rest))
+
+    def _fits(self, positions: tuple[int, ...]) -> bool:
+        """Few enough rules, and few enough fields on the fact they test (an upper bound)."""
+        if len(positions) > self.limit:
+            return False
+        tests: set[tuple[object, ...]] = set()
+        for position in positions:
+            when = self.rules[position].when
+            for key in (*ROUTE_FIELDS, "tags_any"):
+                values = getattr(when, key)
+                if values is not None:
+                    tests.add((key, values[0]) if len(set(values)) == 1 else (key, frozenset(values)))
+            tests.update(("bound", channel) for channel in when.bound or ())
+            tests.add(("active", when.active_within))
+            tests.add(("inactive", when.inactive_for))
+        return len(tests) + 3 <= MAX_FACT_FIELDS  # and the request number, session and id
 
     def _close(
         self,

@@ -84,3 +84,18 @@ def test_unreachable_check_finds_the_same_shadow_as_comparing_every_pair(tmp_pat
         naive = next((i for i, earlier in enumerate(whens[:position]) if covers(earlier, when)), None)
         assert index.first_covering(when) == naive
         index.add(position, when)
+
+
+def test_an_engine_limit_is_a_located_error_at_check_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were the shards too large for durable-rules, `rules check` says so where the shard starts."""
+    import rules.engine
+    from rules.loader import check
+
+    monkeypatch.setattr(rules.engine, "plan_shards", lambda rules: plan_shards(rules, 5000))
+    path = write(tmp_path, "departments", department_rules(300))
+    errors = check([path])
+    assert errors and (errors[0].file, errors[0].line) == (str(path), 3)
+    assert all("the rule engine cannot decide with this rule and" in e.message for e in errors)
+    assert all("others in its shard: Could not assert event, error code: 30" in e.message for e in errors)
