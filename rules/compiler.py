@@ -5,12 +5,19 @@ user is bound to, per tag the rules name and per activity window the rules name,
 durable-rules has no set membership and no date arithmetic. Every value is a string or a boolean, so
 its loose typing (`'1' == 1`) never comes into play. Rule i (file order) gets `pri` i+1 (lowest wins,
 0 is ignored), so the first matching rule wins.
+
+A list of several values becomes one boolean per distinct list ("is the type one of these"), computed
+here, never an `$or`: durable-rules expands `$or` inside `$and` into every combination, and past a few
+dozen such rules it refuses the ruleset (error 107), overflows its stack on an event (303) or takes
+minutes to build it. Each compiled condition is a plain conjunction, one durable rule per rule.
+A ruleset is compiled as shards (`rules/shards.py`): `rules` picks the rules of one shard.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -44,21 +51,30 @@ class CompiledRuleset:
     """The event and user fields some rule tests: facts carry only these (less JSON per fact)."""
     bound_channels: tuple[str, ...] = CHANNELS
     """The channels some rule's `bound` names."""
+    any_of_fields: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    """Fact field -> (the event key, or `tags`; the values): whether the delivery's value is one of them."""
 
 
-def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
-    """Translate `ruleset` (already validated by the loader) into a durable-rules definition."""
-    tag_fields = _tag_fields(ruleset.tags())
+def compile_ruleset(ruleset: Ruleset, rules: Sequence[int] | None = None, name: str = "") -> CompiledRuleset:
+    """Translate `ruleset` (already validated by the loader) into a durable-rules definition.
+
+    `rules`: the positions (file order) of the rules to compile, default all; each keeps its `pri`
+    from its position, so the winner among them is the one the whole ruleset would pick.
+    """
+    chosen = [(i, ruleset.rules[i]) for i in (range(len(ruleset.rules)) if rules is None else rules)]
+    single_tags = (r.when.tags_any[0] for _, r in chosen if r.when.tags_any and _one_tag(r))
+    tag_fields = _tag_fields(tuple(dict.fromkeys(single_tags)))
+    any_of: dict[tuple[str, frozenset[str]], str] = {}
     definition = {
-        rule.id: {"pri": index + 1, "all": [{"m": _condition(rule, tag_fields)}]}
-        for index, rule in enumerate(ruleset.rules)
+        rule.id: {"pri": index + 1, "all": [{"m": _condition(rule, tag_fields, any_of)}]}
+        for index, rule in chosen
     }
     definition[NO_MATCH_RULE] = {
         "pri": len(ruleset.rules) + 1,
         "all": [{"m": {"$ex": {REQUEST_FIELD: 1}}}],
     }
     activity: dict[str, tuple[Activity, timedelta]] = {}
-    for rule in ruleset.rules:
+    for _, rule in chosen:
         tests: tuple[tuple[Activity, timedelta | None], ...] = (
             ("active", rule.when.active_within),
             ("inactive", rule.when.inactive_for),
@@ -66,14 +82,18 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         for kind, window in tests:
             if window is not None:
                 activity[activity_field(kind, window)] = (kind, window)
-    conditions = [rule.when for rule in ruleset.rules]
+    single = [
+        {key for key in _EVENT_FIELDS if len(getattr(r.when, key) or ()) == 1} for _, r in chosen
+    ]
+    conditions = [rule.when for _, rule in chosen]
     return CompiledRuleset(
-        name=f"sb_{ruleset.version}",
+        name=f"sb_{ruleset.version}{name}",
         definition=definition,
         tag_fields=tag_fields,
         activity_fields=activity,
-        event_fields=tuple(key for key in _EVENT_FIELDS if any(getattr(w, key) for w in conditions)),
+        event_fields=tuple(key for key in _EVENT_FIELDS if any(key in keys for keys in single)),
         bound_channels=tuple(c for c in CHANNELS if any(c in (w.bound or ()) for w in conditions)),
+        any_of_fields={fact_field: test for test, fact_field in any_of.items()},
     )
 
 
@@ -82,12 +102,15 @@ def build_fact(compiled: CompiledRuleset, facts: Facts, request: int) -> dict[st
     fact: dict[str, Any] = {REQUEST_FIELD: request}
     for key in compiled.event_fields:
         fact[key] = getattr(facts, key)
+    for fact_field, (key, values) in compiled.any_of_fields.items():
+        has = not facts.tags.isdisjoint(values) if key == "tags" else getattr(facts, key) in values
+        fact[fact_field] = has
     for channel in compiled.bound_channels:
         fact[bound_field(channel)] = channel in facts.bound
-    for tag, field in compiled.tag_fields.items():
-        fact[field] = tag in facts.tags
-    for field, (kind, window) in compiled.activity_fields.items():
-        fact[field] = active_within(facts, window) if kind == "active" else inactive_for(facts, window)
+    for tag, tag_field in compiled.tag_fields.items():
+        fact[tag_field] = tag in facts.tags
+    for activity, (kind, window) in compiled.activity_fields.items():
+        fact[activity] = active_within(facts, window) if kind == "active" else inactive_for(facts, window)
     return fact
 
 
@@ -99,17 +122,20 @@ def activity_field(kind: Activity, window: timedelta) -> str:
     return f"{kind}__{int(window.total_seconds())}s"
 
 
-def _condition(rule: Rule, tag_fields: dict[str, str]) -> dict[str, Any]:
+def _condition(
+    rule: Rule, tag_fields: dict[str, str], any_of: dict[tuple[str, frozenset[str]], str]
+) -> dict[str, Any]:
     clauses: list[dict[str, Any]] = []
     when = rule.when
     for key in _EVENT_FIELDS:
         values = getattr(when, key)
         if values is not None:
-            clauses.append(_any_of([{key: value} for value in values]))
+            clauses.append({key: values[0]} if len(set(values)) == 1 else _any_of(key, values, any_of))
     for channel in when.bound or ():
         clauses.append({bound_field(channel): True})
     if when.tags_any is not None:
-        clauses.append(_any_of([{tag_fields[tag]: True} for tag in when.tags_any]))
+        tags = when.tags_any
+        clauses.append({tag_fields[tags[0]]: True} if _one_tag(rule) else _any_of("tags", tags, any_of))
     if when.active_within is not None:
         clauses.append({activity_field("active", when.active_within): True})
     if when.inactive_for is not None:
@@ -120,8 +146,15 @@ def _condition(rule: Rule, tag_fields: dict[str, str]) -> dict[str, Any]:
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def _any_of(equalities: list[dict[str, Any]]) -> dict[str, Any]:
-    return equalities[0] if len(equalities) == 1 else {"$or": equalities}
+def _any_of(key: str, values: Sequence[str], fields: dict[tuple[str, frozenset[str]], str]) -> dict[str, Any]:
+    """`key` is one of `values`, as a boolean the fact carries (the same list shares one field)."""
+    test = (key, frozenset(values))
+    name = fields.setdefault(test, f"any__{key}__{len(fields)}")
+    return {name: True}
+
+
+def _one_tag(rule: Rule) -> bool:
+    return rule.when.tags_any is not None and len(set(rule.when.tags_any)) == 1
 
 
 def _tag_fields(tags: tuple[str, ...]) -> dict[str, str]:
@@ -129,9 +162,9 @@ def _tag_fields(tags: tuple[str, ...]) -> dict[str, str]:
     fields: dict[str, str] = {}
     used: set[str] = set()
     for tag in tags:
-        field = "tag__" + re.sub(r"[^A-Za-z0-9_]", "_", tag)
-        if field in used:
-            field = f"{field}__{len(used)}"
-        used.add(field)
-        fields[tag] = field
+        name = "tag__" + re.sub(r"[^A-Za-z0-9_]", "_", tag)
+        if name in used:
+            name = f"{name}__{len(used)}"
+        used.add(name)
+        fields[tag] = name
     return fields

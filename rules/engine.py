@@ -1,7 +1,9 @@
 """Decide the channels of each delivery: durable-rules picks the winning rule, Python applies it.
 
 durable-rules is not thread-safe and caps sessions at 1024 per ruleset, so a `RuleEngine` is used
-from one thread only, and facts are posted to one of 256 session shards chosen by user id.
+from one thread only, and facts are posted to one of `SESSION_SHARDS` sessions chosen by user id.
+A large ruleset is held as several durable-rules rulesets (`rules/shards.py`); each delivery is
+posted to the one its event routes it to.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from rules.apply import Policies, apply_rule
 from rules.compiler import NO_MATCH_RULE, REQUEST_FIELD, CompiledRuleset, build_fact, compile_ruleset
 from rules.facts import Facts, facts_of
 from rules.schema import Rule, Ruleset
+from rules.shards import ShardPlan, plan_shards
 from state.users import User
 
-SESSION_SHARDS = 256
+SESSION_SHARDS = 16
+"""Sessions per durable-rules ruleset: facts are events consumed at once, so few are needed (~85 KB each)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ class RuleEngine:
     """Synchronous rule engine owning a durable-rules Host; call it from one thread only."""
 
     _ruleset: Ruleset
-    _compiled: CompiledRuleset
+    _plan: ShardPlan
+    _compiled: list[CompiledRuleset]
     _rules: dict[str, Rule]
     _policies: Policies
 
@@ -83,12 +88,17 @@ class RuleEngine:
         self._registered: set[str] = set()
         self._matched: dict[int, str] = {}
         self._fact_ids = itertools.count()
-        self._used_sessions: set[str] = set()
+        self._used_sessions: set[tuple[str, str]] = set()
         self._install(ruleset)
 
     @property
     def ruleset(self) -> Ruleset:
         return self._ruleset
+
+    @property
+    def shards(self) -> int:
+        """How many durable-rules rulesets hold the rules."""
+        return len(self._compiled)
 
     def reload(self, ruleset: Ruleset) -> None:
         """Switch to `ruleset` (already validated by the loader); the old sessions are freed."""
@@ -96,10 +106,9 @@ class RuleEngine:
             self._ruleset = ruleset
             self._policies = Policies(ruleset)
             return
-        old = self._compiled.name
         self._install(ruleset)
-        for sid in self._used_sessions:
-            self._host.delete_state(old, sid)
+        for name, sid in self._used_sessions:
+            self._host.delete_state(name, sid)
         self._used_sessions.clear()
 
     def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
@@ -109,15 +118,22 @@ class RuleEngine:
         return [self._apply(*triple) for triple in zip(requests, facts, winners, strict=True)]
 
     def _install(self, ruleset: Ruleset) -> None:
-        compiled = compile_ruleset(ruleset)
-        # durable-rules cannot register a name twice: a version seen before is still registered.
-        if compiled.name not in self._registered:
-            definition: dict[str, Any] = {
-                name: {**body, "run": self._recorder(name)} for name, body in compiled.definition.items()
-            }
-            self._host.set_rulesets({compiled.name: definition})
-            self._registered.add(compiled.name)
+        plan = plan_shards(ruleset.rules)
+        single = len(plan.shards) == 1
+        compiled = [
+            compile_ruleset(ruleset, None if single else positions, "" if single else f"_s{number}")
+            for number, positions in enumerate(plan.shards)
+        ]
+        for shard in compiled:
+            # durable-rules cannot register a name twice: a version seen before is still registered.
+            if shard.name not in self._registered:
+                definition: dict[str, Any] = {
+                    name: {**body, "run": self._recorder(name)} for name, body in shard.definition.items()
+                }
+                self._host.set_rulesets({shard.name: definition})
+                self._registered.add(shard.name)
         self._ruleset = ruleset
+        self._plan = plan
         self._compiled = compiled
         self._rules = {rule.id: rule for rule in ruleset.rules}
         self._policies = Policies(ruleset)
@@ -133,25 +149,39 @@ class RuleEngine:
         return record
 
     def _match(self, requests: Sequence[DecisionRequest], facts: Sequence[Facts]) -> list[Rule | None]:
-        """The winning rule of each request (None: no rule matched), posting one batch per session."""
-        by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for index, (request, known) in enumerate(zip(requests, facts, strict=True)):
-            fact = build_fact(self._compiled, known, index)
-            sid = str(zlib.crc32(request.user.user_id.encode()) % SESSION_SHARDS)
-            # A unique id per fact: durable-rules refuses a second fact with the same id as "observed".
-            fact["sid"], fact["id"] = sid, f"f{next(self._fact_ids)}"
-            by_session[sid].append(fact)
-        self._matched.clear()
-        name = self._compiled.name
-        for sid, batch in by_session.items():
-            self._used_sessions.add(sid)
-            self._host.post_batch(name, batch)
-        missing = [index for index in range(len(requests)) if index not in self._matched]
-        if missing:
-            raise RuntimeError(
-                f"rule engine returned no decision for {len(missing)} of {len(requests)} requests"
-            )
-        return [self._rules.get(self._matched[index]) for index in range(len(requests))]
+        """The winning rule of each request (None: no rule matched), posting one batch per session.
+
+        A request whose shard chain has several links goes on to the next shard while none matched.
+        """
+        chains = [self._plan.route(known) for known in facts]
+        winners: dict[int, str] = {}
+        pending = [(index, 0) for index in range(len(requests))]
+        while pending:
+            by_session: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+            for index, link in pending:
+                shard = chains[index][link]
+                fact = build_fact(self._compiled[shard], facts[index], index)
+                sid = str(zlib.crc32(requests[index].user.user_id.encode()) % SESSION_SHARDS)
+                # A unique id per fact: durable-rules refuses a second fact with the same id as "observed".
+                fact["sid"], fact["id"] = sid, f"f{next(self._fact_ids)}"
+                by_session[shard, sid].append(fact)
+            self._matched.clear()
+            for (shard, sid), batch in by_session.items():
+                name = self._compiled[shard].name
+                self._used_sessions.add((name, sid))
+                self._host.post_batch(name, batch)
+            missing = [index for index, _ in pending if index not in self._matched]
+            if missing:
+                raise RuntimeError(
+                    f"rule engine returned no decision for {len(missing)} of {len(requests)} requests"
+                )
+            winners.update(self._matched)
+            pending = [
+                (index, link + 1)
+                for index, link in pending
+                if not self._matched[index] and link + 1 < len(chains[index])
+            ]
+        return [self._rules.get(winners[index]) for index in range(len(requests))]
 
     def _apply(self, request: DecisionRequest, facts: Facts, rule: Rule | None) -> Decision:
         version = self._ruleset.version
@@ -187,3 +217,33 @@ class AsyncRuleEngine:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def engine_problems(ruleset: Ruleset) -> list[tuple[str, str]]:
+    """What durable-rules refuses of `ruleset` as deployed, as (the first rule of the shard, why).
+
+    Every shard is built, and sent one event that meets every condition it tests, so an engine limit
+    is found by `rules check` rather than on a live event.
+    """
+    try:
+        engine = RuleEngine(ruleset)
+    except Exception as exc:  # durable-rules raises bare Exceptions with its error code
+        first = ruleset.rules[0].id if ruleset.rules else ""
+        return [(first, f"the rule engine refuses this ruleset: {exc}")]
+    problems: list[tuple[str, str]] = []
+    for number, compiled in enumerate(engine._compiled):
+        probe: dict[str, Any] = {"sid": "probe", "id": "probe", REQUEST_FIELD: -1}
+        for body in compiled.definition.values():
+            condition = body["all"][0]["m"]
+            for clause in condition.get("$and", [condition]):
+                probe.update({k: v for k, v in clause.items() if not k.startswith("$")})
+        try:
+            engine._host.post(compiled.name, probe)
+        except Exception as exc:
+            first = ruleset.rules[engine._plan.shards[number][0]].id
+            if any(first == rule_id for rule_id, _ in problems):
+                continue  # the general rules head several shards: one error each is enough
+            others = len(compiled.definition) - 2
+            message = f"the rule engine cannot decide with this rule and {others} others in its shard: {exc}"
+            problems.append((first, message))
+    return problems

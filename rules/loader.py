@@ -124,7 +124,12 @@ def _load(path: Path, templates: Collection[str] | None) -> tuple[Ruleset | None
         caps=tuple(c for f in ordered for c in f.content.caps),
         urgent_bypass=frozenset(b for f in ordered for b in f.content.urgent_bypass or ()),
     )
-    return ruleset, []
+    # Built through the engine as deployed, so an engine limit is an error here, not on a live event.
+    from rules.engine import engine_problems
+
+    where = {p.rule.id: p for p in placed}
+    refused = [where[rule_id].error(message) for rule_id, message in engine_problems(ruleset)]
+    return (None, refused) if refused else (ruleset, [])
 
 
 def _parse(file: str, text: str) -> tuple[ParsedFile | None, list[RuleError]]:
