@@ -53,6 +53,10 @@ class CompiledRuleset:
     """The channels some rule's `bound` names."""
     any_of_fields: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     """Fact field -> (the event key, or `tags`; the values): whether the delivery's value is one of them."""
+    true_by_value: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    """Event key -> its value -> the `any_of_fields` that value makes true (`any_of_fields` inverted)."""
+    true_by_tag: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Tag -> the fact fields a user with it has true (its own field, and the lists naming it)."""
 
 
 def compile_ruleset(ruleset: Ruleset, rules: Sequence[int] | None = None, name: str = "") -> CompiledRuleset:
@@ -86,6 +90,12 @@ def compile_ruleset(ruleset: Ruleset, rules: Sequence[int] | None = None, name: 
         {key for key in _EVENT_FIELDS if len(getattr(r.when, key) or ()) == 1} for _, r in chosen
     ]
     conditions = [rule.when for _, rule in chosen]
+    true_by_value: dict[str, dict[str, tuple[str, ...]]] = {}
+    true_by_tag: dict[str, tuple[str, ...]] = {tag: (tag_field,) for tag, tag_field in tag_fields.items()}
+    for (key, values), fact_field in any_of.items():
+        table = true_by_tag if key == "tags" else true_by_value.setdefault(key, {})
+        for value in values:
+            table[value] = (*table.get(value, ()), fact_field)
     return CompiledRuleset(
         name=f"sb_{ruleset.version}{name}",
         definition=definition,
@@ -94,6 +104,8 @@ def compile_ruleset(ruleset: Ruleset, rules: Sequence[int] | None = None, name: 
         event_fields=tuple(key for key in _EVENT_FIELDS if any(key in keys for keys in single)),
         bound_channels=tuple(c for c in CHANNELS if any(c in (w.bound or ()) for w in conditions)),
         any_of_fields={fact_field: test for test, fact_field in any_of.items()},
+        true_by_value=true_by_value,
+        true_by_tag=true_by_tag,
     )
 
 
@@ -111,6 +123,33 @@ def build_fact(compiled: CompiledRuleset, facts: Facts, request: int) -> dict[st
         fact[tag_field] = tag in facts.tags
     for activity, (kind, window) in compiled.activity_fields.items():
         fact[activity] = active_within(facts, window) if kind == "active" else inactive_for(facts, window)
+    return fact
+
+
+def sparse_fact(compiled: CompiledRuleset, facts: Facts, request: int) -> dict[str, Any]:
+    """`build_fact` without its false booleans: what the engine posts.
+
+    Every boolean condition is `== True`, and durable-rules fails a condition on a field the fact
+    lacks, so leaving a false field out decides the same. Most fields of a large shard are false
+    (one per value list, tag and channel), and each costs JSON encoding and parsing per decision.
+    Only the fields that are true are looked up, through the tables inverted at compile time.
+    """
+    fact: dict[str, Any] = {REQUEST_FIELD: request}
+    for key in compiled.event_fields:
+        fact[key] = getattr(facts, key)
+    for key, table in compiled.true_by_value.items():
+        for fact_field in table.get(getattr(facts, key), ()):
+            fact[fact_field] = True
+    by_tag = compiled.true_by_tag
+    for tag in facts.tags:
+        for fact_field in by_tag.get(tag, ()):
+            fact[fact_field] = True
+    for channel in compiled.bound_channels:
+        if channel in facts.bound:
+            fact[bound_field(channel)] = True
+    for activity, (kind, window) in compiled.activity_fields.items():
+        if active_within(facts, window) if kind == "active" else inactive_for(facts, window):
+            fact[activity] = True
     return fact
 
 

@@ -1,16 +1,14 @@
 """Decide the channels of each delivery: durable-rules picks the winning rule, Python applies it.
 
-durable-rules is not thread-safe and caps sessions at 1024 per ruleset, so a `RuleEngine` is used
-from one thread only, and facts are posted to one of `SESSION_SHARDS` sessions chosen by user id.
-A large ruleset is held as several durable-rules rulesets (`rules/shards.py`); each delivery is
-posted to the one its event routes it to.
+durable-rules is not thread-safe, so a `RuleEngine` is used from one thread only. A large ruleset is
+held as several durable-rules rulesets (`rules/shards.py`); each delivery is posted to the one its
+event routes it to, in one batch per ruleset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,14 +21,19 @@ from durable.engine import Host
 from records.plan import DeliveryPlan
 from records.topics import EventCore
 from rules.apply import Policies, apply_rule
-from rules.compiler import NO_MATCH_RULE, REQUEST_FIELD, CompiledRuleset, build_fact, compile_ruleset
+from rules.compiler import NO_MATCH_RULE, REQUEST_FIELD, CompiledRuleset, compile_ruleset, sparse_fact
 from rules.facts import Facts, facts_of
 from rules.schema import Rule, Ruleset
 from rules.shards import ShardPlan, plan_shards
 from state.users import User
 
-SESSION_SHARDS = 16
-"""Sessions per durable-rules ruleset: facts are events consumed at once, so few are needed (~85 KB each)."""
+SESSION = "0"
+"""The one session of each durable-rules ruleset.
+
+A fact is a pre-enriched event that one single-pattern rule consumes at once (the catch-all rule
+takes any other), so a session keeps nothing from one decision to the next: more sessions would only
+split a batch into more engine calls (each ~20 µs) and cost ~85 KB each.
+"""
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class RuleEngine:
         self._registered: set[str] = set()
         self._matched: dict[int, str] = {}
         self._fact_ids = itertools.count()
-        self._used_sessions: set[tuple[str, str]] = set()
+        self._used_sessions: set[str] = set()
+        """The rulesets posted to, whose session is freed on reload."""
         self._install(ruleset)
 
     @property
@@ -107,8 +111,8 @@ class RuleEngine:
             self._policies = Policies(ruleset)
             return
         self._install(ruleset)
-        for name, sid in self._used_sessions:
-            self._host.delete_state(name, sid)
+        for name in self._used_sessions:
+            self._host.delete_state(name, SESSION)
         self._used_sessions.clear()
 
     def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
@@ -149,7 +153,7 @@ class RuleEngine:
         return record
 
     def _match(self, requests: Sequence[DecisionRequest], facts: Sequence[Facts]) -> list[Rule | None]:
-        """The winning rule of each request (None: no rule matched), posting one batch per session.
+        """The winning rule of each request (None: no rule matched), posting one batch per shard.
 
         A request whose shard chain has several links goes on to the next shard while none matched.
         """
@@ -157,18 +161,17 @@ class RuleEngine:
         winners: dict[int, str] = {}
         pending = [(index, 0) for index in range(len(requests))]
         while pending:
-            by_session: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+            by_shard: dict[int, list[dict[str, Any]]] = defaultdict(list)
             for index, link in pending:
                 shard = chains[index][link]
-                fact = build_fact(self._compiled[shard], facts[index], index)
-                sid = str(zlib.crc32(requests[index].user.user_id.encode()) % SESSION_SHARDS)
+                fact = sparse_fact(self._compiled[shard], facts[index], index)
                 # A unique id per fact: durable-rules refuses a second fact with the same id as "observed".
-                fact["sid"], fact["id"] = sid, f"f{next(self._fact_ids)}"
-                by_session[shard, sid].append(fact)
+                fact["sid"], fact["id"] = SESSION, f"f{next(self._fact_ids)}"
+                by_shard[shard].append(fact)
             self._matched.clear()
-            for (shard, sid), batch in by_session.items():
+            for shard, batch in by_shard.items():
                 name = self._compiled[shard].name
-                self._used_sessions.add((name, sid))
+                self._used_sessions.add(name)
                 self._host.post_batch(name, batch)
             missing = [index for index, _ in pending if index not in self._matched]
             if missing:

@@ -99,3 +99,52 @@ def test_an_engine_limit_is_a_located_error_at_check_time(
     assert errors and (errors[0].file, errors[0].line) == (str(path), 3)
     assert all("the rule engine cannot decide with this rule and" in e.message for e in errors)
     assert all("others in its shard: Could not assert event, error code: 30" in e.message for e in errors)
+
+
+@pytest.mark.parametrize("kind", ["departments", "listing"])
+def test_the_posted_fact_is_the_full_fact_without_its_false_booleans(tmp_path: Path, kind: str) -> None:
+    """The engine posts `sparse_fact`; leaving out what is false must leave every field that is not."""
+    from rules.compiler import build_fact, compile_ruleset, sparse_fact
+
+    text = department_rules(2000) if kind == "departments" else listing_rules(2000)
+    ruleset = load_ruleset(write(tmp_path, kind, text))
+    plan = plan_shards(ruleset.rules)
+    asked = requests(2000, 300)
+    dropped = 0
+    for number, positions in enumerate(plan.shards):
+        compiled = compile_ruleset(ruleset, positions, f"_s{number}")
+        for index, request in enumerate(asked):
+            facts = facts_of(request.event, request.user, request.now, request.last_active_at)
+            full = build_fact(compiled, facts, index)
+            posted = sparse_fact(compiled, facts, index)
+            assert posted == {key: value for key, value in full.items() if value is not False}
+            dropped += len(full) - len(posted)
+    assert dropped > 0  # the shards do test booleans these deliveries fail
+
+
+def test_one_batch_per_shard_into_one_session(tmp_path: Path) -> None:
+    """Facts are consumed as they are decided: splitting a batch by user would only add engine calls."""
+    from rules.engine import SESSION
+
+    ruleset = load_ruleset(write(tmp_path, "departments", department_rules(2000)))
+    engine = RuleEngine(ruleset)
+    posted: list[tuple[str, list[dict[str, object]]]] = []
+    post_batch = engine._host.post_batch
+
+    def recording(name: str, batch: list[dict[str, object]]) -> object:
+        posted.append((name, batch))
+        return post_batch(name, batch)
+
+    engine._host.post_batch = recording
+    asked = requests(2000, 500)
+    decided = [decision.rule_id for decision in engine.decide(asked)]
+    assert decided == [first_match(ruleset.rules, request) for request in asked]
+    names = [name for name, _ in posted]
+    assert len(names) == len(set(names)) <= engine.shards  # every route here is a single shard
+    assert sum(len(batch) for _, batch in posted) == len(asked)
+    assert {fact["sid"] for _, batch in posted for fact in batch} == {SESSION}
+    # Nothing stays in the session between batches: the next one decides the same.
+    assert [decision.rule_id for decision in engine.decide(asked)] == decided
+    for name in set(names):
+        assert engine._host.get_pending_events(name, SESSION) == []
+        assert engine._host.get_facts(name, SESSION) == []
