@@ -258,7 +258,7 @@ def test_bound_and_preferred_conditions(tmp_path: Path) -> None:
     ]
 
 
-def test_five_thousand_distinct_users_share_session_shards(default_engine: RuleEngine) -> None:
+def test_five_thousand_distinct_users_decide_in_one_session_twice_over(default_engine: RuleEngine) -> None:
     users = [User(user_id=f"u{i}", bindings={"email": f"u{i}@x.edu", "inbox": f"u{i}"}) for i in range(5000)]
     batch = [request(ALERT if i % 2 else CAMPUS, u) for i, u in enumerate(users)]
     for _ in range(2):
