@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from clickhouse_connect.driver.client import Client
 from redis.asyncio import Redis
 
+from analytics.connection import open_clickhouse
+from analytics.migrate import apply_migrations
 from localparts import LocalParts, LocalSmtpServer, free_port
 from settings import Settings
 
@@ -67,6 +70,15 @@ def smtp(smtp_server: LocalSmtpServer) -> LocalSmtpServer:
 def clickhouse_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One chdb data folder for the whole pytest process: chdb allows one folder per process."""
     return f"chdb://{tmp_path_factory.mktemp('clickhouse')}"
+
+
+@pytest.fixture(scope="session")
+def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
+    """The session's client on the shared chdb folder, migrated; tests tell their rows apart by ids."""
+    client = open_clickhouse(clickhouse_dsn)
+    apply_migrations(client)
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from analytics.connection import open_clickhouse
 from analytics.migrate import (
     MigrationDriftError,
     MigrationError,
@@ -34,14 +32,6 @@ from tests.integration.moments import now
 # A day back on the real clock, to the minute: these rows are recent history, whatever the date.
 T0 = now().replace(second=0) - timedelta(days=1)
 
-
-@pytest.fixture(scope="session")
-def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
-    """The one client of this session on the shared chdb folder, migrated."""
-    client = open_clickhouse(clickhouse_dsn)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 @pytest.fixture

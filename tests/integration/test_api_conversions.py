@@ -4,7 +4,7 @@ chdb: what the analytics service does with each batch of `conversions`."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -17,8 +17,6 @@ from redis.asyncio import Redis
 
 from analytics.attribution import attribute
 from analytics.attribution_rules import AttributionRules
-from analytics.connection import open_clickhouse
-from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
 from api import ApiDeps, KafkaPublisher, create_api
 from channels.links import LinkClaims, LinkSigner
@@ -58,13 +56,6 @@ async def running(local_parts: LocalParts, redis: Redis) -> AsyncIterator[Runnin
     ) as client:
         yield Running(client, {"Authorization": f"Bearer {key}"}, topic, publisher.bootstrap)
 
-
-@pytest.fixture(scope="session")
-def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
-    client = open_clickhouse(clickhouse_dsn)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 def sent_and_clicked(client: Client, user: str) -> Dispatch:

@@ -4,7 +4,7 @@ the test run's chdb, injected as the reader: an app sees its own messages only."
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,8 +13,6 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from redis.asyncio import Redis
 
-from analytics.connection import open_clickhouse
-from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
 from api import ApiDeps, create_api
 from api.analytics_reader import LazyReader
@@ -29,14 +27,6 @@ from state.schedule import DeliverySchedule
 from state.users import UserDirectory
 from tests.integration.test_api_support import RecordingPublisher
 from tests.integration.test_reports import campaign
-
-
-@pytest.fixture(scope="module")
-def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
-    client = open_clickhouse(clickhouse_dsn)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 @dataclass

@@ -4,7 +4,7 @@ unattributed kept, replays not doubled. Touches are written relative to the real
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,8 +14,6 @@ from clickhouse_connect.driver.client import Client
 
 from analytics.attribution import attribute
 from analytics.attribution_rules import AttributionRules, TypeRule, Windows
-from analytics.connection import open_clickhouse
-from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
 from records.conversions import Conversion
 from records.topics import Receipt
@@ -32,13 +30,6 @@ RULES = AttributionRules(
     },
 )
 
-
-@pytest.fixture(scope="session")
-def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
-    client = open_clickhouse(clickhouse_dsn)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 @pytest.fixture

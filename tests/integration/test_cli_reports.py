@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +17,6 @@ from clickhouse_connect.driver.client import Client
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
-from analytics.connection import open_clickhouse
-from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
 from app import cli
 from localparts import free_port
@@ -27,14 +24,6 @@ from records.plan import DeliveryPlan, FallbackStep
 from records.topics import Dispatch, EventCore
 from state.fallback import FallbackSchedule
 from tests.integration.test_reports import campaign
-
-
-@pytest.fixture(scope="module")
-def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
-    client = open_clickhouse(clickhouse_dsn)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 @pytest.fixture

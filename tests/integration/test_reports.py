@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,11 +17,9 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from redis.asyncio import Redis
 
-from analytics.connection import open_clickhouse
 from analytics.event_log import EventLog
 from analytics.funnel import FunnelError, FunnelQuery, funnel_query, funnel_report
 from analytics.funnel_output import as_csv, render_table, write_chart
-from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
 from api.analytics_reader import LazyReader
 from api.trace import Tracer, describe
@@ -34,13 +31,6 @@ from tests.integration.moments import now
 
 T0 = now().replace(minute=0, second=0) - timedelta(days=1)  # an hour's start, a day back: whatever the date
 
-
-@pytest.fixture(scope="module")
-def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
-    client = open_clickhouse(clickhouse_dsn)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 @pytest.fixture

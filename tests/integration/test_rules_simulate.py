@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -13,9 +12,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from redis.asyncio import Redis
 
-from analytics.connection import open_clickhouse
 from analytics.event_log import EventLog, EventLogError
-from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
 from records.topics import EventCore, Receipt, address_user_id
 from rules.loader import load_ruleset
@@ -44,13 +41,6 @@ rules:
     then: {first_of: [inbox, email]}
 """
 
-
-@pytest.fixture(scope="module")
-def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
-    client = open_clickhouse(clickhouse_dsn)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from statistics import NormalDist
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from analytics.connection import open_clickhouse
-from analytics.migrate import apply_migrations
 from analytics.sink import ReceiptSink
 from analytics.variants import as_csv, as_dict, variant_report
 from records.topics import Receipt, Status
@@ -20,13 +17,6 @@ from tests.integration.moments import now
 
 Z = NormalDist().inv_cdf(0.975)
 
-
-@pytest.fixture(scope="session")
-def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
-    client = open_clickhouse(clickhouse_dsn)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 @pytest.fixture
