@@ -219,14 +219,15 @@ def funnel_query(
 
 def _sql(query: FunnelQuery) -> str:
     per_channel = bool(_PER_CHANNEL & set(query.by))
-    # Grouped by a 64-bit hash of the id: several times faster than by the string, and two of a
-    # billion messages colliding has a chance of about 3 in 100 million.
-    message_key = "message, channel" if per_channel else "message"
+    # Grouped by a 64-bit hash of the id (with the channel when the report splits a message by
+    # channel): several times faster than by the string, a third faster than by hash and channel, and
+    # two of a billion lines colliding has a chance of about 3 in 100 million.
+    message_key = "cityHash64(message_id, channel)" if per_channel else "cityHash64(message_id)"
     # A message's own attributes (aliased d_*: ClickHouse would read an alias named like its column
     # inside the aggregate): the first non-empty value any of its rows carries. The provider is the
     # one that accepted the send, else any that tried it.
     known = {
-        "channel": ["channel AS d_channel"],
+        "channel": ["any(channel) AS d_channel"],
         "provider": [
             "argMinIf(provider, event_time, status = 'sent') AS sent_by",
             "if(sent_by != '', sent_by, anyIf(provider, provider != '')) AS d_provider",
@@ -257,14 +258,14 @@ def _sql(query: FunnelQuery) -> str:
         f"SELECT {''.join(g + ', ' for g in groups)}{bucket} AS bucket, "  # noqa: S608
         + ", ".join(f"sum(bitTest(reached, {bit})) AS n_{name}" for bit, name in enumerate(COUNTS))
         + ", sum(spent) "
-        "FROM (SELECT cityHash64(message_id) AS message, "
+        f"FROM (SELECT {message_key} AS message, "
         + ", ".join(attributes + reached)
         # FINAL: a redelivered receipt not merged yet would count its cost twice; the flags above
         # would be right without it.
         + " FROM message_events FINAL"
         " WHERE event_time >= {since:DateTime64(3, 'UTC')} AND event_time < {until:DateTime64(3, 'UTC')}"
         " AND ({app:String} = '' OR app = {app:String})"
-        f" GROUP BY {message_key}) "
+        " GROUP BY message) "
         f"GROUP BY {', '.join([*groups, 'bucket'])} "
         f"ORDER BY bucket, n_decided DESC, n_sent DESC{''.join(', ' + g for g in groups)}"
         # Parts merge only within a partition (a month of event_time), so FINAL need not merge across
