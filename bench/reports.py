@@ -1,7 +1,10 @@
 """Bench: the funnel report on 10 million `message_events` rows, generated inside ClickHouse (numbers())
 in a chdb folder of its own; wall and CPU time of the funnel by channel, by day, by rule and template.
 
-Run: .venv/bin/python bench/reports.py [--rows 10000000] [--repeat 3]
+Run: .venv/bin/python bench/reports.py [--rows 10000000] [--repeat 3] [--unmerged]
+
+--unmerged reads the parts as the insert left them instead of merging the tables first: FINAL then has
+overlapping parts to merge, as on a month still receiving rows.
 
 chdb runs in this process, so the process CPU time is the engine's (all its threads) plus ours.
 """
@@ -63,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--unmerged", action="store_true", help="skip OPTIMIZE ... FINAL before timing")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-reports-") as folder:
@@ -74,8 +78,13 @@ def main() -> None:
         client.command(_GENERATE, parameters={"start": start, "days": DAYS, "rows": args.rows})
         stored = client.query("SELECT count() FROM message_events").result_rows[0][0]
         print(f"generated {stored:,} rows in {time.perf_counter() - wall:.1f} s (rollup fed as they went in)")
-        client.command("OPTIMIZE TABLE message_events FINAL")
-        client.command("OPTIMIZE TABLE message_rollup_daily FINAL")
+        if not args.unmerged:
+            client.command("OPTIMIZE TABLE message_events FINAL")
+            client.command("OPTIMIZE TABLE message_rollup_daily FINAL")
+        parts = client.query(
+            "SELECT count() FROM system.parts WHERE active AND database = currentDatabase()"
+            " AND table = 'message_events'"
+        ).result_rows[0][0]
 
         since, until = start, now + timedelta(minutes=1)
         cases = {
@@ -87,7 +96,8 @@ def main() -> None:
             "rollup: by channel": FunnelQuery(since, until, by=("channel",), source="rollup"),
             "rollup: by day": FunnelQuery(since, until, interval="day", source="rollup"),
         }
-        print(f"funnel over {stored:,} rows, {stored // 5:,} messages (median of {args.repeat}):")
+        messages = stored // 5
+        print(f"funnel over {stored:,} rows in {parts} parts, {messages:,} messages, median of {args.repeat}")
         for name, query in cases.items():
             funnel_report(client, query)  # warm the caches once
             seconds, cpu, lines = timed(lambda query=query: funnel_report(client, query), args.repeat)
