@@ -10,9 +10,9 @@ from clickhouse_connect.driver.client import Client
 
 from analytics.sink import ReceiptSink
 from records.topics import Receipt
-from tests.integration.test_analytics import T0, app, clickhouse
+from tests.integration.test_analytics import T0, app
 
-__all__ = ["app", "clickhouse"]
+__all__ = ["app"]
 
 
 def rows(client: Client, app: str) -> list[tuple[str, str, str, datetime]]:
