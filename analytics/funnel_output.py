@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from analytics.funnel import COUNTS, STAGES, FunnelReport, FunnelRow
+from analytics.report import print_whole
 
 NONE_LABEL: Final = "(none)"
 _TOP_GROUPS: Final = 12  # more bars or lines than this are unreadable; the rest are left out of the chart
@@ -49,17 +49,6 @@ def render_table(report: FunnelReport) -> Table:
         cells += ["–" if rate is None else f"{rate:.1%}", f"{row.cost:,.2f}"]
         table.add_row(*cells)
     return table
-
-
-def print_whole(table: Table, console: Console | None = None) -> None:
-    """Print the table at its own width when wider than the terminal, rather than with cells cut to `…`."""
-    console = console or Console()
-    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
-    if needed > console.width:
-        console = Console(
-            file=console.file, width=needed, force_terminal=console.is_terminal, no_color=console.no_color
-        )
-    console.print(table)
 
 
 def as_json(report: FunnelReport) -> str:

@@ -169,8 +169,13 @@ def render_table(report: ReachReport) -> Table:
 def print_table(report: ReachReport, console: Console | None = None) -> None:
     """Print the table whole: wider than the terminal (or than the 80 columns rich assumes for a pipe),
     it is printed at its own width rather than with headers and counts cut to `…`."""
+    print_whole(render_table(report), console)
+
+
+def print_whole(table: Table, console: Console | None = None) -> None:
+    """Print any report's table at its own width when wider than the terminal, rather than with cells
+    cut to `…`."""
     console = console or Console()
-    table = render_table(report)
     needed = console.measure(table, options=console.options.update_width(10_000)).maximum
     if needed > console.width:
         console = Console(

@@ -29,6 +29,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from analytics.report import print_whole
 from settings.errors import SwitchboardError
 
 Z95 = 1.959963984540054
@@ -286,13 +287,7 @@ def print_table(report: VariantReport, console: Console | None = None) -> None:
         since = report.since.isoformat()
         console.print(f"rule {report.rule} decided no message with a variant since {since}")
         return
-    table = render_table(report)
-    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
-    if needed > console.width:
-        console = Console(
-            file=console.file, width=needed, force_terminal=console.is_terminal, no_color=console.no_color
-        )
-    console.print(table)
+    print_whole(render_table(report), console)
 
 
 def require_events(client: Client) -> None:
