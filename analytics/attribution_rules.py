@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from records.vocabulary import Name
+from settings.yaml_files import duplicate_keys
 
 Model = Literal["last_touch", "first_touch"]
 Touch = Literal["clicked", "read", "opened", "delivered"]
@@ -180,7 +181,7 @@ def _load(path: Path) -> AttributionFile:
     if root is None:
         return AttributionFile()  # an empty file: the built-in default for every type
     errors = [AttributionError(file, k.start_mark.line + 1, k.start_mark.column + 1,
-                               f"duplicate key {k.value!r}") for k in _duplicate_keys(root)]
+                               f"duplicate key {k.value!r}") for k in duplicate_keys(root)]
     if errors:
         raise AttributionFileError(errors)  # which of the two was meant is for the author to say
     try:
@@ -224,21 +225,6 @@ def _allowed(loc: tuple[str | int, ...]) -> tuple[str, ...]:
     if parent[-1] == "windows":
         return tuple(Windows.model_fields)
     return tuple(TypeRule.model_fields)
-
-
-def _duplicate_keys(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
-    """PyYAML silently keeps the last of two equal keys; a person editing the file never means that."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    yield key
-                seen.add(key.value)
-            yield from _duplicate_keys(value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            yield from _duplicate_keys(item)
 
 
 def _node_at(root: yaml.Node, loc: Sequence[str | int], key: bool = False) -> yaml.Node:

@@ -34,6 +34,7 @@ from channels.base import Channel, ChannelDeps, ProviderOptions
 from channels.failover import Rate
 from channels.kinds import KINDS, KindUnavailable, adapter_for
 from records.topics import ChannelName
+from settings.yaml_files import duplicate_keys
 
 ProviderName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
@@ -216,7 +217,7 @@ class _Loader:
             loader.dispose()
         if root is None:
             return yaml.MappingNode("tag:yaml.org,2002:map", []), None  # empty file: no providers
-        for key in _duplicate_keys(root):
+        for key in duplicate_keys(root):
             self._error(key, (), f"duplicate key {key.value!r}")
         return (None, None) if self.errors else (root, data)
 
@@ -378,21 +379,6 @@ def _suggest(word: str, known: Sequence[str]) -> str:
     if close:
         return f" (did you mean {close[0]!r}?)"
     return f" (expected one of: {', '.join(known)})" if known else ""
-
-
-def _duplicate_keys(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
-    """PyYAML silently keeps the last of two equal keys; an operator almost never means that."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    yield key
-                seen.add(key.value)
-            yield from _duplicate_keys(value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            yield from _duplicate_keys(item)
 
 
 def _node_at(root: yaml.Node, loc: Sequence[str | int], key: bool = False) -> yaml.Node:
