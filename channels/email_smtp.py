@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from email import policy
+import time
 from email.errors import MessageError
 from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from urllib.parse import quote
 
 import aiosmtplib
 from pydantic import SecretStr
 
+from channels import email_mime
 from channels.base import Channel, CredentialsError, PermanentSendError, RetryableSendError, SendResult
 from channels.links import LinkSigner
 from channels.templates import RenderedMessage
@@ -28,24 +28,6 @@ from records.topics import Dispatch
 MESSAGE_ID_HEADER = "X-Switchboard-Message-Id"
 # Categories a person subscribes to, and so may unsubscribe from; codes, receipts and alerts are not.
 UNSUBSCRIBABLE = frozenset({"marketing", "notice"})
-
-
-class _MailPolicy(policy.EmailPolicy):
-    """SMTP policy, except that List-Unsubscribe is folded only between its URLs: folded at 78 the
-    standard way, a long signed URL would be RFC 2047 encoded into something no client reads."""
-
-    def fold(self, name: str, value: str) -> str:
-        if name.lower() == "list-unsubscribe":
-            return f"{name}: " + str(value).replace(", ", f",{self.linesep} ") + self.linesep
-        return str(super().fold(name, value))
-
-    def fold_binary(self, name: str, value: str) -> bytes:
-        if name.lower() == "list-unsubscribe":
-            return self.fold(name, value).encode("ascii")
-        return bytes(super().fold_binary(name, value))
-
-
-MAIL_POLICY = _MailPolicy(linesep="\r\n")
 
 
 class SmtpEmail(Channel):
@@ -77,14 +59,20 @@ class SmtpEmail(Channel):
             raise ValueError(f"SMTP port must be 1-65535, got {port}")
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}")
-        _, sender_address = parseaddr(sender)
+        if not sender.isprintable():
+            raise ValueError(f"email sender {sender!r} holds control characters (CR, LF, tab...)")
+        sender_name, sender_address = parseaddr(sender)
         if "@" not in sender_address:
             raise ValueError(f"email sender {sender!r} has no address (e.g. 'Name <noreply@uni.edu>')")
+        # The From line is the same for every message: encoded and folded once.
+        self._from_header = email_mime.address("From", sender_name, sender_address)
+        self._envelope_sender = sender_address
         self.host, self.port, self.sender, self.username = host, port, sender, username
         self._password = password
         self._starttls, self._timeout = starttls, timeout
         self._domain = sender_address.rsplit("@", 1)[1]
-        if unsubscribe_mailto and "@" not in unsubscribe_mailto:
+        if unsubscribe_mailto and ("@" not in unsubscribe_mailto or not unsubscribe_mailto.isprintable()
+                                   or not unsubscribe_mailto.isascii()):
             raise ValueError(f"unsubscribe_mailto must be an address, got {unsubscribe_mailto!r}")
         self._links, self._mailto, self._tls_context = links, unsubscribe_mailto, tls_context
         # A pool of idle clients: an SMTP connection carries one transaction at a time, so each
@@ -98,36 +86,42 @@ class SmtpEmail(Channel):
             f"username={self.username!r}, password={self._password!r})"
         )
 
-    def build(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> EmailMessage:
-        """The MIME message: text, with an HTML alternative when the template has one."""
-        email = EmailMessage(policy=MAIL_POLICY)
-        email["From"] = self.sender
-        email["To"] = address
-        email["Subject"] = message.subject
-        email["Date"] = formatdate(localtime=False, usegmt=True)
-        # Deterministic, so a resend of the same (message, channel, step) is recognisably the same mail.
-        email["Message-ID"] = f"<{dispatch.message_id}.{dispatch.step}@{self._domain}>"
-        email[MESSAGE_ID_HEADER] = dispatch.message_id
+    def build(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> bytes:
+        """The message as sent: text, with an HTML alternative when the template has one.
+
+        `address` must be a bare, validated address (`send` checks it first)."""
+        message_id = self.message_id(dispatch)
+        headers = [
+            self._from_header,
+            email_mime.address("To", "", address),
+            email_mime.unstructured("Subject", message.subject),
+            email_mime.raw("Date", _date_now()),
+            email_mime.raw("Message-ID", message_id),
+            email_mime.raw(MESSAGE_ID_HEADER, email_mime.token(dispatch.message_id)),
+        ]
         if dispatch.event.category in UNSUBSCRIBABLE:
             url = self._links.unsubscribe_url(dispatch)
             targets = [f"<{url}>"]
             if self._mailto:
                 token = url.rsplit("/", 1)[1]
                 targets.append(f"<mailto:{self._mailto}?subject={quote('unsubscribe ' + token)}>")
-            email["List-Unsubscribe"] = ", ".join(targets)
-            email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        email.set_content(message.text)
-        if message.html:
-            email.add_alternative(message.html, subtype="html")
-        return email
+            # Folded only between the links: a signed URL folded inside would not work once clicked.
+            headers.append(email_mime.listed("List-Unsubscribe", targets))
+            headers.append(email_mime.raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        return email_mime.message(headers, message.text, message.html)
+
+    def message_id(self, dispatch: Dispatch) -> str:
+        """The Message-ID: derived from the message id and step, never random, so a resend of the
+        same (message, channel, step) is the same mail to every receiving system that deduplicates."""
+        return email_mime.message_id(dispatch.message_id, dispatch.step, self._domain)
 
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
         recipient = _recipient(address)
-        email = self.build(message, recipient, dispatch)
+        mail = self.build(message, recipient, dispatch)
         async with self._slots:
             client = await self._borrow()
             try:
-                await client.send_message(email, sender=None, recipients=[recipient])
+                await client.sendmail(self._envelope_sender, [recipient], mail)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 refused = exc.recipients[0]
                 self._idle.put_nowait(client)  # aiosmtplib sent RSET: the connection is clean
@@ -142,7 +136,7 @@ class SmtpEmail(Channel):
                 client.close()
                 raise
             self._idle.put_nowait(client)
-        return SendResult(status="sent", provider_message_id=str(email["Message-ID"]))
+        return SendResult(status="sent", provider_message_id=self.message_id(dispatch))
 
     async def _borrow(self) -> aiosmtplib.SMTP:
         while not self._idle.empty():
@@ -185,6 +179,18 @@ class SmtpEmail(Channel):
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     client.close()
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """The Date header's value, formatted once per second (formatdate costs ~10 µs)."""
+    global _date_cache
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, formatdate(second, usegmt=True))
+    return _date_cache[1]
 
 
 def _recipient(address: str) -> str:

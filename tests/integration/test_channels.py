@@ -90,6 +90,31 @@ async def test_email_reaches_the_smtp_server_as_multipart(smtp: LocalSmtpServer)
     assert text is not None and "请准时到场" in text.get_content()
 
 
+async def test_a_resent_email_carries_the_same_message_id_for_receivers_to_dedup(
+    smtp: LocalSmtpServer,
+) -> None:
+    channel = email_to(smtp.host, smtp.port)
+    subject = "提醒 🎓 " + ("Linear Algebra moved to room A-101 " * 4).strip()
+    text = "李伟同学：\n" + "x" * 1200 + "\n=end"
+    message = RenderedMessage(
+        template="t", channel="email", subject=subject, text=text, html=f"<p>{text}</p>"
+    )
+    sent = dispatch("email", "li.wei@uni.example.edu", "m-resent")
+    try:
+        first = await channel.send(message, "li.wei@uni.example.edu", sent)
+        again = await channel.send(message, "li.wei@uni.example.edu", sent)  # a redelivered dispatch
+    finally:
+        await channel.close()
+    mails = await asyncio.to_thread(smtp.wait_for, 2)
+    assert first.provider_message_id == again.provider_message_id == "<m-resent.0@uni.example.edu>"
+    assert [m.message["Message-ID"] for m in mails] == ["<m-resent.0@uni.example.edu>"] * 2
+    for mail in mails:
+        assert mail.mail_from == "noreply@uni.example.edu"
+        assert mail.message["Subject"] == subject
+        body = mail.message.get_body(("plain",))
+        assert body is not None and body.get_content().replace("\r\n", "\n") == text + "\n"
+
+
 async def test_many_concurrent_emails_share_a_few_connections(smtp: LocalSmtpServer) -> None:
     channel = email_to(smtp.host, smtp.port, connections=3)
     message = CATALOG.render("campus_notice", "email", {"headline": "Library hours", "body": "8-22"}, None)

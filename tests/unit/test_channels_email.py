@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 
 import pytest
 from pydantic import SecretStr
@@ -33,8 +34,14 @@ def adapter(port: int = 2525) -> SmtpEmail:
     return SmtpEmail("127.0.0.1", port, sender, timeout=2.0, links=SIGNER)
 
 
+def built(message: RenderedMessage, address: str, dispatch: Dispatch) -> EmailMessage:
+    parsed = message_from_bytes(adapter().build(message, address, dispatch), policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
 def test_builds_multipart_text_and_html_with_ids() -> None:
-    email = adapter().build(MESSAGE, "li.wei@uni.example.edu", DISPATCH)
+    email = built(MESSAGE, "li.wei@uni.example.edu", DISPATCH)
     assert email["To"] == "li.wei@uni.example.edu"
     assert email["From"] == "Academic Affairs <noreply@uni.example.edu>"
     assert email["Subject"] == "Reminder: 线性代数 at 08:00"
@@ -43,12 +50,12 @@ def test_builds_multipart_text_and_html_with_ids() -> None:
     assert email.get_content_type() == "multipart/alternative"
     text, html = email.get_body(("plain",)), email.get_body(("html",))
     assert text is not None and html is not None
-    assert text.get_content().strip() == "Dear Li Wei,\n线性代数 starts at 08:00."
+    assert text.get_content().strip() == "Dear Li Wei,\r\n线性代数 starts at 08:00."
     assert html.get_content().strip() == "<p>Dear Li Wei,</p>"
 
 
 def test_text_only_without_html() -> None:
-    email = adapter().build(MESSAGE.model_copy(update={"html": None}), "a@uni.example.edu", DISPATCH)
+    email = built(MESSAGE.model_copy(update={"html": None}), "a@uni.example.edu", DISPATCH)
     assert email.get_content_type() == "text/plain"
 
 
@@ -95,7 +102,7 @@ def with_category(category: str) -> Dispatch:
 )
 def test_subscribable_mail_carries_one_click_unsubscribe(category: str, mailto: str, expected: int) -> None:
     channel = SmtpEmail("127.0.0.1", 25, "a@uni.example.edu", links=SIGNER, unsubscribe_mailto=mailto)
-    raw = channel.build(MESSAGE, "li.wei@uni.example.edu", with_category(category)).as_bytes()
+    raw = channel.build(MESSAGE, "li.wei@uni.example.edu", with_category(category))
     parsed = message_from_bytes(raw, policy=policy.default)
     header = parsed["List-Unsubscribe"]
     if expected == 0:
