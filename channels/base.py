@@ -174,6 +174,22 @@ class Channel(ABC):
         return f"{type(self).__name__}(channel={self.channel!r}, provider={self.provider!r})"
 
 
+def idempotency_key(dispatch: Dispatch) -> str:
+    """The key a provider deduplicates one send on: the message id and step, the same unit the send
+    ledger claims, so a redelivered dispatch repeats the key and another fallback step does not."""
+    return f"{dispatch.message_id}.{dispatch.step}"
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def idempotency_header(dispatch: Dispatch) -> str:
+    """The `Idempotency-Key` value for HTTP peers: the key as an RFC 8941 string (quoted, `\\` and
+    `"` escaped), the form the IETF httpapi draft gives the header."""
+    key = "".join(c if " " <= c <= "~" else "?" for c in idempotency_key(dispatch))
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**(n-1)))."""

@@ -2,6 +2,11 @@
 
 Addresses are written `fcm:<registration token>`. FCM pushes no delivery callbacks to servers (its
 delivery data goes to BigQuery), so this adapter reports `sent` and nothing later.
+
+FCM's send API has no idempotency key: a send repeated after a lost answer reaches the device twice.
+What it has is on the device: an Android notification `tag` and the APNs `apns-collapse-id`, both
+set to the message id and step, so a repeated notification replaces the first on screen instead of
+showing twice. (`collapse_key` is not used: FCM keeps only four per offline device.)
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from channels.base import (
     RetryableSendError,
     SendResult,
     ThrottledError,
+    idempotency_key,
 )
 from channels.templates import RenderedMessage
 from records.topics import Dispatch
@@ -148,6 +154,8 @@ class FcmPush(Channel):
         urgent = dispatch.event.priority in _URGENT
         ttl = min(self._options.ttl_seconds, _SHORT_LIVED.get(dispatch.event.category, 2_419_200))
         label = _LABEL_FORBIDDEN.sub("_", dispatch.event.template)[:50]
+        # APNs takes at most 64 bytes of collapse id; message ids are 24 hex characters.
+        key = idempotency_key(dispatch).encode()[:64].decode(errors="ignore")
         return {
             "message": {
                 "token": token,
@@ -157,8 +165,9 @@ class FcmPush(Channel):
                     "priority": "high" if urgent else "normal",
                     # No collapse_key: FCM keeps only four distinct keys per offline device.
                     "ttl": f"{ttl}s",
+                    "notification": {"tag": key},
                 },
-                "apns": {"headers": {"apns-priority": "10" if urgent else "5"}},
+                "apns": {"headers": {"apns-priority": "10" if urgent else "5", "apns-collapse-id": key}},
                 "fcm_options": {"analytics_label": label},
             }
         }

@@ -7,6 +7,10 @@ HMAC-SHA256 with the shared secret of `<timestamp>.<raw body>`. Answers: 2xx `{"
 `unknown_recipient`, `blocked_recipient` refuse the address; 401/403 our signature; 429 with
 `Retry-After` a rate limit; 5xx a failure to retry. Delivery reports come back signed the same way:
 `POST` a JSON array of `{"id", "status": "delivered"|"failed", "reason", "to"}`.
+
+Every request carries `Idempotency-Key: "<message id>.<step>"`, the same on every retry of one send:
+a gateway that has accepted a key answers its first answer again and sends nothing (the local peer
+does), so a send repeated after a lost answer reaches the phone once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from channels.base import (
+    IDEMPOTENCY_HEADER,
     CallbackRejected,
     CallbackReply,
     CallbackRequest,
@@ -35,6 +40,7 @@ from channels.base import (
     RetryableSendError,
     SendResult,
     ThrottledError,
+    idempotency_header,
 )
 from channels.sms_segments import billed_segments, require_e164
 from channels.templates import RenderedMessage
@@ -121,6 +127,7 @@ class HttpSmsGateway(Channel):
         timestamp = str(int(self._clock()))
         headers = {
             "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: idempotency_header(dispatch),
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: gateway_signature(self._options.secret.get_secret_value(), timestamp, body),
         }

@@ -2,6 +2,9 @@
 
 Receivers check `X-Switchboard-Signature: sha256=<hex>`, the HMAC-SHA256 with the shared secret of
 `{X-Switchboard-Timestamp}.{raw body}` (see `verify`), and reject old timestamps to stop replays.
+Every POST carries `Idempotency-Key: "<message id>.<step>"` (a structured-field string, as the IETF
+draft defines the header): the same on a retry or a redelivered dispatch, so a receiver that keeps
+the keys it has seen processes each message once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from channels.base import Channel, PermanentSendError, RetryableSendError, SendResult
+from channels.base import (
+    IDEMPOTENCY_HEADER,
+    Channel,
+    PermanentSendError,
+    RetryableSendError,
+    SendResult,
+    idempotency_header,
+)
 from channels.templates import RenderedMessage
 from records.topics import Dispatch
 
@@ -114,6 +124,7 @@ class Webhook(Channel):
             SIGNATURE_HEADER: sign(self._secret.get_secret_value(), timestamp, body),
             TIMESTAMP_HEADER: timestamp,
             MESSAGE_ID_HEADER: dispatch.message_id,
+            IDEMPOTENCY_HEADER: idempotency_header(dispatch),
         }
         try:
             # Redirects are not followed: they could lead outside the allowlist.

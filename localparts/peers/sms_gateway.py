@@ -1,8 +1,9 @@
 """A local generic SMS gateway speaking the protocol of `channels.sms_gateway`, for tests and the demo.
 
 Checks `X-Sms-Signature` (HMAC-SHA256 of `<X-Sms-Timestamp>.<body>`) and the timestamp's age, then
-the number. `app[STATE]` holds the accepted bodies, the error names to answer next (see `ERRORS`) and
-the segments to report as billed, if any.
+the number. A request whose `Idempotency-Key` it has accepted before gets the first answer again and
+sends nothing (counted in `repeats`). `app[STATE]` holds the accepted bodies, the error names to
+answer next (see `ERRORS`) and the segments to report as billed, if any.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class GatewayPeerState:
     script: list[str] = field(default_factory=list)
     segments: int | None = None
     """Reported back as the billed segments when set; the adapter counts them itself otherwise."""
+    answered: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Idempotency-Key -> the answer given when it was accepted."""
+    repeats: int = 0
 
 
 STATE = web.AppKey("sms_gateway", GatewayPeerState)
@@ -80,6 +84,10 @@ def create_app(secret: str) -> web.Application:
             return error("stale_timestamp")
         if state.script:
             return error(state.script.pop(0))
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and key in state.answered:
+            state.repeats += 1
+            return web.json_response(state.answered[key], status=202)
         try:
             message = json.loads(body)
         except json.JSONDecodeError:
@@ -92,6 +100,8 @@ def create_app(secret: str) -> web.Application:
         answer: dict[str, Any] = {"id": message_id, "status": "accepted"}
         if state.segments is not None:
             answer["segments"] = state.segments
+        if key is not None:
+            state.answered[key] = answer
         return web.json_response(answer, status=202)
 
     app.router.add_post("/sms", send)

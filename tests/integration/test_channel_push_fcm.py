@@ -143,6 +143,9 @@ async def test_message_carries_token_notification_and_priority(fcm: Fcm) -> None
     assert message["apns"]["headers"]["apns-priority"] == "10"
     assert message["android"]["ttl"] == "86400s"
     assert message["fcm_options"]["analytics_label"] == "bursar_fee_due"
+    # FCM has no idempotency key; a repeat replaces the first notification on the device instead.
+    assert message["android"]["notification"] == {"tag": "m-42.0"}
+    assert message["apns"]["headers"]["apns-collapse-id"] == "m-42.0"
 
 
 async def test_verification_codes_are_not_stored_for_long(fcm: Fcm) -> None:

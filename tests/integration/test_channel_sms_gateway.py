@@ -147,6 +147,19 @@ async def test_send(peer: Peer, case: Case, caplog: pytest.LogCaptureFixture) ->
         assert SECRET not in text
 
 
+async def test_a_repeated_send_carries_the_same_idempotency_key_and_reaches_the_phone_once(
+    peer: Peer,
+) -> None:
+    channel = peer.channel()
+    first = await channel.send(MESSAGE, NUMBER, DISPATCH)
+    again = await channel.send(MESSAGE, NUMBER, DISPATCH)  # e.g. its answer was lost, then redelivered
+    fallback = await channel.send(MESSAGE, NUMBER, DISPATCH.model_copy(update={"step": 1}))
+    assert first.provider_message_id == again.provider_message_id != fallback.provider_message_id
+    assert [m["reference"] for m in peer.state.received] == ["m-7c1e", "m-7c1e"]
+    assert list(peer.state.answered) == ['"m-7c1e.0"', '"m-7c1e.1"']
+    assert peer.state.repeats == 1
+
+
 async def test_a_body_changed_after_signing_is_refused(peer: Peer) -> None:
     async with httpx.AsyncClient(transport=Tampering()) as meddled:
         with pytest.raises(CredentialsError, match="bad_signature"):

@@ -359,9 +359,11 @@ class Receiver:
         self.bodies: list[dict[str, Any]] = []
         self.rejected = 0
         self.script: list[web.Response] = []
+        self.idempotency_keys: list[str | None] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.idempotency_keys.append(request.headers.get("Idempotency-Key"))
         signature = request.headers.get(SIGNATURE_HEADER, "")
         if not verify(SECRET, request.headers.get(TIMESTAMP_HEADER, ""), body, signature):
             self.rejected += 1
@@ -404,6 +406,7 @@ async def test_webhook_is_signed_and_retried_on_503(receiver: tuple[Receiver, st
     assert (outcome.status, outcome.attempts, outcome.provider_message_id) == ("delivered", 2, "rq-1")
     assert sleeps and sleeps[0] >= 1.0
     assert state.rejected == 0
+    assert state.idempotency_keys == ['"m-1.0"', '"m-1.0"']  # the retry repeats the key
     assert state.bodies == [{"type": "fee_due", "user_id": "s2024001", "amount": "¥5,000",
                              "due_date": "2026-09-01", "term": "Autumn 2026"}]
 
