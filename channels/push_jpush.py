@@ -1,5 +1,8 @@
 """JPush (极光推送) REST API v3: `POST /v3/push` to one registration id, HTTP Basic appKey:masterSecret.
 
+Each push carries a `cid` bound to its message id and step (channels/push_jpush_cid.py), JPush's
+deduplication key: a retry after a lost answer is answered, not pushed again.
+
 Addresses are written `jpush:<registration id>`. Delivery and click receipts reach the API as JPush's
 callback: a POST carrying the same Basic credentials as the push API (JPush's documented default),
 with a JSON list of records `{"type": 4|5|6, "msgid": ..., "registration_id": ...}`.
@@ -15,6 +18,7 @@ from typing import Any, Literal
 
 import httpx
 from pydantic import Field, SecretStr
+from redis.asyncio import Redis
 
 from channels.base import (
     CallbackRejected,
@@ -30,7 +34,9 @@ from channels.base import (
     RetryableSendError,
     SendResult,
     ThrottledError,
+    idempotency_key,
 )
+from channels.push_jpush_cid import JPushCids
 from channels.templates import RenderedMessage
 from records.topics import Dispatch
 
@@ -60,6 +66,8 @@ class JPushOptions(ProviderOptions):
     time_to_live: int = Field(default=86_400, ge=0, le=864_000)
     timeout: float = Field(default=10.0, gt=0)
     cost_per_message: float = Field(default=0.0, ge=0)
+    cid_batch: int = Field(default=10, ge=1, le=1000)
+    """cids fetched per `GET /v3/push/cid` (JPush allows 10 to ordinary apps, 1000 to VIP ones)."""
 
 
 class JPush(Channel):
@@ -69,7 +77,8 @@ class JPush(Channel):
     provider = "jpush"
     options_model = JPushOptions
 
-    def __init__(self, options: JPushOptions, client: httpx.AsyncClient) -> None:
+    def __init__(self, options: JPushOptions, client: httpx.AsyncClient, redis: Redis | None = None) -> None:
+        """With `redis`, every push carries a cid bound to its send (JPush deduplicates on it)."""
         if not _APP_KEY.match(options.app_key):
             raise ValueError(f"jpush app_key {options.app_key!r} is not an app key (16-32 letters or digits)")
         if len(options.master_secret.get_secret_value()) < 8:
@@ -83,10 +92,14 @@ class JPush(Channel):
         self._auth = "Basic " + base64.b64encode(
             f"{options.app_key}:{options.master_secret.get_secret_value()}".encode()
         ).decode()
+        self._cids = None if redis is None else JPushCids(
+            redis, client, options.endpoint, self._auth, options.app_key, batch=options.cid_batch,
+            timeout=self._timeout, failure=lambda response: _send_error(response, _error_of(response)),
+        )
 
     @classmethod
     def from_options(cls, options: ProviderOptions, deps: ChannelDeps) -> JPush:
-        return cls(cls.own_options(options, JPushOptions), deps.http)
+        return cls(cls.own_options(options, JPushOptions), deps.http, deps.redis)
 
     def accepts(self, address: str) -> bool:
         return address.startswith(PREFIX) and len(address) > len(PREFIX)
@@ -95,9 +108,12 @@ class JPush(Channel):
         registration_id = address[len(PREFIX):] if self.accepts(address) else ""
         if not _REGISTRATION_ID.match(registration_id):
             raise InvalidAddressError(f"jpush address must be 'jpush:<registration id>', got {address!r}")
+        body = self._body(message, registration_id, dispatch)
+        if self._cids is not None:
+            body["cid"] = await self._cids.for_send(idempotency_key(dispatch))
         try:
             response = await self._client.post(
-                self._url, json=self._body(message, registration_id, dispatch),
+                self._url, json=body,
                 headers={"Authorization": self._auth}, timeout=self._timeout,
             )
         except httpx.TimeoutException as exc:
@@ -184,6 +200,11 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    error = _json(response).get("error")
+    return error if isinstance(error, dict) else {}
 
 
 def _send_error(response: httpx.Response, error: dict[str, Any]) -> Exception:

@@ -1,8 +1,9 @@
 """A local JPush REST v3 peer: `POST /v3/push` behind HTTP Basic appKey:masterSecret.
 
 It answers with JPush's bodies (`{"sendno": "0", "msg_id": "..."}` or `{"error": {"code", "message"}}`)
-and its `X-Rate-Limit-*` headers. Tests script it through `app[STATE]` (a `JPushPeerState`), and sign
-delivery callbacks with `callback_headers`.
+and its `X-Rate-Limit-*` headers. A push's `cid` must be one the peer issued (`GET /v3/push/cid`); a
+cid already pushed is answered with its first answer and pushed nothing, as JPush does. Tests script
+it through `app[STATE]` (a `JPushPeerState`), and sign delivery callbacks with `callback_headers`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import hmac
 import secrets
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,11 @@ class JPushPeerState:
     remaining: int = RATE_LIMIT
     reset: int = WINDOW
     next_msg_id: int = 54_043_200_347
+    issued_cids: set[str] = field(default_factory=set)
+    pushed_cids: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """cid -> the answer of its successful push."""
+    repeats: int = 0
+    """Pushes answered from `pushed_cids` instead of pushed."""
 
 
 STATE = web.AppKey("state", JPushPeerState)
@@ -110,9 +117,30 @@ def create_app(*, app_key: str, master_secret: str) -> web.Application:
         options = body.get("options", {})
         if not isinstance(options.get("apns_production", False), bool):
             return error(1003)
-        return answer({"sendno": str(options.get("sendno", 0)), "msg_id": msg_id})
+        cid = body.get("cid")
+        if cid is not None and cid in state.pushed_cids:
+            state.repeats += 1
+            return answer(state.pushed_cids[cid])
+        if cid is not None and cid not in state.issued_cids:
+            return error(1003)
+        result = {"sendno": str(options.get("sendno", 0)), "msg_id": msg_id}
+        if cid is not None:
+            state.pushed_cids[cid] = result
+        return answer(result)
+
+    async def cids(request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected.encode()):
+            return error(1004)
+        try:
+            count = min(max(int(request.query.get("count", "1")), 1), 10)  # 10 for a non-VIP app
+        except ValueError:
+            return error(1003)
+        issued = [f"{app_key}-{uuid.uuid4()}" for _ in range(count)]
+        state.issued_cids.update(issued)
+        return answer({"cidlist": issued})
 
     app.router.add_post("/v3/push", push)
+    app.router.add_get("/v3/push/cid", cids)
     return app
 
 

@@ -229,3 +229,32 @@ def test_from_options_and_accepts(peer: Peer) -> None:
     adapter = JPush.from_options(options, ChannelDeps(http=peer.client, redis=Redis()))
     assert adapter.accepts(ADDRESS)
     assert not adapter.accepts("jpush:") and not adapter.accepts("apns:" + RID)
+
+
+# --- cid: JPush's deduplication key ------------------------------------------------------------
+
+async def test_a_repeated_push_carries_the_same_cid_and_is_pushed_once(peer: Peer, redis: Redis) -> None:
+    options = JPushOptions.model_validate(
+        {"app_key": APP_KEY, "master_secret": SECRET, "endpoint": peer.server.url}
+    )
+    # Two workers: the second sends the same dispatch again, as after a crash before its outcome was kept.
+    first_worker = JPush.from_options(options, ChannelDeps(http=peer.client, redis=redis))
+    second_worker = JPush.from_options(options, ChannelDeps(http=peer.client, redis=redis))
+    first = await first_worker.send(MESSAGE, ADDRESS, DISPATCH)
+    again = await second_worker.send(MESSAGE, ADDRESS, DISPATCH)
+    fallback = await first_worker.send(MESSAGE, ADDRESS, DISPATCH.model_copy(update={"step": 1}))
+    cids = [json.loads(r["body"])["cid"] for r in peer.state.received]
+    assert cids[0] == cids[1] != cids[2] and all(c.startswith(f"{APP_KEY}-") for c in cids)
+    assert first.provider_message_id == again.provider_message_id != fallback.provider_message_id
+    assert peer.state.repeats == 1 and len(peer.state.pushed_cids) == 2
+    assert await redis.get(f"sb:jpush:cid:{APP_KEY}:m-7.0") == cids[0].encode()
+
+
+async def test_a_refused_cid_request_is_classified_like_a_push(peer: Peer, redis: Redis) -> None:
+    options = JPushOptions.model_validate(
+        {"app_key": APP_KEY, "master_secret": "not-the-secret", "endpoint": peer.server.url}
+    )
+    adapter = JPush.from_options(options, ChannelDeps(http=peer.client, redis=redis))
+    with pytest.raises(CredentialsError, match="jpush 1004"):
+        await adapter.send(MESSAGE, ADDRESS, DISPATCH)
+    assert peer.state.received == []
