@@ -16,7 +16,7 @@ import html
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -100,6 +100,9 @@ def safe_target(target: str) -> bool:
     return not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//")
 
 
+_CLAIM_FIELDS = tuple(field.name for field in fields(LinkClaims))
+
+
 class LinkSigner:
     """Makes and verifies link tokens. `previous` secrets still verify, so keys rotate without
     breaking links already in inboxes."""
@@ -140,7 +143,9 @@ class LinkSigner:
         return f"{self.public_url}{target}" if target.startswith("/") else target
 
     def token(self, kind: LinkKind, claims: LinkClaims) -> str:
-        payload = json.dumps([VERSION, *astuple(claims)], separators=(",", ":"), ensure_ascii=False).encode()
+        # The fields in order, as astuple gave them, without its deep copy (~10 µs a token).
+        values = [getattr(claims, name) for name in _CLAIM_FIELDS]
+        payload = json.dumps([VERSION, *values], separators=(",", ":"), ensure_ascii=False).encode()
         return f"{_b64(payload)}.{_b64(self._mac(self._keys[0], kind, payload))}"
 
     def verify(self, kind: LinkKind, token: str) -> LinkClaims:
