@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,8 @@ async def test_request_carries_apns_headers_and_payload(apns: Apns) -> None:
     assert headers["apns-topic"] == TOPIC
     assert (headers["apns-push-type"], headers["apns-priority"]) == ("alert", "10")
     assert headers["apns-collapse-id"] == "m-99"
+    # The notification's id is derived from the send, so a repeat is recognisably the same one.
+    assert headers["apns-id"] == str(uuid.uuid5(uuid.NAMESPACE_URL, "m-99/0"))
     assert headers["authorization"].startswith("bearer ")
     assert json.loads(received["payload"]) == {
         "aps": {"alert": {"title": "Campus alert", "body": "East building closed"}, "sound": "default"},
