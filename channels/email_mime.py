@@ -28,7 +28,8 @@ _WORD_PREFIX, _WORD_SUFFIX = "=?utf-8?b?", "?="
 # 42 octets are 56 base64 characters: a 68-character encoded word (RFC 2047 allows 75), so that
 # `Subject: ` and the first word still fit in 78.
 _WORD_OCTETS = 42
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# C0 and C1 controls, DEL and the Unicode line and paragraph separators: what can break a line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _CHUNKS = re.compile(r"\s*\S+")
 # RFC 5322 specials and quotes: a display name holding any must be a quoted string.
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
@@ -36,7 +37,7 @@ _PLAIN_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def neutral(value: str) -> str:
-    """`value` with every run of control characters (CR, LF, tab, NUL...) made one space."""
+    """`value` with every run of control characters (CR, LF, tab, NUL, U+2028...) made one space."""
     return _CONTROL.sub(" ", value) if not value.isprintable() else value
 
 
