@@ -232,6 +232,7 @@ class AnalyticsService:
     async def _commit(self, batch: Batch) -> None:
         try:
             await self._consumer.commit({tp: offset for tp, offset in batch.offsets.items()})
+            catalog.consumer_lag("analytics", batch.offsets, self._consumer.highwater)
         except CommitFailedError as exc:
             # The group rebalanced meanwhile: the new owner reads the batch again; duplicates collapse.
             log.warning("committing offsets failed, the batch will be read again: %s", exc)

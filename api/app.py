@@ -26,6 +26,7 @@ from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
 from channels.base import Channel
+from metrics import catalog
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def create_api(
 
     @api.exception_handler(PublishError)
     async def not_acknowledged(_: Request, exc: PublishError) -> JSONResponse:
+        catalog.INFRASTRUCTURE_ERRORS.labels("broker", "api").inc()
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": f"not accepted, retry later: {exc}"},
@@ -104,6 +106,7 @@ def create_api(
     @api.exception_handler(RedisError)
     async def state_unavailable(request: Request, exc: RedisError) -> JSONResponse:
         log.warning("%s %s: Redis failed: %r", request.method, request.url.path, exc)
+        catalog.infrastructure_error(exc, "api")
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": "state store unavailable, retry later"},

@@ -227,3 +227,14 @@ def timed_insert(table: str, write: Callable[[], int]) -> int:
     CLICKHOUSE_SECONDS.labels(table).observe(time.monotonic() - started)
     CLICKHOUSE_ROWS.labels(table).inc(rows)
     return rows
+
+
+def consumer_lag(stage: str, committed: Mapping[Any, int], highwater: Callable[[Any], int | None]) -> None:
+    """Set the lag gauge of `stage` per topic: records past each partition's committed offset."""
+    lags: dict[str, int] = {}
+    for tp, offset in committed.items():
+        high = highwater(tp)
+        if high is not None:
+            lags[tp.topic] = lags.get(tp.topic, 0) + max(0, high - offset)
+    for topic, lag in lags.items():
+        CONSUMER_LAG.labels(stage, topic).set(lag)

@@ -22,7 +22,7 @@ from settings import Settings
 from state.apps import AppRegistry
 from state.users import User, UserDirectory
 from state.watch import BUCKET_SECONDS, LAG_FRESH_SECONDS, Incidents, LagBoard, WatchWindow
-from tests.integration.test_flow import produce
+from tests.integration.test_flow import notice, notices_rule, produce, wait_caught_up
 
 GATEWAY_SECRET = "watch-gateway-secret"
 ONCALL_KEY = "watch-oncall-key"
@@ -219,3 +219,46 @@ async def test_a_provider_refusing_credentials_alerts_the_on_call_robot_once_the
         received  # once per incident: one firing, one resolved
     assert [m["to"] for m in gateway.received] == ["+8613800138000"]  # the code, once, after recovery
     assert await Incidents(redis).firing() == {}
+
+
+@pytest.mark.integration
+async def test_the_worker_and_the_analytics_service_serve_their_metrics(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(notices_rule("inbox"))
+    flow = settings.model_copy(update={
+        "rules": rules, "clickhouse": f"chdb://{tmp_path / 'clickhouse'}",
+        "metrics_port": free_port(), "analytics_metrics_port": free_port(),
+    })
+    await UserDirectory(redis).upsert([User(user_id="xi", bindings={"inbox": "xi"})])
+    await AppRegistry(redis).register("campus", {"inbox"})
+    with (
+        SwitchboardProcess("analytics", flow, tmp_path / "analytics.log") as service,
+        SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker,
+    ):
+        await produce(flow, [notice("n1", "xi"), notice("n1", "xi"), b"{not json"])
+        await wait_caught_up(redis, 3, worker, service)
+        lane = flow.topic("events")
+        worker_metrics = await scrape_until(
+            f"http://127.0.0.1:{flow.metrics_port}/metrics",
+            'switchboard_consumer_lag{stage="ingest"', ALERT_TIMEOUT, worker,
+        )
+        analytics_metrics = await scrape_until(
+            f"http://127.0.0.1:{flow.analytics_metrics_port}/metrics",
+            'switchboard_consumer_lag{stage="analytics"', ALERT_TIMEOUT, service,
+        )
+    for line in (
+        f'switchboard_events_total{{app="campus",lane="{lane}",outcome="accepted"}} 1.0',
+        f'switchboard_events_total{{app="campus",lane="{lane}",outcome="duplicate"}} 1.0',
+        f'switchboard_events_total{{app="",lane="{lane}",outcome="refused"}} 1.0',
+        'switchboard_dead_letters_total{stage="ingest"} 1.0',
+        'switchboard_flow_total{counter="deliveries"} 1.0',
+        'switchboard_sends_total{channel="inbox",outcome="delivered",provider="switchboard-inbox"} 1.0',
+        'switchboard_send_seconds_count{channel="inbox",provider="switchboard-inbox"} 1.0',
+    ):
+        assert line in worker_metrics, line
+    rows = [line for line in analytics_metrics.splitlines()
+            if line.startswith('switchboard_clickhouse_insert_rows_total{table="message_events"}')]
+    assert rows and float(rows[0].split()[-1]) >= 3  # decided, delivered and the dead letter's row
+    assert 'switchboard_clickhouse_insert_seconds_count{table="message_events"}' in analytics_metrics
