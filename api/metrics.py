@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metrics import catalog
+from settings import SwitchboardError
 
 
 class RequestMetrics:
@@ -51,13 +52,13 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"
 
 
 def metrics_router(allow: Sequence[str]) -> APIRouter:
-    """GET /metrics for clients in the `allow` networks (CIDR); ValueError names a network that is not one."""
+    """GET /metrics for clients in the `allow` networks (CIDR); SwitchboardError names one that is not."""
     networks = []
     for network in allow:
         try:
             networks.append(ipaddress.ip_network(network, strict=False))
         except ValueError:
-            raise ValueError(
+            raise SwitchboardError(
                 f"SWITCHBOARD_API_METRICS_ALLOW: {network!r} is not a network (e.g. 10.0.0.0/8)"
             ) from None
     router = APIRouter()

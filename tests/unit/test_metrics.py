@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 
 from api import create_api
 from metrics import catalog
+from settings import SwitchboardError
 from tests.unit.test_api import LMS_KEY, FakeInbox, FakePublisher, FakeRedis, deps_of
 
 
@@ -104,5 +105,5 @@ def test_api_metrics_answer_only_the_allowed_networks() -> None:
     app = create_api(deps_of(FakeInbox(), FakePublisher(), FakeRedis()))
     with TestClient(app, client=("127.0.0.1", 50000)) as client:
         assert client.get("/metrics").status_code == 404  # not served at all by default
-    with pytest.raises(ValueError, match="'ten' is not a network"):
+    with pytest.raises(SwitchboardError, match="'ten' is not a network"):
         create_api(deps_of(FakeInbox(), FakePublisher(), FakeRedis()), metrics_allow=["ten"])
