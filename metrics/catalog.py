@@ -11,6 +11,7 @@ sees the whole fleet, not just its own process.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter as Tally_
@@ -129,6 +130,9 @@ _seen_lock = threading.Lock()
 def bounded(label: str, value: str) -> str:
     """`value`, or `other` once `label` has taken MAX_LABEL_VALUES distinct values in this process: a
     guard for labels fed from configuration or input (apps, providers) that might grow without end."""
+    seen = _seen.get(label)
+    if seen is not None and value in seen:  # the common case, without the lock
+        return value
     with _seen_lock:
         seen = _seen.setdefault(label, set())
         if value in seen:
@@ -139,11 +143,18 @@ def bounded(label: str, value: str) -> str:
         return value
 
 
+@functools.cache
+def _child(metric: Any, *labels: str) -> Any:
+    """The labelled series, looked up once: `labels()` takes a lock and builds a key on every call, a
+    cost paid per send otherwise. Its callers bound the labels first, so the cache is bounded too."""
+    return metric.labels(*labels)
+
+
 def provider_call(channel: str, provider: str, result: str, seconds: float) -> None:
     """One call to a provider: its result and time; failures and refused credentials are watched."""
     provider = bounded("provider", provider)
-    PROVIDER_CALLS.labels(channel, provider, result).inc()
-    PROVIDER_SECONDS.labels(channel, provider).observe(seconds)
+    _child(PROVIDER_CALLS, channel, provider, result).inc()
+    _child(PROVIDER_SECONDS, channel, provider).observe(seconds)
     WATCHED.add(watched_field("calls", channel, provider))
     if result in ("failed", "credentials"):
         WATCHED.add(watched_field("failed", channel, provider))
@@ -158,8 +169,8 @@ def provider_out(provider: str, out: bool) -> None:
 def send_outcome(channel: str, provider: str, outcome: str, seconds: float) -> None:
     """How one delivery through a channel ended (after its retries): sent, delivered, failed, deferred."""
     provider = bounded("provider", provider)
-    SENDS.labels(channel, provider, outcome).inc()
-    SEND_SECONDS_TOTAL.labels(channel, provider).observe(seconds)
+    _child(SENDS, channel, provider, outcome).inc()
+    _child(SEND_SECONDS_TOTAL, channel, provider).observe(seconds)
     WATCHED.add(watched_field("sends", channel))
     if outcome in ("failed", "deferred"):
         WATCHED.add(watched_field("send_failed", channel))
@@ -174,7 +185,7 @@ def dead_lettered(stage: str, n: int = 1) -> None:
 def flow(counts: Mapping[Any, int]) -> None:
     for name, n in counts.items():
         if n:
-            FLOW.labels(name).inc(n)
+            _child(FLOW, bounded("counter", name)).inc(n)
 
 
 def event(app: str, lane: str, outcome: str) -> None:
