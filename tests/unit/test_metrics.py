@@ -107,3 +107,16 @@ def test_api_metrics_answer_only_the_allowed_networks() -> None:
         assert client.get("/metrics").status_code == 404  # not served at all by default
     with pytest.raises(SwitchboardError, match="'ten' is not a network"):
         create_api(deps_of(FakeInbox(), FakePublisher(), FakeRedis()), metrics_allow=["ten"])
+
+
+def test_consumer_lag_is_what_lies_past_the_committed_offsets_per_topic() -> None:
+    from aiokafka import TopicPartition
+
+    committed = {TopicPartition("unit-receipts", 0): 10, TopicPartition("unit-receipts", 1): 5,
+                 TopicPartition("unit-accepted", 0): 7}
+    highwaters = {TopicPartition("unit-receipts", 0): 12, TopicPartition("unit-receipts", 1): 9}
+    catalog.consumer_lag("analytics", committed, highwaters.get)
+    assert sample("switchboard_consumer_lag", {"stage": "analytics", "topic": "unit-receipts"}) == 6
+    assert REGISTRY.get_sample_value(
+        "switchboard_consumer_lag", {"stage": "analytics", "topic": "unit-accepted"}
+    ) is None  # no high watermark known yet: no figure rather than a wrong one
