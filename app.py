@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from channels.providers import providers_cli
+from processors.alert_cli import alerts_cli
 from rules.cli import rules_cli
 from settings import Settings, SwitchboardError, redact_url
 
@@ -97,6 +98,7 @@ cli.add_typer(apps_cli, name="apps")
 cli.add_typer(parts_cli, name="parts")
 cli.add_typer(rules_cli, name="rules")
 cli.add_typer(providers_cli, name="providers")
+cli.add_typer(alerts_cli, name="alerts")
 
 
 def quiet_url_loggers() -> None:

@@ -23,6 +23,7 @@ from analytics.http_interface import create_http_interface
 from analytics.migrate import apply_migrations
 from analytics.query_engine import chdb_engine
 from analytics.service import AnalyticsService, ClickHouseWriters, Kind, Progress, consumer_settings
+from metrics.exposition import serve_metrics
 from settings import Settings, SwitchboardError
 
 log = logging.getLogger("switchboard.analytics")
@@ -56,6 +57,7 @@ async def serve_analytics(
     attribution = (
         AttributionRules.load(settings.attribution) if settings.attribution.exists() else AttributionRules()
     )
+    serve_metrics(settings.metrics_host, settings.analytics_metrics_port, "analytics")
     client = await asyncio.to_thread(open_clickhouse, settings.clickhouse)
     applied = await asyncio.to_thread(apply_migrations, client)
     if applied:

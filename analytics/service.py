@@ -27,6 +27,7 @@ from analytics.attribution import TokenVerifier, attribute
 from analytics.attribution_rules import AttributionRules
 from analytics.event_log import EventLog
 from analytics.sink import ReceiptSink, ReceiptsRecord, SinkError, unreadable
+from metrics import catalog
 from records.accepted import AcceptedEvent
 from records.conversions import Conversion
 from records.topics import Receipt
@@ -68,7 +69,7 @@ class ClickHouseWriters:
         self.event_log = EventLog(self.client)
 
     def receipts(self, records: Sequence[ReceiptsRecord]) -> int:
-        return self.sink.write_records(records)
+        return catalog.timed_insert("message_events", lambda: self.sink.write_records(records))
 
     def accepted(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]:
         """(events logged, dead_lettered rows for records that are not accepted events)."""
@@ -80,7 +81,7 @@ class ClickHouseWriters:
             except ValidationError as exc:
                 log.error("unreadable accepted-event record at %s: %s", source, exc)
                 bad.append(unreadable(source, value, exc))
-        return self.event_log.write(events), self.sink.write(bad)
+        return catalog.timed_insert("event_log", lambda: self.event_log.write(events)), self.sink.write(bad)
 
     def conversions(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]:
         """(conversions recorded, dead_lettered rows). Written after the batch's receipts, so a
@@ -213,6 +214,7 @@ class AnalyticsService:
             except Exception as exc:  # the batch is kept and retried; its offsets stay uncommitted
                 if not _retryable(exc):
                     raise
+                catalog.infrastructure_error(exc, "analytics")
                 delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
                 attempt += 1
                 log.warning("writing a batch failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
@@ -230,6 +232,7 @@ class AnalyticsService:
     async def _commit(self, batch: Batch) -> None:
         try:
             await self._consumer.commit({tp: offset for tp, offset in batch.offsets.items()})
+            catalog.consumer_lag("analytics", batch.offsets, self._consumer.highwater)
         except CommitFailedError as exc:
             # The group rebalanced meanwhile: the new owner reads the batch again; duplicates collapse.
             log.warning("committing offsets failed, the batch will be read again: %s", exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
@@ -21,10 +21,12 @@ from api.deps import ApiDeps
 from api.events import events_router
 from api.inbox import inbox_router
 from api.links import links_router
+from api.metrics import RequestMetrics, metrics_router
 from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
 from channels.base import Channel
+from metrics import catalog
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,13 @@ _TAGS = [
 ]
 
 
-def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) -> FastAPI:
+def create_api(
+    deps: ApiDeps, providers: Mapping[str, Channel] | None = None, metrics_allow: Sequence[str] = ()
+) -> FastAPI:
     """Build the API around its collaborators; the publisher starts and stops with the app.
 
-    `providers` maps the configured provider names to their adapters, for their callbacks.
+    `providers` maps the configured provider names to their adapters, for their callbacks;
+    `metrics_allow` the networks that may scrape /metrics (none: it is not served).
     """
 
     @asynccontextmanager
@@ -74,6 +79,9 @@ def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) ->
     api.add_middleware(
         BodyLimit, limit_for=lambda path: limits.event_bytes if path == "/v1/events" else limits.body_bytes
     )
+    api.add_middleware(RequestMetrics)
+    if metrics_allow:
+        api.include_router(metrics_router(metrics_allow))
     api.include_router(events_router(deps))
     api.include_router(conversions_router(deps))
     api.include_router(inbox_router(deps))
@@ -88,6 +96,7 @@ def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) ->
 
     @api.exception_handler(PublishError)
     async def not_acknowledged(_: Request, exc: PublishError) -> JSONResponse:
+        catalog.INFRASTRUCTURE_ERRORS.labels("broker", "api").inc()
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": f"not accepted, retry later: {exc}"},
@@ -97,6 +106,7 @@ def create_api(deps: ApiDeps, providers: Mapping[str, Channel] | None = None) ->
     @api.exception_handler(RedisError)
     async def state_unavailable(request: Request, exc: RedisError) -> JSONResponse:
         log.warning("%s %s: Redis failed: %r", request.method, request.url.path, exc)
+        catalog.infrastructure_error(exc, "api")
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": "state store unavailable, retry later"},

@@ -91,7 +91,7 @@ async def run(settings: Settings) -> None:
     try:
         providers = build_callback_providers(settings, redis, http)
         templates = TemplateCatalog(settings.templates)
-        api = create_api(build_deps(settings, redis, templates), providers)
+        api = create_api(build_deps(settings, redis, templates), providers, settings.api_metrics_allow)
         config = uvicorn.Config(api, host=settings.api_host, port=settings.api_port)
         watching = asyncio.create_task(follow_templates(RulesWatcher(settings.rules, settings.templates,
                                                                      catalog=templates)))

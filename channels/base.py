@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from channels.templates import RenderedMessage
+from metrics import catalog
 from records.topics import ChannelName, Dispatch
 
 log = logging.getLogger(__name__)
@@ -239,7 +241,25 @@ async def deliver(
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
 ) -> DeliveryOutcome:
-    """Send through the channel, retrying retryable failures up to the policy's attempts."""
+    """Send through the channel, retrying retryable failures up to the policy's attempts; counted and
+    timed by channel and provider (a retryable give-up counts as `deferred`: it is tried again later)."""
+    started = time.monotonic()
+    outcome = await _deliver(channel, message, address, dispatch, retry, sleep=sleep, rng=rng)
+    kind = "deferred" if outcome.status == "failed" and outcome.retryable else outcome.status
+    catalog.send_outcome(dispatch.channel, outcome.provider, kind, time.monotonic() - started)
+    return outcome
+
+
+async def _deliver(
+    channel: Channel,
+    message: RenderedMessage,
+    address: str,
+    dispatch: Dispatch,
+    retry: RetryPolicy,
+    *,
+    sleep: Sleep,
+    rng: random.Random | None,
+) -> DeliveryOutcome:
     rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
     reason = ""
     for attempt in range(1, retry.max_attempts + 1):

@@ -30,6 +30,7 @@ from channels.base import (
     ThrottledError,
 )
 from channels.templates import RenderedMessage
+from metrics import catalog
 from records.topics import ChannelName, Dispatch
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ class CircuitBreaker:
         return 0.0
 
     def succeeded(self, name: str) -> None:
-        self._state.pop(name, None)
+        if self._state.pop(name, None) is not None:
+            catalog.provider_out(name, False)
 
     def released(self, name: str) -> None:
         """The probe taken by `closed_in` was not used (e.g. the rate limit said wait)."""
@@ -113,6 +115,7 @@ class CircuitBreaker:
         state.probe_until = 0.0
         if at_once or state.failures >= self.threshold or state.open_until:
             state.open_until = self.clock() + self.cool_down
+            catalog.provider_out(name, True)
 
 
 class ProviderChain(Channel):
@@ -186,7 +189,7 @@ class ProviderChain(Channel):
                 throttled.append(wait)
                 continue
             try:
-                result = await route.adapter.send(message, address, dispatch)
+                result = await self._call(route, message, address, dispatch)
             except PermanentSendError as exc:
                 # The provider answered: it is healthy, the message is not.
                 self._breaker.succeeded(route.name)
@@ -224,6 +227,27 @@ class ProviderChain(Channel):
 
     async def close(self) -> None:
         await asyncio.gather(*(route.adapter.close() for route in self.routes))
+
+    async def _call(
+        self, route: Route, message: RenderedMessage, address: str, dispatch: Dispatch
+    ) -> SendResult:
+        """The adapter's send, counted and timed per provider (the alert rules read the counts)."""
+        started, outcome = time.monotonic(), "failed"
+        try:
+            result = await route.adapter.send(message, address, dispatch)
+            outcome = "ok"
+            return result
+        except PermanentSendError:
+            outcome = "refused"  # it answered: the message is at fault, not the provider
+            raise
+        except ThrottledError:
+            outcome = "throttled"
+            raise
+        except CredentialsError:
+            outcome = "credentials"
+            raise
+        finally:
+            catalog.provider_call(self.channel, route.name, outcome, time.monotonic() - started)
 
     async def _take_token(self, route: Route) -> float:
         """0.0 once a token is taken, waiting up to `max_wait` in all; else the provider's wait."""

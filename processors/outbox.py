@@ -18,6 +18,7 @@ from typing import Any
 import faust
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from metrics import catalog
 from processors.dead_letters import DeadLetter, dead_letter, dead_letter_receipt
 from records.topics import Receipt
 from state.flow_counters import FlowCounters
@@ -142,6 +143,7 @@ class Outbox:
             self._dead_letter, [(letter.source, letter.model_dump_json().encode()) for letter, _ in letters]
         )
         await self._counters.add({"dead_lettered": len(letters)})
+        catalog.dead_letters_from([letter.source for letter, _ in letters])
         await self.receipts([receipt for _, receipt in letters], "dead letters")
 
     async def _send(self, topic: faust.TopicT, records: Sequence[tuple[str, bytes]]) -> int:

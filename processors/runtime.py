@@ -14,6 +14,8 @@ from channels.links import LinkSigner
 from channels.registry import build_channels
 from channels.sensitive import SensitiveWords
 from channels.templates import TemplateCatalog
+from metrics.exposition import serve_metrics
+from processors.alert_rules import AlertFile, AlertFileError, load_alerts
 from processors.content import ContentGuard
 from processors.decide import Decide
 from processors.fallback import FallbackDispatcher
@@ -21,10 +23,11 @@ from processors.ingest import Ingest
 from processors.send import Send
 from processors.topology import FlowStages, FlowTopics, create_app, register_agents
 from processors.track import Track
+from processors.watch import Watch, register_watch
 from rules.engine import AsyncRuleEngine
 from rules.loader import load_ruleset
 from rules.watch import RulesWatcher
-from settings import Settings
+from settings import Settings, SwitchboardError
 from state.apps import AppRegistry
 from state.caps import FrequencyCaps
 from state.connection import open_redis
@@ -39,6 +42,7 @@ from state.pacing import Pacer
 from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
 from state.users import UserDirectory
+from state.watch import Incidents, LagBoard, WatchWindow
 
 log = logging.getLogger("switchboard.runtime")
 
@@ -70,6 +74,7 @@ def build_flow(settings: Settings) -> Flow:
     # both together, so a rule never names a template the worker cannot render.
     templates = TemplateCatalog(settings.templates)
     ruleset = load_ruleset(settings.rules, templates.parts())
+    alerts = _alerts(settings)
     redis = open_redis(settings.redis)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     channels = build_channels(settings, redis, http)
@@ -135,7 +140,22 @@ def build_flow(settings: Settings) -> Flow:
         datadir=_faust_dir(settings),
     )
     register_agents(app, topics, stages)
+    stage_topics = {"ingest": topics.events, "decide": topics.deliveries, "send": topics.dispatch,
+                    "track": topics.receipts}
+    watch = Watch(WatchWindow(redis), LagBoard(redis), Incidents(redis), schedule, stages.parked, alerts)
+    register_watch(app, stage_topics, topics.events, watch)
     return Flow(app=app, topics=topics, stages=stages)
+
+
+def _alerts(settings: Settings) -> AlertFile | None:
+    """The alert file, checked before the worker starts; None (alerts off) when there is none."""
+    if not settings.alerts.is_file():
+        log.warning("no alert file at %s: Switchboard does not evaluate alerts", settings.alerts)
+        return None
+    try:
+        return load_alerts(settings.alerts)
+    except AlertFileError as exc:
+        raise SwitchboardError(f"the alert file does not load (switchboard alerts check):\n{exc}") from None
 
 
 def _sensitive_words(path: Path) -> SensitiveWords | None:
@@ -156,5 +176,6 @@ def _faust_dir(settings: Settings) -> Path:
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker until SIGTERM/SIGINT; Faust stops the agents and commits what they acked."""
     flow = build_flow(settings)
+    serve_metrics(settings.metrics_host, settings.metrics_port, "worker")
     worker = faust.Worker(flow.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import faust
 
+from metrics import catalog
 from processors.decide import Decide, DecideResult
 from processors.failures import isolate
 from processors.fallback import FallbackDispatcher
@@ -38,6 +39,7 @@ from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
 from processors.track import Track
+from processors.watch import count_ingested
 from records.topics import Delivery, Dispatch
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
@@ -137,6 +139,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             yield
         except Exception as exc:
             log.critical("stage %s failed, stopping the worker: %r", stage, exc)
+            catalog.infrastructure_error(exc, stage)
             await app.crash(exc)
             raise
 
@@ -158,6 +161,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                     carriable(result, raw, source, outbox)
                     for result, raw, source in zip(results, raws, sources, strict=True)
                 ]
+                count_ingested(results, sources)
                 deliveries = [
                     (d, s) for result, s in zip(results, sources, strict=True) for d in result.deliveries
                 ]

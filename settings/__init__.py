@@ -101,6 +101,22 @@ class Settings(BaseSettings):
     attribution: Path = Field(
         ROOT / "config" / "attribution.yaml", description="conversion attribution per conversion type"
     )
+    alerts: Path = Field(
+        ROOT / "config" / "alerts.yaml",
+        description="alert rules the worker evaluates and sends to on-call; a missing file turns alerts off",
+    )
+    # Prometheus /metrics: the worker and the analytics service serve it on their own port (0: off),
+    # bound to metrics_host (loopback unless the scraper is elsewhere); the API serves it on its own
+    # port to the networks of api_metrics_allow only.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(19100, ge=0, le=65535, description="the worker's /metrics port; 0: off")
+    analytics_metrics_port: int = Field(
+        19101, ge=0, le=65535, description="the analytics service's /metrics port; 0: off"
+    )
+    api_metrics_allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description="networks that may read the API's /metrics; empty: /metrics is not served",
+    )
     inbox_max_per_user: int = 200
     api_host: str = "127.0.0.1"
     api_port: int = 18080

@@ -12,6 +12,8 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
+from metrics import catalog
+
 _KEY = "sb:flow"
 
 Counter = Literal[
@@ -45,6 +47,7 @@ class FlowCounters:
         live = {name: n for name, n in counts.items() if n}
         if not live:
             return
+        catalog.flow(live)
         async with self._redis.pipeline(transaction=False) as pipe:
             for name, n in live.items():
                 pipe.hincrby(_KEY, name, n)

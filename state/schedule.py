@@ -75,6 +75,10 @@ class Schedule(Generic[Item]):
                 pipe.zadd(self._due, {ident: due.timestamp()})
             await pipe.execute()
 
+    async def size(self) -> int:
+        """How many items it holds, due or claimed (the `waiting` gauges of the metrics)."""
+        return int(await self._redis.hlen(self._bodies))
+
     async def due_within(self, seconds: float, now: float | None = None) -> int:
         """How many items fall due within `seconds` from now, or are claimed and not yet done."""
         until = (time.time() if now is None else now) + seconds

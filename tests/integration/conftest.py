@@ -98,4 +98,7 @@ def settings(
         smtp_port=smtp_server.port,
         env="test",  # links signed with a key made for this test's var_dir
         analytics_port=free_port(),  # each test's analytics service serves its own HTTP interface
+        metrics_port=0,  # parallel workers would contend for one port; test_watch.py picks its own
+        analytics_metrics_port=0,
+        alerts=tmp_path / "no-alerts.yaml",  # alerts off unless a test writes its own file
     )

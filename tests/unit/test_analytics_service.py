@@ -41,6 +41,9 @@ class FakeConsumer:
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.commits.append((dict(offsets), len(self.tables.written)))
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None  # no fetch has told it: the lag gauge is left alone
+
 
 @dataclass
 class FakeTables:

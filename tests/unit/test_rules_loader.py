@@ -27,7 +27,7 @@ def test_default_rules_load() -> None:
     assert ruleset.rules[-1].id == "catch-all"
     assert ruleset.rules[-1].when.conditions() == {}
     assert len(ruleset.version) == 8
-    assert ruleset.origins["security-alerts"].endswith("default.yaml:69")
+    assert ruleset.origins["security-alerts"].endswith("default.yaml:79")
 
 
 @pytest.mark.parametrize(
