@@ -103,10 +103,10 @@ class ProcessMeter:
         return 0.0
 
 
-async def redis_commands(redis: Redis) -> int:
-    """Commands Redis has run (INFO commandstats: every command, those inside scripts too)."""
+async def redis_commands(redis: Redis) -> dict[str, int]:
+    """Commands Redis has run, by name (INFO commandstats: every command, those inside scripts too)."""
     stats = await redis.info("commandstats")
-    return sum(int(v["calls"]) for v in stats.values() if isinstance(v, dict))
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if isinstance(v, dict)}
 
 
 STAGES = ("events", "deliveries", "decided", "dispatched", "sent_done", "receipts", "rows")
@@ -153,7 +153,9 @@ async def timed(
     await wait_caught_up(counters, before.get("events", 0) + len(payloads), processes, timeline=True)
     elapsed = time.perf_counter() - started
     cpu = meter.cpu_seconds() - cpu_before
-    commands = await redis_commands(redis) - commands_before
+    commands_after = await redis_commands(redis)
+    by_name = {k: n - commands_before.get(k, 0) for k, n in commands_after.items()}
+    commands = sum(by_name.values())
     after = await counters.read()
     delta = {name: after.get(name, 0) - before.get(name, 0) for name in STAGES}
     deliveries, sends = max(delta["deliveries"], 1), max(delta["dispatched"], 1)
@@ -167,6 +169,8 @@ async def timed(
         f"{cpu * 1000 / sends:.3f} ms per send, {cpu * 1000 / max(len(payloads), 1):.3f} ms per event; "
         f"RSS peak {meter.rss_peak_mb():.0f} MB; Redis {commands / deliveries:.1f} commands per delivery"
     )
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:8]
+    print("         Redis per delivery: " + ", ".join(f"{k} {n / deliveries:.1f}" for k, n in top if n))
 
 
 async def drive(
@@ -188,6 +192,7 @@ async def drive(
     processes = [worker, service]
     assert worker.pid is not None  # noqa: S101 - just started
     meter = ProcessMeter(worker.pid)
+    print(f"worker pid {worker.pid} (profile it with: py-spy record --pid {worker.pid})", flush=True)
 
     async def run(label: str, payloads: list[bytes]) -> None:
         await timed(label, payloads, settings, counters, processes, meter, redis)
