@@ -141,19 +141,26 @@ def _unreadable(kind: str, source: str, item: Unreadable) -> Letter:
     return letter, dead_letter_receipt(letter)
 
 
-def parse_receipts(values: Iterable[bytes], decoder: WireDecoder | None = None) -> list[Receipt]:
-    """A receipts record holds one receipt (the API's) or an array of them (the stages')."""
+def parse_receipts(
+    values: Iterable[bytes], decoder: WireDecoder | None = None, statuses: frozenset[str] | None = None
+) -> tuple[list[Receipt], int]:
+    """A receipts record holds one receipt (the API's) or an array of them (the stages'); with
+    `statuses`, only receipts of those statuses are returned (every one is still checked). Also
+    returns how many receipts were read in all."""
     wire = decoder or WireDecoder()
     receipts: list[Receipt] = []
+    seen = 0
     for value in values:
-        for receipt in wire.receipts(value):
+        items, count = wire.receipts(value, statuses)
+        seen += count
+        for receipt in items:
             if isinstance(receipt, Unreadable):
                 log.error("unreadable receipts record: %s", receipt.reason)
                 reason = receipt.reason[:1000]
                 receipts.append(Receipt(message_id="internal", status="dead_lettered", reason=reason))
             else:
                 receipts.append(receipt)
-    return receipts
+    return receipts, seen
 
 
 def failed(stage: str, poisoned: Iterable[tuple[tuple[str, Any], BaseException]]) -> list[Letter]:

@@ -37,7 +37,7 @@ from processors.intake import (
 from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
-from processors.track import Track
+from processors.track import TRACKED_STATUSES, Track
 from records.topics import Delivery, Dispatch
 from records.wire import WireDecoder
 from rules.engine import AsyncRuleEngine
@@ -256,7 +256,9 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 records = [(source_of(event), raw_of(event)) for event in batch]
 
                 async def handle(chunk: Sequence[tuple[str, bytes]]) -> int:
-                    return await stages.track.handle(parse_receipts((raw for _, raw in chunk), decoder))
+                    receipts, seen = parse_receipts((raw for _, raw in chunk), decoder, TRACKED_STATUSES)
+                    await stages.track.handle(receipts)
+                    return seen  # every receipt read counts as tracked, acted on or not
 
                 written, poisoned = await isolate(records, handle, "track")
                 await outbox.dead_letters(failed("track", poisoned))

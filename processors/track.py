@@ -16,6 +16,8 @@ from records.topics import Receipt
 from state.fallback import OBSERVED_STATUSES, FallbackSchedule
 
 ENGAGEMENT_STATUSES = frozenset({"read", "clicked", "opened", "converted"})
+TRACKED_STATUSES = OBSERVED_STATUSES | ENGAGEMENT_STATUSES
+"""What track acts on; the stage reads only receipts of these (a broadcast's `decided` rows are not)."""
 
 
 class EngagementRecorder(Protocol):

@@ -118,12 +118,22 @@ class WireDecoder:
     def dispatch(self, raw: bytes) -> Dispatch | Unreadable:
         return self._read(raw, "Dispatch", self._dispatch_of)
 
-    def receipts(self, record: bytes) -> list[Receipt | Unreadable]:
-        """A receipts record: one receipt (the API's) or an array of them (the stages')."""
+    def receipts(
+        self, record: bytes, statuses: frozenset[str] | None = None
+    ) -> tuple[list[Receipt | Unreadable], int]:
+        """A receipts record: one receipt (the API's) or an array of them (the stages'); with
+        `statuses`, only the receipts of those statuses (the others are still checked). Also returns
+        how many items the record held."""
         items = self.items(record)
         if isinstance(items, Unreadable):
-            return [Unreadable(items.raw, f"unreadable receipts record: {items.reason}")]
-        return [self._read(raw, "Receipt", self._receipt_of) for raw in items]
+            return [Unreadable(items.raw, f"unreadable receipts record: {items.reason}")], 1
+        read = [self._read(raw, "Receipt", self._receipt.decode) for raw in items]
+        kept = [
+            item if isinstance(item, Unreadable) else _receipt_of(item)
+            for item in read
+            if isinstance(item, Unreadable) or statuses is None or item.status in statuses
+        ]
+        return kept, len(read)
 
     def _read(self, raw: bytes, kind: str, build: Callable[[bytes], _Item]) -> _Item | Unreadable:
         try:
@@ -157,15 +167,16 @@ class WireDecoder:
             template=item.template,
         )
 
-    def _receipt_of(self, raw: bytes) -> Receipt:
-        item = self._receipt.decode(raw)
-        fields = msgspec.structs.asdict(item)
-        if fields["event_time"] is None:
-            del fields["event_time"]  # the model's default: now
-        return Receipt.model_construct(**fields)
 
 
 _DEFAULT_PLAN = DeliveryPlan()
+
+
+def _receipt_of(item: ReceiptItem) -> Receipt:
+    fields = msgspec.structs.asdict(item)
+    if fields["event_time"] is None:
+        del fields["event_time"]  # the model's default: now
+    return Receipt.model_construct(**fields)
 
 
 class WireEncoder:

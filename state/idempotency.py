@@ -10,11 +10,11 @@ round trip (`claim_many`) and its outcomes are recorded in one (`record_into` on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
@@ -41,8 +41,7 @@ SendKey = tuple[str, str, int]
 """(message id, channel, step)."""
 
 
-@dataclass(frozen=True)
-class SendRecord:
+class SendRecord(msgspec.Struct, frozen=True):
     """How a send ended, as much as its receipts need to be made again identically."""
 
     outcome: str
@@ -53,16 +52,19 @@ class SendRecord:
     """The ISO time of the receipts first published (empty for records older than this format)."""
     reason: str = ""
 
-    def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+    def encode(self) -> bytes:
+        return _ENCODER.encode(self)
 
     @classmethod
     def decode(cls, value: bytes | str) -> SendRecord:
-        text = value.decode() if isinstance(value, bytes) else value
-        if not text.startswith("{"):
-            return cls(outcome=text)  # a bare outcome, as the ledger wrote before it kept records
-        fields = json.loads(text)
-        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+        raw = value.encode() if isinstance(value, str) else value
+        if not raw.startswith(b"{"):
+            return cls(outcome=raw.decode())  # a bare outcome, as the ledger wrote before it kept records
+        return _DECODER.decode(raw)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(SendRecord)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def test_a_record_that_is_no_array_is_unreadable_and_an_object_is_a_batch_of_one
 def test_receipts_keep_their_json_shape_and_bad_ones_are_named() -> None:
     receipt = Receipt(message_id="m1", status="delivered", channel="inbox", attempt=1)
     record = b"[" + receipt.model_dump_json().encode() + b',{"message_id":"m2","status":"lost"}]'
-    first, second = WireDecoder().receipts(record)
+    (first, second), count = WireDecoder().receipts(record)
+    assert count == 2
     assert first == receipt
     assert isinstance(second, Unreadable) and "$.status" in second.reason
 
