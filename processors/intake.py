@@ -22,7 +22,7 @@ from processors.ingest import Ingest, IngestResult, refuse
 from processors.outbox import Outbox
 from records.accepted import AcceptedEvent
 from records.topics import Delivery, Dispatch, Event, Receipt
-from records.wire import Unreadable, WireDecoder, WireEncoder
+from records.wire import ReceiptItem, Unreadable, WireDecoder, WireEncoder
 
 log = logging.getLogger("switchboard.flow")
 
@@ -143,23 +143,22 @@ def _unreadable(kind: str, source: str, item: Unreadable) -> Letter:
 
 def parse_receipts(
     values: Iterable[bytes], decoder: WireDecoder | None = None, statuses: frozenset[str] | None = None
-) -> tuple[list[Receipt], int]:
+) -> tuple[list[ReceiptItem], int]:
     """A receipts record holds one receipt (the API's) or an array of them (the stages'); with
     `statuses`, only receipts of those statuses are returned (every one is still checked). Also
-    returns how many receipts were read in all."""
+    returns how many receipts were read in all. An unreadable one is logged and skipped: the analytics
+    service, which reads the same records, records it as a `dead_lettered` row."""
     wire = decoder or WireDecoder()
-    receipts: list[Receipt] = []
+    receipts: list[ReceiptItem] = []
     seen = 0
     for value in values:
         items, count = wire.receipts(value, statuses)
         seen += count
-        for receipt in items:
-            if isinstance(receipt, Unreadable):
-                log.error("unreadable receipts record: %s", receipt.reason)
-                reason = receipt.reason[:1000]
-                receipts.append(Receipt(message_id="internal", status="dead_lettered", reason=reason))
+        for item in items:
+            if isinstance(item, Unreadable):
+                log.error("unreadable receipts record: %s", item.reason)
             else:
-                receipts.append(receipt)
+                receipts.append(item)
     return receipts, seen
 
 

@@ -19,7 +19,7 @@ import msgspec
 from pydantic import ValidationError
 
 from records.plan import DeliveryPlan
-from records.topics import Delivery, Dispatch, EventCore, Receipt
+from records.topics import Delivery, Dispatch, EventCore
 from records.vocabulary import ChannelName, Status
 
 _Item = TypeVar("_Item")
@@ -120,16 +120,17 @@ class WireDecoder:
 
     def receipts(
         self, record: bytes, statuses: frozenset[str] | None = None
-    ) -> tuple[list[Receipt | Unreadable], int]:
-        """A receipts record: one receipt (the API's) or an array of them (the stages'); with
-        `statuses`, only the receipts of those statuses (the others are still checked). Also returns
-        how many items the record held."""
+    ) -> tuple[list[ReceiptItem | Unreadable], int]:
+        """A receipts record: one receipt (the API's) or an array of them (the stages'), as msgspec
+        structs (building pydantic receipts costs more than reading them); with `statuses`, only the
+        receipts of those statuses (the others are still checked). Also returns how many items the
+        record held."""
         items = self.items(record)
         if isinstance(items, Unreadable):
             return [Unreadable(items.raw, f"unreadable receipts record: {items.reason}")], 1
         read = [self._read(raw, "Receipt", self._receipt.decode) for raw in items]
         kept = [
-            item if isinstance(item, Unreadable) else _receipt_of(item)
+            item
             for item in read
             if isinstance(item, Unreadable) or statuses is None or item.status in statuses
         ]
@@ -170,13 +171,6 @@ class WireDecoder:
 
 
 _DEFAULT_PLAN = DeliveryPlan()
-
-
-def _receipt_of(item: ReceiptItem) -> Receipt:
-    fields = msgspec.structs.asdict(item)
-    if fields["event_time"] is None:
-        del fields["event_time"]  # the model's default: now
-    return Receipt.model_construct(**fields)
 
 
 class WireEncoder:

@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import msgspec
 from aiokafka.partitioner import murmur2
 
 from processors.outbox import Outbox
@@ -87,7 +88,7 @@ def test_receipts_keep_their_json_shape_and_bad_ones_are_named() -> None:
     record = b"[" + receipt.model_dump_json().encode() + b',{"message_id":"m2","status":"lost"}]'
     (first, second), count = WireDecoder().receipts(record)
     assert count == 2
-    assert first == receipt
+    assert Receipt.model_validate(msgspec.structs.asdict(first)) == receipt
     assert isinstance(second, Unreadable) and "$.status" in second.reason
 
 
