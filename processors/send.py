@@ -202,7 +202,7 @@ class Send:
 
         scripts = [stored[0][1].inbox.add_script] if stored else []
         await _durably(lambda: run_pipeline(self._redis, fill, scripts), "inbox sends")
-        return [receipt for dispatch, record in records for receipt in _receipts_again(dispatch, record)]
+        return [receipt for dispatch, record in records for receipt in _receipts_again(dispatch, record, at)]
 
     async def _refusals(self, dispatches: Sequence[Dispatch]) -> list[str | None]:
         if self._consent is None:
@@ -296,14 +296,15 @@ def _record(
     )
 
 
-def _receipts_again(dispatch: Dispatch, record: SendRecord) -> list[Receipt]:
-    """The receipts of a finished send, made from its record: the same rows each time."""
+def _receipts_again(dispatch: Dispatch, record: SendRecord, at: datetime | None = None) -> list[Receipt]:
+    """The receipts of a finished send, made from its record (`at`: its time, when at hand): the same
+    rows each time."""
     if not record.at:
         return []  # recorded before records kept enough to say it again
     common: dict[str, object] = {
         "provider": record.provider,
         "attempt": record.attempt,
-        "event_time": datetime.fromisoformat(record.at),
+        "event_time": at or datetime.fromisoformat(record.at),
     }
     if record.outcome in ("failed", "capped"):
         status: Status = "failed" if record.outcome == "failed" else "capped"
