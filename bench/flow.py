@@ -5,7 +5,14 @@ each from the first produce until every receipt is in ClickHouse: one campus-wid
 delivery per user), K individual statements (email to a local SMTP server, plus inbox) and K fee
 notices (inbox, with the rule's fallback chain armed in Redis for each).
 
-Run: .venv/bin/python bench/flow.py [--users 5000] [--individual 1000] [--rules rules/default.yaml]
+For each load it prints wall rates and what the worker process spent: CPU time (utime + stime from
+/proc/<pid>/stat, all its threads) per delivery and per send, its RSS peak so far (VmHWM), and the
+Redis commands the whole flow ran per delivery (INFO commandstats, commands inside scripts included).
+The rules are bench/flow_rules.yaml (the default rules' flows without pacing or quiet hours) unless
+--rules names others.
+
+Run: .venv/bin/python bench/flow.py [--users 5000] [--individual 1000] [--broadcast 100000]
+     [--loads campus,individual,fees] [--no-tuning] [--rules rules/default.yaml]
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -21,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
 
 from localparts import LocalParts, LocalSmtpServer, free_port
 from localparts.switchboard_process import SwitchboardProcess
@@ -71,6 +80,35 @@ def fee_events(n: int, n_users: int, kind: str) -> list[bytes]:
     ]
 
 
+BENCH_RULES = Path(__file__).with_name("flow_rules.yaml")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ProcessMeter:
+    """CPU time and peak RSS of one process, read from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_seconds(self) -> float:
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces
+        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+        return (utime + stime) / CLOCK_TICKS
+
+    def rss_peak_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+async def redis_commands(redis: Redis) -> dict[str, int]:
+    """Commands Redis has run, by name (INFO commandstats: every command, those inside scripts too)."""
+    stats = await redis.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if isinstance(v, dict)}
+
+
 STAGES = ("events", "deliveries", "decided", "dispatched", "sent_done", "receipts", "rows")
 
 
@@ -96,9 +134,14 @@ async def timed(
     settings: Settings,
     counters: FlowCounters,
     processes: list[SwitchboardProcess],
+    meter: ProcessMeter,
+    redis: Redis,
 ) -> None:
-    """Produce the payloads, wait until every stage has caught up, print the rates."""
+    """Produce the payloads, wait until every stage has caught up, print the rates and the worker's
+    CPU per delivery and per send."""
     before = await counters.read()
+    commands_before = await redis_commands(redis)
+    cpu_before = meter.cpu_seconds()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
     await producer.start()
     started = time.perf_counter()
@@ -109,46 +152,59 @@ async def timed(
         await producer.stop()
     await wait_caught_up(counters, before.get("events", 0) + len(payloads), processes, timeline=True)
     elapsed = time.perf_counter() - started
+    cpu = meter.cpu_seconds() - cpu_before
+    commands_after = await redis_commands(redis)
+    by_name = {k: n - commands_before.get(k, 0) for k, n in commands_after.items()}
+    commands = sum(by_name.values())
     after = await counters.read()
     delta = {name: after.get(name, 0) - before.get(name, 0) for name in STAGES}
+    deliveries, sends = max(delta["deliveries"], 1), max(delta["dispatched"], 1)
     print(
         f"{label}: {len(payloads)} events -> {delta['deliveries']} deliveries, {delta['dispatched']} sends, "
         f"{delta['rows']} rows in {elapsed:.2f}s = {len(payloads) / elapsed:,.0f} events/s, "
         f"{delta['deliveries'] / elapsed:,.0f} deliveries/s, {delta['dispatched'] / elapsed:,.0f} sends/s"
     )
+    print(
+        f"         worker CPU {cpu:.2f}s = {cpu * 1000 / deliveries:.3f} ms per delivery, "
+        f"{cpu * 1000 / sends:.3f} ms per send, {cpu * 1000 / max(len(payloads), 1):.3f} ms per event; "
+        f"RSS peak {meter.rss_peak_mb():.0f} MB; Redis {commands / deliveries:.1f} commands per delivery"
+    )
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:8]
+    print("         Redis per delivery: " + ", ".join(f"{k} {n / deliveries:.1f}" for k, n in top if n))
 
 
 async def drive(
     settings: Settings,
     n_users: int,
     n_individual: int,
+    loads: set[str],
     worker: SwitchboardProcess,
     service: SwitchboardProcess,
 ) -> None:
     redis = open_redis(settings.redis)
-    await UserDirectory(redis).upsert(users(n_users))
+    directory = UserDirectory(redis)
+    for start in range(0, n_users, 10_000):
+        await directory.upsert(users(n_users)[start : start + 10_000])
     await AppRegistry(redis).register("campus", {"inbox", "email"})
     counters = FlowCounters(redis)
     service.start()
     worker.start()
     processes = [worker, service]
+    assert worker.pid is not None  # noqa: S101 - just started
+    meter = ProcessMeter(worker.pid)
+    print(f"worker pid {worker.pid} (profile it with: py-spy record --pid {worker.pid})", flush=True)
+
+    async def run(label: str, payloads: list[bytes]) -> None:
+        await timed(label, payloads, settings, counters, processes, meter, redis)
+
     # One event first, so joining the consumer group and start-up are not timed.
-    await timed("warm-up", [campus_notice("warm-up", {"user_ids": ["u0"]})], settings, counters, processes)
-    await timed("campus-wide (inbox)", [campus_notice("all", {"all": True})], settings, counters, processes)
-    await timed(
-        "individual (email+inbox)",
-        fee_events(n_individual, n_users, "fee.statement"),
-        settings,
-        counters,
-        processes,
-    )
-    await timed(
-        "fee notices (inbox+fallback)",
-        fee_events(n_individual, n_users, "fee.due"),
-        settings,
-        counters,
-        processes,
-    )
+    await run("warm-up", [campus_notice("warm-up", {"user_ids": ["u0"]})])
+    if "campus" in loads:
+        await run(f"campus-wide (inbox, {n_users} users)", [campus_notice("all", {"all": True})])
+    if "individual" in loads:
+        await run("individual (email+inbox)", fee_events(n_individual, n_users, "fee.statement"))
+    if "fees" in loads:
+        await run("fee notices (inbox+fallback)", fee_events(n_individual, n_users, "fee.due"))
     print(f"         fallback chains waiting in Redis: {await FallbackSchedule(redis).pending()}")
     await redis.aclose()
 
@@ -158,9 +214,14 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--individual", type=int, default=1000)
     parser.add_argument(
-        "--rules", type=Path, default=None, help="rule file or folder (default: the settings')"
+        "--broadcast", type=int, default=0, help="users of the campus-wide load (sets --users at least to it)"
     )
+    parser.add_argument("--loads", default="campus,individual,fees", help="which loads to time")
+    parser.add_argument("--no-tuning", action="store_true", help="the worker without GC/logging tuning")
+    parser.add_argument("--rules", type=Path, default=BENCH_RULES, help="rule file or folder")
     args = parser.parse_args()
+    n_users = max(args.users, args.broadcast)
+    loads = {name.strip() for name in args.loads.split(",") if name.strip()}
     # Stopped from outside, still stop the worker and the parts on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,13 +241,14 @@ def main() -> None:
                 env="dev",
                 analytics_port=free_port(),
             )
-            if args.rules is not None:
-                settings = settings.model_copy(update={"rules": args.rules.resolve()})
+            settings = settings.model_copy(
+                update={"rules": args.rules.resolve(), "runtime_tuning": not args.no_tuning}
+            )
             worker = SwitchboardProcess("worker", settings, var / "worker.log")
             # The analytics service writes ClickHouse; the timings include every row landing there.
             service = SwitchboardProcess("analytics", settings, var / "analytics.log")
             try:
-                asyncio.run(drive(settings, args.users, args.individual, worker, service))
+                asyncio.run(drive(settings, n_users, args.individual, loads, worker, service))
             finally:
                 worker.stop()
                 service.stop()

@@ -21,7 +21,18 @@ class InboxChannel(Channel):
         self._inbox = inbox
         self._clock = clock
 
+    @property
+    def inbox(self) -> Inbox:
+        return self._inbox
+
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
+        user_id, stored = self.stored(message, address, dispatch)
+        # add() is False on a redelivery: the message is already there, which is what we wanted.
+        await self._inbox.add(user_id, stored)
+        return SendResult(status="delivered", provider_message_id=dispatch.message_id)
+
+    def stored(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> tuple[str, InboxMessage]:
+        """The inbox and the message to store in it; the send stage stores a batch in one round trip."""
         user_id = address or dispatch.user_id
         if not user_id:
             raise PermanentSendError(f"message {dispatch.message_id} has no user to put in an inbox")
@@ -42,6 +53,4 @@ class InboxChannel(Channel):
             rule_version=dispatch.rule_version,
             created_at=self._clock(),
         )
-        # add() is False on a redelivery: the message is already there, which is what we wanted.
-        await self._inbox.add(user_id, stored)
-        return SendResult(status="delivered", provider_message_id=dispatch.message_id)
+        return user_id, stored

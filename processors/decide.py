@@ -13,6 +13,7 @@ share gets one `held_out` row and nothing else.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,8 @@ class DecideResult:
     kept_offline: int = 0
     paced: list[tuple[Dispatch, datetime]] = field(default_factory=list)
     """Dispatches held for their pacing slot: parked as they are, not decided again."""
+    to_schedule: list[tuple[Delivery, datetime]] = field(default_factory=list)
+    """Deliveries deferred (send_at, quiet hours, best time): on the schedule once `handle` returns."""
 
 
 @dataclass(frozen=True)
@@ -102,15 +105,29 @@ class Decide:
     async def handle(self, deliveries: Sequence[Delivery], now: datetime | None = None) -> DecideResult:
         at = now or datetime.now(UTC)
         result = DecideResult()
+        try:
+            await self._handle(deliveries, at, result)
+        finally:
+            if result.to_schedule:
+                # Every deferral of the batch in one round trip (quiet hours can defer a whole broadcast).
+                await self._schedule.add_many(result.to_schedule)
+        return result
+
+    async def _handle(
+        self,
+        deliveries: Sequence[Delivery],
+        at: datetime,
+        result: DecideResult,
+    ) -> None:
         due: list[Delivery] = []
         for delivery in deliveries:
             send_at = delivery.event.send_at
             if send_at is not None and send_at - at > _SCHEDULE_SLACK:
-                await self._defer(result, delivery, send_at, f"scheduled for {send_at.isoformat()}")
+                self._defer(result, delivery, send_at, f"scheduled for {send_at.isoformat()}")
             else:
                 due.append(delivery)
         if not due:
-            return result
+            return
         decided = await self._decide(due, at, result)
         sendable: list[_Decided] = []
         for item in decided:
@@ -135,12 +152,16 @@ class Decide:
         if chains and self._fallback is not None:
             # One round trip for the batch: a campus-wide notice arms thousands of chains at once.
             await self._fallback.arm_many(chains)
-        return result
 
     async def _decide(self, due: list[Delivery], at: datetime, result: DecideResult) -> list[_Decided]:
         """Recipients, consent, last activity, then one engine call for the batch."""
-        users = await self._directory.get_many(d.user_id for d in due if d.addresses is None)
-        allowed = await self._app_channels({d.event.app for d in due})
+        # Profiles, app authorisations and last activity at once (one round trip's wait); consent
+        # needs the profiles' bindings, so it is the second.
+        users, allowed, active = await asyncio.gather(
+            self._directory.get_many(d.user_id for d in due if d.addresses is None),
+            self._app_channels({d.event.app for d in due}),
+            self._last_active(list({d.user_id for d in due if d.addresses is None})),
+        )
         recipients: list[tuple[Delivery, User]] = []
         for delivery in due:
             user = _recipient(delivery, users)
@@ -149,7 +170,6 @@ class Decide:
             else:
                 recipients.append((delivery, user))
         refused = await self._refusals(recipients)
-        active = await self._last_active([u.user_id for d, u in recipients if d.addresses is None])
         requests: list[DecisionRequest] = []
         pending: list[tuple[Delivery, User, tuple[str, ...]]] = []
         for delivery, user in recipients:
@@ -249,7 +269,7 @@ class Decide:
             elif timing.action == "defer" and timing.at is not None:
                 if timing.best_time is not None:
                     remember[message_id] = timing.best_time
-                await self._defer(result, item.delivery, timing.at, timing.reason, item)
+                self._defer(result, item.delivery, timing.at, timing.reason, item)
             else:
                 now_due.append(item)
         if remember and self._engagement is not None:
@@ -304,7 +324,7 @@ class Decide:
             dispatches.append(dispatch)
         return dispatches
 
-    async def _defer(
+    def _defer(
         self,
         result: DecideResult,
         delivery: Delivery,
@@ -312,7 +332,7 @@ class Decide:
         reason: str,
         item: _Decided | None = None,
     ) -> None:
-        await self._schedule.add(delivery, until)
+        result.to_schedule.append((delivery, until))
         result.scheduled += 1
         if item is None:
             result.receipts.append(_receipt(delivery, "deferred", reason=reason))
@@ -320,11 +340,12 @@ class Decide:
             result.receipts.append(_decided_receipt(item, "deferred", reason=reason))
 
     async def _app_channels(self, names: set[str]) -> dict[str, frozenset[str]]:
-        found: dict[str, frozenset[str]] = {}
-        for name in names:
-            app = await self._apps.get(name)
-            found[name] = app.channels if app is not None else frozenset()
-        return found
+        ordered = sorted(names)
+        apps = await asyncio.gather(*(self._apps.get(name) for name in ordered))
+        return {
+            name: app.channels if app is not None else frozenset()
+            for name, app in zip(ordered, apps, strict=True)
+        }
 
 
 def _pacing(item: _Decided) -> Pacing | None:

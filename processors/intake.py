@@ -15,7 +15,6 @@ from typing import Any, TypeVar, cast
 
 import faust
 from faust.types import EventT
-from pydantic import TypeAdapter, ValidationError
 
 from processors.dead_letters import DeadLetter, dead_letter, dead_letter_receipt
 from processors.failures import describe, is_infrastructure
@@ -23,11 +22,11 @@ from processors.ingest import Ingest, IngestResult, refuse
 from processors.outbox import Outbox
 from records.accepted import AcceptedEvent
 from records.topics import Delivery, Dispatch, Event, Receipt
+from records.wire import ReceiptItem, Unreadable, WireDecoder, WireEncoder
 
 log = logging.getLogger("switchboard.flow")
 
 _Record = TypeVar("_Record", Delivery, Dispatch)
-RECEIPT_LIST = TypeAdapter(list[Receipt])
 Letter = tuple[DeadLetter, Receipt]
 
 
@@ -67,9 +66,13 @@ async def ingest_one(ingest: Ingest, raw: bytes, source: str) -> IngestResult:
 
 
 def carriable(result: IngestResult, raw: bytes, source: str, outbox: Outbox) -> IngestResult:
-    """The result, or the event refused when one of its deliveries cannot fit in a record."""
-    for delivery in result.deliveries:
-        value = delivery.model_dump_json().encode()
+    """The result, or the event refused when one of its deliveries cannot fit in a record.
+
+    An event's deliveries differ only in ids of one length and in the user id and raw addresses, so
+    measuring the one with the longest of those measures them all (a broadcast is not encoded twice)."""
+    if result.deliveries:
+        delivery = max(result.deliveries, key=_varying_length)
+        value = WireEncoder().encode([delivery])[0]
         if not outbox.fits(delivery.user_id, value):
             return refuse(
                 raw,
@@ -95,37 +98,68 @@ def accepted(handled: Iterable[tuple[bytes, IngestResult, str]]) -> list[tuple[A
     ]
 
 
+def _varying_length(delivery: Delivery) -> int:
+    return len(delivery.user_id) + sum(len(a) for a in (delivery.addresses or {}).values())
+
+
 def parse(
-    model: type[_Record], batch: Sequence[EventT[bytes]]
+    model: type[_Record], batch: Sequence[EventT[bytes]], decoder: WireDecoder | None = None
 ) -> tuple[list[tuple[str, _Record]], list[Letter]]:
-    """Internal topics are written by Switchboard itself; a bad record there is a bug: dead-lettered."""
+    """The items of a batch of batch records, each with its source (`topic:partition:offset#index`).
+
+    Internal topics are written by Switchboard itself; an unreadable record or item there is a bug:
+    dead-lettered alone with its reason, and the rest go on."""
+    wire = decoder or WireDecoder()
+    read = wire.delivery if model is Delivery else wire.dispatch
     good: list[tuple[str, _Record]] = []
     bad: list[Letter] = []
     for event in batch:
-        source, raw = source_of(event), raw_of(event)
-        try:
-            good.append((source, model.model_validate_json(raw)))
-        except ValidationError as exc:
-            log.error("unreadable %s record at %s: %s", model.__name__, source, exc)
-            letter = dead_letter(raw, source, f"unreadable {model.__name__}: {_first(exc)}")
-            bad.append((letter, dead_letter_receipt(letter)))
+        source = source_of(event)
+        items = wire.items(raw_of(event))
+        if isinstance(items, Unreadable):
+            bad.append(
+                _unreadable(
+                    model.__name__,
+                    source,
+                    Unreadable(items.raw, f"unreadable {model.__name__} record: {items.reason}"),
+                )
+            )
+            continue
+        for index, raw in enumerate(items):
+            item_source = source if len(items) == 1 else f"{source}#{index}"
+            value = read(raw)
+            if isinstance(value, Unreadable):
+                bad.append(_unreadable(model.__name__, item_source, value))
+            else:
+                good.append((item_source, cast(_Record, value)))
     return good, bad
 
 
-def parse_receipts(values: Iterable[bytes]) -> list[Receipt]:
-    """A receipts record holds one receipt (the API's) or an array of them (the stages')."""
-    receipts: list[Receipt] = []
+def _unreadable(kind: str, source: str, item: Unreadable) -> Letter:
+    log.error("unreadable %s at %s: %s", kind, source, item.reason)
+    letter = dead_letter(item.raw, source, item.reason)
+    return letter, dead_letter_receipt(letter)
+
+
+def parse_receipts(
+    values: Iterable[bytes], decoder: WireDecoder | None = None, statuses: frozenset[str] | None = None
+) -> tuple[list[ReceiptItem], int]:
+    """A receipts record holds one receipt (the API's) or an array of them (the stages'); with
+    `statuses`, only receipts of those statuses are returned (every one is still checked). Also
+    returns how many receipts were read in all. An unreadable one is logged and skipped: the analytics
+    service, which reads the same records, records it as a `dead_lettered` row."""
+    wire = decoder or WireDecoder()
+    receipts: list[ReceiptItem] = []
+    seen = 0
     for value in values:
-        try:
-            if value.lstrip()[:1] == b"[":
-                receipts.extend(RECEIPT_LIST.validate_json(value))
+        items, count = wire.receipts(value, statuses)
+        seen += count
+        for item in items:
+            if isinstance(item, Unreadable):
+                log.error("unreadable receipts record: %s", item.reason)
             else:
-                receipts.append(Receipt.model_validate_json(value))
-        except ValidationError as exc:
-            log.error("unreadable receipts record: %s", exc)
-            reason = f"unreadable receipts record: {_first(exc)}"
-            receipts.append(Receipt(message_id="internal", status="dead_lettered", reason=reason))
-    return receipts
+                receipts.append(item)
+    return receipts, seen
 
 
 def failed(stage: str, poisoned: Iterable[tuple[tuple[str, Any], BaseException]]) -> list[Letter]:
@@ -145,9 +179,3 @@ def failed(stage: str, poisoned: Iterable[tuple[tuple[str, Any], BaseException]]
             receipt = dead_letter_receipt(letter)
         letters.append((letter, receipt))
     return letters
-
-
-def _first(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{where}: {error['msg']}" if where else str(error["msg"])

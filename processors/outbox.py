@@ -16,16 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from metrics import catalog
 from processors.dead_letters import DeadLetter, dead_letter, dead_letter_receipt
-from records.topics import Receipt
+from records.topics import Delivery, Dispatch, Receipt
+from records.wire import WireEncoder
 from state.flow_counters import FlowCounters
 
 log = logging.getLogger("switchboard.flow")
 
 RECEIPTS_PER_RECORD = 500  # the sink writes batches anyway; more per record only delays a row
+ITEMS_PER_RECORD = 500  # deliveries or dispatches per batch record: one stage batch, one Redis pipeline
 KEY_ROOM = 256  # keys are user or message ids; the budget of an array record leaves them this much
 
 
@@ -84,6 +87,7 @@ class Outbox:
         self._dead_letter = dead_letter
         self._counters = counters
         self.record_limit = record_limit
+        self._encoder = WireEncoder()
 
     def fits(self, key: str, value: bytes) -> bool:
         return record_size(key.encode(), value) <= self.record_limit
@@ -106,6 +110,41 @@ class Outbox:
             letters.append((letter, dead_letter_receipt(letter, **fields)))
         produced = await self._send(topic, fitting)
         await self.dead_letters(letters)
+        return produced
+
+    async def batches(self, topic: faust.TopicT, items: Sequence[tuple[Delivery | Dispatch, str]]) -> int:
+        """Produce deliveries or dispatches (each with its source) as batch records; returns how many
+        items were produced. An item too large for any record is dead-lettered alone.
+
+        Items are grouped by the partition their user id would go to on its own (the producer's
+        murmur2 over the topic's partitions), and a batch is keyed by one of its users: every record
+        for a user lands on that user's partition, so a user's deliveries stay in order and one
+        worker handles them, as with one record per item."""
+        if not items:
+            return 0
+        encoded = self._encoder.encode([item for item, _ in items])
+        partitions = max(topic.partitions or 1, 1)
+        by_partition: dict[int, list[int]] = {}
+        for index, (item, _) in enumerate(items):
+            partition = (murmur2(item.user_id.encode()) & 0x7FFFFFFF) % partitions
+            by_partition.setdefault(partition, []).append(index)
+        budget = self.record_limit - record_size(b"x" * KEY_ROOM, b"")
+        records: list[tuple[str, bytes]] = []
+        oversized: list[Outgoing] = []
+        produced = 0
+        for members in by_partition.values():
+            groups, too_large = pack([encoded[i] for i in members], budget, ITEMS_PER_RECORD)
+            for group in groups:
+                indexes = [members[i] for i in group]
+                records.append(
+                    (items[indexes[0]][0].user_id, b"[" + b",".join(encoded[i] for i in indexes) + b"]")
+                )
+                produced += len(indexes)
+            for i in too_large:
+                index = members[i]
+                oversized.append(Outgoing(items[index][0].user_id, encoded[index], items[index][1]))
+        await self._send(topic, records)
+        await self.produce(topic, oversized)  # over the limit: each becomes its dead letter
         return produced
 
     async def receipts(self, receipts: Sequence[Receipt], source: str) -> None:

@@ -23,6 +23,7 @@ from processors.ingest import Ingest
 from processors.send import Send
 from processors.topology import FlowStages, FlowTopics, create_app, register_agents
 from processors.track import Track
+from processors.tuning import freeze_startup_heap, quiet_debug_logging, tune_collection
 from processors.watch import Watch, register_watch
 from rules.engine import AsyncRuleEngine
 from rules.loader import load_ruleset
@@ -177,5 +178,15 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker until SIGTERM/SIGINT; Faust stops the agents and commits what they acked."""
     flow = build_flow(settings)
     serve_metrics(settings.metrics_host, settings.metrics_port, "worker")
+    if settings.runtime_tuning:
+        tune_collection()
+        if loglevel.lower() != "debug":
+            quiet_debug_logging()
+
+        @flow.app.task  # type: ignore[untyped-decorator]
+        async def freeze_after_start() -> None:
+            # Runs once the app has started: the start-up heap is built, the records not yet flowing.
+            log.info("froze %d start-up objects out of garbage collection", freeze_startup_heap())
+
     worker = faust.Worker(flow.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

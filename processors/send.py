@@ -15,19 +15,31 @@ claim still unfinished is parked until the claim lapses, so a worker dying mid-s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
-from channels.base import Channel, RetryPolicy, deliver
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from channels.base import Channel, PermanentSendError, RetryPolicy, deliver
+from channels.inbox import InboxChannel
 from channels.templates import RenderedMessage, TemplateCatalog, TemplateError
 from processors.content import ContentGuard, Refused
+from processors.failures import describe, is_infrastructure
 from records.topics import Dispatch, Receipt, Status
 from state.caps import PASSED, CapVerdict, FrequencyCaps
 from state.consent import ConsentQuery, ConsentStore
-from state.idempotency import SendLedger
-from state.provider_messages import ProviderMessages
+from state.idempotency import SendLedger, SendRecord
+from state.inbox import InboxMessage
+from state.provider_messages import TAKE_EARLY, ProviderMessages
+from state.scripts import run_pipeline
 from state.users import User, UserDirectory
+
+log = logging.getLogger("switchboard.send")
+_T = TypeVar("_T")
 
 # After a round of retries ends on retryable errors (every provider throttled or down), the dispatch
 # waits this long before the next round; after the last one it fails for good.
@@ -47,10 +59,9 @@ class SendResult:
 
 @dataclass(frozen=True)
 class _Handled:
-    """How one dispatch went: its receipts, or that it was sent before, or how long to park it."""
+    """How one dispatch went: its receipts, and how long to park it when it is to be tried again."""
 
     receipts: list[Receipt] = field(default_factory=list)
-    already_sent: bool = False
     park_for: float | None = None
 
 
@@ -76,6 +87,7 @@ class Send:
         self._templates = templates
         self._directory = directory
         self._ledger = ledger
+        self._redis: Redis = ledger.redis
         self._retry = retry
         self._slots = asyncio.Semaphore(concurrency)
         self._consent = consent
@@ -132,16 +144,65 @@ class Send:
             elif await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
                 # A dropped send is settled: a redelivery of it must not slip through a later window.
                 await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, "capped")
-        outcomes = await asyncio.gather(*(self._one(d, c, m) for d, c, m in sendable))
-        for (dispatch, _, _), handled in zip(sendable, outcomes, strict=True):
-            if handled.already_sent:
-                result.already_sent += 1
-            elif handled.park_for is not None:
+        to_send = await self._claimed(sendable, at, result)
+        # The inbox is Redis itself: its writes join the batch's outcome pipeline, no adapter call.
+        inbox = [(d, c, m) for d, c, m in to_send if isinstance(c, InboxChannel)]
+        others = [(d, c, m) for d, c, m in to_send if not isinstance(c, InboxChannel)]
+        result.receipts.extend(await self._to_inboxes(inbox))
+        outcomes = await asyncio.gather(*(self._one(d, c, m) for d, c, m in others))
+        for (dispatch, _, _), handled in zip(others, outcomes, strict=True):
+            if handled.park_for is not None:
                 result.parked.append((dispatch, at + timedelta(seconds=handled.park_for + 1)))
-                result.receipts.extend(handled.receipts)
-            else:
-                result.receipts.extend(handled.receipts)
+            result.receipts.extend(handled.receipts)
         return result
+
+    async def _claimed(self, sendable: list[_Ready], at: datetime, result: SendResult) -> list[_Ready]:
+        """Claim the batch's sends in one round trip; returns the ones this worker now holds.
+
+        A send already finished re-emits its receipts (the same rows: ClickHouse's ReplacingMergeTree
+        keeps one), so a worker killed between recording and publishing loses no row; one held by
+        another claim is parked until that claim lapses (its worker may have died mid-send)."""
+        claims = await self._ledger.claim_many([(d.message_id, d.channel, d.step) for d, _, _ in sendable])
+        mine: list[_Ready] = []
+        for ready, claim in zip(sendable, claims, strict=True):
+            dispatch = ready[0]
+            if claim.state == "claimed":
+                mine.append(ready)
+            elif claim.state == "held":
+                result.parked.append((dispatch, at + timedelta(seconds=claim.seconds_left + 1)))
+            else:
+                result.already_sent += 1
+                if claim.record is not None:
+                    result.receipts.extend(_receipts_again(dispatch, claim.record))
+        return mine
+
+    async def _to_inboxes(
+        self, sends: Sequence[tuple[Dispatch, InboxChannel, RenderedMessage]]
+    ) -> list[Receipt]:
+        """Store a batch of inbox messages and their sends' outcomes in one round trip."""
+        if not sends:
+            return []
+        at = datetime.now(UTC)
+        stored: list[tuple[Dispatch, InboxChannel, str, InboxMessage]] = []
+        failures: list[tuple[Dispatch, SendRecord]] = []
+        for dispatch, channel, message in sends:
+            try:
+                user_id, inbox_message = channel.stored(message, dispatch.address, dispatch)
+            except PermanentSendError as exc:
+                failures.append((dispatch, _record("failed", channel.provider, at, reason=str(exc))))
+                continue
+            stored.append((dispatch, channel, user_id, inbox_message))
+        records = [(d, _record("delivered", c.provider, at)) for d, c, _, _ in stored] + failures
+
+        def fill(pipe: Pipeline) -> None:
+            for _, channel, user_id, inbox_message in stored:
+                channel.inbox.add_into(pipe, user_id, inbox_message)
+            for dispatch, record in records:
+                self._ledger.record_into(pipe, (dispatch.message_id, dispatch.channel, dispatch.step), record)
+
+        scripts = [stored[0][1].inbox.add_script] if stored else []
+        await _durably(lambda: run_pipeline(self._redis, fill, scripts), "inbox sends")
+        return [receipt for dispatch, record in records for receipt in _receipts_again(dispatch, record, at)]
 
     async def _refusals(self, dispatches: Sequence[Dispatch]) -> list[str | None]:
         if self._consent is None:
@@ -171,29 +232,47 @@ class Send:
         return channel, checked
 
     async def _one(self, dispatch: Dispatch, channel: Channel, message: RenderedMessage) -> _Handled:
-        if not await self._claim(dispatch):
-            left = await self._ledger.claim_seconds_left(dispatch.message_id, dispatch.channel, dispatch.step)
-            return _Handled(already_sent=True) if left is None else _Handled(park_for=left)
+        """Send one claimed dispatch, then record its outcome (and provider id) in one round trip."""
         async with self._slots:
             outcome = await deliver(channel, message, dispatch.address, dispatch, self._retry)
-        if outcome.status == "failed" and outcome.retryable:
-            await self._ledger.release(dispatch.message_id, dispatch.channel, dispatch.step)
-        else:
-            await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, outcome.status)
         common = {"provider": outcome.provider, "attempt": outcome.attempts}
         if outcome.status == "failed":
+            if outcome.retryable:
+                await self._ledger.release(dispatch.message_id, dispatch.channel, dispatch.step)
+            else:
+                record = _record(
+                    "failed", outcome.provider, datetime.now(UTC), outcome.attempts, reason=outcome.reason
+                )
+                await self._record(dispatch, record)
             if self._caps is not None:
                 await self._caps.forget(dispatch)  # nobody was reached: the cap is not used up
             if outcome.retryable:
                 return await self._later(dispatch, outcome.reason, common)
-            return _Handled([_receipt(dispatch, "failed", reason=outcome.reason, **common)])
-        receipts = [_receipt(dispatch, "sent", cost=outcome.cost, **common)]
-        if outcome.status == "delivered":
-            receipts.append(_receipt(dispatch, "delivered", **common))
-        if self._sent is not None and outcome.provider_message_id and dispatch.channel != "inbox":
-            # Reports the provider sent before we got here come back as receipts to publish now.
-            receipts += await self._sent.remember(outcome.provider, outcome.provider_message_id, dispatch)
+            return _Handled(_receipts_again(dispatch, record))
+        record = _record(outcome.status, outcome.provider, datetime.now(UTC), outcome.attempts, outcome.cost)
+        remember = (
+            self._sent is not None and bool(outcome.provider_message_id) and dispatch.channel != "inbox"
+        )
+        taken = await self._record(dispatch, record, outcome.provider_message_id if remember else "")
+        receipts = _receipts_again(dispatch, record)
+        # Reports the provider sent before we got here come back as receipts to publish now.
+        receipts += ProviderMessages.early_receipts(outcome.provider, dispatch, taken)
         return _Handled(receipts)
+
+    async def _record(
+        self, dispatch: Dispatch, record: SendRecord, provider_message_id: str = ""
+    ) -> list[bytes]:
+        """The send's outcome and its provider message id in one round trip; returns the provider's
+        early reports taken. Redis being down is waited out, never turned into "send again"."""
+        sent = self._sent
+
+        def fill(pipe: Pipeline) -> None:
+            self._ledger.record_into(pipe, (dispatch.message_id, dispatch.channel, dispatch.step), record)
+            if provider_message_id and sent is not None:
+                sent.remember_into(pipe, record.provider, provider_message_id, dispatch)
+
+        answers = await _durably(lambda: run_pipeline(self._redis, fill, [TAKE_EARLY]), "a send's outcome")
+        return list(answers[2]) if provider_message_id and sent is not None else []
 
     async def _later(self, dispatch: Dispatch, reason: str, common: dict[str, object]) -> _Handled:
         """Throttled or down everywhere: try again after a pause, a few times, then fail for good."""
@@ -205,14 +284,50 @@ class Send:
         why = f"{reason}; round {rounds} of {len(self._requeue_delays) + 1}, trying again in {delay:g}s"
         return _Handled([_receipt(dispatch, "deferred", reason=why, **common)], park_for=delay)
 
-    async def _claim(self, dispatch: Dispatch) -> bool:
-        if await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
-            return True
-        # The key may have lapsed between the refused claim and now: one more try decides it.
-        state = await self._ledger.outcome(dispatch.message_id, dispatch.channel, dispatch.step)
-        return state is None and await self._ledger.claim(
-            dispatch.message_id, dispatch.channel, dispatch.step
-        )
+
+_Ready = tuple[Dispatch, Channel, RenderedMessage]
+
+
+def _record(
+    outcome: str, provider: str, at: datetime, attempt: int = 1, cost: float = 0.0, reason: str = ""
+) -> SendRecord:
+    return SendRecord(
+        outcome=outcome, provider=provider, attempt=attempt, cost=cost, at=at.isoformat(), reason=reason
+    )
+
+
+def _receipts_again(dispatch: Dispatch, record: SendRecord, at: datetime | None = None) -> list[Receipt]:
+    """The receipts of a finished send, made from its record (`at`: its time, when at hand): the same
+    rows each time."""
+    if not record.at:
+        return []  # recorded before records kept enough to say it again
+    common: dict[str, object] = {
+        "provider": record.provider,
+        "attempt": record.attempt,
+        "event_time": at or datetime.fromisoformat(record.at),
+    }
+    if record.outcome in ("failed", "capped"):
+        status: Status = "failed" if record.outcome == "failed" else "capped"
+        return [_receipt(dispatch, status, reason=record.reason, **common)]
+    receipts = [_receipt(dispatch, "sent", cost=record.cost, **common)]
+    if record.outcome == "delivered":
+        receipts.append(_receipt(dispatch, "delivered", **common))
+    return receipts
+
+
+async def _durably(write: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """Retry a write of an effect that already happened until Redis takes it: the message went out,
+    so giving up would let the claim lapse and the message go out again."""
+    delay = 0.1
+    while True:
+        try:
+            return await write()
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                raise
+            log.warning("recording %s failed (%s); retrying in %.1fs", what, describe(exc), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _receipt(dispatch: Dispatch, status: Status, **fields: object) -> Receipt:

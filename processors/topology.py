@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import faust
 
@@ -38,9 +38,10 @@ from processors.intake import (
 from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
-from processors.track import Track
+from processors.track import TRACKED_STATUSES, Track
 from processors.watch import count_ingested
 from records.topics import Delivery, Dispatch
+from records.wire import WireDecoder
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
 from state.fallback import FallbackSchedule
@@ -50,8 +51,13 @@ from state.schedule import DeliverySchedule, ParkedDispatches
 from state.users import UserDirectory
 
 log = logging.getLogger("switchboard.flow")
+_Item = TypeVar("_Item")
 
 RELEASE_PER_CLAIM = 500
+# A batch of the decide and send agents: this many batch records, handled ITEMS_PER_STEP at a time
+# (one Redis pipeline per step each); a poisoned item is found within its step, not the whole batch.
+RECORDS_PER_BATCH = 8
+ITEMS_PER_STEP = 500
 FALLBACKS_PER_ROUND = 500
 
 # Against the Tansu broker a worker is ready in ~5 s with these instead of ~32 s (FIELD-NOTES).
@@ -165,10 +171,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 deliveries = [
                     (d, s) for result, s in zip(results, sources, strict=True) for d in result.deliveries
                 ]
-                await outbox.produce(
-                    topics.deliveries,
-                    (Outgoing(d.user_id, d.model_dump_json().encode(), s) for d, s in deliveries),
-                )
+                await outbox.batches(topics.deliveries, deliveries)
                 # A refused event's one receipt is its dead_lettered row, which goes with its letter.
                 await outbox.dead_letters(
                     [(r.dead_letter, r.receipts[0]) for r in results if r.dead_letter is not None]
@@ -194,11 +197,14 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 )
                 yield None
 
+    decoder = WireDecoder()  # shared by the stages: a broadcast's event is validated once
+
     @app.agent(topics.deliveries, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("decide"):
-            async for batch in acked_batches(stream, 500, within=0.05):
-                records, bad = parse(Delivery, batch)
+            # Records are batch records (up to 500 deliveries each): a few records make a batch.
+            async for batch in acked_batches(stream, RECORDS_PER_BATCH, within=0.05):
+                records, bad = parse(Delivery, batch, decoder)
                 origin = {delivery.message_id: source for source, delivery in records}
 
                 async def handle(chunk: Sequence[tuple[str, Delivery]]) -> DecideResult:
@@ -206,42 +212,45 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                     # receipt of theirs can come before the chain.
                     return await stages.decide.handle([delivery for _, delivery in chunk])
 
-                results, poisoned = await isolate(records, handle, "decide")
-                for result in results:
-                    await stages.parked.add_many(result.paced)  # paced: out at their slots, as decided
-                    dispatched = await outbox.produce(
-                        topics.dispatch,
-                        (
-                            Outgoing(
-                                d.user_id, d.model_dump_json().encode(), origin.get(d.message_id, "decide")
-                            )
-                            for d in result.dispatches
-                        ),
-                    )
-                    await outbox.receipts(result.receipts, "decide")
-                    await stages.counters.add(
-                        {"dispatched": dispatched, "scheduled": result.scheduled, "parked": len(result.paced)}
-                    )
-                await outbox.dead_letters([*bad, *failed("decide", poisoned)])
-                await stages.counters.add({"decided": len(batch)})
+                for chunk in _chunks(records, ITEMS_PER_STEP):
+                    results, poisoned = await isolate(chunk, handle, "decide")
+                    for result in results:
+                        await stages.parked.add_many(result.paced)  # paced: out at their slots, as decided
+                        dispatched = await outbox.batches(
+                            topics.dispatch,
+                            [(d, origin.get(d.message_id, "decide")) for d in result.dispatches],
+                        )
+                        await outbox.receipts(result.receipts, "decide")
+                        await stages.counters.add(
+                            {
+                                "dispatched": dispatched,
+                                "scheduled": result.scheduled,
+                                "parked": len(result.paced),
+                            }
+                        )
+                    await outbox.dead_letters(failed("decide", poisoned))
+                await outbox.dead_letters(bad)
+                await stages.counters.add({"decided": len(records) + len(bad)})
                 yield None
 
     @app.agent(topics.dispatch, name="send")
     async def send(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("send"):
-            async for batch in acked_batches(stream, 200, within=0.05):
-                records, bad = parse(Dispatch, batch)
+            async for batch in acked_batches(stream, RECORDS_PER_BATCH, within=0.05):
+                records, bad = parse(Dispatch, batch, decoder)
 
                 async def handle(chunk: Sequence[tuple[str, Dispatch]]) -> SendResult:
                     return await stages.send.handle([dispatch for _, dispatch in chunk])
 
-                results, poisoned = await isolate(records, handle, "send")
-                for result in results:
-                    await stages.parked.add_many(result.parked)
-                    await outbox.receipts(result.receipts, "send")
-                    await stages.counters.add({"parked": len(result.parked)})
-                await outbox.dead_letters([*bad, *failed("send", poisoned)])
-                await stages.counters.add({"sent_done": len(batch)})
+                for chunk in _chunks(records, ITEMS_PER_STEP):
+                    results, poisoned = await isolate(chunk, handle, "send")
+                    for result in results:
+                        await stages.parked.add_many(result.parked)
+                        await outbox.receipts(result.receipts, "send")
+                        await stages.counters.add({"parked": len(result.parked)})
+                    await outbox.dead_letters(failed("send", poisoned))
+                await outbox.dead_letters(bad)
+                await stages.counters.add({"sent_done": len(records) + len(bad)})
                 yield None
 
     @app.agent(topics.receipts, name="track")
@@ -251,7 +260,9 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 records = [(source_of(event), raw_of(event)) for event in batch]
 
                 async def handle(chunk: Sequence[tuple[str, bytes]]) -> int:
-                    return await stages.track.handle(parse_receipts(raw for _, raw in chunk))
+                    receipts, seen = parse_receipts((raw for _, raw in chunk), decoder, TRACKED_STATUSES)
+                    await stages.track.handle(receipts)
+                    return seen  # every receipt read counts as tracked, acted on or not
 
                 written, poisoned = await isolate(records, handle, "track")
                 await outbox.dead_letters(failed("track", poisoned))
@@ -264,13 +275,13 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         await stages.schedule.requeue_stale()
         due = await stages.schedule.claim_due()
         if due:
-            released = await outbox.produce(topics.deliveries, _outgoing(due, "schedule"))
+            released = await outbox.batches(topics.deliveries, [(d, "schedule") for d in due])
             await stages.schedule.done(due)
             await stages.counters.add({"released": len(due), "deliveries": released})
         await stages.parked.requeue_stale()
         # Drain everything due: a campaign paced faster than one claim a second must not be slowed.
         while unparked := await stages.parked.claim_due(limit=RELEASE_PER_CLAIM):
-            dispatched = await outbox.produce(topics.dispatch, _outgoing(unparked, "parked"))
+            dispatched = await outbox.batches(topics.dispatch, [(d, "parked") for d in unparked])
             await stages.parked.done(unparked)
             await stages.counters.add({"unparked": len(unparked), "dispatched": dispatched})
             if len(unparked) < RELEASE_PER_CLAIM:
@@ -282,7 +293,9 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         async with crash_on_error("fallback"):
             while fired := await stages.fallback.fire_due(limit=FALLBACKS_PER_ROUND):
                 result = await stages.fallbacks.resolve(fired)
-                dispatched = await outbox.produce(topics.dispatch, _outgoing(result.dispatches, "fallback"))
+                dispatched = await outbox.batches(
+                    topics.dispatch, [(d, "fallback") for d in result.dispatches]
+                )
                 await stages.parked.add_many(result.parked)  # due inside quiet hours: out when they end
                 await outbox.receipts(result.receipts, "fallback")
                 await stages.fallback.done(fired)
@@ -296,7 +309,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         async with crash_on_error("offline"):
             deliveries, expired = await stages.offline.due_for_release(datetime.now(UTC), stages.directory)
             if deliveries:
-                released = await outbox.produce(topics.deliveries, _outgoing(deliveries, "offline"))
+                released = await outbox.batches(topics.deliveries, [(d, "offline") for d in deliveries])
                 await stages.counters.add({"deliveries": released})
             if expired:
                 await outbox.receipts(expired, "offline")
@@ -320,5 +333,6 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         log.warning("rules reloaded: version %s (was %s)", ruleset.version, previous)
 
 
-def _outgoing(records: Iterable[Delivery | Dispatch], source: str) -> Iterator[Outgoing]:
-    return (Outgoing(r.user_id, r.model_dump_json().encode(), source) for r in records)
+def _chunks(items: Sequence[_Item], size: int) -> Iterator[Sequence[_Item]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

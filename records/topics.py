@@ -220,7 +220,7 @@ class Receipt(_Strict):
         """A transition of the message `event` makes for `user_id`, named as every stage names it."""
         return cls.model_validate(
             {
-                "message_id": message_id_for(event.app, event.event_id, user_id),
+                "message_id": fields.get("message_id") or message_id_for(event.app, event.event_id, user_id),
                 "event_id": event.event_id,
                 "app": event.app,
                 "user_id": user_id,

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     dedup_ttl_seconds: int = 7 * 24 * 3600
     # How long a send's claim holds if its worker dies mid-send; must outlast one send with its retries.
     send_claim_seconds: int = 600
+    # Garbage collection and logging tuned for a long-running worker (processors/tuning.py); off only
+    # to measure what the tuning is worth (bench/flow.py --no-tuning).
+    runtime_tuning: bool = True
     # Events above this are refused by the API (413) and dead-lettered by ingest: an event is copied
     # into each of its deliveries and dispatches, which must stay well inside the broker's record limit.
     max_event_bytes: int = Field(

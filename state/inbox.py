@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from records.topics import Category
+from state.scripts import LuaScript
 
 _INDEX = "sb:inbox:{}"
 _MESSAGES = "sb:inbox:{}:m"
@@ -89,6 +91,7 @@ class Inbox:
         self._redis = redis
         self._bound = max_per_user
         self._add = redis.register_script(_ADD)
+        self.add_script = LuaScript(_ADD)
         self._mark = redis.register_script(_MARK)
 
     async def add(self, user_id: str, message: InboxMessage) -> bool:
@@ -101,6 +104,16 @@ class Inbox:
             self._bound,
         ]
         return bool(await self._add(keys=keys, args=args))
+
+    def add_into(self, pipe: Pipeline, user_id: str, message: InboxMessage) -> None:
+        """Queue the store of a message on `pipe` (see `add`; run it with `state.scripts.run_pipeline`
+        and `add_script`), so a batch of inbox sends is one round trip."""
+        keys = [_INDEX.format(user_id), _MESSAGES.format(user_id), _UNREAD.format(user_id)]
+        self.add_script.queue(
+            pipe,
+            keys,
+            [message.message_id, message.created_at.timestamp(), message.model_dump_json(), self._bound],
+        )
 
     async def list(self, user_id: str, limit: int = 20, offset: int = 0) -> list[InboxMessage]:
         ids = await self._redis.zrevrange(_INDEX.format(user_id), offset, offset + limit - 1)

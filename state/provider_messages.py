@@ -16,9 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from records.topics import Dispatch, Receipt
 from records.vocabulary import Status
+from state.scripts import LuaScript
+
+# Read and delete a provider id's early reports at once, so a report parked meanwhile is not lost.
+TAKE_EARLY = LuaScript("local r = redis.call('LRANGE', KEYS[1], 0, -1) redis.call('DEL', KEYS[1]) return r")
 
 PROVIDER_MESSAGE_KEY = "sb:pmsg:{}:{}"
 EARLY_REPORTS_KEY = "sb:pmsg-early:{}:{}"
@@ -74,9 +79,7 @@ class SentMessage(BaseModel):
 
     def receipt(self, status: Status, **fields: Any) -> Receipt:
         """A later transition of this message (delivered, read, clicked...), named like its send."""
-        return Receipt.model_validate(
-            {**self.model_dump(exclude={"category"}), "status": status, **fields}
-        )
+        return Receipt.model_validate({**self.model_dump(exclude={"category"}), "status": status, **fields})
 
 
 class ProviderMessages:
@@ -105,6 +108,29 @@ class ProviderMessages:
             await pipe.execute()
         early = await self._take_early(list(stored))
         return [stored[key].receipt(r.status, reason=r.reason, provider=key[0]) for key, r in early]
+
+    def remember_into(
+        self, pipe: Pipeline, provider: str, provider_message_id: str, dispatch: Dispatch
+    ) -> int:
+        """Queue `remember` on `pipe` (run with `run_pipeline` and `TAKE_EARLY`) so it shares the round
+        trip of the send's outcome; returns how many answers it adds (the last is for `early_receipts`)."""
+        message = SentMessage.of(provider, dispatch)
+        pipe.set(
+            PROVIDER_MESSAGE_KEY.format(provider, provider_message_id),
+            message.model_dump_json(),
+            ex=self._ttl,
+        )
+        TAKE_EARLY.queue(pipe, [EARLY_REPORTS_KEY.format(provider, provider_message_id)], [])
+        return 2
+
+    @staticmethod
+    def early_receipts(provider: str, dispatch: Dispatch, taken: Sequence[bytes]) -> list[Receipt]:
+        """Receipts for the early reports `remember_into` took."""
+        if not taken:
+            return []
+        message = SentMessage.of(provider, dispatch)
+        reports = [EarlyReport.model_validate_json(item) for item in taken]
+        return [message.receipt(r.status, reason=r.reason, provider=provider) for r in reports]
 
     async def park_early(self, provider: str, reports: Sequence[EarlyReport]) -> list[Receipt]:
         """Keep reports on ids not yet remembered; returns receipts for any remembered meanwhile."""
