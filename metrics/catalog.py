@@ -176,6 +176,20 @@ def send_outcome(channel: str, provider: str, outcome: str, seconds: float) -> N
         WATCHED.add(watched_field("send_failed", channel))
 
 
+def send_outcomes(channel: str, provider: str, outcome: str, n: int, seconds: float) -> None:
+    """`n` deliveries through one channel and provider that ended alike, as one batch (the inbox)."""
+    if not n:
+        return
+    provider = bounded("provider", provider)
+    _child(SENDS, channel, provider, outcome).inc(n)
+    latency = _child(SEND_SECONDS_TOTAL, channel, provider)
+    for _ in range(n):
+        latency.observe(seconds)
+    WATCHED.add(watched_field("sends", channel), n)
+    if outcome in ("failed", "deferred"):
+        WATCHED.add(watched_field("send_failed", channel), n)
+
+
 def dead_lettered(stage: str, n: int = 1) -> None:
     if n:
         DEAD_LETTERS.labels(bounded("stage", stage)).inc(n)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from redis.asyncio.client import Pipeline
 from channels.base import Channel, PermanentSendError, RetryPolicy, deliver
 from channels.inbox import InboxChannel
 from channels.templates import RenderedMessage, TemplateCatalog, TemplateError
+from metrics import catalog
 from processors.content import ContentGuard, Refused
 from processors.failures import describe, is_infrastructure
 from records.topics import Dispatch, Receipt, Status
@@ -183,6 +186,7 @@ class Send:
         if not sends:
             return []
         at = datetime.now(UTC)
+        started = time.monotonic()
         stored: list[tuple[Dispatch, InboxChannel, str, InboxMessage]] = []
         failures: list[tuple[Dispatch, SendRecord]] = []
         for dispatch, channel, message in sends:
@@ -202,6 +206,7 @@ class Send:
 
         scripts = [stored[0][1].inbox.add_script] if stored else []
         await _durably(lambda: run_pipeline(self._redis, fill, scripts), "inbox sends")
+        _count_outcomes(records, time.monotonic() - started)
         return [receipt for dispatch, record in records for receipt in _receipts_again(dispatch, record, at)]
 
     async def _refusals(self, dispatches: Sequence[Dispatch]) -> list[str | None]:
@@ -344,3 +349,10 @@ def _receipt(dispatch: Dispatch, status: Status, **fields: object) -> Receipt:
         step=dispatch.step,
         **fields,
     )
+
+
+def _count_outcomes(records: Sequence[tuple[Dispatch, SendRecord]], seconds: float) -> None:
+    """The inbox batch's outcomes in the send metrics, as `deliver` counts every other channel's."""
+    counts = Counter((d.channel, r.provider, r.outcome) for d, r in records)
+    for (channel, provider, outcome), n in counts.items():
+        catalog.send_outcomes(channel, provider, outcome, n, seconds)
