@@ -119,12 +119,36 @@ def ready_to_serve(settings: Settings) -> Settings:
 
 
 def require_redis(url: str) -> None:
-    import redis
+    from urllib.parse import urlsplit
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.exceptions import RedisClusterException
+
+    from state.connection import cluster_nodes, is_cluster_url
+
+    client: redis.Redis | RedisCluster
+    try:
+        if is_cluster_url(url):
+            parts = urlsplit(url)
+            client = RedisCluster(
+                # redis-py's sync ClusterNode has no annotations; the async one (state/connection.py) has.
+                startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(url)],  # type: ignore[no-untyped-call]
+                username=parts.username,
+                password=parts.password,
+                ssl=parts.scheme.startswith("rediss"),
+                socket_connect_timeout=2,
+                socket_timeout=2,
+            )
+        else:
+            client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    except ValueError as exc:
+        raise SwitchboardError(f"SWITCHBOARD_REDIS={redact_url(url)}: {exc}") from None
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise SwitchboardError(f"cannot reach Redis at {redact_url(url)} ({exc}); {PARTS_UP}") from None
     try:
         client.ping()
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         raise SwitchboardError(f"cannot reach Redis at {redact_url(url)} ({exc}); {PARTS_UP}") from None
     finally:
         client.close()

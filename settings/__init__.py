@@ -24,7 +24,10 @@ LOCAL_ENVIRONMENTS: frozenset[str] = frozenset({"dev", "test"})
 # The URL schemes each part accepts, with an example for the error message.
 _SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {
     "kafka": (("kafka",), "kafka://127.0.0.1:19092"),
-    "redis": (("redis", "rediss", "unix"), "redis://127.0.0.1:16379/0"),
+    "redis": (
+        ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"),
+        "redis://127.0.0.1:16379/0 or redis+cluster://10.0.0.1:6379,10.0.0.2:6379",
+    ),
     "clickhouse": (("chdb", "http", "https"), "chdb:///srv/switchboard/clickhouse or http://host:8123"),
     "public_url": (("http", "https"), "https://notify.example.edu"),
 }
@@ -53,7 +56,10 @@ class Settings(BaseSettings):
         "production", description="production, or dev/test: may sign links with a key kept under var_dir"
     )
     kafka: str = Field("kafka://127.0.0.1:19092", description="Kafka-protocol bootstrap servers")
-    redis: str = Field("redis://127.0.0.1:16379/0", description="Redis URL")
+    redis: str = Field(
+        "redis://127.0.0.1:16379/0",
+        description="Redis URL; redis+cluster://host:port,... for a Redis Cluster",
+    )
     clickhouse: str = Field(
         "", description="chdb:///path or http(s)://host:8123; default: chdb in var_dir/clickhouse"
     )
