@@ -46,6 +46,7 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException
 
     if isinstance(exc, SwitchboardError):
         return str(exc), 1
@@ -55,7 +56,7 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
         # pydantic-settings names the field in quotes: 'error parsing value for field "webhook_allow" ...'
         field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
         return f"SWITCHBOARD_{field.upper()}: cannot be parsed ({exc.__cause__ or 'expected JSON'})", 2
-    if isinstance(exc, RedisConnectionError):
+    if isinstance(exc, RedisConnectionError | RedisClusterException):
         return f"cannot reach Redis at {redact_url(Settings().redis)} ({exc}); {PARTS_UP}", 1
     if type(exc).__name__ == "KafkaConnectionError":  # aiokafka's, not imported just to compare
         return f"cannot reach the Kafka broker at {redact_url(Settings().kafka)}; {PARTS_UP}", 1
@@ -92,7 +93,9 @@ cli = typer.Typer(
 users_cli = typer.Typer(no_args_is_help=True, help="Manage the user directory.")
 apps_cli = typer.Typer(no_args_is_help=True, help="Manage upstream apps and their API keys.")
 parts_cli = typer.Typer(no_args_is_help=True, help="Start and stop the local parts (broker, Redis).")
+redis_cli = typer.Typer(no_args_is_help=True, help="Maintain the Redis state.")
 cli.add_typer(users_cli, name="users")
+cli.add_typer(redis_cli, name="redis")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(parts_cli, name="parts")
 cli.add_typer(rules_cli, name="rules")
@@ -508,6 +511,24 @@ def apps_remove(name: _AppName) -> None:
     """Forget the app and its key; its events are refused as from an unknown app."""
     _with_apps(lambda apps: apps.remove(name))
     typer.echo(f"app {name} removed; its key no longer works")
+
+
+@redis_cli.command("migrate")
+def redis_migrate() -> None:
+    """Move state written before the hash-tagged key layout to its new names (once, workers stopped)."""
+    from state.connection import open_redis
+    from state.key_migration import migrate_keys
+
+    async def run() -> dict[str, int]:
+        redis = open_redis(Settings().redis)
+        try:
+            return await migrate_keys(redis)
+        finally:
+            await redis.aclose()
+
+    moved = asyncio.run(run())
+    counts = ", ".join(f"{kind} {count}" for kind, count in moved.items())
+    typer.echo(f"moved to the hash-tagged layout: {counts}" if any(moved.values()) else "nothing to move")
 
 
 @parts_cli.command("up")

@@ -35,6 +35,14 @@ _SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {
 __all__ = ["LOCAL_ENVIRONMENTS", "ROOT", "VAR", "Environment", "Settings", "SwitchboardError", "redact_url"]
 
 
+def _cluster_nodes(nodes: str, example: str) -> None:
+    """Each node of a Redis Cluster URL is host:port (the cluster client needs a port to start from)."""
+    for node in nodes.split(","):
+        host, _, port = node.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"Redis Cluster node {node!r} must be host:port, e.g. {example}")
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by `***`, fit for messages and logs."""
     try:
@@ -136,6 +144,8 @@ class Settings(BaseSettings):
         if parts.scheme not in schemes or not (parts.netloc or parts.path):
             wanted = " or ".join(f"{scheme}://" for scheme in schemes)
             raise ValueError(f"needs a {wanted} URL, e.g. {example}")
+        if parts.scheme.endswith("+cluster"):
+            _cluster_nodes(parts.netloc.rpartition("@")[2], example)
         return value
 
     @model_validator(mode="after")
