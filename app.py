@@ -129,6 +129,7 @@ def require_redis(url: str) -> None:
     from redis.exceptions import RedisClusterException
 
     from state.connection import cluster_nodes, is_cluster_url
+    from state.key_migration import OLD_INDEXES
 
     client: redis.Redis | RedisCluster
     try:
@@ -151,10 +152,17 @@ def require_redis(url: str) -> None:
         raise SwitchboardError(f"cannot reach Redis at {redact_url(url)} ({exc}); {PARTS_UP}") from None
     try:
         client.ping()
+        old_layout = client.exists(*OLD_INDEXES)
     except (redis.RedisError, RedisClusterException) as exc:
         raise SwitchboardError(f"cannot reach Redis at {redact_url(url)} ({exc}); {PARTS_UP}") from None
     finally:
         client.close()
+    if old_layout:
+        # The new code would not see that state: schedules, chains and apps would look empty.
+        raise SwitchboardError(
+            f"Redis at {redact_url(url)} holds state under the old key names; "
+            "stop every worker and the API, then run `switchboard redis migrate`"
+        )
 
 
 def require_kafka(url: str) -> None:

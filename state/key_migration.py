@@ -22,6 +22,8 @@ from state import apps, fallback, inbox, offline, pacing
 from state.keyspace import shard_of, tag
 from state.schedule import schedule_shards
 
+# Keys only the old layout has; any of them left means `switchboard redis migrate` has not run.
+OLD_INDEXES = ("sb:apps", "sb:fallback", "sb:schedule:body", "sb:parked:body", "sb:offline:users")
 _CAP = re.compile(r"^sb:cap:(?P<id>.+?):(?P<scope>global|(?:user|channel|category|app|campaign)=.*)$")
 _SCOPE_USER = re.compile(r"(?:^|\|)user=(?P<user>[^|]*)")
 
@@ -176,6 +178,7 @@ async def _apps(redis: Redis) -> int:
     if names:
         await redis.sadd(apps._APPS, *names)
         await redis.delete("sb:apps")
+        moved += 1
     return moved
 
 

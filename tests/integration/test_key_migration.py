@@ -12,9 +12,10 @@ import pytest
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
-from app import cli
+from app import cli, require_redis
 from records.plan import CapLimit, DeliveryPlan, FallbackStep, FrequencyCap
 from records.topics import Delivery, Dispatch, EventCore, message_id_for
+from settings import SwitchboardError
 from state.apps import AppRegistry
 from state.caps import FrequencyCaps, cap_key, send_key
 from state.fallback import FallbackSchedule, chain_shard
@@ -118,7 +119,7 @@ async def test_the_old_layout_is_found_under_the_new_names(redis: Redis) -> None
 
     assert moved == {
         "inbox": 3, "caps": 1, "pacing": 2, "offline": 1, "fallback": 1, "schedule": 1, "parked": 1,
-        "apps": 2,
+        "apps": 3,
     }  # fmt: skip
     assert [m.message_id for m in await Inbox(redis).list("u1")] == ["m1"]
     assert await Inbox(redis).unread_count("u1") == 1
@@ -143,6 +144,9 @@ async def test_the_old_layout_is_found_under_the_new_names(redis: Redis) -> None
 
 async def test_the_command_moves_once_then_has_nothing_to_move(redis: Redis, redis_url: str) -> None:
     await redis.sadd("sb:inbox:u9:unread", "m1")
+    await redis.sadd("sb:apps", "lms")
+    with pytest.raises(SwitchboardError, match=r"old key names; .* run `switchboard redis migrate`"):
+        await asyncio.to_thread(require_redis, redis_url)  # a worker or the API refuses to start
     env = {"SWITCHBOARD_REDIS": redis_url, "SWITCHBOARD_ENV": "test"}
     # The command runs its own event loop: off this test's loop, in a thread.
     first = await asyncio.to_thread(CliRunner().invoke, cli, ["redis", "migrate"], env=env)
@@ -151,3 +155,4 @@ async def test_the_command_moves_once_then_has_nothing_to_move(redis: Redis, red
     assert await redis.smembers(inbox_keys("u9")[2]) == {b"m1"}
     second = await asyncio.to_thread(CliRunner().invoke, cli, ["redis", "migrate"], env=env)
     assert (second.exit_code, second.output) == (0, "nothing to move\n")
+    await asyncio.to_thread(require_redis, redis_url)
