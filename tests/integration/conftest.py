@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -55,8 +56,10 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRed
 
 @pytest.fixture
 def redis_backend(request: pytest.FixtureRequest) -> str:
-    """`redis` (the single local Redis) unless the test is parametrised over the cluster too."""
-    return str(getattr(request, "param", "redis"))
+    """`redis` (the single local Redis) unless the test is parametrised over the cluster too, or the
+    whole run is on the cluster (SWITCHBOARD_TEST_REDIS=cluster)."""
+    default = "redis-cluster" if os.environ.get("SWITCHBOARD_TEST_REDIS") == "cluster" else "redis"
+    return str(getattr(request, "param", default))
 
 
 @pytest.fixture
@@ -108,13 +111,14 @@ def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
 
 @pytest.fixture
 def settings(
-    local_parts: LocalParts, smtp_server: LocalSmtpServer, clickhouse_dsn: str, tmp_path: Path
+    local_parts: LocalParts, redis_url: str, smtp_server: LocalSmtpServer, clickhouse_dsn: str, tmp_path: Path
 ) -> Settings:
-    """Settings on the test parts, with topics and Faust app id of this test only."""
+    """Settings on the test parts (the Redis Cluster for a test run on it too), with topics and Faust
+    app id of this test only."""
     unique = uuid.uuid4().hex[:10]
     return Settings(
         kafka=local_parts.kafka_url,
-        redis=local_parts.redis_url,
+        redis=redis_url,
         clickhouse=clickhouse_dsn,
         var_dir=tmp_path / "var",
         app_id=f"test-{unique}",

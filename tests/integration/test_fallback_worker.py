@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
@@ -95,6 +96,7 @@ async def warm_up(settings: Settings, redis: Redis, worker: SwitchboardProcess, 
     await until("warm-up", done, worker)
 
 
+@pytest.mark.redis_cluster_too  # fallback chains sharded over a Redis Cluster too
 async def test_an_unread_inbox_message_falls_back_to_email_once_and_a_read_one_does_not(
     settings: Settings, redis: Redis, smtp: LocalSmtpServer, tmp_path: Path
 ) -> None:
