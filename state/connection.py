@@ -8,7 +8,10 @@ servers are reached the same way through their address) or a Redis Cluster
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -71,11 +74,59 @@ def open_cluster(url: str, max_connections: int = MAX_CONNECTIONS) -> Switchboar
     return SwitchboardCluster(**kwargs)
 
 
+# Set while a task holds one of its client's permits: a command redis-py splits across slots (a
+# multi-key DEL) runs its parts as child tasks, which must not wait for permits of their own.
+_HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("holding_redis_permit", default=False)
+
+
 class SwitchboardCluster(RedisCluster):
-    """A cluster client whose scripts also run inside cluster pipelines."""
+    """A cluster client whose scripts also run inside cluster pipelines, and whose bursts wait.
+
+    redis-py's cluster client raises MaxConnectionsError when more commands are in flight to one node
+    than it has connections, where the single-Redis client waits for one (BlockingConnectionPool): a
+    batch handled concurrently (ingest gathers its events) would fail. Commands and pipelines wait for
+    one of `max_connections` permits instead, so no node ever needs more connections than that."""
+
+    def __init__(self, *, max_connections: int = MAX_CONNECTIONS, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._permits = asyncio.Semaphore(max_connections)
+
+    @asynccontextmanager
+    async def permit(self) -> AsyncIterator[None]:
+        if _HOLDING.get():
+            yield
+            return
+        async with self._permits:
+            token = _HOLDING.set(True)
+            try:
+                yield
+            finally:
+                _HOLDING.reset(token)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.permit():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused by redis-py, with its message
+        # redis-py declares an attribute abstract that it sets itself; it instantiates the base alike.
+        return WaitingClusterPipeline(self, transaction)  # type: ignore[abstract]
 
     def register_script(self, script: str | bytes) -> AsyncScript:  # type: ignore[override]
         return ClusterScript(self, script)
+
+
+class WaitingClusterPipeline(ClusterPipeline):
+    """A cluster pipeline that runs under one of its client's permits (one connection per node)."""
+
+    def __init__(self, client: SwitchboardCluster, transaction: bool | None = None) -> None:
+        super().__init__(client, transaction)
+        self._client = client
+
+    async def execute(self, *args: Any, **kwargs: Any) -> list[Any]:
+        async with self._client.permit():
+            return await super().execute(*args, **kwargs)
 
 
 class ClusterScript(AsyncScript):
