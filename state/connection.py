@@ -85,17 +85,29 @@ class SwitchboardCluster(RedisCluster):
     redis-py's cluster client raises MaxConnectionsError when more commands are in flight to one node
     than it has connections, where the single-Redis client waits for one (BlockingConnectionPool): a
     batch handled concurrently (ingest gathers its events) would fail. Commands and pipelines wait for
-    one of `max_connections` permits instead, so no node ever needs more connections than that."""
+    one of `max_connections` permits instead, so no node ever needs more connections than that.
+
+    Its first command runs alone: when a fresh redis-py cluster client starts with a burst, the
+    topology it loads marks connections being opened for reconnect and some commands fail with
+    `'NoneType' object has no attribute 'writelines'` (seen with redis-py 8.1; one command first
+    avoids it, tests/integration/test_redis_cluster.py)."""
 
     def __init__(self, *, max_connections: int = MAX_CONNECTIONS, **kwargs: Any) -> None:
         super().__init__(max_connections=max_connections, **kwargs)
         self._permits = asyncio.Semaphore(max_connections)
+        self._warming = asyncio.Lock()
+        self._warm = False
 
     @asynccontextmanager
     async def permit(self) -> AsyncIterator[None]:
         if _HOLDING.get():
             yield
             return
+        if not self._warm:
+            async with self._warming:
+                if not self._warm:
+                    await RedisCluster.execute_command(self, "PING")
+                    self._warm = True
         async with self._permits:
             token = _HOLDING.set(True)
             try:

@@ -62,3 +62,15 @@ async def test_scripts_in_pipelines_survive_a_flushed_script_cache(redis_cluster
         assert {v.outcome for v in first} == {"passed"} and {v.outcome for v in again} == {"drop"}
     finally:
         await redis.aclose()
+
+
+async def test_a_fresh_client_can_start_with_a_burst(redis_cluster: LocalRedisCluster) -> None:
+    # A fresh redis-py cluster client started with a burst fails some commands (a closed writer);
+    # ours runs its first command alone.
+    for _ in range(10):
+        redis = open_redis(redis_cluster.url)
+        try:
+            answers = await asyncio.gather(*(redis.set(f"k{i % 7}", i) for i in range(40)))
+            assert answers == [True] * 40
+        finally:
+            await redis.aclose()
