@@ -47,6 +47,7 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException
 
     if isinstance(exc, SwitchboardError):
         return str(exc), 1
@@ -56,7 +57,7 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
         # pydantic-settings names the field in quotes: 'error parsing value for field "webhook_allow" ...'
         field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
         return f"SWITCHBOARD_{field.upper()}: cannot be parsed ({exc.__cause__ or 'expected JSON'})", 2
-    if isinstance(exc, RedisConnectionError):
+    if isinstance(exc, RedisConnectionError | RedisClusterException):
         return f"cannot reach Redis at {redact_url(Settings().redis)} ({exc}); {PARTS_UP}", 1
     if type(exc).__name__ == "KafkaConnectionError":  # aiokafka's, not imported just to compare
         return f"cannot reach the Kafka broker at {redact_url(Settings().kafka)}; {PARTS_UP}", 1
@@ -93,7 +94,9 @@ cli = typer.Typer(
 users_cli = typer.Typer(no_args_is_help=True, help="Manage the user directory.")
 apps_cli = typer.Typer(no_args_is_help=True, help="Manage upstream apps and their API keys.")
 parts_cli = typer.Typer(no_args_is_help=True, help="Start and stop the local parts (broker, Redis).")
+redis_cli = typer.Typer(no_args_is_help=True, help="Maintain the Redis state.")
 cli.add_typer(users_cli, name="users")
+cli.add_typer(redis_cli, name="redis")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(parts_cli, name="parts")
 cli.add_typer(rules_cli, name="rules")
@@ -121,15 +124,47 @@ def ready_to_serve(settings: Settings) -> Settings:
 
 
 def require_redis(url: str) -> None:
-    import redis
+    from urllib.parse import urlsplit
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.exceptions import RedisClusterException
+
+    from state.connection import cluster_nodes, is_cluster_url
+    from state.key_migration import OLD_INDEXES
+
+    client: redis.Redis | RedisCluster
+    try:
+        if is_cluster_url(url):
+            parts = urlsplit(url)
+            client = RedisCluster(
+                # redis-py's sync ClusterNode has no annotations; the async one (state/connection.py) has.
+                startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(url)],  # type: ignore[no-untyped-call]
+                username=parts.username,
+                password=parts.password,
+                ssl=parts.scheme.startswith("rediss"),
+                socket_connect_timeout=2,
+                socket_timeout=2,
+            )
+        else:
+            client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    except ValueError as exc:
+        raise SwitchboardError(f"SWITCHBOARD_REDIS={redact_url(url)}: {exc}") from None
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise SwitchboardError(f"cannot reach Redis at {redact_url(url)} ({exc}); {PARTS_UP}") from None
     try:
         client.ping()
-    except redis.RedisError as exc:
+        old_layout = client.exists(*OLD_INDEXES)
+    except (redis.RedisError, RedisClusterException) as exc:
         raise SwitchboardError(f"cannot reach Redis at {redact_url(url)} ({exc}); {PARTS_UP}") from None
     finally:
         client.close()
+    if old_layout:
+        # The new code would not see that state: schedules, chains and apps would look empty.
+        raise SwitchboardError(
+            f"Redis at {redact_url(url)} holds state under the old key names; "
+            "stop every worker and the API, then run `switchboard redis migrate`"
+        )
 
 
 def require_kafka(url: str) -> None:
@@ -486,6 +521,24 @@ def apps_remove(name: _AppName) -> None:
     """Forget the app and its key; its events are refused as from an unknown app."""
     _with_apps(lambda apps: apps.remove(name))
     typer.echo(f"app {name} removed; its key no longer works")
+
+
+@redis_cli.command("migrate")
+def redis_migrate() -> None:
+    """Move state written before the hash-tagged key layout to its new names (once, workers stopped)."""
+    from state.connection import open_redis
+    from state.key_migration import migrate_keys
+
+    async def run() -> dict[str, int]:
+        redis = open_redis(Settings().redis)
+        try:
+            return await migrate_keys(redis)
+        finally:
+            await redis.aclose()
+
+    moved = asyncio.run(run())
+    counts = ", ".join(f"{kind} {count}" for kind, count in moved.items())
+    typer.echo(f"moved to the hash-tagged layout: {counts}" if any(moved.values()) else "nothing to move")
 
 
 @parts_cli.command("up")

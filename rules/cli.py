@@ -227,13 +227,12 @@ def _user(value: str, app: str, settings: Settings) -> tuple[User, frozenset[str
 async def _user_from_redis(
     user_id: str, app: str, settings: Settings
 ) -> tuple[User, frozenset[str] | None, datetime | None]:
-    from redis.asyncio import Redis
-
     from state.apps import AppRegistry
+    from state.connection import open_redis
     from state.engagement import EngagementHistory
     from state.users import UserDirectory
 
-    redis = Redis.from_url(settings.redis)
+    redis = open_redis(settings.redis)
     try:
         directory = UserDirectory(redis)
         found = (await directory.get_many([user_id])).get(user_id)

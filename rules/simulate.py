@@ -309,11 +309,10 @@ async def run_simulation(
 ) -> SimulationReport:
     """The simulation against the configured ClickHouse and Redis; `available` defaults to the
     configured channels (`channels.registry.configured_channels`)."""
-    from redis.asyncio import Redis
-
     from analytics.connection import open_reader
     from channels.registry import configured_channels
     from state.apps import AppRegistry
+    from state.connection import open_redis
     from state.engagement import EngagementHistory
     from state.users import UserDirectory
 
@@ -324,7 +323,7 @@ async def run_simulation(
     finally:
         client.close()
     user_ids = sorted({a.user_id for a in history.outcomes.values() if not a.user_id.startswith("addr:")})
-    redis = Redis.from_url(settings.redis)
+    redis = open_redis(settings.redis)
     try:
         directory = UserDirectory(redis)
         users = await directory.get_many(user_ids)

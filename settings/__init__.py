@@ -24,12 +24,23 @@ LOCAL_ENVIRONMENTS: frozenset[str] = frozenset({"dev", "test"})
 # The URL schemes each part accepts, with an example for the error message.
 _SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {
     "kafka": (("kafka",), "kafka://127.0.0.1:19092"),
-    "redis": (("redis", "rediss", "unix"), "redis://127.0.0.1:16379/0"),
+    "redis": (
+        ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"),
+        "redis://127.0.0.1:16379/0 or redis+cluster://10.0.0.1:6379,10.0.0.2:6379",
+    ),
     "clickhouse": (("chdb", "http", "https"), "chdb:///srv/switchboard/clickhouse or http://host:8123"),
     "public_url": (("http", "https"), "https://notify.example.edu"),
 }
 
 __all__ = ["LOCAL_ENVIRONMENTS", "ROOT", "VAR", "Environment", "Settings", "SwitchboardError", "redact_url"]
+
+
+def _cluster_nodes(nodes: str, example: str) -> None:
+    """Each node of a Redis Cluster URL is host:port (the cluster client needs a port to start from)."""
+    for node in nodes.split(","):
+        host, _, port = node.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"Redis Cluster node {node!r} must be host:port, e.g. {example}")
 
 
 def redact_url(url: str) -> str:
@@ -53,7 +64,10 @@ class Settings(BaseSettings):
         "production", description="production, or dev/test: may sign links with a key kept under var_dir"
     )
     kafka: str = Field("kafka://127.0.0.1:19092", description="Kafka-protocol bootstrap servers")
-    redis: str = Field("redis://127.0.0.1:16379/0", description="Redis URL")
+    redis: str = Field(
+        "redis://127.0.0.1:16379/0",
+        description="Redis URL; redis+cluster://host:port,... for a Redis Cluster",
+    )
     clickhouse: str = Field(
         "", description="chdb:///path or http(s)://host:8123; default: chdb in var_dir/clickhouse"
     )
@@ -149,6 +163,8 @@ class Settings(BaseSettings):
         if parts.scheme not in schemes or not (parts.netloc or parts.path):
             wanted = " or ".join(f"{scheme}://" for scheme in schemes)
             raise ValueError(f"needs a {wanted} URL, e.g. {example}")
+        if parts.scheme.endswith("+cluster"):
+            _cluster_nodes(parts.netloc.rpartition("@")[2], example)
         return value
 
     @model_validator(mode="after")

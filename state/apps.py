@@ -1,7 +1,9 @@
 """The registry of upstream apps (business systems) allowed to emit events, and their API keys.
 
-Redis layout: `sb:app:{name}` JSON of the app with the SHA-256 of its key; `sb:appkey:{sha256}` the
-app name, so a key is found by its hash alone; `sb:apps` set of every name. Keys are never stored.
+Redis layout: `sb:{apps}:app:{name}` JSON of the app with the SHA-256 of its key;
+`sb:{apps}:key:{sha256}` the app name, so a key is found by its hash alone; `sb:{apps}:names` set of
+every name. Keys are never stored. The registry is a handful of records changed together in
+transactions, so all of it shares one hash tag, `{apps}`: one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from redis.asyncio import Redis
 from records.topics import CHANNELS, ChannelName, Name
 from settings.errors import SwitchboardError
 
-_APP = "sb:app:{}"
-_KEY = "sb:appkey:{}"
-_APPS = "sb:apps"
+_APP = "sb:{{apps}}:app:{}"
+_KEY = "sb:{{apps}}:key:{}"
+_APPS = "sb:{apps}:names"
 KEY_PREFIX = "sbk_"
 
 _NAME: TypeAdapter[str] = TypeAdapter(Name)

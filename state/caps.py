@@ -1,11 +1,15 @@
 """Frequency caps, checked and counted atomically in Redis at send time.
 
-Each cap keeps one sorted set per scope value (`sb:cap:{id}:{scope}`), a sliding-window log of the
-sends it counted, scored by send time in milliseconds. The member is the send's key (message id,
-channel, step), so a redelivered dispatch finds itself already counted and passes without counting
-again. One Lua script checks every window of every cap of a dispatch: all pass and the send is
-counted in each, or none is counted; Redis runs scripts one at a time, so two workers cannot both
-take the last slot.
+Each cap keeps one sorted set per scope value, a sliding-window log of the sends it counted, scored
+by send time in milliseconds: `sb:cap:{user}:id:scope` for a cap counted per user (hash-tagged by the
+user, so all of a person's caps share a slot), `sb:cap:{id:scope}` for one counted across people (per
+app, campaign, channel or global). The member is the send's key (message id, channel, step), so a
+redelivered dispatch finds itself already counted and passes without counting again. One Lua script
+checks every window of every cap of a dispatch that shares a slot: all pass and the send is counted
+in each, or none is counted; Redis runs scripts one at a time, so two workers cannot both take the
+last slot. A dispatch whose caps span slots (a per-user cap beside a global one) runs one script per
+slot, and when one refuses, the counts the others made are taken back: for that moment a cap may
+count a send that does not go out (refusing too much, never too little).
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ from redis.asyncio import Redis
 
 from records.plan import CapLimit, FrequencyCap
 from records.topics import Dispatch
-
-CAP_KEY = "sb:cap:{}:{}"
+from state.keyspace import slot, tag
 
 # KEYS: one sorted set per cap. ARGV: now (ms), member, then per cap: its number of limits, its
 # longest window (ms), and (count, window ms) per limit. Returns {} when the send passed and was
@@ -135,12 +138,26 @@ class FrequencyCaps:
         capped = [d for d in dispatches if _capped(d)]
         if not capped:
             return [PASSED] * len(dispatches)
+        calls = [(n, call) for n, d in enumerate(capped) for call in script_calls(d, at)]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for dispatch in capped:
-                keys, args = _script_input(dispatch, at)
-                await self._check(keys=keys, args=args, client=pipe)
+            for _, call in calls:
+                await self._check(keys=call.keys, args=call.args, client=pipe)
             answers = await pipe.execute()
-        verdicts = iter(_verdict(d, answer) for d, answer in zip(capped, answers, strict=True))
+        exceeded: list[list[tuple[int, int, int]]] = [[] for _ in capped]
+        for (n, call), answer in zip(calls, answers, strict=True):
+            exceeded[n] += [(call.caps[i - 1], j, ms) for i, j, ms in answer]
+        # A send refused in one slot must not stay counted in another.
+        counted = [
+            (capped[n], call)
+            for (n, call), answer in zip(calls, answers, strict=True)
+            if not answer and exceeded[n]
+        ]
+        if counted:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for dispatch, call in counted:
+                    await self._forget(keys=call.keys, args=[send_key(dispatch)], client=pipe)
+                await pipe.execute()
+        verdicts = iter(_verdict(d, found) for d, found in zip(capped, exceeded, strict=True))
         return [next(verdicts) if _capped(d) else PASSED for d in dispatches]
 
     async def check(self, dispatch: Dispatch, now: datetime | None = None) -> CapVerdict:
@@ -150,8 +167,8 @@ class FrequencyCaps:
     async def forget(self, dispatch: Dispatch) -> None:
         """Uncount a send that did not go out (it failed), so it does not use up anyone's cap."""
         if _capped(dispatch):
-            keys = [CAP_KEY.format(cap.id, scope_value(cap, dispatch)) for cap in dispatch.plan.caps]
-            await self._forget(keys=keys, args=[send_key(dispatch)])
+            for keys in _by_slot([cap_key(cap, dispatch) for cap in dispatch.plan.caps]).values():
+                await self._forget(keys=[k for _, k in keys], args=[send_key(dispatch)])
 
 
 def _capped(dispatch: Dispatch) -> bool:
@@ -159,25 +176,52 @@ def _capped(dispatch: Dispatch) -> bool:
     return bool(dispatch.plan.caps) and "caps" not in dispatch.plan.bypass
 
 
-def _script_input(dispatch: Dispatch, now: datetime) -> tuple[list[str], list[str | int]]:
-    keys: list[str] = []
-    args: list[str | int] = [_ms(now), send_key(dispatch)]
-    for cap in dispatch.plan.caps:
-        keys.append(CAP_KEY.format(cap.id, scope_value(cap, dispatch)))
-        windows = [_window_ms(limit.window) for limit in cap.limits]
-        args += [len(cap.limits), max(windows)]
-        for limit, window in zip(cap.limits, windows, strict=True):
-            args += [limit.count, window]
-    return keys, args
+def cap_key(cap: FrequencyCap, dispatch: Dispatch) -> str:
+    """The sorted set counting `cap` for this dispatch's scope value, hash-tagged (module docstring)."""
+    scope = scope_value(cap, dispatch)
+    if "user" in cap.scope:
+        return f"sb:cap:{tag(dispatch.user_id)}:{cap.id}:{scope}"
+    return f"sb:cap:{tag(f'{cap.id}:{scope}')}"
 
 
-def _verdict(dispatch: Dispatch, answer: list[list[int]]) -> CapVerdict:
+@dataclass(frozen=True)
+class CapCall:
+    """One script call: the caps of a dispatch whose keys share a slot (1-based indices into the plan)."""
+
+    caps: tuple[int, ...]
+    keys: list[str]
+    args: list[str | int]
+
+
+def script_calls(dispatch: Dispatch, now: datetime) -> list[CapCall]:
+    """The script calls checking a dispatch's caps: one per slot their keys fall in."""
+    caps = dispatch.plan.caps
+    calls: list[CapCall] = []
+    for group in _by_slot([cap_key(cap, dispatch) for cap in caps]).values():
+        args: list[str | int] = [_ms(now), send_key(dispatch)]
+        for index, _ in group:
+            windows = [_window_ms(limit.window) for limit in caps[index - 1].limits]
+            args += [len(windows), max(windows)]
+            for limit, window in zip(caps[index - 1].limits, windows, strict=True):
+                args += [limit.count, window]
+        calls.append(CapCall(tuple(i for i, _ in group), [k for _, k in group], args))
+    return calls
+
+
+def _by_slot(keys: Sequence[str]) -> dict[int, list[tuple[int, str]]]:
+    groups: dict[int, list[tuple[int, str]]] = {}
+    for index, key in enumerate(keys, start=1):
+        groups.setdefault(slot(key), []).append((index, key))
+    return groups
+
+
+def _verdict(dispatch: Dispatch, answer: Sequence[tuple[int, int, int]]) -> CapVerdict:
     if not answer:
         return PASSED
     caps = dispatch.plan.caps
     exceeded = tuple(
         CapExceeded(caps[i - 1], caps[i - 1].limits[j - 1], datetime.fromtimestamp(ms / 1000, UTC))
-        for i, j, ms in answer
+        for i, j, ms in sorted(answer)
     )
     if any(e.cap.on_exceed == "drop" for e in exceeded):
         return CapVerdict("drop", tuple(e for e in exceeded if e.cap.on_exceed == "drop"))

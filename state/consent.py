@@ -8,7 +8,10 @@ Redis layout: `sb:consent:{subject}` hash, field `{category}|{channel}` (`*` = e
 `{"source", "at"}`, where the subject is a user id or an address id (`address_user_id(channel,
 address)`, the id a raw address is known by, so an address is unsubscribed on its own); `sb:blacklist`
 hash, subject (a user id or a normalised address) -> JSON `{"reason", "at"}`. `refusals` answers a
-whole batch with one script call.
+whole batch with one script call on a single Redis. The subjects of one query are different people
+and addresses, so their keys lie in different Redis Cluster slots: there, the same answer is read in
+two pipelined round trips (the owners of the addresses, then the blacklist and consent hashes) and
+worked out here. The check only reads, so it needs no atomicity across keys.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from records.topics import address_user_id
 from records.vocabulary import CATEGORIES, CHANNELS
+from state.connection import is_cluster
 from state.users import OWNERS_KEY, UNINDEXED
 
 CONSENT_KEY = "sb:consent:{}"
@@ -33,8 +37,8 @@ Clock = Callable[[], datetime]
 
 # KEYS: the blacklist. ARGV: the consent and owners key prefixes, then category, channel, user id,
 # address and address id per item. Each item's subjects are the user, the address id and the
-# address's owners; their consent and owners keys are built here, which a single Redis allows (the
-# consent scripts are documented as not for Redis Cluster). Answers flat quintuples (item number,
+# address's owners; their consent and owners keys are built here, which a single Redis allows (on a
+# Redis Cluster `_refused_by_reads` does the same work). Answers flat quintuples (item number,
 # "b" or "u", whose refusal, subject or scope field, stored JSON) for the refused items only, the
 # blacklist first, then the broadest scope.
 _REFUSED = """
@@ -179,10 +183,13 @@ class ConsentStore:
         """
         if not items:
             return []
-        args = [CONSENT_KEY.format(""), OWNERS_KEY.format("")]
-        for item in items:
-            args += [item.category, item.channel, item.user_id, item.address, _address_id(item)]
-        reply = await self._refused(keys=[BLACKLIST_KEY], args=args)
+        if is_cluster(self._redis):
+            reply = await self._refused_by_reads(items)
+        else:
+            args = [CONSENT_KEY.format(""), OWNERS_KEY.format("")]
+            for item in items:
+                args += [item.category, item.channel, item.user_id, item.address, _address_id(item)]
+            reply = await self._refused(keys=[BLACKLIST_KEY], args=args)
         answers: list[str | None] = [None] * len(items)
         for at in range(0, len(reply), 5):
             index, kind = int(reply[at]) - 1, _text(reply[at + 1])
@@ -194,6 +201,36 @@ class ConsentStore:
             else:
                 answers[index] = _unsubscription(name, raw).reason() + whose
         return answers
+
+    async def _refused_by_reads(self, items: Sequence[ConsentQuery]) -> list[Any]:
+        """What the `_REFUSED` script answers, read with pipelined commands that each touch one key."""
+        address_ids = sorted({_address_id(item) for item in items} - {""})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for address_id in address_ids:
+                pipe.smembers(OWNERS_KEY.format(address_id))
+            found: list[set[bytes | str]] = await pipe.execute()
+        owners = {a: sorted(_text(o) for o in members) for a, members in zip(address_ids, found, strict=True)}
+        subjects = [_subjects(item, owners) for item in items]
+        names = sorted({s for group in subjects for s in group} | {i.address for i in items if i.address})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(BLACKLIST_KEY, names)
+            for name in names:
+                pipe.hgetall(CONSENT_KEY.format(name))
+            listed, *scopes = await pipe.execute()
+        blacklist = {n: raw for n, raw in zip(names, listed, strict=True) if raw is not None}
+        consent = {n: {_text(f): v for f, v in raw.items()} for n, raw in zip(names, scopes, strict=True)}
+        reply: list[Any] = []
+        for number, (item, group) in enumerate(zip(items, subjects, strict=True), start=1):
+            who = next((s for s in group if s in blacklist), None)
+            if who is None and item.address and item.address in blacklist:
+                who = item.address
+            if who is not None:
+                reply += [number, "b", who, who, blacklist[who]]
+                continue
+            hit = next(((s, f) for s in group for f in _scopes(item) if f in consent[s]), None)
+            if hit is not None:
+                reply += [number, "u", hit[0], hit[1], consent[hit[0]][hit[1]]]
+        return reply
 
     async def unsubscribe_address(
         self, channel: str, address: str, *, category: str | None = None, source: str
@@ -231,6 +268,17 @@ def _address_id(item: ConsentQuery) -> str:
     if not item.address.strip() or item.channel in UNINDEXED or item.channel not in CHANNELS:
         return ""
     return address_user_id(item.channel, item.address)
+
+
+def _subjects(item: ConsentQuery, owners: dict[str, list[str]]) -> list[str]:
+    """Whose refusals stop the query, in the script's order: the user, the address, its owners."""
+    subjects = [item.user_id]
+    address_id = _address_id(item)
+    if address_id:
+        if address_id != item.user_id:
+            subjects.append(address_id)
+        subjects += [owner for owner in owners.get(address_id, []) if owner != item.user_id]
+    return subjects
 
 
 def _whose(item: ConsentQuery, subject: str) -> str:

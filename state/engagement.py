@@ -91,7 +91,11 @@ class EngagementHistory:
         """The best-time moments already chosen for these messages."""
         if not message_ids:
             return {}
-        values = await self._redis.mget([CHOSEN_KEY.format(m) for m in message_ids])
+        # GETs in a pipeline rather than one MGET: the keys lie in many Redis Cluster slots.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message_id in message_ids:
+                pipe.get(CHOSEN_KEY.format(message_id))
+            values = await pipe.execute()
         return {
             message_id: datetime.fromtimestamp(int(_text(value)) / 1000, UTC)
             for message_id, value in zip(message_ids, values, strict=True)

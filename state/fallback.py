@@ -20,16 +20,17 @@ A step's condition holds while: `not_delivered` level < 2, `not_read` level < 3,
 later success replaced it. A `sent` followed by `failed` on the same send (an SMS delivery report) is a
 failure; a failure never lowers the level, so a bounced email stays delivered.
 
-Each message has at most one step pending, in `sb:fallback` scored by its due time (the first send
-plus the step's `after`). A receipt that makes the pending step's condition impossible moves the
-message on to the next step that can still hold, inside one script: no race with firing. Firing
-claims due steps in one script that re-checks the condition, marks `f:<n>` so a step is resolved at
-most once, schedules the next step (relative to the first send, even when this one was skipped) and
-puts the fired step in `sb:fallback:inflight`. A step claimed by a worker that died before emitting it
-is handed out again after the lease, re-checked (so a read in between still cancels it). The send
+Each message has at most one step pending, in the due set of its shard (`sb:fallback:{shard}`)
+scored by its due time (the first send plus the step's `after`). A receipt that makes the pending
+step's condition impossible moves the message on to the next step that can still hold, inside one
+script: no race with firing. Firing claims due steps in one script that re-checks the condition,
+marks `f:<n>` so a step is resolved at most once, schedules the next step (relative to the first
+send, even when this one was skipped) and puts the fired step in its shard's
+`sb:fallback:{shard}:inflight`. A step claimed by a worker that died before emitting it is handed
+out again after the lease, re-checked (so a read in between still cancels it). The send
 ledger keys sends by (message, channel, step), so a re-emitted step that had got out is not sent twice.
 
-Layout: hash `sb:fb:{message_id}` holds `d` (the first dispatch, JSON with its plan), `a` (raw
+Layout: hash `sb:fb:{shard}:message_id` holds `d` (the first dispatch, JSON with its plan), `a` (raw
 addresses, JSON or empty), `t0` (first send, unix seconds), `n` (steps), `c:<i>`/`o:<i>` (condition
 code and offset seconds of step i), `next` (pending step index, 0 = none), `lvl`, `ns`/`nf` (sends
 seen / failed), `s:<channel>:<step>` (each send's state), `busy` (steps in flight) and `sent0` (when
@@ -37,7 +38,10 @@ the first send's first outcome came: that moment, if later, replaces `t0`, so a 
 cap's delay moves the chain with it). It expires
 `retention` after the last step's due time (a time-to-live counted from the arming `at`, the caller's
 now), so a redelivered delivery cannot re-arm it before then.
-The scripts reach each message's hash by name: one Redis (or a Sentinel set), not Redis Cluster.
+
+The scripts reach each message's hash by name, so a message's hash and its shard's due and in-flight
+sets share the shard's hash tag (`state.keyspace`): `keyspace.SHARDS` shards spread the chains over a
+Redis Cluster, every script call runs in one shard, and a batch of receipts is one call per shard.
 """
 
 from __future__ import annotations
@@ -53,10 +57,28 @@ from redis.asyncio import Redis
 
 from records.plan import FallbackCondition, FallbackStep
 from records.topics import Dispatch, Receipt
+from state.keyspace import SHARD_TAGS, shard_of, share
 
-DUE = "sb:fallback"
-INFLIGHT = "sb:fallback:inflight"
-MESSAGE = "sb:fb:{}"
+
+@dataclass(frozen=True)
+class ChainShard:
+    """One shard of the fallback chains: its due set, in-flight set and message-hash prefix."""
+
+    due: str
+    inflight: str
+    prefix: str
+
+    def message(self, message_id: str) -> str:
+        return self.prefix + message_id
+
+
+SHARDS: Final = tuple(
+    ChainShard(f"sb:fallback:{t}", f"sb:fallback:{t}:inflight", f"sb:fb:{t}:") for t in SHARD_TAGS
+)
+
+
+def chain_shard(message_id: str) -> ChainShard:
+    return SHARDS[shard_of(message_id)]
 
 CONDITION_CODES: Final[dict[FallbackCondition, str]] = {
     "not_delivered": "D",
@@ -311,7 +333,9 @@ class FallbackSchedule:
             return answers
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, first, args in live:
-                await self._arm(keys=[MESSAGE.format(first.message_id), DUE], args=args, client=pipe)
+                shard = chain_shard(first.message_id)
+                keys = [shard.message(first.message_id), shard.due]
+                await self._arm(keys=keys, args=args, client=pipe)
             results = await pipe.execute()
         for (i, _, _), result in zip(live, results, strict=True):
             answers[i] = bool(result)
@@ -355,7 +379,7 @@ class FallbackSchedule:
 
     async def observe_many(self, items: Iterable[tuple[str, str, str, int, datetime | None]]) -> int:
         """Record (message id, status, channel, step, when) tuples in one script call."""
-        lines: list[str] = []
+        lines: dict[ChainShard, list[str]] = {}
         now = time.time()
         for message_id, status, channel, step, at in items:
             level = self.level(status, channel)
@@ -363,10 +387,14 @@ class FallbackSchedule:
             if level is None or not message_id or _SEPARATORS & set(message_id) or _SEPARATORS & set(channel):
                 continue
             moment = now if at is None else _aware(at).timestamp()
-            lines.append(f"{message_id}\t{level}\t{channel}:{step}\t{moment}\n")
+            line = f"{message_id}\t{level}\t{channel}:{step}\t{moment}\n"
+            lines.setdefault(chain_shard(message_id), []).append(line)
         if not lines:
             return 0
-        return int(await self._observe(keys=[DUE], args=[MESSAGE.format(""), "".join(lines)]))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard, shard_lines in lines.items():
+                await self._observe(keys=[shard.due], args=[shard.prefix, "".join(shard_lines)], client=pipe)
+            return sum(int(n) for n in await pipe.execute())
 
     def level(self, status: str, channel: str) -> int | None:
         """How far a receipt says the message got (-1 failed), or None if it says nothing about that."""
@@ -378,24 +406,49 @@ class FallbackSchedule:
     async def fire_due(self, now: datetime | None = None, limit: int = 500) -> list[FiredStep]:
         """Claim steps due by `now` whose condition holds (and lapsed claims); call `done` once emitted."""
         at = time.time() if now is None else now.timestamp()
-        rows = await self._fire(keys=[DUE, INFLIGHT], args=[at, limit, at - self._lease, MESSAGE.format("")])
-        return [_fired(row) for row in rows]
+        lapsed = at - self._lease
+        # Counted first, so `limit` is shared among the shards that have something to fire.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in SHARDS:
+                pipe.zcount(shard.due, "-inf", at)
+                pipe.zcount(shard.inflight, "-inf", lapsed)
+            counts = [int(c) for c in await pipe.execute()]
+        takes = share(limit, [due + stale for due, stale in zip(counts[::2], counts[1::2], strict=True)])
+        if not any(takes):
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard, take in zip(SHARDS, takes, strict=True):
+                if take:
+                    keys = [shard.due, shard.inflight]
+                    await self._fire(keys=keys, args=[at, take, lapsed, shard.prefix], client=pipe)
+            answers = await pipe.execute()
+        return [_fired(row) for rows in answers for row in rows]
 
     async def done(self, fired: Sequence[FiredStep]) -> int:
         """Forget fired steps whose dispatch the broker has; how many were still in flight."""
         if not fired:
             return 0
-        return int(await self._done(keys=[INFLIGHT], args=[MESSAGE.format(""), *(f.claim for f in fired)]))
+        claims: dict[ChainShard, list[str]] = {}
+        for step in fired:
+            claims.setdefault(chain_shard(step.message_id), []).append(step.claim)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard, members in claims.items():
+                await self._done(keys=[shard.inflight], args=[shard.prefix, *members], client=pipe)
+            return sum(int(n) for n in await pipe.execute())
 
     async def pending(self) -> int:
         """Messages with a step still to come."""
-        return int(await self._redis.zcard(DUE))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in SHARDS:
+                pipe.zcard(shard.due)
+            return sum(int(n) for n in await pipe.execute())
 
     async def armed(self, message_id: str) -> ArmedChain | None:
         """What the chain of one message holds now, read-only (for `why`); None if none is kept."""
+        shard = chain_shard(message_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(MESSAGE.format(message_id))
-            pipe.zscore(DUE, message_id)
+            pipe.hgetall(shard.message(message_id))
+            pipe.zscore(shard.due, message_id)
             raw, score = await pipe.execute()
         if not raw:
             return None

@@ -2,6 +2,8 @@
 
 Layout: `sb:inbox:{user}` sorted set (score = created time) of message ids, and
 `sb:inbox:{user}:m` hash of message id -> message JSON. Unread ids live in `sb:inbox:{user}:unread`.
+The braces are literal: the user id is the keys' hash tag, so one script reaches all three in a
+Redis Cluster (before, the keys were `sb:inbox:user...`; `switchboard redis migrate` renames them).
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from records.topics import Category
+from state.keyspace import tag
 from state.scripts import LuaScript
 
-_INDEX = "sb:inbox:{}"
-_MESSAGES = "sb:inbox:{}:m"
-_UNREAD = "sb:inbox:{}:unread"
+
+def inbox_keys(user_id: str) -> tuple[str, str, str]:
+    """The user's index, message hash and unread set: one slot, by the user's hash tag."""
+    base = "sb:inbox:" + tag(user_id)
+    return base, base + ":m", base + ":unread"
 
 # Store a message and trim the oldest beyond the bound, atomically, so two workers writing
 # to one user cannot leave the index and the message hash out of step.
@@ -96,7 +101,7 @@ class Inbox:
 
     async def add(self, user_id: str, message: InboxMessage) -> bool:
         """Store the message; False when it was already there (a redelivery)."""
-        keys = [_INDEX.format(user_id), _MESSAGES.format(user_id), _UNREAD.format(user_id)]
+        keys = list(inbox_keys(user_id))
         args: list[str | float | int] = [
             message.message_id,
             message.created_at.timestamp(),
@@ -108,7 +113,7 @@ class Inbox:
     def add_into(self, pipe: Pipeline, user_id: str, message: InboxMessage) -> None:
         """Queue the store of a message on `pipe` (see `add`; run it with `state.scripts.run_pipeline`
         and `add_script`), so a batch of inbox sends is one round trip."""
-        keys = [_INDEX.format(user_id), _MESSAGES.format(user_id), _UNREAD.format(user_id)]
+        keys = list(inbox_keys(user_id))
         self.add_script.queue(
             pipe,
             keys,
@@ -116,22 +121,22 @@ class Inbox:
         )
 
     async def list(self, user_id: str, limit: int = 20, offset: int = 0) -> list[InboxMessage]:
-        ids = await self._redis.zrevrange(_INDEX.format(user_id), offset, offset + limit - 1)
+        ids = await self._redis.zrevrange(inbox_keys(user_id)[0], offset, offset + limit - 1)
         if not ids:
             return []
         keys = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
-        bodies = await self._redis.hmget(_MESSAGES.format(user_id), keys)
+        bodies = await self._redis.hmget(inbox_keys(user_id)[1], keys)
         return [InboxMessage.model_validate_json(b) for b in bodies if b is not None]
 
     async def get(self, user_id: str, message_id: str) -> InboxMessage | None:
-        body = await self._redis.hget(_MESSAGES.format(user_id), message_id)
+        body = await self._redis.hget(inbox_keys(user_id)[1], message_id)
         return None if body is None else InboxMessage.model_validate_json(body)
 
     async def unread_count(self, user_id: str) -> int:
-        return int(await self._redis.scard(_UNREAD.format(user_id)))
+        return int(await self._redis.scard(inbox_keys(user_id)[2]))
 
     async def total(self, user_id: str) -> int:
-        return int(await self._redis.zcard(_INDEX.format(user_id)))
+        return int(await self._redis.zcard(inbox_keys(user_id)[0]))
 
     async def mark_read(self, user_id: str, message_id: str) -> tuple[InboxMessage | None, bool]:
         """Returns the message (None if unknown) and whether this call is the first read."""
@@ -142,7 +147,7 @@ class Inbox:
         return await self._marked(user_id, message_id, "click")
 
     async def _marked(self, user_id: str, message_id: str, action: str) -> tuple[InboxMessage | None, bool]:
-        keys = [_MESSAGES.format(user_id), _UNREAD.format(user_id)]
+        keys = list(inbox_keys(user_id)[1:])
         at = datetime.now(UTC).isoformat()
         answer = await self._mark(keys=keys, args=[message_id, at, action])
         if not answer:
@@ -151,9 +156,10 @@ class Inbox:
         return InboxMessage.model_validate_json(body), bool(first)
 
     async def delete(self, user_id: str, message_id: str) -> bool:
+        index, messages, unread = inbox_keys(user_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(_INDEX.format(user_id), message_id)
-            pipe.hdel(_MESSAGES.format(user_id), message_id)
-            pipe.srem(_UNREAD.format(user_id), message_id)
+            pipe.zrem(index, message_id)
+            pipe.hdel(messages, message_id)
+            pipe.srem(unread, message_id)
             removed, _, _ = await pipe.execute()
         return bool(removed)

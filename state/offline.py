@@ -1,13 +1,15 @@
 """离线保存 (offline keep): deliveries for a user no channel reaches now, kept until one does.
 
-Redis layout: `sb:offline:{user}` hash of message id → the kept delivery with the user's bindings at
-keep time and its deadline; `sb:offline:users` set of users holding kept deliveries;
-`sb:offline:deadline:{message}` the deadline fixed at the first keep, so a delivery released,
+Redis layout, per shard `{t}` of the users (`state.keyspace`: a user's keys and the index entry
+naming them share a hash tag, so each script runs in one Redis Cluster slot):
+`sb:offline:{t}:kept:{user}` hash of message id → the kept delivery with the user's bindings at
+keep time and its deadline; `sb:offline:{t}:users` set of the shard's users holding kept deliveries;
+`sb:offline:{t}:deadline:{message}` the deadline fixed at the first keep, so a delivery released,
 decided again and kept again does not get a fresh time-to-live. A user is reachable again when a
 binding was added or changed since the keep; the delivery is then released to be decided again.
 
 Release can be two-phase, like the schedules: `due_for_release(confirm=True)` leases what it hands out
-(`sb:offline:lease:{user}`, message id → lease end), and `done` forgets it once the caller has
+(`sb:offline:{t}:lease:{user}`, message id → lease end), and `done` forgets it once the caller has
 re-emitted it. A caller dying in between loses nothing: the lease lapses and the next call hands the
 delivery out again (the send ledger stops a second send). Keeping a message again clears its lease,
 so `done` of the earlier release cannot delete the fresh keep.
@@ -22,14 +24,29 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from records.topics import Delivery, Receipt
+from state.keyspace import SHARD_TAGS, shard_tag
 from state.users import User, UserDirectory
 
-KEPT_KEY = "sb:offline:{}"
-USERS_KEY = "sb:offline:users"
-LEASE_KEY = "sb:offline:lease:{}"
 LEASE_MS = 60_000
-DEADLINE_KEY = "sb:offline:deadline:{}"
 BATCH = 500
+USER_INDEXES = tuple(f"sb:offline:{t}:users" for t in SHARD_TAGS)
+
+
+def kept_key(user_id: str) -> str:
+    return f"sb:offline:{shard_tag(user_id)}:kept:{user_id}"
+
+
+def lease_key(user_id: str) -> str:
+    return f"sb:offline:{shard_tag(user_id)}:lease:{user_id}"
+
+
+def users_key(user_id: str) -> str:
+    """The index of the shard holding `user_id`'s kept deliveries."""
+    return f"sb:offline:{shard_tag(user_id)}:users"
+
+
+def deadline_key(user_id: str, message_id: str) -> str:
+    return f"sb:offline:{shard_tag(user_id)}:deadline:{message_id}"
 
 # KEYS: deadline, kept hash, users set, lease hash. ARGV: deadline (ms), ttl (ms), message id, the
 # kept body as JSON without its closing brace, user id. The deadline of an earlier keep wins.
@@ -126,10 +143,10 @@ class OfflineKeep:
         deadline_ms = int(until.timestamp() * 1000)
         kept = await self._keep(
             keys=[
-                DEADLINE_KEY.format(delivery.message_id),
-                KEPT_KEY.format(delivery.user_id),
-                USERS_KEY,
-                LEASE_KEY.format(delivery.user_id),
+                deadline_key(delivery.user_id, delivery.message_id),
+                kept_key(delivery.user_id),
+                users_key(delivery.user_id),
+                lease_key(delivery.user_id),
             ],
             args=[
                 deadline_ms,
@@ -148,7 +165,11 @@ class OfflineKeep:
         receipts for those past their deadline. With `confirm`, they are leased to this caller, who
         calls `done` once they are re-emitted (else they are handed out again after the lease);
         without, they are forgotten at once."""
-        user_ids = sorted(_text(u) for u in await self._redis.smembers(USERS_KEY))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for index in USER_INDEXES:
+                pipe.smembers(index)
+            members: list[set[bytes | str]] = await pipe.execute()
+        user_ids = sorted(_text(u) for shard in members for u in shard)
         deadline = now.timestamp() * 1000
         released: list[Delivery] = []
         expired: list[Receipt] = []
@@ -178,17 +199,17 @@ class OfflineKeep:
             by_user.setdefault(item.user_id, []).append(item.message_id)
         forgotten = 0
         for user_id, message_ids in by_user.items():
-            keys = [KEPT_KEY.format(user_id), LEASE_KEY.format(user_id), USERS_KEY]
+            keys = [kept_key(user_id), lease_key(user_id), users_key(user_id)]
             forgotten += int(await self._done(keys=keys, args=[user_id, *message_ids]))
         return forgotten
 
     async def count(self, user_id: str) -> int:
-        return int(await self._redis.hlen(KEPT_KEY.format(user_id)))
+        return int(await self._redis.hlen(kept_key(user_id)))
 
     async def _kept(self, user_ids: Sequence[str]) -> list[dict[str, KeptDelivery]]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for user_id in user_ids:
-                pipe.hgetall(KEPT_KEY.format(user_id))
+                pipe.hgetall(kept_key(user_id))
             answers: list[Mapping[bytes | str, bytes | str]] = await pipe.execute()
         return [
             {_text(m): KeptDelivery.model_validate_json(body) for m, body in answer.items()}
@@ -203,7 +224,7 @@ class OfflineKeep:
             return []
         at = int(now.timestamp() * 1000)
         leased = await self._lease(
-            keys=[KEPT_KEY.format(user_id), LEASE_KEY.format(user_id)],
+            keys=[kept_key(user_id), lease_key(user_id)],
             args=[at, at + LEASE_MS, *(m for m, _ in items)],
         )
         return [item for (_, item), mine in zip(items, leased, strict=True) if mine]

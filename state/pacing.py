@@ -2,7 +2,8 @@
 
 A Lua script hands out send slots `max(now, last + 1/N)` per key (`sb:pace:{key}`), so slots are
 evenly spaced whoever asks. A message keeps the slot it was given (`sb:pace:{key}:given`), so a
-delivery decided again at its slot, or redelivered, does not take a second one.
+delivery decided again at its slot, or redelivered, does not take a second one. The braces are
+literal: the pacing key is the hash tag of both keys, so the script's keys share a Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-PACE_KEY = "sb:pace:{}"
-GIVEN_KEY = "sb:pace:{}:given"
+from state.keyspace import tag
+
 # How long a message's slot is remembered after it passed: longer than any redelivery delay.
 REMEMBER_US = 3_600_000_000
+
+def pace_keys(key: str) -> tuple[str, str]:
+    """The last slot handed out under `key` and the slots given per message: one hash tag."""
+    base = "sb:pace:" + tag(key)
+    return base, base + ":given"
+
 
 # KEYS: last slot, given slots. ARGV: now (us), interval (us), message id, remember (us). Times are
 # microseconds so 1/N stays exact enough for thousands per second.
@@ -65,7 +72,7 @@ class Pacer:
                     )
                 interval = 1_000_000 / request.per_second
                 await self._slot(
-                    keys=[PACE_KEY.format(request.key), GIVEN_KEY.format(request.key)],
+                    keys=list(pace_keys(request.key)),
                     args=[at, repr(interval), request.message_id, REMEMBER_US],
                     client=pipe,
                 )

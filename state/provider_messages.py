@@ -6,7 +6,8 @@ Key `sb:pmsg:{provider}:{provider_message_id}` holds a `SentMessage` as JSON for
 A provider may report faster than the send is remembered (WeChat pushes within milliseconds of
 accepting). Such early reports wait in `sb:pmsg-early:{provider}:{id}`; whichever side comes second,
 the sender remembering or the API parking, takes them (LRANGE and DEL in one transaction) and turns
-them into receipts, so an early report is neither lost nor published twice.
+them into receipts, so an early report is neither lost nor published twice. Each key is taken by
+its own script, so a batch spans any number of Redis Cluster slots.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ TAKE_EARLY = LuaScript("local r = redis.call('LRANGE', KEYS[1], 0, -1) redis.cal
 
 PROVIDER_MESSAGE_KEY = "sb:pmsg:{}:{}"
 EARLY_REPORTS_KEY = "sb:pmsg-early:{}:{}"
+
+# Read and delete one key's early reports at once: whoever takes them publishes them.
+_TAKE = """
+local reports = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return reports
+"""
 
 
 class EarlyReport(BaseModel):
@@ -90,6 +98,7 @@ class ProviderMessages:
             raise ValueError(f"ttl_seconds must be at least 1, got {ttl_seconds}")
         self._redis = redis
         self._ttl = ttl_seconds
+        self._take = redis.register_script(_TAKE)
 
     async def remember(self, provider: str, provider_message_id: str, dispatch: Dispatch) -> list[Receipt]:
         return await self.remember_many([(provider, provider_message_id, dispatch)])
@@ -149,14 +158,12 @@ class ProviderMessages:
 
     async def _take_early(self, keys: Sequence[tuple[str, str]]) -> list[tuple[tuple[str, str], EarlyReport]]:
         """Take (read and delete, atomically per key) the early reports of these (provider, id)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for provider, pid in keys:
-                name = EARLY_REPORTS_KEY.format(provider, pid)
-                pipe.lrange(name, 0, -1)
-                pipe.delete(name)
+                await self._take(keys=[EARLY_REPORTS_KEY.format(provider, pid)], client=pipe)
             answers = await pipe.execute()
         taken: list[tuple[tuple[str, str], EarlyReport]] = []
-        for key, raw in zip(keys, answers[::2], strict=True):
+        for key, raw in zip(keys, answers, strict=True):
             taken.extend((key, EarlyReport.model_validate_json(item)) for item in raw)
         return taken
 
@@ -165,7 +172,11 @@ class ProviderMessages:
         unique = list(dict.fromkeys(i for i in ids if i))
         if not unique:
             return {}
-        raw = await self._redis.mget([PROVIDER_MESSAGE_KEY.format(provider, i) for i in unique])
+        # GETs in a pipeline rather than one MGET: the keys lie in many Redis Cluster slots.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for i in unique:
+                pipe.get(PROVIDER_MESSAGE_KEY.format(provider, i))
+            raw = await pipe.execute()
         return {
             provider_message_id: SentMessage.model_validate_json(value)
             for provider_message_id, value in zip(unique, raw, strict=True)

@@ -113,8 +113,12 @@ class UserDirectory:
 
     async def ids_with_tags(self, tags: Sequence[str]) -> list[str]:
         """Every user holding any of the tags, in a stable order."""
-        members = await self._redis.sunion([TAG_KEY.format(t) for t in tags])
-        return sorted(_text(m) for m in members)
+        # One SMEMBERS per tag, united here: SUNION needs every set in one Redis Cluster slot.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tag in tags:
+                pipe.smembers(TAG_KEY.format(tag))
+            answers: list[set[bytes | str]] = await pipe.execute()
+        return sorted({_text(m) for members in answers for m in members})
 
     async def segment_members(self, segment: str) -> list[str] | None:
         """Members of a saved segment (a set operators maintain), or None if it does not exist."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,9 +14,18 @@ from redis.asyncio import Redis
 from analytics.connection import open_clickhouse
 from analytics.migrate import apply_migrations
 from localparts import LocalParts, LocalSmtpServer, free_port
+from localparts.redis_cluster import LocalRedisCluster
 from settings import Settings
+from state.connection import open_redis
 
 HERE = Path(__file__).resolve().parent
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `redis_cluster_too` runs on the single Redis and again on the local Redis Cluster."""
+    marked = metafunc.definition.get_closest_marker("redis_cluster_too")
+    if marked and "redis_backend" in metafunc.fixturenames:
+        metafunc.parametrize("redis_backend", ["redis", "redis-cluster"], indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -38,14 +48,32 @@ def local_parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalParts
 
 
 @pytest.fixture(scope="session")
-def redis_url(local_parts: LocalParts) -> str:
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """Three redis-server primaries in cluster mode, started once, on the first test that needs them."""
+    with LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """`redis` (the single local Redis) unless the test is parametrised over the cluster too, or the
+    whole run is on the cluster (SWITCHBOARD_TEST_REDIS=cluster)."""
+    default = "redis-cluster" if os.environ.get("SWITCHBOARD_TEST_REDIS") == "cluster" else "redis"
+    return str(getattr(request, "param", default))
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, redis_backend: str, local_parts: LocalParts) -> str:
+    if redis_backend == "redis-cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
     return local_parts.redis_url
 
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """A client on the test Redis, its database emptied before the test."""
-    client = Redis.from_url(redis_url)
+    """A client on the test Redis (or Redis Cluster), its data emptied before the test."""
+    client = open_redis(redis_url)
     await client.flushdb()
     try:
         yield client
@@ -83,13 +111,14 @@ def clickhouse(clickhouse_dsn: str) -> Iterator[Client]:
 
 @pytest.fixture
 def settings(
-    local_parts: LocalParts, smtp_server: LocalSmtpServer, clickhouse_dsn: str, tmp_path: Path
+    local_parts: LocalParts, redis_url: str, smtp_server: LocalSmtpServer, clickhouse_dsn: str, tmp_path: Path
 ) -> Settings:
-    """Settings on the test parts, with topics and Faust app id of this test only."""
+    """Settings on the test parts (the Redis Cluster for a test run on it too), with topics and Faust
+    app id of this test only."""
     unique = uuid.uuid4().hex[:10]
     return Settings(
         kafka=local_parts.kafka_url,
-        redis=local_parts.redis_url,
+        redis=redis_url,
         clickhouse=clickhouse_dsn,
         var_dir=tmp_path / "var",
         app_id=f"test-{unique}",

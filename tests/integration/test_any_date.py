@@ -24,19 +24,21 @@ from records.plan import BestTime, CapLimit, DeliveryPlan, FallbackStep, Frequen
 from records.topics import Delivery, Dispatch, EventCore, message_id_for
 from settings import ROOT
 from state.apps import AppRegistry
-from state.caps import CAP_KEY, FrequencyCaps
+from state.caps import FrequencyCaps
 from state.consent import ConsentStore
 from state.dedup import EventDedup
 from state.engagement import CHOSEN_KEY, EngagementHistory
-from state.fallback import MESSAGE, FallbackSchedule
+from state.fallback import FallbackSchedule, chain_shard
 from state.idempotency import SENT_KEY, SendLedger
 from state.inbox import Inbox
-from state.offline import DEADLINE_KEY, OfflineKeep
-from state.pacing import PACE_KEY, REMEMBER_US, Pacer, SlotRequest
+from state.offline import OfflineKeep, deadline_key
+from state.pacing import REMEMBER_US, Pacer, SlotRequest, pace_keys
 from state.schedule import DeliverySchedule
 from state.users import User, UserDirectory
 from tests.integration.moments import SHANGHAI, next_local, now, on_local_clock
 from tests.integration.test_decide import PlanEngine
+
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
 
 YEAR = timedelta(days=365)
 # What the test itself may spend between writing a key and reading its time-to-live.
@@ -163,7 +165,7 @@ async def test_send_claims_and_caps_count_from_the_injected_now(redis: Redis, in
     sent = await send.handle([dispatch("m1", capped)], now=injected)
     assert [r.status for r in sent.receipts] == ["sent", "delivered"]
     await assert_lasts(redis, SENT_KEY.format("m1", "inbox", 0), timedelta(hours=1))
-    await assert_lasts(redis, CAP_KEY.format("hourly", "user=s1"), timedelta(hours=1))
+    await assert_lasts(redis, "sb:cap:{s1}:hourly:user=s1", timedelta(hours=1))
     # Half an hour on (injected clock) the cap holds the next one back until the first ages out.
     held = await send.handle([dispatch("m2", capped)], now=injected + timedelta(minutes=30))
     assert [(d.message_id, until) for d, until in held.parked] == [("m2", injected + timedelta(hours=1))]
@@ -185,7 +187,7 @@ async def test_a_fallback_chain_lives_and_its_leases_lapse_on_the_injected_clock
     schedule = FallbackSchedule(redis, lease_seconds=30, retention=timedelta(days=1))
     assert await schedule.arm(first, None, injected)
     # Kept a day past its last step (and a second for rounding), counted from the arming.
-    await assert_lasts(redis, MESSAGE.format("m1"), timedelta(days=1, seconds=11))
+    await assert_lasts(redis, chain_shard("m1").message("m1"), timedelta(days=1, seconds=11))
     assert await schedule.fire_due(injected + timedelta(seconds=9)) == []
     [fired] = await schedule.fire_due(injected + timedelta(seconds=10))  # and the firer dies
     assert fired.first_sent_at == injected
@@ -202,7 +204,7 @@ async def test_pacing_slots_are_remembered_from_the_injected_now(redis: Redis, i
     asked = [SlotRequest("k", 2.0, "m1"), SlotRequest("k", 2.0, "m2")]
     assert await pacer.slots(asked, injected) == [injected, injected + timedelta(milliseconds=500)]
     remember = timedelta(microseconds=REMEMBER_US)
-    await assert_lasts(redis, PACE_KEY.format("k"), remember + timedelta(milliseconds=500))
+    await assert_lasts(redis, pace_keys("k")[0], remember + timedelta(milliseconds=500))
     again = await pacer.slots([SlotRequest("k", 2.0, "m2")], injected + timedelta(milliseconds=100))
     assert again == [injected + timedelta(milliseconds=500)]
 
@@ -215,7 +217,7 @@ async def test_an_offline_keep_lasts_until_its_deadline_on_the_injected_clock(
     keep = OfflineKeep(redis)
     deadline = injected + timedelta(days=1)
     assert await keep.keep(delivery("u2"), {}, deadline, now=injected) == deadline
-    await assert_lasts(redis, DEADLINE_KEY.format(delivery("u2").message_id), timedelta(days=1))
+    await assert_lasts(redis, deadline_key("u2", delivery("u2").message_id), timedelta(days=1))
     assert await keep.due_for_release(injected + timedelta(hours=1), directory) == ([], [])
     [], [expired] = await keep.due_for_release(deadline, directory, confirm=True)  # and the caller dies
     assert expired.status == "expired"

@@ -201,7 +201,7 @@ async def test_registry_stores_only_the_key_hash(redis: Redis) -> None:
     await apps.register("campus", {"inbox"})
     assert [a.name for a in await apps.list()] == ["campus", "lms"]
     assert await apps.get("ghost") is None
-    assert json.loads((await redis.get("sb:app:lms")) or b"{}")["key_sha256"] != key
+    assert json.loads((await redis.get("sb:{apps}:app:lms")) or b"{}")["key_sha256"] != key
 
 
 async def test_the_unread_count_alone_for_a_badge(running: Running) -> None:

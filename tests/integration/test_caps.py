@@ -12,7 +12,10 @@ from redis.asyncio import Redis
 from records.plan import CapLimit, DeliveryPlan, FrequencyCap
 from records.topics import Dispatch, EventCore
 from state.caps import FrequencyCaps, scope_value
+from state.connection import open_redis
 from tests.integration.moments import now
+
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
 
 T0 = now()
 PROMO = EventCore(
@@ -51,7 +54,7 @@ async def caps(redis: Redis) -> FrequencyCaps:
 
 @pytest.fixture
 async def second_client(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    client = open_redis(redis_url)
     yield client
     await client.aclose()
 
@@ -69,7 +72,7 @@ async def test_two_workers_racing_for_the_last_slot_only_one_passes(
             two.check(dispatch(f"{user}-c", cap, user_id=user), T0),
         )
         assert sorted(v.outcome for v in verdicts) == ["drop", "passed"], round_
-        assert await redis.zcard(f"sb:cap:race:user={user}") == 2
+        assert await redis.zcard(f"sb:cap:{{{user}}}:race:user={user}") == 2
 
 
 async def test_several_windows_all_pass_or_none_counts(caps: FrequencyCaps, redis: Redis) -> None:
@@ -81,7 +84,7 @@ async def test_several_windows_all_pass_or_none_counts(caps: FrequencyCaps, redi
     assert second.until == T0 + timedelta(hours=1)  # when m1 leaves the hourly window
     hour_later = (T0 + timedelta(hours=1)).isoformat()
     assert second.reason == f"cap marketing: 1 per 1h reached; delayed until {hour_later}"
-    assert await redis.zcard("sb:cap:marketing:user=u1") == 1
+    assert await redis.zcard("sb:cap:{u1}:marketing:user=u1") == 1
     assert (await caps.check(dispatch("m2", DAILY_HOURLY), T0 + timedelta(hours=1))).outcome == "passed"
     assert (await caps.check(dispatch("m3", DAILY_HOURLY), T0 + timedelta(hours=2))).outcome == "passed"
     # The daily window is now full (3 at T0, +1 h, +2 h): allowed again when the first ages out.
@@ -117,7 +120,7 @@ async def test_a_redelivered_dispatch_is_counted_once(caps: FrequencyCaps, redis
     for minute in range(3):
         verdict = await caps.check(dispatch("m1", DAILY_HOURLY), T0 + timedelta(minutes=minute))
         assert verdict.outcome == "passed"
-    assert await redis.zcard("sb:cap:marketing:user=u1") == 1
+    assert await redis.zcard("sb:cap:{u1}:marketing:user=u1") == 1
     # Another step or channel of the same message is another send, and counts.
     assert (await caps.check(dispatch("m1", DAILY_HOURLY, step=1), T0)).outcome == "delay"
 
@@ -157,3 +160,18 @@ async def test_scopes_count_separately(caps: FrequencyCaps, scope: tuple[str, ..
     other_channel = await caps.check(dispatch("m3", cap, channel="email"), T0)
     assert other_user.outcome == ("passed" if "user" in scope else "drop")
     assert other_channel.outcome == ("passed" if "channel" in scope else "drop")
+
+
+async def test_caps_in_two_slots_count_a_send_in_both_or_in_neither(
+    caps: FrequencyCaps, redis: Redis
+) -> None:
+    # A per-user cap and a global one live in different slots: one script each; a refusal by the
+    # global cap takes back the count the user's cap made.
+    campus = FrequencyCap(id="campus", scope=(), limits=(CapLimit(count=1, window=timedelta(hours=1)),))
+    personal = FrequencyCap(id="personal", limits=(CapLimit(count=5, window=timedelta(hours=1)),))
+    assert (await caps.check(dispatch("m1", personal, campus), T0)).outcome == "passed"
+    refused = await caps.check(dispatch("m2", personal, campus, user_id="u2"), T0)
+    assert refused.outcome == "drop" and [e.cap.id for e in refused.exceeded] == ["campus"]
+    assert await redis.zcard("sb:cap:{u1}:personal:user=u1") == 1
+    assert await redis.zcard("sb:cap:{u2}:personal:user=u2") == 0  # taken back
+    assert await redis.zcard("sb:cap:{campus:global}") == 1

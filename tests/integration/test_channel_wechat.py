@@ -40,6 +40,7 @@ from localparts.peers.wechat import (
     template_finish_event,
 )
 from records.topics import Dispatch, EventCore
+from state.connection import open_redis
 
 APPID = "wx5f3a1c9e2b7d4086"
 SECRET = "app-secret-5b1e9c0d7a3f"
@@ -188,7 +189,7 @@ async def test_a_stable_token_near_its_end_is_cached_for_half_its_time(rig: Rig,
 
 async def test_concurrent_workers_do_not_stampede_the_token_endpoint(rig: Rig, redis_url: str) -> None:
     # Two workers, each with its own Redis connection and adapter, 20 sends each at once.
-    other = Redis.from_url(redis_url)
+    other = open_redis(redis_url)
     try:
         first = rig.oa()
         second = WechatOfficialAccount.from_options(

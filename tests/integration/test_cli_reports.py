@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from analytics.sink import ReceiptSink
@@ -22,6 +21,7 @@ from app import cli
 from localparts import free_port
 from records.plan import DeliveryPlan, FallbackStep
 from records.topics import Dispatch, EventCore
+from state.connection import open_redis
 from state.fallback import FallbackSchedule
 from tests.integration.test_reports import campaign
 
@@ -88,7 +88,7 @@ def test_mistakes_are_one_line(env: dict[str, str], args: list[str], words: str)
 
 
 async def arm(redis_url: str, first: Dispatch) -> None:
-    redis = Redis.from_url(redis_url)
+    redis = open_redis(redis_url)
     try:
         await FallbackSchedule(redis).arm(first, None, datetime.now(UTC))
     finally:

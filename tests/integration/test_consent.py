@@ -11,6 +11,8 @@ from state.consent import ConsentQuery, ConsentStore
 from state.provider_messages import ProviderMessages
 from tests.integration.moments import now
 
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
+
 NOW = now()
 VIA = f"(one-click link, {NOW.date().isoformat()})"
 

@@ -23,6 +23,8 @@ from state.schedule import DeliverySchedule
 from state.users import OWNERS_KEY, User, UserDirectory
 from state.users_import import import_users
 
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
+
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(UTC)
 NOTICE = EventCore(

@@ -20,6 +20,8 @@ from state.idempotency import SendLedger
 from state.inbox import Inbox
 from state.users import User, UserDirectory
 
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
+
 PROMO = EventCore(
     event_id="p1", app="shop", type="promo", template="promo_long", category="marketing", data={"item": "tea"}
 )

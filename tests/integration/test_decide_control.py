@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from processors.decide import Decide
@@ -23,6 +24,8 @@ from state.pacing import Pacer
 from state.schedule import DeliverySchedule
 from state.users import User, UserDirectory
 from tests.integration.moments import next_local
+
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
 
 NOW = next_local(16, 0)
 RULES = """\

@@ -21,6 +21,7 @@ from localparts import free_port
 from localparts.peers import aliyun_sms, tencent_sms
 from localparts.peers.server import PeerServer
 from records.topics import Dispatch, EventCore
+from state.connection import open_redis
 from state.idempotency import SendLedger
 from state.rate_limit import TokenBucket
 
@@ -177,7 +178,7 @@ async def test_a_provider_that_is_down_is_passed_over(tmp_path: Path, redis: Red
 
 async def test_the_rate_limit_is_shared_by_two_workers(stage: Stage, tmp_path: Path, redis_url: str) -> None:
     """Two workers on one Redis: Aliyun's burst of 2 (then 1 per 100 s) is spent once, then Tencent."""
-    other = Redis.from_url(redis_url)
+    other = open_redis(redis_url)
     try:
         workers = [
             await build(tmp_path, redis, stage.http, *stage.urls, aliyun_rate=0.01)

@@ -15,6 +15,8 @@ from state.fallback import FiredStep
 from state.users import User, UserDirectory
 from tests.integration.moments import next_local
 
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
+
 EVENT = EventCore(event_id="e1", app="bursar", type="fee.due", template="fee_due", category="transactional")
 NOW = next_local(12, 0)  # noon in Shanghai, the next one to come
 

@@ -10,7 +10,10 @@ from redis.asyncio import Redis
 
 from records.plan import DeliveryPlan, FallbackCondition, FallbackStep
 from records.topics import Dispatch, EventCore, message_id_for
-from state.fallback import DUE, INFLIGHT, MESSAGE, FallbackSchedule
+from state.connection import open_redis
+from state.fallback import SHARDS, FallbackSchedule, chain_shard
+
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
 
 EVENT = EventCore(
     event_id="fee-1", app="bursar", type="fee.due", template="fee_due", category="transactional"
@@ -95,10 +98,10 @@ async def test_a_receipt_cancels_the_pending_step_and_the_next_one_keeps_its_tim
 ) -> None:
     first = first_dispatch("u1", ("not_delivered", 60, ("email",)), ("not_clicked", 1800, ("sms",)))
     await schedule.arm(first, None, t0)
-    assert await redis.zscore(DUE, first.message_id) == t0.timestamp() + 60
+    assert await due_at(redis, first.message_id) == t0.timestamp() + 60
 
     assert await schedule.observe(first.message_id, "delivered", "inbox", 0, t0) == 1
-    assert await redis.zscore(DUE, first.message_id) == t0.timestamp() + 1800  # step 2, from the first send
+    assert await due_at(redis, first.message_id) == t0.timestamp() + 1800  # step 2, from the first send
     assert await schedule.observe(first.message_id, "read", "inbox", 0) == 0  # step 2 can still hold
 
     fired = await schedule.fire_due(t0 + timedelta(seconds=1800))
@@ -114,7 +117,7 @@ async def test_a_fired_step_schedules_the_next_relative_to_the_first_send(
     late = t0 + timedelta(seconds=25)  # the worker was busy: step 1 fires late
     fired = await schedule.fire_due(late)
     assert [f.step.step for f in fired] == [1] and fired[0].addresses == {"email": "x@ext.example"}
-    assert await redis.zscore(DUE, first.message_id) == t0.timestamp() + 30
+    assert await due_at(redis, first.message_id) == t0.timestamp() + 30
     await schedule.done(fired)
     assert [f.step.step for f in await schedule.fire_due(t0 + timedelta(seconds=30))] == [2]
 
@@ -126,7 +129,7 @@ async def test_a_receipt_that_ends_every_step_ends_the_chain(
     await schedule.arm(first, None, t0)
     await schedule.observe(first.message_id, "clicked", "inbox", 0)
     assert await schedule.pending() == 0
-    assert await redis.hget(MESSAGE.format(first.message_id), "d") is None  # the body is dropped
+    assert await redis.hget(message_key(first.message_id), "d") is None  # the body is dropped
     assert await schedule.fire_due(t0 + timedelta(days=1)) == []
     # What is left is a marker: a redelivered delivery cannot arm the message again.
     assert not await schedule.arm(first, None, t0 + timedelta(seconds=5))
@@ -138,8 +141,8 @@ async def test_arming_twice_keeps_the_first_timers(
     first = first_dispatch("u1", ("not_read", 10, ("email",)))
     assert await schedule.arm(first, None, t0)
     assert not await schedule.arm(first, None, t0 + timedelta(seconds=100))
-    assert await redis.zscore(DUE, first.message_id) == t0.timestamp() + 10
-    ttl = await redis.ttl(MESSAGE.format(first.message_id))
+    assert await due_at(redis, first.message_id) == t0.timestamp() + 10
+    ttl = await redis.ttl(message_key(first.message_id))
     assert 0 < ttl <= 10 + 24 * 3600 + 1  # kept a day past its last step, then forgotten
 
 
@@ -147,14 +150,14 @@ async def test_a_plan_without_fallback_arms_nothing(
     redis: Redis, schedule: FallbackSchedule, t0: datetime
 ) -> None:
     assert not await schedule.arm(first_dispatch("u1"), None, t0)
-    assert await redis.exists(MESSAGE.format(first_dispatch("u1").message_id)) == 0
+    assert await redis.exists(message_key(first_dispatch("u1").message_id)) == 0
 
 
 async def test_receipts_of_messages_without_fallback_leave_no_trace(
     redis: Redis, schedule: FallbackSchedule, t0: datetime
 ) -> None:
     assert await schedule.observe("no-such-message", "delivered", "inbox", 0, t0) == 0
-    assert await redis.keys("sb:fb:*") == []
+    assert [key async for key in redis.scan_iter(match="sb:fb:*")] == []
 
 
 async def test_naive_time_is_refused_by_name(schedule: FallbackSchedule, t0: datetime) -> None:
@@ -163,7 +166,7 @@ async def test_naive_time_is_refused_by_name(schedule: FallbackSchedule, t0: dat
 
 
 async def test_racing_firers_fire_each_step_exactly_once(redis_url: str, t0: datetime) -> None:
-    clients = [Redis.from_url(redis_url) for _ in range(2)]
+    clients = [open_redis(redis_url) for _ in range(2)]
     await clients[0].flushdb()
     try:
         schedules = [FallbackSchedule(c, lease_seconds=30) for c in clients]
@@ -197,18 +200,28 @@ async def test_racing_firers_fire_each_step_exactly_once(redis_url: str, t0: dat
         step_one = {m for m, step in together if step == 1}
         assert step_one >= {f.message_id for f in firsts} - delivered
         # A delivered message fired step 1 only if the firer got there before the receipt did.
-        assert await redis_zcard(clients[0], INFLIGHT) == 0
+        assert await in_flight(clients[0]) == 0
     finally:
         for client in clients:
             await client.aclose()
 
 
-async def redis_zcard(client: Redis, key: str) -> int:
-    return int(await client.zcard(key))
+async def in_flight(client: Redis) -> int:
+    return sum([int(await client.zcard(shard.inflight)) for shard in SHARDS])
+
+
+async def due_at(client: Redis, message_id: str) -> float | None:
+    """When the message's pending step falls due (unix seconds), from its shard's due set."""
+    score = await client.zscore(chain_shard(message_id).due, message_id)
+    return None if score is None else float(score)
+
+
+def message_key(message_id: str) -> str:
+    return chain_shard(message_id).message(message_id)
 
 
 async def test_a_step_whose_emitter_died_is_handed_out_again_once(redis_url: str, t0: datetime) -> None:
-    dying, restarted = Redis.from_url(redis_url), Redis.from_url(redis_url)
+    dying, restarted = open_redis(redis_url), open_redis(redis_url)
     await dying.flushdb()
     try:
         first = first_dispatch("u1", ("not_read", 5, ("email",)))
@@ -224,7 +237,7 @@ async def test_a_step_whose_emitter_died_is_handed_out_again_once(redis_url: str
         assert await schedule.done(again) == 1
         assert await schedule.fire_due(t0 + timedelta(seconds=3600)) == []
         assert await schedule.done(again) == 0  # done twice counts once
-        assert await restarted.hget(MESSAGE.format(first.message_id), "d") is None
+        assert await restarted.hget(message_key(first.message_id), "d") is None
     finally:
         await restarted.aclose()
 
@@ -237,8 +250,8 @@ async def test_a_lapsed_step_is_dropped_when_its_condition_ended_meanwhile(
     assert len(await schedule.fire_due(t0 + timedelta(seconds=5))) == 1  # claimed, never emitted
     await schedule.observe(first.message_id, "read", "inbox", 0)
     assert await schedule.fire_due(t0 + timedelta(seconds=60)) == []
-    assert await redis.zcard(INFLIGHT) == 0
-    assert await redis.hget(MESSAGE.format(first.message_id), "busy") == b"0"
+    assert await in_flight(redis) == 0
+    assert await redis.hget(message_key(first.message_id), "busy") == b"0"
 
 
 async def test_a_batch_arms_in_one_round_trip_and_answers_per_message(
@@ -250,7 +263,7 @@ async def test_a_batch_arms_in_one_round_trip_and_answers_per_message(
     plain = first_dispatch("u3")
     answers = await schedule.arm_many([(armed, None, t0), (plain, None, t0), (fresh, {"sms": "+86138"}, t0)])
     assert answers == [False, False, True]
-    assert await redis.zscore(DUE, fresh.message_id) == t0.timestamp() + 20
+    assert await due_at(redis, fresh.message_id) == t0.timestamp() + 20
     assert await schedule.arm_many([]) == []
 
 
@@ -274,14 +287,14 @@ async def test_the_first_send_s_outcome_sets_the_chain_s_clock(
     await schedule.arm(first, None, t0)  # decided at t0; a cap held the send back 30 s
     sent = t0 + timedelta(seconds=30)
     await schedule.observe(first.message_id, "delivered", "inbox", 0, sent)
-    assert await redis.zscore(DUE, first.message_id) == sent.timestamp() + 60
+    assert await due_at(redis, first.message_id) == sent.timestamp() + 60
     # Later outcomes, and those of fallback steps, do not move it again.
     await schedule.observe(first.message_id, "sent", "sms", 0, sent + timedelta(seconds=50))
     await schedule.observe(first.message_id, "sent", "email", 1, sent + timedelta(seconds=70))
-    assert await redis.zscore(DUE, first.message_id) == sent.timestamp() + 60
+    assert await due_at(redis, first.message_id) == sent.timestamp() + 60
     fired = await schedule.fire_due(sent + timedelta(seconds=60))
     assert fired[0].first_sent_at == sent
-    assert await redis.zscore(DUE, first.message_id) == sent.timestamp() + 120
+    assert await due_at(redis, first.message_id) == sent.timestamp() + 120
 
 
 async def test_an_earlier_clock_on_the_receipt_does_not_move_the_chain_back(
@@ -290,4 +303,4 @@ async def test_an_earlier_clock_on_the_receipt_does_not_move_the_chain_back(
     first = first_dispatch("u1", ("not_read", 60, ("email",)))
     await schedule.arm(first, None, t0)
     await schedule.observe(first.message_id, "delivered", "inbox", 0, t0 - timedelta(seconds=5))
-    assert await redis.zscore(DUE, first.message_id) == t0.timestamp() + 60
+    assert await due_at(redis, first.message_id) == t0.timestamp() + 60

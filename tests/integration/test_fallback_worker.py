@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
@@ -25,7 +26,7 @@ from records.topics import Dispatch, EventCore, message_id_for
 from settings import Settings
 from state.apps import AppRegistry
 from state.engagement import EngagementHistory
-from state.fallback import DUE, MESSAGE, FallbackSchedule
+from state.fallback import FallbackSchedule, chain_shard
 from state.flow_counters import FlowCounters, caught_up, in_clickhouse
 from state.inbox import Inbox
 from state.users import User, UserDirectory
@@ -95,6 +96,7 @@ async def warm_up(settings: Settings, redis: Redis, worker: SwitchboardProcess, 
     await until("warm-up", done, worker)
 
 
+@pytest.mark.redis_cluster_too  # fallback chains sharded over a Redis Cluster too
 async def test_an_unread_inbox_message_falls_back_to_email_once_and_a_read_one_does_not(
     settings: Settings, redis: Redis, smtp: LocalSmtpServer, tmp_path: Path
 ) -> None:
@@ -121,7 +123,7 @@ async def test_an_unread_inbox_message_falls_back_to_email_once_and_a_read_one_d
         await produce(flow, "receipts", [receipt_for(message, "reader", "read").model_dump_json().encode()])
 
         async def reader_chain_ended() -> bool:
-            return await redis.zscore(DUE, reader.message_id) is None
+            return await redis.zscore(chain_shard(reader.message_id).due, reader.message_id) is None
 
         async def ignorer_emailed() -> bool:
             return smtp.count >= 1
@@ -136,8 +138,8 @@ async def test_an_unread_inbox_message_falls_back_to_email_once_and_a_read_one_d
     assert list(await EngagementHistory(redis).last_active(["reader", "ignorer"])) == [
         "reader"
     ]  # track saw the read
-    assert await redis.hget(MESSAGE.format(reader.message_id), "next") == b"0"
-    assert await redis.hget(MESSAGE.format(ignorer.message_id), "f:1") is not None
+    assert await redis.hget(chain_shard(reader.message_id).message(reader.message_id), "next") == b"0"
+    assert await redis.hget(chain_shard(ignorer.message_id).message(ignorer.message_id), "f:1") is not None
     assert await schedule.pending() == 0
 
 
@@ -215,7 +217,7 @@ async def test_a_rule_s_fallback_chain_runs_in_the_worker(
         await produce(flow, "receipts", [receipt_for(message, "reader", "read").model_dump_json().encode()])
 
         async def reader_chain_ended() -> bool:
-            return await redis.hget(MESSAGE.format(reader_message), "next") == b"0"
+            return await redis.hget(chain_shard(reader_message).message(reader_message), "next") == b"0"
 
         async def ignorer_emailed() -> bool:
             return smtp.count >= 1

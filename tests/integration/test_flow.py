@@ -175,6 +175,7 @@ def report(settings: Settings) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.redis_cluster_too  # the whole flow on a Redis Cluster too
 async def test_events_flow_to_people_and_to_clickhouse(
     flow_settings: Settings,
     redis: Redis,
@@ -354,6 +355,7 @@ rules:
 """
 
 
+@pytest.mark.redis_cluster_too
 async def test_a_kept_delivery_goes_out_once_its_user_becomes_reachable(
     flow_settings: Settings, redis: Redis, tmp_path: Path
 ) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
 from redis.asyncio import Redis
 
 from state.inbox import Inbox, InboxMessage
+
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
 
 
 def message(message_id: str) -> InboxMessage:

@@ -9,8 +9,11 @@ import pytest
 from redis.asyncio import Redis
 
 from records.topics import Delivery, EventCore, message_id_for
-from state.offline import OfflineKeep
+from state.connection import open_redis
+from state.offline import OfflineKeep, users_key
 from state.users import User, UserDirectory
+
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
 
 NOTICE = EventCore(event_id="n1", app="campus", type="notice", template="campus_notice", category="notice")
 
@@ -91,7 +94,7 @@ async def test_past_their_deadline_deliveries_expire_with_a_receipt(
     assert (receipt.status, receipt.user_id, receipt.variant, receipt.rule_id) == ("expired", "u2", "B", "r1")
     assert receipt.reason == f"kept offline until {until.isoformat()}; the user never became reachable"
     await keep.done(expired)
-    assert await redis.sismember("sb:offline:users", "u2") == 0  # nothing kept: out of the index
+    assert await redis.sismember(users_key("u2"), "u2") == 0  # nothing kept: out of the index
 
 
 async def test_keeping_again_keeps_the_first_deadline(redis: Redis, directory: UserDirectory) -> None:
@@ -110,7 +113,7 @@ async def test_two_timers_never_release_the_same_delivery(
     for i in range(20):
         await keep.keep(delivery("u1", f"n{i}"), {"sms": "+8613800000001"}, now + timedelta(days=1), now=now)
     await directory.upsert([User(user_id="u1", bindings={"sms": "+8613800000001", "email": "u1@x.example"})])
-    other = Redis.from_url(redis_url)
+    other = open_redis(redis_url)
     try:
         (a, _), (b, _) = await asyncio.gather(
             keep.due_for_release(now, directory, confirm=True),

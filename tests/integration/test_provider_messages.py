@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from redis.asyncio import Redis
 
 from records.topics import Dispatch, EventCore
 from state.provider_messages import EarlyReport, ProviderMessages
+
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
 
 
 def dispatch(message_id: str) -> Dispatch:

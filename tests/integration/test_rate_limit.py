@@ -7,7 +7,10 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from state.connection import open_redis
 from state.rate_limit import BUCKET_KEY, TokenBucket
+
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
 
 
 class Clock:
@@ -25,7 +28,7 @@ async def test_two_workers_share_one_rate(redis_url: str, redis: Redis, rate: fl
     """Two clients (two workers) taking as fast as they can get exactly burst + rate * seconds."""
     # A small epoch: at 1.7e9 a double holds time to ~0.2 µs, enough in use but not for exact counts.
     clock = Clock(1000.0)
-    other = Redis.from_url(redis_url)
+    other = open_redis(redis_url)
     try:
         workers = [TokenBucket(redis, clock=clock), TokenBucket(other, clock=clock)]
         granted = [0, 0]

@@ -6,12 +6,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from rules.cli import rules_cli
 from settings import ROOT
 from state.apps import AppRegistry
+from state.connection import open_redis
 from state.engagement import EngagementHistory
 from state.users import User, UserDirectory
 
@@ -19,7 +19,7 @@ EVENT = '{"app": "lms", "type": "course.reminder", "category": "notice", "templa
 
 
 async def seed(redis_url: str, active_at: datetime) -> None:
-    redis = Redis.from_url(redis_url)
+    redis = open_redis(redis_url)
     try:
         await redis.flushdb()
         await UserDirectory(redis).upsert(

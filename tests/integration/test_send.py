@@ -18,6 +18,8 @@ from state.idempotency import SendLedger
 from state.inbox import Inbox
 from state.users import User, UserDirectory
 
+pytestmark = pytest.mark.redis_cluster_too  # the send ledger and parking on a Redis Cluster too
+
 NOTICE = EventCore(
     event_id="n1",
     app="campus",

@@ -12,17 +12,20 @@ from zoneinfo import ZoneInfo
 import pytest
 from redis.asyncio import Redis
 
+from state.connection import open_redis
 from state.engagement import EngagementHistory
 from state.pacing import Pacer, SlotRequest
 from state.users import User
 from tests.integration.moments import SHANGHAI, now, on_local_clock, recent_days
+
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
 
 T0 = now()
 
 
 @pytest.fixture
 async def second_client(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    client = open_redis(redis_url)
     yield client
     await client.aclose()
 

@@ -19,7 +19,7 @@ from records.plan import DeliveryPlan, FallbackStep
 from records.topics import Dispatch, EventCore, message_id_for
 from settings import Settings
 from state.apps import AppRegistry
-from state.fallback import INFLIGHT, FallbackSchedule
+from state.fallback import SHARDS, FallbackSchedule
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
 from state.users import User, UserDirectory
@@ -143,4 +143,4 @@ async def test_a_fallback_step_claimed_by_a_dead_worker_fires_once_after_restart
             await asyncio.sleep(3)  # a second emission would come within a few timer rounds
             assert worker.stop() == 0, worker.log_tail()
     assert [r for mail in smtp.messages for r in mail.rcpt_tos] == ["p0@uni.example"]
-    assert await redis.zcard(INFLIGHT) == 0
+    assert sum([await redis.zcard(shard.inflight) for shard in SHARDS]) == 0
