@@ -100,7 +100,13 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
     ("inbox", "transaction"): lambda u, _: [list(inbox.inbox_keys(u))],
 }
 # One key per call: nothing to keep together.
-SINGLE_KEY = {("idempotency", "_RELEASE"), ("rate_limit", "_ACQUIRE"), ("provider_messages", "_TAKE")}
+SINGLE_KEY = {
+    ("idempotency", "_RELEASE"),
+    ("rate_limit", "_ACQUIRE"),
+    ("provider_messages", "_TAKE"),
+    ("watch", "_MOVE"),  # one incident hash per rule and subject
+    ("watch", "_NOTIFIED"),
+}
 # Reads many people's keys; on a Redis Cluster the same answer is read key by key (ConsentStore).
 SINGLE_REDIS_ONLY = {("consent", "_REFUSED")}
 
