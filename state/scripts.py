@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 
@@ -25,7 +26,12 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
     def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[str | int | float]) -> None:
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        if isinstance(pipe, ClusterPipeline):
+            # redis-py refuses EVALSHA in a cluster pipeline, which could not load the script onto
+            # the node that runs it; EVAL carries the source, and that node caches it (ClusterScript).
+            pipe.eval(self.source, len(keys), *keys, *args)
+        else:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
 
 
 async def run_pipeline(
