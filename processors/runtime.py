@@ -70,7 +70,8 @@ def build_flow(settings: Settings) -> Flow:
     # both together, so a rule never names a template the worker cannot render.
     templates = TemplateCatalog(settings.templates)
     ruleset = load_ruleset(settings.rules, templates.parts())
-    redis = open_redis(settings.redis)
+    # Patient: while Redis is away every stage waits where it is and resumes with its batch in hand.
+    redis = open_redis(settings.redis, patient=True)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     channels = build_channels(settings, redis, http)
     directory = UserDirectory(redis)
