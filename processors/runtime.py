@@ -134,6 +134,7 @@ def build_flow(settings: Settings) -> Flow:
         topic_names(settings),
         settings.partitions,
         datadir=_faust_dir(settings),
+        redis_outage=redis.outage,
     )
     register_agents(app, topics, stages)
     return Flow(app=app, topics=topics, stages=stages)

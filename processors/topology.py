@@ -37,10 +37,12 @@ from processors.intake import (
 from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
+from processors.stopping import SwitchboardApp
 from processors.track import Track
 from records.topics import Delivery, Dispatch
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
+from state.connection import RedisOutage
 from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters
 from state.offline import OfflineKeep
@@ -107,10 +109,15 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 
 
 def create_app(
-    app_id: str, broker: str, topic_names: dict[str, str], partitions: int, datadir: Path
+    app_id: str,
+    broker: str,
+    topic_names: dict[str, str],
+    partitions: int,
+    datadir: Path,
+    redis_outage: RedisOutage | None = None,
 ) -> tuple[faust.App, FlowTopics]:
     mend_faust_commits()
-    app = faust.App(
+    app = SwitchboardApp(
         app_id,
         broker=broker,
         datadir=str(datadir),  # Faust's own files; by default it litters the working directory
@@ -121,6 +128,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         **BROKER_TIMEOUTS,
     )
+    app.redis_outage = redis_outage  # a stop while Redis is down does not wait for the batches in hand
     topics = FlowTopics(**{key: raw_topic(app, name, partitions) for key, name in topic_names.items()})
     return app, topics
 
