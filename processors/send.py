@@ -15,6 +15,7 @@ claim still unfinished is parked until the claim lapses, so a worker dying mid-s
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -136,6 +137,7 @@ class Send:
         for (dispatch, _, _), handled in zip(sendable, outcomes, strict=True):
             if handled.already_sent:
                 result.already_sent += 1
+                result.receipts.extend(handled.receipts)
             elif handled.park_for is not None:
                 result.parked.append((dispatch, at + timedelta(seconds=handled.park_for + 1)))
                 result.receipts.extend(handled.receipts)
@@ -173,23 +175,31 @@ class Send:
     async def _one(self, dispatch: Dispatch, channel: Channel, message: RenderedMessage) -> _Handled:
         if not await self._claim(dispatch):
             left = await self._ledger.claim_seconds_left(dispatch.message_id, dispatch.channel, dispatch.step)
-            return _Handled(already_sent=True) if left is None else _Handled(park_for=left)
+            if left is not None:
+                return _Handled(park_for=left)
+            # Sent before: its receipts again, the same rows (a worker may have died before producing them).
+            recorded = await self._ledger.outcome(dispatch.message_id, dispatch.channel, dispatch.step)
+            return _Handled(recorded_receipts(dispatch, recorded), already_sent=True)
+        at = datetime.now(UTC)
         async with self._slots:
             outcome = await deliver(channel, message, dispatch.address, dispatch, self._retry)
+        common = {"provider": outcome.provider, "attempt": outcome.attempts}
         if outcome.status == "failed" and outcome.retryable:
             await self._ledger.release(dispatch.message_id, dispatch.channel, dispatch.step)
         else:
-            await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, outcome.status)
-        common = {"provider": outcome.provider, "attempt": outcome.attempts}
+            record = {"status": outcome.status, "at": at.isoformat(), "cost": outcome.cost, **common}
+            await self._ledger.mark_done(
+                dispatch.message_id, dispatch.channel, dispatch.step, json.dumps(record)
+            )
         if outcome.status == "failed":
             if self._caps is not None:
                 await self._caps.forget(dispatch)  # nobody was reached: the cap is not used up
             if outcome.retryable:
                 return await self._later(dispatch, outcome.reason, common)
             return _Handled([_receipt(dispatch, "failed", reason=outcome.reason, **common)])
-        receipts = [_receipt(dispatch, "sent", cost=outcome.cost, **common)]
+        receipts = [_receipt(dispatch, "sent", cost=outcome.cost, event_time=at, **common)]
         if outcome.status == "delivered":
-            receipts.append(_receipt(dispatch, "delivered", **common))
+            receipts.append(_receipt(dispatch, "delivered", event_time=at, **common))
         if self._sent is not None and outcome.provider_message_id and dispatch.channel != "inbox":
             # Reports the provider sent before we got here come back as receipts to publish now.
             receipts += await self._sent.remember(outcome.provider, outcome.provider_message_id, dispatch)
@@ -213,6 +223,29 @@ class Send:
         return state is None and await self._ledger.claim(
             dispatch.message_id, dispatch.channel, dispatch.step
         )
+
+
+def recorded_receipts(dispatch: Dispatch, recorded: str | None) -> list[Receipt]:
+    """The `sent` (and `delivered`) receipts of a send whose outcome the ledger holds, as first made.
+
+    Produced again on every redelivery: the rows have the same key and time, so ClickHouse keeps one.
+    Other outcomes (failed, capped) and outcomes recorded as a bare status re-emit nothing."""
+    try:
+        record = json.loads(recorded or "")
+        if not isinstance(record, dict) or record.get("status") not in ("sent", "delivered"):
+            return []
+        common: dict[str, object] = {
+            "provider": str(record["provider"]),
+            "attempt": int(record["attempt"]),
+            "event_time": datetime.fromisoformat(str(record["at"])),
+        }
+        cost = float(record["cost"])
+    except (ValueError, TypeError, KeyError):
+        return []
+    receipts = [_receipt(dispatch, "sent", cost=cost, **common)]
+    if record["status"] == "delivered":
+        receipts.append(_receipt(dispatch, "delivered", **common))
+    return receipts
 
 
 def _receipt(dispatch: Dispatch, status: Status, **fields: object) -> Receipt:
