@@ -74,9 +74,7 @@ def statements(first: int, people: int, run: str = "fault") -> list[tuple[bytes,
 
 def message_ids(people: Iterable[int], run: str = "fault") -> dict[str, int]:
     """Each person's message id, as ingest derives it (deterministic), to the person's number."""
-    return {
-        message_id_for(APP, f"{run}-{i - i % PEOPLE_PER_EVENT}", person(i)): i for i in people
-    }
+    return {message_id_for(APP, f"{run}-{i - i % PEOPLE_PER_EVENT}", person(i)): i for i in people}
 
 
 async def produce(settings: Settings, records: Sequence[tuple[bytes, bytes]], topic: str = "events") -> None:

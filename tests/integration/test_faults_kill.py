@@ -86,7 +86,7 @@ async def test_two_kill_9_lose_nothing_and_clickhouse_agrees_with_what_people_ho
                 rows = await asyncio.to_thread(clickhouse_messages, flow, ["sent", "delivered"])
                 return (
                     f"missing emails {len(now.missing_emails(PEOPLE))}, empty inboxes "
-                    f"{now.inbox.count(0)}, ClickHouse {({k: len(v) for k, v in rows.items()})}, "
+                    f"{now.inbox.count(0)}, ClickHouse { ({k: len(v) for k, v in rows.items()}) }, "
                     f"counters {await progress(redis)}"
                 )
 
@@ -109,8 +109,10 @@ async def test_two_kill_9_lose_nothing_and_clickhouse_agrees_with_what_people_ho
     assert rows[("email", "sent")] == emailed
     assert rows[("inbox", "sent")] == rows[("inbox", "delivered")] == set(ids)
     assert ("email", "failed") not in rows and ("inbox", "failed") not in rows
-    print(f"\n{PEOPLE} people, {KILLS} kills: {held.repeated_emails()} emails repeated "
-          f"(bound {KILLS * SEND_CONCURRENCY})")  # noqa: T201 - the figure for the report
+    print(
+        f"\n{PEOPLE} people, {KILLS} kills: {held.repeated_emails()} emails repeated "
+        f"(bound {KILLS * SEND_CONCURRENCY})"
+    )  # the figure, with -s
 
 
 _EXPECTED = (("email", "sent"), ("inbox", "sent"), ("inbox", "delivered"))

@@ -55,9 +55,7 @@ async def test_redis_restarted_mid_run_loses_nothing_and_sends_nothing_twice(
     with SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker:
         await produce(flow, statements(0, PEOPLE))
         # Restart Redis while sends are under way (AOF on: what was written survives).
-        await wait_for(
-            lambda: _at_least(smtp, PEOPLE // 4), "a quarter of the emails", TIMEOUT, worker
-        )
+        await wait_for(lambda: _at_least(smtp, PEOPLE // 4), "a quarter of the emails", TIMEOUT, worker)
         await own_redis_client.aclose()
         await asyncio.to_thread(own_redis.stop)
         emails_when_stopped = smtp.count
