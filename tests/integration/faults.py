@@ -41,8 +41,9 @@ def address(i: int) -> str:
     return f"p{i}@uni.example"
 
 
-async def seed_people(redis: Redis, people: int) -> None:
-    """People with an email address and an inbox, and the app allowed both channels."""
+async def seed_people(redis: Redis, people: int) -> str:
+    """People with an email address and an inbox, and the app allowed both channels; returns the
+    app's API key."""
     directory = UserDirectory(redis)
     for start in range(0, people, 1000):
         await directory.upsert(
@@ -51,7 +52,7 @@ async def seed_people(redis: Redis, people: int) -> None:
                 for i in range(start, min(start + 1000, people))
             ]
         )
-    await AppRegistry(redis).register(APP, {"email", "inbox"})
+    return await AppRegistry(redis).register(APP, {"email", "inbox"})
 
 
 def statements(first: int, people: int, run: str = "fault") -> list[tuple[bytes, bytes]]:
