@@ -97,8 +97,15 @@ class OutageRetry(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> _T:
+        failures = 0
+
         async def noted(error: Exception, *count: int) -> Any:
-            self.outage.failed(error)
+            nonlocal failures
+            failures += 1
+            # A first failure may be a pooled connection that a restarted Redis closed while it sat
+            # idle: the reconnect settles it, and it is no outage. A second one is.
+            if failures > 1:
+                self.outage.failed(error)
             return await fail(error, *count)
 
         result = await super().call_with_retry(do, noted, is_retryable, with_failure_count)

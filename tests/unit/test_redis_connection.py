@@ -51,3 +51,26 @@ def test_a_worker_waits_out_an_outage_and_other_callers_give_up() -> None:
     impatient = open_redis("redis://127.0.0.1:1/0").get_retry()
     assert patient is not None and patient.get_retries() == -1  # redis-py: below 0 retries forever
     assert impatient is not None and 0 < impatient.get_retries() < 5
+
+
+async def test_a_connection_closed_while_idle_is_no_outage_but_a_second_failure_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outage = RedisOutage("redis://127.0.0.1:6379/0")
+    retry = OutageRetry(outage, retries=-1)
+    errors = [ConnectionError("Connection closed by server.")]
+
+    async def command() -> str:
+        if errors:
+            raise errors.pop()
+        return "OK"
+
+    async def disconnect(error: Exception) -> None:
+        return None
+
+    with caplog.at_level(logging.WARNING, logger="switchboard.redis"):
+        assert await retry.call_with_retry(command, disconnect) == "OK"  # a stale connection, reconnected
+        assert not outage.down and caplog.records == []
+        errors.extend([ConnectionError("Connection refused"), ConnectionError("Connection refused")])
+        assert await retry.call_with_retry(command, disconnect) == "OK"
+    assert outage.outages == 1 and "unreachable" in caplog.text
