@@ -2,8 +2,9 @@
 
 Topics carry raw bytes; each agent validates with pydantic itself, so a bad record becomes a dead
 letter with a reason instead of a Faust deserialisation error that would skip it. No single record
-stops a stage: one that fails on its own is dead-lettered (processors/failures.py); only
-infrastructure errors stop the worker, with the unfinished batch unacknowledged.
+stops a stage: one that fails on its own is dead-lettered (processors/failures.py). Redis going away
+pauses a stage inside its batch until it is back (state/connection.py); other infrastructure errors
+stop the worker, with the unfinished batch unacknowledged.
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @contextlib.asynccontextmanager
     async def crash_on_error(stage: str) -> AsyncIterator[None]:
-        # Only infrastructure errors get here (a record's own failure is dead-lettered in the stage):
-        # stop the worker with the batch unacknowledged, so it is processed again after a restart.
+        # Only infrastructure errors get here (a record's own failure is dead-lettered in the stage,
+        # and Redis commands wait for Redis): stop the worker with the batch unacknowledged, so it is
+        # processed again after a restart.
         try:
             yield
         except Exception as exc:
