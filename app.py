@@ -223,7 +223,7 @@ def analytics() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def run() -> None:
-        redis = open_redis(settings.redis)
+        redis = open_redis(settings.redis, patient=True)  # an outage pauses the service, never ends it
         counters = FlowCounters(redis)
 
         async def progress(counts: Mapping[str, int]) -> None:

@@ -12,6 +12,8 @@ from records.conversions import Conversion
 from records.topics import Receipt
 from state.flow_counters import FlowCounters
 
+REQUEST_TIMEOUT_MS = 10_000
+
 
 class PublishError(RuntimeError):
     """The broker did not acknowledge a record; the caller must not report it as accepted."""
@@ -57,7 +59,11 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        # A broker that is down costs a caller this long before its 503 (aiokafka's default is 40 s); a
+        # record acknowledged after all is a duplicate the caller's retry makes, which ingest drops.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", request_timeout_ms=REQUEST_TIMEOUT_MS
+        )
         try:
             await producer.start()
         except KafkaError as exc:

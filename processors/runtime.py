@@ -31,7 +31,7 @@ from rules.watch import RulesWatcher
 from settings import Settings, SwitchboardError
 from state.apps import AppRegistry
 from state.caps import FrequencyCaps
-from state.connection import open_redis
+from state.connection import open_redis, outage_of
 from state.consent import ConsentStore
 from state.dedup import EventDedup
 from state.engagement import EngagementHistory
@@ -76,7 +76,8 @@ def build_flow(settings: Settings) -> Flow:
     templates = TemplateCatalog(settings.templates)
     ruleset = load_ruleset(settings.rules, templates.parts())
     alerts = _alerts(settings)
-    redis = open_redis(settings.redis)
+    # Patient: while Redis is away every stage waits where it is and resumes with its batch in hand.
+    redis = open_redis(settings.redis, patient=True)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     channels = build_channels(settings, redis, http)
     directory = UserDirectory(redis)
@@ -139,6 +140,7 @@ def build_flow(settings: Settings) -> Flow:
         topic_names(settings),
         settings.partitions,
         datadir=_faust_dir(settings),
+        redis_outage=outage_of(redis),
     )
     register_agents(app, topics, stages)
     stage_topics = {"ingest": topics.events, "decide": topics.deliveries, "send": topics.dispatch,

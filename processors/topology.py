@@ -2,8 +2,9 @@
 
 Topics carry raw bytes; each agent validates with pydantic itself, so a bad record becomes a dead
 letter with a reason instead of a Faust deserialisation error that would skip it. No single record
-stops a stage: one that fails on its own is dead-lettered (processors/failures.py); only
-infrastructure errors stop the worker, with the unfinished batch unacknowledged.
+stops a stage: one that fails on its own is dead-lettered (processors/failures.py). Redis going away
+pauses a stage inside its batch until it is back (state/connection.py); other infrastructure errors
+stop the worker, with the unfinished batch unacknowledged.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ from processors.intake import (
 from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
+from processors.stopping import SwitchboardApp
 from processors.track import TRACKED_STATUSES, Track
 from processors.watch import count_ingested
 from records.topics import Delivery, Dispatch
 from records.wire import WireDecoder
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
+from state.connection import RedisOutage
 from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters
 from state.offline import OfflineKeep
@@ -115,10 +118,15 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 
 
 def create_app(
-    app_id: str, broker: str, topic_names: dict[str, str], partitions: int, datadir: Path
+    app_id: str,
+    broker: str,
+    topic_names: dict[str, str],
+    partitions: int,
+    datadir: Path,
+    redis_outage: RedisOutage | None = None,
 ) -> tuple[faust.App, FlowTopics]:
     mend_faust_commits()
-    app = faust.App(
+    app = SwitchboardApp(
         app_id,
         broker=broker,
         datadir=str(datadir),  # Faust's own files; by default it litters the working directory
@@ -129,6 +137,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         **BROKER_TIMEOUTS,
     )
+    app.redis_outage = redis_outage  # a stop while Redis is down does not wait for the batches in hand
     topics = FlowTopics(**{key: raw_topic(app, name, partitions) for key, name in topic_names.items()})
     return app, topics
 
@@ -139,8 +148,9 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @contextlib.asynccontextmanager
     async def crash_on_error(stage: str) -> AsyncIterator[None]:
-        # Only infrastructure errors get here (a record's own failure is dead-lettered in the stage):
-        # stop the worker with the batch unacknowledged, so it is processed again after a restart.
+        # Only infrastructure errors get here (a record's own failure is dead-lettered in the stage,
+        # and Redis commands wait for Redis): stop the worker with the batch unacknowledged, so it is
+        # processed again after a restart.
         try:
             yield
         except Exception as exc:
