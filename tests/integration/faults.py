@@ -27,6 +27,7 @@ from records.topics import message_id_for
 from settings import Settings
 from state.apps import AppRegistry
 from state.flow_counters import FlowCounters
+from state.inbox import inbox_keys
 from state.users import User, UserDirectory
 
 PEOPLE_PER_EVENT = 50  # recipients per event: the deliveries, not the events, are what the tests count
@@ -111,7 +112,7 @@ async def tally(smtp: LocalSmtpServer, redis: Redis, people: int) -> Tally:
     emails = Counter(r for mail in smtp.messages for r in mail.rcpt_tos)
     async with redis.pipeline(transaction=False) as pipe:
         for i in range(people):
-            pipe.zcard(f"sb:inbox:{person(i)}")
+            pipe.zcard(inbox_keys(person(i))[0])
         inbox = [int(n) for n in await pipe.execute()]
     return Tally(emails, inbox)
 
