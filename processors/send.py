@@ -30,11 +30,11 @@ from channels.base import Channel, PermanentSendError, RetryPolicy, deliver
 from channels.inbox import InboxChannel
 from channels.templates import RenderedMessage, TemplateCatalog, TemplateError
 from metrics import catalog
-from processors.coalesced import CoalescedWrites
 from processors.content import ContentGuard, Refused
 from processors.failures import describe, is_infrastructure
 from records.topics import Dispatch, Receipt, Status
 from state.caps import PASSED, CapVerdict, FrequencyCaps
+from state.coalesced import CoalescedPipeline
 from state.consent import ConsentQuery, ConsentStore
 from state.idempotency import SendLedger, SendRecord
 from state.inbox import InboxMessage
@@ -101,7 +101,7 @@ class Send:
         self._sent = sent
         self._requeue_delays = tuple(requeue_delays)
         # Outcomes ready in the same turn of the loop share a round trip (each still waits for it).
-        self._outcomes = CoalescedWrites(
+        self._outcomes = CoalescedPipeline(
             lambda fill: _durably(lambda: run_pipeline(self._redis, fill, [TAKE_EARLY]), "sends' outcomes")
         )
 
@@ -282,7 +282,7 @@ class Send:
                 return 1 + sent.remember_into(pipe, record.provider, provider_message_id, dispatch)
             return 1
 
-        answers = await self._outcomes.write(fill)
+        answers = await self._outcomes.run(fill)
         return list(answers[2]) if provider_message_id and sent is not None else []
 
     async def _later(self, dispatch: Dispatch, reason: str, common: dict[str, object]) -> _Handled:

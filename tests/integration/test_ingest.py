@@ -138,3 +138,17 @@ async def test_a_worker_sees_an_app_disabled_elsewhere_once_its_short_cache_laps
     assert await worker.get("newcomer") is not None
     with pytest.raises(ValueError, match="cache_seconds must not be negative"):
         AppRegistry(redis, cache_seconds=-1)
+
+
+async def test_a_batch_of_concurrent_events_is_deduplicated_and_its_users_found_as_one_by_one(
+    ingest: Ingest, redis: Redis
+) -> None:
+    raws = [event(event_id=f"c{i % 5}", audience={"user_ids": ["s1", "t1", "nobody"]}) for i in range(10)]
+    results = await asyncio.gather(*(ingest.handle(raw, f"events:0:{i}") for i, raw in enumerate(raws)))
+    # The first record of each event id wins, the other five are duplicates; each winner found its users.
+    assert [r.duplicate for r in results] == [False] * 5 + [True] * 5
+    assert [sorted(d.user_id for d in r.deliveries) for r in results[:5]] == [["s1", "t1"]] * 5
+    assert [r.receipts[0].reason for r in results[:5]] == ["unknown user"] * 5
+    directory = UserDirectory(redis)
+    found = await asyncio.gather(*(directory.get_many(ids) for ids in (["s1", "s2"], ["t1"], [])))
+    assert [sorted(f) for f in found] == [["s1", "s2"], ["t1"], []]

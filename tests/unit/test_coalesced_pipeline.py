@@ -1,4 +1,4 @@
-"""CoalescedWrites: writes of one turn of the event loop share a pipeline; each gets its own answers."""
+"""CoalescedPipeline: writes of one turn of the event loop share a pipeline; each gets its own answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 from redis.asyncio.client import Pipeline
 
-from processors.coalesced import CoalescedWrites
+from state.coalesced import CoalescedPipeline
 
 
 class FakePipeline:
@@ -40,9 +40,9 @@ async def test_writes_of_one_turn_go_in_one_pipeline_and_each_gets_its_answers()
         pipelines.append(pipe.commands)
         return [f"ok:{c}" for c in pipe.commands]
 
-    writes = CoalescedWrites(run)
-    first = await asyncio.gather(*(writes.write(writer(*keys)) for keys in (["a"], ["b", "c"], ["d"])))
-    later = await writes.write(writer("e"))
+    writes = CoalescedPipeline(run)
+    first = await asyncio.gather(*(writes.run(writer(*keys)) for keys in (["a"], ["b", "c"], ["d"])))
+    later = await writes.run(writer("e"))
     assert first == [["ok:a"], ["ok:b", "ok:c"], ["ok:d"]]
     assert later == ["ok:e"]
     assert pipelines == [["a", "b", "c", "d"], ["e"]]
@@ -54,9 +54,9 @@ async def test_a_failed_pipeline_is_raised_to_every_writer_and_a_cancelled_write
         await asyncio.sleep(0.01)
         raise ValueError("bad record")
 
-    writes = CoalescedWrites(run)
-    cancelled = asyncio.ensure_future(writes.write(writer("x")))
-    kept = asyncio.ensure_future(writes.write(writer("y")))
+    writes = CoalescedPipeline(run)
+    cancelled = asyncio.ensure_future(writes.run(writer("x")))
+    kept = asyncio.ensure_future(writes.run(writer("y")))
     await asyncio.sleep(0)
     cancelled.cancel()
     with pytest.raises(ValueError, match="bad record"):
@@ -71,6 +71,6 @@ async def test_a_refill_after_a_retry_counts_the_answers_once() -> None:
         fill(cast(Pipeline, pipe))
         return pipe.commands
 
-    writes = CoalescedWrites(run)
-    answers = await asyncio.gather(writes.write(writer("a", "b")), writes.write(writer("c")))
+    writes = CoalescedPipeline(run)
+    answers = await asyncio.gather(writes.run(writer("a", "b")), writes.run(writer("c")))
     assert list(answers) == [["a", "b"], ["c"]]
