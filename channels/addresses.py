@@ -27,6 +27,14 @@ _OPENID = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
 _INBOX_USER = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _ROBOT = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _MOBILE = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
+# RFC 5322 dot-atom in ASCII: the local parts email_validator accepts unchanged (its DOT_ATOM_TEXT).
+_ATEXT = r"[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+"
+_ASCII_LOCAL = re.compile(_ATEXT + r"(?:\." + _ATEXT + r")*\Z")
+_EMAIL_MAX = 254
+# ASCII domains email_validator accepted, as it normalised them (lower case). Validating the domain
+# was ~90 % of its ~60 µs per address, and a campus mails a handful of domains.
+_KNOWN_DOMAINS: dict[str, str] = {}
+_KNOWN_DOMAINS_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -78,10 +86,19 @@ def phone(address: str, default_region: str = "CN", *, mobile_only: bool = True)
 
 def email(address: str, default_region: str = "CN") -> Cleaned:
     """The validated, normalised address (Unicode domain and local part kept; no DNS lookup)."""
+    local, _, domain = address.rpartition("@")
+    plain = address.isascii() and len(address) <= _EMAIL_MAX and bool(_ASCII_LOCAL.match(local))
+    if plain and domain in _KNOWN_DOMAINS:
+        # What email_validator answers for an ASCII dot-atom at a domain it already accepted.
+        return CleanAddress(f"{local}@{_KNOWN_DOMAINS[domain]}")
     try:
         valid = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
         return AddressRefused(f"invalid email address {_shown(address)}: {exc}")
+    if plain:
+        if len(_KNOWN_DOMAINS) >= _KNOWN_DOMAINS_MAX:
+            _KNOWN_DOMAINS.clear()
+        _KNOWN_DOMAINS[domain] = valid.domain
     return CleanAddress(valid.normalized)
 
 

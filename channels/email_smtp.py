@@ -9,6 +9,7 @@ without the LinkSigner that makes the link: a relay configured without it once s
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from email.errors import MessageError
@@ -193,8 +194,18 @@ def _date_now() -> str:
     return _date_cache[1]
 
 
+# An ASCII dot-atom at a dotted domain: `Address` gives such an address back unchanged, and parsing it
+# cost ~20 µs a message. Anything else (quoted, Unicode, odd) still goes through the parser.
+_PLAIN_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(
+    rf"{_PLAIN_ATOM}(?:\.{_PLAIN_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\Z"
+)
+
+
 def _recipient(address: str) -> str:
     """A bare, well-formed address, or PermanentSendError naming the bad one."""
+    if _PLAIN_ADDRESS.match(address):
+        return address
     try:
         parsed = Address(addr_spec=address.strip())
     except (ValueError, IndexError, MessageError) as exc:

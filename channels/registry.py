@@ -41,6 +41,7 @@ def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncCli
             username=settings.smtp_username,
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
+            connections=settings.smtp_connections,
             links=LinkSigner(settings.signing_secret(), settings.public_url),
         ),
         "inbox": InboxChannel(Inbox(redis, max_per_user=settings.inbox_max_per_user)),

@@ -29,7 +29,7 @@ from rules.engine import AsyncRuleEngine
 from rules.loader import load_ruleset
 from rules.watch import RulesWatcher
 from settings import Settings, SwitchboardError
-from state.apps import AppRegistry
+from state.apps import WORKER_CACHE_SECONDS, AppRegistry
 from state.caps import FrequencyCaps
 from state.connection import open_redis, outage_of
 from state.consent import ConsentStore
@@ -81,7 +81,7 @@ def build_flow(settings: Settings) -> Flow:
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     channels = build_channels(settings, redis, http)
     directory = UserDirectory(redis)
-    apps = AppRegistry(redis)
+    apps = AppRegistry(redis, cache_seconds=WORKER_CACHE_SECONDS)
     schedule = DeliverySchedule(redis)
     engine = AsyncRuleEngine(ruleset)
     fallback = FallbackSchedule(redis)

@@ -34,6 +34,7 @@ from processors.content import ContentGuard, Refused
 from processors.failures import describe, is_infrastructure
 from records.topics import Dispatch, Receipt, Status
 from state.caps import PASSED, CapVerdict, FrequencyCaps
+from state.coalesced import CoalescedPipeline
 from state.consent import ConsentQuery, ConsentStore
 from state.idempotency import SendLedger, SendRecord
 from state.inbox import InboxMessage
@@ -99,6 +100,10 @@ class Send:
         # Provider message ids -> our messages, so a provider's delivery callback finds its message.
         self._sent = sent
         self._requeue_delays = tuple(requeue_delays)
+        # Outcomes ready in the same turn of the loop share a round trip (each still waits for it).
+        self._outcomes = CoalescedPipeline(
+            lambda fill: _durably(lambda: run_pipeline(self._redis, fill, [TAKE_EARLY]), "sends' outcomes")
+        )
 
     async def handle(self, dispatches: Sequence[Dispatch], now: datetime | None = None) -> SendResult:
         at = now or datetime.now(UTC)
@@ -271,12 +276,13 @@ class Send:
         early reports taken. Redis being down is waited out, never turned into "send again"."""
         sent = self._sent
 
-        def fill(pipe: Pipeline) -> None:
+        def fill(pipe: Pipeline) -> int:
             self._ledger.record_into(pipe, (dispatch.message_id, dispatch.channel, dispatch.step), record)
             if provider_message_id and sent is not None:
-                sent.remember_into(pipe, record.provider, provider_message_id, dispatch)
+                return 1 + sent.remember_into(pipe, record.provider, provider_message_id, dispatch)
+            return 1
 
-        answers = await _durably(lambda: run_pipeline(self._redis, fill, [TAKE_EARLY]), "a send's outcome")
+        answers = await self._outcomes.run(fill)
         return list(answers[2]) if provider_message_id and sent is not None else []
 
     async def _later(self, dispatch: Dispatch, reason: str, common: dict[str, object]) -> _Handled:

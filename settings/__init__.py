@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = False
+    # Connections kept open to the relay: one SMTP transaction per connection at a time, so this bounds
+    # the emails in flight; with 2, four round trips per message held a worker to ~100 emails/s.
+    smtp_connections: int = Field(8, ge=1, le=64, description="SMTP connections kept open per worker")
     email_from: str = "Switchboard <noreply@switchboard.local>"
     webhook_secret: SecretStr = SecretStr("")
     providers: Path = Field(

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -25,6 +26,10 @@ _APP = "sb:{{apps}}:app:{}"
 _KEY = "sb:{{apps}}:key:{}"
 _APPS = "sb:{apps}:names"
 KEY_PREFIX = "sbk_"
+# How long a worker trusts an app it read: ingest asked Redis once per event. A disable or a change of
+# channels reaches the stages within this; keys are never cached (`authenticate` reads Redis each time,
+# so a rotated or disabled key is refused by the API at once), nor are unknown names.
+WORKER_CACHE_SECONDS = 2.0
 
 _NAME: TypeAdapter[str] = TypeAdapter(Name)
 
@@ -55,8 +60,13 @@ class AppSpecError(SwitchboardError, ValueError):
 class AppRegistry:
     """Registers apps, issues their API keys and authenticates requests by key."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, cache_seconds: float = 0.0) -> None:
+        """`cache_seconds` > 0 keeps what `get` found for that long (the stages' hot path)."""
+        if cache_seconds < 0:
+            raise ValueError(f"cache_seconds must not be negative, got {cache_seconds}")
         self._redis = redis
+        self._cache_seconds = cache_seconds
+        self._cached: dict[str, tuple[float, App]] = {}
 
     async def register(self, name: str, channels: Iterable[str], description: str = "") -> str:
         """Register a new app and return its API key; the key is shown this once and never stored."""
@@ -89,9 +99,19 @@ class AppRegistry:
         return app if app.enabled else None
 
     async def get(self, name: str) -> App | None:
-        """The app named, enabled or not, or None."""
+        """The app named, enabled or not, or None; with a cache, as read at most `cache_seconds` ago."""
+        if self._cache_seconds:
+            cached = self._cached.get(name)
+            if cached is not None and cached[0] > time.monotonic():
+                return cached[1]
         record = await self._record(name)
-        return None if record is None else _app(record)
+        if record is None:
+            self._cached.pop(name, None)
+            return None
+        app = _app(record)
+        if self._cache_seconds:
+            self._cached[name] = (time.monotonic() + self._cache_seconds, app)
+        return app
 
     async def list(self) -> list[App]:
         """Every registered app, by name."""
@@ -110,6 +130,7 @@ class AppRegistry:
             pipe.set(_KEY.format(record["key_sha256"]), name)
             pipe.set(_APP.format(name), json.dumps(record))
             await pipe.execute()
+        self._cached.pop(name, None)
         return key
 
     async def set_enabled(self, name: str, enabled: bool) -> App:
@@ -117,6 +138,7 @@ class AppRegistry:
         record = await self._required(name)
         record["enabled"] = enabled
         await self._redis.set(_APP.format(name), json.dumps(record), xx=True)
+        self._cached.pop(name, None)
         return _app(record)
 
     async def remove(self, name: str) -> None:
@@ -126,6 +148,7 @@ class AppRegistry:
             pipe.delete(_KEY.format(record["key_sha256"]), _APP.format(name))
             pipe.srem(_APPS, name)
             await pipe.execute()
+        self._cached.pop(name, None)
 
     async def _required(self, name: str) -> dict[str, object]:
         record = await self._record(name)

@@ -32,12 +32,14 @@ from urllib.parse import urlsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from settings import redact_url
+from state.packing import HiredisPackedConnection
 
 MAX_CONNECTIONS = 64
 WAIT_SECONDS = 20.0
@@ -191,6 +193,8 @@ def open_redis(url: str, max_connections: int = MAX_CONNECTIONS, *, patient: boo
         socket_connect_timeout=SOCKET_SECONDS,
         socket_keepalive=True,
     )
+    if pool.connection_class is Connection:  # TLS and unix-socket URLs keep their own classes
+        pool.connection_class = HiredisPackedConnection
     client = SwitchboardRedis(connection_pool=pool)
     client.outage = outage
     return client

@@ -9,6 +9,9 @@ harmless, since message ids are deterministic and sends idempotent. A different 
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from state.coalesced import CoalescedPipeline, plain_pipeline
 
 _KEY = "sb:dedup:{}:{}"
 
@@ -19,11 +22,19 @@ class EventDedup:
     def __init__(self, redis: Redis, ttl_seconds: int) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
+        # Ingest asks for a batch's events at once: their checks share a round trip.
+        self._round_trips = CoalescedPipeline(plain_pipeline(redis))
 
     async def first_seen(self, app: str, event_id: str, record: str) -> bool:
         key = _KEY.format(app, event_id)
-        if await self._redis.set(key, record, nx=True, ex=self._ttl):
+
+        def fill(pipe: Pipeline) -> int:
+            pipe.set(key, record, nx=True, ex=self._ttl)
+            pipe.get(key)  # after the SET: the first record's identity, whoever set it
+            return 2
+
+        created, holder = await self._round_trips.run(fill)
+        if created:
             return True
-        holder = await self._redis.get(key)
         held = holder.decode() if isinstance(holder, bytes) else holder
-        return held == record
+        return bool(held == record)

@@ -15,8 +15,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from records.topics import ChannelName, Name, address_user_id
+from state.coalesced import CoalescedPipeline, plain_pipeline
 
 USER_KEY = "sb:user:{}"
 ALL_USERS = "sb:users"
@@ -55,6 +57,8 @@ class UserDirectory:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        # Ingest looks up each event's users on its own, concurrently: lookups share a round trip.
+        self._round_trips = CoalescedPipeline(plain_pipeline(redis))
 
     async def upsert(self, users: Sequence[User]) -> None:
         """Write profiles and keep tag sets and the address index in step (what a changed user no
@@ -83,10 +87,13 @@ class UserDirectory:
         ids = list(dict.fromkeys(user_ids))
         if not ids:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
+
+        def fill(pipe: Pipeline) -> int:
             for user_id in ids:
                 pipe.hget(USER_KEY.format(user_id), "p")
-            raw = await pipe.execute()
+            return len(ids)
+
+        raw = await self._round_trips.run(fill)
         return {
             user_id: User.model_validate(json.loads(value))
             for user_id, value in zip(ids, raw, strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -114,3 +115,40 @@ async def test_an_event_over_max_event_bytes_is_dead_lettered_naming_the_limit(r
     assert f"event is {len(raw)} bytes, over the limit of 1000" in result.dead_letter.reason
     assert "SWITCHBOARD_MAX_EVENT_BYTES" in result.dead_letter.reason
     assert (result.dead_letter.app, result.dead_letter.event_id) == ("campus", "e1")
+
+
+async def test_a_worker_sees_an_app_disabled_elsewhere_once_its_short_cache_lapses(redis: Redis) -> None:
+    operators = AppRegistry(redis)  # the CLI or the API, another process
+    await operators.register("lms", {"inbox"})
+    worker = AppRegistry(redis, cache_seconds=0.3)
+    ingest = Ingest(UserDirectory(redis), worker, TemplateCatalog(ROOT / "templates"), EventDedup(redis, 60))
+    assert (await ingest.handle(event(app="lms", event_id="a"), "events:0:1")).dead_letter is None
+    await operators.set_enabled("lms", False)
+    # Within the cache's seconds the worker still takes it: the price of one Redis read less per event.
+    assert (await ingest.handle(event(app="lms", event_id="b"), "events:0:2")).dead_letter is None
+    await asyncio.sleep(0.35)
+    refused = await ingest.handle(event(app="lms", event_id="c"), "events:0:3")
+    assert refused.dead_letter is not None and refused.dead_letter.reason == "app 'lms' is disabled"
+    # Its own writes are seen at once, and an unknown name is never cached.
+    await worker.set_enabled("lms", True)
+    app = await worker.get("lms")
+    assert app is not None and app.enabled
+    assert await worker.get("newcomer") is None
+    await operators.register("newcomer", {"inbox"})
+    assert await worker.get("newcomer") is not None
+    with pytest.raises(ValueError, match="cache_seconds must not be negative"):
+        AppRegistry(redis, cache_seconds=-1)
+
+
+async def test_a_batch_of_concurrent_events_is_deduplicated_and_its_users_found_as_one_by_one(
+    ingest: Ingest, redis: Redis
+) -> None:
+    raws = [event(event_id=f"c{i % 5}", audience={"user_ids": ["s1", "t1", "nobody"]}) for i in range(10)]
+    results = await asyncio.gather(*(ingest.handle(raw, f"events:0:{i}") for i, raw in enumerate(raws)))
+    # The first record of each event id wins, the other five are duplicates; each winner found its users.
+    assert [r.duplicate for r in results] == [False] * 5 + [True] * 5
+    assert [sorted(d.user_id for d in r.deliveries) for r in results[:5]] == [["s1", "t1"]] * 5
+    assert [r.receipts[0].reason for r in results[:5]] == ["unknown user"] * 5
+    directory = UserDirectory(redis)
+    found = await asyncio.gather(*(directory.get_many(ids) for ids in (["s1", "s2"], ["t1"], [])))
+    assert [sorted(f) for f in found] == [["s1", "s2"], ["t1"], []]

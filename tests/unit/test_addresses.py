@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from channels.addresses import AddressRefused, CleanAddress, clean, clean_many
 
@@ -78,3 +81,32 @@ def test_clean_many_keeps_order() -> None:
         AddressRefused("invalid email address 'bad': An email address must have an @-sign."),
         CleanAddress("u1"),
     ]
+
+
+_LOCAL_CHARS = "abcXYZ019._+-!#'~\" ()<>@,;:\\é"
+_DOMAINS = [
+    "uni.edu", "UNI.Edu", "mail.uni.edu", "x.c", "bad..edu", "-x.edu", "x-.edu", "1.2.3.4", "localhost",
+    "a.test", "a.local", "bench.example", "例え.jp", "xn--r8jz45g.jp", "x" * 64 + ".edu", "a_b.edu", "",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(local=st.text(alphabet=_LOCAL_CHARS, max_size=70), domain=st.sampled_from(_DOMAINS))
+def test_an_email_at_a_known_domain_is_cleaned_as_email_validator_cleans_it(local: str, domain: str) -> None:
+    address = f"{local}@{domain}"
+    try:
+        expected: str | None = validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        expected = None
+    clean("email", f"someone@{domain}")  # the domain is known from now on
+    got = clean("email", address)
+    if expected is None:
+        assert isinstance(got, AddressRefused), (address, got)
+    else:
+        assert got == CleanAddress(expected), (address, got, expected)
+
+
+def test_an_email_over_254_characters_is_refused_at_a_known_domain() -> None:
+    assert clean("email", "a@uni.edu") == CleanAddress("a@uni.edu")
+    assert isinstance(clean("email", "a" * 247 + "@uni.edu"), AddressRefused)
+    assert clean("email", "a" * 246 + "@UNI.EDU") == CleanAddress("a" * 246 + "@uni.edu")

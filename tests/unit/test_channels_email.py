@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import socket
 from email import message_from_bytes, policy
+from email.headerregistry import Address
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from channels.base import PermanentSendError, RetryableSendError
-from channels.email_smtp import MESSAGE_ID_HEADER, SmtpEmail
+from channels.email_smtp import MESSAGE_ID_HEADER, SmtpEmail, _recipient
 from channels.links import LinkSigner
 from channels.templates import RenderedMessage
 from records.topics import Dispatch, EventCore
@@ -131,3 +134,29 @@ def test_bad_mailto_and_password_never_shown() -> None:
         links=SIGNER,
     )
     assert "hunter2-pw" not in repr(channel)
+
+
+def _parsed_recipient(address: str) -> str | None:
+    """What the recipient check answered when every address went through `Address`."""
+    try:
+        parsed = Address(addr_spec=address.strip())
+    except Exception:
+        return None
+    if not parsed.username or not parsed.domain or "." not in parsed.domain.strip("."):
+        return None
+    return parsed.addr_spec
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    local=st.text(alphabet="abcXYZ09._+-!#'~/=?^`{|}\" ()<>,;:\\é", min_size=1, max_size=20),
+    domain=st.sampled_from(["uni.edu", "x", "a..b", "-a.b", "a.b.", ".a.b", "A-B.Cn", "a_b.c", "例.jp", ""]),
+)
+def test_a_recipient_is_accepted_or_refused_as_the_address_parser_decides(local: str, domain: str) -> None:
+    address = f"{local}@{domain}"
+    try:
+        got: str | None = _recipient(address)
+    except PermanentSendError as exc:
+        assert repr(address) in str(exc)
+        got = None
+    assert got == _parsed_recipient(address)

@@ -37,6 +37,13 @@ def test_a_url_without_its_scheme_is_refused(field: str, value: str) -> None:
         Settings(**{field: value})
 
 
+@pytest.mark.parametrize("connections", [0, 65])
+def test_smtp_connections_out_of_range_are_refused_naming_the_setting(connections: int) -> None:
+    with pytest.raises(ValidationError, match=r"smtp_connections\n  Input should be"):
+        Settings(smtp_connections=connections)
+    assert Settings(smtp_connections=64).smtp_connections == 64
+
+
 def test_production_refuses_to_sign_without_a_secret(tmp_path: Path) -> None:
     with pytest.raises(SwitchboardError, match="SWITCHBOARD_LINK_SECRET is not set"):
         Settings(var_dir=tmp_path).signing_secret()
