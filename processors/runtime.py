@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from channels.links import LinkSigner
 from channels.registry import build_channels
 from channels.sensitive import SensitiveWords
 from channels.templates import TemplateCatalog
+from processors.broadcast import BroadcastExpander
 from processors.content import ContentGuard
 from processors.decide import Decide
 from processors.fallback import FallbackDispatcher
@@ -26,6 +28,7 @@ from rules.loader import load_ruleset
 from rules.watch import RulesWatcher
 from settings import Settings
 from state.apps import AppRegistry
+from state.broadcasts import BroadcastJobs
 from state.caps import FrequencyCaps
 from state.connection import open_redis
 from state.consent import ConsentStore
@@ -49,6 +52,9 @@ TOPIC_NAMES = {
     "deliveries": "deliveries",
     "dispatch": "dispatch",
     "receipts": "receipts",
+    "events_urgent": "events.urgent",
+    "deliveries_urgent": "deliveries.urgent",
+    "dispatch_urgent": "dispatch.urgent",
 }
 
 
@@ -82,6 +88,8 @@ def build_flow(settings: Settings) -> Flow:
     engagement = EngagementHistory(redis)
     offline = OfflineKeep(redis)
     available = frozenset(channels)
+    jobs = BroadcastJobs(redis)
+    counters = FlowCounters(redis)
     stages = FlowStages(
         ingest=Ingest(
             directory,
@@ -89,6 +97,8 @@ def build_flow(settings: Settings) -> Flow:
             templates,
             EventDedup(redis, settings.dedup_ttl_seconds),
             max_event_bytes=settings.max_event_bytes,
+            jobs=jobs,
+            page=settings.broadcast_page,
         ),
         decide=Decide(
             directory,
@@ -119,13 +129,22 @@ def build_flow(settings: Settings) -> Flow:
         track=Track(fallback=fallback, engagement=engagement),
         schedule=schedule,
         parked=ParkedDispatches(redis),
-        counters=FlowCounters(redis),
+        counters=counters,
         fallback=fallback,
         fallbacks=FallbackDispatcher(directory, apps, available),
         engine=engine,
         offline=offline,
         directory=directory,
         rules=RulesWatcher(settings.rules, settings.templates, current=ruleset, catalog=templates),
+        broadcasts=BroadcastExpander(
+            jobs,
+            directory.walk,
+            counters,
+            holder=f"{settings.app_id}:{uuid.uuid4().hex}",
+            page=settings.broadcast_page,
+            backlog=settings.broadcast_backlog,
+            lease_seconds=settings.broadcast_lease_seconds,
+        ),
     )
     app, topics = create_app(
         settings.app_id,

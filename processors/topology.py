@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import faust
 
+from processors.broadcast import BroadcastExpander
 from processors.decide import Decide, DecideResult
 from processors.failures import isolate
 from processors.fallback import FallbackDispatcher
@@ -38,7 +39,7 @@ from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
 from processors.track import Track
-from records.topics import Delivery, Dispatch
+from records.topics import Delivery, Dispatch, Lane, lane_of
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
 from state.fallback import FallbackSchedule
@@ -83,6 +84,7 @@ class FlowStages:
     offline: OfflineKeep
     directory: UserDirectory
     rules: RulesSource | None = None
+    broadcasts: BroadcastExpander | None = None
 
 
 @dataclass
@@ -93,6 +95,13 @@ class FlowTopics:
     deliveries: faust.TopicT
     dispatch: faust.TopicT
     receipts: faust.TopicT
+    # The urgent lane (records/topics.py `lane_of`): consumed by agents of its own.
+    events_urgent: faust.TopicT
+    deliveries_urgent: faust.TopicT
+    dispatch_urgent: faust.TopicT
+
+    def deliveries_of(self, lane: Lane) -> faust.TopicT:
+        return self.deliveries_urgent if lane == "urgent" else self.deliveries
 
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -140,8 +149,34 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             await app.crash(exc)
             raise
 
+    async def emit_deliveries(lane: Lane, deliveries: Sequence[Delivery], source: str | Sequence[str]) -> int:
+        """The one place deliveries are produced (ingest and broadcasts): keyed by user id, on the
+        lane's topic; `source` names each record's origin for a dead letter (one for all, or one each)."""
+        sources = [source] * len(deliveries) if isinstance(source, str) else source
+        records = zip(deliveries, sources, strict=True)
+        outgoing = (Outgoing(d.user_id, d.model_dump_json().encode(), s) for d, s in records)
+        produced = await outbox.produce(topics.deliveries_of(lane), outgoing)
+        await stages.counters.add({"deliveries": produced})
+        return produced
+
+    async def emit_by_lane(deliveries: Sequence[tuple[Delivery, str]]) -> None:
+        for lane in ("urgent", "bulk"):
+            mine = [(d, s) for d, s in deliveries if lane_of(d.event) == lane]
+            if mine:
+                await emit_deliveries(lane, [d for d, _ in mine], [s for _, s in mine])
+
     @app.agent(topics.events, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for _ in ingest_lane(stream):
+            yield None
+
+    @app.agent(topics.events_urgent, name="ingest_urgent")
+    async def ingest_urgent(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        # The lane of each delivery is its event's, whichever topic the event came on.
+        async for _ in ingest_lane(stream):
+            yield None
+
+    async def ingest_lane(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("ingest"):
             # A batch at a time: events are handled concurrently and their deliveries produced
             # together, so the broker's acknowledgement is awaited once per batch, not per event.
@@ -161,10 +196,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 deliveries = [
                     (d, s) for result, s in zip(results, sources, strict=True) for d in result.deliveries
                 ]
-                await outbox.produce(
-                    topics.deliveries,
-                    (Outgoing(d.user_id, d.model_dump_json().encode(), s) for d, s in deliveries),
-                )
+                await emit_by_lane(deliveries)
                 # A refused event's one receipt is its dead_lettered row, which goes with its letter.
                 await outbox.dead_letters(
                     [(r.dead_letter, r.receipts[0]) for r in results if r.dead_letter is not None]
@@ -182,9 +214,10 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 )
                 await stages.counters.add(
                     {
+                        # Before `events`, so no reader sees the event counted and its job not.
+                        "broadcasts": sum(result.broadcast for result in results),
                         "events": len(batch),
                         "accepted": logged,
-                        "deliveries": len(deliveries),
                         "duplicates": sum(result.duplicate for result in results),
                     }
                 )
@@ -192,6 +225,15 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @app.agent(topics.deliveries, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for _ in decide_lane(stream, topics.dispatch):
+            yield None
+
+    @app.agent(topics.deliveries_urgent, name="decide_urgent")
+    async def decide_urgent(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for _ in decide_lane(stream, topics.dispatch_urgent):
+            yield None
+
+    async def decide_lane(stream: faust.StreamT[bytes], dispatch_topic: faust.TopicT) -> AsyncIterator[None]:
         async with crash_on_error("decide"):
             async for batch in acked_batches(stream, 500, within=0.05):
                 records, bad = parse(Delivery, batch)
@@ -206,7 +248,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 for result in results:
                     await stages.parked.add_many(result.paced)  # paced: out at their slots, as decided
                     dispatched = await outbox.produce(
-                        topics.dispatch,
+                        dispatch_topic,
                         (
                             Outgoing(
                                 d.user_id, d.model_dump_json().encode(), origin.get(d.message_id, "decide")
@@ -224,6 +266,15 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @app.agent(topics.dispatch, name="send")
     async def send(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for _ in send_lane(stream):
+            yield None
+
+    @app.agent(topics.dispatch_urgent, name="send_urgent")
+    async def send_urgent(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for _ in send_lane(stream):
+            yield None
+
+    async def send_lane(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("send"):
             async for batch in acked_batches(stream, 200, within=0.05):
                 records, bad = parse(Dispatch, batch)
@@ -253,6 +304,14 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 await outbox.dead_letters(failed("track", poisoned))
                 await stages.counters.add({"tracked": sum(written)})
                 yield None
+
+    @app.timer(0.2, name="expand_broadcasts")  # type: ignore[untyped-decorator]
+    async def expand_broadcasts() -> None:
+        """Broadcast jobs a page at a time (processors/broadcast.py), while the flow keeps up."""
+        if stages.broadcasts is None:
+            return
+        async with crash_on_error("broadcast"):
+            await stages.broadcasts.expand(emit_deliveries)
 
     @app.timer(1.0, name="release_scheduled")  # type: ignore[untyped-decorator]
     async def release_scheduled() -> None:
