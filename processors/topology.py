@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import faust
 
@@ -35,6 +35,7 @@ from processors.intake import (
     raw_of,
     source_of,
 )
+from processors.lanes import LaneStream
 from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
@@ -170,12 +171,6 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         async for _ in ingest_lane(stream):
             yield None
 
-    @app.agent(topics.events_urgent, name="ingest_urgent")
-    async def ingest_urgent(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        # The lane of each delivery is its event's, whichever topic the event came on.
-        async for _ in ingest_lane(stream):
-            yield None
-
     async def ingest_lane(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("ingest"):
             # A batch at a time: events are handled concurrently and their deliveries produced
@@ -228,11 +223,6 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         async for _ in decide_lane(stream, topics.dispatch):
             yield None
 
-    @app.agent(topics.deliveries_urgent, name="decide_urgent")
-    async def decide_urgent(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for _ in decide_lane(stream, topics.dispatch_urgent):
-            yield None
-
     async def decide_lane(stream: faust.StreamT[bytes], dispatch_topic: faust.TopicT) -> AsyncIterator[None]:
         async with crash_on_error("decide"):
             async for batch in acked_batches(stream, 500, within=0.05):
@@ -269,11 +259,6 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         async for _ in send_lane(stream):
             yield None
 
-    @app.agent(topics.dispatch_urgent, name="send_urgent")
-    async def send_urgent(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for _ in send_lane(stream):
-            yield None
-
     async def send_lane(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("send"):
             async for batch in acked_batches(stream, 200, within=0.05):
@@ -304,6 +289,28 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 await outbox.dead_letters(failed("track", poisoned))
                 await stages.counters.add({"tracked": sum(written)})
                 yield None
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def urgent_lane() -> None:
+        """The urgent lane: the same stages, each on a consumer of its own (processors/lanes.py). The
+        lane of an event's deliveries is the event's, whichever events topic it came on."""
+        bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+        streams = [
+            LaneStream(bootstrap, topic.get_topic_name(), f"{app.conf.id}-{topic.get_topic_name()}")
+            for topic in (topics.events_urgent, topics.deliveries_urgent, topics.dispatch_urgent)
+        ]
+        ingest_urgent, decide_urgent, send_urgent = (cast(Any, stream) for stream in streams)
+        try:
+            for stream in streams:
+                await stream.start()
+            await asyncio.gather(
+                _drain(ingest_lane(ingest_urgent)),
+                _drain(decide_lane(decide_urgent, topics.dispatch_urgent)),
+                _drain(send_lane(send_urgent)),
+            )
+        finally:
+            for stream in streams:
+                await stream.stop()
 
     @app.timer(0.2, name="expand_broadcasts")  # type: ignore[untyped-decorator]
     async def expand_broadcasts() -> None:
@@ -373,6 +380,11 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         previous = stages.engine.ruleset.version
         await stages.engine.reload(ruleset)
         log.warning("rules reloaded: version %s (was %s)", ruleset.version, previous)
+
+
+async def _drain(stage: AsyncIterator[None]) -> None:
+    async for _ in stage:
+        pass
 
 
 def _outgoing(records: Iterable[Delivery | Dispatch], source: str) -> Iterator[Outgoing]:

@@ -70,6 +70,7 @@ class UserDirectory:
         if not users:
             return
         previous = await self.get_many([u.user_id for u in users])
+        tagged: dict[str, list[str]] = {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for user in users:
                 old = previous.get(user.user_id)
@@ -83,11 +84,15 @@ class UserDirectory:
                 for address_id in bound:
                     pipe.sadd(OWNERS_KEY.format(address_id), user.user_id)
                 pipe.hset(USER_KEY.format(user.user_id), "p", user.model_dump_json())
-                pipe.sadd(ALL_USERS, user.user_id)
-                pipe.zadd(USERS_INDEX, {user.user_id: 0})
                 for tag in user.tags:
-                    pipe.sadd(TAG_KEY.format(tag), user.user_id)
-                    pipe.zadd(TAG_INDEX.format(tag), {user.user_id: 0})
+                    tagged.setdefault(tag, []).append(user.user_id)
+            # One command per set for the whole batch: a million users load in seconds, not minutes.
+            ids = [user.user_id for user in users]
+            pipe.sadd(ALL_USERS, *ids)
+            pipe.zadd(USERS_INDEX, dict.fromkeys(ids, 0))
+            for tag, members in tagged.items():
+                pipe.sadd(TAG_KEY.format(tag), *members)
+                pipe.zadd(TAG_INDEX.format(tag), dict.fromkeys(members, 0))
             await pipe.execute()
 
     async def get_many(self, user_ids: Iterable[str]) -> dict[str, User]:
