@@ -53,8 +53,9 @@ class BroadcastExpander:
         self._lease = lease_seconds
         self._budget = budget
 
-    async def expand(self, emit: EmitDeliveries) -> int:
-        """One round over the running jobs; returns how many deliveries it produced."""
+    async def expand(self, emit: EmitDeliveries, turn: Callable[[], Awaitable[None]] | None = None) -> int:
+        """One round over the running jobs; returns how many deliveries it produced. `turn` is awaited
+        before each page (the urgent lane goes first)."""
         deadline = time.monotonic() + self._budget
         produced = 0
         for job_id in await self._jobs.active():
@@ -65,14 +66,22 @@ class BroadcastExpander:
             job = await self._jobs.get(job_id)
             if job is None or job.done:
                 continue
-            produced += await self._expand_job(job, emit, deadline)
+            produced += await self._expand_job(job, emit, deadline, turn)
         return produced
 
-    async def _expand_job(self, job: Broadcast, emit: EmitDeliveries, deadline: float) -> int:
+    async def _expand_job(
+        self,
+        job: Broadcast,
+        emit: EmitDeliveries,
+        deadline: float,
+        turn: Callable[[], Awaitable[None]] | None,
+    ) -> int:
         cursor, produced = job.cursor, 0
         lane: Lane = "urgent" if job.lane == "urgent" else "bulk"
         source = f"broadcast:{job.job_id}"
         while time.monotonic() < deadline and not await self._backlogged():
+            if turn is not None:
+                await turn()
             ids = await self._walk.page(job.audience, cursor, self._page)
             if not ids:
                 if await self._jobs.finish(job.job_id):

@@ -35,7 +35,7 @@ from processors.intake import (
     raw_of,
     source_of,
 )
-from processors.lanes import LaneStream
+from processors.lanes import GatedStream, LaneGate, LaneStream
 from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
@@ -166,9 +166,15 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             if mine:
                 await emit_deliveries(lane, [d for d, _ in mine], [s for _, s in mine])
 
+    # The urgent lane takes the turn: bulk batches and broadcast pages wait while it has work.
+    gate = LaneGate()
+
+    def bulk(stream: faust.StreamT[bytes]) -> Any:
+        return GatedStream(stream, gate)
+
     @app.agent(topics.events, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for _ in ingest_lane(stream):
+        async for _ in ingest_lane(bulk(stream)):
             yield None
 
     async def ingest_lane(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -220,7 +226,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @app.agent(topics.deliveries, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for _ in decide_lane(stream, topics.dispatch):
+        async for _ in decide_lane(bulk(stream), topics.dispatch):
             yield None
 
     async def decide_lane(stream: faust.StreamT[bytes], dispatch_topic: faust.TopicT) -> AsyncIterator[None]:
@@ -256,7 +262,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @app.agent(topics.dispatch, name="send")
     async def send(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for _ in send_lane(stream):
+        async for _ in send_lane(bulk(stream)):
             yield None
 
     async def send_lane(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -279,7 +285,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
     @app.agent(topics.receipts, name="track")
     async def track(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("track"):
-            async for batch in acked_batches(stream, 5000, within=0.5):
+            async for batch in acked_batches(bulk(stream), 5000, within=0.5):
                 records = [(source_of(event), raw_of(event)) for event in batch]
 
                 async def handle(chunk: Sequence[tuple[str, bytes]]) -> int:
@@ -296,7 +302,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         lane of an event's deliveries is the event's, whichever events topic it came on."""
         bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
         streams = [
-            LaneStream(bootstrap, topic.get_topic_name(), f"{app.conf.id}-{topic.get_topic_name()}")
+            LaneStream(bootstrap, topic.get_topic_name(), f"{app.conf.id}-{topic.get_topic_name()}", gate)
             for topic in (topics.events_urgent, topics.deliveries_urgent, topics.dispatch_urgent)
         ]
         ingest_urgent, decide_urgent, send_urgent = (cast(Any, stream) for stream in streams)
@@ -318,7 +324,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
         if stages.broadcasts is None:
             return
         async with crash_on_error("broadcast"):
-            await stages.broadcasts.expand(emit_deliveries)
+            await stages.broadcasts.expand(emit_deliveries, gate.bulk_turn)
 
     @app.timer(1.0, name="release_scheduled")  # type: ignore[untyped-decorator]
     async def release_scheduled() -> None:
