@@ -100,7 +100,8 @@ async def load_users(directory: UserDirectory, n: int, codes: int) -> float:
             ]
         )
     await directory.upsert(
-        [User(user_id=f"code{i}", bindings={"email": f"code{i}@bench.example"}) for i in range(codes)]
+        # code0 takes the warm-up code too, so there is one even without `--codes`.
+        [User(user_id=f"code{i}", bindings={"email": f"code{i}@bench.example"}) for i in range(max(1, codes))]
     )
     return time.perf_counter() - started
 
@@ -125,7 +126,8 @@ async def drive(
     redis = open_redis(settings.redis)
     directory = UserDirectory(redis)
     load_time = await load_users(directory, args.users, args.codes)
-    print(f"loaded {args.users:,} users (+{args.codes} for codes) into Redis in {load_time:.1f}s")
+    loaded = f"loaded {args.users:,} users (+{max(1, args.codes)} for codes) into Redis in {load_time:.1f}s"
+    print(loaded, flush=True)
     await AppRegistry(redis).register("campus", {"inbox", "email"})
     counters, jobs = FlowCounters(redis), BroadcastJobs(redis)
     worker.start()
