@@ -15,10 +15,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
+from typer.testing import CliRunner
 
 from api.publisher import KafkaPublisher
-from localparts import LocalSmtpServer
+from app import cli
+from localparts import LocalParts, LocalSmtpServer
 from localparts.switchboard_process import SwitchboardProcess
+from records.topics import EventCore
 from settings import ROOT, Settings
 from state.apps import AppRegistry
 from state.broadcasts import BroadcastJobs
@@ -239,3 +242,30 @@ async def test_the_publisher_puts_an_urgent_event_on_the_urgent_events_topic(set
         await consumer.stop()
     keys = [record.key for records in batches.values() for record in records]
     assert keys == [b"campus:code-1"]
+
+
+def test_switchboard_broadcasts_lists_each_job_with_its_progress(
+    local_parts: LocalParts, tmp_path: Path
+) -> None:
+    url = (
+        local_parts.redis_url.rsplit("/", 1)[0] + "/8"
+    )  # a database of its own: the CLI opens its own client
+    env = {"SWITCHBOARD_REDIS": url, "SWITCHBOARD_VAR_DIR": str(tmp_path / "var"), "SWITCHBOARD_ENV": "test"}
+
+    async def record() -> None:
+        redis = Redis.from_url(url)
+        await redis.flushdb()
+        jobs = BroadcastJobs(redis)
+        event = EventCore(event_id="n1", app="campus", type="t", template="campus_notice", category="notice")
+        await jobs.create(event, AudienceIndex.everyone(), "bulk", "events:0:7", 4000)
+        await jobs.checkpoint("campus/n1", "p01000", 1000)
+        await redis.aclose()
+
+    asyncio.run(record())
+    empty = CliRunner().invoke(cli, ["broadcasts", "--limit", "0"], env=env)
+    assert empty.exit_code == 2 and "Traceback" not in empty.output  # a bad option is a usage error
+    result = CliRunner().invoke(cli, ["broadcasts"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == ["campus/n1", "bulk", "running", "1,000", "/", "~4,000", "25.0%"]
+    as_json = CliRunner().invoke(cli, ["broadcasts", "--json"], env=env)
+    assert json.loads(as_json.output)["expanded"] == 1000
