@@ -420,6 +420,36 @@ def _first_variant(settings: Settings, rule_id: str) -> str:
     return rule.then.variants[0].name if rule is not None and rule.then.variants else ""
 
 
+@cli.command()
+def broadcasts(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="how many of the latest to list")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Broadcasts (all, tags, segments), newest first: recipients expanded so far of the estimate."""
+    from state.broadcasts import BroadcastJobs
+    from state.connection import open_redis
+
+    async def run() -> list[Any]:
+        redis = open_redis(Settings().redis)
+        try:
+            return await BroadcastJobs(redis).recent(limit)
+        finally:
+            await redis.aclose()
+
+    jobs = asyncio.run(run())
+    if not jobs and not as_json:
+        typer.echo("no broadcasts yet (an event to all, tags or a segment larger than one page)")
+    for job in jobs:
+        if as_json:
+            fields = ("job_id", "lane", "state", "expanded", "total", "cursor", "created_at", "finished_at")
+            typer.echo(json.dumps({name: getattr(job, name) for name in fields}))
+            continue
+        share = f"{100 * job.expanded / job.total:5.1f}%" if job.total else "   -  "
+        typer.echo(
+            f"{job.job_id:<40} {job.lane:<6} {job.state:<7} {job.expanded:>9,} / ~{job.total:<9,} {share}"
+        )
+
+
 @users_cli.command("import")
 def users_import(
     path: Path,

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from api.auth import authenticated_app
 from api.deps import ApiDeps
 from api.problems import TOO_LARGE, Problem, TooLargeError, invalid
-from records.topics import Event
+from records.topics import Event, lane_of
 from state.apps import App
 
 MAX_BATCH = 500
@@ -60,7 +60,7 @@ def events_router(deps: ApiDeps) -> APIRouter:
         """
         _authorise(event, app)
         [record] = await _checked(deps, [event], ("body",))
-        await deps.publisher.publish_event(_key(event), record)
+        await deps.publisher.publish_event(_key(event), record, lane_of(event))
         return EventAccepted(event_id=event.event_id, app=event.app)
 
     @router.post(
@@ -82,7 +82,10 @@ def events_router(deps: ApiDeps) -> APIRouter:
             _authorise(event, app, where=f"events[{index}]: ")
         records = await _checked(deps, events, ("body",), indexed=True)
         await asyncio.gather(
-            *(deps.publisher.publish_event(_key(e), r) for e, r in zip(events, records, strict=True))
+            *(
+                deps.publisher.publish_event(_key(e), r, lane_of(e))
+                for e, r in zip(events, records, strict=True)
+            )
         )
         return BatchAccepted(app=app.name, count=len(events), event_ids=[e.event_id for e in events])
 

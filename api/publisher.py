@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from records.conversions import Conversion
-from records.topics import Receipt
+from records.topics import Lane, Receipt, lane_topic
 from state.flow_counters import FlowCounters
 
 REQUEST_TIMEOUT_MS = 10_000
@@ -29,7 +29,8 @@ class Publisher(Protocol):
     async def check(self) -> None:
         """Raise PublishError when the broker cannot be reached."""
 
-    async def publish_event(self, key: str, value: bytes) -> None: ...
+    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk") -> None:
+        """Publish an event on its lane's topic (`events` or `events.urgent`)."""
 
     async def publish_receipt(self, receipt: Receipt) -> None: ...
 
@@ -83,8 +84,9 @@ class KafkaPublisher:
         except (KafkaError, TimeoutError) as exc:
             raise PublishError(f"Kafka broker at {self.bootstrap} does not answer: {exc!r}") from exc
 
-    async def publish_event(self, key: str, value: bytes) -> None:
-        await self._send(self.events_topic, key, value)
+    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk") -> None:
+        # Codes, alerts and urgent messages go on the urgent twin, which the worker reads first.
+        await self._send(lane_topic(self.events_topic, lane), key, value)
 
     async def publish_receipt(self, receipt: Receipt) -> None:
         # Keyed by message id, so every transition of one message stays in order on one partition.

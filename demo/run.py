@@ -19,7 +19,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from analytics.connection import READER_USER, open_reader
 from analytics.report import NO_CHANNEL, ReachReport, print_table, reach_report
@@ -29,8 +29,10 @@ from demo.peers import DemoPeers
 from localparts.smtp_server import LocalSmtpServer
 from localparts.supervisor import LocalParts
 from localparts.switchboard_process import SwitchboardProcess
+from records.topics import Event, Lane, lane_of, lane_topic
 from settings import Settings
 from state.apps import AppRegistry
+from state.broadcasts import BroadcastJobs
 from state.connection import open_redis
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
@@ -156,11 +158,12 @@ async def _drive(
         await _emit(settings, events, keys)
         counters = FlowCounters(redis)
         soon = _SoonDue(redis)
-        await _follow(counters, soon, len(events), worker, service)
+        broadcasts = BroadcastJobs(redis)
+        await _follow(counters, soon, broadcasts, len(events), worker, service)
         engagement = await _engage(settings, redis, keys, users_with_inbox=[u.user_id for u in users])
         engagement.dead_letters = sum(e.outcome == "dead_letter" for e in events)
         # The API counts the receipts it publishes (reads, clicks, the WeChat peer's delivery reports).
-        await _follow(counters, soon, len(events), worker, service)
+        await _follow(counters, soon, broadcasts, len(events), worker, service)
         engagement.callbacks = peers.wechat_reports()
         console.print(f"SMTP server received {smtp.count} emails; provider peers received {peers.received()}")
         return engagement
@@ -208,13 +211,22 @@ async def _emit(settings: Settings, events: list[DemoEvent], keys: dict[str, str
                     if answer.status_code != 202:
                         refused.append(f"{event.description}: HTTP {answer.status_code} {answer.text[:200]}")
                 else:
-                    await producer.send_and_wait(settings.topic("events"), event.body, key=event.key.encode())
+                    topic = settings.topic(lane_topic("events", _lane(event.body)))
+                    await producer.send_and_wait(topic, event.body, key=event.key.encode())
     finally:
         await producer.stop()
     for description, count in Counter(_kind(e) for e in events).items():
         console.print(f"  emitted {count:>4} × {description}")
     if refused:
         raise RuntimeError("the API refused demo events:\n" + "\n".join(refused))
+
+
+def _lane(body: bytes) -> Lane:
+    """The lane a producer writes an event to, as the API does; a bad event goes to bulk (refused there)."""
+    try:
+        return lane_of(Event.model_validate_json(body))
+    except ValueError:
+        return "bulk"
 
 
 def _kind(event: DemoEvent) -> str:
@@ -236,12 +248,14 @@ class _SoonDue:
 async def _follow(
     counters: FlowCounters,
     soon: _SoonDue,
+    broadcasts: BroadcastJobs,
     emitted: int,
     worker: SwitchboardProcess,
     service: SwitchboardProcess,
 ) -> None:
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     deadline = time.monotonic() + FLOW_TIMEOUT
+    broadcast_bars: dict[str, TaskID] = {}
     with Progress(*columns, console=console) as progress:
         bars = {
             name: progress.add_task(label, total=None)
@@ -262,6 +276,7 @@ async def _follow(
             }
             for name, task in bars.items():
                 progress.update(task, completed=counts.get(name, 0), total=totals[name])
+            await _broadcast_bars(progress, broadcast_bars, broadcasts)
             if caught_up(counts, emitted) and await soon.count() == 0:
                 return
             for process in (worker, service):
@@ -270,6 +285,16 @@ async def _follow(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the flow did not finish in {FLOW_TIMEOUT:.0f}s; counters: {counts}")
             await asyncio.sleep(0.25)
+
+
+async def _broadcast_bars(progress: Progress, bars: dict[str, TaskID], jobs: BroadcastJobs) -> None:
+    """One bar per broadcast (an event to all, tags or a segment): recipients expanded of the estimate;
+    it ends at the count reached, which is below the estimate when tags overlap."""
+    for job in reversed(await jobs.recent(20)):
+        if job.job_id not in bars:
+            bars[job.job_id] = progress.add_task(f"  ↳ {job.event.event_id}"[:22], total=job.total)
+        total = job.expanded if job.done else max(job.total, job.expanded)
+        progress.update(bars[job.job_id], completed=job.expanded, total=total)
 
 
 EXAMPLE_QUERY = (

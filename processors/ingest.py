@@ -13,10 +13,20 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from processors.dead_letters import DeadLetter, dead_letter, dead_letter_receipt
-from records.topics import Delivery, Event, Receipt, address_user_id, message_id_for
+from records.topics import (
+    Audience,
+    Delivery,
+    Event,
+    EventCore,
+    Receipt,
+    address_user_id,
+    lane_of,
+    message_id_for,
+)
 from settings import DEFAULT_MAX_EVENT_BYTES
+from state.broadcasts import BroadcastJobs
 from state.dedup import EventDedup
-from state.users import UserDirectory
+from state.users import AudienceIndex, UserDirectory
 
 __all__ = ["DeadLetter", "Ingest", "IngestResult", "dead_letter_receipt", "refuse"]
 
@@ -46,6 +56,8 @@ class IngestResult:
     receipts: list[Receipt] = field(default_factory=list)
     dead_letter: DeadLetter | None = None
     duplicate: bool = False
+    broadcast: bool = False
+    """A broadcast job was recorded: its deliveries come page by page (`processors/broadcast.py`)."""
 
 
 class Ingest:
@@ -58,8 +70,13 @@ class Ingest:
         templates: TemplateCheck,
         dedup: EventDedup,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        jobs: BroadcastJobs | None = None,
+        page: int = 1000,
     ) -> None:
         self._directory = directory
+        # Without jobs (unit tests, tools), every audience is paged through here at once.
+        self._jobs = jobs
+        self._page = page
         self._max_event_bytes = max_event_bytes
         self._apps = apps
         self._templates = templates
@@ -121,25 +138,45 @@ class Ingest:
             user_ids = [u for u in wanted if u in known]
             for missing in (u for u in wanted if u not in known):
                 result.receipts.append(Receipt.of(event, missing, "suppressed", reason="unknown user"))
-        elif audience.tags:
-            user_ids = await self._directory.ids_with_tags(audience.tags)
-        elif audience.segment:
-            members = await self._directory.segment_members(audience.segment)
-            if members is None:
-                return _dead(
-                    raw,
-                    source,
-                    f"unknown segment {audience.segment!r}",
-                    (event.app, event.event_id),
-                )
-            user_ids = members
         else:
-            user_ids = await self._directory.all_ids()
-        result.deliveries.extend(
-            Delivery(message_id=message_id_for(event.app, event.event_id, u), user_id=u, event=core)
-            for u in user_ids
-        )
+            index = await self._audience_index(audience)
+            if index is None:
+                return _dead(
+                    raw, source, f"unknown segment {audience.segment!r}", (event.app, event.event_id)
+                )
+            total = await self._directory.walk.prepare(index)
+            if self._jobs is not None and total > self._page:
+                # Too many for one page: recorded as a job, expanded by a timer as the flow keeps up.
+                result.broadcast = await self._jobs.create(core, index, lane_of(core), source, total)
+                return result
+            user_ids = await self._all_of(index)
+        result.deliveries.extend(deliveries_for(core, user_ids))
         return result
+
+
+    async def _audience_index(self, audience: Audience) -> AudienceIndex | None:
+        """The sets `audience` selects from; None for a segment that does not exist."""
+        if audience.tags:
+            return AudienceIndex.of_tags(audience.tags)
+        if audience.segment:
+            if not await self._directory.has_segment(audience.segment):
+                return None
+            return AudienceIndex.of_segment(audience.segment)
+        return AudienceIndex.everyone()
+
+    async def _all_of(self, index: AudienceIndex) -> list[str]:
+        ids: list[str] = []
+        while page := await self._directory.walk.page(index, ids[-1] if ids else "", self._page):
+            ids.extend(page)
+        return ids
+
+
+def deliveries_for(event: EventCore, user_ids: list[str]) -> list[Delivery]:
+    """One delivery per user of a page of an audience."""
+    return [
+        Delivery(message_id=message_id_for(event.app, event.event_id, u), user_id=u, event=event)
+        for u in user_ids
+    ]
 
 
 def refuse(raw: bytes, source: str, reason: str) -> IngestResult:

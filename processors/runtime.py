@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from channels.sensitive import SensitiveWords
 from channels.templates import TemplateCatalog
 from metrics.exposition import serve_metrics
 from processors.alert_rules import AlertFile, AlertFileError, load_alerts
+from processors.broadcast import BroadcastExpander
 from processors.content import ContentGuard
 from processors.decide import Decide
 from processors.fallback import FallbackDispatcher
@@ -30,6 +32,7 @@ from rules.loader import load_ruleset
 from rules.watch import RulesWatcher
 from settings import Settings, SwitchboardError
 from state.apps import WORKER_CACHE_SECONDS, AppRegistry
+from state.broadcasts import BroadcastJobs
 from state.caps import FrequencyCaps
 from state.connection import open_redis, outage_of
 from state.consent import ConsentStore
@@ -54,6 +57,9 @@ TOPIC_NAMES = {
     "deliveries": "deliveries",
     "dispatch": "dispatch",
     "receipts": "receipts",
+    "events_urgent": "events.urgent",
+    "deliveries_urgent": "deliveries.urgent",
+    "dispatch_urgent": "dispatch.urgent",
 }
 
 
@@ -89,6 +95,8 @@ def build_flow(settings: Settings) -> Flow:
     engagement = EngagementHistory(redis)
     offline = OfflineKeep(redis)
     available = frozenset(channels)
+    jobs = BroadcastJobs(redis)
+    counters = FlowCounters(redis)
     stages = FlowStages(
         ingest=Ingest(
             directory,
@@ -96,6 +104,8 @@ def build_flow(settings: Settings) -> Flow:
             templates,
             EventDedup(redis, settings.dedup_ttl_seconds),
             max_event_bytes=settings.max_event_bytes,
+            jobs=jobs,
+            page=settings.broadcast_page,
         ),
         decide=Decide(
             directory,
@@ -126,13 +136,22 @@ def build_flow(settings: Settings) -> Flow:
         track=Track(fallback=fallback, engagement=engagement),
         schedule=schedule,
         parked=ParkedDispatches(redis),
-        counters=FlowCounters(redis),
+        counters=counters,
         fallback=fallback,
         fallbacks=FallbackDispatcher(directory, apps, available),
         engine=engine,
         offline=offline,
         directory=directory,
         rules=RulesWatcher(settings.rules, settings.templates, current=ruleset, catalog=templates),
+        broadcasts=BroadcastExpander(
+            jobs,
+            directory.walk,
+            counters,
+            holder=f"{settings.app_id}:{uuid.uuid4().hex}",
+            page=settings.broadcast_page,
+            backlog=settings.broadcast_backlog,
+            lease_seconds=settings.broadcast_lease_seconds,
+        ),
     )
     app, topics = create_app(
         settings.app_id,

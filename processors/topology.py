@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import faust
 
 from metrics import catalog
+from processors.broadcast import BroadcastExpander
 from processors.decide import Decide, DecideResult
 from processors.failures import isolate
 from processors.fallback import FallbackDispatcher
@@ -36,13 +37,14 @@ from processors.intake import (
     raw_of,
     source_of,
 )
+from processors.lanes import GatedStream, LaneGate, LaneStream
 from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
 from processors.stopping import SwitchboardApp
 from processors.track import TRACKED_STATUSES, Track
 from processors.watch import count_ingested
-from records.topics import Delivery, Dispatch
+from records.topics import Delivery, Dispatch, Lane, lane_of
 from records.wire import WireDecoder
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
@@ -94,6 +96,7 @@ class FlowStages:
     offline: OfflineKeep
     directory: UserDirectory
     rules: RulesSource | None = None
+    broadcasts: BroadcastExpander | None = None
 
 
 @dataclass
@@ -104,6 +107,13 @@ class FlowTopics:
     deliveries: faust.TopicT
     dispatch: faust.TopicT
     receipts: faust.TopicT
+    # The urgent lane (records/topics.py `lane_of`): consumed by agents of its own.
+    events_urgent: faust.TopicT
+    deliveries_urgent: faust.TopicT
+    dispatch_urgent: faust.TopicT
+
+    def deliveries_of(self, lane: Lane) -> faust.TopicT:
+        return self.deliveries_urgent if lane == "urgent" else self.deliveries
 
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -159,8 +169,33 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             await app.crash(exc)
             raise
 
+    async def emit_deliveries(lane: Lane, deliveries: Sequence[Delivery], source: str | Sequence[str]) -> int:
+        """The one place deliveries are produced (ingest and broadcasts): keyed by user id, on the
+        lane's topic; `source` names each record's origin for a dead letter (one for all, or one each)."""
+        sources = [source] * len(deliveries) if isinstance(source, str) else source
+        items = list(zip(deliveries, sources, strict=True))
+        produced = await outbox.batches(topics.deliveries_of(lane), items)
+        await stages.counters.add({"deliveries": produced})
+        return produced
+
+    async def emit_by_lane(deliveries: Sequence[tuple[Delivery, str]]) -> None:
+        for lane in ("urgent", "bulk"):
+            mine = [(d, s) for d, s in deliveries if lane_of(d.event) == lane]
+            if mine:
+                await emit_deliveries(lane, [d for d, _ in mine], [s for _, s in mine])
+
+    # The urgent lane takes the turn: bulk batches and broadcast pages wait while it has work.
+    gate = LaneGate()
+
+    def bulk(stream: faust.StreamT[bytes]) -> Any:
+        return GatedStream(stream, gate)
+
     @app.agent(topics.events, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for _ in ingest_lane(bulk(stream)):
+            yield None
+
+    async def ingest_lane(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("ingest"):
             # A batch at a time: events are handled concurrently and their deliveries produced
             # together, so the broker's acknowledgement is awaited once per batch, not per event.
@@ -181,7 +216,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 deliveries = [
                     (d, s) for result, s in zip(results, sources, strict=True) for d in result.deliveries
                 ]
-                await outbox.batches(topics.deliveries, deliveries)
+                await emit_by_lane(deliveries)
                 # A refused event's one receipt is its dead_lettered row, which goes with its letter.
                 await outbox.dead_letters(
                     [(r.dead_letter, r.receipts[0]) for r in results if r.dead_letter is not None]
@@ -199,9 +234,10 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 )
                 await stages.counters.add(
                     {
+                        # Before `events`, so no reader sees the event counted and its job not.
+                        "broadcasts": sum(result.broadcast for result in results),
                         "events": len(batch),
                         "accepted": logged,
-                        "deliveries": len(deliveries),
                         "duplicates": sum(result.duplicate for result in results),
                     }
                 )
@@ -211,6 +247,10 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @app.agent(topics.deliveries, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for _ in decide_lane(bulk(stream), topics.dispatch):
+            yield None
+
+    async def decide_lane(stream: faust.StreamT[bytes], dispatch_topic: faust.TopicT) -> AsyncIterator[None]:
         async with crash_on_error("decide"):
             # Records are batch records (up to 500 deliveries each): a few records make a batch.
             async for batch in acked_batches(stream, RECORDS_PER_BATCH, within=0.05):
@@ -227,7 +267,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                     for result in results:
                         await stages.parked.add_many(result.paced)  # paced: out at their slots, as decided
                         dispatched = await outbox.batches(
-                            topics.dispatch,
+                            dispatch_topic,
                             [(d, origin.get(d.message_id, "decide")) for d in result.dispatches],
                         )
                         await outbox.receipts(result.receipts, "decide")
@@ -245,6 +285,10 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @app.agent(topics.dispatch, name="send")
     async def send(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for _ in send_lane(bulk(stream)):
+            yield None
+
+    async def send_lane(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("send"):
             async for batch in acked_batches(stream, RECORDS_PER_BATCH, within=0.05):
                 records, bad = parse(Dispatch, batch, decoder)
@@ -266,7 +310,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
     @app.agent(topics.receipts, name="track")
     async def track(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with crash_on_error("track"):
-            async for batch in acked_batches(stream, 5000, within=0.5):
+            async for batch in acked_batches(bulk(stream), 5000, within=0.5):
                 records = [(source_of(event), raw_of(event)) for event in batch]
 
                 async def handle(chunk: Sequence[tuple[str, bytes]]) -> int:
@@ -278,6 +322,36 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 await outbox.dead_letters(failed("track", poisoned))
                 await stages.counters.add({"tracked": sum(written)})
                 yield None
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def urgent_lane() -> None:
+        """The urgent lane: the same stages, each on a consumer of its own (processors/lanes.py). The
+        lane of an event's deliveries is the event's, whichever events topic it came on."""
+        bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+        streams = [
+            LaneStream(bootstrap, topic.get_topic_name(), f"{app.conf.id}-{topic.get_topic_name()}", gate)
+            for topic in (topics.events_urgent, topics.deliveries_urgent, topics.dispatch_urgent)
+        ]
+        ingest_urgent, decide_urgent, send_urgent = (cast(Any, stream) for stream in streams)
+        try:
+            for stream in streams:
+                await stream.start()
+            await asyncio.gather(
+                _drain(ingest_lane(ingest_urgent)),
+                _drain(decide_lane(decide_urgent, topics.dispatch_urgent)),
+                _drain(send_lane(send_urgent)),
+            )
+        finally:
+            for stream in streams:
+                await stream.stop()
+
+    @app.timer(0.2, name="expand_broadcasts")  # type: ignore[untyped-decorator]
+    async def expand_broadcasts() -> None:
+        """Broadcast jobs a page at a time (processors/broadcast.py), while the flow keeps up."""
+        if stages.broadcasts is None:
+            return
+        async with crash_on_error("broadcast"):
+            await stages.broadcasts.expand(emit_deliveries, gate.bulk_turn)
 
     @app.timer(1.0, name="release_scheduled")  # type: ignore[untyped-decorator]
     async def release_scheduled() -> None:
@@ -346,3 +420,8 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 def _chunks(items: Sequence[_Item], size: int) -> Iterator[Sequence[_Item]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+async def _drain(stage: AsyncIterator[None]) -> None:
+    async for _ in stage:
+        pass

@@ -3,6 +3,10 @@
 `events` carries `Event`; `deliveries` carries `Delivery` (one per recipient, keyed by user id);
 `dispatch` carries `Dispatch` (one per channel the decision chose); `receipts` carries `Receipt`
 (one per state transition, the row shape of ClickHouse `message_events`).
+
+Priority lanes: `events`, `deliveries` and `dispatch` each have an urgent twin (`events.urgent`,
+`deliveries.urgent`, `dispatch.urgent`) consumed by agents of their own, so verification codes,
+alerts and urgent or high priority messages never queue behind a campaign (`lane_of`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -50,13 +54,24 @@ __all__ = [
     "Dispatch",
     "Event",
     "EventCore",
+    "Lane",
     "Name",
     "Priority",
     "RawAddress",
     "Receipt",
     "Status",
+    "lane_of",
+    "lane_topic",
     "message_id_for",
 ]
+
+Lane = Literal["bulk", "urgent"]
+LANES: tuple[Lane, ...] = ("bulk", "urgent")
+URGENT_CATEGORIES = frozenset({"verification", "alert"})
+URGENT_PRIORITIES = frozenset({"urgent", "high"})
+URGENT_SUFFIX = ".urgent"
+LANED_TOPICS = ("events", "deliveries", "dispatch")
+"""The topics that have an urgent twin named `<topic>.urgent`."""
 
 MAX_DATA_DEPTH = 16
 """How deeply `data` may nest objects and arrays. The API and ingest both validate through `Event`, so
@@ -230,6 +245,18 @@ class Receipt(_Strict):
                 **fields,
             }
         )
+
+
+def lane_of(event: EventCore) -> Lane:
+    """Codes, alerts and urgent or high priority messages take the urgent lane; the rest, bulk."""
+    if event.category in URGENT_CATEGORIES or event.priority in URGENT_PRIORITIES:
+        return "urgent"
+    return "bulk"
+
+
+def lane_topic(topic: str, lane: Lane) -> str:
+    """The lane's topic of a laned topic: `events` stays `events` in bulk, `events.urgent` urgent."""
+    return f"{topic}{URGENT_SUFFIX}" if lane == "urgent" else topic
 
 
 def data_depth(value: object) -> int:

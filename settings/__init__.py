@@ -152,6 +152,19 @@ class Settings(BaseSettings):
     # keep max_event_bytes too.
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="largest body of every other endpoint")
 
+    # Broadcasts (`all`, tags, segments) are expanded by a worker timer a page at a time from a
+    # cursor in Redis; an audience of at most one page is expanded at ingest directly.
+    broadcast_page: int = Field(1000, gt=0, le=100_000, description="recipients per expansion page")
+    broadcast_backlog: int = Field(
+        20_000,
+        gt=0,
+        description="deliveries produced but not yet decided above which expansion waits: bounds the "
+        "broker's backlog, so urgent work and other events never queue behind a whole broadcast",
+    )
+    broadcast_lease_seconds: float = Field(
+        15.0, gt=0, description="how long a job stays with a worker that stopped renewing it (died)"
+    )
+
     @field_validator("kafka", "redis", "clickhouse", "public_url")
     @classmethod
     def _has_scheme(cls, value: str, info: ValidationInfo) -> str:

@@ -34,6 +34,8 @@ Counter = Literal[
     "released",
     "parked",
     "unparked",
+    "broadcasts",
+    "broadcasts_done",
 ]
 
 
@@ -72,6 +74,8 @@ def caught_up(
         and c["sent_done"] == c["dispatched"]
         and counts.get("tracked", 0) >= receipts
         and counts.get("unparked", 0) >= counts.get("parked", 0)
+        # A broadcast still expanding has deliveries to come.
+        and counts.get("broadcasts_done", 0) >= counts.get("broadcasts", 0)
     )
     return flowed and (not analytics or in_clickhouse(counts, extra_receipts))
 

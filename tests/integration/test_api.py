@@ -95,7 +95,8 @@ async def test_accepted_event_is_on_the_events_topic(running: Running) -> None:
     )
     assert answer.status_code == 202, answer.text
     assert answer.json() == {"accepted": True, "event_id": "fee-2026", "app": "bursar"}
-    [(key, value)] = await consume(running.bootstrap, running.events_topic, at_least=1)
+    # Priority high: the urgent lane's events topic.
+    [(key, value)] = await consume(running.bootstrap, f"{running.events_topic}.urgent", at_least=1)
     assert key == b"bursar:fee-2026"
     assert Event.model_validate_json(value) == Event.model_validate(EVENT)
 
@@ -106,7 +107,7 @@ async def test_batch_lands_every_event_and_refusals_land_nothing(running: Runnin
         "/v1/events", json={**EVENT, "event_id": "x", "channels": ["push"]}, headers=headers
     )
     assert refused.status_code == 403 and "push" in refused.json()["detail"]
-    batch = [{**EVENT, "event_id": f"fee-{n}"} for n in range(20)]
+    batch = [{**EVENT, "event_id": f"fee-{n}", "priority": "normal"} for n in range(20)]
     answer = await running.client.post("/v1/events:batch", json=batch, headers=headers)
     assert answer.status_code == 202, answer.text
     records = await consume(running.bootstrap, running.events_topic, at_least=20)

@@ -99,7 +99,7 @@ class FakePublisher:
         if self.down:
             raise PublishError("broker at 127.0.0.1:1 does not answer")
 
-    async def publish_event(self, key: str, value: bytes) -> None:
+    async def publish_event(self, key: str, value: bytes, lane: str = "bulk") -> None:
         if self.down:
             raise PublishError("topic 'events' did not acknowledge the record")
         self.events.append((key, value))
