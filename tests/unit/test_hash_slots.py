@@ -14,7 +14,7 @@ import pytest
 from records.plan import CapLimit, DeliveryPlan, FrequencyCap
 from records.topics import Dispatch, EventCore
 from settings import ROOT
-from state import apps, fallback, inbox, offline, pacing
+from state import apps, broadcasts, fallback, inbox, offline, pacing
 from state.caps import cap_key, script_calls
 from state.keyspace import SHARD_TAGS, SHARDS, shard_of, share, slot, slots, tag
 from state.schedule import schedule_shards
@@ -98,6 +98,12 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
     ("schedule", "_DONE"): lambda _, m: _schedules(m),
     ("apps", "transaction"): lambda u, _: _apps(u),
     ("inbox", "transaction"): lambda u, _: [list(inbox.inbox_keys(u))],
+    # Broadcast jobs are few (one per large audience): they share the `{bc}` slot on purpose.
+    ("broadcasts", "_CREATE"): lambda _, m: [
+        [broadcasts._JOB.format(m), broadcasts._ACTIVE, broadcasts._JOBS]
+    ],
+    ("broadcasts", "_FINISH"): lambda u, m: [[broadcasts._JOB.format(m), broadcasts._ACTIVE]],
+    ("broadcasts", "transaction"): lambda u, m: [[broadcasts._JOB.format(m)]],
 }
 # One key per call: nothing to keep together.
 SINGLE_KEY = {
@@ -106,6 +112,8 @@ SINGLE_KEY = {
     ("provider_messages", "_TAKE"),
     ("watch", "_MOVE"),  # one incident hash per rule and subject
     ("watch", "_NOTIFIED"),
+    ("broadcasts", "_RENEW"),  # one lease key per job
+    ("broadcasts", "_RELEASE"),
 }
 # Reads many people's keys; on a Redis Cluster the same answer is read key by key (ConsentStore).
 SINGLE_REDIS_ONLY = {("consent", "_REFUSED")}
