@@ -235,11 +235,13 @@ def test_retention_is_in_the_schema_and_the_rollup_follows_inserts(clickhouse: C
     assert dict(rows) == {"decided": 2, "sent": 2, "delivered": 2, "failed": 1, "read": 2, "clicked": 1,
                           "converted": 1}  # fmt: skip
 
-    # Older than the raw retention: dropped as it is written, not kept until a merge.
+    # Older than the raw retention: gone once its part is merged. The engine usually drops such rows
+    # as they are written, but not always (seen once in a loaded full run): merge to make sure.
     ancient = receipt(app, 0, "ancient", "sms", "sent").model_copy(
         update={"event_time": datetime.now(UTC) - timedelta(days=31 * 14)}
     )
     ReceiptSink(clickhouse).write([ancient])
+    clickhouse.command("OPTIMIZE TABLE message_events FINAL")
     kept = clickhouse.query(
         "SELECT count() FROM message_events WHERE message_id = {m:String}",
         parameters={"m": ancient.message_id},
