@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from processors.offsets import COMMIT_DEADLINE
 
 log = logging.getLogger("switchboard.flow")
 
@@ -133,10 +135,13 @@ class LaneStream:
         if self._acked:
             acked, self._acked = self._acked, {}
             try:
-                await self._consumer.commit(acked)
-            except CommitFailedError as exc:
-                # The group rebalanced: whoever holds the partitions now gets these records again,
-                # which the stages treat as the redelivery it is.
+                # aiokafka retries a commit the broker answers with a retriable error for ever, and a
+                # broker that lost its topics answers so for good (processors/offsets.py): bounded,
+                # or the lane would never fetch again.
+                await asyncio.wait_for(self._consumer.commit(acked), COMMIT_DEADLINE)
+            except (CommitFailedError, KafkaError, TimeoutError) as exc:
+                # Whoever reads the partitions next gets these records again, which the stages treat
+                # as the redelivery it is.
                 log.warning(
-                    "urgent lane %s: offsets not committed (%s); records will be redelivered", self.topic, exc
+                    "urgent lane %s: offsets not committed (%r); records will be redelivered", self.topic, exc
                 )

@@ -8,19 +8,37 @@ processed, even after a restart. Faust acknowledges some records out of order it
 skips for a stale rebalance generation is acknowledged at once), which is how the first record after
 a restart went missing against the local broker (FIELD-NOTES). The mended version refuses to commit
 while the committed offset itself is unacknowledged; everything else is Faust's code as released.
+
+A commit also gets a deadline (`bounded_commit`). aiokafka retries a commit for as long as the broker
+answers with a retriable error, and `UnknownTopicOrPartitionError` is one: after the local broker lost
+its topics (a restart of its memory storage) it answers every commit of the worker's group so, for
+good. Faust lets one commit run at a time and the others wait for it, the rebalance that follows the
+restart included (it commits before it gives partitions up), so that rebalance never ended and the
+worker never read the topics again. A commit not done within `COMMIT_DEADLINE` seconds is abandoned:
+its records stay uncommitted and are read again after a restart or rebalance, which the stages treat
+as the redeliveries they are.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
 
 _FAUST_VERSION = "0.15.3"  # the release whose `_new_offset` this replaces; pinned in pyproject.toml
 RELEASED_NEW_OFFSET = Consumer._new_offset  # kept so a test can show the defect it mends
+RELEASED_COMMIT = AIOKafkaConsumerThread._commit
+# Under the broker session timeout (6 s): a rebalance's commit gives up before the group moves on.
+COMMIT_DEADLINE = 5.0
+
+log = logging.getLogger("switchboard.flow")
 
 
 def new_offset(consumer: Any, tp: TP) -> int | None:
@@ -50,6 +68,26 @@ def new_offset(consumer: Any, tp: TP) -> int | None:
     return int(batch[-1]) + 1
 
 
+def bounded_commit(
+    commit: Callable[[Any, Mapping[TP, int]], Awaitable[bool]], deadline: float
+) -> Callable[[Any, Mapping[TP, int]], Awaitable[bool]]:
+    """`commit` abandoned after `deadline` seconds as not committed (False), which Faust allows for."""
+
+    async def commit_within(consumer: Any, offsets: Mapping[TP, int]) -> bool:
+        try:
+            return await asyncio.wait_for(commit(consumer, offsets), deadline)
+        except TimeoutError:
+            log.warning(
+                "offsets not committed within %.0f s (%s); their records will be read again after a "
+                "restart or rebalance",
+                deadline,
+                ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in offsets)),
+            )
+            return False
+
+    return commit_within
+
+
 def mend_faust_commits() -> None:
     """Install `new_offset` on Faust's consumer; idempotent. Refuses another Faust release, whose
     consumer this replacement was not read against."""
@@ -60,3 +98,6 @@ def mend_faust_commits() -> None:
             "record, then update or remove the mend"
         )
     Consumer._new_offset = new_offset  # type: ignore[method-assign,assignment]  # the mend itself
+    AIOKafkaConsumerThread._commit = bounded_commit(  # type: ignore[method-assign,assignment]  # the deadline
+        RELEASED_COMMIT, COMMIT_DEADLINE
+    )

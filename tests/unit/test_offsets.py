@@ -1,16 +1,27 @@
-"""The mended commit offset never passes a record that was not acknowledged (processors/offsets.py)."""
+"""The mended commit offset never passes a record that was not acknowledged, and a commit has a deadline
+(processors/offsets.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
+from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from processors.offsets import RELEASED_NEW_OFFSET, mend_faust_commits, new_offset
+from processors.offsets import (
+    RELEASED_COMMIT,
+    RELEASED_NEW_OFFSET,
+    bounded_commit,
+    mend_faust_commits,
+    new_offset,
+)
 
 TOPIC = TP("deliveries", 0)
 
@@ -51,3 +62,33 @@ def test_offsets_that_do_not_exist_count_as_acknowledged() -> None:
 def test_the_mend_is_installed_on_faust() -> None:
     mend_faust_commits()
     assert Consumer._new_offset is new_offset
+
+
+async def test_a_commit_the_broker_never_takes_is_abandoned_as_not_committed() -> None:
+    # aiokafka retries UnknownTopicOrPartitionError for ever; a broker that lost its topics answers it
+    # for good, and Faust's rebalance waits for the commit in progress.
+    calls: list[dict[TP, int]] = []
+
+    async def never_done(_consumer: Any, offsets: Mapping[TP, int]) -> bool:
+        calls.append(dict(offsets))
+        await asyncio.sleep(3600)
+        return True
+
+    started = time.monotonic()
+    assert await bounded_commit(never_done, 0.2)(object(), {TOPIC: 7}) is False
+    assert time.monotonic() - started < 2
+    assert calls == [{TOPIC: 7}]
+
+
+async def test_a_commit_within_its_deadline_answers_as_it_did() -> None:
+    async def done(_consumer: Any, offsets: Mapping[TP, int]) -> bool:
+        return offsets[TOPIC] == 7
+
+    assert await bounded_commit(done, 5)(object(), {TOPIC: 7}) is True
+    assert await bounded_commit(done, 5)(object(), {TOPIC: 8}) is False
+
+
+def test_the_mend_bounds_faust_s_aiokafka_commits() -> None:
+    mend_faust_commits()
+    assert AIOKafkaConsumerThread._commit is not RELEASED_COMMIT
+    assert AIOKafkaConsumerThread._commit.__name__ == "commit_within"
