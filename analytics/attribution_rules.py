@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from records.vocabulary import Name
-from settings.yaml_files import duplicate_keys
+from settings.yaml_files import FileProblems, LocatedProblem, duplicate_keys
 
 Model = Literal["last_touch", "first_touch"]
 Touch = Literal["clicked", "read", "opened", "delivered"]
@@ -107,25 +107,12 @@ class AttributionFile(_Strict):
     types: dict[Name, TypeRule] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class AttributionError:
+class AttributionError(LocatedProblem):
     """One problem in the attribution file, at a 1-based line and column."""
 
-    file: str
-    line: int
-    column: int
-    message: str
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
-
-
-class AttributionFileError(ValueError):
+class AttributionFileError(FileProblems):
     """The attribution file does not load; every problem in it, one per line."""
-
-    def __init__(self, errors: Sequence[AttributionError]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(str(e) for e in self.errors))
 
 
 @dataclass(frozen=True)
@@ -150,7 +137,7 @@ class AttributionRules:
         return cls(default=loaded.default, types=dict(loaded.types))
 
 
-def check_attribution(path: str | Path) -> list[AttributionError]:
+def check_attribution(path: str | Path) -> list[LocatedProblem]:
     """Every problem in the attribution file (empty when it loads)."""
     try:
         _load(Path(path))

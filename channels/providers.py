@@ -34,7 +34,7 @@ from channels.base import Channel, ChannelDeps, ProviderOptions
 from channels.failover import Rate
 from channels.kinds import KINDS, KindUnavailable, adapter_for
 from records.topics import ChannelName
-from settings.yaml_files import duplicate_keys
+from settings.yaml_files import FileProblems, LocatedProblem, duplicate_keys
 
 ProviderName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
@@ -109,25 +109,12 @@ class ProviderSpec:
         }
 
 
-@dataclass(frozen=True)
-class ProviderError:
+class ProviderError(LocatedProblem):
     """One problem in the providers file, at a 1-based line and column."""
 
-    file: str
-    line: int
-    column: int
-    message: str
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
-
-
-class ProvidersFileError(Exception):
+class ProvidersFileError(FileProblems):
     """A providers file that cannot be loaded; `errors` holds every problem found."""
-
-    def __init__(self, errors: Sequence[ProviderError]) -> None:
-        super().__init__("\n".join(str(error) for error in errors))
-        self.errors = list(errors)
 
 
 def load_providers(

@@ -28,7 +28,6 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from records.topics import Audience
 from records.vocabulary import ChannelName, Name
-from settings.yaml_files import duplicate_keys
+from settings.yaml_files import FileProblems, LocatedProblem, duplicate_keys
 
 SHORTEST_WINDOW = 10.0  # the time buckets of state.watch
 LONGEST_WINDOW = 3600.0
@@ -146,25 +145,12 @@ class AlertFile(_Strict):
         return self
 
 
-@dataclass(frozen=True)
-class AlertError:
+class AlertError(LocatedProblem):
     """One problem in the alert file, at a 1-based line and column."""
 
-    file: str
-    line: int
-    column: int
-    message: str
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
-
-
-class AlertFileError(ValueError):
+class AlertFileError(FileProblems):
     """The alert file does not load; every problem in it, one per line."""
-
-    def __init__(self, errors: Sequence[AlertError]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(str(e) for e in self.errors))
 
 
 def load_alerts(path: str | Path) -> AlertFile:
@@ -204,7 +190,7 @@ def load_alerts(path: str | Path) -> AlertFile:
     raise AlertFileError(sorted(set(errors), key=lambda e: (e.line, e.column, e.message)))
 
 
-def check_alerts(path: str | Path) -> list[AlertError]:
+def check_alerts(path: str | Path) -> list[LocatedProblem]:
     """Every problem in the alert file (empty when it loads)."""
     try:
         load_alerts(path)
