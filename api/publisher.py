@@ -8,6 +8,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from records.audit import AuditRecord
 from records.conversions import Conversion
 from records.topics import Lane, Receipt, lane_topic
 from state.flow_counters import FlowCounters
@@ -36,6 +37,9 @@ class Publisher(Protocol):
 
     async def publish_conversion(self, conversion: Conversion) -> None: ...
 
+    async def publish_audit(self, record: AuditRecord) -> None:
+        """Publish an audit record on `audit`; an action is reported done only once this returns."""
+
 
 class KafkaPublisher:
     """A Publisher on aiokafka: acks from all in-sync replicas before a send returns."""
@@ -48,11 +52,13 @@ class KafkaPublisher:
         check_timeout: float = 3.0,
         counters: FlowCounters | None = None,
         conversions_topic: str = "conversions",
+        audit_topic: str = "audit",
     ) -> None:
         self.bootstrap = bootstrap_servers(kafka_url)
         self.events_topic = events_topic
         self.receipts_topic = receipts_topic
         self.conversions_topic = conversions_topic
+        self.audit_topic = audit_topic
         # Receipts the API adds (reads, clicks, provider reports) count like the stages' own, so
         # "caught up" means they are in ClickHouse too.
         self._counters = counters
@@ -97,6 +103,10 @@ class KafkaPublisher:
     async def publish_conversion(self, conversion: Conversion) -> None:
         # Keyed by user id (the topic's contract), so one person's conversions stay in order.
         await self._send(self.conversions_topic, conversion.user_id, conversion.model_dump_json().encode())
+
+    async def publish_audit(self, record: AuditRecord) -> None:
+        # Keyed by actor, so one operator's actions stay in order on one partition.
+        await self._send(self.audit_topic, record.actor, record.model_dump_json().encode())
 
     async def _send(self, topic: str, key: str, value: bytes) -> None:
         producer = self._running()

@@ -58,6 +58,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
             events_topic=settings.topic("events"),
             receipts_topic=settings.topic("receipts"),
             conversions_topic=settings.topic("conversions"),
+            audit_topic=settings.topic("audit"),
             counters=FlowCounters(redis),
         ),
         redis=redis,

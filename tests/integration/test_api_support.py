@@ -15,6 +15,7 @@ from api import ApiDeps, PublishError, create_api
 from channels.base import Channel
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
+from records.audit import AuditRecord
 from records.conversions import Conversion
 from records.plan import DeliveryPlan
 from records.topics import Dispatch, EventCore, Receipt
@@ -34,6 +35,7 @@ class RecordingPublisher:
     """Keeps acknowledged receipts; `down` makes it refuse like a broker that does not answer."""
 
     receipts: list[Receipt] = field(default_factory=list)
+    audits: list[AuditRecord] = field(default_factory=list)
     down: bool = False
 
     async def start(self) -> None:
@@ -56,6 +58,11 @@ class RecordingPublisher:
 
     async def publish_conversion(self, conversion: Conversion) -> None:
         raise AssertionError("no conversions in these tests")
+
+    async def publish_audit(self, record: AuditRecord) -> None:
+        if self.down:
+            raise PublishError("topic 'audit' did not acknowledge the record")
+        self.audits.append(record)
 
 
 @dataclass

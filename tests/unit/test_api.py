@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from api import ApiDeps, PublishError, create_api
 from api.deps import BodyLimits
 from channels.templates import TemplateCatalog
+from records.audit import AuditRecord
 from records.conversions import Conversion
 from records.topics import MAX_DATA_DEPTH, Event, Receipt
 from settings import ROOT, Settings
@@ -85,6 +86,7 @@ class FakePublisher:
     def __init__(self) -> None:
         self.events: list[tuple[str, bytes]] = []
         self.receipts: list[Receipt] = []
+        self.audits: list[AuditRecord] = []
         self.conversions: list[Conversion] = []
         self.down = False
         self.started = self.stopped = False
@@ -113,6 +115,11 @@ class FakePublisher:
         if self.down:
             raise PublishError("topic 'conversions' did not acknowledge the record")
         self.conversions.append(conversion)
+
+    async def publish_audit(self, record: AuditRecord) -> None:
+        if self.down:
+            raise PublishError("topic 'audit' did not acknowledge the record")
+        self.audits.append(record)
 
 
 class FakeSegments:
