@@ -70,6 +70,11 @@ class ReachRow:
     dead_lettered: int = 0
     expired: int = 0
     held_out: int = 0
+    pending_approval: int = 0
+    approved: int = 0
+    rejected: int = 0
+    over_budget: int = 0
+    erased: int = 0
 
     @classmethod
     def from_counts(cls, channel: str, counts: Mapping[str, int]) -> ReachRow:

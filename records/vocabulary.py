@@ -27,6 +27,11 @@ Status = Literal[
     "dead_lettered",
     "expired",
     "held_out",
+    "pending_approval",
+    "approved",
+    "rejected",
+    "over_budget",
+    "erased",
 ]
 STATUSES: tuple[Status, ...] = get_args(Status)
 
