@@ -23,6 +23,7 @@ from aiokafka.errors import CommitFailedError
 from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
+from analytics import erasure
 from analytics.attribution import TokenVerifier, attribute
 from analytics.attribution_rules import AttributionRules
 from analytics.event_log import EventLog
@@ -30,11 +31,12 @@ from analytics.sink import ReceiptSink, ReceiptsRecord, SinkError, unreadable
 from metrics import catalog
 from records.accepted import AcceptedEvent
 from records.conversions import Conversion
+from records.erasure import ErasureRequest
 from records.topics import Receipt
 
 log = logging.getLogger("switchboard.analytics")
 
-Kind = Literal["receipts", "accepted", "conversions"]
+Kind = Literal["receipts", "accepted", "conversions", "erasures"]
 Progress = Callable[[Mapping[str, int]], Awaitable[None]]
 """Told after each batch is durable: `rows` of receipts, `logged` accepted events and `conversions`
 read from their topic (attributed or not) written."""
@@ -52,6 +54,7 @@ class Writers(Protocol):
     def receipts(self, records: Sequence[ReceiptsRecord]) -> int: ...
     def accepted(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]: ...
     def conversions(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]: ...
+    def erasures(self, records: Sequence[ReceiptsRecord]) -> int: ...
 
 
 @dataclass
@@ -110,6 +113,29 @@ class ClickHouseWriters:
                     bad.append(refused(source, value, f"attribution failed: {type(one).__name__}: {one}"))
         return len(readable), self.sink.write(bad)
 
+    def erasures(self, records: Sequence[ReceiptsRecord]) -> int:
+        """Apply each erasure request (analytics/erasure.py); one that does not read is logged without
+        its content (it names a person) and skipped; rows still naming the person are logged by count."""
+        applied = 0
+        for source, value in records:
+            try:
+                request = ErasureRequest.model_validate_json(value)
+            except ValidationError as exc:
+                log.error("unreadable erasure request at %s: %d errors", source, exc.error_count())
+                continue
+            try:
+                left = {table: n for table, n in erasure.apply(self.client, request).items() if n}
+            except Exception as exc:
+                if _retryable(exc):
+                    raise
+                # Logged by request id (never the person): asking again applies it again.
+                log.exception("applying erasure %s failed: %s", request.request_id, type(exc).__name__)
+                continue
+            if left:
+                log.error("erasure %s left rows naming the person: %s", request.request_id, left)
+            applied += 1
+        return applied
+
     def _attribute(self, conversions: Sequence[Conversion]) -> int:
         return attribute(self.client, conversions, self.attribution, tokens=self.tokens) if conversions else 0
 
@@ -125,7 +151,7 @@ class Batch:
     """What was read since the last write, by kind, and the next offset of each partition."""
 
     records: dict[Kind, list[ReceiptsRecord]] = field(
-        default_factory=lambda: {"receipts": [], "accepted": [], "conversions": []}
+        default_factory=lambda: {"receipts": [], "accepted": [], "conversions": [], "erasures": []}
     )
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     size: int = 0
@@ -210,6 +236,10 @@ class AnalyticsService:
                     if batch.records["conversions"]
                     else (0, 0)
                 )
+                # After the batch's receipts: a row written with the person's id in the same batch
+                # is anonymised with the others.
+                if batch.records["erasures"]:
+                    await asyncio.to_thread(self._writers.erasures, batch.records["erasures"])
                 break
             except Exception as exc:  # the batch is kept and retried; its offsets stay uncommitted
                 if not _retryable(exc):
