@@ -601,6 +601,111 @@ def _parts() -> LocalParts:
     return LocalParts.from_settings(Settings())
 
 
+people_cli = typer.Typer(no_args_is_help=True, help="Data rights: export or erase one person's data.")
+cli.add_typer(people_cli, name="people")
+_UserId = Annotated[str, typer.Argument(help="the person's user id")]
+
+
+def _with_rights(action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one data-rights action (api/person_rights.py) with Redis, the broker and ClickHouse."""
+    from api.analytics_reader import LazyReader
+    from api.person_rights import data_rights_of
+    from api.publisher import KafkaPublisher
+    from state.connection import open_redis
+
+    settings = Settings()
+    require_redis(settings.redis)
+    require_kafka(settings.kafka)
+    reader = LazyReader(lambda: _analytics_reader(settings))
+    publisher = KafkaPublisher(
+        settings.kafka,
+        events_topic=settings.topic("events"),
+        receipts_topic=settings.topic("receipts"),
+        audit_topic=settings.topic("audit"),
+        erasures_topic=settings.topic("erasures"),
+    )
+
+    async def run() -> T:
+        redis = open_redis(settings.redis)
+        await publisher.start()
+        try:
+            return await action(data_rights_of(settings, redis, publisher, reader))
+        finally:
+            await publisher.stop()
+            await redis.aclose()
+
+    try:
+        return asyncio.run(run())
+    except _reader_errors() as exc:
+        raise SwitchboardError(getattr(exc, "reason", str(exc))) from None
+
+
+def _cli_actor() -> Any:
+    import getpass
+
+    from api.person_rights import Actor
+
+    return Actor(f"cli:{getpass.getuser()}", "operator", "cli")
+
+
+@people_cli.command("export")
+def people_export(
+    user_id: _UserId,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="write here (default: stdout)")
+    ] = None,
+    history_limit: Annotated[int, typer.Option(min=1, max=100_000, help="rows per history table")] = 10_000,
+    history_offset: Annotated[int, typer.Option(min=0, help="skip this many history rows")] = 0,
+) -> None:
+    """Everything held about USER_ID as one JSON document (format switchboard.person/1); audited."""
+    document = _with_rights(
+        lambda rights: rights.export(user_id, _cli_actor(), history_limit, history_offset)
+    )
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    if output is None:
+        print(text)
+        return
+    try:
+        output.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise SwitchboardError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
+    more = document["history"]["more"]
+    typer.echo(f"wrote {output}" + (f"; history truncated for {', '.join(more)}" if more else ""))
+
+
+@people_cli.command("erase")
+def people_erase(
+    user_id: _UserId,
+    reason: Annotated[str, typer.Option(help="why (kept in the audit log; the id itself is blanked)")],
+    mode: Annotated[
+        Literal["anonymise", "delete"], typer.Option(help="anonymise rows (counts stay) or delete them")
+    ] = "anonymise",
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Erase USER_ID: Redis cleared (refusals kept under address hashes), ClickHouse rows anonymised."""
+    if len(reason.strip()) < 3:
+        raise SwitchboardError("--reason: say why, at least 3 characters (kept in the audit log)")
+    if not yes and not typer.confirm(f"erase everything held about {user_id} ({mode})?", default=False):
+        raise SwitchboardError("not erased: not confirmed (pass --yes to skip the question)")
+    done = _with_rights(lambda rights: rights.erase(user_id, _cli_actor(), reason, mode))
+    removed = ", ".join(f"{n} {what}" for what, n in sorted(done["removed"].items())) or "nothing left"
+    typer.echo(
+        f"erased {user_id} as {done['pseudonym']}: Redis {removed}; kept {done['kept_refusals']} refusals"
+    )
+    typer.echo(f"ClickHouse: {done['clickhouse']} (request {done['request_id']})")
+    for key in done["unknown_keys"]:
+        typer.echo(f"warning: left key {key}: named by the person, no eraser knows it", err=True)
+
+
+@people_cli.command("pseudonym")
+def people_pseudonym(user_id: _UserId) -> None:
+    """The pseudonym USER_ID is recorded under once erased (and in data-rights audit records)."""
+    from api.person_rights import pseudonym_key
+    from records.erasure import pseudonym
+
+    typer.echo(pseudonym(pseudonym_key(Settings().signing_secret().get_secret_value()), user_id))
+
+
 def main() -> None:
     """The `switchboard` console command."""
     sys.exit(cli())

@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaError
 
 from records.audit import AuditRecord
 from records.conversions import Conversion
+from records.erasure import ErasureRequest
 from records.topics import Lane, Receipt, lane_topic
 from state.flow_counters import FlowCounters
 
@@ -53,12 +54,14 @@ class KafkaPublisher:
         counters: FlowCounters | None = None,
         conversions_topic: str = "conversions",
         audit_topic: str = "audit",
+        erasures_topic: str = "erasures",
     ) -> None:
         self.bootstrap = bootstrap_servers(kafka_url)
         self.events_topic = events_topic
         self.receipts_topic = receipts_topic
         self.conversions_topic = conversions_topic
         self.audit_topic = audit_topic
+        self.erasures_topic = erasures_topic
         # Receipts the API adds (reads, clicks, provider reports) count like the stages' own, so
         # "caught up" means they are in ClickHouse too.
         self._counters = counters
@@ -107,6 +110,10 @@ class KafkaPublisher:
     async def publish_audit(self, record: AuditRecord) -> None:
         # Keyed by actor, so one operator's actions stay in order on one partition.
         await self._send(self.audit_topic, record.actor, record.model_dump_json().encode())
+
+    async def publish_erasure(self, request: ErasureRequest) -> None:
+        # Keyed by the pseudonym, never the person: record keys show in every tool that reads a topic.
+        await self._send(self.erasures_topic, request.pseudonym, request.model_dump_json().encode())
 
     async def _send(self, topic: str, key: str, value: bytes) -> None:
         producer = self._running()
