@@ -128,7 +128,7 @@ class PersonState:
         removed["keys"] += int(existing) + len(found.caps)
         removed["memberships"] += len(found.sets) + len(found.indexes)
         removed.update(await self._erase_swept(found, [user_id, *needles]))
-        return {"removed": dict(removed), "kept": kept, "unknown": found.unknown}
+        return {"removed": dict(+removed), "kept": kept, "unknown": found.unknown}
 
     async def _keep_refusals(self, user_id: str, addresses: list[tuple[ChannelName, str]]) -> int:
         """Copy the person's refusals (theirs and their plain addresses' blacklist entries) onto each
