@@ -17,6 +17,7 @@ from api.body_limit import BodyLimit
 from api.callbacks import callbacks_router
 from api.consent import consent_router
 from api.conversions import conversions_router
+from api.data_rights import data_rights_router
 from api.deps import ApiDeps
 from api.events import events_router
 from api.inbox import inbox_router
@@ -46,6 +47,7 @@ _TAGS = [
     {"name": "callbacks", "description": "Delivery-status callbacks from providers, verified per provider."},
     {"name": "reports", "description": "The calling app's funnel and message traces (its messages only)."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
+    {"name": "people", "description": "Data rights: export or erase everything held about one person."},
 ]
 
 
@@ -93,6 +95,8 @@ def create_api(
         api.include_router(callbacks_router(deps, providers or {}, deps.provider_messages))
     if deps.analytics is not None:
         api.include_router(reports_router(deps, deps.analytics))
+    if deps.data_rights is not None:
+        api.include_router(data_rights_router(deps, deps.data_rights))
 
     @api.exception_handler(PublishError)
     async def not_acknowledged(_: Request, exc: PublishError) -> JSONResponse:
@@ -132,6 +136,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "consent": deps.consent,
         "callbacks": deps.provider_messages,
         "reports": deps.analytics,
+        "people": deps.data_rights,
     }
     always = {"events", "conversions", "inbox", "health"}
     return always | {name for name, part in optional.items() if part is not None}

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from api.access import Access, AppKeys
 from api.analytics_reader import LazyReader
+from api.person_rights import DataRights
 from api.publisher import Publisher
 from api.trace import Tracer
 from channels.links import LinkSigner
@@ -99,6 +100,7 @@ class ApiDeps:
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
+    data_rights: DataRights | None = None
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.

@@ -14,6 +14,7 @@ from api.access import Access
 from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.deps import Analytics, ApiDeps, BodyLimits
+from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher
 from api.trace import Tracer
 from channels.base import Channel
@@ -55,17 +56,19 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
     # Opened by the first report, never at start-up: the API starts while the analytics service does not run.
     reader = LazyReader(lambda: open_reader(settings))
     apps = AppRegistry(redis)
+    publisher = KafkaPublisher(
+        settings.kafka,
+        events_topic=settings.topic("events"),
+        receipts_topic=settings.topic("receipts"),
+        conversions_topic=settings.topic("conversions"),
+        audit_topic=settings.topic("audit"),
+        erasures_topic=settings.topic("erasures"),
+        counters=FlowCounters(redis),
+    )
     return ApiDeps(
         apps=apps,
         inbox=Inbox(redis, max_per_user=settings.inbox_max_per_user),
-        publisher=KafkaPublisher(
-            settings.kafka,
-            events_topic=settings.topic("events"),
-            receipts_topic=settings.topic("receipts"),
-            conversions_topic=settings.topic("conversions"),
-            audit_topic=settings.topic("audit"),
-            counters=FlowCounters(redis),
-        ),
+        publisher=publisher,
         redis=redis,
         # The catalog the worker loads, so an event it could not render is refused here already.
         templates=templates if templates is not None else TemplateCatalog(settings.templates),
@@ -76,6 +79,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=build_access(settings, redis, apps),
+        data_rights=data_rights_of(settings, redis, publisher, reader),
     )
 
 

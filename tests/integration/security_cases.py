@@ -115,4 +115,10 @@ CASES: list[EndpointCase] = [
                  body={"subject": MATRIX_USER, "reason": "matrix"}, app="*"),
     EndpointCase("DELETE", f"/v1/consent/blacklist?subject={MATRIX_USER}", "people:manage", app="*",
                  route="/v1/consent/blacklist"),
+    # --- data rights: a person's whole data, over every app (global permissions) --------------------
+    EndpointCase("GET", f"/v1/people/{MATRIX_USER}/export", "data_rights:export", app="*",
+                 route="/v1/people/{user_id}/export"),
+    EndpointCase("POST", f"/v1/people/{MATRIX_USER}/erase", "data_rights:erase", app="*",
+                 body={"reason": "security matrix request", "mode": "anonymise"},
+                 route="/v1/people/{user_id}/erase"),
 ]
