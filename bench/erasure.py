@@ -111,8 +111,10 @@ def fill_clickhouse(folder: Path, people: int, rows: int) -> None:
     apply_migrations(client)
     client.command(
         "INSERT INTO message_events (event_time, message_id, event_id, app, user_id, channel, status, cost) "
-        f"SELECT now64(3) - number, toString(number), 'e', 'bursar', concat('u', toString(number % {people})), "
-        f"'email', if(number % 2 = 0, 'sent', 'delivered'), 0.01 FROM numbers({rows})"
+        "SELECT now64(3) - number, toString(number), 'e', 'bursar', "
+        "concat('u', toString(number % {people:UInt32})), 'email', "
+        "if(number % 2 = 0, 'sent', 'delivered'), 0.01 FROM numbers({rows:UInt64})",
+        {"people": people, "rows": rows},
     )
     request = ErasureRequest(
         user_id="u7",
