@@ -21,7 +21,8 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from records.topics import ChannelName, address_user_id
-from state.consent import BLACKLIST_KEY, CONSENT_KEY, ConsentStore
+from records.vocabulary import CATEGORIES, CHANNELS
+from state.consent import ANY, BLACKLIST_KEY, CONSENT_KEY, ConsentStore
 from state.engagement import ACTIVE_KEY, HISTORY_KEY
 from state.fallback import chain_shard
 from state.inbox import Inbox, inbox_keys
@@ -151,8 +152,9 @@ class PersonState:
                     pipe.hsetnx(BLACKLIST_KEY, subject, json.dumps({"reason": KEPT_REASON, "at": at}))
                     kept += 1
                 for scope, value in scopes.items():
-                    pipe.hsetnx(CONSENT_KEY.format(subject), _text(scope), value)
-                    kept += 1
+                    if _is_refusal(_text(scope)):
+                        pipe.hsetnx(CONSENT_KEY.format(subject), _text(scope), value)
+                        kept += 1
             await pipe.execute()
         return kept
 
@@ -229,6 +231,13 @@ class PersonState:
             KeptDelivery.model_validate_json(body).model_dump(mode="json") | {"message_id": _text(message)}
             for message, body in sorted(kept.items())
         ]
+
+
+def _is_refusal(field: str) -> bool:
+    """A `category|channel` refusal field; anything else a later version keeps beside them (an opt-in,
+    say) is a permission of the person's, not a refusal to honour, and goes with them."""
+    category, bar, channel = field.partition("|")
+    return bool(bar) and category in (ANY, *CATEGORIES) and channel in (ANY, *CHANNELS)
 
 
 def _held(body: dict[str, Any], ident: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from records.plan import CapLimit, DeliveryPlan, FallbackStep, FrequencyCap
 from records.topics import Delivery, Dispatch, EventCore, address_user_id
 from state.caps import FrequencyCaps
 from state.connection import is_cluster
-from state.consent import ConsentQuery, ConsentStore
+from state.consent import CONSENT_KEY, ConsentQuery, ConsentStore
 from state.data_rights import KEPT_REASON, PersonState
 from state.engagement import EngagementHistory
 from state.fallback import FallbackSchedule
@@ -204,3 +204,16 @@ async def test_a_key_named_by_the_person_that_no_eraser_knows_is_reported_not_mi
     await redis.set("sb:somebody-new:{alice}:thing", "1")  # a store added after the inventory
     outcome = await PersonState(redis).erase("alice")
     assert outcome["unknown"] == ["sb:somebody-new:{alice}:thing"]
+
+
+async def test_only_refusals_are_kept_under_the_address_not_other_consent_fields(redis: Redis) -> None:
+    await UserDirectory(redis).upsert([ALICE])
+    consent = ConsentStore(redis)
+    await consent.unsubscribe("alice", channel="sms", source="reply STOP")
+    # A field of another kind beside the refusals (an opt-in, as a later version may keep there).
+    await redis.hset(CONSENT_KEY.format("alice"), "opt-in:marketing", '{"source": "signup form"}')
+    outcome = await PersonState(redis).erase("alice")
+    assert outcome["kept"] == 2  # the sms refusal under each of her two addresses' hashes
+    for channel, address in (("email", ALICE_EMAIL), ("sms", ALICE_PHONE)):
+        kept = await redis.hgetall(CONSENT_KEY.format(address_user_id(channel, address)))  # type: ignore[arg-type]
+        assert list(kept) == [b"*|sms"]
