@@ -46,6 +46,7 @@ read from their topic (attributed or not) written."""
 BATCH_BYTES = 64 * 1024 * 1024
 BATCH_WAIT = 0.5  # seconds a batch may wait to fill: how stale ClickHouse may be
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)  # then every 5 s
+ERASE_AGAIN_AFTER = 300.0  # seconds: longer than a message stays in flight in a flow that keeps up
 
 
 class Writers(Protocol):
@@ -64,15 +65,19 @@ class ClickHouseWriters:
     client: Client
     attribution: AttributionRules = field(default_factory=AttributionRules)
     tokens: TokenVerifier | None = None
+    erase_again_after: float = ERASE_AGAIN_AFTER
     sink: ReceiptSink = field(init=False)
     event_log: EventLog = field(init=False)
+    _again: list[tuple[float, ErasureRequest]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.sink = ReceiptSink(self.client)
         self.event_log = EventLog(self.client)
 
     def receipts(self, records: Sequence[ReceiptsRecord]) -> int:
-        return catalog.timed_insert("message_events", lambda: self.sink.write_records(records))
+        written = catalog.timed_insert("message_events", lambda: self.sink.write_records(records))
+        self._erase_again()
+        return written
 
     def accepted(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]:
         """(events logged, dead_lettered rows for records that are not accepted events)."""
@@ -124,17 +129,35 @@ class ClickHouseWriters:
                 log.error("unreadable erasure request at %s: %d errors", source, exc.error_count())
                 continue
             try:
-                left = {table: n for table, n in erasure.apply(self.client, request).items() if n}
+                self._apply(request)
             except Exception as exc:
                 if _retryable(exc):
                     raise
                 # Logged by request id (never the person): asking again applies it again.
                 log.exception("applying erasure %s failed: %s", request.request_id, type(exc).__name__)
                 continue
-            if left:
-                log.error("erasure %s left rows naming the person: %s", request.request_id, left)
+            # Rows of messages that were in flight when the person was erased arrive after this:
+            # applied once more a while later (held in memory only; lost if the service restarts).
+            self._again.append((time.monotonic() + self.erase_again_after, request))
             applied += 1
         return applied
+
+    def _apply(self, request: ErasureRequest) -> None:
+        left = {table: n for table, n in erasure.apply(self.client, request).items() if n}
+        if left:
+            log.error("erasure %s left rows naming the person: %s", request.request_id, left)
+
+    def _erase_again(self) -> None:
+        now = time.monotonic()
+        while self._again and self._again[0][0] <= now:
+            request = self._again[0][1]
+            try:
+                self._apply(request)
+            except Exception as exc:
+                if _retryable(exc):
+                    raise  # the batch is written again, the request still held
+                log.exception("applying erasure %s again failed: %s", request.request_id, type(exc).__name__)
+            self._again.pop(0)
 
     def _attribute(self, conversions: Sequence[Conversion]) -> int:
         return attribute(self.client, conversions, self.attribution, tokens=self.tokens) if conversions else 0

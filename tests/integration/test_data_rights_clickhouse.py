@@ -16,6 +16,7 @@ from analytics import erasure
 from analytics.attribution import attribute
 from analytics.attribution_rules import AttributionRules
 from analytics.event_log import EventLog
+from analytics.service import ClickHouseWriters
 from analytics.sink import ReceiptSink
 from records.conversions import Conversion
 from records.erasure import ErasedAddress, ErasureMode, ErasureRequest, pseudonym
@@ -196,3 +197,24 @@ def test_erasure_leaves_no_row_naming_the_person(clickhouse: Client, mode: Erasu
     assert [ids["bo"] in row["audience"] for row in bo_after.event_log] == [True]
     # Applied again (a redelivered request): nothing more to do, the same answer.
     assert erasure.apply(clickhouse, request) == left
+
+
+@pytest.mark.parametrize("again_after", [0.0, 3600.0])
+def test_rows_of_messages_in_flight_are_anonymised_when_the_service_applies_the_erasure_again(
+    clickhouse: Client, again_after: float
+) -> None:
+    ids = people(uuid.uuid4().hex[:10])
+    request = request_for(ids, "anonymise")
+    writers = ClickHouseWriters(clickhouse, erase_again_after=again_after)
+    assert writers.erasures([("erasures:0:1", request.model_dump_json().encode())]) == 1
+    # A receipt of a message that was in flight when she was erased reaches the service afterwards.
+    late = Receipt(
+        message_id=f"{ids['alice']}-late",
+        app=ids["app"],
+        user_id=ids["alice"],
+        status="suppressed",
+        reason="unknown user",
+    )
+    writers.receipts([("receipts:0:9", late.model_dump_json().encode())])
+    left = clickhouse_mentions(clickhouse, [ids["alice"]])
+    assert left == ({} if again_after == 0.0 else {"message_events.user_id": 1})
