@@ -19,6 +19,7 @@ from rules.cli import rules_cli
 from settings import Settings, SwitchboardError, redact_url
 
 if TYPE_CHECKING:
+    from api.person_rights import Actor, DataRights
     from localparts.supervisor import LocalParts
     from state.apps import AppRegistry
 
@@ -606,7 +607,7 @@ cli.add_typer(people_cli, name="people")
 _UserId = Annotated[str, typer.Argument(help="the person's user id")]
 
 
-def _with_rights(action: Callable[[Any], Awaitable[T]]) -> T:
+def _with_rights(action: Callable[[DataRights], Awaitable[T]]) -> T:
     """Run one data-rights action (api/person_rights.py) with Redis, the broker and ClickHouse."""
     from api.analytics_reader import LazyReader
     from api.person_rights import data_rights_of
@@ -640,7 +641,7 @@ def _with_rights(action: Callable[[Any], Awaitable[T]]) -> T:
         raise SwitchboardError(getattr(exc, "reason", str(exc))) from None
 
 
-def _cli_actor() -> Any:
+def _cli_actor() -> Actor:
     import getpass
 
     from api.person_rights import Actor
