@@ -116,7 +116,7 @@ def sessions_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
 
     @router.delete("/current", status_code=status.HTTP_204_NO_CONTENT, summary="Log out",
                    responses={401: {"model": Problem, "description": "Missing or invalid credentials"},
-                              403: {"model": Problem, "description": "Not a session"}})
+                              400: {"model": Problem, "description": "Not a session"}})
     async def logout(
         request: Request,
         principal: Annotated[Principal, Depends(access.authenticated())],
@@ -124,7 +124,9 @@ def sessions_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
     ) -> None:
         token = bearer.credentials if bearer is not None else ""
         if not token.startswith(SESSION_PREFIX):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "only a session logs out; revoke a token instead")
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, "only a session logs out; revoke a personal token instead"
+            )
         await operators.end_session(token)
         await deps.publisher.publish_audit(audit_record(
             request, principal, "operator.logout", target_kind="operator", target=principal.name

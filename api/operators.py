@@ -117,9 +117,11 @@ def operators_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
         """With the old password; ends every session (log in again)."""
         name = _operator_only(principal)
         if await operators.verify_password(name, body.old_password) is None:
+            if access.failures is not None:  # a stolen session must not become a password oracle
+                await access.failures.operator_failed(name)
             await audited(request, principal, "operator.password_change", name, outcome="denied",
                           reason="old password wrong")
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "the old password is not right")
+            raise invalid(("body", "old_password"), "is not your current password", "wrong_password")
         await _store(operators.set_password(name, body.new_password), ("body", "new_password"))
         await audited(request, principal, "operator.password_change", name)
 
