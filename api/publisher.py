@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 from records.audit import AuditRecord
 from records.conversions import Conversion
 from records.erasure import ErasureRequest
+from records.signing import SIGNATURE_HEADER
 from records.topics import Lane, Receipt, lane_topic
 from state.flow_counters import FlowCounters
 
@@ -31,8 +32,9 @@ class Publisher(Protocol):
     async def check(self) -> None:
         """Raise PublishError when the broker cannot be reached."""
 
-    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk") -> None:
-        """Publish an event on its lane's topic (`events` or `events.urgent`)."""
+    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk", signature: str = "") -> None:
+        """Publish an event on its lane's topic (`events` or `events.urgent`), with its app's signature
+        (`records.signing`) in the `switchboard-signature` header."""
 
     async def publish_receipt(self, receipt: Receipt) -> None: ...
 
@@ -93,9 +95,10 @@ class KafkaPublisher:
         except (KafkaError, TimeoutError) as exc:
             raise PublishError(f"Kafka broker at {self.bootstrap} does not answer: {exc!r}") from exc
 
-    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk") -> None:
+    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk", signature: str = "") -> None:
         # Codes, alerts and urgent messages go on the urgent twin, which the worker reads first.
-        await self._send(lane_topic(self.events_topic, lane), key, value)
+        headers = [(SIGNATURE_HEADER, signature.encode())] if signature else None
+        await self._send(lane_topic(self.events_topic, lane), key, value, headers)
 
     async def publish_receipt(self, receipt: Receipt) -> None:
         # Keyed by message id, so every transition of one message stays in order on one partition.
@@ -115,10 +118,12 @@ class KafkaPublisher:
         # Keyed by the pseudonym, never the person: record keys show in every tool that reads a topic.
         await self._send(self.erasures_topic, request.pseudonym, request.model_dump_json().encode())
 
-    async def _send(self, topic: str, key: str, value: bytes) -> None:
+    async def _send(
+        self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         producer = self._running()
         try:
-            await producer.send_and_wait(topic, value, key=key.encode())
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
         except KafkaError as exc:
             raise PublishError(f"topic {topic!r} did not acknowledge the record: {exc!r}") from exc
 

@@ -80,6 +80,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=build_access(settings, redis, apps),
         data_rights=data_rights_of(settings, redis, publisher, reader),
+        events_signatures_required=settings.events_signatures == "required",
     )
 
 
