@@ -87,7 +87,9 @@ def history(client: Client, request: ErasureRequest, limit: int = 10_000, offset
     tables = {
         "message_events": _rows(client, _EVENTS, common),
         "conversions": _rows(client, _CONVERSIONS, common),
-        "event_log": _rows(client, _EVENT_LOG, common | {"quoted": quoted}),
+        "event_log": [
+            _own_audience(row, request) for row in _rows(client, _EVENT_LOG, common | {"quoted": quoted})
+        ],
     }
     more = [name for name, rows in tables.items() if len(rows) > limit]
     return HistoryPage(
@@ -178,6 +180,27 @@ def erased_row(request: ErasureRequest) -> Receipt:
         reason=f"personal data {'deleted' if request.mode == 'delete' else 'anonymised'} on request "
         f"{request.request_id}",
     )
+
+
+def _own_audience(row: dict[str, Any], request: ErasureRequest) -> dict[str, Any]:
+    """An event-log row with its audience cut down to the person: the other recipients' ids and
+    addresses are theirs, not part of this person's export (GDPR art. 15(4)); only how many remain."""
+    try:
+        audience = json.loads(row["audience"])
+    except ValueError:
+        return row | {"audience": None}
+    mine = set(request.identifiers())
+    ids = [i for i in audience.get("user_ids") or [] if isinstance(i, str)]
+    addresses = [a for a in audience.get("addresses") or [] if isinstance(a, dict)]
+    own = {
+        "user_ids": [i for i in ids if i in mine],
+        "addresses": [a for a in addresses if a.get("address") in mine],
+        "tags": audience.get("tags"),
+        "segment": audience.get("segment"),
+        "all": audience.get("all", False),
+    }
+    others = len(ids) + len(addresses) - len(own["user_ids"]) - len(own["addresses"])
+    return row | {"audience": own | {"other_recipients": others}}
 
 
 def _other_tables(client: Client) -> list[str]:
