@@ -85,7 +85,7 @@ def history(client: Client, request: ErasureRequest, limit: int = 10_000, offset
     common = {"ids": request.row_ids(), "limit": limit + 1, "offset": offset}
     quoted = [json.dumps(value, ensure_ascii=False) for value in request.identifiers()]
     tables = {
-        "message_events": _rows(client, _EVENTS, common),
+        "message_events": [_own_reason(row) for row in _rows(client, _EVENTS, common)],
         "conversions": _rows(client, _CONVERSIONS, common),
         "event_log": [
             _own_audience(row, request) for row in _rows(client, _EVENT_LOG, common | {"quoted": quoted})
@@ -180,6 +180,15 @@ def erased_row(request: ErasureRequest) -> Receipt:
         reason=f"personal data {'deleted' if request.mode == 'delete' else 'anonymised'} on request "
         f"{request.request_id}",
     )
+
+
+_OWNER = re.compile(r"\(the address belongs to [^)]*\)")
+
+
+def _own_reason(row: dict[str, Any]) -> dict[str, Any]:
+    """A refusal because of a shared address's other owner names that person (state/consent.py): in
+    this person's export, they are not named."""
+    return row | {"reason": _OWNER.sub("(the address belongs to another person)", str(row["reason"]))}
 
 
 def _own_audience(row: dict[str, Any], request: ErasureRequest) -> dict[str, Any]:

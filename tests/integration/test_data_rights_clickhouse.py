@@ -197,8 +197,14 @@ def test_erasure_leaves_no_row_naming_the_person(clickhouse: Client, mode: Erasu
     bo_after = erasure.history(clickhouse, ErasureRequest(user_id=ids["bo"], pseudonym=pseudonym(b"k", "bo")))
     assert len(bo_after.message_events) == len(bo_before.message_events)
     assert bo_after.conversions == bo_before.conversions
+    [(stored,)] = clickhouse.query(
+        "SELECT reason FROM message_events WHERE message_id = {m:String}",
+        parameters={"m": f"{ids['bo']}-shared"},
+    ).result_rows
+    assert stored == f"blacklisted (the address belongs to {request.pseudonym}): spam"
+    # His export never names the other owner of the address, erased or not.
     shared = next(r for r in bo_after.message_events if r["message_id"] == f"{ids['bo']}-shared")
-    assert shared["reason"] == f"blacklisted (the address belongs to {request.pseudonym}): spam"
+    assert shared["reason"] == "blacklisted (the address belongs to another person): spam"
     assert [row["audience"]["user_ids"] for row in bo_after.event_log] == [[ids["bo"]]]
     # Applied again (a redelivered request): nothing more to do, the same answer.
     assert erasure.apply(clickhouse, request) == left
