@@ -31,6 +31,11 @@ from state.person_sweep import Located, locate, scrub
 from state.users import ALL_USERS, OWNERS_KEY, UNINDEXED, USER_KEY, USERS_INDEX, User, UserDirectory
 
 KEPT_REASON = "refusal kept after the person's data was erased"
+# The consent part's opt-ins (standing and their log) and whitelist (state/consent.py, state/whitelist.py
+# of issue 12's consent part): deleted with the person and with their addresses, never kept, since an
+# opt-in or a whitelist entry is a permission, not a refusal to honour.
+OPT_IN_KEYS = ("sb:optin:{}", "sb:optin-log:{}")
+WHITELIST_KEY = "sb:whitelist"
 
 
 def direct_keys(user_id: str) -> set[str]:
@@ -40,6 +45,7 @@ def direct_keys(user_id: str) -> set[str]:
         *inbox_keys(user_id),
         HISTORY_KEY.format(user_id),
         CONSENT_KEY.format(user_id),
+        *(key.format(user_id) for key in OPT_IN_KEYS),
         kept_key(user_id),
         lease_key(user_id),
     }
@@ -117,8 +123,10 @@ class PersonState:
             pipe.zrem(USERS_INDEX, user_id)
             pipe.zrem(ACTIVE_KEY, user_id)
             pipe.hdel(BLACKLIST_KEY, user_id, *needles)
+            pipe.hdel(WHITELIST_KEY, user_id, *needles)
             for channel, address in addresses:
                 pipe.srem(OWNERS_KEY.format(address_user_id(channel, address)), user_id)
+                pipe.delete(*(key.format(address_user_id(channel, address)) for key in OPT_IN_KEYS))
             for key in found.sets:
                 pipe.srem(key, user_id)
             for key in found.indexes:

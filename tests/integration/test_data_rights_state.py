@@ -4,6 +4,7 @@ addresses' hashes, and another person's state untouched."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from records.topics import Delivery, Dispatch, EventCore, address_user_id
 from state.caps import FrequencyCaps
 from state.connection import is_cluster
 from state.consent import CONSENT_KEY, ConsentQuery, ConsentStore
-from state.data_rights import KEPT_REASON, PersonState
+from state.data_rights import KEPT_REASON, OPT_IN_KEYS, WHITELIST_KEY, PersonState
 from state.engagement import EngagementHistory
 from state.fallback import FallbackSchedule
 from state.idempotency import SendLedger, SendRecord
@@ -83,6 +84,15 @@ async def fill(redis: Redis, user: User, now: datetime) -> None:
     )
     consent = ConsentStore(redis)
     await consent.unsubscribe(uid, category="marketing", source="preference centre")
+    # Opt-ins and the whitelist as the consent part writes them (its store is on its own branch).
+    email_id = address_user_id("email", user.bindings["email"])  # type: ignore[index]
+    opted = json.dumps({"source": "signup form", "evidence": f"form of {uid}", "at": now.isoformat()})
+    for subject in (uid, email_id):
+        await redis.hset(OPT_IN_KEYS[0].format(subject), "marketing|*", opted)
+        await redis.rpush(OPT_IN_KEYS[1].format(subject), opted)
+    await redis.hset(
+        WHITELIST_KEY, mapping={uid: '{"reason": "staff"}', user.bindings["email"]: '{"reason": "x"}'}
+    )  # type: ignore[index]
     await FrequencyCaps(redis).check(dispatch(user, "email", f"{uid}-cap", DeliveryPlan(caps=(CAP,))), now)
     await DeliverySchedule(redis).add(
         Delivery(message_id=f"{uid}-later", user_id=uid, event=event("fee-2")), now + timedelta(hours=1)
@@ -140,6 +150,7 @@ async def test_a_person_is_exported_whole_and_erased_without_a_trace(redis: Redi
     # The scan that must come back empty finds her everywhere first.
     named = {key for keys in (await redis_mentions(redis, ALICE_NEEDLES)).values() for key in keys}
     families = {key.split(":")[1] for key in named}
+    assert families >= {"optin", "optin-log", "whitelist"}
     assert families >= {
         "user",
         "users",
@@ -183,6 +194,19 @@ async def test_a_person_is_exported_whole_and_erased_without_a_trace(redis: Redi
     assert refusals[1] is not None and "unsubscribed from marketing" in refusals[1]
     assert refusals[2] is None
     assert [u.category for u in (await consent.consent(email)).unsubscriptions] == ["marketing"]
+    # Her opt-ins went with her, those under her address's hash too: a permission is not a refusal.
+    assert not await redis.exists(*(key.format(email) for key in OPT_IN_KEYS))
+    assert (
+        await redis.exists(
+            *(
+                key.format(s)
+                for key in OPT_IN_KEYS
+                for s in ("bo", address_user_id("email", "bo@uni.example"))
+            )
+        )
+        == 4
+    )
+    assert await redis.hexists(WHITELIST_KEY, "bo")
     # Bo's state is exactly as it was.
     assert await people.export("bo") == bo_before
     assert await users.segment_members("chess-club") == ["bo"]
