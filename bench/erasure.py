@@ -2,11 +2,12 @@
 
 Redis: `--people` profiles with inbox, engagement and consent, `--scheduled` deliveries and as many
 fallback chains spread over everyone, then one person's export and erasure timed (the sweep SCANs the
-whole keyspace and HSCANs every schedule shard, so it grows with the store, not with the person).
+whole keyspace, reads every fallback chain and send-ledger record and HSCANs every schedule shard, so
+it grows with the store, not with the person); `--sends` send-ledger records beside them.
 ClickHouse (embedded): `--rows` message_events rows over `--people` people, then one person's history
 read and anonymisation timed (mutations rewrite the parts holding matching rows).
 
-Run: .venv/bin/python bench/erasure.py [--people 20000] [--scheduled 20000] [--rows 1000000]
+Run: .venv/bin/python bench/erasure.py [--people 20000] [--scheduled 20000] [--sends 100000] [--rows 1000000]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from state.connection import open_redis
 from state.data_rights import PersonState
 from state.engagement import EngagementHistory
 from state.fallback import FallbackSchedule
+from state.idempotency import SendLedger, SendRecord
 from state.inbox import Inbox, InboxMessage
 from state.schedule import DeliverySchedule
 from state.users import User, UserDirectory
@@ -46,7 +48,7 @@ def person(n: int) -> User:
     )
 
 
-async def fill_redis(url: str, people: int, scheduled: int) -> None:
+async def fill_redis(url: str, people: int, scheduled: int, sends: int) -> None:
     redis = open_redis(url)
     now = datetime.now(UTC)
     users = [person(n) for n in range(people)]
@@ -91,6 +93,12 @@ async def fill_redis(url: str, people: int, scheduled: int) -> None:
             for n in range(scheduled)
         ]
     )
+    ledger = SendLedger(redis, ttl_seconds=3600)
+    for start in range(0, sends, 5000):
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in range(start, min(start + 5000, sends)):
+                ledger.record_into(pipe, (f"s{n}", "email", 0), SendRecord(outcome="sent", provider="smtp"))
+            await pipe.execute()
     keys = await redis.dbsize()
     state = PersonState(redis)
     started = time.perf_counter()
@@ -145,6 +153,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--scheduled", type=int, default=20_000)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--sends", type=int, default=100_000, help="send-ledger records")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         server = LocalRedis(
@@ -152,7 +161,7 @@ def main() -> None:
         )
         server.start()
         try:
-            asyncio.run(fill_redis(server.url, args.people, args.scheduled))
+            asyncio.run(fill_redis(server.url, args.people, args.scheduled, args.sends))
         finally:
             server.stop()
         fill_clickhouse(Path(folder) / "clickhouse", args.people, args.rows)

@@ -74,7 +74,9 @@ class PersonState:
         """Every part Redis holds about the person, JSON-ready, one section per store."""
         user = await self.profile(user_id)
         addresses = addresses_of(user)
-        found = await locate(self._redis, user_id, [a for _, a in addresses], direct_keys(user_id))
+        found = await locate(
+            self._redis, user_id, [a for _, a in addresses], direct_keys(user_id), ledger=False
+        )
         total = await self._inbox.total(user_id)
         inbox = await self._inbox.list(user_id, limit=max(total, 1))
         consent = await self._consent.consent(user_id)
