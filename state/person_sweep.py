@@ -4,7 +4,7 @@ Most per-person state is keyed by the user id (profile, inbox, engagement, caps,
 consent), so it is found directly. Some is keyed by message or provider message id, with the person
 inside the value: the delivery schedule and parked dispatches (bodies in each shard's hash), fallback
 chains (`sb:fb:{shard}:message_id`), the provider message map and its early reports
-(`sb:pmsg:*`, `sb:pmsg-early:*`), the send ledger (`sb:sent:*`, `sb:giveup:*`, whose stored reason
+(`sb:pmsg:*`, `sb:pmsg-early:*`), the send ledger (`sb:sent:*`, whose stored reason
 may quote an address), and the membership of tag and segment sets. These are found with one SCAN
 of the keyspace and one HSCAN per schedule shard: O(keys) work, done only for a data-rights request,
 never by the flow. A key whose name holds the user id as a whole segment but belongs to no family
@@ -118,7 +118,7 @@ async def locate(
             pmsg.append(key)
         elif key.startswith("sb:pmsg-early:"):
             early.append(key)
-        elif key.startswith(("sb:sent:", "sb:giveup:")):
+        elif key.startswith("sb:sent:"):
             if ledger:
                 ledger_keys.append(key)
         elif key.startswith(("sb:tag:", "sb:segment:")):
