@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from api.body_limit import BodyLimit
 from api.callbacks import callbacks_router
+from api.channel_accounts import channel_accounts_router
 from api.consent import consent_router
 from api.conversions import conversions_router
 from api.deps import ApiDeps
@@ -85,6 +86,8 @@ def create_api(
     api.include_router(events_router(deps))
     api.include_router(conversions_router(deps))
     api.include_router(inbox_router(deps))
+    if deps.channel_accounts is not None:
+        api.include_router(channel_accounts_router(deps, deps.channel_accounts))
     if deps.links is not None:
         api.include_router(links_router(deps, deps.links))
     if deps.consent is not None:

@@ -12,6 +12,7 @@ from api.publisher import Publisher
 from api.trace import Tracer
 from channels.links import LinkSigner
 from settings import Settings
+from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
 from state.inbox import InboxMessage
 from state.provider_messages import ProviderMessages
@@ -98,6 +99,7 @@ class ApiDeps:
     consent: ConsentStore | None = None
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
+    channel_accounts: ChannelAccounts | None = None  # switches on /v1/channel-accounts
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
 
     def __post_init__(self) -> None:
