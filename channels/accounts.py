@@ -184,7 +184,7 @@ class AccountAwareChain(Channel):
             others = [entry.route.name for entry in self._account_routes(None)]
             why = (f"{', '.join(others)} not authorised for app {app!r}" if others
                    else "no enabled account")
-            raise PermanentSendError(f"no {self.channel} provider app {app!r} may send through ({why})")
+            raise PermanentSendError(f"no {self.channel} provider that app {app!r} may send through ({why})")
         chain = ProviderChain(self.channel, routes, self._limiter, breaker=self._breaker)
         return await chain.send(message, address, dispatch)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,11 +50,10 @@ class Console:
                                          headers={"Authorization": f"Bearer {self.tokens[who]}"})
 
 
-@pytest.fixture
-async def console(redis: Redis) -> AsyncIterator[Console]:
+@asynccontextmanager
+async def operator_console(redis: Redis, accounts: ChannelAccounts) -> AsyncIterator[Console]:
+    """The API with three operators: `root` (administrator), `owner` (app owner of bursar), `auditor`."""
     apps = AppRegistry(redis)
-    for name in ("bursar", "library"):
-        await apps.register(name, ["email"])
     operators = OperatorStore(redis, hasher=FAST_HASHER)
     grants: dict[str, list[OperatorGrant | str]] = {
         "root": ["administrator"],
@@ -70,12 +70,20 @@ async def console(redis: Redis) -> AsyncIterator[Console]:
         templates=TemplateCatalog(ROOT / "templates"), segments=UserDirectory(redis),
         access=Access(apps, operators, None, AuthFailures(redis, FailureLimits(per_source=50,
                                                                                source_window=60))),
-        channel_accounts=ChannelAccounts(redis, SecretBox([KEY]), quota=2),
+        channel_accounts=accounts,
     )
     api = create_api(deps)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api, client=("192.0.2.9", 5000)),
                                  base_url="http://switchboard.test") as client:
         yield Console(client, publisher, tokens)
+
+
+@pytest.fixture
+async def console(redis: Redis) -> AsyncIterator[Console]:
+    for name in ("bursar", "library"):
+        await AppRegistry(redis).register(name, ["email"])
+    async with operator_console(redis, ChannelAccounts(redis, SecretBox([KEY]), quota=2)) as opened:
+        yield opened
 
 
 def oa(code: str = "campus-oa", **fields: Any) -> dict[str, Any]:
