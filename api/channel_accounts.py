@@ -125,7 +125,7 @@ class Rotated(BaseModel):
     """The codes of the accounts whose secrets were sealed again under the newest master key."""
 
 
-def _shown(account: ChannelAccount, scope: frozenset[str] = frozenset({ALL_APPS})) -> AccountShown:
+def account_shown(account: ChannelAccount, scope: frozenset[str] = frozenset({ALL_APPS})) -> AccountShown:
     apps = sorted(account.apps if ALL_APPS in scope else account.apps & scope)
     secrets = {name: SecretShown(set=True, updated_at=state.updated_at, updated_by=state.updated_by)
                for name, state in account.secrets.items()}
@@ -133,8 +133,8 @@ def _shown(account: ChannelAccount, scope: frozenset[str] = frozenset({ALL_APPS}
     return AccountShown(**plain, apps=apps, secrets=secrets)
 
 
-def _audited(account: ChannelAccount | None) -> Any:
-    return None if account is None else mask_secrets(_shown(account).model_dump(mode="json"))
+def audit_view(account: ChannelAccount | None) -> Any:
+    return None if account is None else mask_secrets(account_shown(account).model_dump(mode="json"))
 
 
 def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRouter:
@@ -154,7 +154,7 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
         await deps.publisher.publish_audit(AuditRecord(
             actor=who.name, actor_kind=who.kind, source=client_address(request),
             action=action, target_kind="channel_account", target=code, app=app,
-            before=_audited(before), after=_audited(after),
+            before=audit_view(before), after=audit_view(after),
         ))
 
     async def found(code: str) -> ChannelAccount:
@@ -180,12 +180,12 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
         except (AccountExistsError, QuotaFullError) as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         await audit(request, who, "channel.create", created.code, None, created)
-        return _shown(created)
+        return account_shown(created)
 
     @router.get("", response_model=list[AccountShown])
     async def listing(who: Reader, type: Annotated[AccountType | None, Query()] = None) -> list[AccountShown]:
         scope = who.apps_for("channels:read")
-        return [_shown(account, scope) for account in await accounts.list(type)
+        return [account_shown(account, scope) for account in await accounts.list(type)
                 if ALL_APPS in scope or account.apps & scope]
 
     @router.get("/{code}", response_model=AccountShown, responses={404: {"model": Problem}})
@@ -194,7 +194,7 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
         scope = who.apps_for("channels:read")
         if ALL_APPS not in scope and not account.apps & scope:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no channel account with code {code!r}")
-        return _shown(account, scope)
+        return account_shown(account, scope)
 
     async def change(request: Request, who: Principal, code: str, action: str, app: str = "",
                      **fields: Any) -> AccountShown:
@@ -206,7 +206,7 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
         except ChannelAccountError as exc:
             raise invalid(["body"], str(exc)) from None
         await audit(request, who, action, code, before, after, app)
-        return _shown(after)
+        return account_shown(after)
 
     @router.patch("/{code}", response_model=AccountShown, responses={404: {"model": Problem}})
     async def update(code: Code, body: AccountChange, request: Request, who: Manager) -> AccountShown:
@@ -269,7 +269,7 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
         except (UnknownAccountError, UnknownAppError) as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
         await audit(request, who, "channel.authorise", code, before, after, app)
-        return _scoped(_shown(after), who)
+        return _scoped(account_shown(after), who)
 
     @router.delete("/{code}/apps/{app}", response_model=AccountShown, responses={404: {"model": Problem}})
     async def unauthorise(code: Code, app: AppName, request: Request, who: Manager) -> AccountShown:
