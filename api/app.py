@@ -102,7 +102,9 @@ def create_api(
     if deps.consent is not None:
         api.include_router(consent_router(deps, deps.consent))
     if deps.provider_messages is not None:
-        api.include_router(callbacks_router(deps, providers or {}, deps.provider_messages))
+        # `is None`, not falsy: a live directory of channel accounts may be empty at start-up.
+        known = providers if providers is not None else {}
+        api.include_router(callbacks_router(deps, known, deps.provider_messages))
     if deps.analytics is not None:
         api.include_router(reports_router(deps, deps.analytics))
     operators = deps.access.operators

@@ -8,6 +8,7 @@ secret reaches the sends within that), and build an account's adapter again only
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import types
@@ -168,13 +169,21 @@ class AccountAwareChain(Channel):
         self._accounts = accounts
         self._limiter = limiter
         self._breaker = CircuitBreaker()  # one per channel, kept across the chains built per send
+        self._built: dict[str, Channel] = {}
 
     def _account_routes(self, app: str | None) -> list[AccountRoute]:
         return [entry for entry in self._accounts.latest.values()
                 if entry.route.adapter.channel == self.channel and (app is None or app in entry.apps)]
 
     def routes_for(self, app: str) -> list[Route]:
-        return [*self._fixed, *(entry.route for entry in self._account_routes(app))]
+        """The routes `app` may send through: the providers file's, and the accounts authorising it."""
+        accounts = [entry.route for entry in self._account_routes(app)]
+        for route in accounts:
+            if self._built.get(route.name) is not route.adapter:
+                # A changed account (a new secret, say) deserves a fresh try, whatever its old self did.
+                self._breaker.succeeded(route.name)
+                self._built[route.name] = route.adapter
+        return [*self._fixed, *accounts]
 
     async def send(self, message: RenderedMessage, address: str, dispatch: Dispatch) -> SendResult:
         await self._accounts.refresh()
@@ -242,3 +251,33 @@ class ChannelBook(Mapping[str, Channel]):
 
     async def refresh(self) -> None:
         await self._accounts.refresh()
+
+
+class CallbackProviders(Mapping[str, Channel]):
+    """Providers by name for the API's delivery callbacks: the providers file's, and each enabled
+    account's under its code, as last read (`follow` keeps them fresh)."""
+
+    def __init__(self, fixed: Mapping[str, Channel], accounts: AccountRoutes) -> None:
+        self._fixed = dict(fixed)
+        self._accounts = accounts
+
+    def _all(self) -> dict[str, Channel]:
+        return {**{code: entry.route.adapter for code, entry in self._accounts.latest.items()}, **self._fixed}
+
+    def __getitem__(self, name: str) -> Channel:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    async def follow(self, every: float = 1.0) -> None:
+        """Read the accounts again every `every` seconds, until cancelled; Redis trouble is only logged."""
+        while True:
+            try:
+                await self._accounts.refresh()
+            except Exception:  # nothing here may stop the API; the last accounts read stay in use
+                log.exception("reading the channel accounts failed; keeping the last ones read")
+            await asyncio.sleep(every)

@@ -13,7 +13,7 @@ from collections import defaultdict
 import httpx
 from redis.asyncio import Redis
 
-from channels.accounts import AccountAwareChain, AccountRoutes, ChannelBook
+from channels.accounts import AccountAwareChain, AccountRoutes, CallbackProviders, ChannelBook
 from channels.base import Channel, ChannelDeps
 from channels.email_smtp import SmtpEmail
 from channels.failover import ProviderChain, Route
@@ -55,13 +55,28 @@ def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncCli
     else:
         log.warning("webhook channel disabled: SWITCHBOARD_WEBHOOK_SECRET is not set")
     fixed = build_chains(settings, redis, http_client)
-    accounts = ChannelAccounts(redis, settings.secret_box(), settings.channel_account_quota)
-    reserved = frozenset(route.name for chain in fixed.values() for route in chain.routes)
-    routes = AccountRoutes(accounts, ChannelDeps(http=http_client, redis=redis), reserved=reserved)
+    routes = _account_routes(settings, redis, http_client, fixed)
     limiter = TokenBucket(redis)
     chains = [AccountAwareChain(kind, fixed[kind].routes if kind in fixed else (), routes, limiter)
               for kind in ACCOUNT_TYPES]
     return ChannelBook(channels, chains, routes)
+
+
+def build_callback_directory(
+    settings: Settings, redis: Redis, http_client: httpx.AsyncClient
+) -> CallbackProviders:
+    """Every provider of the providers file by its name and every enabled channel account by its code,
+    for the API to parse their delivery callbacks."""
+    fixed = build_chains(settings, redis, http_client)
+    providers = {route.name: route.adapter for chain in fixed.values() for route in chain.routes}
+    return CallbackProviders(providers, _account_routes(settings, redis, http_client, fixed))
+
+
+def _account_routes(settings: Settings, redis: Redis, http_client: httpx.AsyncClient,
+                    fixed: dict[str, ProviderChain]) -> AccountRoutes:
+    accounts = ChannelAccounts(redis, settings.secret_box(), settings.channel_account_quota)
+    reserved = frozenset(route.name for chain in fixed.values() for route in chain.routes)
+    return AccountRoutes(accounts, ChannelDeps(http=http_client, redis=redis), reserved=reserved)
 
 
 def configured_channels(settings: Settings) -> frozenset[str]:

@@ -4,7 +4,7 @@ never come back, in a response, a listing, an audit record, a log line or a refu
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +17,10 @@ from redis.asyncio import Redis
 
 from api import ApiDeps, create_api
 from api.access import Access
+from channels.accounts import AccountRoutes, CallbackProviders
+from channels.base import Channel, ChannelDeps
 from channels.templates import TemplateCatalog
+from localparts.peers.wechat import signed_push_query, template_finish_event
 from settings import ROOT
 from settings.secret_box import SecretBox
 from state.apps import AppRegistry
@@ -25,6 +28,7 @@ from state.auth_failures import AuthFailures, FailureLimits
 from state.channel_accounts import ChannelAccounts
 from state.inbox import Inbox
 from state.operators import OperatorGrant, OperatorStore
+from state.provider_messages import ProviderMessages
 from state.users import UserDirectory
 from tests.integration.test_api_support import RecordingPublisher
 
@@ -51,7 +55,8 @@ class Console:
 
 
 @asynccontextmanager
-async def operator_console(redis: Redis, accounts: ChannelAccounts) -> AsyncIterator[Console]:
+async def operator_console(redis: Redis, accounts: ChannelAccounts,
+                           providers: Mapping[str, Channel] | None = None) -> AsyncIterator[Console]:
     """The API with three operators: `root` (administrator), `owner` (app owner of bursar), `auditor`."""
     apps = AppRegistry(redis)
     operators = OperatorStore(redis, hasher=FAST_HASHER)
@@ -70,9 +75,9 @@ async def operator_console(redis: Redis, accounts: ChannelAccounts) -> AsyncIter
         templates=TemplateCatalog(ROOT / "templates"), segments=UserDirectory(redis),
         access=Access(apps, operators, None, AuthFailures(redis, FailureLimits(per_source=50,
                                                                                source_window=60))),
-        channel_accounts=accounts,
+        channel_accounts=accounts, provider_messages=ProviderMessages(redis),
     )
-    api = create_api(deps)
+    api = create_api(deps, providers)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api, client=("192.0.2.9", 5000)),
                                  base_url="http://switchboard.test") as client:
         yield Console(client, publisher, tokens)
@@ -194,3 +199,27 @@ async def test_rotate_secrets_reseals_and_is_audited(console: Console, redis: Re
     # Nothing to reseal under the key in use.
     answer = await console.call("root", "POST", "/v1/channel-accounts/rotate-secrets")
     assert answer.status_code == 200 and answer.json() == {"resealed": []}
+
+
+async def test_an_accounts_delivery_pushes_are_checked_with_its_callback_token(redis: Redis) -> None:
+    accounts = ChannelAccounts(redis, SecretBox([KEY]))
+    token = "Pu7Sh3To9Ke4Nv2Lq8Xw"
+    async with httpx.AsyncClient() as http:
+        routes = AccountRoutes(accounts, ChannelDeps(http=http, redis=redis), cache_seconds=0)
+        async with operator_console(redis, accounts, CallbackProviders({}, routes)) as console:
+            body = oa(secrets={"secret": SECRET, "callback_token": token}, enabled=True)
+            assert (await console.call("root", "POST", "/v1/channel-accounts", body)).status_code == 201
+            await routes.refresh()
+            push = template_finish_event("oia2TjuEGTNoeX76QEjQNrcURxG8", "200228332")
+            ok = await console.client.post("/v1/callbacks/campus-oa", params=signed_push_query(token),
+                                           content=push)
+            forged = await console.client.post("/v1/callbacks/campus-oa",
+                                               params=signed_push_query("not-the-token"), content=push)
+            await console.call("root", "POST", "/v1/channel-accounts/campus-oa/disable")
+            await routes.refresh()
+            gone = await console.client.post("/v1/callbacks/campus-oa", params=signed_push_query(token),
+                                             content=push)
+    assert ok.status_code == 200, ok.text
+    assert forged.status_code == 403 and "does not match" in forged.text
+    assert gone.status_code == 404
+    assert leaks(ok.text + forged.text + gone.text, token, SECRET) == []
