@@ -123,6 +123,8 @@ class AccountShown(BaseModel):
 class Rotated(BaseModel):
     resealed: list[str]
     """The codes of the accounts whose secrets were sealed again under the newest master key."""
+    unopened: dict[str, str] = {}
+    """Accounts none of the master keys opens, with why: left as they are (set their secrets again)."""
 
 
 def account_shown(account: ChannelAccount, scope: frozenset[str] = frozenset({ALL_APPS})) -> AccountShown:
@@ -291,10 +293,10 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
     async def rotate(request: Request, who: Manager) -> Rotated:
         """Seal every stored secret again under the newest master key, so older keys can be removed."""
         access.authorize(who, "channels:manage", None)
-        changed = await accounts.rotate_secrets(who.name)
-        for code in changed:
+        done = await accounts.rotate_secrets(who.name)
+        for code in done.codes:
             await audit(request, who, "channel.secrets_reseal", code, None, None)
-        return Rotated(resealed=changed)
+        return Rotated(resealed=done.codes, unopened=done.unopened)
 
     return router
 

@@ -22,7 +22,7 @@ from api.publisher import KafkaPublisher, PublishError
 from channels.accounts import check_account
 from records.audit import AuditRecord
 from settings import Settings, SwitchboardError
-from state.channel_accounts import ACCOUNT_TYPES, ChannelAccount, ChannelAccounts
+from state.channel_accounts import ACCOUNT_TYPES, ChannelAccount, ChannelAccounts, Resealed
 
 T = TypeVar("T")
 channels_cli = typer.Typer(no_args_is_help=True, help="Manage channel accounts (write-only secrets).")
@@ -231,12 +231,16 @@ def remove_command(code: _Code) -> None:
 def rotate_command() -> None:
     """Seal every stored secret again under the newest master key (the first of SWITCHBOARD_MASTER_KEYS),
     after which the older keys can be removed from the setting."""
-    async def rotate(session: _Session) -> list[str]:
-        changed = await session.accounts.rotate_secrets(session.actor)
-        for code in changed:
+    async def rotate(session: _Session) -> Resealed:
+        done = await session.accounts.rotate_secrets(session.actor)
+        for code in done.codes:
             await session.audit("channel.secrets_reseal", code, None, None)
-        return changed
+        return done
 
-    changed = _run(rotate)
-    typer.echo(f"resealed the secrets of {len(changed)} account(s) under the newest master key"
-               + (f": {', '.join(changed)}" if changed else ""))
+    done = _run(rotate)
+    typer.echo(f"resealed the secrets of {len(done.codes)} account(s) under the newest master key"
+               + (f": {', '.join(done.codes)}" if done.codes else ""))
+    for reason in done.unopened.values():
+        typer.echo(f"error: {reason}", err=True)
+    if done.unopened:
+        raise typer.Exit(1)

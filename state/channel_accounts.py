@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from records.topics import Name
 from settings.errors import SwitchboardError
-from settings.secret_box import SecretBox
+from settings.secret_box import SecretBox, SecretBoxError
 from state.apps import AppRegistry, UnknownAppError
 
 _ACCOUNT = "sb:{{chacc}}:account:{}"
@@ -118,6 +118,14 @@ class ChannelAccount(BaseModel):
 class _Stored(ChannelAccount):
     sealed: dict[str, str] = Field(default_factory=dict)
     """Secret name -> ciphertext (secret_box)."""
+
+
+@dataclass(frozen=True)
+class Resealed:
+    """What a rotation did: the accounts resealed, and those none of the master keys opens (why)."""
+
+    codes: builtins.list[str]
+    unopened: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -224,9 +232,10 @@ class ChannelAccounts:
         return [LiveAccount(_public(stored), stored.sealed, self._box)
                 for stored in await self._all(None) if stored.enabled]
 
-    async def rotate_secrets(self, actor: str) -> builtins.list[str]:
-        """Reseal every secret not sealed under the newest master key; the codes of the accounts changed."""
-        changed = []
+    async def rotate_secrets(self, actor: str) -> Resealed:
+        """Reseal every secret not sealed under the newest master key. An account no listed key opens is
+        left as it is and named in `Resealed.unopened`: the others are still resealed."""
+        changed, unopened = [], {}
         for stored in await self._all(None):
             stale = {name: text for name, text in stored.sealed.items() if not self._box.is_newest(text)}
             if not stale:
@@ -238,9 +247,13 @@ class ChannelAccounts:
                     name: text if self._box.is_newest(text) else self._box.reseal(text, f"{what} {name!r}")
                     for name, text in current.sealed.items()
                 }})
-            await self._change(stored.code, actor, reseal, touch=False)
+            try:
+                await self._change(stored.code, actor, reseal, touch=False)
+            except SecretBoxError as exc:
+                unopened[stored.code] = str(exc)
+                continue
             changed.append(stored.code)
-        return changed
+        return Resealed(changed, unopened)
 
     def _with_secrets(self, stored: _Stored, secrets: Mapping[str, str], actor: str,
                       now: datetime) -> _Stored:

@@ -56,8 +56,10 @@ class Console:
 
 @asynccontextmanager
 async def operator_console(redis: Redis, accounts: ChannelAccounts,
-                           providers: Mapping[str, Channel] | None = None) -> AsyncIterator[Console]:
-    """The API with three operators: `root` (administrator), `owner` (app owner of bursar), `auditor`."""
+                           providers: Mapping[str, Channel] | None = None,
+                           reuse_operators: bool = False) -> AsyncIterator[Console]:
+    """The API with three operators: `root` (administrator), `owner` (app owner of bursar), `auditor`;
+    `reuse_operators`: they exist already (a second console), only new tokens are issued."""
     apps = AppRegistry(redis)
     operators = OperatorStore(redis, hasher=FAST_HASHER)
     grants: dict[str, list[OperatorGrant | str]] = {
@@ -67,7 +69,8 @@ async def operator_console(redis: Redis, accounts: ChannelAccounts,
     }
     tokens = {}
     for name, granted in grants.items():
-        await operators.create(name, "a long enough password 42", grants=granted)
+        if not reuse_operators:
+            await operators.create(name, "a long enough password 42", grants=granted)
         tokens[name] = await operators.issue_token(name)
     publisher = RecordingPublisher()
     deps = ApiDeps(
@@ -193,12 +196,21 @@ async def test_switching_authorising_and_who_may(console: Console) -> None:
     assert [r.app for r in console.publisher.audits][1] == "bursar"
 
 
-async def test_rotate_secrets_reseals_and_is_audited(console: Console, redis: Redis) -> None:
-    await console.call("root", "POST", "/v1/channel-accounts", oa())
-    assert (await console.call("owner", "POST", "/v1/channel-accounts/rotate-secrets")).status_code == 403
-    # Nothing to reseal under the key in use.
-    answer = await console.call("root", "POST", "/v1/channel-accounts/rotate-secrets")
-    assert answer.status_code == 200 and answer.json() == {"resealed": []}
+async def test_rotate_secrets_reseals_under_the_newest_key_and_is_audited(redis: Redis) -> None:
+    old = Fernet.generate_key().decode()
+    async with operator_console(redis, ChannelAccounts(redis, SecretBox([old]))) as before:
+        assert (await before.call("root", "POST", "/v1/channel-accounts", oa())).status_code == 201
+    rotating = ChannelAccounts(redis, SecretBox([KEY, old]))
+    async with operator_console(redis, rotating, reuse_operators=True) as console:
+        assert (await console.call("owner", "POST", "/v1/channel-accounts/rotate-secrets")).status_code == 403
+        answer = await console.call("root", "POST", "/v1/channel-accounts/rotate-secrets")
+        again = await console.call("root", "POST", "/v1/channel-accounts/rotate-secrets")
+    assert answer.status_code == 200 and answer.json() == {"resealed": ["campus-oa"], "unopened": {}}
+    assert again.json() == {"resealed": [], "unopened": {}}
+    audited = [(r.action, r.target) for r in console.publisher.audits]
+    assert audited == [("channel.secrets_reseal", "campus-oa")]
+    opened = await ChannelAccounts(redis, SecretBox([KEY])).secrets_of("campus-oa")  # the old key can go
+    assert opened["secret"].get_secret_value() == SECRET
 
 
 async def test_an_accounts_delivery_pushes_are_checked_with_its_callback_token(redis: Redis) -> None:

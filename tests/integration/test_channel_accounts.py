@@ -84,14 +84,21 @@ async def test_rotation_reseals_under_the_new_key_so_the_old_one_can_go(redis: R
     before = await redis.get("sb:{chacc}:account:oa")
     rotating = ChannelAccounts(redis, SecretBox([KEY_NEW, KEY_OLD]))
     assert (await rotating.secrets_of("oa"))["secret"].get_secret_value() == SECRET
-    assert await rotating.rotate_secrets("root") == ["oa"]
-    assert await rotating.rotate_secrets("root") == []  # nothing left under the old key
+    assert (await rotating.rotate_secrets("root")).codes == ["oa"]
+    assert (await rotating.rotate_secrets("root")).codes == []  # nothing left under the old key
     assert await redis.get("sb:{chacc}:account:oa") != before
     only_new = ChannelAccounts(redis, SecretBox([KEY_NEW]))
     assert (await only_new.secrets_of("oa"))["secret"].get_secret_value() == SECRET
     with pytest.raises(SecretBoxError, match="channel account 'oa' secret 'secret': none of the 1") as caught:
         await ChannelAccounts(redis, SecretBox([KEY_OLD])).secrets_of("oa")
     assert SECRET not in str(caught.value)
+    # A rotation under keys that do not open an account leaves it and names it; the others go on.
+    await only_new.create(account("oa-2"), {"secret": SECRET}, "alice")
+    other = Fernet.generate_key().decode()
+    done = await ChannelAccounts(redis, SecretBox([other, KEY_OLD])).rotate_secrets("root")
+    assert done.codes == [] and set(done.unopened) == {"oa", "oa-2"}
+    assert "channel account 'oa' secret 'secret': none of the 2" in done.unopened["oa"]
+    assert SECRET not in str(done.unopened)
 
 
 async def test_changes_keep_revisions_and_refuse_unknown_accounts_and_apps(redis: Redis) -> None:
