@@ -131,6 +131,10 @@ class AccountRoutes:
                 routes[live.account.code] = built
         stale = [entry.route.adapter for code, entry in self._routes.items()
                  if routes.get(code) is not entry]
+        if stale or routes.keys() != self._routes.keys():
+            log.info("channel accounts in use: %s", ", ".join(
+                f"{code} ({entry.route.adapter.channel}, apps {','.join(sorted(entry.apps)) or 'none'})"
+                for code, entry in sorted(routes.items())) or "none")
         self._routes = routes
         self._fresh_until = time.monotonic() + self._cache_seconds
         for adapter in stale:
