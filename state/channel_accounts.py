@@ -4,13 +4,13 @@ through the API beside the providers file, with their secrets sealed and write-o
 Redis layout, one hash tag `{chacc}` (a handful of records changed together): `sb:{chacc}:account:{code}`
 JSON of the account with its secrets as ciphertexts; `sb:{chacc}:codes` every code;
 `sb:{chacc}:type:{type}` the codes of one channel type (the quota counts it). A secret's plaintext is
-never stored, returned by a listing, or logged: only `secrets_of` opens them, for the worker.
+never stored, returned by a listing, or logged: only `LiveAccount.secrets` (and `secrets_of`) open
+them, for the worker.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -109,10 +109,6 @@ class ChannelAccount(BaseModel):
     updated_at: datetime
     updated_by: str
     revision: int = 1
-
-    def shown(self) -> dict[str, Any]:
-        """For audit before/after: plain JSON, each secret by its state alone."""
-        return self.model_dump(mode="json")
 
 
 class _Stored(ChannelAccount):
@@ -311,7 +307,3 @@ def _public(stored: _Stored) -> ChannelAccount:
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
-
-def account_json(account: ChannelAccount) -> str:
-    """One account as JSON for the command line (secrets by state only)."""
-    return json.dumps(account.shown(), ensure_ascii=False)
