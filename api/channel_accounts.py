@@ -29,6 +29,7 @@ from state.apps import UnknownAppError
 from state.channel_accounts import (
     AccountCode,
     AccountExistsError,
+    AccountRate,
     AccountType,
     ChannelAccount,
     ChannelAccountError,
@@ -77,6 +78,7 @@ class NewAccount(_Body):
     apps: list[Name] = Field(default_factory=list, max_length=1000)
     priority: int = Field(0, ge=0, le=1000)
     cost_per_message: float | None = Field(None, ge=0)
+    rate: AccountRate | None = None
 
 
 class AccountChange(_Body):
@@ -86,6 +88,7 @@ class AccountChange(_Body):
     settings: dict[str, SettingValue] | None = Field(None, max_length=64)
     priority: int | None = Field(None, ge=0, le=1000)
     cost_per_message: float | None = Field(None, ge=0)
+    rate: AccountRate | None = None
 
 
 class SecretValue(_Body):
@@ -114,6 +117,7 @@ class AccountShown(BaseModel):
     apps: list[str]
     priority: int
     cost_per_message: float | None
+    rate: AccountRate | None
     created_at: datetime
     created_by: str
     updated_at: datetime

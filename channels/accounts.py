@@ -29,7 +29,7 @@ from channels.base import (
     ProviderOptions,
     SendResult,
 )
-from channels.failover import CircuitBreaker, ProviderChain, RateLimiter, Route
+from channels.failover import CircuitBreaker, ProviderChain, Rate, RateLimiter, Route
 from channels.kinds import KINDS, KindUnavailable, adapter_for
 from channels.templates import RenderedMessage
 from records.topics import ChannelName, Dispatch
@@ -158,7 +158,8 @@ class AccountRoutes:
                 self._warned.add((account.code, account.revision))
                 log.error("channel account %s left out: %s", account.code, exc)
             return None
-        route = Route(account.code, adapter, account.priority, None, account.cost_per_message)
+        rate = Rate(account.rate.per_second, account.rate.burst) if account.rate else None
+        route = Route(account.code, adapter, account.priority, rate, account.cost_per_message)
         return AccountRoute(route, account.apps, account.revision)
 
 class AccountAwareChain(Channel):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 from redis.asyncio import Redis
 
 from records.topics import Name
@@ -77,6 +77,15 @@ class QuotaFullError(ChannelAccountError):
     """The channel type has as many accounts as the quota allows."""
 
 
+class AccountRate(BaseModel):
+    """Sustained sends per second, and how many may go at once after a quiet spell."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_second: float = Field(gt=0)
+    burst: float = Field(ge=1)
+
+
 class SecretState(BaseModel):
     """What is shown of a secret: whether it is set and when; never its value."""
 
@@ -104,6 +113,8 @@ class ChannelAccount(BaseModel):
     """The upstream apps authorised to send through it (下发通道); none until one is authorised."""
     priority: int = Field(0, ge=0)
     cost_per_message: float | None = Field(None, ge=0)
+    rate: AccountRate | None = None
+    """This account's allowed rate (a token bucket shared by the workers); None: unlimited."""
     created_at: datetime
     created_by: str
     updated_at: datetime
@@ -175,13 +186,22 @@ class ChannelAccounts:
         return [_public(stored) for stored in await self._all(account_type)]
 
     async def update(self, code: str, actor: str, **changes: Any) -> tuple[ChannelAccount, ChannelAccount]:
-        """Change plain fields (name, settings, enabled, apps, priority, cost_per_message);
+        """Change plain fields (name, settings, enabled, apps, priority, cost_per_message, rate);
         (before, after)."""
-        allowed = {"name", "settings", "enabled", "apps", "priority", "cost_per_message"}
+        allowed = {"name", "settings", "enabled", "apps", "priority", "cost_per_message", "rate"}
         unknown = set(changes) - allowed
         if unknown:
             raise ChannelAccountError(f"cannot change {', '.join(sorted(unknown))} of an account")
-        return await self._change(code, actor, lambda stored: stored.model_copy(update=changes))
+
+        def change(stored: _Stored) -> _Stored:
+            # Validated as a whole, so a change given as plain data (the API's) becomes typed fields.
+            try:
+                return _Stored.model_validate({**stored.model_dump(), **changes})
+            except ValidationError as exc:
+                wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ChannelAccountError(f"account {code!r}: {wrong}") from None
+
+        return await self._change(code, actor, change)
 
     async def authorise(self, code: str, app: str, actor: str) -> tuple[ChannelAccount, ChannelAccount]:
         """Let the registered app `app` send through the account; (before, after)."""

@@ -183,9 +183,11 @@ async def test_switching_authorising_and_who_may(console: Console) -> None:
     assert (await console.call("root", "GET", "/v1/channel-accounts/campus-oa")).json()["apps"] == [
         "bursar", "library"]
     changed = await console.call("root", "PATCH", "/v1/channel-accounts/campus-oa",
-                                 {"name": "财务处服务号", "settings": {"base_url": None, "timeout": 5}})
+                                 {"name": "财务处服务号", "settings": {"base_url": None, "timeout": 5},
+                                  "rate": {"per_second": 20, "burst": 40}})
     assert changed.status_code == 200, changed.text
     assert changed.json()["settings"] == {"appid": "wx5f3a1c9e2b7d4086", "timeout": 5}
+    assert changed.json()["rate"] == {"per_second": 20, "burst": 40}
     off = await console.call("root", "DELETE", "/v1/channel-accounts/campus-oa/apps/library")
     assert off.json()["apps"] == ["bursar"]
     assert (await console.call("root", "DELETE", "/v1/channel-accounts/campus-oa")).status_code == 204

@@ -15,6 +15,7 @@ from state.apps import AppRegistry, UnknownAppError
 from state.channel_accounts import (
     AccountExistsError,
     ChannelAccount,
+    ChannelAccountError,
     ChannelAccounts,
     QuotaFullError,
     UnknownAccountError,
@@ -107,6 +108,8 @@ async def test_changes_keep_revisions_and_refuse_unknown_accounts_and_apps(redis
     before, after = await accounts.update("oa", "bob", enabled=True, priority=3)
     assert (before.enabled, after.enabled, after.priority, after.updated_by) == (False, True, 3, "bob")
     assert after.revision == before.revision + 1
+    with pytest.raises(ChannelAccountError, match="account 'oa': priority: Input should be greater"):
+        await accounts.update("oa", "bob", priority=-1)
     with pytest.raises(UnknownAccountError, match="no channel account with code 'nope'"):
         await accounts.update("nope", "bob", enabled=True)
     with pytest.raises(UnknownAppError, match="no app named 'ghost'"):

@@ -12,13 +12,13 @@ from cryptography.fernet import Fernet
 
 from channels.accounts import AccountAwareChain, AccountRoutes, ChannelBook, check_account, secret_fields
 from channels.base import ChannelDeps, PermanentSendError
-from channels.failover import Route
+from channels.failover import Rate, Route
 from channels.kinds import adapter_for
 from channels.sms_gateway import HttpSmsGateway, HttpSmsGatewayOptions
 from channels.templates import RenderedMessage
 from records.topics import Dispatch, EventCore
 from settings.secret_box import SecretBox
-from state.channel_accounts import ChannelAccount, LiveAccount
+from state.channel_accounts import AccountRate, ChannelAccount, LiveAccount
 
 BOX = SecretBox([Fernet.generate_key().decode()])
 HTTP = httpx.AsyncClient()
@@ -103,9 +103,12 @@ async def test_without_an_authorised_route_the_send_fails_naming_why() -> None:
 
 async def test_an_adapter_is_built_again_only_when_its_account_changed() -> None:
     fake = FakeAccounts()
-    fake.accounts = [account("a", {"x"})]
+    fake.accounts = [account("a", {"x"}).model_copy(update={"rate": AccountRate(per_second=5, burst=10),
+                                                            "priority": 3, "cost_per_message": 0.04})]
     live = routes(fake)
-    first = (await live.refresh())["a"].route.adapter
+    route = (await live.refresh())["a"].route
+    assert (route.rate, route.priority, route.cost_per_message) == (Rate(5, 10), 3, 0.04)
+    first = route.adapter
     assert (await live.refresh())["a"].route.adapter is first
     fake.accounts, fake.secret = [account("a", {"x"}, revision=2)], "gateway-secret-2"
     assert (await live.refresh())["a"].route.adapter is not first
