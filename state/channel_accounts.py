@@ -203,6 +203,11 @@ class ChannelAccounts:
 
         return await self._change(code, actor, change)
 
+    async def granted(self, app: str) -> frozenset[str]:
+        """The channel types of the enabled accounts that authorise `app`."""
+        return frozenset(stored.type for stored in await self._all(None)
+                         if stored.enabled and app in stored.apps)
+
     async def authorise(self, code: str, app: str, actor: str) -> tuple[ChannelAccount, ChannelAccount]:
         """Let the registered app `app` send through the account; (before, after)."""
         if await AppRegistry(self._redis).get(app) is None:

@@ -43,10 +43,19 @@ def leaks(text: str, *secrets: str) -> list[str]:
     return [s[i:i + 6] for s in secrets for i in range(len(s) - 5) if s[i:i + 6] in text]
 
 
+class EventsPublisher(RecordingPublisher):
+    """Records the events it is given too."""
+
+    events: list[bytes]
+
+    async def publish_event(self, key: str, value: bytes, lane: str = "bulk", signature: str = "") -> None:
+        self.events.append(value)
+
+
 @dataclass
 class Console:
     client: httpx.AsyncClient
-    publisher: RecordingPublisher
+    publisher: EventsPublisher
     tokens: dict[str, str]
 
     async def call(self, who: str, method: str, path: str, body: Any = None) -> httpx.Response:
@@ -72,7 +81,8 @@ async def operator_console(redis: Redis, accounts: ChannelAccounts,
         if not reuse_operators:
             await operators.create(name, "a long enough password 42", grants=granted)
         tokens[name] = await operators.issue_token(name)
-    publisher = RecordingPublisher()
+    publisher = EventsPublisher()
+    publisher.events = []
     deps = ApiDeps(
         apps=apps, inbox=Inbox(redis), publisher=publisher, redis=redis,
         templates=TemplateCatalog(ROOT / "templates"), segments=UserDirectory(redis),
@@ -237,3 +247,19 @@ async def test_an_accounts_delivery_pushes_are_checked_with_its_callback_token(r
     assert forged.status_code == 403 and "does not match" in forged.text
     assert gone.status_code == 404
     assert leaks(ok.text + forged.text + gone.text, token, SECRET) == []
+
+
+async def test_an_event_may_name_a_channel_an_account_authorises_its_app_for(console: Console,
+                                                                            redis: Redis) -> None:
+    key = await AppRegistry(redis).register("portal", ["email"])
+    event = {"event_id": "e-1", "app": "portal", "type": "fee.due", "template": "fee_due",
+             "category": "transactional", "audience": {"user_ids": ["xi"]}, "channels": ["wechat_oa"],
+             "data": {"amount": "¥5,000", "due_date": "2026-12-01", "term": "2026秋"}}
+    headers = {"Authorization": f"Bearer {key}"}
+    refused = await console.client.post("/v1/events", json=event, headers=headers)
+    assert refused.status_code == 403 and "not authorised for channel(s) wechat_oa" in refused.text
+    await console.call("root", "POST", "/v1/channel-accounts", oa(enabled=True))
+    await console.call("root", "PUT", "/v1/channel-accounts/campus-oa/apps/portal")
+    accepted = await console.client.post("/v1/events", json=event, headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    assert len(console.publisher.events) == 1
