@@ -280,9 +280,12 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
     @router.delete("/{code}/apps/{app}", response_model=AccountShown, responses={404: {"model": Problem}})
     async def unauthorise(code: Code, app: AppName, request: Request, who: Manager) -> AccountShown:
         access.authorize(who, "channels:manage", app)
-        current = await found(code)
-        shown = await change(request, who, code, "channel.unauthorise", app, apps=current.apps - {app})
-        return _scoped(shown, who)
+        try:
+            before, after = await accounts.unauthorise(code, app, who.name)
+        except UnknownAccountError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        await audit(request, who, "channel.unauthorise", code, before, after, app)
+        return _scoped(account_shown(after), who)
 
     @router.delete("/{code}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"model": Problem}})
     async def delete(code: Code, request: Request, who: Manager) -> None:

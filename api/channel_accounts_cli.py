@@ -208,8 +208,7 @@ def authorise_command(code: _Code, app: Annotated[str, typer.Argument(help="a re
 def unauthorise_command(code: _Code, app: Annotated[str, typer.Argument(help="an app")]) -> None:
     """Stop an upstream app from sending through the account."""
     async def change(session: _Session) -> ChannelAccount:
-        current = await session.accounts.get(code)
-        before, after = await session.accounts.update(code, session.actor, apps=current.apps - {app})
+        before, after = await session.accounts.unauthorise(code, app, session.actor)
         await session.audit("channel.unauthorise", code, before, after, app)
         return after
 

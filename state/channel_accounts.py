@@ -216,6 +216,12 @@ class ChannelAccounts:
             code, actor, lambda stored: stored.model_copy(update={"apps": stored.apps | {app}})
         )
 
+    async def unauthorise(self, code: str, app: str, actor: str) -> tuple[ChannelAccount, ChannelAccount]:
+        """Stop `app` sending through the account (nothing changes if it could not); (before, after)."""
+        return await self._change(
+            code, actor, lambda stored: stored.model_copy(update={"apps": stored.apps - {app}})
+        )
+
     async def set_secret(self, code: str, name: str, value: str, actor: str) -> tuple[ChannelAccount,
                                                                                        ChannelAccount]:
         """Seal `value` as the account's secret `name` (set or replace it); (before, after)."""
