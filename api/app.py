@@ -17,6 +17,7 @@ from api.apps import apps_router
 from api.auth import sessions_router
 from api.body_limit import BodyLimit
 from api.callbacks import callbacks_router
+from api.channel_accounts import channel_accounts_router
 from api.consent import consent_router
 from api.conversions import conversions_router
 from api.data_rights import data_rights_router
@@ -96,12 +97,16 @@ def create_api(
     api.include_router(events_router(deps))
     api.include_router(conversions_router(deps))
     api.include_router(inbox_router(deps))
+    if deps.channel_accounts is not None:
+        api.include_router(channel_accounts_router(deps, deps.channel_accounts))
     if deps.links is not None:
         api.include_router(links_router(deps, deps.links))
     if deps.consent is not None:
         api.include_router(consent_router(deps, deps.consent))
     if deps.provider_messages is not None:
-        api.include_router(callbacks_router(deps, providers or {}, deps.provider_messages))
+        # `is None`, not falsy: a live directory of channel accounts may be empty at start-up.
+        known = providers if providers is not None else {}
+        api.include_router(callbacks_router(deps, known, deps.provider_messages))
     if deps.analytics is not None:
         api.include_router(reports_router(deps, deps.analytics))
     if deps.data_rights is not None:

@@ -13,6 +13,7 @@ from api.publisher import Publisher
 from api.trace import Tracer
 from channels.links import LinkSigner
 from settings import Settings
+from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
 from state.inbox import InboxMessage
 from state.provider_messages import ProviderMessages
@@ -99,6 +100,7 @@ class ApiDeps:
     consent: ConsentStore | None = None
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
+    channel_accounts: ChannelAccounts | None = None  # switches on /v1/channel-accounts
     events_signatures_required: bool = True
     """Ingest refuses unsigned `events` records (SWITCHBOARD_EVENTS_SIGNATURES): the API refuses (409) to
     publish for an app without a signing key instead of accepting what ingest would dead-letter."""

@@ -146,6 +146,8 @@ async def _authorise(
     if not app.enabled:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"{where}app {app.name!r} is disabled")
     refused = sorted(set(event.channels or ()) - app.channels)
+    if refused and deps.channel_accounts is not None:  # a channel account may authorise the app too
+        refused = sorted(set(refused) - await deps.channel_accounts.granted(app.name))
     if refused:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,

@@ -17,13 +17,14 @@ from api.deps import Analytics, ApiDeps, BodyLimits
 from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher
 from api.trace import Tracer
-from channels.base import Channel
+from channels.accounts import CallbackProviders
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
 from rules.watch import RulesWatcher
 from settings import Settings
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
+from state.channel_accounts import ChannelAccounts
 from state.connection import open_redis
 from state.consent import ConsentStore
 from state.flow_counters import FlowCounters
@@ -80,6 +81,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=build_access(settings, redis, apps),
         data_rights=data_rights_of(settings, redis, publisher, reader),
+        channel_accounts=ChannelAccounts(redis, settings.secret_box(), settings.channel_account_quota),
         events_signatures_required=settings.events_signatures == "required",
     )
 
@@ -101,15 +103,12 @@ def build_access(settings: Settings, redis: Redis, apps: AppRegistry) -> Access:
     return Access(apps, operators, UserTokenSigner(settings.user_token_key()), AuthFailures(redis, limits))
 
 
-def build_callback_providers(settings: Settings, redis: Redis, http: httpx.AsyncClient) -> dict[str, Channel]:
-    """Every configured provider by its name in the providers file, to parse its callbacks."""
-    from channels.registry import build_chains  # loads the adapters of the providers file
+def build_callback_providers(settings: Settings, redis: Redis, http: httpx.AsyncClient) -> CallbackProviders:
+    """Every provider by its name in the providers file, and every enabled channel account by its code,
+    to parse their callbacks."""
+    from channels.registry import build_callback_directory  # loads the adapters of the providers file
 
-    return {
-        route.name: route.adapter
-        for chain in build_chains(settings, redis, http).values()
-        for route in chain.routes
-    }
+    return build_callback_directory(settings, redis, http)
 
 
 async def run(settings: Settings) -> None:
@@ -124,10 +123,12 @@ async def run(settings: Settings) -> None:
         config = uvicorn.Config(api, host=settings.api_host, port=settings.api_port)
         watching = asyncio.create_task(follow_templates(RulesWatcher(settings.rules, settings.templates,
                                                                      catalog=templates)))
+        following = asyncio.create_task(providers.follow())  # channel accounts' callbacks
         try:
             await uvicorn.Server(config).serve()
         finally:
             watching.cancel()
+            following.cancel()
     finally:
         await http.aclose()
         await redis.aclose()

@@ -1,7 +1,8 @@
 """Builds the configured channels from the settings, with the clients passed in.
 
-Email, inbox and webhook come from the settings; every other channel is a `ProviderChain` over the
-providers of the providers file, rate limited through Redis token buckets shared by all workers.
+Email, inbox and webhook come from the settings; every other channel is a chain over the providers of
+the providers file and the enabled channel accounts (`channels.accounts`), rate limited through Redis
+token buckets shared by all workers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import defaultdict
 import httpx
 from redis.asyncio import Redis
 
+from channels.accounts import AccountAwareChain, AccountRoutes, CallbackProviders, ChannelBook
 from channels.base import Channel, ChannelDeps
 from channels.email_smtp import SmtpEmail
 from channels.failover import ProviderChain, Route
@@ -21,17 +23,19 @@ from channels.providers import ProviderSpec, load_providers
 from channels.webhook import Webhook
 from records.topics import ChannelName
 from settings import Settings
+from state.channel_accounts import ACCOUNT_TYPES, ChannelAccounts
 from state.inbox import Inbox
 from state.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
 
 
-def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncClient) -> dict[str, Channel]:
+def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncClient) -> ChannelBook:
     """Email and inbox always; webhook only with a signing secret (unsigned webhooks are not sent);
-    a provider chain per channel of the providers file, if there is one.
+    a chain per channel type over the providers file's providers and the enabled channel accounts.
 
-    Raises `channels.providers.ProvidersFileError` for a bad providers file: better not to start.
+    Raises `channels.providers.ProvidersFileError` for a bad providers file, SwitchboardError without a
+    usable master key: better not to start.
     """
     channels: dict[str, Channel] = {
         "email": SmtpEmail(
@@ -50,8 +54,29 @@ def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncCli
         channels["webhook"] = Webhook(http_client, settings.webhook_secret, settings.webhook_allow)
     else:
         log.warning("webhook channel disabled: SWITCHBOARD_WEBHOOK_SECRET is not set")
-    channels.update(build_chains(settings, redis, http_client))
-    return channels
+    fixed = build_chains(settings, redis, http_client)
+    routes = _account_routes(settings, redis, http_client, fixed)
+    limiter = TokenBucket(redis)
+    chains = [AccountAwareChain(kind, fixed[kind].routes if kind in fixed else (), routes, limiter)
+              for kind in ACCOUNT_TYPES]
+    return ChannelBook(channels, chains, routes)
+
+
+def build_callback_directory(
+    settings: Settings, redis: Redis, http_client: httpx.AsyncClient
+) -> CallbackProviders:
+    """Every provider of the providers file by its name and every enabled channel account by its code,
+    for the API to parse their delivery callbacks."""
+    fixed = build_chains(settings, redis, http_client)
+    providers = {route.name: route.adapter for chain in fixed.values() for route in chain.routes}
+    return CallbackProviders(providers, _account_routes(settings, redis, http_client, fixed))
+
+
+def _account_routes(settings: Settings, redis: Redis, http_client: httpx.AsyncClient,
+                    fixed: dict[str, ProviderChain]) -> AccountRoutes:
+    accounts = ChannelAccounts(redis, settings.secret_box(), settings.channel_account_quota)
+    reserved = frozenset(route.name for chain in fixed.values() for route in chain.routes)
+    return AccountRoutes(accounts, ChannelDeps(http=http_client, redis=redis), reserved=reserved)
 
 
 def configured_channels(settings: Settings) -> frozenset[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -83,7 +84,7 @@ class Decide:
         apps: AppLookup,
         engine: AsyncRuleEngine,
         schedule: DeliverySchedule,
-        available_channels: frozenset[str],
+        available_channels: AbstractSet[str],
         *,
         consent: ConsentStore | None = None,
         engagement: EngagementHistory | None = None,
@@ -186,7 +187,7 @@ class Decide:
                     event=delivery.event,
                     user=consented,
                     allowed_channels=allowed.get(delivery.event.app, frozenset()),
-                    available_channels=self._available,
+                    available_channels=frozenset(self._available),  # a live view: as of now
                     now=at,
                     last_active_at=active.get(user.user_id),
                 )

@@ -9,6 +9,7 @@ dropped if the window says so. Consent and caps are judged by send, for every di
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -35,7 +36,9 @@ class FallbackResult:
 class FallbackDispatcher:
     """Picks, for each fired step, the first of its channels the recipient can be reached on."""
 
-    def __init__(self, directory: UserDirectory, apps: AppLookup, available_channels: frozenset[str]) -> None:
+    def __init__(
+        self, directory: UserDirectory, apps: AppLookup, available_channels: AbstractSet[str]
+    ) -> None:
         self._directory = directory
         self._apps = apps
         self._available = available_channels

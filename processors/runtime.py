@@ -34,6 +34,8 @@ from settings import Settings, SwitchboardError
 from state.apps import WORKER_CACHE_SECONDS, AppRegistry
 from state.broadcasts import BroadcastJobs
 from state.caps import FrequencyCaps
+from state.channel_accounts import ChannelAccounts
+from state.channel_grants import AppChannelGrants
 from state.connection import open_redis, outage_of
 from state.consent import ConsentStore
 from state.dedup import EventDedup
@@ -87,14 +89,16 @@ def build_flow(settings: Settings) -> Flow:
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     channels = build_channels(settings, redis, http)
     directory = UserDirectory(redis)
-    apps = AppRegistry(redis, cache_seconds=WORKER_CACHE_SECONDS)
+    # Channel accounts widen the channels an app may use (state.channel_grants) and add routes.
+    apps = AppChannelGrants(AppRegistry(redis, cache_seconds=WORKER_CACHE_SECONDS),
+                            ChannelAccounts(redis, settings.secret_box(), settings.channel_account_quota))
     schedule = DeliverySchedule(redis)
     engine = AsyncRuleEngine(ruleset)
     fallback = FallbackSchedule(redis)
     consent = ConsentStore(redis)
     engagement = EngagementHistory(redis)
     offline = OfflineKeep(redis)
-    available = frozenset(channels)
+    available = channels.keys()  # live: a channel served only by accounts comes and goes with them
     jobs = BroadcastJobs(redis)
     counters = FlowCounters(redis)
     stages = FlowStages(
@@ -162,6 +166,11 @@ def build_flow(settings: Settings) -> Flow:
         redis_outage=outage_of(redis),
     )
     register_agents(app, topics, stages)
+
+    @app.timer(1.0, name="read_channel_accounts")  # type: ignore[untyped-decorator]
+    async def read_channel_accounts() -> None:
+        await channels.refresh()
+
     stage_topics = {"ingest": topics.events, "decide": topics.deliveries, "send": topics.dispatch,
                     "track": topics.receipts}
     watch = Watch(WatchWindow(redis), LagBoard(redis), Incidents(redis), schedule, stages.parked, alerts)

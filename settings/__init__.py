@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from settings import link_secret
+from settings import link_secret, secret_box
 from settings.errors import SwitchboardError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         description="signs tracking and unsubscribe links; required outside dev/test (see signing_secret)",
     )
     webhook_allow: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    # Channel accounts (settings/secret_box.py, state/channel_accounts.py): their secrets' master keys.
+    master_keys: SecretStr = Field(
+        SecretStr(""), description="Fernet keys, newest first, comma-separated; required outside dev/test"
+    )
+    channel_account_quota: int = Field(10, ge=1, description="channel accounts allowed per channel type")
     # The analytics service (`switchboard analytics`) is the one process that writes ClickHouse; for the
     # embedded engine it also serves ClickHouse's HTTP interface here, for analysts and for
     # Switchboard's own reports.
@@ -220,6 +225,12 @@ class Settings(BaseSettings):
         return link_secret.signing_secret(
             self.link_secret, local=self.env in LOCAL_ENVIRONMENTS, var_dir=self.var_dir
         )
+
+    def secret_box(self) -> secret_box.SecretBox:
+        """The box channel secrets are sealed in; SwitchboardError when there is no usable master key."""
+        keys = secret_box.master_keys(self.master_keys, local=self.env in LOCAL_ENVIRONMENTS,
+                                      var_dir=self.var_dir)
+        return secret_box.SecretBox(keys)
 
     def user_token_key(self) -> SecretStr:
         """The key end-user tokens are signed with; kept under var_dir in dev/test, required in production."""

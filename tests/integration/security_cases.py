@@ -86,6 +86,13 @@ CONVERSION = {
     "currency": "CNY", "value": "5500.00", "occurred_at": "2026-01-01T00:00:00Z",
 }
 
+# channel accounts: the account the rows act on (created by the first row a caller may call)
+MATRIX_CHANNEL = "matrix-oa"
+CHANNEL_ACCOUNT = {
+    "code": MATRIX_CHANNEL, "name": "矩阵服务号", "type": "wechat_oa", "platform": "wechat-oa",
+    "settings": {"appid": "wxmatrix0001"}, "secrets": {"secret": "matrix-secret-value-0000"},
+}
+
 CASES: list[EndpointCase] = [
     # --- access: events, conversions, reports (app powers) -------------------------------------------
     EndpointCase("POST", "/v1/events", "events:send", EVENT, app=MATRIX_APP),
@@ -159,6 +166,30 @@ CASES: list[EndpointCase] = [
     EndpointCase("PUT", f"/v1/apps/{TARGET_APP}/channels", "apps:manage", {"channels": ["inbox", "email"]},
                  app=TARGET_APP, route="/v1/apps/{name}/channels"),
     EndpointCase("DELETE", f"/v1/apps/{TARGET_APP}", "apps:manage", app=TARGET_APP, route="/v1/apps/{name}"),
+    # --- channel accounts: reading with channels:read; changes to an account for every app need
+    # channels:manage over every app, (un)authorising one app needs it on that app --------------------
+    EndpointCase("POST", "/v1/channel-accounts", "channels:manage", CHANNEL_ACCOUNT, app="*"),
+    EndpointCase("GET", "/v1/channel-accounts", "channels:read"),
+    EndpointCase("GET", f"/v1/channel-accounts/{MATRIX_CHANNEL}", "channels:read",
+                 route="/v1/channel-accounts/{code}"),
+    EndpointCase("PATCH", f"/v1/channel-accounts/{MATRIX_CHANNEL}", "channels:manage", {"name": "矩阵服务号"},
+                 app="*", route="/v1/channel-accounts/{code}"),
+    EndpointCase("PUT", f"/v1/channel-accounts/{MATRIX_CHANNEL}/secrets/secret", "channels:manage",
+                 {"value": "matrix-secret-value-0001"}, app="*",
+                 route="/v1/channel-accounts/{code}/secrets/{name}"),
+    EndpointCase("DELETE", f"/v1/channel-accounts/{MATRIX_CHANNEL}/secrets/callback_token", "channels:manage",
+                 app="*", route="/v1/channel-accounts/{code}/secrets/{name}"),
+    EndpointCase("POST", f"/v1/channel-accounts/{MATRIX_CHANNEL}/enable", "channels:manage", app="*",
+                 route="/v1/channel-accounts/{code}/enable"),
+    EndpointCase("POST", f"/v1/channel-accounts/{MATRIX_CHANNEL}/disable", "channels:manage", app="*",
+                 route="/v1/channel-accounts/{code}/disable"),
+    EndpointCase("PUT", f"/v1/channel-accounts/{MATRIX_CHANNEL}/apps/{MATRIX_APP}", "channels:manage",
+                 app=MATRIX_APP, route="/v1/channel-accounts/{code}/apps/{app}"),
+    EndpointCase("DELETE", f"/v1/channel-accounts/{MATRIX_CHANNEL}/apps/{MATRIX_APP}", "channels:manage",
+                 app=MATRIX_APP, route="/v1/channel-accounts/{code}/apps/{app}"),
+    EndpointCase("POST", "/v1/channel-accounts/rotate-secrets", "channels:manage", app="*"),
+    EndpointCase("DELETE", f"/v1/channel-accounts/{MATRIX_CHANNEL}", "channels:manage", app="*",
+                 route="/v1/channel-accounts/{code}"),
     # --- consent (rows as the access part expects them; the consent part owns the endpoints) ---------
     EndpointCase("POST", "/v1/consent/unsubscribes", "people:manage", also=("consent:own",),
                  body={"user_id": MATRIX_USER, "category": "marketing"}, app="*"),

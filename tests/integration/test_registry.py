@@ -10,8 +10,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from channels.accounts import AccountAwareChain
 from channels.base import PermanentSendError, SendResult
-from channels.failover import ProviderChain
 from channels.providers import ProvidersFileError
 from channels.registry import build_channels, configured_channels
 from channels.templates import RenderedMessage
@@ -50,7 +50,7 @@ async def test_channels_built(tmp_path: Path, settings: Settings, redis: Redis,
     if providers is None:
         assert f"no providers file at {path}" in caplog.text
     if "sms" in channels:
-        assert isinstance(channels["sms"], ProviderChain)
+        assert isinstance(channels["sms"], AccountAwareChain)
         assert "channel sms: providers gw" in caplog.text
     assert GATEWAY_SECRET not in caplog.text and GATEWAY_SECRET not in repr(channels)
 

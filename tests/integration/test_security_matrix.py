@@ -33,8 +33,10 @@ from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
 from settings import ROOT
 from settings.permissions import ALL_APPS, APP_POWERS, BUILT_IN_ROLES, GLOBAL_PERMISSIONS
+from settings.secret_box import SecretBox
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
+from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
 from state.data_rights import PersonState
 from state.inbox import Inbox, InboxMessage
@@ -59,6 +61,7 @@ from .security_cases import (
 )
 from .test_api_support import LINK_SECRET, PUBLIC_URL, RecordingPublisher
 
+MATRIX_MASTER_KEY = "bWF0cml4LW1hc3Rlci1rZXktMDEyMzQ1Njc4OWFiY2Q="  # 32 bytes, for the channel accounts
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 SIGNER = UserTokenSigner(SecretStr("matrix-user-token-key-0123456789abcdefghij"))
 PASSWORD = "matrix operators' password"
@@ -112,6 +115,7 @@ def matrix_api(redis: Redis, apps: AppRegistry, operators: OperatorStore) -> Fas
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=Access(apps, operators, SIGNER, failures),
         data_rights=DataRights(PersonState(redis), publisher, reader, b"matrix-pseudonym-key"),
+        channel_accounts=ChannelAccounts(redis, SecretBox([MATRIX_MASTER_KEY])),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 

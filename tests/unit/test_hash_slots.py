@@ -14,7 +14,17 @@ import pytest
 from records.plan import CapLimit, DeliveryPlan, FrequencyCap
 from records.topics import Dispatch, EventCore
 from settings import ROOT
-from state import apps, auth_failures, broadcasts, fallback, inbox, offline, operators, pacing
+from state import (
+    apps,
+    auth_failures,
+    broadcasts,
+    channel_accounts,
+    fallback,
+    inbox,
+    offline,
+    operators,
+    pacing,
+)
 from state.caps import cap_key, script_calls
 from state.keyspace import SHARD_TAGS, SHARDS, shard_of, share, slot, slots, tag
 from state.schedule import schedule_shards
@@ -78,6 +88,11 @@ def _apps(user: str) -> list[list[str]]:
     return [[apps._APP.format(user), apps._KEY.format("ab" * 32), apps._APPS]]
 
 
+def _accounts(code: str) -> list[str]:
+    accounts = channel_accounts
+    return [accounts._ACCOUNT.format(code), accounts._CODES, accounts._TYPE.format("sms")]
+
+
 def _operators(name: str) -> list[list[str]]:
     digest = "ab" * 32
     return [[
@@ -121,6 +136,10 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
     ],
     ("broadcasts", "_FINISH"): lambda u, m: [[broadcasts._JOB.format(m), broadcasts._ACTIVE]],
     ("broadcasts", "transaction"): lambda u, m: [[broadcasts._JOB.format(m)]],
+    # Channel accounts are few (a quota per type): they share the `{chacc}` slot on purpose.
+    ("channel_accounts", "_CREATE"): lambda u, _: [_accounts(u)],
+    ("channel_accounts", "_REPLACE"): lambda u, _: [_accounts(u)[:1]],
+    ("channel_accounts", "transaction"): lambda u, _: [_accounts(u)],
 }
 # One key per call: nothing to keep together.
 SINGLE_KEY = {
