@@ -91,7 +91,7 @@ def build_flow(settings: Settings) -> Flow:
     schedule = DeliverySchedule(redis)
     engine = AsyncRuleEngine(ruleset)
     fallback = FallbackSchedule(redis)
-    consent = ConsentStore(redis)
+    consent = ConsentStore(redis, opt_in=settings.consent_opt_in, test_mode=settings.test_mode)
     engagement = EngagementHistory(redis)
     offline = OfflineKeep(redis)
     available = frozenset(channels)

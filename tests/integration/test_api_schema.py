@@ -75,7 +75,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         segments=UserDirectory(redis),
         limits=BodyLimits(),
         links=LinkSigner(LINK_SECRET, PUBLIC_URL),
-        consent=ConsentStore(redis),
+        consent=ConsentStore(redis, opt_in=()),
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
     )

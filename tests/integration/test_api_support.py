@@ -82,7 +82,8 @@ async def running_api(redis: Redis, providers: Mapping[str, Channel] | None = No
     key = await apps.register("portal", {"inbox"}, "Campus portal")
     publisher = RecordingPublisher()
     signer = LinkSigner(LINK_SECRET, PUBLIC_URL)
-    consent, inbox, sent = ConsentStore(redis), Inbox(redis), ProviderMessages(redis, ttl_seconds=600)
+    consent, inbox = ConsentStore(redis, opt_in=()), Inbox(redis)
+    sent = ProviderMessages(redis, ttl_seconds=600)
     deps = ApiDeps(
         apps=apps,
         inbox=inbox,
