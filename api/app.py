@@ -25,6 +25,7 @@ from api.metrics import RequestMetrics, metrics_router
 from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
+from api.whitelist import whitelist_router
 from channels.base import Channel
 from metrics import catalog
 
@@ -42,7 +43,8 @@ _TAGS = [
     {"name": "conversions", "description": "Report business outcomes, to be attributed to messages."},
     {"name": "inbox", "description": "The in-app inbox, for the campus portal acting for its user."},
     {"name": "links", "description": "Open pixel, click redirects and one-click unsubscribe (signed)."},
-    {"name": "consent", "description": "Unsubscriptions and the blacklist."},
+    {"name": "consent", "description": "Unsubscriptions, opt-ins and the blacklist."},
+    {"name": "whitelist", "description": "The whitelist (白名单) and test mode."},
     {"name": "callbacks", "description": "Delivery-status callbacks from providers, verified per provider."},
     {"name": "reports", "description": "The calling app's funnel and message traces (its messages only)."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -89,6 +91,7 @@ def create_api(
         api.include_router(links_router(deps, deps.links))
     if deps.consent is not None:
         api.include_router(consent_router(deps, deps.consent))
+        api.include_router(whitelist_router(deps, deps.consent.whitelist, deps.consent.test_mode_everywhere))
     if deps.provider_messages is not None:
         api.include_router(callbacks_router(deps, providers or {}, deps.provider_messages))
     if deps.analytics is not None:

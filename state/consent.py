@@ -246,6 +246,10 @@ class ConsentStore:
     def opt_in_categories(self) -> frozenset[str]:
         return self._opt_in
 
+    @property
+    def test_mode_everywhere(self) -> bool:
+        return self._test_mode
+
     async def opt_in(
         self, user_id: str, *, category: str, channel: str | None = None, source: str, evidence: str = ""
     ) -> OptIn:

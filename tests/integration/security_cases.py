@@ -104,7 +104,7 @@ CASES: list[EndpointCase] = [
                  route="/v1/inbox/{user_id}/{message_id}/click"),
     EndpointCase("DELETE", f"/v1/inbox/{MATRIX_USER}/no-such-message", "inbox:own",
                  route="/v1/inbox/{user_id}/{message_id}"),
-    # --- consent (rows as the access part expects them; the consent part owns the endpoints) ---------
+    # --- consent: a person's own token, or operators over every app; the lists are operators' --------
     EndpointCase("POST", "/v1/consent/unsubscribes", "people:manage", also=("consent:own",),
                  body={"user_id": MATRIX_USER, "category": "marketing"}, app="*"),
     EndpointCase("DELETE", f"/v1/consent/unsubscribes?user_id={MATRIX_USER}&category=marketing",
@@ -115,4 +115,16 @@ CASES: list[EndpointCase] = [
                  body={"subject": MATRIX_USER, "reason": "matrix"}, app="*"),
     EndpointCase("DELETE", f"/v1/consent/blacklist?subject={MATRIX_USER}", "people:manage", app="*",
                  route="/v1/consent/blacklist"),
+    EndpointCase("POST", "/v1/consent/opt-ins", "people:manage", also=("consent:own",),
+                 body={"user_id": MATRIX_USER, "category": "marketing", "source": "matrix form"}, app="*"),
+    EndpointCase("DELETE", f"/v1/consent/opt-ins?user_id={MATRIX_USER}&category=marketing",
+                 "people:manage", also=("consent:own",), app="*", route="/v1/consent/opt-ins"),
+    EndpointCase("GET", "/v1/whitelist", "people:read", app="*"),
+    EndpointCase("POST", "/v1/whitelist", "people:manage", body={"subject": MATRIX_USER, "reason": "matrix"},
+                 app="*"),
+    EndpointCase("DELETE", f"/v1/whitelist?subject={MATRIX_USER}", "people:manage", app="*",
+                 route="/v1/whitelist"),
+    EndpointCase("GET", "/v1/test-mode", "people:read"),
+    EndpointCase("PUT", f"/v1/test-mode/{MATRIX_APP}", "people:manage", body={"test_mode": False},
+                 app=MATRIX_APP, route="/v1/test-mode/{app}"),
 ]
