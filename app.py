@@ -658,9 +658,14 @@ def _dumped(entry: Any) -> Any:
 
 
 def _listed(subject: str, channel: str | None) -> str:
+    """The subject as the lists keep it: a user id as the API accepts one, or a cleaned address."""
+    import re
+
     from channels.addresses import AddressRefused, clean
 
     if channel is None:
+        if not re.fullmatch(r"[A-Za-z0-9_.:\-]{1,128}", subject):
+            raise SwitchboardError(f"{subject[:64]!r} is not a user id; give --channel for an address")
         return subject
     cleaned = clean(channel, subject)
     if isinstance(cleaned, AddressRefused):

@@ -89,6 +89,7 @@ def test_the_whitelist_test_mode_and_opt_ins_from_the_command_line(env: dict[str
         (["whitelist", "add", "12", "--channel", "sms", "--reason", "x"], "is not a sms address"),
         (["whitelist", "add", "s1", "--reason", " "], "reason must not be empty"),
         (["whitelist", "remove", "nobody"], "'nobody' is not whitelisted"),
+        (["whitelist", "add", "a b@c", "--reason", "x"], "is not a user id; give --channel"),
         (["consent", "opt-in", "s1", "--category", "marketting", "--source", "x"],
          "unknown category 'marketting'"),
     ],
