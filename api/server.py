@@ -76,6 +76,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=build_access(settings, redis, apps),
+        events_signatures_required=settings.events_signatures == "required",
     )
 
 
