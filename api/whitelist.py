@@ -39,6 +39,15 @@ class TestModeRequest(BaseModel):
     test_mode: bool
 
 
+class TestModes(BaseModel):
+    """Which apps are in test mode."""
+
+    __test__ = False
+    everywhere: bool
+    """Every app is (`SWITCHBOARD_TEST_MODE`), listed or not."""
+    apps: list[TestMode]
+
+
 class TestModeState(BaseModel):
     __test__ = False
     app: str
@@ -93,15 +102,13 @@ def whitelist_router(deps: ApiDeps, whitelist: Whitelist, everywhere: bool) -> A
             dump_entry(before), None
         )
 
-    @router.get("/test-mode", response_model=list[TestModeState])
-    async def in_test_mode(principal: Reader) -> list[TestModeState]:
-        """The apps in test mode that the caller may read people of (every app when it is global)."""
+    @router.get("/test-mode", response_model=TestModes)
+    async def in_test_mode(principal: Reader) -> TestModes:
+        """Whether every app is in test mode, and the apps switched into it that the caller may read
+        people of."""
         readable = principal.apps_for("people:read")
-        return [
-            TestModeState(app=m.app, test_mode=True, everywhere=everywhere, since=m)
-            for m in await whitelist.test_mode_apps()
-            if ALL_APPS in readable or m.app in readable
-        ]
+        apps = [m for m in await whitelist.test_mode_apps() if ALL_APPS in readable or m.app in readable]
+        return TestModes(everywhere=everywhere, apps=apps)
 
     @router.put("/test-mode/{app}", response_model=TestModeState, responses=TOO_LARGE)
     async def switch(

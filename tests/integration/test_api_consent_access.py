@@ -146,8 +146,10 @@ async def test_test_mode_is_switched_per_app_by_who_manages_its_people(api: Api)
     assert switched.json()["test_mode"] is True and switched.json()["since"]["by"] == "operator sam"
     other = await api.client.put("/v1/test-mode/bursar", json={"test_mode": True}, headers=scoped)
     assert other.status_code == 403 and "'bursar'" in other.json()["detail"]
+    await api.consent.whitelist.set_test_mode("bursar", True, by="operator root")
     listed = (await api.client.get("/v1/test-mode", headers=scoped)).json()
-    assert [m["app"] for m in listed] == ["portal"]
+    assert listed["everywhere"] is False
+    assert [m["app"] for m in listed["apps"]] == ["portal"]  # not bursar: sam reads no one of it
     assert await api.consent.refusals([ConsentQuery("s1", "inbox", "notice", "s1", "portal")]) == [
         "test mode: not whitelisted"
     ]
