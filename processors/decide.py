@@ -6,12 +6,11 @@ bindings, so a rule's `first_of` moves on to the next channel, and a user refuse
 suppressed (a category needing an opt-in, or an app in test mode, says so once for the person rather
 than per channel). A raw address takes the consent of the people it is bound to and its own. Whether
 the recipient is whitelisted (the user or any address they are reached at) goes to the rules, whose
-caps may exempt them. The plan the
-engine returns is then carried out: offline keep when no channel reaches the user, quiet hours and
-best time in the user's timezone, pacing slots. A delivery deferred by any of these (or by
-`send_at`) goes on the durable schedule and is decided again when due; each rule lets it through at
-the time it chose, so it is not deferred twice by the same rule. A recipient in a rule's control
-share gets one `held_out` row and nothing else.
+caps may exempt them. The plan the engine returns is then carried out: offline keep when no channel
+reaches the user, quiet hours and best time in the user's timezone, pacing slots. A delivery deferred
+by any of these (or by `send_at`) goes on the durable schedule and is decided again when due; each
+rule lets it through at the time it chose, so it is not deferred twice by the same rule. A recipient
+in a rule's control share gets one `held_out` row and nothing else.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Consent (with opt-ins and test mode) is checked again here (a fallback step or a scheduled dispatch
 may go out long after decide, after an opt-in was withdrawn): a refused recipient gets a `suppressed`
-receipt and no provider call. Frequency caps are counted here,
-atomically, before the send is claimed: an exceeded cap either drops the send or parks the dispatch
-until every window allows it, each with a `capped` receipt.
+receipt and no provider call. Frequency caps are counted here, atomically, before the send is
+claimed: an exceeded cap either drops the send or parks the dispatch until every window allows it,
+each with a `capped` receipt.
 
 The claim (message, channel, step) is taken in Redis before the provider is called, so a redelivered
 dispatch never reaches a person twice. A send that gave up on retryable errors (every provider
