@@ -960,6 +960,226 @@ def people_pseudonym(user_id: _UserId) -> None:
     typer.echo(pseudonym(pseudonym_key(Settings().signing_secret().get_secret_value()), user_id))
 
 
+# --- consent: the whitelist, test mode, a person's opt-ins (audited as the shell's user, from `cli`) ---
+
+whitelist_cli = typer.Typer(no_args_is_help=True, help="The whitelist (白名单): trusted receivers.")
+test_mode_cli = typer.Typer(no_args_is_help=True, help="Test mode: an app reaches only whitelisted people.")
+consent_cli = typer.Typer(no_args_is_help=True, help="A person's consent: standing, opt-ins, withdrawals.")
+cli.add_typer(whitelist_cli, name="whitelist")
+cli.add_typer(test_mode_cli, name="test-mode")
+cli.add_typer(consent_cli, name="consent")
+_Subject = Annotated[str, typer.Argument(help="a user id, or an address with --channel")]
+_Channel = Annotated[str | None, typer.Option(help="the channel of an address (it is cleaned first)")]
+_Category = Annotated[str, typer.Option(help="the category, e.g. marketing")]
+
+
+def _consent_change(
+    action: str, target: tuple[str, str], change: Callable[[Any], Awaitable[tuple[Any, Any, Any]]]
+) -> Any:
+    """Run `change` (returning before, result, after) on the ConsentStore and audit it as the shell's
+    user from `cli`, like the operators commands (`api.access_cli`): Redis and the broker are reached
+    first, so nothing changes that its audit record could not follow."""
+    from api.access_cli import audited_shell
+    from state.connection import open_redis
+    from state.consent import ConsentStore
+
+    settings = Settings()
+
+    async def run() -> Any:
+        async with audited_shell(settings) as shell:
+            redis = open_redis(settings.redis)
+            try:
+                store = ConsentStore(redis, opt_in=settings.consent_opt_in, test_mode=settings.test_mode)
+                try:
+                    before, result, after = await change(store)
+                except ValueError as exc:
+                    raise SwitchboardError(str(exc)) from None
+                app = target[1] if target[0] == "app" else ""
+                await shell.audit(action, target[0], target[1], app=app, before=before, after=after)
+                return result
+            finally:
+                await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def _dumped(entry: Any) -> Any:
+    return None if entry is None else entry.model_dump(mode="json")
+
+
+def _listed(subject: str, channel: str | None) -> str:
+    """The subject as the lists keep it: a user id as the API accepts one, or a cleaned address."""
+    import re
+
+    from channels.addresses import AddressRefused, clean
+
+    if channel is None:
+        if not re.fullmatch(r"[A-Za-z0-9_.:\-]{1,128}", subject):
+            raise SwitchboardError(f"{subject[:64]!r} is not a user id; give --channel for an address")
+        return subject
+    cleaned = clean(channel, subject)
+    if isinstance(cleaned, AddressRefused):
+        raise SwitchboardError(f"{subject!r} is not a {channel} address: {cleaned.reason}")
+    return cleaned.value
+
+
+@whitelist_cli.command("add")
+def whitelist_add(
+    subject: _Subject, reason: Annotated[str, typer.Option(help="why")], channel: _Channel = None
+) -> None:
+    """Whitelist a person or an address (caps may exempt them; test mode reaches only them)."""
+    listed = _listed(subject, channel)
+
+    async def add(store: Any) -> Any:
+        before = await store.whitelist.get(listed)
+        entry = await store.whitelist.add(listed, reason)
+        return _dumped(before), entry, _dumped(entry)
+
+    _consent_change("whitelist.add", ("subject", listed), add)
+    typer.echo(f"whitelisted {listed}")
+
+
+@whitelist_cli.command("remove")
+def whitelist_remove(subject: _Subject, channel: _Channel = None) -> None:
+    """Take a person or an address off the whitelist."""
+    listed = _listed(subject, channel)
+
+    async def remove(store: Any) -> Any:
+        before = await store.whitelist.get(listed)
+        if before is None:
+            raise ValueError(f"{listed!r} is not whitelisted")
+        await store.whitelist.remove(listed)
+        return _dumped(before), None, None
+
+    _consent_change("whitelist.remove", ("subject", listed), remove)
+    typer.echo(f"{listed} is no longer whitelisted")
+
+
+@whitelist_cli.command("list")
+def whitelist_list() -> None:
+    """Every whitelisted person and address, with why and since when."""
+    from state.connection import open_redis
+    from state.whitelist import Whitelist
+
+    async def run() -> list[Any]:
+        redis = open_redis(Settings().redis)
+        try:
+            return await Whitelist(redis).entries()
+        finally:
+            await redis.aclose()
+
+    entries = asyncio.run(run())
+    if not entries:
+        typer.echo("the whitelist is empty; add with `switchboard whitelist add SUBJECT --reason WHY`")
+    for entry in entries:
+        typer.echo(f"{entry.subject:<40} {entry.at.isoformat(timespec='seconds')}  {entry.reason}")
+
+
+def _switch_test_mode(app: str, on: bool) -> None:
+    import getpass
+
+    async def switch(store: Any) -> Any:
+        before = await store.whitelist.test_mode(app)
+        after = await store.whitelist.set_test_mode(app, on, by=f"{getpass.getuser()} (cli)")
+        return _dumped(before), after, _dumped(after)
+
+    _consent_change("test_mode.set", ("app", app), switch)
+
+
+@test_mode_cli.command("on")
+def test_mode_on(app: _AppName) -> None:
+    """From now on the app reaches only whitelisted people; everyone else is suppressed."""
+    _switch_test_mode(app, True)
+    typer.echo(f"app {app} in test mode: only whitelisted people receive its messages")
+
+
+@test_mode_cli.command("off")
+def test_mode_off(app: _AppName) -> None:
+    """The app reaches everyone again."""
+    _switch_test_mode(app, False)
+    typer.echo(f"app {app} out of test mode")
+
+
+@test_mode_cli.command("status")
+def test_mode_status() -> None:
+    """The apps in test mode (and whether SWITCHBOARD_TEST_MODE puts every app in it)."""
+    from state.connection import open_redis
+    from state.whitelist import Whitelist
+
+    settings = Settings()
+
+    async def run() -> list[Any]:
+        redis = open_redis(settings.redis)
+        try:
+            return await Whitelist(redis).test_mode_apps()
+        finally:
+            await redis.aclose()
+
+    modes = asyncio.run(run())
+    if settings.test_mode:
+        typer.echo("every app is in test mode (SWITCHBOARD_TEST_MODE)")
+    elif not modes:
+        typer.echo("no app is in test mode")
+    for mode in modes:
+        typer.echo(f"{mode.app:<20} since {mode.at.isoformat(timespec='seconds')} by {mode.by}")
+
+
+@consent_cli.command("show")
+def consent_show(user_id: Annotated[str, typer.Argument(help="the user id")]) -> None:
+    """A person's consent as JSON: unsubscriptions, opt-ins (and their history), blacklist, whitelist."""
+    from state.connection import open_redis
+    from state.consent import ConsentStore
+
+    async def run() -> Any:
+        redis = open_redis(Settings().redis)
+        try:
+            return await ConsentStore(redis).consent(user_id)
+        finally:
+            await redis.aclose()
+
+    typer.echo(asyncio.run(run()).model_dump_json(indent=2))
+
+
+@consent_cli.command("opt-in")
+def consent_opt_in(
+    user_id: Annotated[str, typer.Argument(help="the user id")],
+    category: _Category,
+    source: Annotated[str, typer.Option(help="where it was given, e.g. 'paper form 2026-11'")],
+    channel: Annotated[str | None, typer.Option(help="one channel; every channel when omitted")] = None,
+    evidence: Annotated[str, typer.Option(help="what proves it")] = "",
+) -> None:
+    """Record an opt-in a person gave outside Switchboard (kept with its source, time and evidence)."""
+
+    async def opt_in(store: Any) -> Any:
+        before = _dumped(await store.consent(user_id))
+        entry = await store.opt_in(
+            user_id, category=category, channel=channel, source=source, evidence=evidence
+        )
+        return before, entry, _dumped(await store.consent(user_id))
+
+    _consent_change("consent.opt_in", ("user", user_id), opt_in)
+    typer.echo(f"{user_id} opted in to {category} on {channel or 'every channel'} ({source})")
+
+
+@consent_cli.command("withdraw")
+def consent_withdraw(
+    user_id: Annotated[str, typer.Argument(help="the user id")],
+    category: _Category,
+    channel: Annotated[str | None, typer.Option(help="one channel; every channel when omitted")] = None,
+) -> None:
+    """Withdraw a person's opt-ins to a category (all its channels, or one)."""
+    import getpass
+
+    async def withdraw(store: Any) -> Any:
+        before = _dumped(await store.consent(user_id))
+        by = f"{getpass.getuser()} (cli)"
+        gone = await store.withdraw(user_id, category=category, channel=channel, by=by)
+        return before, gone, _dumped(await store.consent(user_id))
+
+    gone = _consent_change("consent.withdraw", ("user", user_id), withdraw)
+    typer.echo(f"withdrew {len(gone)} opt-in(s) of {user_id} to {category}")
+
+
 def main() -> None:
     """The `switchboard` console command."""
     sys.exit(cli())

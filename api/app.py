@@ -32,6 +32,7 @@ from api.publisher import PublishError
 from api.reports import reports_router
 from api.roles import roles_router
 from api.user_tokens import user_tokens_router
+from api.whitelist import whitelist_router
 from channels.base import Channel
 from metrics import catalog
 from state.apps import AppRegistry
@@ -51,7 +52,8 @@ _TAGS = [
     {"name": "conversions", "description": "Report business outcomes, to be attributed to messages."},
     {"name": "inbox", "description": "The in-app inbox, for its user (with a token their app minted)."},
     {"name": "links", "description": "Open pixel, click redirects and one-click unsubscribe (signed)."},
-    {"name": "consent", "description": "Unsubscriptions and the blacklist."},
+    {"name": "consent", "description": "Unsubscriptions, opt-ins and the blacklist."},
+    {"name": "whitelist", "description": "The whitelist (白名单) and test mode."},
     {"name": "callbacks", "description": "Delivery-status callbacks from providers, verified per provider."},
     {"name": "reports", "description": "The calling app's funnel and message traces (its messages only)."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
@@ -103,6 +105,7 @@ def create_api(
         api.include_router(links_router(deps, deps.links))
     if deps.consent is not None:
         api.include_router(consent_router(deps, deps.consent))
+        api.include_router(whitelist_router(deps, deps.consent.whitelist, deps.consent.test_mode_everywhere))
     if deps.provider_messages is not None:
         # `is None`, not falsy: a live directory of channel accounts may be empty at start-up.
         known = providers if providers is not None else {}

@@ -76,7 +76,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         segments=UserDirectory(redis),
         limits=BodyLimits.of(settings),
         links=LinkSigner(settings.signing_secret(), settings.public_url),
-        consent=ConsentStore(redis),
+        consent=ConsentStore(redis, opt_in=settings.consent_opt_in, test_mode=settings.test_mode),
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=build_access(settings, redis, apps),

@@ -29,6 +29,7 @@ from demo.peers import DemoPeers
 from localparts.smtp_server import LocalSmtpServer
 from localparts.supervisor import LocalParts
 from localparts.switchboard_process import SwitchboardProcess
+from records.signing import events_signing_key, signed_headers
 from records.topics import Event, Lane, lane_of, lane_topic
 from settings import Settings
 from state.apps import AppRegistry
@@ -212,7 +213,11 @@ async def _emit(settings: Settings, events: list[DemoEvent], keys: dict[str, str
                         refused.append(f"{event.description}: HTTP {answer.status_code} {answer.text[:200]}")
                 else:
                     topic = settings.topic(lane_topic("events", _lane(event.body)))
-                    await producer.send_and_wait(topic, event.body, key=event.key.encode())
+                    # Signed as its app would sign it; an event of an app the demo did not register goes
+                    # unsigned, as a stranger's would, and is dead-lettered.
+                    key = keys.get(event.app)
+                    headers = signed_headers(event.body, events_signing_key(key)) if key else None
+                    await producer.send_and_wait(topic, event.body, key=event.key.encode(), headers=headers)
     finally:
         await producer.stop()
     for description, count in Counter(_kind(e) for e in events).items():

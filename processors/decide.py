@@ -3,12 +3,14 @@
 Deliveries come in batches so the engine (one dedicated thread, see FIELD-NOTES) is called once per
 batch. Consent is applied before the engine: refused channels are taken out of the recipient's
 bindings, so a rule's `first_of` moves on to the next channel, and a user refused everywhere is
-suppressed. A raw address takes the consent of the people it is bound to and its own. The plan the
-engine returns is then carried out: offline keep when no channel reaches the user, quiet hours and
-best time in the user's timezone, pacing slots. A delivery deferred by any of these (or by
-`send_at`) goes on the durable schedule and is decided again when due; each rule lets it through at
-the time it chose, so it is not deferred twice by the same rule. A recipient in a rule's control
-share gets one `held_out` row and nothing else.
+suppressed (a category needing an opt-in, or an app in test mode, says so once for the person rather
+than per channel). A raw address takes the consent of the people it is bound to and its own. Whether
+the recipient is whitelisted (the user or any address they are reached at) goes to the rules, whose
+caps may exempt them. The plan the engine returns is then carried out: offline keep when no channel
+reaches the user, quiet hours and best time in the user's timezone, pacing slots. A delivery deferred
+by any of these (or by `send_at`) goes on the durable schedule and is decided again when due; each
+rule lets it through at the time it chose, so it is not deferred twice by the same rule. A recipient
+in a rule's control share gets one `held_out` row and nothing else.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from processors.timing import Timing, plan_timing
 from records.plan import Pacing
 from records.topics import Delivery, Dispatch, Receipt, Status
 from rules.engine import AsyncRuleEngine, Decision, DecisionRequest
-from state.consent import ConsentQuery, ConsentStore
+from state.consent import ConsentQuery, ConsentStore, ConsentVerdict
 from state.engagement import EngagementHistory
 from state.offline import OfflineKeep
 from state.pacing import Pacer, SlotRequest
@@ -170,14 +172,15 @@ class Decide:
                 result.receipts.append(_receipt(delivery, "suppressed", reason="unknown user"))
             else:
                 recipients.append((delivery, user))
-        refused = await self._refusals(recipients)
+        refused, whitelisted = await self._refusals(recipients)
         requests: list[DecisionRequest] = []
         pending: list[tuple[Delivery, User, tuple[str, ...]]] = []
         for delivery, user in recipients:
-            refusals = refused.get(delivery.message_id, {})
+            verdicts = refused.get(delivery.message_id, {})
+            refusals = {channel: verdict.refused for channel, verdict in verdicts.items()}
             if refusals and len(refusals) == len(user.bindings):
-                reason = "; ".join(f"{channel}: {why}" for channel, why in refusals.items())
-                result.receipts.append(_receipt(delivery, "suppressed", reason=f"consent: {reason}"))
+                reason = _suppressed_reason(verdicts)
+                result.receipts.append(_receipt(delivery, "suppressed", reason=reason))
                 continue
             consented = user.model_copy(
                 update={"bindings": {c: a for c, a in user.bindings.items() if c not in refusals}}
@@ -190,6 +193,7 @@ class Decide:
                     available_channels=frozenset(self._available),  # a live view: as of now
                     now=at,
                     last_active_at=active.get(user.user_id),
+                    whitelisted=delivery.message_id in whitelisted,
                 )
             )
             pending.append((delivery, user, tuple(f"{c}: {why}" for c, why in refusals.items())))
@@ -199,10 +203,13 @@ class Decide:
             for (delivery, user, reasons), decision in zip(pending, decisions, strict=True)
         ]
 
-    async def _refusals(self, recipients: list[tuple[Delivery, User]]) -> dict[str, dict[str, str]]:
-        """Per message, the channels consent refuses and why (one pipeline for the batch)."""
+    async def _refusals(
+        self, recipients: list[tuple[Delivery, User]]
+    ) -> tuple[dict[str, dict[str, ConsentVerdict]], set[str]]:
+        """Per message, the channels consent refuses and why, and the messages whose recipient is
+        whitelisted (one script call for the batch)."""
         if self._consent is None:
-            return {}
+            return {}, set()
         queries = [
             (
                 delivery.message_id,
@@ -212,17 +219,21 @@ class Decide:
                     delivery.event.category,
                     # A raw address is checked in the form bindings and the blacklist hold it in.
                     _canonical(channel, address) if delivery.addresses is not None else address,
+                    delivery.event.app,
                 ),
             )
             for delivery, user in recipients
             for channel, address in user.bindings.items()
         ]
-        answers = await self._consent.refusals([q for _, q in queries])
-        refused: dict[str, dict[str, str]] = {}
-        for (message_id, query), why in zip(queries, answers, strict=True):
-            if why is not None:
-                refused.setdefault(message_id, {})[query.channel] = why
-        return refused
+        answers = await self._consent.verdicts([q for _, q in queries])
+        refused: dict[str, dict[str, ConsentVerdict]] = {}
+        whitelisted: set[str] = set()
+        for (message_id, query), verdict in zip(queries, answers, strict=True):
+            if verdict.refused is not None:
+                refused.setdefault(message_id, {})[query.channel] = verdict
+            if verdict.whitelisted:
+                whitelisted.add(message_id)
+        return refused, whitelisted
 
     async def _last_active(self, user_ids: list[str]) -> dict[str, datetime]:
         if self._engagement is None or not user_ids:
@@ -347,6 +358,15 @@ class Decide:
             name: app.channels if app is not None else frozenset()
             for name, app in zip(ordered, apps, strict=True)
         }
+
+
+def _suppressed_reason(verdicts: dict[str, ConsentVerdict]) -> str:
+    """Why consent refused every channel: once when it is one person-wide reason (test mode, the same
+    missing opt-in), else per channel."""
+    reasons = {verdict.reason for verdict in verdicts.values()}
+    if len(reasons) == 1 and all(v.kind in ("test_mode", "opt_in") for v in verdicts.values()):
+        return reasons.pop()
+    return "consent: " + "; ".join(f"{channel}: {v.refused}" for channel, v in verdicts.items())
 
 
 def _pacing(item: _Decided) -> Pacing | None:

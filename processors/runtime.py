@@ -95,7 +95,7 @@ def build_flow(settings: Settings) -> Flow:
     schedule = DeliverySchedule(redis)
     engine = AsyncRuleEngine(ruleset)
     fallback = FallbackSchedule(redis)
-    consent = ConsentStore(redis)
+    consent = ConsentStore(redis, opt_in=settings.consent_opt_in, test_mode=settings.test_mode)
     engagement = EngagementHistory(redis)
     offline = OfflineKeep(redis)
     available = channels.keys()  # live: a channel served only by accounts comes and goes with them
@@ -110,6 +110,7 @@ def build_flow(settings: Settings) -> Flow:
             max_event_bytes=settings.max_event_bytes,
             jobs=jobs,
             page=settings.broadcast_page,
+            signatures=settings.events_signatures == "required",
         ),
         decide=Decide(
             directory,

@@ -1,9 +1,10 @@
 """Send: check consent and caps, render the template, claim the send, deliver through the adapter.
 
-Consent is checked again here (a fallback step or a scheduled dispatch may go out long after decide):
-a refused recipient gets a `suppressed` receipt and no provider call. Frequency caps are counted here,
-atomically, before the send is claimed: an exceeded cap either drops the send or parks the dispatch
-until every window allows it, each with a `capped` receipt.
+Consent (with opt-ins and test mode) is checked again here (a fallback step or a scheduled dispatch
+may go out long after decide, after an opt-in was withdrawn): a refused recipient gets a `suppressed`
+receipt and no provider call. Frequency caps are counted here, atomically, before the send is
+claimed: an exceeded cap either drops the send or parks the dispatch until every window allows it,
+each with a `capped` receipt.
 
 The claim (message, channel, step) is taken in Redis before the provider is called, so a redelivered
 dispatch never reaches a person twice. A send that gave up on retryable errors (every provider
@@ -35,7 +36,7 @@ from processors.failures import describe, is_infrastructure
 from records.topics import Dispatch, Receipt, Status
 from state.caps import PASSED, CapVerdict, FrequencyCaps
 from state.coalesced import CoalescedPipeline
-from state.consent import ConsentQuery, ConsentStore
+from state.consent import ConsentQuery, ConsentStore, ConsentVerdict
 from state.idempotency import SendLedger, SendRecord
 from state.inbox import InboxMessage
 from state.provider_messages import TAKE_EARLY, ProviderMessages
@@ -125,12 +126,12 @@ class Send:
                 result.receipts.append(_receipt(dispatch, "suppressed", reason=checked.reason))
             else:
                 cleaned.append(checked)
-        refusals = await self._refusals(cleaned)
+        consents = await self._refusals(cleaned)
         ready: list[tuple[Dispatch, Channel, RenderedMessage]] = []
-        for dispatch, refused in zip(cleaned, refusals, strict=True):
-            if refused is not None:
+        for dispatch, consent in zip(cleaned, consents, strict=True):
+            if consent.refused is not None:
                 result.suppressed += 1
-                result.receipts.append(_receipt(dispatch, "suppressed", reason=f"consent: {refused}"))
+                result.receipts.append(_receipt(dispatch, "suppressed", reason=consent.reason))
                 continue
             prepared = self._prepare(dispatch, users.get(dispatch.user_id))
             if isinstance(prepared, Receipt):
@@ -214,11 +215,11 @@ class Send:
         _count_outcomes(records, time.monotonic() - started)
         return [receipt for dispatch, record in records for receipt in _receipts_again(dispatch, record, at)]
 
-    async def _refusals(self, dispatches: Sequence[Dispatch]) -> list[str | None]:
+    async def _refusals(self, dispatches: Sequence[Dispatch]) -> list[ConsentVerdict]:
         if self._consent is None:
-            return [None] * len(dispatches)
-        return await self._consent.refusals(
-            [ConsentQuery(d.user_id, d.channel, d.event.category, d.address) for d in dispatches]
+            return [ConsentVerdict()] * len(dispatches)
+        return await self._consent.verdicts(
+            [ConsentQuery(d.user_id, d.channel, d.event.category, d.address, d.event.app) for d in dispatches]
         )
 
     async def _cap_verdicts(self, dispatches: list[Dispatch], at: datetime) -> list[CapVerdict]:

@@ -50,6 +50,8 @@ class DecisionRequest:
     """When the decision is made (defaults to the clock); rules on time and activity use it."""
     last_active_at: datetime | None = None
     """When the user was last seen active (read, clicked, opened, app activity), if ever."""
+    whitelisted: bool = False
+    """The recipient (or an address they are reached at) is on the whitelist (白名单)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,9 @@ class RuleEngine:
 
     def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
         """One decision per request, in order."""
-        facts = [facts_of(r.event, r.user, r.now, r.last_active_at) for r in requests]
+        facts = [
+            facts_of(r.event, r.user, r.now, r.last_active_at, whitelisted=r.whitelisted) for r in requests
+        ]
         winners = self._match(requests, facts)
         return [self._apply(*triple) for triple in zip(requests, facts, winners, strict=True)]
 

@@ -36,7 +36,9 @@ class Explanation:
 def explain(engine: RuleEngine, request: DecisionRequest) -> Explanation:
     """Decide `request` with the engine, and test every rule in Python to show the whole picture."""
     (decision,) = engine.decide([request])
-    facts = facts_of(request.event, request.user, request.now, request.last_active_at)
+    facts = facts_of(
+        request.event, request.user, request.now, request.last_active_at, whitelisted=request.whitelisted
+    )
     ruleset = engine.ruleset
     verdicts = []
     for rule in ruleset.rules:

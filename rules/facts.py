@@ -30,9 +30,18 @@ class Facts:
     tags: frozenset[str]
     idle: timedelta | None
     """How long since the user was last active; None if never."""
+    whitelisted: bool = False
+    """On the whitelist (白名单): the user or an address they are reached at."""
 
 
-def facts_of(event: EventCore, user: User, now: datetime | None, last_active_at: datetime | None) -> Facts:
+def facts_of(
+    event: EventCore,
+    user: User,
+    now: datetime | None,
+    last_active_at: datetime | None,
+    *,
+    whitelisted: bool = False,
+) -> Facts:
     at = now or datetime.now(UTC)
     return Facts(
         user_id=user.user_id,
@@ -46,6 +55,7 @@ def facts_of(event: EventCore, user: User, now: datetime | None, last_active_at:
         bound=frozenset(user.bindings),
         tags=frozenset(user.tags),
         idle=None if last_active_at is None else max(at - last_active_at, timedelta(0)),
+        whitelisted=whitelisted,
     )
 
 
@@ -86,6 +96,8 @@ def exempt(rule: CapExempt, facts: Facts) -> str | None:
         return "tag " + ", ".join(sorted(facts.tags.intersection(rule.tags_any)))
     if rule.users is not None and facts.user_id in rule.users:
         return f"user {facts.user_id} is on the exemption list"
+    if rule.whitelist and facts.whitelisted:
+        return f"user {facts.user_id} is whitelisted"
     return None
 
 

@@ -338,6 +338,8 @@ class CapExempt(_Strict):
     priority: Annotated[list[Priority] | None, Field(min_length=1)] = None
     tags_any: Annotated[list[Name] | None, Field(min_length=1)] = None
     users: Annotated[list[Name] | None, Field(min_length=1)] = None
+    whitelist: Annotated[bool, Strict()] = False
+    """People on the whitelist (白名单), by user id or an address they are reached at."""
 
 
 class CapRule(_Strict):

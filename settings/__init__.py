@@ -157,6 +157,15 @@ class Settings(BaseSettings):
     # keep max_event_bytes too.
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="largest body of every other endpoint")
 
+    # Consent (state/consent.py): categories that reach only people with a recorded opt-in (PIPL and
+    # GDPR ask it for marketing), and test mode for every app (only whitelisted people receive anything).
+    # (Checked against the categories by ConsentStore: settings sit below the records' vocabulary.)
+    consent_opt_in: list[str] = Field(
+        default_factory=lambda: ["marketing"],
+        description="categories that need a recorded opt-in, as a JSON list",
+    )
+    test_mode: bool = Field(False, description="every app in test mode: only whitelisted people receive")
+
     # Broadcasts (`all`, tags, segments) are expanded by a worker timer a page at a time from a
     # cursor in Redis; an audience of at most one page is expanded at ingest directly.
     broadcast_page: int = Field(1000, gt=0, le=100_000, description="recipients per expansion page")

@@ -190,7 +190,7 @@ CASES: list[EndpointCase] = [
     EndpointCase("POST", "/v1/channel-accounts/rotate-secrets", "channels:manage", app="*"),
     EndpointCase("DELETE", f"/v1/channel-accounts/{MATRIX_CHANNEL}", "channels:manage", app="*",
                  route="/v1/channel-accounts/{code}"),
-    # --- consent (rows as the access part expects them; the consent part owns the endpoints) ---------
+    # --- consent: a person's own token, or operators over every app; the lists are operators' --------
     EndpointCase("POST", "/v1/consent/unsubscribes", "people:manage", also=("consent:own",),
                  body={"user_id": MATRIX_USER, "category": "marketing"}, app="*"),
     EndpointCase("DELETE", f"/v1/consent/unsubscribes?user_id={MATRIX_USER}&category=marketing",
@@ -201,6 +201,18 @@ CASES: list[EndpointCase] = [
                  body={"subject": MATRIX_USER, "reason": "matrix"}, app="*"),
     EndpointCase("DELETE", f"/v1/consent/blacklist?subject={MATRIX_USER}", "people:manage", app="*",
                  route="/v1/consent/blacklist"),
+    EndpointCase("POST", "/v1/consent/opt-ins", "people:manage", also=("consent:own",),
+                 body={"user_id": MATRIX_USER, "category": "marketing", "source": "matrix form"}, app="*"),
+    EndpointCase("DELETE", f"/v1/consent/opt-ins?user_id={MATRIX_USER}&category=marketing",
+                 "people:manage", also=("consent:own",), app="*", route="/v1/consent/opt-ins"),
+    EndpointCase("GET", "/v1/whitelist", "people:read", app="*"),
+    EndpointCase("POST", "/v1/whitelist", "people:manage", body={"subject": MATRIX_USER, "reason": "matrix"},
+                 app="*"),
+    EndpointCase("DELETE", f"/v1/whitelist?subject={MATRIX_USER}", "people:manage", app="*",
+                 route="/v1/whitelist"),
+    EndpointCase("GET", "/v1/test-mode", "people:read"),
+    EndpointCase("PUT", f"/v1/test-mode/{MATRIX_APP}", "people:manage", body={"test_mode": False},
+                 app=MATRIX_APP, route="/v1/test-mode/{app}"),
     # --- data rights: a person's whole data, over every app (global permissions) --------------------
     EndpointCase("GET", f"/v1/people/{MATRIX_USER}/export", "data_rights:export", app="*",
                  route="/v1/people/{user_id}/export"),

@@ -106,7 +106,7 @@ async def test_a_best_time_chosen_at_an_injected_now_stands_until_it_is_used(
         PlanEngine(DeliveryPlan(best_time=BestTime(within=timedelta(hours=12)))),  # type: ignore[arg-type]
         DeliverySchedule(redis),
         frozenset({"sms"}),
-        consent=ConsentStore(redis),
+        consent=ConsentStore(redis, opt_in=()),
         engagement=history,
     )
     first = await decide.handle([delivery("sh", PROMO)], now=morning)

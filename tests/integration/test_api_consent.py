@@ -1,4 +1,5 @@
-"""Consent endpoints on real Redis: unsubscribe, resubscribe, blacklist, a user's standing."""
+"""Consent endpoints on real Redis: unsubscribe, resubscribe, blacklist, a user's standing, as an operator
+(who may reads and who may change: test_api_consent_access.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from tests.integration.test_api_support import Api, running_api
 @pytest.fixture
 async def api(redis: Redis) -> AsyncIterator[Api]:
     async with running_api(redis) as running:
+        running.client.headers.update(await running.operator("root", "administrator"))
         yield running
 
 
 def auth(api: Api) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api.key}"}
+    return {}  # the client carries the administrator's token
 
 
 async def test_unsubscribe_resubscribe_and_standing(api: Api) -> None:
@@ -26,7 +28,7 @@ async def test_unsubscribe_resubscribe_and_standing(api: Api) -> None:
         "/v1/consent/unsubscribes", json={"user_id": "s1", "category": "marketing"}, headers=auth(api)
     )
     assert created.status_code == 201, created.text
-    assert created.json()["source"] == "app portal"
+    assert created.json()["source"] == "operator root"
     await api.client.post(
         "/v1/consent/unsubscribes",
         json={"user_id": "s1", "category": "notice", "channel": "sms", "source": "preference centre"},
@@ -34,7 +36,7 @@ async def test_unsubscribe_resubscribe_and_standing(api: Api) -> None:
     )
     standing = (await api.client.get("/v1/consent/s1", headers=auth(api))).json()
     assert [(u["category"], u["channel"], u["source"]) for u in standing["unsubscriptions"]] == [
-        ("marketing", None, "app portal"), ("notice", "sms", "preference centre"),
+        ("marketing", None, "operator root"), ("notice", "sms", "operator root (preference centre)"),
     ]
     assert standing["blacklisted"] is None
     removed = await api.client.delete(
@@ -53,7 +55,7 @@ async def test_blacklisting_an_address_cleans_it_first(api: Api) -> None:
     assert listed.status_code == 201, listed.text
     assert listed.json()["subject"] == "+8613800138000"
     [refusal] = await api.consent.refusals([ConsentQuery("s9", "sms", "notice", "+8613800138000")])
-    assert refusal == "blacklisted: complaint #88 (by app portal)"
+    assert refusal == "blacklisted: complaint #88 (by operator root)"
     gone = await api.client.delete(
         "/v1/consent/blacklist", params={"subject": "+86 13800138000", "channel": "sms"}, headers=auth(api)
     )
@@ -68,7 +70,7 @@ async def test_a_blacklisted_user_shows_in_their_standing(api: Api) -> None:
     body = {"subject": "s7", "reason": "left"}
     assert (await api.client.post("/v1/consent/blacklist", json=body, headers=auth(api))).status_code == 201
     standing = (await api.client.get("/v1/consent/s7", headers=auth(api))).json()
-    assert standing["blacklisted"]["reason"] == "left (by app portal)"
+    assert standing["blacklisted"]["reason"] == "left (by operator root)"
 
 
 @pytest.mark.parametrize(
@@ -97,8 +99,8 @@ async def test_bad_calls_say_what_is_wrong(
     ("method", "path"),
     [("GET", "/v1/consent/s1"), ("POST", "/v1/consent/unsubscribes"), ("DELETE", "/v1/consent/blacklist")],
 )
-async def test_consent_needs_an_app_key(api: Api, method: str, path: str) -> None:
-    answer = await api.client.request(method, path, headers={"X-Api-Key": "sbk_wrong"})
+async def test_consent_needs_valid_credentials(api: Api, method: str, path: str) -> None:
+    answer = await api.client.request(method, path, headers={"Authorization": "Bearer sbk_wrong"})
     assert answer.status_code == 401
 
 

@@ -3,15 +3,17 @@ receipts recorded by a publisher that can play a broker that is down."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
+from argon2 import PasswordHasher
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from api import ApiDeps, PublishError, create_api
+from api.access import Access
 from channels.base import Channel
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
@@ -23,11 +25,16 @@ from settings import ROOT
 from state.apps import AppRegistry
 from state.consent import ConsentStore
 from state.inbox import Inbox
+from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
+from state.user_tokens import UserTokenSigner
 from state.users import UserDirectory
 
 PUBLIC_URL = "https://notify.uni.example.edu"
 LINK_SECRET = SecretStr("integration-link-secret-0123456789")
+USER_TOKENS = UserTokenSigner(SecretStr("integration-user-token-key-0123456789abcdef"))
+# Cheap parameters: the tests hash a few passwords, not measure argon2.
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @dataclass
@@ -74,15 +81,30 @@ class Api:
     consent: ConsentStore
     inbox: Inbox
     sent: ProviderMessages
+    operators: OperatorStore
+
+    def user(self, user_id: str, app: str = "portal") -> dict[str, str]:
+        """The headers of `user_id` signed in to `app`'s portal (an end-user token the app minted)."""
+        return {"Authorization": f"Bearer {USER_TOKENS.mint(app, user_id, 600)[0]}"}
+
+    async def operator(self, name: str, *grants: str) -> dict[str, str]:
+        """The headers of a new operator holding `grants` (`role` over every app, or `role@app`)."""
+        await self.operators.create(name, "a long enough secret", grants=grants)
+        return {"Authorization": f"Bearer {await self.operators.issue_token(name)}"}
 
 
 @asynccontextmanager
-async def running_api(redis: Redis, providers: Mapping[str, Channel] | None = None) -> AsyncIterator[Api]:
+async def running_api(
+    redis: Redis, providers: Mapping[str, Channel] | None = None, *, opt_in: Iterable[str] = ()
+) -> AsyncIterator[Api]:
+    """The API on `redis`; `opt_in`: the categories that need an opt-in (none, unless a test is about it)."""
     apps = AppRegistry(redis)
     key = await apps.register("portal", {"inbox"}, "Campus portal")
     publisher = RecordingPublisher()
     signer = LinkSigner(LINK_SECRET, PUBLIC_URL)
-    consent, inbox, sent = ConsentStore(redis), Inbox(redis), ProviderMessages(redis, ttl_seconds=600)
+    consent, inbox = ConsentStore(redis, opt_in=opt_in), Inbox(redis)
+    sent = ProviderMessages(redis, ttl_seconds=600)
+    operators = OperatorStore(redis, hasher=FAST_HASHER)
     deps = ApiDeps(
         apps=apps,
         inbox=inbox,
@@ -93,13 +115,14 @@ async def running_api(redis: Redis, providers: Mapping[str, Channel] | None = No
         links=signer,
         consent=consent,
         provider_messages=sent,
+        access=Access(apps, operators, USER_TOKENS),
     )
     api = create_api(deps, providers)
     async with (
         api.router.lifespan_context(api),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url=PUBLIC_URL) as client,
     ):
-        yield Api(client, key, publisher, signer, consent, inbox, sent)
+        yield Api(client, key, publisher, signer, consent, inbox, sent, operators)
 
 
 def dispatch(channel: str = "email", category: str = "marketing", message_id: str = "m-1") -> Dispatch:

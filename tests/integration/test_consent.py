@@ -19,7 +19,8 @@ VIA = f"(one-click link, {NOW.date().isoformat()})"
 
 @pytest.fixture
 def consent(redis: Redis) -> ConsentStore:
-    return ConsentStore(redis, clock=lambda: NOW)
+    # Unsubscriptions and the blacklist alone: no category needs an opt-in here (test_consent_opt_in.py).
+    return ConsentStore(redis, clock=lambda: NOW, opt_in=())
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ async def decide(redis: Redis, people: UserDirectory, tmp_path: Path) -> AsyncIt
     engine = AsyncRuleEngine(load_ruleset(rules))
     yield Decide(
         people, AppRegistry(redis), engine, DeliverySchedule(redis), frozenset({"email", "sms"}),
-        consent=ConsentStore(redis),
+        consent=ConsentStore(redis, opt_in=()),
     )
     engine.close()
 
@@ -105,7 +105,7 @@ def send(redis: Redis, people: UserDirectory, email: CountingEmail) -> Send:
     return Send(
         {"email": email}, TemplateCatalog(ROOT / "templates"), people,
         SendLedger(redis, ttl_seconds=3600, claim_ttl_seconds=60), RetryPolicy(max_attempts=1),
-        consent=ConsentStore(redis),
+        consent=ConsentStore(redis, opt_in=()),
     )
 
 
@@ -141,7 +141,7 @@ async def test_a_shared_number_takes_the_consent_of_everyone_it_is_bound_to(
 async def test_an_address_unsubscribed_on_its_own_or_blacklisted_person_is_refused_for_anyone(
     redis: Redis, send: Send, email: CountingEmail
 ) -> None:
-    consent = ConsentStore(redis)
+    consent = ConsentStore(redis, opt_in=())
     await consent.unsubscribe_address("email", "Guest@Partner.example", category="notice", source="link")
     await consent.blacklist("bo", reason="bounced for a year")
     # The guest address is refused as a raw address and as the address a known person gave.

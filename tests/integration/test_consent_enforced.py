@@ -69,7 +69,7 @@ async def send(redis: Redis, templates: TemplateCatalog, sms: RefusingSms) -> Se
         UserDirectory(redis),
         SendLedger(redis, ttl_seconds=3600, claim_ttl_seconds=60),
         RetryPolicy(max_attempts=1),
-        consent=ConsentStore(redis),
+        consent=ConsentStore(redis, opt_in=()),
         caps=FrequencyCaps(redis),
     )
 
@@ -101,7 +101,7 @@ def dispatch(message_id: str, channel: str = "inbox", step: int = 0, **plan: obj
 async def test_a_refused_recipient_is_never_sent_to(
     send: Send, redis: Redis, refusal: dict[str, str | None] | str, reason: str
 ) -> None:
-    consent = ConsentStore(redis)
+    consent = ConsentStore(redis, opt_in=())
     if refusal == "blacklist":
         await consent.blacklist("s1", reason="spam complaint")
     else:

@@ -163,7 +163,7 @@ def planned(redis: Redis, engine: PlanEngine, **parts: object) -> Decide:
         engine,  # type: ignore[arg-type]
         DeliverySchedule(redis),
         frozenset({"sms", "email", "push"}),
-        consent=ConsentStore(redis),
+        consent=ConsentStore(redis, opt_in=()),
         engagement=EngagementHistory(redis),
         pacer=Pacer(redis),
         offline=OfflineKeep(redis),
@@ -178,7 +178,7 @@ def promo(user_id: str, event: EventCore = PROMO) -> Delivery:
 async def test_consent_takes_refused_channels_out_before_the_rule_chooses(
     redis: Redis, people: UserDirectory
 ) -> None:
-    consent = ConsentStore(redis)
+    consent = ConsentStore(redis, opt_in=())
     await consent.unsubscribe("sh", category="marketing", channel="sms", source="reply TD")
     await consent.blacklist("ny", reason="complaint")
     engine = PlanEngine(DeliveryPlan())
@@ -315,7 +315,7 @@ async def test_default_rules_plans_are_carried_out(redis: Redis, people: UserDir
         engine,
         DeliverySchedule(redis),
         frozenset({"inbox", "email"}),
-        consent=ConsentStore(redis),
+        consent=ConsentStore(redis, opt_in=()),
         engagement=EngagementHistory(redis),
         pacer=Pacer(redis),
         offline=OfflineKeep(redis),

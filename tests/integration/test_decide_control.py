@@ -90,7 +90,7 @@ async def test_a_control_share_is_held_out_and_nothing_else_happens_to_it(
     arming = CountingArming(FallbackSchedule(redis))
     decide = Decide(
         directory, AppRegistry(redis), engine, DeliverySchedule(redis), frozenset({"inbox", "email"}),
-        consent=ConsentStore(redis), engagement=EngagementHistory(redis), pacer=Pacer(redis),
+        consent=ConsentStore(redis, opt_in=()), engagement=EngagementHistory(redis), pacer=Pacer(redis),
         offline=OfflineKeep(redis), fallback=arming,
     )
     people = [*reachable, *lost]

@@ -76,6 +76,12 @@ def messages(path: Path, templates: Collection[str] | None = None) -> list[str]:
         ("ruleset: u\ncaps:\n  - id: c\n    limits: [1/1h]\n    exempt: {categroy: [alert]}\n" + HEAD[11:]
          + "      channels: [inbox]\n",
          "5:14: unknown field 'categroy' (did you mean 'category'?)"),
+        ("ruleset: u\ncaps:\n  - id: c\n    limits: [1/1h]\n    exempt: {whitelst: true}\n" + HEAD[11:]
+         + "      channels: [inbox]\n",
+         "5:14: unknown field 'whitelst' (did you mean 'whitelist'?)"),
+        ("ruleset: u\ncaps:\n  - id: c\n    limits: [1/1h]\n    exempt: {whitelist: testers}\n" + HEAD[11:]
+         + "      channels: [inbox]\n",
+         "5:25: 'whitelist' must be true or false, got testers"),
         ("ruleset: u\nquiet_hours:\n  - {id: n, start: '22:00', end: '7:00'}\n" + HEAD[11:]
          + "      channels: [inbox]\n",
          "3:34: 'end': '7:00' is not a clock time: write hours and minutes in quotes, e.g. \"22:00\""),

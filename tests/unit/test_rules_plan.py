@@ -37,7 +37,7 @@ caps:
   - id: marketing
     match: {category: [marketing]}
     limits: ["3/1d", "1/1h"]
-    exempt: {tags_any: [testers], users: [vip]}
+    exempt: {tags_any: [testers], users: [vip], whitelist: true}
   - id: hourly
     scope: [user, channel]
     limits: [{count: 20, per: 1h}]
@@ -187,6 +187,13 @@ def test_cap_exemptions_and_urgent_bypass(
     engine: RuleEngine, user: User, ev: EventCore, caps: list[str]
 ) -> None:
     assert [cap.id for cap in decide(engine, ev, user).plan.caps] == caps
+
+
+def test_a_whitelisted_recipient_is_exempt_only_where_the_cap_says_so(engine: RuleEngine) -> None:
+    # `marketing` exempts the whitelist, `hourly` does not.
+    promo = event("promo", "marketing")
+    assert [c.id for c in decide(engine, promo, whitelisted=True).plan.caps] == ["hourly"]
+    assert [c.id for c in decide(engine, promo).plan.caps] == ["marketing", "hourly"]
 
 
 def test_urgent_bypass_adds_to_the_rules_own_bypass(engine: RuleEngine) -> None:
