@@ -30,6 +30,10 @@ class AppChannelGrants:
         extra = (await self._grants()).get(name, frozenset()) - app.channels
         return app.model_copy(update={"channels": app.channels | extra}) if extra else app
 
+    async def signing_key(self, name: str) -> str | None:
+        """The app's events signing key, as the registry keeps it (ingest checks signatures with it)."""
+        return await self._apps.signing_key(name)
+
     async def _grants(self) -> dict[str, frozenset[str]]:
         if time.monotonic() < self._fresh_until:
             return self._granted
