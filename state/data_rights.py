@@ -22,20 +22,19 @@ from redis.asyncio import Redis
 
 from records.topics import ChannelName, address_user_id
 from records.vocabulary import CATEGORIES, CHANNELS
-from state.consent import ANY, BLACKLIST_KEY, CONSENT_KEY, ConsentStore
+from state.consent import ANY, BLACKLIST_KEY, CONSENT_KEY, OPT_IN_KEY, OPT_IN_LOG_KEY, ConsentStore
 from state.engagement import ACTIVE_KEY, HISTORY_KEY
 from state.fallback import chain_shard
 from state.inbox import Inbox, inbox_keys
 from state.offline import KeptDelivery, deadline_key, kept_key, lease_key, users_key
 from state.person_sweep import Located, locate, scrub
 from state.users import ALL_USERS, OWNERS_KEY, UNINDEXED, USER_KEY, USERS_INDEX, User, UserDirectory
+from state.whitelist import WHITELIST_KEY
 
 KEPT_REASON = "refusal kept after the person's data was erased"
-# The consent part's opt-ins (standing and their log) and whitelist (state/consent.py, state/whitelist.py
-# of issue 12's consent part): deleted with the person and with their addresses, never kept, since an
-# opt-in or a whitelist entry is a permission, not a refusal to honour.
-OPT_IN_KEYS = ("sb:optin:{}", "sb:optin-log:{}")
-WHITELIST_KEY = "sb:whitelist"
+# Opt-ins (standing and their log) and whitelist entries are deleted with the person and with their
+# addresses, never kept, since an opt-in or a whitelist entry is a permission, not a refusal to honour.
+OPT_IN_KEYS = (OPT_IN_KEY, OPT_IN_LOG_KEY)
 
 
 def direct_keys(user_id: str) -> set[str]:

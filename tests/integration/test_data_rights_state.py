@@ -4,7 +4,6 @@ addresses' hashes, and another person's state untouched."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +13,7 @@ from records.plan import CapLimit, DeliveryPlan, FallbackStep, FrequencyCap
 from records.topics import Delivery, Dispatch, EventCore, address_user_id
 from state.caps import FrequencyCaps
 from state.connection import is_cluster
-from state.consent import CONSENT_KEY, ConsentQuery, ConsentStore
+from state.consent import CONSENT_KEY, Consent, ConsentQuery, ConsentStore
 from state.data_rights import KEPT_REASON, OPT_IN_KEYS, WHITELIST_KEY, PersonState
 from state.engagement import EngagementHistory
 from state.fallback import FallbackSchedule
@@ -24,6 +23,7 @@ from state.offline import OfflineKeep
 from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
 from state.users import SEGMENT_INDEX, SEGMENT_KEY, User, UserDirectory
+from state.whitelist import Whitelist
 from tests.integration.rights_support import redis_mentions
 
 ALICE_EMAIL, ALICE_PHONE = "alice@uni.example", "+8613800000001"
@@ -84,15 +84,12 @@ async def fill(redis: Redis, user: User, now: datetime) -> None:
     )
     consent = ConsentStore(redis)
     await consent.unsubscribe(uid, category="marketing", source="preference centre")
-    # Opt-ins and the whitelist as the consent part writes them (its store is on its own branch).
     email_id = address_user_id("email", user.bindings["email"])  # type: ignore[index]
-    opted = json.dumps({"source": "signup form", "evidence": f"form of {uid}", "at": now.isoformat()})
     for subject in (uid, email_id):
-        await redis.hset(OPT_IN_KEYS[0].format(subject), "marketing|*", opted)
-        await redis.rpush(OPT_IN_KEYS[1].format(subject), opted)
-    await redis.hset(
-        WHITELIST_KEY, mapping={uid: '{"reason": "staff"}', user.bindings["email"]: '{"reason": "x"}'}
-    )  # type: ignore[index]
+        await consent.opt_in(subject, category="marketing", source="signup form", evidence=f"form of {uid}")
+    whitelist = Whitelist(redis)
+    await whitelist.add(uid, "staff")
+    await whitelist.add(user.bindings["email"], "x")  # type: ignore[index]
     await FrequencyCaps(redis).check(dispatch(user, "email", f"{uid}-cap", DeliveryPlan(caps=(CAP,))), now)
     await DeliverySchedule(redis).add(
         Delivery(message_id=f"{uid}-later", user_id=uid, event=event("fee-2")), now + timedelta(hours=1)
@@ -217,7 +214,10 @@ async def test_a_person_is_exported_whole_and_erased_without_a_trace(redis: Redi
         **{key: [] for key in ("tags", "segments", "bindings", "caps", "scheduled", "parked")},
         **{key: [] for key in ("fallback_chains", "offline", "provider_messages")},
         "profile": None,
-        "consent": {"own": {"user_id": "alice", "unsubscriptions": [], "blacklisted": None}, "addresses": []},
+        "consent": {
+            "own": Consent(user_id="alice", unsubscriptions=[], blacklisted=None).model_dump(mode="json"),
+            "addresses": [],
+        },
         "inbox": {"total": 0, "unread": 0, "messages": []},
         "engagement": {"history": [], "last_active": None},
     }
