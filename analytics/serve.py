@@ -32,6 +32,7 @@ TOPICS: dict[str, Kind] = {
     "receipts": "receipts",
     "events.accepted": "accepted",
     "conversions": "conversions",
+    "audit": "audit",
 }
 
 

@@ -1,6 +1,6 @@
 """The analytics service: the one process that writes ClickHouse.
 
-It consumes `receipts` and `events.accepted` (and `conversions`) in its own consumer group, writes
+It consumes `receipts` and `events.accepted` (and `conversions`, `audit`) in its own consumer group, writes
 what it read in batches, and commits the offsets only after the insert succeeded: at least once, and
 a batch written twice collapses in the tables' ReplacingMergeTree. No record stops it: a record the
 engine refuses is validated on its own and kept as a `dead_lettered` row with its reason. An insert
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from analytics.attribution import TokenVerifier, attribute
 from analytics.attribution_rules import AttributionRules
+from analytics.audit_log import UNREADABLE_ACTION, AuditLog, read_records
 from analytics.event_log import EventLog
 from analytics.sink import ReceiptSink, ReceiptsRecord, SinkError, unreadable
 from metrics import catalog
@@ -34,10 +35,10 @@ from records.topics import Receipt
 
 log = logging.getLogger("switchboard.analytics")
 
-Kind = Literal["receipts", "accepted", "conversions"]
+Kind = Literal["receipts", "accepted", "conversions", "audit"]
 Progress = Callable[[Mapping[str, int]], Awaitable[None]]
-"""Told after each batch is durable: `rows` of receipts, `logged` accepted events and `conversions`
-read from their topic (attributed or not) written."""
+"""Told after each batch is durable: `rows` of receipts, `logged` accepted events, `conversions`
+read from their topic (attributed or not) and `audited` records written."""
 
 # ~200k receipt rows: fewer, larger inserts cost the engine less per row (and leave fewer parts to
 # merge); with the next batch read while one is written, about 130 MB of records are held at most.
@@ -52,6 +53,7 @@ class Writers(Protocol):
     def receipts(self, records: Sequence[ReceiptsRecord]) -> int: ...
     def accepted(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]: ...
     def conversions(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]: ...
+    def audit(self, records: Sequence[ReceiptsRecord]) -> int: ...
 
 
 @dataclass
@@ -63,10 +65,12 @@ class ClickHouseWriters:
     tokens: TokenVerifier | None = None
     sink: ReceiptSink = field(init=False)
     event_log: EventLog = field(init=False)
+    audit_log: AuditLog = field(init=False)
 
     def __post_init__(self) -> None:
         self.sink = ReceiptSink(self.client)
         self.event_log = EventLog(self.client)
+        self.audit_log = AuditLog(self.client)
 
     def receipts(self, records: Sequence[ReceiptsRecord]) -> int:
         return catalog.timed_insert("message_events", lambda: self.sink.write_records(records))
@@ -110,6 +114,15 @@ class ClickHouseWriters:
                     bad.append(refused(source, value, f"attribution failed: {type(one).__name__}: {one}"))
         return len(readable), self.sink.write(bad)
 
+    def audit(self, records: Sequence[ReceiptsRecord]) -> int:
+        """Audit entries written; a record that is not an audit record is kept as an `audit.unreadable`
+        entry with its reason, so the trail shows it rather than losing it."""
+        entries = read_records(records)
+        for entry in entries:
+            if entry.action == UNREADABLE_ACTION and entry.actor_kind == "system":
+                log.error("unreadable audit record at %s: %s", entry.target, entry.reason)
+        return catalog.timed_insert("audit_log", lambda: self.audit_log.write(entries))
+
     def _attribute(self, conversions: Sequence[Conversion]) -> int:
         return attribute(self.client, conversions, self.attribution, tokens=self.tokens) if conversions else 0
 
@@ -125,7 +138,7 @@ class Batch:
     """What was read since the last write, by kind, and the next offset of each partition."""
 
     records: dict[Kind, list[ReceiptsRecord]] = field(
-        default_factory=lambda: {"receipts": [], "accepted": [], "conversions": []}
+        default_factory=lambda: {"receipts": [], "accepted": [], "conversions": [], "audit": []}
     )
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     size: int = 0
@@ -210,6 +223,11 @@ class AnalyticsService:
                     if batch.records["conversions"]
                     else (0, 0)
                 )
+                audited = (
+                    await asyncio.to_thread(self._writers.audit, batch.records["audit"])
+                    if batch.records["audit"]
+                    else 0
+                )
                 break
             except Exception as exc:  # the batch is kept and retried; its offsets stay uncommitted
                 if not _retryable(exc):
@@ -225,7 +243,12 @@ class AnalyticsService:
                     continue
         # Receipts first: the receipts' rows of a batch, accepted events after; counted once durable.
         await self._progress(
-            {"rows": rows + bad + unattributable, "logged": logged, "conversions": converted}
+            {
+                "rows": rows + bad + unattributable,
+                "logged": logged,
+                "conversions": converted,
+                "audited": audited,
+            }
         )
         return True
 

@@ -100,7 +100,7 @@ async def test_offsets_are_committed_after_the_batch_is_written_one_past_the_las
     assert consumer.commits == [({RECEIPTS: 9, ACCEPTED: 4}, 2)]
     assert [source for source, _ in tables.written] == ["receipts:0:7", "receipts:0:8"]
     assert [source for source, _ in tables.logged] == ["events.accepted:1:3"]
-    assert progress == [{"rows": 4, "logged": 1, "conversions": 0}]
+    assert progress == [{"rows": 4, "logged": 1, "conversions": 0, "audited": 0}]
 
 
 async def test_a_failed_write_is_retried_with_the_batch_held_and_committed_once_written() -> None:
@@ -109,7 +109,7 @@ async def test_a_failed_write_is_retried_with_the_batch_held_and_committed_once_
     progress: list[Mapping[str, int]] = []
     await run_until(service(consumer, tables, progress), lambda: consumer.commits)
     assert consumer.commits == [({RECEIPTS: 1}, 1)]  # committed only after the retry wrote it
-    assert progress == [{"rows": 2, "logged": 0, "conversions": 0}]
+    assert progress == [{"rows": 2, "logged": 0, "conversions": 0, "audited": 0}]
 
 
 async def test_stopped_while_clickhouse_is_down_nothing_is_committed_or_counted() -> None:
