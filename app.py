@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import typer
 from typer.core import TyperGroup
 
+from api.audit_cli import audit as audit_command
+from api.audit_cli import audited
+from api.dead_letters_cli import dead_letters_cli
 from channels.providers import providers_cli
 from processors.alert_cli import alerts_cli
 from rules.cli import rules_cli
@@ -102,6 +105,8 @@ cli.add_typer(parts_cli, name="parts")
 cli.add_typer(rules_cli, name="rules")
 cli.add_typer(providers_cli, name="providers")
 cli.add_typer(alerts_cli, name="alerts")
+cli.add_typer(dead_letters_cli, name="dead-letters")
+cli.command("audit")(audit_command)
 
 
 def quiet_url_loggers() -> None:
@@ -460,16 +465,18 @@ def users_import(
     """Import users from CSV or JSON Lines; bad rows are reported, good rows kept."""
     from state.connection import open_redis
     from state.users import UserDirectory
-    from state.users_import import check_readable, import_users
+    from state.users_import import check_importable, import_users
 
-    check_readable(path)  # before touching Redis: a wrong path is the likelier mistake
+    check_importable(path, format)  # before touching Redis: a wrong path is the likelier mistake
 
-    async def run() -> int:
+    async def run() -> Any:
         redis = open_redis(Settings().redis)
         try:
-            result = await import_users(path, UserDirectory(redis), format=format)
+            return await import_users(path, UserDirectory(redis), format=format)
         finally:
             await redis.aclose()
+
+    def report(result: Any) -> int:
         for error in result.errors[:50]:
             typer.echo(f"{path}:{error.line}: {error.field}: {error.message}", err=True)
         if len(result.errors) > 50:
@@ -477,7 +484,19 @@ def users_import(
         typer.echo(f"imported {result.imported}, rejected {result.rejected}")
         return 1 if result.rejected else 0
 
-    raise typer.Exit(asyncio.run(run()))
+    result = _audited(
+        "users.import", str(path.resolve()), lambda: asyncio.run(run()), target_kind="file",
+        outcome_of=lambda r: {"imported": r.imported, "rejected": r.rejected},
+    )
+    raise typer.Exit(report(result))
+
+
+def _audited(action: str, target: str, act: Callable[[], T], **fields: Any) -> T:
+    """`audited` (api/audit_cli.py) once Redis answers, so a Redis that is down is named first as ever;
+    then the broker must answer too, or the action is refused: it could not be audited."""
+    require_redis(Settings().redis)
+    result: T = audited(action, target, act, **fields)
+    return result
 
 
 def _with_apps(action: Callable[[AppRegistry], Awaitable[T]]) -> T:
@@ -509,7 +528,10 @@ def apps_add(
 
     app_name(name)  # checked before Redis is reached, so a typo is named even with Redis down
     wanted = channel_names(channels.split(","))
-    key = _with_apps(lambda apps: apps.register(name, wanted, description))
+    key = _audited(
+        "app.register", name, lambda: _with_apps(lambda apps: apps.register(name, wanted, description)),
+        app=name, outcome_of=lambda key: {"channels": sorted(wanted), "description": description, "key": key},
+    )
     typer.echo(f"app {name} registered; its API key (shown once): {key}")
 
 
@@ -528,28 +550,37 @@ def apps_list() -> None:
 @apps_cli.command("rotate")
 def apps_rotate(name: _AppName) -> None:
     """Issue a new API key for the app; the old one stops working at once."""
-    key = _with_apps(lambda apps: apps.rotate_key(name))
+    key = _audited(
+        "app.rotate_key", name, lambda: _with_apps(lambda apps: apps.rotate_key(name)), app=name,
+        outcome_of=lambda key: {"key": key},  # masked: the record says a key was issued, never which
+    )
     typer.echo(f"app {name}: new API key (shown once): {key}; the old key no longer works")
 
 
 @apps_cli.command("disable")
 def apps_disable(name: _AppName) -> None:
     """Refuse the app's key and dead-letter its events, until `apps enable`."""
-    _with_apps(lambda apps: apps.set_enabled(name, False))
+    _audited(
+        "app.disable", name, lambda: _with_apps(lambda apps: apps.set_enabled(name, False)), app=name,
+        after={"enabled": False},
+    )
     typer.echo(f"app {name} disabled: its key is refused and its events dead-lettered until enabled again")
 
 
 @apps_cli.command("enable")
 def apps_enable(name: _AppName) -> None:
     """Accept the app's key and events again (the same key as before)."""
-    _with_apps(lambda apps: apps.set_enabled(name, True))
+    _audited(
+        "app.enable", name, lambda: _with_apps(lambda apps: apps.set_enabled(name, True)), app=name,
+        after={"enabled": True},
+    )
     typer.echo(f"app {name} enabled")
 
 
 @apps_cli.command("remove")
 def apps_remove(name: _AppName) -> None:
     """Forget the app and its key; its events are refused as from an unknown app."""
-    _with_apps(lambda apps: apps.remove(name))
+    _audited("app.remove", name, lambda: _with_apps(lambda apps: apps.remove(name)), app=name)
     typer.echo(f"app {name} removed; its key no longer works")
 
 
@@ -566,7 +597,10 @@ def redis_migrate() -> None:
         finally:
             await redis.aclose()
 
-    moved = asyncio.run(run())
+    moved = audited(
+        "redis.migrate", redact_url(Settings().redis), lambda: asyncio.run(run()), target_kind="redis",
+        outcome_of=dict,
+    )
     counts = ", ".join(f"{kind} {count}" for kind, count in moved.items())
     typer.echo(f"moved to the hash-tagged layout: {counts}" if any(moved.values()) else "nothing to move")
 

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from api.analytics_reader import LazyReader
+from api.dead_letter_replay import AcceptedEvents
 from api.publisher import Publisher
 from api.trace import Tracer
 from channels.links import LinkSigner
+from processors.dead_letter_shelf import DeadLetterShelf
 from settings import Settings
 from state.apps import App
 from state.consent import ConsentStore
@@ -103,3 +105,7 @@ class ApiDeps:
     consent: ConsentStore | None = None
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
+    # Dead letters for operators (api/dead_letters.py): the topic's reader, and ingest's dedup to say
+    # whether a replay would be dropped as a duplicate.
+    dead_letters: DeadLetterShelf | None = None
+    accepted_events: AcceptedEvents | None = None

@@ -13,16 +13,18 @@ from redis.asyncio import Redis
 from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.deps import Analytics, ApiDeps, BodyLimits
-from api.publisher import KafkaPublisher
+from api.publisher import KafkaPublisher, bootstrap_servers
 from api.trace import Tracer
 from channels.base import Channel
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
+from processors.dead_letter_shelf import DeadLetterShelf
 from rules.watch import RulesWatcher
 from settings import Settings
 from state.apps import AppRegistry
 from state.connection import open_redis
 from state.consent import ConsentStore
+from state.dedup import EventDedup
 from state.flow_counters import FlowCounters
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
@@ -70,6 +72,10 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         consent=ConsentStore(redis),
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
+        dead_letters=DeadLetterShelf(
+            bootstrap_servers(settings.kafka), settings.topic("events.deadletter"), settings.topic_prefix
+        ),
+        accepted_events=EventDedup(redis, settings.dedup_ttl_seconds),
     )
 
 

@@ -18,13 +18,26 @@ def test_written_entries_are_read_back_filtered_and_paged(clickhouse: Client) ->
     start = datetime.now(UTC) - timedelta(minutes=10)
     records = [
         AuditRecord(
-            actor=alice, actor_kind="operator", source="10.0.0.7", action=action, target_kind="app",
-            target=target, app=target, at=start + timedelta(seconds=i), outcome=outcome,
-            before=mask_secrets({"enabled": True}), after=mask_secrets({"enabled": False, "key": "sbk_live"}),
+            actor=alice,
+            actor_kind="operator",
+            source="10.0.0.7",
+            action=action,
+            target_kind="app",
+            target=target,
+            app=target,
+            at=start + timedelta(seconds=i),
+            outcome=outcome,
+            before=mask_secrets({"enabled": True}),
+            after=mask_secrets({"enabled": False, "key": "sbk_live"}),
         )
         for i, (action, target, outcome) in enumerate(
-            [("app.disable", "lms", "ok"), ("app.enable", "lms", "ok"), ("app.rotate_key", "bursar", "ok"),
-             ("role.grant", "bob", "denied"), ("app.remove", "lms", "failed")]
+            [
+                ("app.disable", "lms", "ok"),
+                ("app.enable", "lms", "ok"),
+                ("app.rotate_key", "bursar", "ok"),
+                ("role.grant", "bob", "denied"),
+                ("app.remove", "lms", "failed"),
+            ]
         )
     ]
     encoded = [(f"audit:0:{i}", r.model_dump_json().encode()) for i, r in enumerate(records)]
@@ -35,7 +48,11 @@ def test_written_entries_are_read_back_filtered_and_paged(clickhouse: Client) ->
 
     newest = read_audit(clickhouse, audit_query(actor=alice))
     assert [e["action"] for e in newest.entries] == [
-        "app.remove", "role.grant", "app.rotate_key", "app.enable", "app.disable"
+        "app.remove",
+        "role.grant",
+        "app.rotate_key",
+        "app.enable",
+        "app.disable",
     ]
     assert newest.next_cursor is None
     first = newest.entries[-1]
@@ -48,8 +65,11 @@ def test_written_entries_are_read_back_filtered_and_paged(clickhouse: Client) ->
     denied = read_audit(clickhouse, audit_query(actor=alice, outcome="denied")).entries
     assert [e["outcome"] for e in denied] == ["denied"]
     assert len(read_audit(clickhouse, audit_query(actor=alice, app="bursar")).entries) == 1
-    window = audit_query(actor=alice, since=(start + timedelta(seconds=1)).isoformat(),
-                         until=(start + timedelta(seconds=3)).isoformat())
+    window = audit_query(
+        actor=alice,
+        since=(start + timedelta(seconds=1)).isoformat(),
+        until=(start + timedelta(seconds=3)).isoformat(),
+    )
     assert [e["action"] for e in read_audit(clickhouse, window).entries] == ["app.rotate_key", "app.enable"]
 
     pages: list[str] = []

@@ -24,11 +24,16 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 def test_a_record_that_is_not_an_audit_record_is_kept_with_its_reason_not_its_content() -> None:
     good = AuditRecord(actor="alice", actor_kind="operator", action="app.disable", target="lms")
     leaked = json.dumps(
-        {"actor": "mallory", "actor_kind": "operator", "action": "channel.secret_set",
-         "after": {"secret": "wx-app-secret-9f8e"}}
+        {
+            "actor": "mallory",
+            "actor_kind": "operator",
+            "action": "channel.secret_set",
+            "after": {"secret": "wx-app-secret-9f8e"},
+        }
     ).encode()
-    records = read_records([("audit:0:1", good.model_dump_json().encode()), ("audit:0:2", leaked),
-                            ("audit:1:7", b"not json")])
+    records = read_records(
+        [("audit:0:1", good.model_dump_json().encode()), ("audit:0:2", leaked), ("audit:1:7", b"not json")]
+    )
     assert records[0] == good
     refused, garbage = records[1], records[2]
     assert refused.action == garbage.action == UNREADABLE_ACTION
@@ -42,7 +47,9 @@ def test_a_record_that_is_not_an_audit_record_is_kept_with_its_reason_not_its_co
 
 def test_masked_before_and_after_are_accepted() -> None:
     record = AuditRecord(
-        actor="alice", actor_kind="operator", action="channel.secret_set",
+        actor="alice",
+        actor_kind="operator",
+        action="channel.secret_set",
         after=mask_secrets({"app_id": "wx1", "app_secret": "s3cr3t"}),
     )
     assert record.after == {"app_id": "wx1", "app_secret": "******"}
