@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -92,6 +93,12 @@ def audited(
     return result
 
 
+def quiet_kafka_client() -> None:
+    """aiokafka logs every refused connection at ERROR, which a command line without logging set up
+    prints as a second, raw line; the command's own one-line error says it already."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def audit_publisher(settings: Settings) -> KafkaPublisher:
     from api.publisher import KafkaPublisher
 
@@ -110,6 +117,7 @@ async def _publish(settings: Settings, record: AuditRecord | None) -> None:
     from api.publisher import PublishError
 
     publisher = audit_publisher(settings)
+    quiet_kafka_client()
     try:
         await publisher.start()
         await publisher.check()

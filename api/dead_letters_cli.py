@@ -51,8 +51,10 @@ def letter_filter(reason: str | None, app: str | None, stage: str | None, since:
 
 
 def _run(work: Any) -> Any:
+    from api.audit_cli import quiet_kafka_client
     from processors.dead_letter_shelf import ShelfUnavailable
 
+    quiet_kafka_client()
     try:
         return asyncio.run(work)
     except ShelfUnavailable as exc:
