@@ -13,10 +13,12 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from api.audit import audit_router
 from api.body_limit import BodyLimit
 from api.callbacks import callbacks_router
 from api.consent import consent_router
 from api.conversions import conversions_router
+from api.dead_letters import dead_letters_router
 from api.deps import ApiDeps
 from api.events import events_router
 from api.inbox import inbox_router
@@ -45,6 +47,8 @@ _TAGS = [
     {"name": "consent", "description": "Unsubscriptions and the blacklist."},
     {"name": "callbacks", "description": "Delivery-status callbacks from providers, verified per provider."},
     {"name": "reports", "description": "The calling app's funnel and message traces (its messages only)."},
+    {"name": "audit", "description": "The audit log, for auditors."},
+    {"name": "dead letters", "description": "Dead-lettered events: list, inspect, replay (audited)."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
 ]
 
@@ -93,6 +97,9 @@ def create_api(
         api.include_router(callbacks_router(deps, providers or {}, deps.provider_messages))
     if deps.analytics is not None:
         api.include_router(reports_router(deps, deps.analytics))
+        api.include_router(audit_router(deps, deps.analytics))
+    if deps.dead_letters is not None:
+        api.include_router(dead_letters_router(deps, deps.dead_letters, deps.accepted_events))
 
     @api.exception_handler(PublishError)
     async def not_acknowledged(_: Request, exc: PublishError) -> JSONResponse:
@@ -132,6 +139,8 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "consent": deps.consent,
         "callbacks": deps.provider_messages,
         "reports": deps.analytics,
+        "audit": deps.analytics,
+        "dead letters": deps.dead_letters,
     }
     always = {"events", "conversions", "inbox", "health"}
     return always | {name for name, part in optional.items() if part is not None}

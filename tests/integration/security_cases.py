@@ -115,4 +115,14 @@ CASES: list[EndpointCase] = [
                  body={"subject": MATRIX_USER, "reason": "matrix"}, app="*"),
     EndpointCase("DELETE", f"/v1/consent/blacklist?subject={MATRIX_USER}", "people:manage", app="*",
                  route="/v1/consent/blacklist"),
+    # --- audit and dead letters ----------------------------------------------------------------------
+    EndpointCase("GET", "/v1/audit?action=app.&since=1d", "audit:read", route="/v1/audit"),
+    EndpointCase("GET", "/v1/dead-letters?stage=ingest", "dead_letters:read", route="/v1/dead-letters"),
+    EndpointCase("GET", f"/v1/dead-letters?app={MATRIX_APP}", "dead_letters:read", app=MATRIX_APP,
+                 route="/v1/dead-letters"),
+    EndpointCase("GET", "/v1/dead-letters/0-0", "dead_letters:read", route="/v1/dead-letters/{letter_id}"),
+    EndpointCase("POST", "/v1/dead-letters/0-0/replay", "dead_letters:replay", body={},
+                 route="/v1/dead-letters/{letter_id}/replay"),
+    EndpointCase("POST", "/v1/dead-letters:replay", "dead_letters:replay",
+                 body={"app": MATRIX_APP, "limit": 1}, app=MATRIX_APP),
 ]
