@@ -111,7 +111,7 @@ class DeadLetterShelf:
                 consumer.seek(tp, max(begin[tp], end[tp] - self._scan))
             found = [
                 shelved
-                for record in await _read_on(consumer, partitions)
+                for record in await _read_on(consumer, end)
                 if wanted.matches(shelved := self._shelved(record))
             ]
         return sorted(found, key=lambda s: (s.letter.received_at, s.partition, s.offset), reverse=True)
@@ -124,10 +124,12 @@ class DeadLetterShelf:
             if tp not in await self._partitions(consumer):
                 return None
             consumer.assign([tp])
-            if offset < (await consumer.beginning_offsets([tp]))[tp]:
+            begin, end = (await consumer.beginning_offsets([tp]))[tp], (await consumer.end_offsets([tp]))[tp]
+            if offset < begin:
                 return None  # past the topic's retention
             consumer.seek(tp, offset)
-            for record in await _read_on(consumer, [tp], until_offset=offset):
+            # Up to the end offset at least (a letter past it is looked for until a fetch finds nothing).
+            for record in await _read_on(consumer, {tp: min(offset + 1, end)}, until_offset=offset):
                 if record.offset == offset:
                     return self._shelved(record)
         return None
@@ -183,22 +185,23 @@ class _Consumer:
 
 
 async def _read_on(
-    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition], until_offset: int | None = None
+    consumer: AIOKafkaConsumer, end: dict[TopicPartition, int], until_offset: int | None = None
 ) -> Sequence[ConsumerRecord[bytes, bytes]]:
-    """Every record from the current positions until a fetch finds nothing more (or, with
-    `until_offset`, until a record at or past it). Not up to the partitions' end offsets: the local
-    broker (Tansu) answers an end offset short of the records a batching producer wrote (FIELD-NOTES),
-    and a listing that trusted it missed 14 of 10,000 letters."""
+    """Every record from the current positions on: at least up to `end`, then until a fetch finds
+    nothing more (with `until_offset`, until a record at or past it). `end` is only a lower bound: the
+    local broker (Tansu) answers end offsets short of what a batching producer wrote (FIELD-NOTES), and
+    a listing that stopped there missed 14 of 10,000 letters. Nor does one empty fetch prove the end: a
+    fresh consumer's first fetches may come back empty while it connects."""
     records: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + READ_DEADLINE
     try:
         while time.monotonic() < deadline:
-            batch = await consumer.getmany(*partitions, timeout_ms=EMPTY_FETCH_MS, max_records=5_000)
-            if not batch:
-                return records
+            batch = await consumer.getmany(*end, timeout_ms=EMPTY_FETCH_MS, max_records=5_000)
             for messages in batch.values():
                 records.extend(messages)
             if until_offset is not None and any(m.offset >= until_offset for m in records):
+                return records
+            if not batch and all([await consumer.position(tp) >= offset for tp, offset in end.items()]):
                 return records
     except KafkaError as exc:
         raise ShelfUnavailable(f"reading the dead letters failed: {exc!r}") from exc

@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
+from analytics.connection import open_reader
 from api.audit_cli import cli_actor
 from app import cli
 from localparts import LocalSmtpServer, free_port
@@ -98,6 +101,15 @@ async def test_commands_are_audited_and_a_dead_letter_is_corrected_replayed_and_
         apps = await audited(flow, service, ["--action", "app.", "--actor", cli_actor()], 2)
         unreadable = await audited(flow, service, ["--action", "audit.unreadable"], 2)
         table = await run(flow, ["audit", "--actor", cli_actor(), "--since", "1h"])
+        # Nobody but the service changes the log: the reader every other process uses is read-only.
+        reader = open_reader(flow)
+        try:
+            for statement in ("ALTER TABLE audit_log DELETE WHERE 1", "TRUNCATE TABLE audit_log"):
+                with pytest.raises(DatabaseError, match="Code: 164"):
+                    reader.command(statement)
+            kept = reader.command("SELECT count() FROM audit_log")
+        finally:
+            reader.close()
         assert worker.stop() == 0, worker.log_tail()
         assert service.stop() == 0, service.log_tail()
 
@@ -115,6 +127,7 @@ async def test_commands_are_audited_and_a_dead_letter_is_corrected_replayed_and_
     assert key not in dumped and new_key not in dumped and "hunter2" not in dumped
     assert all(e["outcome"] == "failed" and e["target"].startswith(flow.topic("audit")) for e in unreadable)
     assert any("app.rotate_key" in line and "campus" in line for line in table)
+    assert kept >= len(replays) + len(apps) + len(unreadable)
 
 
 async def test_an_administrative_command_is_refused_when_it_cannot_be_audited(
