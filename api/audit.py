@@ -54,6 +54,7 @@ def audit_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
         operation_id="audit_log",
         response_model=AuditPage,
         responses={
+            401: {"model": Problem, "description": "Missing or invalid credentials"},
             403: {"model": Problem, "description": "Without `audit:read` over every app"},
             503: {"model": Problem, "description": "ClickHouse is unreachable or has no audit log yet"},
         },

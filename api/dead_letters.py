@@ -95,6 +95,8 @@ class ReplayResults(BaseModel):
 
 _REFUSED = {"forbidden": status.HTTP_403_FORBIDDEN, "not_replayable": status.HTTP_409_CONFLICT}
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or invalid credentials"},
+    403: {"model": Problem, "description": "Without the permission (on the app asked for)"},
     503: {"model": Problem, "description": "The broker could not be read or did not acknowledge; retry"}
 }
 
