@@ -81,6 +81,19 @@ def inspected(shelved: ShelvedLetter) -> dict[str, Any]:
     return {**summary(shelved), "payload_kind": kind, "payload": shown}
 
 
+def read_record(shelved: ShelvedLetter, actor: Actor) -> AuditRecord:
+    """The audit record of a letter's payload being shown to someone."""
+    return AuditRecord(
+        actor=actor.name,
+        actor_kind=actor.kind,
+        source=actor.source,
+        action="dead_letter.read",
+        target_kind="dead_letter",
+        target=shelved.letter_id,
+        app=shelved.letter.app,
+    )
+
+
 def _payload(shelved: ShelvedLetter) -> bytes:
     letter = shelved.letter
     if letter.payload_encoding == "base64":

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from analytics.funnel import FunnelError, parse_moment
-from api.dead_letter_replay import AcceptedEvents, Actor, inspected, replay, summary
+from api.dead_letter_replay import AcceptedEvents, Actor, inspected, read_record, replay, summary
 from api.deps import ApiDeps
 from api.problems import Problem, invalid
 from processors.dead_letter_shelf import (
@@ -143,9 +143,12 @@ def dead_letters_router(
         responses={**_UNAVAILABLE, 404: {"model": Problem, "description": "No such letter of your apps"}},
     )
     async def show_letter(
-        principal: Annotated[Principal, reading], letter_id: Annotated[str, _LETTER_ID]
+        request: Request, principal: Annotated[Principal, reading], letter_id: Annotated[str, _LETTER_ID]
     ) -> dict[str, Any]:
-        return inspected(await _letter(shelf, principal, "dead_letters:read", letter_id))
+        shelved = await _letter(shelf, principal, "dead_letters:read", letter_id)
+        # A payload is a person's data: who read which letter is audited before it is shown.
+        await deps.publisher.publish_audit(read_record(shelved, _actor(principal, request)))
+        return inspected(shelved)
 
     @router.post(
         "/dead-letters/{letter_id}/replay",

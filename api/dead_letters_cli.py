@@ -93,9 +93,15 @@ def list_letters(
 @dead_letters_cli.command("show")
 def show(letter_id: Annotated[str, typer.Argument(help="the letter's id, PARTITION-OFFSET")]) -> None:
     """One letter with its payload decoded (secret-named fields masked), as JSON."""
+    from api.audit_cli import audited
     from api.dead_letter_replay import inspected
 
-    shelved = _run(_one(Settings(), letter_id))
+    # A payload is a person's data: who read which letter is audited, or it is not shown.
+    settings = Settings()
+    shelved = audited(
+        "dead_letter.read", letter_id, lambda: _run(_one(settings, letter_id)), target_kind="dead_letter",
+        settings=settings, outcome_of=lambda found: {"app": found.letter.app},
+    )
     typer.echo(json.dumps(inspected(shelved), ensure_ascii=False, indent=2))
 
 

@@ -137,6 +137,7 @@ async def test_operators_list_inspect_and_replay_their_apps_letters_and_auditors
                 "the rotation is not in the audit log",
                 service,
             )
+            reads = await client.get("/v1/audit?action=dead_letter.read", headers=auditor)
             log_refusals = {
                 "sender": (await client.get("/v1/audit", headers=sender)).status_code,
                 "app owner": (await client.get("/v1/audit", headers=owner)).status_code,
@@ -184,6 +185,8 @@ async def test_operators_list_inspect_and_replay_their_apps_letters_and_auditors
     assert {(e["actor"], e["actor_kind"], e["source"], e["target"]) for e in entries} == {
         ("olga", "operator", "127.0.0.1", campus["id"])
     }
+    [read] = reads.json()["entries"]  # the owner's look at the payload; refused looks show nothing
+    assert (read["actor"], read["target"], read["app"]) == ("olga", campus["id"], "campus")
     [rotation] = rotations.json()["entries"]
     assert rotation["after"] == {"key": "******"} and rotation["actor"].startswith("cli:")
     assert new_key not in rotations.text and campus_key not in rotations.text

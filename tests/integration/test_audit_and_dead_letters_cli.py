@@ -100,6 +100,7 @@ async def test_commands_are_audited_and_a_dead_letter_is_corrected_replayed_and_
         replays = await audited(flow, service, ["--action", "dead_letter.replay"], 3)
         apps = await audited(flow, service, ["--action", "app.", "--actor", cli_actor()], 2)
         unreadable = await audited(flow, service, ["--action", "audit.unreadable"], 2)
+        [read] = await audited(flow, service, ["--action", "dead_letter.read"], 1)
         table = await run(flow, ["audit", "--actor", cli_actor(), "--since", "1h"])
         # Nobody but the service changes the log: the reader every other process uses is read-only.
         reader = open_reader(flow)
@@ -128,6 +129,7 @@ async def test_commands_are_audited_and_a_dead_letter_is_corrected_replayed_and_
     assert all(e["outcome"] == "failed" and e["target"].startswith(flow.topic("audit")) for e in unreadable)
     assert any("app.rotate_key" in line and "campus" in line for line in table)
     assert kept >= len(replays) + len(apps) + len(unreadable)
+    assert (read["target"], read["actor"], read["after"]) == (letter["id"], cli_actor(), {"app": "campus"})
 
 
 async def test_an_administrative_command_is_refused_when_it_cannot_be_audited(
