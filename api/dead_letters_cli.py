@@ -97,6 +97,7 @@ def show(letter_id: Annotated[str, typer.Argument(help="the letter's id, PARTITI
     from api.dead_letter_replay import inspected
 
     # A payload is a person's data: who read which letter is audited, or it is not shown.
+    _letter_id(letter_id)  # a mistyped id is named before the broker is asked anything
     settings = Settings()
     shelved = audited(
         "dead_letter.read", letter_id, lambda: _run(_one(settings, letter_id)), target_kind="dead_letter",
@@ -105,13 +106,17 @@ def show(letter_id: Annotated[str, typer.Argument(help="the letter's id, PARTITI
     typer.echo(json.dumps(inspected(shelved), ensure_ascii=False, indent=2))
 
 
-async def _one(settings: Settings, letter_id: str) -> Any:
+def _letter_id(letter_id: str) -> None:
     from processors.dead_letter_shelf import parse_letter_id
 
     try:
         parse_letter_id(letter_id)
     except ValueError as exc:
         raise SwitchboardError(str(exc)) from None
+
+
+async def _one(settings: Settings, letter_id: str) -> Any:
+    _letter_id(letter_id)
     shelved = await shelf(settings).get(letter_id)
     if shelved is None:
         raise SwitchboardError(
