@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from api.publisher import Publisher, PublishError
 from processors.dead_letter_shelf import REPLAYABLE_STAGE, ShelvedLetter
 from records.audit import AuditRecord, mask_secrets
+from records.signing import signature
 from records.topics import Event, lane_of
 
 ReplayOutcome = Literal["published", "not_replayable", "invalid", "forbidden"]
@@ -25,6 +26,21 @@ class AcceptedEvents(Protocol):
     """Whether ingest already accepted an event (`state.dedup.EventDedup`)."""
 
     async def accepted(self, app: str, event_id: str) -> bool: ...
+
+
+class SigningKeys(Protocol):
+    """The apps' events signing keys (`state.apps.AppRegistry`)."""
+
+    async def signing_key(self, name: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Signing:
+    """How a replay is signed: like the API's own events, with its app's key (`records.signing`); when
+    ingest requires signatures, an app without a key cannot have its events replayed."""
+
+    keys: SigningKeys
+    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,7 @@ async def replay(
     actor: Actor,
     may_replay: Callable[[str], bool],
     edited: Mapping[str, Any] | None = None,
+    signing: Signing | None = None,
 ) -> Replay:
     """Publish the letter's event (or `edited`) to `events` and audit it, whatever the outcome.
 
@@ -117,7 +134,7 @@ async def replay(
     propagates (the caller answers 503) after an attempt to audit the failure, which a broker that is
     down refuses too; the replay was not published then, so nothing happened unaudited."""
     try:
-        result = await _replay(shelved, publisher, accepted, may_replay, edited)
+        result = await _replay(shelved, publisher, accepted, may_replay, edited, signing)
     except PublishError as exc:
         failure = Replay(shelved.letter_id, "not_replayable", f"the broker did not take it: {exc}")
         with contextlib.suppress(PublishError):
@@ -139,6 +156,7 @@ async def _replay(
     accepted: AcceptedEvents | None,
     may_replay: Callable[[str], bool],
     edited: Mapping[str, Any] | None,
+    signing: Signing | None,
 ) -> Replay:
     letter, letter_id = shelved.letter, shelved.letter_id
     if not may_replay(letter.app):
@@ -187,9 +205,20 @@ async def _replay(
         return Replay(
             letter_id, "forbidden", f"no dead_letters:replay on app {event.app!r}", event.app, event.event_id
         )
+    key = await signing.keys.signing_key(event.app) if signing is not None else None
+    if signing is not None and signing.required and not key:
+        return Replay(
+            letter_id,
+            "not_replayable",
+            f"app {event.app!r} has no events signing key, and ingest refuses unsigned events: "
+            f"rotate its key (`switchboard apps rotate {event.app}`), then replay",
+            event.app,
+            event.event_id,
+        )
     duplicate = accepted is not None and await accepted.accepted(event.app, event.event_id)
+    record = event.model_dump_json().encode()
     await publisher.publish_event(
-        f"{event.app}:{event.event_id}", event.model_dump_json().encode(), lane_of(event)
+        f"{event.app}:{event.event_id}", record, lane_of(event), signature(record, key) if key else ""
     )
     detail = (
         "published to events; ingest drops it: this app and event_id were accepted already"

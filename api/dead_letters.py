@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from analytics.funnel import FunnelError, parse_moment
-from api.dead_letter_replay import AcceptedEvents, Actor, inspected, read_record, replay, summary
+from api.dead_letter_replay import AcceptedEvents, Actor, Signing, inspected, read_record, replay, summary
 from api.deps import ApiDeps
 from api.problems import Problem, invalid
 from processors.dead_letter_shelf import (
@@ -97,7 +97,7 @@ _REFUSED = {"forbidden": status.HTTP_403_FORBIDDEN, "not_replayable": status.HTT
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or invalid credentials"},
     403: {"model": Problem, "description": "Without the permission (on the app asked for)"},
-    503: {"model": Problem, "description": "The broker could not be read or did not acknowledge; retry"}
+    503: {"model": Problem, "description": "The broker could not be read or did not acknowledge; retry"},
 }
 
 
@@ -107,6 +107,8 @@ def dead_letters_router(
     router = APIRouter(prefix="/v1", tags=["dead letters"])
     reading = Depends(deps.access.requires("dead_letters:read"))
     replaying = Depends(deps.access.requires("dead_letters:replay"))
+    # Replays are signed as the API signs the events it accepts: with their app's signing key.
+    signing = Signing(deps.apps, deps.events_signatures_required)
 
     @router.get(
         "/dead-letters",
@@ -177,6 +179,7 @@ def dead_letters_router(
             accepted=accepted,
             actor=_actor(principal, request),
             may_replay=lambda app: _may(principal, "dead_letters:replay", app),
+            signing=signing,
             edited=edited,
         )
         # Refusals of this one letter are HTTP errors (each audited already); a selection reports them.
@@ -216,6 +219,7 @@ def dead_letters_router(
                 accepted=accepted,
                 actor=actor,
                 may_replay=lambda app: _may(principal, "dead_letters:replay", app),
+                signing=signing,
             )
             for shelved in letters
         ]

@@ -100,8 +100,12 @@ def show(letter_id: Annotated[str, typer.Argument(help="the letter's id, PARTITI
     _letter_id(letter_id)  # a mistyped id is named before the broker is asked anything
     settings = Settings()
     shelved = audited(
-        "dead_letter.read", letter_id, lambda: _run(_one(settings, letter_id)), target_kind="dead_letter",
-        settings=settings, outcome_of=lambda found: {"app": found.letter.app},
+        "dead_letter.read",
+        letter_id,
+        lambda: _run(_one(settings, letter_id)),
+        target_kind="dead_letter",
+        settings=settings,
+        outcome_of=lambda found: {"app": found.letter.app},
     )
     typer.echo(json.dumps(inspected(shelved), ensure_ascii=False, indent=2))
 
@@ -173,9 +177,10 @@ async def _replay(
     settings: Settings, letter_ids: list[str], wanted: LetterFilter, edited: dict[str, Any] | None
 ) -> list[Any]:
     from api.audit_cli import SOURCE, cli_actor
-    from api.dead_letter_replay import Actor, replay
+    from api.dead_letter_replay import Actor, Signing, replay
     from api.publisher import PublishError
     from processors.dead_letter_shelf import REPLAYABLE_STAGE
+    from state.apps import AppRegistry
     from state.connection import open_redis
     from state.dedup import EventDedup
 
@@ -198,6 +203,7 @@ async def _replay(
             raise SwitchboardError(f"cannot replay: {exc}; nothing was published") from None
         actor = Actor(cli_actor(), "operator", SOURCE)
         dedup = EventDedup(redis, settings.dedup_ttl_seconds)
+        signing = Signing(AppRegistry(redis), settings.events_signatures == "required")
         results = []
         for shelved in letters:
             try:
@@ -209,6 +215,7 @@ async def _replay(
                         actor=actor,
                         may_replay=lambda _: True,
                         edited=edited,
+                        signing=signing,
                     )
                 )
             except PublishError as exc:

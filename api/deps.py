@@ -104,6 +104,9 @@ class ApiDeps:
     # whether a replay would be dropped as a duplicate.
     dead_letters: DeadLetterShelf | None = None
     accepted_events: AcceptedEvents | None = None
+    events_signatures_required: bool = True
+    """Ingest refuses unsigned `events` records (SWITCHBOARD_EVENTS_SIGNATURES): the API refuses (409) to
+    publish for an app without a signing key instead of accepting what ingest would dead-letter."""
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
 
     def __post_init__(self) -> None:

@@ -82,6 +82,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         ),
         accepted_events=EventDedup(redis, settings.dedup_ttl_seconds),
         access=build_access(settings, redis, apps),
+        events_signatures_required=settings.events_signatures == "required",
     )
 
 

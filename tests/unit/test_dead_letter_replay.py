@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from api.dead_letter_replay import Actor, inspected, replay
+from api.dead_letter_replay import Actor, Signing, inspected, replay
 from api.publisher import PublishError
 from processors.dead_letter_shelf import ShelvedLetter
 from processors.dead_letters import dead_letter
 from records.audit import AuditRecord
+from records.signing import signature_valid
 
 EVENT: dict[str, Any] = {
     "event_id": "n1",
@@ -30,13 +31,15 @@ ACTOR = Actor("olga", "operator", "10.0.0.9")
 @dataclass
 class Publisher:
     events: list[tuple[str, bytes, str]] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)
     audits: list[AuditRecord] = field(default_factory=list)
     down: bool = False
 
-    async def publish_event(self, key: str, value: bytes, lane: str = "bulk") -> None:
+    async def publish_event(self, key: str, value: bytes, lane: str = "bulk", signature: str = "") -> None:
         if self.down:
             raise PublishError("topic 'events' did not acknowledge the record")
         self.events.append((key, value, lane))
+        self.signatures.append(signature)
 
     async def publish_audit(self, record: AuditRecord) -> None:
         self.audits.append(record)
@@ -144,3 +147,21 @@ def test_an_inspected_payload_masks_secret_named_fields() -> None:
     assert shown["payload_kind"] == "json"
     assert shown["payload"]["data"] == {"password": "******", "token": "******", "headline": "h"}
     assert "hunter2" not in json.dumps(shown)
+
+
+@dataclass
+class Keys:
+    keys: dict[str, str]
+
+    async def signing_key(self, name: str) -> str | None:
+        return self.keys.get(name)
+
+
+async def test_a_replay_is_signed_with_its_apps_key_or_refused_without_one() -> None:
+    publisher = Publisher()
+    signed = await run(letter(EVENT), publisher, signing=Signing(Keys({"campus": "k" * 64})))
+    unsigned = await run(letter(EVENT), publisher, signing=Signing(Keys({})))
+    assert signed.outcome == "published"
+    assert signature_valid(publisher.events[0][1], publisher.signatures[0], "k" * 64)
+    assert unsigned.outcome == "not_replayable" and "no events signing key" in unsigned.detail
+    assert len(publisher.events) == 1
