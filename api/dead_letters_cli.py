@@ -176,7 +176,7 @@ def _edited(event: Path | None, letter_ids: list[str] | None) -> dict[str, Any] 
 async def _replay(
     settings: Settings, letter_ids: list[str], wanted: LetterFilter, edited: dict[str, Any] | None
 ) -> list[Any]:
-    from api.audit_cli import SOURCE, cli_actor
+    from api.audit_cli import SOURCE, audit_publisher, cli_actor
     from api.dead_letter_replay import Actor, Signing, replay
     from api.publisher import PublishError
     from processors.dead_letter_shelf import REPLAYABLE_STAGE
@@ -191,8 +191,6 @@ async def _replay(
     )
     if not letters:
         raise SwitchboardError("no dead-lettered events match")
-    from api.audit_cli import audit_publisher
-
     publisher = audit_publisher(settings)
     redis = open_redis(settings.redis)
     try:
@@ -219,7 +217,8 @@ async def _replay(
                     )
                 )
             except PublishError as exc:
-                raise SwitchboardError(str(exc)) from None
+                before = ", ".join(r.letter_id for r in results if r.outcome == "published") or "none"
+                raise SwitchboardError(f"{exc}; published before it: {before}") from None
         return results
     finally:
         await publisher.stop()
