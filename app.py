@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import typer
 from typer.core import TyperGroup
 
+from api.audit_cli import audit as audit_command
+from api.audit_cli import audited
 from api.channel_accounts_cli import channels_cli
+from api.dead_letters_cli import dead_letters_cli
 from channels.providers import providers_cli
 from processors.alert_cli import alerts_cli
 from rules.cli import rules_cli
@@ -108,6 +111,8 @@ cli.add_typer(rules_cli, name="rules")
 cli.add_typer(providers_cli, name="providers")
 cli.add_typer(alerts_cli, name="alerts")
 cli.add_typer(channels_cli, name="channels")
+cli.add_typer(dead_letters_cli, name="dead-letters")
+cli.command("audit")(audit_command)
 
 
 def quiet_url_loggers() -> None:
@@ -466,16 +471,18 @@ def users_import(
     """Import users from CSV or JSON Lines; bad rows are reported, good rows kept."""
     from state.connection import open_redis
     from state.users import UserDirectory
-    from state.users_import import check_readable, import_users
+    from state.users_import import check_importable, import_users
 
-    check_readable(path)  # before touching Redis: a wrong path is the likelier mistake
+    check_importable(path, format)  # before touching Redis: a wrong path is the likelier mistake
 
-    async def run() -> int:
+    async def run() -> Any:
         redis = open_redis(Settings().redis)
         try:
-            result = await import_users(path, UserDirectory(redis), format=format)
+            return await import_users(path, UserDirectory(redis), format=format)
         finally:
             await redis.aclose()
+
+    def report(result: Any) -> int:
         for error in result.errors[:50]:
             typer.echo(f"{path}:{error.line}: {error.field}: {error.message}", err=True)
         if len(result.errors) > 50:
@@ -483,7 +490,19 @@ def users_import(
         typer.echo(f"imported {result.imported}, rejected {result.rejected}")
         return 1 if result.rejected else 0
 
-    raise typer.Exit(asyncio.run(run()))
+    result = _audited(
+        "users.import", str(path.resolve()), lambda: asyncio.run(run()), target_kind="file",
+        outcome_of=lambda r: {"imported": r.imported, "rejected": r.rejected},
+    )
+    raise typer.Exit(report(result))
+
+
+def _audited(action: str, target: str, act: Callable[[], T], **fields: Any) -> T:
+    """`audited` (api/audit_cli.py) once Redis answers, so a Redis that is down is named first as ever;
+    then the broker must answer too, or the action is refused: it could not be audited."""
+    require_redis(Settings().redis)
+    result: T = audited(action, target, act, **fields)
+    return result
 
 
 def _with_apps(action: Callable[[AppRegistry], Awaitable[T]]) -> T:
@@ -602,7 +621,10 @@ def redis_migrate() -> None:
         finally:
             await redis.aclose()
 
-    moved = asyncio.run(run())
+    moved = audited(
+        "redis.migrate", redact_url(Settings().redis), lambda: asyncio.run(run()), target_kind="redis",
+        outcome_of=dict,
+    )
     counts = ", ".join(f"{kind} {count}" for kind, count in moved.items())
     typer.echo(f"moved to the hash-tagged layout: {counts}" if any(moved.values()) else "nothing to move")
 

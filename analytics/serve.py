@@ -33,6 +33,7 @@ TOPICS: dict[str, Kind] = {
     "events.accepted": "accepted",
     "conversions": "conversions",
     "erasures": "erasures",
+    "audit": "audit",
 }
 
 

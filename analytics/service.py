@@ -1,6 +1,6 @@
 """The analytics service: the one process that writes ClickHouse.
 
-It consumes `receipts` and `events.accepted` (and `conversions`) in its own consumer group, writes
+It consumes `receipts` and `events.accepted` (and `conversions`, `audit`) in its own consumer group, writes
 what it read in batches, and commits the offsets only after the insert succeeded: at least once, and
 a batch written twice collapses in the tables' ReplacingMergeTree. No record stops it: a record the
 engine refuses is validated on its own and kept as a `dead_lettered` row with its reason. An insert
@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from analytics import erasure
 from analytics.attribution import TokenVerifier, attribute
 from analytics.attribution_rules import AttributionRules
+from analytics.audit_log import UNREADABLE_ACTION, AuditLog, read_records
 from analytics.event_log import EventLog
 from analytics.sink import ReceiptSink, ReceiptsRecord, SinkError, unreadable
 from metrics import catalog
@@ -36,10 +37,10 @@ from records.topics import Receipt
 
 log = logging.getLogger("switchboard.analytics")
 
-Kind = Literal["receipts", "accepted", "conversions", "erasures"]
+Kind = Literal["receipts", "accepted", "conversions", "erasures", "audit"]
 Progress = Callable[[Mapping[str, int]], Awaitable[None]]
-"""Told after each batch is durable: `rows` of receipts, `logged` accepted events and `conversions`
-read from their topic (attributed or not) written."""
+"""Told after each batch is durable: `rows` of receipts, `logged` accepted events, `conversions`
+read from their topic (attributed or not) and `audited` records written."""
 
 # ~200k receipt rows: fewer, larger inserts cost the engine less per row (and leave fewer parts to
 # merge); with the next batch read while one is written, about 130 MB of records are held at most.
@@ -56,6 +57,7 @@ class Writers(Protocol):
     def accepted(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]: ...
     def conversions(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]: ...
     def erasures(self, records: Sequence[ReceiptsRecord]) -> int: ...
+    def audit(self, records: Sequence[ReceiptsRecord]) -> int: ...
 
 
 @dataclass
@@ -69,10 +71,12 @@ class ClickHouseWriters:
     sink: ReceiptSink = field(init=False)
     event_log: EventLog = field(init=False)
     _again: list[tuple[float, ErasureRequest]] = field(init=False, default_factory=list)
+    audit_log: AuditLog = field(init=False)
 
     def __post_init__(self) -> None:
         self.sink = ReceiptSink(self.client)
         self.event_log = EventLog(self.client)
+        self.audit_log = AuditLog(self.client)
 
     def receipts(self, records: Sequence[ReceiptsRecord]) -> int:
         written = catalog.timed_insert("message_events", lambda: self.sink.write_records(records))
@@ -158,6 +162,14 @@ class ClickHouseWriters:
                     raise  # the batch is written again, the request still held
                 log.exception("applying erasure %s again failed: %s", request.request_id, type(exc).__name__)
             self._again.pop(0)
+    def audit(self, records: Sequence[ReceiptsRecord]) -> int:
+        """Audit entries written; a record that is not an audit record is kept as an `audit.unreadable`
+        entry with its reason, so the trail shows it rather than losing it."""
+        entries = read_records(records)
+        for entry in entries:
+            if entry.action == UNREADABLE_ACTION and entry.actor_kind == "system":
+                log.error("unreadable audit record at %s: %s", entry.target, entry.reason)
+        return catalog.timed_insert("audit_log", lambda: self.audit_log.write(entries))
 
     def _attribute(self, conversions: Sequence[Conversion]) -> int:
         return attribute(self.client, conversions, self.attribution, tokens=self.tokens) if conversions else 0
@@ -174,7 +186,9 @@ class Batch:
     """What was read since the last write, by kind, and the next offset of each partition."""
 
     records: dict[Kind, list[ReceiptsRecord]] = field(
-        default_factory=lambda: {"receipts": [], "accepted": [], "conversions": [], "erasures": []}
+        default_factory=lambda: {
+            "receipts": [], "accepted": [], "conversions": [], "erasures": [], "audit": []
+        }
     )
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     size: int = 0
@@ -263,6 +277,11 @@ class AnalyticsService:
                 # is anonymised with the others.
                 if batch.records["erasures"]:
                     await asyncio.to_thread(self._writers.erasures, batch.records["erasures"])
+                audited = (
+                    await asyncio.to_thread(self._writers.audit, batch.records["audit"])
+                    if batch.records["audit"]
+                    else 0
+                )
                 break
             except Exception as exc:  # the batch is kept and retried; its offsets stay uncommitted
                 if not _retryable(exc):
@@ -278,7 +297,12 @@ class AnalyticsService:
                     continue
         # Receipts first: the receipts' rows of a batch, accepted events after; counted once durable.
         await self._progress(
-            {"rows": rows + bad + unattributable, "logged": logged, "conversions": converted}
+            {
+                "rows": rows + bad + unattributable,
+                "logged": logged,
+                "conversions": converted,
+                "audited": audited,
+            }
         )
         return True
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from api.apps import apps_router
+from api.audit import audit_router
 from api.auth import sessions_router
 from api.body_limit import BodyLimit
 from api.callbacks import callbacks_router
@@ -21,6 +22,7 @@ from api.channel_accounts import channel_accounts_router
 from api.consent import consent_router
 from api.conversions import conversions_router
 from api.data_rights import data_rights_router
+from api.dead_letters import dead_letters_router
 from api.deps import ApiDeps
 from api.events import events_router
 from api.inbox import inbox_router
@@ -56,6 +58,8 @@ _TAGS = [
     {"name": "whitelist", "description": "The whitelist (白名单) and test mode."},
     {"name": "callbacks", "description": "Delivery-status callbacks from providers, verified per provider."},
     {"name": "reports", "description": "The calling app's funnel and message traces (its messages only)."},
+    {"name": "audit", "description": "The audit log, for auditors."},
+    {"name": "dead letters", "description": "Dead-lettered events: list, inspect, replay (audited)."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -112,8 +116,11 @@ def create_api(
         api.include_router(callbacks_router(deps, known, deps.provider_messages))
     if deps.analytics is not None:
         api.include_router(reports_router(deps, deps.analytics))
+        api.include_router(audit_router(deps, deps.analytics))
     if deps.data_rights is not None:
         api.include_router(data_rights_router(deps, deps.data_rights))
+    if deps.dead_letters is not None:
+        api.include_router(dead_letters_router(deps, deps.dead_letters, deps.accepted_events))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -163,6 +170,8 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "callbacks": deps.provider_messages,
         "reports": deps.analytics,
         "people": deps.data_rights,
+        "audit": deps.analytics,
+        "dead letters": deps.dead_letters,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }

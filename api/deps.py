@@ -8,10 +8,12 @@ from typing import Any, Protocol
 
 from api.access import Access, AppKeys
 from api.analytics_reader import LazyReader
+from api.dead_letter_replay import AcceptedEvents
 from api.person_rights import DataRights
 from api.publisher import Publisher
 from api.trace import Tracer
 from channels.links import LinkSigner
+from processors.dead_letter_shelf import DeadLetterShelf
 from settings import Settings
 from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
@@ -101,6 +103,10 @@ class ApiDeps:
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
     channel_accounts: ChannelAccounts | None = None  # switches on /v1/channel-accounts
+    # Dead letters for operators (api/dead_letters.py): the topic's reader, and ingest's dedup to say
+    # whether a replay would be dropped as a duplicate.
+    dead_letters: DeadLetterShelf | None = None
+    accepted_events: AcceptedEvents | None = None
     events_signatures_required: bool = True
     """Ingest refuses unsigned `events` records (SWITCHBOARD_EVENTS_SIGNATURES): the API refuses (409) to
     publish for an app without a signing key instead of accepting what ingest would dead-letter."""

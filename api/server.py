@@ -15,11 +15,12 @@ from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.deps import Analytics, ApiDeps, BodyLimits
 from api.person_rights import data_rights_of
-from api.publisher import KafkaPublisher
+from api.publisher import KafkaPublisher, bootstrap_servers
 from api.trace import Tracer
 from channels.accounts import CallbackProviders
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
+from processors.dead_letter_shelf import DeadLetterShelf
 from rules.watch import RulesWatcher
 from settings import Settings
 from state.apps import AppRegistry
@@ -27,6 +28,7 @@ from state.auth_failures import AuthFailures, FailureLimits
 from state.channel_accounts import ChannelAccounts
 from state.connection import open_redis
 from state.consent import ConsentStore
+from state.dedup import EventDedup
 from state.flow_counters import FlowCounters
 from state.inbox import Inbox
 from state.operators import OperatorStore
@@ -79,6 +81,10 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         consent=ConsentStore(redis, opt_in=settings.consent_opt_in, test_mode=settings.test_mode),
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
+        dead_letters=DeadLetterShelf(
+            bootstrap_servers(settings.kafka), settings.topic("events.deadletter"), settings.topic_prefix
+        ),
+        accepted_events=EventDedup(redis, settings.dedup_ttl_seconds),
         access=build_access(settings, redis, apps),
         data_rights=data_rights_of(settings, redis, publisher, reader),
         channel_accounts=ChannelAccounts(redis, settings.secret_box(), settings.channel_account_quota),

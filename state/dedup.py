@@ -38,3 +38,8 @@ class EventDedup:
             return True
         held = holder.decode() if isinstance(holder, bytes) else holder
         return bool(held == record)
+
+    async def accepted(self, app: str, event_id: str) -> bool:
+        """Whether an event with this (app, event_id) was accepted within the window: another record of
+        it (a replay) would be dropped as a duplicate."""
+        return bool(await self._redis.exists(_KEY.format(app, event_id)))

@@ -148,6 +148,14 @@ def check_readable(path: Path) -> None:
         raise ImportFileError(f"{path}: cannot read it: {exc.strerror}") from None
 
 
+def check_importable(path: Path, format: Format | None = None) -> None:
+    """check_readable, and the format and the header: what makes the whole file unusable is found
+    before anything is imported (or audited)."""
+    check_readable(path)
+    fmt = format or _format_of(path)
+    next(iter(_csv_rows(path) if fmt == "csv" else _jsonl_rows(path)), None)
+
+
 def _format_of(path: Path) -> Format:
     fmt = _EXTENSIONS.get(path.suffix.lower())
     if fmt is None:

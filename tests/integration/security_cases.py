@@ -219,4 +219,14 @@ CASES: list[EndpointCase] = [
     EndpointCase("POST", f"/v1/people/{MATRIX_USER}/erase", "data_rights:erase", app="*",
                  body={"reason": "security matrix request", "mode": "anonymise"},
                  route="/v1/people/{user_id}/erase"),
+    # --- audit and dead letters ----------------------------------------------------------------------
+    EndpointCase("GET", "/v1/audit?action=app.&since=1d", "audit:read", route="/v1/audit"),
+    EndpointCase("GET", "/v1/dead-letters?stage=ingest", "dead_letters:read", route="/v1/dead-letters"),
+    EndpointCase("GET", f"/v1/dead-letters?app={MATRIX_APP}", "dead_letters:read", app=MATRIX_APP,
+                 route="/v1/dead-letters"),
+    EndpointCase("GET", "/v1/dead-letters/0-0", "dead_letters:read", route="/v1/dead-letters/{letter_id}"),
+    EndpointCase("POST", "/v1/dead-letters/0-0/replay", "dead_letters:replay", body={},
+                 route="/v1/dead-letters/{letter_id}/replay"),
+    EndpointCase("POST", "/v1/dead-letters:replay", "dead_letters:replay",
+                 body={"app": MATRIX_APP, "limit": 1}, app=MATRIX_APP),
 ]

@@ -136,8 +136,9 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
                 if node.failure_info is not None
             ]
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
-    # mode (2), and the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...)
-    assert len(operations) == 38
+    # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
+    # and the audit log
+    assert len(operations) == 39
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

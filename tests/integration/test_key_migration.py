@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from app import cli, require_redis
+from localparts import LocalParts
 from records.plan import CapLimit, DeliveryPlan, FallbackStep, FrequencyCap
 from records.topics import Delivery, Dispatch, EventCore, message_id_for
 from settings import SwitchboardError
@@ -142,12 +143,19 @@ async def test_the_old_layout_is_found_under_the_new_names(redis: Redis) -> None
     assert set((await migrate_keys(redis)).values()) == {0}
 
 
-async def test_the_command_moves_once_then_has_nothing_to_move(redis: Redis, redis_url: str) -> None:
+async def test_the_command_moves_once_then_has_nothing_to_move(
+    redis: Redis, redis_url: str, local_parts: LocalParts
+) -> None:
     await redis.sadd("sb:inbox:u9:unread", "m1")
     await redis.sadd("sb:apps", "lms")
     with pytest.raises(SwitchboardError, match=r"old key names; .* run `switchboard redis migrate`"):
         await asyncio.to_thread(require_redis, redis_url)  # a worker or the API refuses to start
-    env = {"SWITCHBOARD_REDIS": redis_url, "SWITCHBOARD_ENV": "test"}
+    # The broker takes the command's audit record: without it the command would refuse to act.
+    env = {
+        "SWITCHBOARD_REDIS": redis_url,
+        "SWITCHBOARD_KAFKA": local_parts.kafka_url,
+        "SWITCHBOARD_ENV": "test",
+    }
     # The command runs its own event loop: off this test's loop, in a thread.
     first = await asyncio.to_thread(CliRunner().invoke, cli, ["redis", "migrate"], env=env)
     assert first.exit_code == 0, first.output

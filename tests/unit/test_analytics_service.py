@@ -16,6 +16,7 @@ from analytics.sink import ReceiptsRecord, SinkError
 
 RECEIPTS = TopicPartition("receipts", 0)
 ACCEPTED = TopicPartition("events.accepted", 1)
+AUDIT = TopicPartition("audit", 2)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class FakeTables:
     failures: int = 0
     written: list[ReceiptsRecord] = field(default_factory=list)
     logged: list[ReceiptsRecord] = field(default_factory=list)
+    audited: list[ReceiptsRecord] = field(default_factory=list)
 
     def receipts(self, records: Sequence[ReceiptsRecord]) -> int:
         if self.failures:
@@ -62,6 +64,13 @@ class FakeTables:
         self.logged.extend(records)
         return len(records), 0
 
+    def conversions(self, records: Sequence[ReceiptsRecord]) -> tuple[int, int]:
+        return len(records), 0
+
+    def audit(self, records: Sequence[ReceiptsRecord]) -> int:
+        self.audited.extend(records)
+        return len(records)
+
 
 def service(
     consumer: FakeConsumer, tables: FakeTables, progress: list[Mapping[str, int]]
@@ -72,7 +81,7 @@ def service(
     consumer_any: Any = consumer
     return AnalyticsService(
         consumer_any,
-        {"receipts": "receipts", "events.accepted": "accepted"},
+        {"receipts": "receipts", "events.accepted": "accepted", "audit": "audit"},
         tables,
         record,
         batch_wait=0.05,
@@ -100,7 +109,19 @@ async def test_offsets_are_committed_after_the_batch_is_written_one_past_the_las
     assert consumer.commits == [({RECEIPTS: 9, ACCEPTED: 4}, 2)]
     assert [source for source, _ in tables.written] == ["receipts:0:7", "receipts:0:8"]
     assert [source for source, _ in tables.logged] == ["events.accepted:1:3"]
-    assert progress == [{"rows": 4, "logged": 1, "conversions": 0}]
+    assert progress == [{"rows": 4, "logged": 1, "conversions": 0, "audited": 0}]
+
+
+async def test_audit_records_are_written_with_the_batch_and_counted() -> None:
+    tables = FakeTables()
+    consumer = FakeConsumer(
+        [{AUDIT: [Message(5, b"{}"), Message(6, b"{}")], RECEIPTS: [Message(1, b"[]")]}], tables
+    )
+    progress: list[Mapping[str, int]] = []
+    await run_until(service(consumer, tables, progress), lambda: consumer.commits)
+    assert consumer.commits == [({AUDIT: 7, RECEIPTS: 2}, 1)]
+    assert [source for source, _ in tables.audited] == ["audit:2:5", "audit:2:6"]
+    assert progress == [{"rows": 2, "logged": 0, "conversions": 0, "audited": 2}]
 
 
 async def test_a_failed_write_is_retried_with_the_batch_held_and_committed_once_written() -> None:
@@ -109,7 +130,7 @@ async def test_a_failed_write_is_retried_with_the_batch_held_and_committed_once_
     progress: list[Mapping[str, int]] = []
     await run_until(service(consumer, tables, progress), lambda: consumer.commits)
     assert consumer.commits == [({RECEIPTS: 1}, 1)]  # committed only after the retry wrote it
-    assert progress == [{"rows": 2, "logged": 0, "conversions": 0}]
+    assert progress == [{"rows": 2, "logged": 0, "conversions": 0, "audited": 0}]
 
 
 async def test_stopped_while_clickhouse_is_down_nothing_is_committed_or_counted() -> None:
