@@ -601,6 +601,12 @@ def _parts() -> LocalParts:
     return LocalParts.from_settings(Settings())
 
 
+# Approvals: `switchboard approvals list|show|approve|reject|policies` (api/approval_cli.py).
+from api.approval_cli import approvals_cli  # noqa: E402  (each part's group at the end, to merge easily)
+
+cli.add_typer(approvals_cli, name="approvals")
+
+
 def main() -> None:
     """The `switchboard` console command."""
     sys.exit(cli())

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from api.access import Access, AppKeys
 from api.analytics_reader import LazyReader
+from api.approval_service import Approvals
 from api.publisher import Publisher
 from api.trace import Tracer
 from channels.links import LinkSigner
@@ -98,6 +99,7 @@ class ApiDeps:
     consent: ConsentStore | None = None
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
+    approvals: Approvals | None = None
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
 
     def __post_init__(self) -> None:

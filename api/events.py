@@ -59,6 +59,7 @@ def events_router(deps: ApiDeps) -> APIRouter:
         Answers only after the broker acknowledged; resubmitting the same `event_id` is safe.
         """
         await _authorise(deps, event, principal, ("body",))
+        [event] = _submitted([event], f"{principal.kind}:{principal.name}", ("body",))
         [record] = await _checked(deps, [event], ("body",))
         await deps.publisher.publish_event(_key(event), record, lane_of(event))
         return EventAccepted(event_id=event.event_id, app=event.app)
@@ -84,6 +85,7 @@ def events_router(deps: ApiDeps) -> APIRouter:
                 raise invalid(("body", index, "app"), f"one batch is for one app; events[0] is for {first!r}",
                               "mixed_apps")
             await _authorise(deps, event, principal, ("body", index), where=f"events[{index}]: ")
+        events = _submitted(events, f"{principal.kind}:{principal.name}", ("body",), indexed=True)
         records = await _checked(deps, events, ("body",), indexed=True)
         await asyncio.gather(
             *(
@@ -94,6 +96,18 @@ def events_router(deps: ApiDeps) -> APIRouter:
         return BatchAccepted(app=events[0].app, count=len(events), event_ids=[e.event_id for e in events])
 
     return router
+
+
+def _submitted(
+    events: Sequence[Event], submitter: str, body: tuple[str], indexed: bool = False
+) -> list[Event]:
+    """The events as submitted by `submitter` (`app:NAME`, `operator:NAME`), whatever their bodies
+    said; an approval stamp is Switchboard's own to set (422)."""
+    for index, event in enumerate(events):
+        if event.approval:
+            where = (*body, index, "approval") if indexed else (*body, "approval")
+            raise invalid(where, "approval is set only by Switchboard when it releases an approved event")
+    return [event.model_copy(update={"submitted_by": submitter}) for event in events]
 
 
 async def _checked(

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from api.access import Access
 from api.analytics_reader import LazyReader
 from api.app import create_api
+from api.approval_service import Approvals
 from api.deps import Analytics, ApiDeps, BodyLimits
 from api.publisher import KafkaPublisher
 from api.trace import Tracer
@@ -21,6 +22,8 @@ from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
 from rules.watch import RulesWatcher
 from settings import Settings
+from state.approval_policies import PolicyStore
+from state.approvals import ApprovalStore
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
 from state.connection import open_redis
@@ -55,6 +58,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
     # Opened by the first report, never at start-up: the API starts while the analytics service does not run.
     reader = LazyReader(lambda: open_reader(settings))
     apps = AppRegistry(redis)
+    catalog = templates if templates is not None else TemplateCatalog(settings.templates)
     return ApiDeps(
         apps=apps,
         inbox=Inbox(redis, max_per_user=settings.inbox_max_per_user),
@@ -68,7 +72,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         ),
         redis=redis,
         # The catalog the worker loads, so an event it could not render is refused here already.
-        templates=templates if templates is not None else TemplateCatalog(settings.templates),
+        templates=catalog,
         segments=UserDirectory(redis),
         limits=BodyLimits.of(settings),
         links=LinkSigner(settings.signing_secret(), settings.public_url),
@@ -76,6 +80,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=build_access(settings, redis, apps),
+        approvals=Approvals(ApprovalStore(redis), PolicyStore(redis), previews=catalog),
     )
 
 

@@ -19,8 +19,10 @@ from typing import Protocol
 
 from processors.failures import is_infrastructure
 from records.topics import Audience, Event, Receipt, Status
+from settings.permissions import ALL_APPS
 from state.approval_policies import ApprovalPolicy, PolicyStore, strictest
 from state.approvals import ApprovalItem, ApprovalStore, Conflict, approval_id_for
+from state.operators import OperatorStore
 from state.users import AudienceIndex, UserDirectory
 
 log = logging.getLogger("switchboard.approvals")
@@ -160,11 +162,20 @@ class ApproverDirectory(Protocol):
     async def approvers(self, role: str, app: str) -> list[Approver]: ...
 
 
-class NoApprovers:
-    """No operator store: nobody is told (the items still wait in `switchboard approvals list`)."""
+class OperatorApprovers:
+    """The active operators holding `role` over `app` with a user id (`state.operators`)."""
+
+    def __init__(self, operators: OperatorStore) -> None:
+        self._operators = operators
 
     async def approvers(self, role: str, app: str) -> list[Approver]:
-        return []
+        return [
+            Approver(operator.name, operator.user_id)
+            for operator in await self._operators.list()
+            if operator.state == "active"
+            and operator.user_id
+            and any(g.role == role and (ALL_APPS in g.apps or app in g.apps) for g in operator.grants)
+        ]
 
 
 EmitEvent = Callable[[Event], Awaitable[None]]

@@ -17,7 +17,7 @@ from channels.sensitive import SensitiveWords
 from channels.templates import TemplateCatalog
 from metrics.exposition import serve_metrics
 from processors.alert_rules import AlertFile, AlertFileError, load_alerts
-from processors.approvals import ApprovalDesk, ApprovalGate, NoApprovers
+from processors.approvals import ApprovalDesk, ApprovalGate, OperatorApprovers
 from processors.broadcast import BroadcastExpander
 from processors.content import ContentGuard
 from processors.decide import Decide
@@ -45,6 +45,7 @@ from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters
 from state.idempotency import SendLedger
 from state.offline import OfflineKeep
+from state.operators import OperatorStore
 from state.pacing import Pacer
 from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
@@ -157,7 +158,7 @@ def build_flow(settings: Settings) -> Flow:
             backlog=settings.broadcast_backlog,
             lease_seconds=settings.broadcast_lease_seconds,
         ),
-        approvals=ApprovalDesk(approvals, NoApprovers()),
+        approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis))),
     )
     app, topics = create_app(
         settings.app_id,

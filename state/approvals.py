@@ -129,20 +129,16 @@ class ApprovalStore:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._create = redis.register_script(_CREATE)
+        self._change = redis.register_script(_CHANGE)
+        self._reschedule = redis.register_script(_RESCHEDULE)
 
     async def hold(self, item: ApprovalItem) -> tuple[ApprovalItem, bool]:
         """Store `item` unless its id is held already; returns the stored item and whether it is new."""
-        created = await self._redis.eval(
-            _CREATE,
-            4,
-            ITEM_KEY.format(item.approval_id),
-            INDEX_KEY,
-            PENDING_KEY,
-            DUE_KEY,
-            item.approval_id,
-            item.model_dump_json(),
-            item.created_at.timestamp(),
-            datetime.now(UTC).timestamp(),
+        created = await self._create(
+            keys=[ITEM_KEY.format(item.approval_id), INDEX_KEY, PENDING_KEY, DUE_KEY],
+            args=[item.approval_id, item.model_dump_json(), item.created_at.timestamp(),
+                  datetime.now(UTC).timestamp()],
         )
         if created:
             return item, True
@@ -165,17 +161,9 @@ class ApprovalStore:
         """Write `item` if it is still at `version`, else raise Conflict; returns the new version.
         `due_now` asks the worker to look at it at once (tell approvers, carry out an outcome)."""
         due = str(datetime.now(UTC).timestamp()) if due_now else ""
-        changed = await self._redis.eval(
-            _CHANGE,
-            3,
-            ITEM_KEY.format(item.approval_id),
-            PENDING_KEY,
-            DUE_KEY,
-            item.approval_id,
-            version,
-            item.model_dump_json(),
-            item.state,
-            due,
+        changed = await self._change(
+            keys=[ITEM_KEY.format(item.approval_id), PENDING_KEY, DUE_KEY],
+            args=[item.approval_id, version, item.model_dump_json(), item.state, due],
         )
         if not changed:
             raise Conflict(f"approval {item.approval_id} changed meanwhile")
@@ -189,14 +177,9 @@ class ApprovalStore:
     async def reschedule(self, approval_id: str, version: str, at: datetime | None) -> bool:
         """Look at the item next at `at` (None: never), unless it changed since `version`: then its
         change left a due mark of its own, which stays."""
-        done = await self._redis.eval(
-            _RESCHEDULE,
-            2,
-            ITEM_KEY.format(approval_id),
-            DUE_KEY,
-            approval_id,
-            version,
-            "" if at is None else str(at.timestamp()),
+        done = await self._reschedule(
+            keys=[ITEM_KEY.format(approval_id), DUE_KEY],
+            args=[approval_id, version, "" if at is None else str(at.timestamp())],
         )
         return bool(done)
 

@@ -115,4 +115,18 @@ CASES: list[EndpointCase] = [
                  body={"subject": MATRIX_USER, "reason": "matrix"}, app="*"),
     EndpointCase("DELETE", f"/v1/consent/blacklist?subject={MATRIX_USER}", "people:manage", app="*",
                  route="/v1/consent/blacklist"),
+    # --- approvals ---------------------------------------------------------------------------------------
+    # Items are named by id: the app is known only once found, so the rows name none (404 when allowed).
+    EndpointCase("GET", "/v1/approvals?state=pending", "approvals:decide", route="/v1/approvals"),
+    EndpointCase("GET", "/v1/approvals/ap_matrix", "approvals:decide", route="/v1/approvals/{approval_id}"),
+    EndpointCase("POST", "/v1/approvals/ap_matrix/approve", "approvals:decide", body={"comment": "ok"},
+                 route="/v1/approvals/{approval_id}/approve"),
+    EndpointCase("POST", "/v1/approvals/ap_matrix/reject", "approvals:decide", body={"comment": "no"},
+                 route="/v1/approvals/{approval_id}/reject"),
+    EndpointCase("GET", "/v1/approval-policies", "approvals:manage"),
+    EndpointCase("PUT", "/v1/approval-policies/matrix-review", "approvals:manage",
+                 body={"apps": [MATRIX_APP], "categories": ["marketing"], "levels": ["approver"]},
+                 app=MATRIX_APP, route="/v1/approval-policies/{name}"),
+    EndpointCase("DELETE", "/v1/approval-policies/matrix-missing", "approvals:manage",
+                 route="/v1/approval-policies/{name}"),
 ]

@@ -14,7 +14,7 @@ import pytest
 from records.plan import CapLimit, DeliveryPlan, FrequencyCap
 from records.topics import Dispatch, EventCore
 from settings import ROOT
-from state import apps, broadcasts, fallback, inbox, offline, pacing
+from state import approvals, apps, broadcasts, fallback, inbox, offline, pacing
 from state.caps import cap_key, script_calls
 from state.keyspace import SHARD_TAGS, SHARDS, shard_of, share, slot, slots, tag
 from state.schedule import schedule_shards
@@ -104,6 +104,14 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
     ],
     ("broadcasts", "_FINISH"): lambda u, m: [[broadcasts._JOB.format(m), broadcasts._ACTIVE]],
     ("broadcasts", "transaction"): lambda u, m: [[broadcasts._JOB.format(m)]],
+    # Held items are few (people decide on each): they share the `{approvals}` slot on purpose.
+    ("approvals", "_CREATE"): lambda _, m: [
+        [approvals.ITEM_KEY.format(m), approvals.INDEX_KEY, approvals.PENDING_KEY, approvals.DUE_KEY]
+    ],
+    ("approvals", "_CHANGE"): lambda _, m: [
+        [approvals.ITEM_KEY.format(m), approvals.PENDING_KEY, approvals.DUE_KEY]
+    ],
+    ("approvals", "_RESCHEDULE"): lambda _, m: [[approvals.ITEM_KEY.format(m), approvals.DUE_KEY]],
 }
 # One key per call: nothing to keep together.
 SINGLE_KEY = {
