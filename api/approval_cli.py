@@ -62,7 +62,7 @@ def _act(operator: str, action: Callable[[Approvals, AuditSink, Principal], Awai
                     f"{TOKEN_VARIABLE} is not a valid token of an active operator {operator!r}"
                 )
             principal = await operators.principal(found)
-            approvals = Approvals(ApprovalStore(redis), PolicyStore(redis))
+            approvals = Approvals(ApprovalStore(redis), PolicyStore(redis), roles=operators.roles)
             await publisher.start()
             try:
                 return await action(approvals, publisher, principal)

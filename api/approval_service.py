@@ -41,13 +41,20 @@ class Previews(Protocol):
     def render(self, template: str, channel: str, data: Mapping[str, Any], user: None) -> Any: ...
 
 
+class RoleLookup(Protocol):
+    """Every role with its permissions (`state.roles.RoleStore`)."""
+
+    async def all(self) -> dict[str, frozenset[str]]: ...
+
+
 @dataclass(frozen=True)
 class Approvals:
-    """The approvals' collaborators: held items, policies, where audit records go, previews."""
+    """The approvals' collaborators: held items, policies, previews, and the roles a level may name."""
 
     store: ApprovalStore
     policies: PolicyStore
     previews: Previews | None = None
+    roles: RoleLookup | None = None
 
 
 def holds_role(principal: Principal, role: str, app: str) -> bool:
@@ -204,6 +211,7 @@ async def put_policy(
     approvals: Approvals, audit: AuditSink, principal: Principal, policy: ApprovalPolicy, source: str
 ) -> ApprovalPolicy | None:
     """Create or replace a policy; returns the one replaced. Audited."""
+    await _check_levels(approvals, policy)
     previous = await approvals.policies.get(policy.name)
     for checked in (policy, previous):
         if checked is not None and not _may_manage(principal, checked):
@@ -233,6 +241,21 @@ async def remove_policy(
                 before=policy.model_dump(mode="json"))
     )
     return policy
+
+
+async def _check_levels(approvals: Approvals, policy: ApprovalPolicy) -> None:
+    """Each level names a role that exists and may decide: otherwise nobody could ever approve it."""
+    if approvals.roles is None:
+        return
+    known = await approvals.roles.all()
+    for index, role in enumerate(policy.levels):
+        if role not in known:
+            raise ApprovalRefused(422, f"levels[{index}]: no role named {role!r} "
+                                       f"(roles: {', '.join(sorted(known))})")
+        if DECIDE not in known[role]:
+            deciders = sorted(name for name, permissions in known.items() if DECIDE in permissions)
+            raise ApprovalRefused(422, f"levels[{index}]: role {role!r} does not carry {DECIDE}, so nobody "
+                                       f"could decide that level (roles that do: {', '.join(deciders)})")
 
 
 def _may_manage(principal: Principal, policy: ApprovalPolicy) -> bool:

@@ -32,6 +32,7 @@ from state.flow_counters import FlowCounters
 from state.inbox import Inbox
 from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
+from state.roles import RoleStore
 from state.user_tokens import UserTokenSigner
 from state.users import UserDirectory
 
@@ -80,7 +81,9 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=build_access(settings, redis, apps),
-        approvals=Approvals(ApprovalStore(redis), PolicyStore(redis), previews=catalog),
+        approvals=Approvals(
+            ApprovalStore(redis), PolicyStore(redis), previews=catalog, roles=RoleStore(redis)
+        ),
     )
 
 
