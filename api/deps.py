@@ -100,6 +100,9 @@ class ApiDeps:
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
     approvals: Approvals | None = None
+    events_signatures_required: bool = True
+    """Ingest refuses unsigned `events` records (SWITCHBOARD_EVENTS_SIGNATURES): the API refuses (409) to
+    publish for an app without a signing key instead of accepting what ingest would dead-letter."""
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
 
     def __post_init__(self) -> None:

@@ -84,6 +84,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         approvals=Approvals(
             ApprovalStore(redis), PolicyStore(redis), previews=catalog, roles=RoleStore(redis)
         ),
+        events_signatures_required=settings.events_signatures == "required",
     )
 
 
