@@ -51,7 +51,7 @@ class Recording:
     async def check(self) -> None:
         return None
 
-    async def publish_event(self, key: str, value: bytes, lane: str = "bulk") -> None:
+    async def publish_event(self, key: str, value: bytes, lane: str = "bulk", signature: str = "") -> None:
         self.events.append(value)
 
     async def publish_receipt(self, receipt: Receipt) -> None:

@@ -26,12 +26,15 @@ from starlette.routing import Route
 from api import ApiDeps, create_api
 from api.access import Access
 from api.analytics_reader import LazyReader
+from api.approval_service import Approvals
 from api.deps import Analytics
 from api.trace import Tracer
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
 from settings import ROOT
 from settings.permissions import ALL_APPS, APP_POWERS, BUILT_IN_ROLES, GLOBAL_PERMISSIONS
+from state.approval_policies import PolicyStore
+from state.approvals import ApprovalStore
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
 from state.consent import ConsentStore
@@ -105,6 +108,7 @@ def matrix_api(redis: Redis, apps: AppRegistry, operators: OperatorStore) -> Fas
         consent=ConsentStore(redis), provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=Access(apps, operators, SIGNER, failures),
+        approvals=Approvals(ApprovalStore(redis), PolicyStore(redis), roles=operators.roles),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 
