@@ -182,11 +182,13 @@ class Event(EventCore):
         default="",
         description="Who submitted the event (`operator:NAME` or `app:NAME`). Set by the API from the "
         "caller's credentials, whatever the body says; approvers must be someone else.",
+        json_schema_extra={"readOnly": True},
     )
     approval: Annotated[str, StringConstraints(max_length=64)] = Field(
         default="",
         description="Set only by Switchboard when it releases an approved event; ingest checks it "
         "against the approval record in Redis. The API refuses it.",
+        json_schema_extra={"readOnly": True},
     )
 
     def core(self) -> EventCore:

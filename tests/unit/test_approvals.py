@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from api.approval_service import ApprovalRefused, _check_may_decide, _with_verdict, holds_role, waits_for
@@ -176,3 +177,9 @@ def test_a_held_event_is_logged_for_simulation_only_when_released() -> None:
 def test_the_envelope_does_not_travel_with_deliveries() -> None:
     stamped = event(submitted_by="operator:sam", approval="ap_1")
     assert "submitted_by" not in stamped.core().model_dump() and "approval" not in stamped.core().model_dump()
+
+
+def test_the_example_policy_file_is_a_valid_policy() -> None:
+    example = yaml.safe_load((ROOT / "config" / "approvals.example.yaml").read_text())
+    policy = ApprovalPolicy.model_validate(example)
+    assert policy.matches(event(app="anything"), 3) and policy.levels == ["approver", "administrator"]
