@@ -112,6 +112,7 @@ def build_flow(settings: Settings) -> Flow:
             jobs=jobs,
             page=settings.broadcast_page,
             approvals=ApprovalGate(PolicyStore(redis), approvals, directory),
+            signatures=settings.events_signatures == "required",
         ),
         decide=Decide(
             directory,
