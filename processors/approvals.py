@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from processors.failures import is_infrastructure
+from records.signing import signature
 from records.topics import Audience, Event, Receipt, Status
 from settings.permissions import ALL_APPS
 from state.approval_policies import ApprovalPolicy, PolicyStore, strictest
@@ -178,7 +179,14 @@ class OperatorApprovers:
         ]
 
 
-EmitEvent = Callable[[Event], Awaitable[None]]
+class SigningKeys(Protocol):
+    """The apps' events signing keys (`state.apps.AppRegistry`)."""
+
+    async def signing_key(self, name: str) -> str | None: ...
+
+
+EmitEvent = Callable[[Event, bytes, str], Awaitable[None]]
+"""Produce `event` (as the exact bytes `value`) on its lane's events topic with its signature header."""
 RecordRows = Callable[[Sequence[Receipt]], Awaitable[None]]
 
 
@@ -193,9 +201,21 @@ class Effects:
 class ApprovalDesk:
     """The worker's follow-up of held items: notices, releases, rows, expiry."""
 
-    def __init__(self, store: ApprovalStore, approvers: ApproverDirectory) -> None:
+    def __init__(
+        self, store: ApprovalStore, approvers: ApproverDirectory, signing: SigningKeys | None = None
+    ) -> None:
         self._store = store
         self._approvers = approvers
+        # Ingest checks every events record's signature: what the worker puts there is signed as its app.
+        self._signing = signing
+
+    async def _emit(self, event: Event, effects: Effects) -> None:
+        value = event.model_dump_json().encode()
+        key = await self._signing.signing_key(event.app) if self._signing is not None else None
+        if self._signing is not None and key is None:
+            log.warning("app %s has no events signing key: ingest will refuse %s (rotate the app's key)",
+                        event.app, event.event_id)
+        await effects.emit(event, value, signature(value, key) if key else "")
 
     async def follow_up(self, effects: Effects, limit: int = 100) -> int:
         """Handle the items due now; returns how many were looked at."""
@@ -245,7 +265,7 @@ class ApprovalDesk:
             log.warning("approval %s waits at level %d (role %s): no approver with a user id to tell",
                         item.approval_id, item.level + 1, role)
             return
-        await effects.emit(notice_for(item, role, user_ids))
+        await self._emit(notice_for(item, role, user_ids), effects)
 
     async def _settle(self, item: ApprovalItem, effects: Effects) -> None:
         if item.kind != "message":
@@ -255,7 +275,7 @@ class ApprovalDesk:
             return
         event = Event.model_validate(item.payload)
         if item.state == "approved":
-            await effects.emit(event.model_copy(update={"approval": item.approval_id}))
+            await self._emit(event.model_copy(update={"approval": item.approval_id}), effects)
         row = Receipt.of(event, "", _OUTCOME_STATUS[item.state], reason=outcome_reason(item))
         await effects.record([row])
 

@@ -159,7 +159,7 @@ def build_flow(settings: Settings) -> Flow:
             backlog=settings.broadcast_backlog,
             lease_seconds=settings.broadcast_lease_seconds,
         ),
-        approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis))),
+        approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis)), signing=apps),
     )
     app, topics = create_app(
         settings.app_id,

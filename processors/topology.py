@@ -46,6 +46,7 @@ from processors.send import Send, SendResult
 from processors.stopping import SwitchboardApp
 from processors.track import TRACKED_STATUSES, Track
 from processors.watch import count_ingested
+from records.signing import SIGNATURE_HEADER
 from records.topics import Delivery, Dispatch, Event, Lane, Receipt, lane_of
 from records.wire import WireDecoder
 from rules.engine import AsyncRuleEngine
@@ -404,10 +405,14 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 await outbox.receipts(expired, "offline")
             await stages.offline.done([*deliveries, *expired])  # leased until now: re-emitted, forget them
 
-    async def emit_event(event: Event) -> None:
+    async def emit_event(event: Event, value: bytes, signature: str) -> None:
         topic = topics.events_urgent if lane_of(event) == "urgent" else topics.events
-        item = Outgoing(f"{event.app}:{event.event_id}", event.model_dump_json().encode(), "approvals")
-        await outbox.produce(topic, [item])
+        key = f"{event.app}:{event.event_id}"
+        if not outbox.fits(key, value):
+            await outbox.produce(topic, [Outgoing(key, value, "approvals")])  # dead-letters it, sized
+            return
+        headers = [(SIGNATURE_HEADER, signature.encode())] if signature else None
+        await (await topic.send(key=key.encode(), value=value, headers=headers))
 
     async def record_rows(rows: Sequence[Receipt]) -> None:
         await outbox.receipts(rows, "approvals")

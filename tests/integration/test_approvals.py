@@ -21,6 +21,7 @@ from processors.approvals import ApprovalDesk, ApprovalGate, Effects, OperatorAp
 from processors.ingest import Ingest
 from records.audit import AuditRecord
 from records.conversions import Conversion
+from records.signing import signature
 from records.topics import Event, Receipt
 from settings import ROOT
 from state.approval_policies import ApprovalPolicy, PolicyStore
@@ -39,7 +40,7 @@ BASE = "http://switchboard.test"
 class Recording:
     """A publisher that keeps what it was given: events, receipts and audit records."""
 
-    events: list[bytes] = field(default_factory=list)
+    events: list[tuple[bytes, str]] = field(default_factory=list)
     receipts: list[Receipt] = field(default_factory=list)
     audits: list[AuditRecord] = field(default_factory=list)
 
@@ -53,7 +54,7 @@ class Recording:
         return None
 
     async def publish_event(self, key: str, value: bytes, lane: str = "bulk", signature: str = "") -> None:
-        self.events.append(value)
+        self.events.append((value, signature))
 
     async def publish_receipt(self, receipt: Receipt) -> None:
         self.receipts.append(receipt)
@@ -70,10 +71,15 @@ class Flow:
     """What the worker would do, in process: effects recorded instead of produced."""
 
     emitted: list[Event] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)
     rows: list[Receipt] = field(default_factory=list)
 
-    async def emit(self, event: Event) -> None:
+    async def emit(self, event: Event, value: bytes, signature: str) -> None:
+        assert Event.model_validate_json(value) == event
         self.emitted.append(event)
+        self.values.append(value)
+        self.signatures.append(signature)
 
     async def record(self, rows: Sequence[Receipt]) -> None:
         self.rows.extend(rows)
@@ -91,6 +97,13 @@ class Setup:
     desk: ApprovalDesk
     store: ApprovalStore
     flow: Flow
+    apps: AppRegistry
+
+    async def sign(self, raw: bytes, app: str = "shop") -> str:
+        """The signature the app's producer would put on `raw` (it derives the key from its app key)."""
+        key = await self.apps.signing_key(app)
+        assert key is not None
+        return signature(raw, key)
 
 
 @asynccontextmanager
@@ -108,14 +121,14 @@ async def approvals_setup(
         approvals=Approvals(store, PolicyStore(redis), previews=catalog, roles=operators.roles),
     )
     gate = ApprovalGate(PolicyStore(redis), store, directory, cache_seconds=0)
-    ingest = Ingest(directory, apps, catalog, EventDedup(redis, 3600), approvals=gate)
-    desk = ApprovalDesk(store, OperatorApprovers(operators))
+    ingest = Ingest(directory, apps, catalog, EventDedup(redis, 3600), approvals=gate, signatures=True)
+    desk = ApprovalDesk(store, OperatorApprovers(operators), signing=apps)
     api = create_api(deps)
     async with (
         api.router.lifespan_context(api),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url=BASE) as client,
     ):
-        yield Setup(client, publisher, tokens, ingest, desk, store, Flow())
+        yield Setup(client, publisher, tokens, ingest, desk, store, Flow(), apps)
 
 
 @pytest.mark.redis_cluster_too  # the approval scripts keep their keys in one slot
@@ -123,20 +136,21 @@ async def test_a_held_message_flows_once_after_two_distinct_approvers(redis: Red
     async with approvals_setup(redis) as s:
         answer = await s.client.post("/v1/events", json=promotion("sale-1"), headers=bearer(s.tokens["sam"]))
         assert answer.status_code == 202, answer.text
-        [record] = s.publisher.events
+        [(record, signed)] = s.publisher.events
         assert json.loads(record)["submitted_by"] == "operator:sam"  # set by the API, not the body
 
-        held = await s.ingest.handle(record, "events:0:1")
+        held = await s.ingest.handle(record, "events:0:1", signed)
         assert held.held and not held.deliveries
         [pending] = held.receipts
         assert pending.status == "pending_approval" and "marketing-review" in pending.reason
-        assert (await s.ingest.handle(record, "events:0:2")).duplicate  # a resend while it waits
+        assert (await s.ingest.handle(record, "events:0:2", signed)).duplicate  # a resend while it waits
 
         # Level 1's approvers are told, except sam, who sent it.
         await s.desk.follow_up(s.flow.effects())
         [notice] = s.flow.emitted
         assert notice.app == "switchboard" and notice.template == "approval_request"
         assert notice.audience.user_ids == ["op-ann"]
+        assert s.flow.signatures[0] == await s.sign(s.flow.values[0], "switchboard")  # ingest takes it
 
         listed = await s.client.get("/v1/approvals", headers=bearer(s.tokens["ann"]))
         [item] = listed.json()["items"]
@@ -172,12 +186,16 @@ async def test_a_held_message_flows_once_after_two_distinct_approvers(redis: Red
         assert "by ann (approver), bo (administrator)" in approved.reason
         assert approved.message_id == pending.message_id
 
-        raw = released.model_dump_json().encode()
-        expanded = await s.ingest.handle(raw, "events:0:3")
+        raw, stamp = s.flow.values[-1], s.flow.signatures[-1]  # signed by the worker as its app
+        expanded = await s.ingest.handle(raw, "events:0:3", stamp)
         assert sorted(d.user_id for d in expanded.deliveries) == CUSTOMERS
-        assert (await s.ingest.handle(raw, "events:0:4")).duplicate  # released twice: expanded once
+        assert (await s.ingest.handle(raw, "events:0:4", stamp)).duplicate  # released twice: expanded once
         tampered = released.model_copy(update={"data": {"headline": "Free money", "body": "!"}})
-        forged = await s.ingest.handle(tampered.model_dump_json().encode(), "events:0:5")
+        altered = tampered.model_dump_json().encode()
+        unsigned = await s.ingest.handle(altered, "events:0:5", stamp)
+        assert unsigned.dead_letter is not None and "bad signature" in unsigned.dead_letter.reason
+        # Even the app, signing with its own key, cannot pass other content off under the approval.
+        forged = await s.ingest.handle(altered, "events:0:6", await s.sign(altered))
         assert forged.dead_letter is not None and "differs" in forged.dead_letter.reason
 
         await s.desk.follow_up(s.flow.effects())
@@ -195,7 +213,8 @@ async def test_a_held_message_flows_once_after_two_distinct_approvers(redis: Red
 
 async def test_a_rejected_message_is_recorded_with_the_comment_and_never_released(redis: Redis) -> None:
     async with approvals_setup(redis) as s:
-        held = await s.ingest.handle(json.dumps(promotion("sale-2")).encode(), "events:0:1")
+        raw = json.dumps(promotion("sale-2")).encode()
+        held = await s.ingest.handle(raw, "events:0:1", await s.sign(raw))
         [pending] = held.receipts
         [item] = await s.store.listing("pending")
         answer = await s.client.post(f"/v1/approvals/{item.approval_id}/reject",
@@ -213,7 +232,8 @@ async def test_a_message_nobody_decides_on_expires_with_the_reason(redis: Redis)
     quick = ApprovalPolicy(name="surveys", apps=["survey"], levels=["approver"], expires_after="1s")
     async with approvals_setup(redis, [quick]) as s:
         event = promotion("poll-1", app="survey", category="notice", campaign="")
-        await s.ingest.handle(json.dumps(event).encode(), "events:0:1")
+        raw = json.dumps(event).encode()
+        assert (await s.ingest.handle(raw, "events:0:1", await s.sign(raw, "survey"))).held
         [item] = await s.store.listing("pending")
         await asyncio.sleep(1.2)
         late = await s.client.post(f"/v1/approvals/{item.approval_id}/approve", json={},
@@ -263,7 +283,8 @@ async def test_only_switchboard_stamps_an_approval(redis: Redis) -> None:
         answer = await s.client.post("/v1/events", json=stamped, headers=bearer(s.tokens["sam"]))
         assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "approval"]
         # On the topic, a stamp naming no approved item is a dead letter, not a way around the policy.
-        forged = await s.ingest.handle(json.dumps(stamped).encode(), "events:0:1")
+        raw = json.dumps(stamped).encode()
+        forged = await s.ingest.handle(raw, "events:0:1", await s.sign(raw))
         assert forged.dead_letter is not None and "names no held message" in forged.dead_letter.reason
         assert s.publisher.events == []
         assert TWO_LEVELS.name in {p.name for p in await PolicyStore(redis).all()}

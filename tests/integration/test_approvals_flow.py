@@ -18,10 +18,12 @@ from analytics.connection import open_reader, service_listening
 from api import create_api
 from api.server import build_deps
 from localparts.switchboard_process import SwitchboardProcess
+from records.signing import signed_headers
 from records.topics import message_id_for
 from settings import Settings
 from state.approval_policies import ApprovalPolicy
 from state.approvals import ApprovalStore
+from state.apps import AppRegistry
 from state.inbox import Inbox
 from tests.integration.approvals_support import CUSTOMERS, TWO_LEVELS, bearer, promotion, seed
 
@@ -61,11 +63,16 @@ def rows(settings: Settings, app: str, event_id: str) -> dict[str, str]:
     return {status: reason for status, reason in found}
 
 
-async def produce(settings: Settings, event: dict[str, object]) -> None:
+async def produce(settings: Settings, redis: Redis, event: dict[str, object]) -> None:
+    """As a business system produces: signed with its app's events signing key."""
+    key = await AppRegistry(redis).signing_key(str(event["app"]))
+    assert key is not None
+    value = json.dumps(event).encode()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(settings.topic("events"), json.dumps(event).encode(), key=b"test")
+        headers = signed_headers(value, key)
+        await producer.send_and_wait(settings.topic("events"), value, key=b"test", headers=headers)
     finally:
         await producer.stop()
 
@@ -102,7 +109,7 @@ async def test_held_messages_survive_a_restart_and_flow_once_when_approved(
             first.start()
             await send("sale-1")
             await send("sale-2")
-            await produce(flow, promotion("poll-1", app="survey", category="notice", campaign=""))
+            await produce(flow, redis, promotion("poll-1", app="survey", category="notice", campaign=""))
 
             async def all_held() -> bool:
                 return all("pending_approval" in rows(flow, app, e)
