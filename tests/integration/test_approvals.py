@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -25,7 +26,7 @@ from records.signing import signature
 from records.topics import Event, Receipt
 from settings import ROOT
 from state.approval_policies import ApprovalPolicy, PolicyStore
-from state.approvals import ApprovalStore
+from state.approvals import ApprovalItem, ApprovalStore
 from state.apps import AppRegistry
 from state.dedup import EventDedup
 from state.inbox import Inbox
@@ -288,3 +289,20 @@ async def test_only_switchboard_stamps_an_approval(redis: Redis) -> None:
         assert forged.dead_letter is not None and "names no held message" in forged.dead_letter.reason
         assert s.publisher.events == []
         assert TWO_LEVELS.name in {p.name for p in await PolicyStore(redis).all()}
+
+
+async def test_an_item_that_cannot_be_followed_up_does_not_stop_the_others(redis: Redis) -> None:
+    async with approvals_setup(redis) as s:
+        now = datetime.now(UTC)
+        broken = ApprovalItem(
+            approval_id="ap_broken", kind="message", subject="shop:gone", app="shop", policy="p",
+            levels=("approver",), state="approved", created_at=now, expires_at=now + timedelta(hours=1),
+            payload={"not": "an event"},
+        )
+        await s.store.hold(broken)
+        raw = json.dumps(promotion("sale-4")).encode()
+        assert (await s.ingest.handle(raw, "events:0:1", await s.sign(raw))).held
+        assert await s.desk.follow_up(s.flow.effects()) == 2
+        assert [e.template for e in s.flow.emitted] == ["approval_request"]  # the good one went on
+        assert await s.store.due(now + timedelta(seconds=30)) == []  # the broken one waits a minute
+        assert await s.store.due(now + timedelta(seconds=90)) == ["ap_broken"]
