@@ -194,12 +194,13 @@ _INVALID = (
     "segment, or a template variable missing from `data`."
 )
 _ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "Missing or invalid API key"},
+    401: {"model": Problem, "description": "Missing or invalid API key or token"},
     403: {
         "model": Problem,
-        "description": "`app` is not the app the key belongs to, or `channels` names a channel the app "
-        "may not use",
+        "description": "`app` is not the app the key belongs to (an operator: one they hold events:send on), "
+        "the app is disabled, or `channels` names a channel the app may not use",
     },
+    409: {"model": Problem, "description": "The app has no events signing key yet: rotate its key"},
     **TOO_LARGE,
     503: {"model": Problem, "description": "The broker did not acknowledge; nothing was accepted, retry"},
 }
