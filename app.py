@@ -1202,6 +1202,12 @@ def consent_withdraw(
     typer.echo(f"withdrew {len(gone)} opt-in(s) of {user_id} to {category}")
 
 
+# Approvals: `switchboard approvals list|show|approve|reject|policies` (api/approval_cli.py).
+from api.approval_cli import approvals_cli  # noqa: E402  (each part's group at the end, to merge easily)
+
+cli.add_typer(approvals_cli, name="approvals")
+
+
 def main() -> None:
     """The `switchboard` console command."""
     sys.exit(cli())

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from api.approvals import approvals_router
 from api.apps import apps_router
 from api.audit import audit_router
 from api.auth import sessions_router
@@ -60,6 +61,7 @@ _TAGS = [
     {"name": "reports", "description": "The calling app's funnel and message traces (its messages only)."},
     {"name": "audit", "description": "The audit log, for auditors."},
     {"name": "dead letters", "description": "Dead-lettered events: list, inspect, replay (audited)."},
+    {"name": "approvals", "description": "Held messages awaiting approval, and the approval policies."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -121,6 +123,8 @@ def create_api(
         api.include_router(data_rights_router(deps, deps.data_rights))
     if deps.dead_letters is not None:
         api.include_router(dead_letters_router(deps, deps.dead_letters, deps.accepted_events))
+    if deps.approvals is not None:
+        api.include_router(approvals_router(deps, deps.approvals))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -172,6 +176,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "people": deps.data_rights,
         "audit": deps.analytics,
         "dead letters": deps.dead_letters,
+        "approvals": deps.approvals,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }

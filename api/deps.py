@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from api.access import Access, AppKeys
 from api.analytics_reader import LazyReader
+from api.approval_service import Approvals
 from api.dead_letter_replay import AcceptedEvents
 from api.person_rights import DataRights
 from api.publisher import Publisher
@@ -107,6 +108,7 @@ class ApiDeps:
     # whether a replay would be dropped as a duplicate.
     dead_letters: DeadLetterShelf | None = None
     accepted_events: AcceptedEvents | None = None
+    approvals: Approvals | None = None
     events_signatures_required: bool = True
     """Ingest refuses unsigned `events` records (SWITCHBOARD_EVENTS_SIGNATURES): the API refuses (409) to
     publish for an app without a signing key instead of accepting what ingest would dead-letter."""

@@ -61,6 +61,7 @@ def events_router(deps: ApiDeps) -> APIRouter:
         """
         app = await _authorise(deps, event, principal, ("body",))
         signing_key = await _signing_key(deps, app)
+        [event] = _submitted([event], f"{principal.kind}:{principal.name}", ("body",))
         [record] = await _checked(deps, [event], ("body",))
         await deps.publisher.publish_event(_key(event), record, lane_of(event), _signed(record, signing_key))
         return EventAccepted(event_id=event.event_id, app=event.app)
@@ -87,6 +88,7 @@ def events_router(deps: ApiDeps) -> APIRouter:
                               "mixed_apps")
             app = await _authorise(deps, event, principal, ("body", index), where=f"events[{index}]: ")
         signing_key = await _signing_key(deps, app)
+        events = _submitted(events, f"{principal.kind}:{principal.name}", ("body",), indexed=True)
         records = await _checked(deps, events, ("body",), indexed=True)
         await asyncio.gather(
             *(
@@ -97,6 +99,18 @@ def events_router(deps: ApiDeps) -> APIRouter:
         return BatchAccepted(app=events[0].app, count=len(events), event_ids=[e.event_id for e in events])
 
     return router
+
+
+def _submitted(
+    events: Sequence[Event], submitter: str, body: tuple[str], indexed: bool = False
+) -> list[Event]:
+    """The events as submitted by `submitter` (`app:NAME`, `operator:NAME`), whatever their bodies
+    said; an approval stamp is Switchboard's own to set (422)."""
+    for index, event in enumerate(events):
+        if event.approval:
+            where = (*body, index, "approval") if indexed else (*body, "approval")
+            raise invalid(where, "approval is set only by Switchboard when it releases an approved event")
+    return [event.model_copy(update={"submitted_by": submitter}) for event in events]
 
 
 async def _checked(
@@ -182,12 +196,13 @@ _INVALID = (
     "segment, or a template variable missing from `data`."
 )
 _ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "Missing or invalid API key"},
+    401: {"model": Problem, "description": "Missing or invalid API key or token"},
     403: {
         "model": Problem,
-        "description": "`app` is not the app the key belongs to, or `channels` names a channel the app "
-        "may not use",
+        "description": "`app` is not the app the key belongs to (an operator: one they hold events:send on), "
+        "the app is disabled, or `channels` names a channel the app may not use",
     },
+    409: {"model": Problem, "description": "The app has no events signing key yet: rotate its key"},
     **TOO_LARGE,
     503: {"model": Problem, "description": "The broker did not acknowledge; nothing was accepted, retry"},
 }

@@ -1,6 +1,7 @@
 """The in-app inbox: its user lists, marks read or clicked (emitting receipts) and deletes, with an
-end-user token their app minted (`POST /v1/user-tokens`); an operator with `people:read` over every app
-may list it, read-only (operators never make `read` receipts); an app key is refused."""
+end-user token their app minted (`POST /v1/user-tokens`); an operator with `people:read` may list it,
+read-only (operators never make `read` receipts): all of it over every app, else the messages of the
+apps they hold it on; an app key is refused."""
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 from typing import Annotated, Literal
@@ -8,10 +9,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel
 
+from api.access import Access
 from api.deps import ApiDeps
 from api.problems import Problem
 from records.topics import Receipt
-from settings.permissions import Principal
+from settings.permissions import ALL_APPS, Principal
 from state.inbox import InboxMessage
 
 _ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
@@ -20,6 +22,8 @@ MessageId = Annotated[str, Path(pattern=_ID)]
 # Far past any inbox (each keeps at most `inbox_max_per_user`), and small enough that Redis never sees
 # an out-of-range index: a huge offset is the client's mistake (422), not an outage.
 MAX_OFFSET = 1_000_000
+SCOPED_SCAN = 1000
+"""How many of an inbox's newest messages an operator reading some apps' messages is shown from."""
 
 
 class InboxPage(BaseModel):
@@ -63,17 +67,26 @@ def inbox_router(deps: ApiDeps) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> InboxPage:
-        access.authorize_user(principal, user_id, "people:read")
-        messages = await inbox.list(user_id, limit=limit, offset=offset)
-        return InboxPage(
-            unread=await inbox.unread_count(user_id), total=await inbox.total(user_id), messages=messages
-        )
+        """The user sees it all; an operator with people:read over every app too, and one with it on
+        some apps only those apps' messages (of the newest `SCOPED_SCAN`)."""
+        apps = _readable(access, principal, user_id)
+        if apps is None:
+            messages = await inbox.list(user_id, limit=limit, offset=offset)
+            return InboxPage(
+                unread=await inbox.unread_count(user_id), total=await inbox.total(user_id), messages=messages
+            )
+        theirs = [m for m in await inbox.list(user_id, limit=SCOPED_SCAN) if m.app in apps]
+        unread = sum(m.read_at is None for m in theirs)
+        return InboxPage(unread=unread, total=len(theirs), messages=theirs[offset : offset + limit])
 
     @router.get("/{user_id}/unread", response_model=Unread, summary="A user's unread count (for a badge)")
     async def unread(user_id: UserId, principal: Reader) -> Unread:
         """One Redis read: cheap enough for a portal to poll."""
-        access.authorize_user(principal, user_id, "people:read")
-        return Unread(unread=await inbox.unread_count(user_id))
+        apps = _readable(access, principal, user_id)
+        if apps is None:
+            return Unread(unread=await inbox.unread_count(user_id))
+        theirs = await inbox.list(user_id, limit=SCOPED_SCAN)
+        return Unread(unread=sum(m.app in apps and m.read_at is None for m in theirs))
 
     @router.post("/{user_id}/{message_id}/read", response_model=Marked, responses=_NOT_FOUND)
     async def mark_read(user_id: UserId, message_id: MessageId, principal: Owner) -> Marked:
@@ -109,6 +122,15 @@ def inbox_router(deps: ApiDeps) -> APIRouter:
         return Marked(status=kind, first=first, message=message)
 
     return router
+
+
+def _readable(access: Access, principal: Principal, user_id: str) -> frozenset[str] | None:
+    """The apps whose messages the caller may read in this inbox; None: all of it."""
+    if principal.kind == "user":
+        access.authorize_user(principal, user_id, "inbox:own")
+        return None
+    apps = principal.apps_for("people:read")
+    return None if ALL_APPS in apps else apps
 
 
 def receipt_for(message: InboxMessage, user_id: str, status: Literal["read", "clicked"]) -> Receipt:

@@ -19,6 +19,10 @@ from settings.permissions import ALL_APPS, Principal
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "ClickHouse is unreachable; retry later"}
 }
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or invalid credentials"},
+    403: {"model": Problem, "description": "No statistics:read on the app (an app key: another app's)"},
+}
 _MOMENT = "`7d`, `12h`, `30m`, `2w` before now, a date (`2026-11-01`, midnight UTC) or an ISO time"
 
 
@@ -63,7 +67,7 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
         summary="Reach and conversion funnel of the calling app",
         operation_id="funnel_report",
         response_model=Funnel,
-        responses={**_UNAVAILABLE, 403: {"model": Problem, "description": "Another app's report"}},
+        responses={**_UNAVAILABLE, **_REFUSED},
     )
     async def funnel(
         principal: Annotated[Principal, caller],
@@ -106,7 +110,9 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
         "/v1/messages/{message_id}/trace",
         summary="Everything that happened to one of the calling app's messages, and what is pending",
         operation_id="message_trace",
-        responses={**_UNAVAILABLE, 404: {"model": Problem, "description": "No such message of this app"}},
+        responses={
+            **_UNAVAILABLE, **_REFUSED, 404: {"model": Problem, "description": "No such message of this app"}
+        },
     )
     async def trace(
         principal: Annotated[Principal, caller],

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from api.access import Access
 from api.analytics_reader import LazyReader
 from api.app import create_api
+from api.approval_service import Approvals
 from api.deps import Analytics, ApiDeps, BodyLimits
 from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher, bootstrap_servers
@@ -23,6 +24,8 @@ from channels.templates import TemplateCatalog
 from processors.dead_letter_shelf import DeadLetterShelf
 from rules.watch import RulesWatcher
 from settings import Settings
+from state.approval_policies import PolicyStore
+from state.approvals import ApprovalStore
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
 from state.channel_accounts import ChannelAccounts
@@ -33,6 +36,7 @@ from state.flow_counters import FlowCounters
 from state.inbox import Inbox
 from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
+from state.roles import RoleStore
 from state.user_tokens import UserTokenSigner
 from state.users import UserDirectory
 
@@ -68,13 +72,14 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         erasures_topic=settings.topic("erasures"),
         counters=FlowCounters(redis),
     )
+    catalog = templates if templates is not None else TemplateCatalog(settings.templates)
     return ApiDeps(
         apps=apps,
         inbox=Inbox(redis, max_per_user=settings.inbox_max_per_user),
         publisher=publisher,
         redis=redis,
         # The catalog the worker loads, so an event it could not render is refused here already.
-        templates=templates if templates is not None else TemplateCatalog(settings.templates),
+        templates=catalog,
         segments=UserDirectory(redis),
         limits=BodyLimits.of(settings),
         links=LinkSigner(settings.signing_secret(), settings.public_url),
@@ -88,6 +93,9 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         access=build_access(settings, redis, apps),
         data_rights=data_rights_of(settings, redis, publisher, reader),
         channel_accounts=ChannelAccounts(redis, settings.secret_box(), settings.channel_account_quota),
+        approvals=Approvals(
+            ApprovalStore(redis), PolicyStore(redis), previews=catalog, roles=RoleStore(redis)
+        ),
         events_signatures_required=settings.events_signatures == "required",
     )
 

@@ -54,6 +54,16 @@ class TemplateCheck(Protocol):
     def check_data(self, template: str, data: dict[str, object]) -> list[str]: ...
 
 
+class Approvals(Protocol):
+    """What ingest needs of approvals (`processors.approvals.ApprovalGate`)."""
+
+    async def hold(self, event: Event) -> Receipt | None:
+        """The `pending_approval` row when a policy holds the event (it is stored), else None."""
+
+    async def check_release(self, event: Event) -> str:
+        """'' when the event's approval stamp matches an approved item; else what is wrong."""
+
+
 @dataclass
 class IngestResult:
     deliveries: list[Delivery] = field(default_factory=list)
@@ -62,6 +72,8 @@ class IngestResult:
     duplicate: bool = False
     broadcast: bool = False
     """A broadcast job was recorded: its deliveries come page by page (`processors/broadcast.py`)."""
+    held: bool = False
+    """An approval policy holds the event: nothing is expanded until it is approved."""
 
 
 class Ingest:
@@ -76,6 +88,7 @@ class Ingest:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         jobs: BroadcastJobs | None = None,
         page: int = 1000,
+        approvals: Approvals | None = None,
         signatures: bool = False,
     ) -> None:
         """`signatures`: refuse a record not signed by its app's events signing key (the worker passes
@@ -88,6 +101,7 @@ class Ingest:
         self._apps = apps
         self._templates = templates
         self._dedup = dedup
+        self._approvals = approvals
         self._signatures = signatures
 
     async def handle(self, raw: bytes, source: str, signature: str | None = None) -> IngestResult:
@@ -111,8 +125,27 @@ class Ingest:
         problem = await self._refusal(event)
         if problem:
             return _dead(raw, source, problem, (event.app, event.event_id))
+        if event.approval:
+            return await self._released(event, raw, source)
         if not await self._dedup.first_seen(event.app, event.event_id, source):
             receipt = Receipt.of(event, "", "suppressed", reason="duplicate event_id for this app")
+            return IngestResult(receipts=[receipt], duplicate=True)
+        if self._approvals is not None and (pending := await self._approvals.hold(event)):
+            # Its dedup key stays set: a resend by the app while it waits is a duplicate.
+            return IngestResult(receipts=[pending], held=True)
+        return await self._expand(event, raw, source)
+
+    async def _released(self, event: Event, raw: bytes, source: str) -> IngestResult:
+        """An approved event coming back: expanded once, however often it is released."""
+        if self._approvals is None:
+            problem = "the event carries an approval stamp, and this worker has no approvals"
+        else:
+            problem = await self._approvals.check_release(event)
+        if problem:
+            return _dead(raw, source, problem, (event.app, event.event_id))
+        # The event's own dedup key was taken when it was held: a release has a key of its own.
+        if not await self._dedup.first_seen(event.app, f"{event.event_id}@{event.approval}", source):
+            receipt = Receipt.of(event, "", "suppressed", reason="approved event released again")
             return IngestResult(receipts=[receipt], duplicate=True)
         return await self._expand(event, raw, source)
 

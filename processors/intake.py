@@ -96,7 +96,8 @@ def accepted(handled: Iterable[tuple[bytes, IngestResult, str]]) -> list[tuple[A
     taken = [
         (Event.model_validate_json(raw), source)
         for raw, result, source in handled
-        if result.dead_letter is None and not result.duplicate
+        # A held event is logged when it is released, so simulation sees it once.
+        if result.dead_letter is None and not result.duplicate and not result.held
     ]
     return [
         (AcceptedEvent(accepted_at=now, event=event.core(), audience=event.audience), source)

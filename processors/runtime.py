@@ -17,6 +17,7 @@ from channels.sensitive import SensitiveWords
 from channels.templates import TemplateCatalog
 from metrics.exposition import serve_metrics
 from processors.alert_rules import AlertFile, AlertFileError, load_alerts
+from processors.approvals import ApprovalDesk, ApprovalGate, OperatorApprovers
 from processors.broadcast import BroadcastExpander
 from processors.content import ContentGuard
 from processors.decide import Decide
@@ -31,6 +32,8 @@ from rules.engine import AsyncRuleEngine
 from rules.loader import load_ruleset
 from rules.watch import RulesWatcher
 from settings import Settings, SwitchboardError
+from state.approval_policies import PolicyStore
+from state.approvals import ApprovalStore
 from state.apps import WORKER_CACHE_SECONDS, AppRegistry
 from state.broadcasts import BroadcastJobs
 from state.caps import FrequencyCaps
@@ -44,6 +47,7 @@ from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters
 from state.idempotency import SendLedger
 from state.offline import OfflineKeep
+from state.operators import OperatorStore
 from state.pacing import Pacer
 from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
@@ -101,6 +105,7 @@ def build_flow(settings: Settings) -> Flow:
     available = channels.keys()  # live: a channel served only by accounts comes and goes with them
     jobs = BroadcastJobs(redis)
     counters = FlowCounters(redis)
+    approvals = ApprovalStore(redis)
     stages = FlowStages(
         ingest=Ingest(
             directory,
@@ -110,6 +115,7 @@ def build_flow(settings: Settings) -> Flow:
             max_event_bytes=settings.max_event_bytes,
             jobs=jobs,
             page=settings.broadcast_page,
+            approvals=ApprovalGate(PolicyStore(redis), approvals, directory),
             signatures=settings.events_signatures == "required",
         ),
         decide=Decide(
@@ -157,6 +163,7 @@ def build_flow(settings: Settings) -> Flow:
             backlog=settings.broadcast_backlog,
             lease_seconds=settings.broadcast_lease_seconds,
         ),
+        approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis)), signing=apps),
     )
     app, topics = create_app(
         settings.app_id,

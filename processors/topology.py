@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar, cast
 import faust
 
 from metrics import catalog
+from processors.approvals import ApprovalDesk, Effects
 from processors.broadcast import BroadcastExpander
 from processors.decide import Decide, DecideResult
 from processors.failures import isolate
@@ -45,7 +46,8 @@ from processors.send import Send, SendResult
 from processors.stopping import SwitchboardApp
 from processors.track import TRACKED_STATUSES, Track
 from processors.watch import count_ingested
-from records.topics import Delivery, Dispatch, Lane, lane_of
+from records.signing import SIGNATURE_HEADER
+from records.topics import Delivery, Dispatch, Event, Lane, Receipt, lane_of
 from records.wire import WireDecoder
 from rules.engine import AsyncRuleEngine
 from rules.schema import Ruleset
@@ -65,6 +67,7 @@ RELEASE_PER_CLAIM = 500
 RECORDS_PER_BATCH = 8
 ITEMS_PER_STEP = 500
 FALLBACKS_PER_ROUND = 500
+FOLLOW_UPS_PER_ROUND = 100
 
 # Against the Tansu broker a worker is ready in ~5 s with these instead of ~32 s (FIELD-NOTES).
 BROKER_TIMEOUTS: dict[str, Any] = {
@@ -98,6 +101,7 @@ class FlowStages:
     directory: UserDirectory
     rules: RulesSource | None = None
     broadcasts: BroadcastExpander | None = None
+    approvals: ApprovalDesk | None = None
 
 
 @dataclass
@@ -400,6 +404,29 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             if expired:
                 await outbox.receipts(expired, "offline")
             await stages.offline.done([*deliveries, *expired])  # leased until now: re-emitted, forget them
+
+    async def emit_event(event: Event, value: bytes, signature: str) -> None:
+        topic = topics.events_urgent if lane_of(event) == "urgent" else topics.events
+        key = f"{event.app}:{event.event_id}"
+        if not outbox.fits(key, value):
+            await outbox.produce(topic, [Outgoing(key, value, "approvals")])  # dead-letters it, sized
+            return
+        headers = [(SIGNATURE_HEADER, signature.encode())] if signature else None
+        await (await topic.send(key=key.encode(), value=value, headers=headers))
+
+    async def record_rows(rows: Sequence[Receipt]) -> None:
+        await outbox.receipts(rows, "approvals")
+
+    approval_effects = Effects(emit=emit_event, record=record_rows)
+
+    @app.timer(1.0, name="follow_approvals")  # type: ignore[untyped-decorator]
+    async def follow_approvals() -> None:
+        """Held items: tell approvers, release approved events, write outcomes, expire (approvals.py)."""
+        if stages.approvals is None:
+            return
+        async with crash_on_error("approvals"):
+            while await stages.approvals.follow_up(approval_effects) >= FOLLOW_UPS_PER_ROUND:
+                pass
 
     @app.timer(2.0, name="reload_rules")  # type: ignore[untyped-decorator]
     async def reload_rules() -> None:

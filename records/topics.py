@@ -178,9 +178,25 @@ class Event(EventCore):
     """The contract of topic `events` and of `POST /v1/events`."""
 
     audience: Audience
+    submitted_by: Annotated[str, StringConstraints(max_length=160)] = Field(
+        default="",
+        description="Who submitted the event (`operator:NAME` or `app:NAME`). Set by the API from the "
+        "caller's credentials, whatever the body says; approvers must be someone else.",
+        json_schema_extra={"readOnly": True},
+    )
+    approval: Annotated[str, StringConstraints(max_length=64)] = Field(
+        default="",
+        description="Set only by Switchboard when it releases an approved event; ingest checks it "
+        "against the approval record in Redis. The API refuses it.",
+        json_schema_extra={"readOnly": True},
+    )
 
     def core(self) -> EventCore:
-        return EventCore.model_validate(self.model_dump(exclude={"audience"}))
+        return EventCore.model_validate(self.model_dump(exclude={"audience", *_ENVELOPE}))
+
+
+_ENVELOPE = frozenset({"submitted_by", "approval"})
+"""Fields of an event that are about its submission, not its message: deliveries do not carry them."""
 
 
 class Delivery(_Strict):

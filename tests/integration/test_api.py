@@ -106,7 +106,7 @@ async def test_accepted_event_is_on_the_events_topic(running: Running) -> None:
     # Priority high: the urgent lane's events topic.
     [(key, value)] = await consume(running.bootstrap, f"{running.events_topic}.urgent", at_least=1)
     assert key == b"bursar:fee-2026"
-    assert Event.model_validate_json(value) == Event.model_validate(EVENT)
+    assert Event.model_validate_json(value) == Event.model_validate({**EVENT, "submitted_by": "app:bursar"})
 
 
 async def test_batch_lands_every_event_and_refusals_land_nothing(running: Running) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -241,25 +242,30 @@ async def test_operators_send_for_the_apps_they_hold_events_send_on(console: Con
 
 
 async def test_operators_read_an_inbox_but_never_mark_it(console: Console) -> None:
-    await console.inbox.add(
-        "s1",
-        InboxMessage(
-            message_id="m-1",
+    for n, app in enumerate(("lms", "bursar", "lms")):
+        message = InboxMessage(
+            message_id=f"m-{n}",
             title="t",
             body="b",
-            app="lms",
-            event_id="e",
+            app=app,
+            event_id=f"e{n}",
             template="course_reminder",
             category="notice",
-            created_at=now(),
-        ),
-    )
+            created_at=now() + timedelta(seconds=n),
+        )
+        await console.inbox.add("s1", message)
+    await console.inbox.mark_read("s1", "m-2")
     reader = await console.as_new("qian", "app_owner")
     scoped = await console.as_new("sun", "app_owner@lms")
     page = await console.client.get("/v1/inbox/s1", headers=reader)
-    assert page.status_code == 200 and page.json()["total"] == 1
+    assert page.status_code == 200 and (page.json()["total"], page.json()["unread"]) == (3, 2)
     assert (await console.client.post("/v1/inbox/s1/m-1/read", headers=reader)).status_code == 403
-    assert (await console.client.get("/v1/inbox/s1", headers=scoped)).status_code == 403
+    assert (await console.client.delete("/v1/inbox/s1/m-1", headers=reader)).status_code == 403
+    # people:read on one app: that app's messages only, counted as such.
+    theirs = (await console.client.get("/v1/inbox/s1", headers=scoped)).json()
+    assert [m["message_id"] for m in theirs["messages"]] == ["m-2", "m-0"]
+    assert (theirs["total"], theirs["unread"]) == (2, 1)
+    assert (await console.client.get("/v1/inbox/s1/unread", headers=scoped)).json() == {"unread": 1}
     assert console.publisher.receipts == []
 
 

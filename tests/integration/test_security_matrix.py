@@ -26,6 +26,7 @@ from starlette.routing import Route
 from api import ApiDeps, create_api
 from api.access import Access
 from api.analytics_reader import LazyReader
+from api.approval_service import Approvals
 from api.deps import Analytics
 from api.person_rights import DataRights
 from api.publisher import bootstrap_servers
@@ -37,6 +38,8 @@ from processors.dead_letter_shelf import DeadLetterShelf
 from settings import ROOT
 from settings.permissions import ALL_APPS, APP_POWERS, BUILT_IN_ROLES, GLOBAL_PERMISSIONS
 from settings.secret_box import SecretBox
+from state.approval_policies import PolicyStore
+from state.approvals import ApprovalStore
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
 from state.channel_accounts import ChannelAccounts
@@ -124,6 +127,7 @@ def matrix_api(
         data_rights=DataRights(PersonState(redis), publisher, reader, b"matrix-pseudonym-key"),
         channel_accounts=ChannelAccounts(redis, SecretBox([MATRIX_MASTER_KEY])),
         dead_letters=DeadLetterShelf(bootstrap_servers(kafka_url), "matrix-events.deadletter"),
+        approvals=Approvals(ApprovalStore(redis), PolicyStore(redis), roles=operators.roles),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 

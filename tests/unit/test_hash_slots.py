@@ -15,6 +15,7 @@ from records.plan import CapLimit, DeliveryPlan, FrequencyCap
 from records.topics import Dispatch, EventCore
 from settings import ROOT
 from state import (
+    approvals,
     apps,
     auth_failures,
     broadcasts,
@@ -140,6 +141,14 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
     ("channel_accounts", "_CREATE"): lambda u, _: [_accounts(u)],
     ("channel_accounts", "_REPLACE"): lambda u, _: [_accounts(u)[:1]],
     ("channel_accounts", "transaction"): lambda u, _: [_accounts(u)],
+    # Held items are few (people decide on each): they share the `{approvals}` slot on purpose.
+    ("approvals", "_CREATE"): lambda _, m: [
+        [approvals.ITEM_KEY.format(m), approvals.INDEX_KEY, approvals.PENDING_KEY, approvals.DUE_KEY]
+    ],
+    ("approvals", "_CHANGE"): lambda _, m: [
+        [approvals.ITEM_KEY.format(m), approvals.PENDING_KEY, approvals.DUE_KEY]
+    ],
+    ("approvals", "_RESCHEDULE"): lambda _, m: [[approvals.ITEM_KEY.format(m), approvals.DUE_KEY]],
 }
 # One key per call: nothing to keep together.
 SINGLE_KEY = {

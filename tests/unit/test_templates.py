@@ -28,8 +28,8 @@ def demo() -> TemplateCatalog:
 
 def test_demo_templates_load_with_their_channels(demo: TemplateCatalog) -> None:
     assert demo.names == [
-        "campus_notice", "course_reminder", "fee_due", "security_alert", "switchboard_alert",
-        "verification_code",
+        "approval_request", "campus_notice", "course_reminder", "fee_due", "security_alert",
+        "switchboard_alert", "verification_code",
     ]
     assert demo.channels_of("campus_notice") == {"email", "inbox", "push"}
     assert demo.channels_of("course_reminder") == {"email", "inbox", "push", "sms", "wechat_mp"}
@@ -37,6 +37,7 @@ def test_demo_templates_load_with_their_channels(demo: TemplateCatalog) -> None:
     assert demo.channels_of("security_alert") == {"email", "inbox", "webhook", "sms", "push", "robot"}
     assert demo.channels_of("verification_code") == {"email", "sms"}
     assert demo.channels_of("switchboard_alert") == {"email", "inbox", "sms", "robot"}
+    assert demo.channels_of("approval_request") == {"email", "inbox"}
 
 
 @pytest.mark.parametrize(
