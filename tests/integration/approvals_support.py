@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from state.approval_policies import ApprovalPolicy, PolicyStore
 from state.apps import AppRegistry
+from state.consent import ConsentStore
 from state.operators import OperatorStore
 from state.users import User, UserDirectory
 
@@ -40,6 +41,9 @@ async def seed(redis: Redis, policies: list[ApprovalPolicy] | None = None) -> di
     people = [User(user_id=c, tags=("customers",), bindings={"inbox": c}) for c in CUSTOMERS]
     people += [User(user_id=uid, bindings={"inbox": uid}) for _, uid in OPERATORS.values()]
     await UserDirectory(redis).upsert(people)
+    consent = ConsentStore(redis)
+    for customer in CUSTOMERS:  # marketing reaches only those who opted in (state/consent.py)
+        await consent.opt_in(customer, category="marketing", source="shop sign-up form")
     operators = OperatorStore(redis, hasher=FAST_HASHER)
     tokens = {}
     for name, (grants, user_id) in OPERATORS.items():
