@@ -11,6 +11,7 @@ import faust
 import httpx
 
 from channels.base import RetryPolicy
+from channels.costs import estimated_costs
 from channels.links import LinkSigner
 from channels.registry import build_channels
 from channels.sensitive import SensitiveWords
@@ -33,6 +34,7 @@ from rules.watch import RulesWatcher
 from settings import Settings, SwitchboardError
 from state.apps import WORKER_CACHE_SECONDS, AppRegistry
 from state.broadcasts import BroadcastJobs
+from state.budgets import BudgetStore
 from state.caps import FrequencyCaps
 from state.connection import open_redis, outage_of
 from state.consent import ConsentStore
@@ -96,6 +98,10 @@ def build_flow(settings: Settings) -> Flow:
     offline = OfflineKeep(redis)
     available = frozenset(channels)
     jobs = BroadcastJobs(redis)
+    budgets = BudgetStore(
+        redis, cache_seconds=WORKER_CACHE_SECONDS, counted_ttl_seconds=settings.dedup_ttl_seconds
+    )
+    costs = estimated_costs(channels)
     counters = FlowCounters(redis)
     stages = FlowStages(
         ingest=Ingest(
@@ -118,6 +124,8 @@ def build_flow(settings: Settings) -> Flow:
             pacer=Pacer(redis),
             offline=offline,
             fallback=fallback,
+            budgets=budgets,
+            costs=costs,
         ),
         send=Send(
             channels,
@@ -132,6 +140,8 @@ def build_flow(settings: Settings) -> Flow:
                 links=LinkSigner(settings.signing_secret(), settings.public_url),
             ),
             sent=ProviderMessages(redis, settings.dedup_ttl_seconds),
+            budgets=budgets,
+            costs=costs,
         ),
         track=Track(fallback=fallback, engagement=engagement),
         schedule=schedule,
