@@ -62,7 +62,7 @@ def test_a_bad_budget_names_the_field() -> None:
         Budget(app="shop", period="day", limit_micros=1, timezone="Mars/Olympus")
     assert "unknown timezone 'Mars/Olympus'" in str(caught.value)
     with pytest.raises(ValidationError, match="period"):
-        Budget(app="shop", period="fortnight", limit_micros=1)  # type: ignore[arg-type]
+        Budget(app="shop", period="fortnight", limit_micros=1)
 
 
 def standing(limit: float, spent: float, campaign: str | None = "bf", period: Period = "day") -> Standing:
