@@ -99,6 +99,7 @@ class Decide:
         fallback: FallbackArming | None = None,
         budgets: BudgetStore | None = None,
         costs: Mapping[str, float] | None = None,
+        budget_standing_seconds: float = BUDGET_STANDING_SECONDS,
     ) -> None:
         self._directory = directory
         self._apps = apps
@@ -113,6 +114,7 @@ class Decide:
         self._budgets = budgets
         self._costs = dict(costs or {})
         """Each channel's estimated cost per message: its first provider's price."""
+        self._standing_seconds = budget_standing_seconds
 
     async def handle(self, deliveries: Sequence[Delivery], now: datetime | None = None) -> DecideResult:
         at = now or datetime.now(UTC)
@@ -299,7 +301,7 @@ class Decide:
             return items
         budgets = list({b.id: b for under in applying.values() for b in under}.values())
         standing = BatchBudgets(
-            await self._budgets.standings(budgets, max_age=BUDGET_STANDING_SECONDS), self._costs
+            await self._budgets.standings(budgets, max_age=self._standing_seconds), self._costs
         )
         kept: list[_Decided] = []
         for item in items:

@@ -210,15 +210,22 @@ class Send:
                     _receipt(dispatch, "deferred", provider=channel.provider, reason=verdict.reason)
                 )
             else:
-                result.receipts.append(
-                    _receipt(dispatch, "over_budget", provider=channel.provider, reason=verdict.reason)
-                )
-                if await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
-                    # Settled like a dropped cap: a redelivery must not slip through a later period.
-                    at = datetime.now(UTC)
-                    record = _record("over_budget", channel.provider, at, reason=verdict.reason)
-                    await self._ledger.record(dispatch.message_id, dispatch.channel, dispatch.step, record)
+                result.receipts.extend(await self._over_budget(dispatch, channel, verdict.reason, result))
         return allowed
+
+    async def _over_budget(
+        self, dispatch: Dispatch, channel: Channel, reason: str, result: SendResult
+    ) -> list[Receipt]:
+        """Settle a send over budget like a dropped cap, so a redelivery cannot slip through in a later
+        period; a send already finished (or dropped) says its rows again instead."""
+        send = (dispatch.message_id, dispatch.channel, dispatch.step)
+        if await self._ledger.claim(*send):
+            record = _record("over_budget", channel.provider, datetime.now(UTC), reason=reason)
+            await self._ledger.record(*send, record)
+            return _receipts_again(dispatch, record)
+        result.already_sent += 1
+        finished = await self._ledger.send_record(*send)
+        return _receipts_again(dispatch, finished) if finished is not None else []
 
     async def _claimed(self, sendable: list[_Ready], at: datetime, result: SendResult) -> list[_Ready]:
         """Claim the batch's sends in one round trip; returns the ones this worker now holds.

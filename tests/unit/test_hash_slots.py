@@ -76,14 +76,15 @@ def _offline(user: str, message: str) -> list[list[str]]:
 
 def _budget_count(app: str, message: str) -> list[list[str]]:
     """The counting script's marker and counters, for an app-wide and a campaign budget of each period."""
+    name = re.sub(r"[^A-Za-z0-9_.:-]", "-", app)  # app names are plain names
     under = [
-        budgets.Budget(app=re.sub(r"[^A-Za-z0-9_.:-]", "-", app), campaign=campaign, period=period, limit_micros=1)
+        budgets.Budget(app=name, campaign=campaign, period=period, limit_micros=1)
         for campaign in (None, "bf") for period in budgets.PERIODS
     ]
     calls: list[list[str]] = []
     for budget in under:
         window = budgets.period_window(budget.period, budget.timezone, NOW)
-        marker = "sb:budget:{}:counted:{}:sms:0".format(budgets.tag(budget.app), message)
+        marker = f"sb:budget:{budgets.tag(budget.app)}:counted:{message}:sms:0"
         calls.append([marker, budget.counter(window)])
     return calls
 
