@@ -14,12 +14,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, HTTPException, status
 from pydantic import BaseModel
 
-from api.auth import authenticated_app
 from api.deps import ApiDeps
 from api.problems import TOO_LARGE, Problem, invalid
 from channels.links import LinkRejected, LinkSigner
 from records.conversions import Conversion
-from state.apps import App
+from settings.permissions import Principal
 
 MAX_BATCH = 500
 CLOCK_SKEW = timedelta(minutes=5)
@@ -37,7 +36,7 @@ class ConversionsAccepted(BaseModel):
 
 def conversions_router(deps: ApiDeps) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["conversions"])
-    caller = Depends(authenticated_app(deps.apps))
+    caller = Depends(deps.access.requires("conversions:report"))
 
     @router.post(
         "/conversions",
@@ -47,11 +46,13 @@ def conversions_router(deps: ApiDeps) -> APIRouter:
         description=_DESCRIPTION,
         responses=_ERRORS,
     )
-    async def report_conversion(conversion: Conversion, app: Annotated[App, caller]) -> ConversionsAccepted:
+    async def report_conversion(
+        conversion: Conversion, principal: Annotated[Principal, caller]
+    ) -> ConversionsAccepted:
         """Check and publish the conversion keyed by its user; answers once the broker acknowledged."""
-        [checked] = _checked(deps.links, [conversion], app, indexed=False)
+        [checked] = _checked(deps.links, [conversion], principal, indexed=False)
         await deps.publisher.publish_conversion(checked)
-        return ConversionsAccepted(app=app.name, count=1, conversion_ids=[checked.conversion_id])
+        return ConversionsAccepted(app=checked.app, count=1, conversion_ids=[checked.conversion_id])
 
     @router.post(
         "/conversions:batch",
@@ -64,31 +65,40 @@ def conversions_router(deps: ApiDeps) -> APIRouter:
     )
     async def report_conversions(
         conversions: Annotated[list[Conversion], Body(min_length=1, max_length=MAX_BATCH)],
-        app: Annotated[App, caller],
+        principal: Annotated[Principal, caller],
     ) -> ConversionsAccepted:
-        checked = _checked(deps.links, conversions, app, indexed=True)
+        checked = _checked(deps.links, conversions, principal, indexed=True)
         await asyncio.gather(*(deps.publisher.publish_conversion(c) for c in checked))
         return ConversionsAccepted(
-            app=app.name, count=len(checked), conversion_ids=[c.conversion_id for c in checked]
+            app=checked[0].app, count=len(checked), conversion_ids=[c.conversion_id for c in checked]
         )
 
     return router
 
 
 def _checked(
-    links: LinkSigner | None, conversions: Sequence[Conversion], app: App, *, indexed: bool
+    links: LinkSigner | None, conversions: Sequence[Conversion], principal: Principal, *, indexed: bool
 ) -> list[Conversion]:
     """The conversions to publish, tokens resolved to message ids; else 403 or 422 naming the field."""
     latest = datetime.now(UTC) + CLOCK_SKEW
     checked: list[Conversion] = []
     for index, conversion in enumerate(conversions):
         where: tuple[str | int, ...] = ("body", index) if indexed else ("body",)
-        if conversion.app != app.name:
-            prefix = f"conversions[{index}]: " if indexed else ""
+        prefix = f"conversions[{index}]: " if indexed else ""
+        if principal.kind == "app" and conversion.app != principal.name:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                f"{prefix}the key belongs to app {app.name!r}, the conversion names app {conversion.app!r}",
+                f"{prefix}the key belongs to app {principal.name!r}, "
+                f"the conversion names app {conversion.app!r}",
             )
+        if not principal.allows("conversions:report", conversion.app):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"{prefix}{principal.name!r} lacks permission conversions:report on app {conversion.app!r}",
+            )
+        if conversion.app != conversions[0].app:
+            raise invalid((*where, "app"), f"one batch is for one app; conversions[0] is for "
+                          f"{conversions[0].app!r}", "mixed_apps")
         if conversion.occurred_at > latest:
             raise invalid((*where, "occurred_at"), "is in the future: a conversion reports what happened",
                           "future_time")

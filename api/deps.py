@@ -6,21 +6,15 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from api.access import Access, AppKeys
 from api.analytics_reader import LazyReader
 from api.publisher import Publisher
 from api.trace import Tracer
 from channels.links import LinkSigner
 from settings import Settings
-from state.apps import App
 from state.consent import ConsentStore
 from state.inbox import InboxMessage
 from state.provider_messages import ProviderMessages
-
-
-class AppKeys(Protocol):
-    """Authenticates an API key (`state.apps.AppRegistry`)."""
-
-    async def authenticate(self, key: str) -> App | None: ...
 
 
 class InboxStore(Protocol):
@@ -89,7 +83,8 @@ class ApiDeps:
 
     The optional ones switch on their endpoints: `links` the tracking and unsubscribe links (and,
     with `consent`, the one-click unsubscribe), `consent` the consent endpoints, `provider_messages`
-    the provider callbacks, `analytics` the reports and message traces.
+    the provider callbacks, `analytics` the reports and message traces. `access` authenticates every
+    request and checks its permission (`api.access`).
     """
 
     apps: AppKeys
@@ -103,3 +98,12 @@ class ApiDeps:
     consent: ConsentStore | None = None
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
+    access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
+
+    def __post_init__(self) -> None:
+        # Tests that predate operators pass no `access`: their app keys still work, nothing else does.
+        if self.access is None:
+            object.__setattr__(self, "access", Access(self.apps))
+
+
+__all__ = ["Access", "Analytics", "ApiDeps", "AppKeys", "BodyLimits"]

@@ -14,10 +14,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, HTTPException, status
 from pydantic import BaseModel
 
-from api.auth import authenticated_app
 from api.deps import ApiDeps
 from api.problems import TOO_LARGE, Problem, TooLargeError, invalid
 from records.topics import Event, lane_of
+from settings.permissions import Principal
 from state.apps import App
 
 MAX_BATCH = 500
@@ -42,7 +42,7 @@ class BatchAccepted(BaseModel):
 
 def events_router(deps: ApiDeps) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["events"])
-    caller = Depends(authenticated_app(deps.apps))
+    caller = Depends(deps.access.requires("events:send"))
     limit = deps.limits.event_bytes
 
     @router.post(
@@ -53,12 +53,12 @@ def events_router(deps: ApiDeps) -> APIRouter:
         description=f"The body is one event of at most {limit} bytes. {_INVALID}",
         responses=_ERRORS,
     )
-    async def submit_event(event: Event, app: Annotated[App, caller]) -> EventAccepted:
+    async def submit_event(event: Event, principal: Annotated[Principal, caller]) -> EventAccepted:
         """Validate and authorise the event, then publish it keyed by `app:event_id`.
 
         Answers only after the broker acknowledged; resubmitting the same `event_id` is safe.
         """
-        _authorise(event, app)
+        await _authorise(deps, event, principal, ("body",))
         [record] = await _checked(deps, [event], ("body",))
         await deps.publisher.publish_event(_key(event), record, lane_of(event))
         return EventAccepted(event_id=event.event_id, app=event.app)
@@ -74,12 +74,16 @@ def events_router(deps: ApiDeps) -> APIRouter:
     )
     async def submit_events(
         events: Annotated[list[Event], Body(min_length=1, max_length=MAX_BATCH)],
-        app: Annotated[App, caller],
+        principal: Annotated[Principal, caller],
     ) -> BatchAccepted:
         """All or nothing as far as the answer goes: on any failure resubmit the whole batch (ingest
         deduplicates on `app` and `event_id`)."""
         for index, event in enumerate(events):
-            _authorise(event, app, where=f"events[{index}]: ")
+            if event.app != events[0].app:
+                first = events[0].app
+                raise invalid(("body", index, "app"), f"one batch is for one app; events[0] is for {first!r}",
+                              "mixed_apps")
+            await _authorise(deps, event, principal, ("body", index), where=f"events[{index}]: ")
         records = await _checked(deps, events, ("body",), indexed=True)
         await asyncio.gather(
             *(
@@ -87,7 +91,7 @@ def events_router(deps: ApiDeps) -> APIRouter:
                 for e, r in zip(events, records, strict=True)
             )
         )
-        return BatchAccepted(app=app.name, count=len(events), event_ids=[e.event_id for e in events])
+        return BatchAccepted(app=events[0].app, count=len(events), event_ids=[e.event_id for e in events])
 
     return router
 
@@ -118,12 +122,26 @@ async def _checked(
     return records
 
 
-def _authorise(event: Event, app: App, where: str = "") -> None:
-    if event.app != app.name:
+async def _authorise(
+    deps: ApiDeps, event: Event, principal: Principal, loc: tuple[str | int, ...], where: str = ""
+) -> App:
+    """The event's app, once the caller may send for it (an app key: itself; an operator: `events:send`
+    on it) and the app may use the channels the event names; else 403 (422 for an unknown app)."""
+    if principal.kind == "app" and event.app != principal.name:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            f"{where}the key belongs to app {app.name!r}, the event names app {event.app!r}",
+            f"{where}the key belongs to app {principal.name!r}, the event names app {event.app!r}",
         )
+    if not principal.allows("events:send", event.app):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"{where}{principal.name!r} lacks permission events:send on app {event.app!r}",
+        )
+    app = await deps.apps.get(event.app)
+    if app is None:
+        raise invalid((*loc, "app"), f"no app named {event.app!r} is registered", "unknown_app")
+    if not app.enabled:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"{where}app {app.name!r} is disabled")
     refused = sorted(set(event.channels or ()) - app.channels)
     if refused:
         raise HTTPException(
@@ -131,6 +149,7 @@ def _authorise(event: Event, app: App, where: str = "") -> None:
             f"{where}app {app.name!r} is not authorised for channel(s) {', '.join(refused)}; "
             f"it may use {', '.join(sorted(app.channels)) or 'none'}",
         )
+    return app
 
 
 def _key(event: Event) -> str:

@@ -1,4 +1,6 @@
-"""The in-app inbox for the campus portal: list, mark read or clicked (emitting receipts), delete."""
+"""The in-app inbox: its user lists, marks read or clicked (emitting receipts) and deletes, with an
+end-user token their app minted (`POST /v1/user-tokens`); an operator with `people:read` over every app
+may list it, read-only (operators never make `read` receipts); an app key is refused."""
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 from typing import Annotated, Literal
@@ -6,10 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel
 
-from api.auth import authenticated_app
 from api.deps import ApiDeps
 from api.problems import Problem
 from records.topics import Receipt
+from settings.permissions import Principal
 from state.inbox import InboxMessage
 
 _ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
@@ -41,47 +43,57 @@ class Marked(BaseModel):
 
 
 def inbox_router(deps: ApiDeps) -> APIRouter:
-    # Any valid app key: the campus portal calls on behalf of its signed-in user.
     router = APIRouter(
         prefix="/v1/inbox",
         tags=["inbox"],
-        dependencies=[Depends(authenticated_app(deps.apps))],
-        responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+        responses={
+            401: {"model": Problem, "description": "Missing or invalid credentials"},
+            403: {"model": Problem, "description": "Another user's inbox, or an app key"},
+        },
     )
-    inbox = deps.inbox
+    inbox, access = deps.inbox, deps.access
+    # Reading: the user, or an operator with people:read; changing: the user only.
+    Reader = Annotated[Principal, Depends(access.requires("inbox:own", "people:read"))]
+    Owner = Annotated[Principal, Depends(access.requires("inbox:own"))]
 
     @router.get("/{user_id}", response_model=InboxPage, summary="List a user's inbox")
     async def list_inbox(
         user_id: UserId,
+        principal: Reader,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> InboxPage:
+        access.authorize_user(principal, user_id, "people:read")
         messages = await inbox.list(user_id, limit=limit, offset=offset)
         return InboxPage(
             unread=await inbox.unread_count(user_id), total=await inbox.total(user_id), messages=messages
         )
 
     @router.get("/{user_id}/unread", response_model=Unread, summary="A user's unread count (for a badge)")
-    async def unread(user_id: UserId) -> Unread:
+    async def unread(user_id: UserId, principal: Reader) -> Unread:
         """One Redis read: cheap enough for a portal to poll."""
+        access.authorize_user(principal, user_id, "people:read")
         return Unread(unread=await inbox.unread_count(user_id))
 
     @router.post("/{user_id}/{message_id}/read", response_model=Marked, responses=_NOT_FOUND)
-    async def mark_read(user_id: UserId, message_id: MessageId) -> Marked:
+    async def mark_read(user_id: UserId, message_id: MessageId, principal: Owner) -> Marked:
         """Mark read; the first read publishes a `read` receipt."""
+        access.authorize_user(principal, user_id, "inbox:own")
         message, first = await inbox.mark_read(user_id, message_id)
         return await _receipted("read", user_id, message_id, message, first)
 
     @router.post("/{user_id}/{message_id}/click", response_model=Marked, responses=_NOT_FOUND)
-    async def mark_clicked(user_id: UserId, message_id: MessageId) -> Marked:
+    async def mark_clicked(user_id: UserId, message_id: MessageId, principal: Owner) -> Marked:
         """Mark clicked (and read); the first click publishes a `clicked` receipt."""
+        access.authorize_user(principal, user_id, "inbox:own")
         message, first = await inbox.mark_clicked(user_id, message_id)
         return await _receipted("clicked", user_id, message_id, message, first)
 
     @router.delete(
         "/{user_id}/{message_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOT_FOUND
     )
-    async def delete_message(user_id: UserId, message_id: MessageId) -> Response:
+    async def delete_message(user_id: UserId, message_id: MessageId, principal: Owner) -> Response:
+        access.authorize_user(principal, user_id, "inbox:own")
         if not await inbox.delete(user_id, message_id):
             raise _not_found(user_id, message_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,6 +1,6 @@
 """Reports for an app: its funnel (`GET /v1/reports/funnel`) and the trace of one of its messages
-(`GET /v1/messages/{id}/trace`). There are no operator accounts yet, so both take an app key and show
-that app's messages only."""
+(`GET /v1/messages/{id}/trace`). An app key reads its own app's (the default `app`); an operator reads
+the apps it holds `statistics:read` on, naming one with `app` (or every app, with a grant over `*`)."""
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 
@@ -12,10 +12,9 @@ from pydantic import BaseModel, Field
 
 from analytics.funnel import DIMENSIONS, FunnelError, FunnelReport, funnel_query, funnel_report
 from api.analytics_reader import AnalyticsUnavailable
-from api.auth import authenticated_app
 from api.deps import Analytics, ApiDeps
 from api.problems import Problem, invalid
-from state.apps import App
+from settings.permissions import ALL_APPS, Principal
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "ClickHouse is unreachable; retry later"}
@@ -56,7 +55,7 @@ class Funnel(BaseModel):
 
 def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
     router = APIRouter(tags=["reports"])
-    caller = Depends(authenticated_app(deps.apps))
+    caller = Depends(deps.access.requires("statistics:read"))
     reader, tracer = analytics.reader, analytics.tracer
 
     @router.get(
@@ -67,7 +66,7 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
         responses={**_UNAVAILABLE, 403: {"model": Problem, "description": "Another app's report"}},
     )
     async def funnel(
-        app: Annotated[App, caller],
+        principal: Annotated[Principal, caller],
         by: Annotated[
             str | None,
             Query(description=f"Comma-separated dimensions: {', '.join(DIMENSIONS)}", max_length=200),
@@ -80,7 +79,8 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
         ] = None,
         report_app: Annotated[
             str | None,
-            Query(alias="app", description="Must be the calling app (the default)", max_length=128),
+            Query(alias="app", description="The app: an app key's own (the default); an operator's must hold "
+                  "statistics:read on it (default: every app, for a grant over every app)", max_length=128),
         ] = None,
         interval: Annotated[str | None, Query(description="`day` or `hour`", max_length=10)] = None,
         source: Annotated[
@@ -92,13 +92,10 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
             ),
         ] = None,
     ) -> dict[str, Any]:
-        if report_app and report_app != app.name:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"app {app.name!r} may not read app {report_app!r}"
-            )
+        app = _report_app(deps, principal, report_app)
         try:
             query = funnel_query(
-                since=since, until=until, by=by, app=app.name, interval=interval, source=source
+                since=since, until=until, by=by, app=app, interval=interval, source=source
             )
         except FunnelError as exc:
             raise invalid(("query", exc.parameter), str(exc)) from None
@@ -112,18 +109,44 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
         responses={**_UNAVAILABLE, 404: {"model": Problem, "description": "No such message of this app"}},
     )
     async def trace(
-        app: Annotated[App, caller], message_id: Annotated[str, Path(min_length=1, max_length=256)]
+        principal: Annotated[Principal, caller],
+        message_id: Annotated[str, Path(min_length=1, max_length=256)],
+        report_app: Annotated[
+            str | None,
+            Query(alias="app", description="The message's app, as for the funnel", max_length=128),
+        ] = None,
     ) -> dict[str, Any]:
+        app = _report_app(deps, principal, report_app)
         try:
-            found = await tracer.trace([message_id], app=app.name)
+            found = await tracer.trace([message_id], app=app)
         except AnalyticsUnavailable as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
         if not found:
             # The same answer whether the message is another app's or nobody's.
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no message {message_id!r} of app {app.name!r}")
+            of = f"app {app!r}" if app else "any app"
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no message {message_id!r} of {of}")
         return found[0].as_dict()
 
     return router
+
+
+def _report_app(deps: ApiDeps, principal: Principal, asked: str | None) -> str | None:
+    """The app a report is about (None: every app); 403 unless the caller holds statistics:read on it."""
+    if principal.kind == "app":
+        if asked and asked != principal.name:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"app {principal.name!r} may not read app {asked!r}"
+            )
+        return principal.name
+    if asked is None:
+        scope = principal.apps_for("statistics:read")
+        if ALL_APPS in scope:
+            return None
+        if len(scope) == 1:
+            return next(iter(scope))
+        raise invalid(("query", "app"), f"name the app: you read {', '.join(sorted(scope))}")
+    deps.access.authorize(principal, "statistics:read", asked)
+    return asked
 
 
 async def _run(work: Any) -> Any:

@@ -10,6 +10,7 @@ import httpx
 import uvicorn
 from redis.asyncio import Redis
 
+from api.access import Access
 from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.deps import Analytics, ApiDeps, BodyLimits
@@ -21,11 +22,14 @@ from channels.templates import TemplateCatalog
 from rules.watch import RulesWatcher
 from settings import Settings
 from state.apps import AppRegistry
+from state.auth_failures import AuthFailures, FailureLimits
 from state.connection import open_redis
 from state.consent import ConsentStore
 from state.flow_counters import FlowCounters
 from state.inbox import Inbox
+from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
+from state.user_tokens import UserTokenSigner
 from state.users import UserDirectory
 
 # Callback URLs carry provider tokens in their query (Aliyun's `?token=`), and link paths carry
@@ -50,8 +54,9 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
 
     # Opened by the first report, never at start-up: the API starts while the analytics service does not run.
     reader = LazyReader(lambda: open_reader(settings))
+    apps = AppRegistry(redis)
     return ApiDeps(
-        apps=AppRegistry(redis),
+        apps=apps,
         inbox=Inbox(redis, max_per_user=settings.inbox_max_per_user),
         publisher=KafkaPublisher(
             settings.kafka,
@@ -70,7 +75,25 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         consent=ConsentStore(redis),
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
+        access=build_access(settings, redis, apps),
     )
+
+
+def build_access(settings: Settings, redis: Redis, apps: AppRegistry) -> Access:
+    """Operators, app keys and end-user tokens, with failed authentication counted in Redis."""
+    limits = FailureLimits(
+        per_source=settings.access_failures_per_source,
+        source_window=settings.access_failure_window_seconds,
+        per_operator=settings.access_operator_failures,
+        operator_window=settings.access_operator_window_seconds,
+        lockout=settings.access_lockout_seconds,
+    )
+    operators = OperatorStore(
+        redis,
+        session_idle_seconds=settings.access_session_idle_seconds,
+        session_max_seconds=settings.access_session_max_seconds,
+    )
+    return Access(apps, operators, UserTokenSigner(settings.user_token_key()), AuthFailures(redis, limits))
 
 
 def build_callback_providers(settings: Settings, redis: Redis, http: httpx.AsyncClient) -> dict[str, Channel]:

@@ -165,6 +165,28 @@ class Settings(BaseSettings):
         15.0, gt=0, description="how long a job stays with a worker that stopped renewing it (died)"
     )
 
+    # Access (api/access.py, state/operators.py): failed authentication of any kind is counted per
+    # source address; failed passwords per operator lock it out for a while. Windows are Redis's clock.
+    access_failures_per_source: int = Field(
+        20, ge=1, description="failed authentications from one address within the window before it is refused"
+    )
+    access_failure_window_seconds: int = Field(300, ge=1, description="window of the per-address count")
+    access_operator_failures: int = Field(5, ge=1, description="failed passwords that lock an operator out")
+    access_operator_window_seconds: int = Field(900, ge=1, description="window of the per-operator count")
+    access_lockout_seconds: int = Field(900, ge=1, description="how long an operator stays locked out")
+    access_session_idle_seconds: int = Field(
+        1800, ge=60, description="a console session ends unused this long"
+    )
+    access_session_max_seconds: int = Field(
+        43200, ge=60, description="a console session ends this long after login"
+    )
+    user_token_secret: SecretStr = Field(
+        SecretStr(""), description="signs end-user tokens (`sbu_...`); required outside dev/test, >= 32 bytes"
+    )
+    events_signatures: Literal["required", "off"] = Field(
+        "required", description="whether ingest requires each `events` record to be signed by its app's key"
+    )
+
     @field_validator("kafka", "redis", "clickhouse", "public_url")
     @classmethod
     def _has_scheme(cls, value: str, info: ValidationInfo) -> str:
@@ -198,6 +220,20 @@ class Settings(BaseSettings):
         return link_secret.signing_secret(
             self.link_secret, local=self.env in LOCAL_ENVIRONMENTS, var_dir=self.var_dir
         )
+
+    def user_token_key(self) -> SecretStr:
+        """The key end-user tokens are signed with; kept under var_dir in dev/test, required in production."""
+        value = self.user_token_secret.get_secret_value()
+        if value:
+            if len(value.encode()) < 32:
+                raise SwitchboardError("SWITCHBOARD_USER_TOKEN_SECRET is shorter than 32 bytes")
+            return self.user_token_secret
+        if self.env not in LOCAL_ENVIRONMENTS:
+            raise SwitchboardError(
+                "SWITCHBOARD_USER_TOKEN_SECRET is not set: end-user tokens need a key outside dev/test "
+                "(e.g. `openssl rand -base64 48`)"
+            )
+        return SecretStr(link_secret.kept_secret(self.var_dir / "user_token_secret"))
 
     def reader_password(self) -> SecretStr:
         """The password of the built-in read-only `switchboard` analytics user; kept under var_dir in

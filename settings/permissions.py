@@ -47,7 +47,8 @@ GLOBAL_PERMISSIONS: frozenset[str] = frozenset(
     {"data_rights:export", "data_rights:erase", "operators:read", "operators:manage", "roles:manage",
      "audit:read"}
 )
-APP_POWERS: frozenset[str] = frozenset({"events:send", "conversions:report"})
+# An app also reads its own funnel and message traces, as it did before operators existed.
+APP_POWERS: frozenset[str] = frozenset({"events:send", "conversions:report", "statistics:read"})
 ALL_APPS = "*"
 
 BUILT_IN_ROLES: dict[str, frozenset[str]] = {

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from api import ApiDeps, KafkaPublisher, create_api
+from api.access import Access
 from api.inbox import MAX_OFFSET
 from api.publisher import PublishError, bootstrap_servers
 from channels.links import LinkSigner
@@ -26,6 +27,7 @@ from records.topics import Dispatch, Event, EventCore, Receipt
 from settings import ROOT
 from state.apps import AppExistsError, AppRegistry, UnknownAppError
 from state.inbox import Inbox, InboxMessage
+from state.user_tokens import UserTokenSigner
 from state.users import UserDirectory
 from tests.integration.moments import now
 
@@ -36,6 +38,12 @@ EVENT = {
 }
 
 CATALOG = TemplateCatalog(ROOT / "templates")
+USER_TOKENS = UserTokenSigner(SecretStr("integration-user-token-key-0123456789abcdef"))
+
+
+def user(user_id: str) -> dict[str, str]:
+    """The headers of `user_id` signed in to the bursar's portal (an end-user token it minted)."""
+    return {"Authorization": f"Bearer {USER_TOKENS.mint('bursar', user_id, 600)[0]}"}
 
 
 @dataclass
@@ -61,7 +69,7 @@ async def running(local_parts: LocalParts, redis: Redis) -> AsyncIterator[Runnin
     )
     api = create_api(ApiDeps(
         apps=apps, inbox=inbox, publisher=publisher, redis=redis, templates=CATALOG,
-        segments=UserDirectory(redis),
+        segments=UserDirectory(redis), access=Access(apps, user_tokens=USER_TOKENS),
     ))
     async with api.router.lifespan_context(api), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=api), base_url="http://switchboard.test"
@@ -128,7 +136,7 @@ async def test_inbox_read_and_click_emit_one_receipt_each(running: Running) -> N
         rule_version="4", created_at=now(),
     )
     assert await running.inbox.add("s1", message)
-    headers = {"Authorization": f"Bearer {running.key}"}
+    headers = user("s1")
     page = (await running.client.get("/v1/inbox/s1", headers=headers)).json()
     assert (page["unread"], page["total"], page["messages"][0]["message_id"]) == (1, 1, "m-1")
 
@@ -206,7 +214,7 @@ async def test_registry_stores_only_the_key_hash(redis: Redis) -> None:
 
 
 async def test_the_unread_count_alone_for_a_badge(running: Running) -> None:
-    headers = {"X-Api-Key": running.key}
+    headers = user("s2")
     start = now()
     for n in range(3):
         await running.inbox.add("s2", InboxMessage(
@@ -216,7 +224,11 @@ async def test_the_unread_count_alone_for_a_badge(running: Running) -> None:
     assert (await running.client.get("/v1/inbox/s2/unread", headers=headers)).json() == {"unread": 3}
     await running.client.post("/v1/inbox/s2/m-1/read", headers=headers)
     assert (await running.client.get("/v1/inbox/s2/unread", headers=headers)).json() == {"unread": 2}
-    assert (await running.client.get("/v1/inbox/nobody/unread", headers=headers)).json() == {"unread": 0}
+    nobody = await running.client.get("/v1/inbox/nobody/unread", headers=user("nobody"))
+    assert nobody.json() == {"unread": 0}
+    # The app's own key reaches no inbox: only its users do, with their tokens.
+    by_key = await running.client.get("/v1/inbox/s2/unread", headers={"X-Api-Key": running.key})
+    assert by_key.status_code == 403
     assert (await running.client.get("/v1/inbox/s2/unread")).status_code == 401
 
 
@@ -244,7 +256,7 @@ async def test_link_receipts_land_on_the_receipts_topic(local_parts: LocalParts,
 
 
 async def test_a_huge_inbox_offset_is_a_client_error_not_an_outage(running: Running) -> None:
-    headers = {"X-Api-Key": running.key}
+    headers = user("s1")
     huge = await running.client.get("/v1/inbox/s1", params={"offset": 10**19}, headers=headers)
     assert huge.status_code == 422, huge.text
     assert huge.json()["detail"][0]["loc"] == ["query", "offset"]

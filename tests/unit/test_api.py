@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from api import ApiDeps, PublishError, create_api
+from api.access import Access
 from api.deps import BodyLimits
 from channels.templates import TemplateCatalog
 from records.audit import AuditRecord
@@ -20,9 +21,12 @@ from records.topics import MAX_DATA_DEPTH, Event, Receipt
 from settings import ROOT, Settings
 from state.apps import App
 from state.inbox import InboxMessage
+from state.user_tokens import UserTokenSigner
 
 LMS_KEY = "sbk_lms-secret-key"
 CAMPUS_KEY = "sbk_campus-secret-key"
+SIGNER = UserTokenSigner(SecretStr("unit-test-user-token-key-0123456789abcdef"))
+S1 = SIGNER.mint("campus", "s1", 600)[0]
 EVENT = {
     "event_id": "e-1", "app": "lms", "type": "course.reminder", "template": "course_reminder",
     "audience": {"user_ids": ["s1"]}, "category": "notice",
@@ -39,6 +43,9 @@ class FakeApps:
 
     async def authenticate(self, key: str) -> App | None:
         return self.apps.get(key)
+
+    async def get(self, name: str) -> App | None:
+        return next((app for app in self.apps.values() if app.name == name), None)
 
 
 class FakeInbox:
@@ -140,6 +147,7 @@ def deps_of(
     return ApiDeps(
         apps=FakeApps(), inbox=inbox, publisher=publisher, redis=redis, templates=CATALOG,
         segments=FakeSegments("cs-year-1"), limits=limits or BodyLimits(),
+        access=Access(FakeApps(), user_tokens=SIGNER),
     )
 
 
@@ -308,26 +316,31 @@ def message(message_id: str, minute: int) -> InboxMessage:
 def test_inbox_lists_newest_first_with_counts(client: TestClient, inbox: FakeInbox) -> None:
     for n in range(3):
         inbox.put("s1", message(f"m{n}", n))
-    answer = client.get("/v1/inbox/s1?limit=2&offset=0", headers=auth(CAMPUS_KEY))
+    answer = client.get("/v1/inbox/s1?limit=2&offset=0", headers=auth(S1))
     assert answer.status_code == 200
     page = answer.json()
     assert (page["unread"], page["total"]) == (3, 3)
     assert [m["message_id"] for m in page["messages"]] == ["m2", "m1"]
 
 
-def test_inbox_needs_a_key_and_sane_paging(client: TestClient) -> None:
+def test_inbox_needs_its_users_token_and_sane_paging(client: TestClient) -> None:
     assert client.get("/v1/inbox/s1").status_code == 401
-    assert client.get("/v1/inbox/s1?limit=0", headers=auth()).status_code == 422
-    assert client.get("/v1/inbox/s1?limit=101", headers=auth()).status_code == 422
-    assert client.get("/v1/inbox/s1?offset=-1", headers=auth()).status_code == 422
+    # An app key, and another user's token, are refused: the inbox is its user's.
+    assert client.get("/v1/inbox/s1", headers=auth(LMS_KEY)).status_code == 403
+    assert client.post("/v1/inbox/s1/m1/read", headers=auth(LMS_KEY)).status_code == 403
+    other = client.get("/v1/inbox/s1", headers=auth(SIGNER.mint("campus", "s2", 600)[0]))
+    assert other.status_code == 403 and "own user" in other.json()["detail"]
+    assert client.get("/v1/inbox/s1?limit=0", headers=auth(S1)).status_code == 422
+    assert client.get("/v1/inbox/s1?limit=101", headers=auth(S1)).status_code == 422
+    assert client.get("/v1/inbox/s1?offset=-1", headers=auth(S1)).status_code == 422
 
 
 def test_first_read_publishes_one_receipt(
     client: TestClient, inbox: FakeInbox, publisher: FakePublisher
 ) -> None:
     inbox.put("s1", message("m1", 0))
-    first = client.post("/v1/inbox/s1/m1/read", headers=auth())
-    again = client.post("/v1/inbox/s1/m1/read", headers=auth())
+    first = client.post("/v1/inbox/s1/m1/read", headers=auth(S1))
+    again = client.post("/v1/inbox/s1/m1/read", headers=auth(S1))
     assert (first.status_code, again.status_code) == (200, 200)
     assert (first.json()["first"], again.json()["first"]) == (True, False)
     [receipt] = publisher.receipts
@@ -341,15 +354,15 @@ def test_first_click_publishes_a_clicked_receipt(
     client: TestClient, inbox: FakeInbox, publisher: FakePublisher
 ) -> None:
     inbox.put("s1", message("m1", 0))
-    assert client.post("/v1/inbox/s1/m1/click", headers=auth()).json()["first"] is True
-    assert client.post("/v1/inbox/s1/m1/click", headers=auth()).json()["first"] is False
+    assert client.post("/v1/inbox/s1/m1/click", headers=auth(S1)).json()["first"] is True
+    assert client.post("/v1/inbox/s1/m1/click", headers=auth(S1)).json()["first"] is False
     assert [r.status for r in publisher.receipts] == ["clicked"]
 
 
 def test_unknown_message_is_404(client: TestClient, publisher: FakePublisher) -> None:
     for verb, path in (("POST", "/v1/inbox/s1/nope/read"), ("POST", "/v1/inbox/s1/nope/click"),
                        ("DELETE", "/v1/inbox/s1/nope")):
-        answer = client.request(verb, path, headers=auth())
+        answer = client.request(verb, path, headers=auth(S1))
         assert answer.status_code == 404
         assert "'nope'" in answer.json()["detail"]
     assert publisher.receipts == []
@@ -357,8 +370,8 @@ def test_unknown_message_is_404(client: TestClient, publisher: FakePublisher) ->
 
 def test_delete_removes_the_message(client: TestClient, inbox: FakeInbox) -> None:
     inbox.put("s1", message("m1", 0))
-    assert client.delete("/v1/inbox/s1/m1", headers=auth()).status_code == 204
-    assert client.get("/v1/inbox/s1", headers=auth()).json() == {"unread": 0, "total": 0, "messages": []}
+    assert client.delete("/v1/inbox/s1/m1", headers=auth(S1)).status_code == 204
+    assert client.get("/v1/inbox/s1", headers=auth(S1)).json() == {"unread": 0, "total": 0, "messages": []}
 
 
 def test_healthz_ok_and_down(client: TestClient, redis: FakeRedis, publisher: FakePublisher) -> None:
