@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from api.body_limit import BodyLimit
+from api.budgets import budgets_router
 from api.callbacks import callbacks_router
 from api.consent import consent_router
 from api.conversions import conversions_router
@@ -45,6 +46,7 @@ _TAGS = [
     {"name": "consent", "description": "Unsubscriptions and the blacklist."},
     {"name": "callbacks", "description": "Delivery-status callbacks from providers, verified per provider."},
     {"name": "reports", "description": "The calling app's funnel and message traces (its messages only)."},
+    {"name": "budgets", "description": "Budgets per app or campaign and period, with what was spent."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
 ]
 
@@ -93,6 +95,8 @@ def create_api(
         api.include_router(callbacks_router(deps, providers or {}, deps.provider_messages))
     if deps.analytics is not None:
         api.include_router(reports_router(deps, deps.analytics))
+    if deps.budgets is not None:
+        api.include_router(budgets_router(deps, deps.budgets))
 
     @api.exception_handler(PublishError)
     async def not_acknowledged(_: Request, exc: PublishError) -> JSONResponse:
@@ -132,6 +136,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "consent": deps.consent,
         "callbacks": deps.provider_messages,
         "reports": deps.analytics,
+        "budgets": deps.budgets,
     }
     always = {"events", "conversions", "inbox", "health"}
     return always | {name for name, part in optional.items() if part is not None}

@@ -12,6 +12,7 @@ from api.publisher import Publisher
 from api.trace import Tracer
 from channels.links import LinkSigner
 from settings import Settings
+from state.budgets import BudgetStore
 from state.consent import ConsentStore
 from state.inbox import InboxMessage
 from state.provider_messages import ProviderMessages
@@ -99,6 +100,7 @@ class ApiDeps:
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
+    budgets: BudgetStore | None = None
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.

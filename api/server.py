@@ -23,6 +23,7 @@ from rules.watch import RulesWatcher
 from settings import Settings
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
+from state.budgets import BudgetStore
 from state.connection import open_redis
 from state.consent import ConsentStore
 from state.flow_counters import FlowCounters
@@ -76,6 +77,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=build_access(settings, redis, apps),
+        budgets=BudgetStore(redis),
     )
 
 

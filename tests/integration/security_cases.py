@@ -115,4 +115,13 @@ CASES: list[EndpointCase] = [
                  body={"subject": MATRIX_USER, "reason": "matrix"}, app="*"),
     EndpointCase("DELETE", f"/v1/consent/blacklist?subject={MATRIX_USER}", "people:manage", app="*",
                  route="/v1/consent/blacklist"),
+    # --- budgets -----------------------------------------------------------------------------------
+    # GET and DELETE of one budget answer 404 when the matrix has set none: allowed, not found.
+    EndpointCase("GET", "/v1/budgets", "budgets:read"),
+    EndpointCase("PUT", "/v1/budgets", "budgets:manage",
+                 body={"app": MATRIX_APP, "period": "day", "limit": 10}, app=MATRIX_APP),
+    EndpointCase("GET", f"/v1/budgets/{MATRIX_APP}/day", "budgets:read", app=MATRIX_APP,
+                 route="/v1/budgets/{app}/{period}"),
+    EndpointCase("DELETE", f"/v1/budgets/{MATRIX_APP}/day", "budgets:manage", app=MATRIX_APP,
+                 route="/v1/budgets/{app}/{period}"),
 ]
