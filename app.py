@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import typer
 from typer.core import TyperGroup
 
+from api.budgets_cli import budgets_cli
 from channels.providers import providers_cli
 from processors.alert_cli import alerts_cli
 from rules.cli import rules_cli
@@ -102,6 +103,7 @@ cli.add_typer(parts_cli, name="parts")
 cli.add_typer(rules_cli, name="rules")
 cli.add_typer(providers_cli, name="providers")
 cli.add_typer(alerts_cli, name="alerts")
+cli.add_typer(budgets_cli, name="budgets")
 
 
 def quiet_url_loggers() -> None:

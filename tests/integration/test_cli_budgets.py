@@ -1,0 +1,95 @@
+"""`switchboard budgets` against the real local parts: set, list, show, remove with spending, every change
+an audit record on the broker, and every mistake one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+from typer.testing import CliRunner
+
+from app import cli
+from localparts import LocalParts
+from state.budgets import BudgetStore, period_window
+
+
+@pytest.fixture
+def env(local_parts: LocalParts, redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "SWITCHBOARD_REDIS": redis_url,
+        "SWITCHBOARD_KAFKA": local_parts.kafka_url,
+        "SWITCHBOARD_VAR_DIR": str(tmp_path / "var"),
+        "SWITCHBOARD_ENV": "test",
+        "SWITCHBOARD_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}-",
+    }
+
+
+def run(args: list[str], env: dict[str, str], status: int = 0) -> list[str]:
+    result = CliRunner().invoke(cli, ["budgets", *args], env=env)
+    assert "Traceback" not in result.output, result.output
+    assert result.exit_code == status, result.output
+    return result.output.strip().splitlines()
+
+
+async def audits(env: dict[str, str], expected: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        env["SWITCHBOARD_TOPIC_PREFIX"] + "audit", auto_offset_reset="earliest", group_id=None,
+        bootstrap_servers=env["SWITCHBOARD_KAFKA"].removeprefix("kafka://"),
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        for _ in range(40):
+            batches = await consumer.getmany(timeout_ms=500)
+            found += [json.loads(r.value) for records in batches.values() for r in records]
+            if len(found) >= expected:
+                break
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_budgets_from_the_command_line(env: dict[str, str], redis: Redis) -> None:
+    month = period_window("month", "Asia/Shanghai", datetime.now(UTC)).key
+    [line] = await asyncio.to_thread(run, ["set", "lms", "month", "100", "--campaign", "spring"], env)
+    assert line.split() == ["lms/spring/month", month, "0/100", "CNY", "remaining", "100", "ok"]
+    budget = await BudgetStore(redis).get("lms", "spring", "month")
+    assert budget is not None
+    await BudgetStore(redis).add_spent(budget, 85_000_000)
+    [listed] = await asyncio.to_thread(run, ["list"], env)
+    assert listed.split() == ["lms/spring/month", month, "85/100", "CNY", "remaining", "15", "near"]
+    shown = dict(line.split(maxsplit=1) for line in await asyncio.to_thread(
+        run, ["show", "lms", "month", "--campaign", "spring"], env
+    ))
+    assert (shown["spent"], shown["remaining"], shown["state"], shown["timezone"]) == (
+        "85.0", "15.0", "near", "Asia/Shanghai"
+    )
+    [removed] = await asyncio.to_thread(run, ["remove", "lms", "month", "--campaign", "spring"], env)
+    assert removed == f"budget lms/spring/month removed (its {month} period had spent 85 CNY)"
+    assert await BudgetStore(redis).all() == []
+    records = await audits(env, 2)
+    assert [(r["action"], r["target"], r["source"], r["actor_kind"]) for r in records] == [
+        ("budget.set", "lms/spring/month", "cli", "system"),
+        ("budget.remove", "lms/spring/month", "cli", "system"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["set", "lms", "month", "100", "--timezone", "Mars/Olympus"], "error: timezone: unknown timezone"),
+        (["set", "lms", "fortnight", "100"], "error: period: Input should be 'day', 'week', 'month' or 'total'"),
+        (["set", "lms", "day", "0"], "error: limit: must be at least 0.000001 (a micro-unit), got 0"),
+        (["show", "lms", "day"], "error: no day budget for app lms; `switchboard budgets list` shows them"),
+    ],
+)
+def test_a_mistake_is_one_line(env: dict[str, str], args: list[str], message: str) -> None:
+    [line] = run(args, env, status=1)
+    assert line.startswith(message), line
