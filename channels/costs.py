@@ -7,10 +7,12 @@ what the provider's send reports, counted at send; the estimate only decides whe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TypeGuard
 
 from channels.base import Channel
 from channels.failover import ProviderChain
+from channels.providers import ProviderSpec
 
 _PRICES = ("cost_per_message", "cost_per_segment")
 
@@ -30,6 +32,22 @@ def estimated_cost(channel: Channel) -> float:
     options = getattr(channel, "_options", None)
     for name in _PRICES:
         price = getattr(options, name, None)
-        if isinstance(price, int | float) and not isinstance(price, bool):
+        if _is_price(price):
             return float(price)
     return 0.0
+
+
+def costs_from_specs(specs: Sequence[ProviderSpec]) -> dict[str, float]:
+    """The same estimates from the providers file alone (no adapter built, no secret needed)."""
+    first: dict[str, ProviderSpec] = {}
+    for spec in sorted(specs, key=lambda s: s.priority):
+        first.setdefault(spec.channel, spec)
+    costs: dict[str, float] = {}
+    for channel, spec in first.items():
+        stated = [spec.cost_per_message, *(getattr(spec.options, name, None) for name in _PRICES)]
+        costs[channel] = next((float(p) for p in stated if _is_price(p)), 0.0)
+    return costs
+
+
+def _is_price(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -93,3 +93,47 @@ async def test_budgets_from_the_command_line(env: dict[str, str], redis: Redis) 
 def test_a_mistake_is_one_line(env: dict[str, str], args: list[str], message: str) -> None:
     [line] = run(args, env, status=1)
     assert line.startswith(message), line
+
+
+EXPLAINED = """\
+ruleset: explained
+rules:
+  - id: spring
+    when: {campaign: [spring]}
+    then: {first_of: [sms, email], budget: {near: cheaper}}
+"""
+
+
+async def test_rules_explain_shows_the_budget_verdict(
+    env: dict[str, str], redis: Redis, tmp_path: Path
+) -> None:
+    from rules.cli import rules_cli
+    from state.apps import AppRegistry
+    from state.budgets import Budget
+    from state.users import User, UserDirectory
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(EXPLAINED)
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(
+        "sms:\n  - name: gateway\n    kind: http-sms\n    cost_per_message: 0.05\n"
+        "    options: {url: 'http://127.0.0.1:9/sms', secret: '${NO_SUCH_SECRET}', sender: CAMPUS}\n"
+    )
+    person = User(user_id="s1", bindings={"sms": "+8613800000001", "email": "s1@x"})
+    await UserDirectory(redis).upsert([person])
+    await AppRegistry(redis).register("lms", {"sms", "email"})
+    budget = Budget(app="lms", campaign="spring", period="day", limit_micros=1_000_000)
+    await BudgetStore(redis).set(budget)
+    await BudgetStore(redis).add_spent(budget, 900_000)
+    event = '{"app": "lms", "type": "promo", "category": "marketing", "template": "course_reminder", ' \
+            '"campaign": "spring"}'
+    result = await asyncio.to_thread(
+        CliRunner().invoke, rules_cli, ["explain", "--event", event, "--user", "s1", "--rules", str(rules)],
+        env={**env, "SWITCHBOARD_PROVIDERS": str(providers)},
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert "send on  sms (+8613800000001)" in lines
+    [verdict] = [line for line in lines if line.startswith("budget   ") and line[9] != " "]
+    assert verdict.startswith("budget   sent on email instead: budget lms/spring/day: spent 0.9 + 0.05 of 1")
+    assert "budget       over it: drop; near it: cheaper" in lines
