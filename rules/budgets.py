@@ -51,6 +51,7 @@ class BatchBudgets:
         self._standings = list(standings)
         self._taken: dict[str, int] = {}
         self._costs = provider_costs
+        self._cost_of: dict[BudgetPolicy, Callable[[str], int]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._standings)
@@ -69,7 +70,9 @@ class BatchBudgets:
         if not under or not channels:
             return BudgetVerdict("send", tuple(channels))
         policy = policy or DEFAULT_POLICY
-        cost_of = channel_costs(self._costs, policy)
+        cost_of = self._cost_of.get(policy)
+        if cost_of is None:
+            cost_of = self._cost_of[policy] = channel_costs(self._costs, policy)
         cost = sum(cost_of(channel) for channel, _ in channels)
         state, worst = self._state(under, cost)
         if state == "ok" or (state == "near" and policy.near == "send"):

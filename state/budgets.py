@@ -124,10 +124,25 @@ class PeriodWindow:
     end: datetime | None
 
 
+_TOTAL = PeriodWindow("total", None, None)
+_LATEST: dict[tuple[str, str], PeriodWindow] = {}
+"""The last window computed per period and timezone: every send asks, and it changes once a day."""
+
+
 def period_window(period: Period, timezone: str, at: datetime) -> PeriodWindow:
     """The calendar period holding `at`, in `timezone`; weeks start on Monday (ISO weeks)."""
     if period == "total":
-        return PeriodWindow("total", None, None)
+        return _TOTAL
+    latest = _LATEST.get((period, timezone))
+    if latest is not None and latest.start is not None and latest.end is not None and (
+        latest.start <= at < latest.end
+    ):
+        return latest
+    window = _LATEST[(period, timezone)] = _window(period, timezone, at)
+    return window
+
+
+def _window(period: Period, timezone: str, at: datetime) -> PeriodWindow:
     local = at.astimezone(zone(timezone))
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "day":
