@@ -3,6 +3,7 @@ server: decide's and send's verdicts, cost counted once per send, periods taken 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -78,6 +79,7 @@ class Stages:
     send: Send
     budgets: BudgetStore
     sms_received: list[dict[str, Any]]
+    channels: dict[str, Channel]
 
 
 @pytest.fixture
@@ -113,7 +115,7 @@ async def stages(redis: Redis, smtp: LocalSmtpServer, tmp_path: Path) -> AsyncIt
             SendLedger(redis, ttl_seconds=3600), RetryPolicy(max_attempts=1), budgets=budgets, costs=costs,
         )
         try:
-            yield Stages(decide, send, budgets, peer[STATE].received)
+            yield Stages(decide, send, budgets, peer[STATE].received, channels)
         finally:
             engine.close()
 
@@ -226,12 +228,43 @@ async def test_hold_defers_to_the_next_period_at_decide_and_at_send(stages: Stag
     await stages.budgets.add_spent(budget, budget.limit_micros)  # another worker spent it meanwhile
     at_send = await stages.send.handle(decided.dispatches)
     period_end = period_window("day", budget.timezone, datetime.now(UTC)).end
+    assert period_end is not None
     assert [(d.user_id, until) for d, until in at_send.parked] == [("s0", period_end), ("s1", period_end)]
     assert {r.status for r in at_send.receipts} == {"deferred"} and not stages.sms_received
     later = await stages.decide.handle([delivery(event, "s2")])
     assert later.dispatches == [] and later.scheduled == 1
     [row] = later.receipts
     assert row.status == "deferred" and row.reason.endswith(f"held until {period_end.isoformat()}")
-    assert period_end is not None
     due = await DeliverySchedule(redis).claim_due(now=period_end.timestamp() + 1)
     assert [d.user_id for d in due] == ["s2"]
+
+
+async def test_two_workers_racing_overshoot_by_at_most_one_batch(stages: Stages, redis_url: str) -> None:
+    """Send's re-check reads, then sends, then counts: two workers that read the same remainder both
+    spend it. The overshoot is bounded by the other worker's batch (here 10 SMS against a limit of 10)."""
+    from state.connection import open_redis
+
+    budget = campaign_budget("race", 10 * PRICE)
+    await stages.budgets.set(budget)
+    event = reminder("race-1", "race")
+    decided = await stages.decide.handle([delivery(event, f"s{n % 8}") for n in range(8)])
+    # Twenty distinct sends of the campaign, ten per worker (steps make them distinct sends).
+    batches = [
+        [d.model_copy(update={"step": s}) for d in decided.dispatches[:5] for s in (10 * w, 10 * w + 1)]
+        for w in (1, 2)
+    ]
+    other = open_redis(redis_url)
+    try:
+        second = Send(
+            stages.channels, TemplateCatalog(ROOT / "templates"), UserDirectory(other),
+            SendLedger(other, ttl_seconds=3600), RetryPolicy(max_attempts=1), budgets=BudgetStore(other),
+            costs={"sms": PRICE},
+        )
+        results = await asyncio.gather(stages.send.handle(batches[0]), second.handle(batches[1]))
+    finally:
+        await other.aclose()
+    sent = sum(r.status == "sent" for result in results for r in result.receipts)
+    over = sum(r.status == "over_budget" for result in results for r in result.receipts)
+    assert sent + over == 20 and 10 <= sent <= 20
+    assert await spent(stages.budgets, budget) == pytest.approx(sent * PRICE)
+    print(f"two workers, batches of 10, limit 10: {sent} sent, overshoot {sent - 10}")
