@@ -24,6 +24,7 @@ from channels.templates import TemplateCatalog
 from localparts import LocalParts
 from settings import ROOT
 from state.apps import AppRegistry
+from state.budgets import BudgetStore
 from state.consent import ConsentStore
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
@@ -78,6 +79,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         consent=ConsentStore(redis),
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
+        budgets=BudgetStore(redis),
     )
     return create_api(deps, {})
 
@@ -135,7 +137,7 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
                 for node in nodes
                 if node.failure_info is not None
             ]
-    assert len(operations) == 23  # 19, the two conversions operations and the two report operations
+    assert len(operations) == 27  # 19, the two conversions operations, the two reports, the four budgets
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))
