@@ -306,6 +306,9 @@ class Decide:
         kept: list[_Decided] = []
         for item in items:
             event, decision = item.delivery.event, item.decision
+            if "budget" in decision.plan.bypass:
+                kept.append(item)
+                continue
             verdict = standing.verdict(
                 event.app, event.campaign, decision.channels, decision.plan.budget, decision.reachable
             )

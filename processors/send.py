@@ -150,8 +150,6 @@ class Send:
                 result.receipts.append(prepared)
             else:
                 ready.append((dispatch, *prepared))
-        under = await self._applying(d for d, _, _ in ready)
-        ready = await self._within_budget(ready, under, result)
         verdicts = await self._cap_verdicts([d for d, _, _ in ready], at)
         sendable: list[tuple[Dispatch, Channel, RenderedMessage]] = []
         for (dispatch, channel, message), verdict in zip(ready, verdicts, strict=True):
@@ -167,7 +165,8 @@ class Send:
             elif await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
                 # A dropped send is settled: a redelivery of it must not slip through a later window.
                 await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, "capped")
-        to_send = await self._claimed(sendable, at, result)
+        under = await self._applying(d for d, _, _ in sendable)
+        to_send = await self._within_budget(await self._claimed(sendable, at, result), under, result)
         # The inbox is Redis itself: its writes join the batch's outcome pipeline, no adapter call.
         inbox = [(d, c, m) for d, c, m in to_send if isinstance(c, InboxChannel)]
         others = [(d, c, m) for d, c, m in to_send if not isinstance(c, InboxChannel)]
@@ -187,45 +186,41 @@ class Send:
         return await self._budgets.applying((d.event.app, d.event.campaign) for d in dispatches)
 
     async def _within_budget(
-        self, ready: list[_Ready], under: dict[tuple[str, str], list[Budget]], result: SendResult
+        self, claimed: list[_Ready], under: dict[tuple[str, str], list[Budget]], result: SendResult
     ) -> list[_Ready]:
-        """The sends their budgets allow, by standings read fresh for the batch; the others get an
-        `over_budget` row and are settled, or (held by their rule) a `deferred` row and a place in the
-        parked dispatches until the next period."""
+        """The claimed sends their budgets allow, by standings read fresh for the batch just before the
+        providers are called. Over budget, a send is settled with an `over_budget` row (a redelivery
+        says it again), or, held by its rule, released and parked until the next period (`deferred`);
+        either way it no longer uses its frequency caps."""
         if self._budgets is None or not under:
-            return ready
+            return claimed
         budgets = list({b.id: b for found in under.values() for b in found}.values())
         standing = BatchBudgets(await self._budgets.standings(budgets), self._costs)
         allowed: list[_Ready] = []
-        for dispatch, channel, message in ready:
-            event = dispatch.event
-            verdict = standing.verdict(
-                event.app, event.campaign, [(dispatch.channel, dispatch.address)], dispatch.plan.budget
-            )
+        for dispatch, channel, message in claimed:
+            event, plan = dispatch.event, dispatch.plan
+            send = (dispatch.message_id, dispatch.channel, dispatch.step)
+            if "budget" in plan.bypass:
+                allowed.append((dispatch, channel, message))
+                continue
+            pair = [(dispatch.channel, dispatch.address)]
+            verdict = standing.verdict(event.app, event.campaign, pair, plan.budget)
             if verdict.action in ("send", "cheaper"):
                 allowed.append((dispatch, channel, message))
-            elif verdict.action == "hold" and verdict.until is not None:
+                continue
+            if verdict.action == "hold" and verdict.until is not None:
+                await self._ledger.release(*send)
                 result.parked.append((dispatch, verdict.until))
                 result.receipts.append(
                     _receipt(dispatch, "deferred", provider=channel.provider, reason=verdict.reason)
                 )
             else:
-                result.receipts.extend(await self._over_budget(dispatch, channel, verdict.reason, result))
+                record = _record("over_budget", channel.provider, datetime.now(UTC), reason=verdict.reason)
+                await self._ledger.record(*send, record)
+                result.receipts.extend(_receipts_again(dispatch, record))
+            if self._caps is not None:
+                await self._caps.forget(dispatch)
         return allowed
-
-    async def _over_budget(
-        self, dispatch: Dispatch, channel: Channel, reason: str, result: SendResult
-    ) -> list[Receipt]:
-        """Settle a send over budget like a dropped cap, so a redelivery cannot slip through in a later
-        period; a send already finished (or dropped) says its rows again instead."""
-        send = (dispatch.message_id, dispatch.channel, dispatch.step)
-        if await self._ledger.claim(*send):
-            record = _record("over_budget", channel.provider, datetime.now(UTC), reason=reason)
-            await self._ledger.record(*send, record)
-            return _receipts_again(dispatch, record)
-        result.already_sent += 1
-        finished = await self._ledger.send_record(*send)
-        return _receipts_again(dispatch, finished) if finished is not None else []
 
     async def _claimed(self, sendable: list[_Ready], at: datetime, result: SendResult) -> list[_Ready]:
         """Claim the batch's sends in one round trip; returns the ones this worker now holds.

@@ -16,7 +16,7 @@ from records.vocabulary import ChannelName
 
 CapScope = Literal["user", "channel", "category", "app", "campaign"]
 """What a frequency cap counts per; an empty scope counts globally."""
-Bypass = Literal["quiet_hours", "caps", "pacing", "best_time"]
+Bypass = Literal["quiet_hours", "caps", "pacing", "best_time", "budget"]
 """What an urgent rule may skip."""
 FallbackCondition = Literal["not_delivered", "not_read", "not_clicked", "failed"]
 """When a fallback step fires: the earlier sends of the message have not reached this state (or failed)."""

@@ -44,6 +44,9 @@ PRICE = 0.05  # per SMS segment: every reminder below is one segment
 RULES = """\
 ruleset: budgets
 rules:
+  - id: codes
+    when: {category: [verification]}
+    then: {first_of: [sms], bypass: [budget]}
   - id: spring-cheaper
     when: {campaign: [spring]}
     then:
@@ -268,3 +271,17 @@ async def test_two_workers_racing_overshoot_by_at_most_one_batch(stages: Stages,
     assert sent + over == 20 and 10 <= sent <= 20
     assert await spent(stages.budgets, budget) == pytest.approx(sent * PRICE)
     print(f"two workers, batches of 10, limit 10: {sent} sent, overshoot {sent - 10}")
+
+
+async def test_a_rule_may_bypass_budgets_and_its_sends_still_count(stages: Stages) -> None:
+    budget = Budget(app="lms", period="day", limit_micros=round(PRICE * MICROS))
+    await stages.budgets.set(budget)
+    await stages.budgets.add_spent(budget, budget.limit_micros)
+    code = EventCore(
+        event_id="code-1", app="lms", type="login", template="verification_code", category="verification",
+        data={"code": "482913", "minutes": 5},
+    )
+    decided = await stages.decide.handle([delivery(code, "s0")])
+    sent = await stages.send.handle(decided.dispatches)
+    assert [r.status for r in sent.receipts] == ["sent"] and len(stages.sms_received) == 1
+    assert await spent(stages.budgets, budget) == pytest.approx(2 * PRICE)  # over the limit, counted
