@@ -47,7 +47,7 @@ def explain(engine: RuleEngine, request: DecisionRequest, budgets: BatchBudgets 
         failed = why_not(rule.when, facts)
         verdicts.append(RuleVerdict(rule.id, ruleset.origins.get(rule.id, ""), failed is None, failed))
     budget = None
-    if budgets is not None and decision.channels:
+    if budgets is not None and decision.channels and "budget" not in decision.plan.bypass:
         event = request.event
         budget = budgets.verdict(event.app, event.campaign, decision.channels, decision.plan.budget,
                                  decision.reachable)
