@@ -18,10 +18,13 @@ from channels.providers import providers_cli
 from processors.alert_cli import alerts_cli
 from rules.cli import rules_cli
 from settings import Settings, SwitchboardError, redact_url
+from settings.permissions import BUILT_IN_ROLES, PERMISSIONS
 
 if TYPE_CHECKING:
+    from api.access_cli import Shell
     from localparts.supervisor import LocalParts
     from state.apps import AppRegistry
+    from state.operators import Locale, OperatorGrant
 
 T = TypeVar("T")
 PARTS_UP = "start the local parts with `switchboard parts up`"
@@ -500,19 +503,34 @@ def _with_apps(action: Callable[[AppRegistry], Awaitable[T]]) -> T:
 _AppName = Annotated[str, typer.Argument(help="the app's name")]
 
 
+def _audited_apps(action: Callable[[AppRegistry], Awaitable[T]], audit: str, name: str, **fields: Any) -> T:
+    """Run one registry change against SWITCHBOARD_REDIS and audit it (as the shell's user, from `cli`)."""
+    from api.access_cli import in_shell
+
+    async def run(shell: Shell) -> T:
+        result = await action(shell.apps)
+        await shell.audit(audit, "app", name, app=name, **fields)
+        return result
+
+    return in_shell(run)
+
+
 @apps_cli.command("add")
 def apps_add(
     name: _AppName,
     channels: Annotated[str, typer.Option(help="comma-separated authorised channels")],
     description: str = "",
 ) -> None:
-    """Register an upstream app; prints its API key once."""
+    """Register an upstream app; prints its API key (and events signing key) once."""
+    from records.signing import events_signing_key
     from state.apps import app_name, channel_names
 
     app_name(name)  # checked before Redis is reached, so a typo is named even with Redis down
     wanted = channel_names(channels.split(","))
-    key = _with_apps(lambda apps: apps.register(name, wanted, description))
-    typer.echo(f"app {name} registered; its API key (shown once): {key}")
+    key = _audited_apps(lambda apps: apps.register(name, wanted, description), "app.register", name,
+                        after={"name": name, "channels": sorted(wanted), "description": description})
+    typer.echo(f"app {name} registered; its API key (shown once): {key}; "
+               f"events signing key: {events_signing_key(key)}")
 
 
 @apps_cli.command("list")
@@ -529,29 +547,44 @@ def apps_list() -> None:
 
 @apps_cli.command("rotate")
 def apps_rotate(name: _AppName) -> None:
-    """Issue a new API key for the app; the old one stops working at once."""
-    key = _with_apps(lambda apps: apps.rotate_key(name))
-    typer.echo(f"app {name}: new API key (shown once): {key}; the old key no longer works")
+    """Issue a new API key (and events signing key) for the app; the old ones stop working at once."""
+    from records.signing import events_signing_key
+
+    key = _audited_apps(lambda apps: apps.rotate_key(name), "app.rotate_key", name)
+    typer.echo(f"app {name}: new API key (shown once): {key}; the old key no longer works; "
+               f"events signing key: {events_signing_key(key)}")
 
 
 @apps_cli.command("disable")
 def apps_disable(name: _AppName) -> None:
     """Refuse the app's key and dead-letter its events, until `apps enable`."""
-    _with_apps(lambda apps: apps.set_enabled(name, False))
+    _audited_apps(lambda apps: apps.set_enabled(name, False), "app.disable", name, after={"enabled": False})
     typer.echo(f"app {name} disabled: its key is refused and its events dead-lettered until enabled again")
 
 
 @apps_cli.command("enable")
 def apps_enable(name: _AppName) -> None:
     """Accept the app's key and events again (the same key as before)."""
-    _with_apps(lambda apps: apps.set_enabled(name, True))
+    _audited_apps(lambda apps: apps.set_enabled(name, True), "app.enable", name, after={"enabled": True})
     typer.echo(f"app {name} enabled")
+
+
+@apps_cli.command("channels")
+def apps_channels(
+    name: _AppName, channels: Annotated[str, typer.Argument(help="comma-separated authorised channels")]
+) -> None:
+    """Change the channels the app may send on."""
+    from state.apps import channel_names
+
+    wanted = channel_names(channels.split(","))
+    _audited_apps(lambda apps: apps.set_channels(name, wanted), "app.channels", name, after=sorted(wanted))
+    typer.echo(f"app {name} may send on {','.join(sorted(wanted))}")
 
 
 @apps_cli.command("remove")
 def apps_remove(name: _AppName) -> None:
     """Forget the app and its key; its events are refused as from an unknown app."""
-    _with_apps(lambda apps: apps.remove(name))
+    _audited_apps(lambda apps: apps.remove(name), "app.remove", name)
     typer.echo(f"app {name} removed; its key no longer works")
 
 
@@ -601,6 +634,221 @@ def _parts() -> LocalParts:
     from localparts.supervisor import LocalParts
 
     return LocalParts.from_settings(Settings())
+
+
+# Operators and roles (api/access_cli.py does the work; imported when a command runs, not for --help).
+operators_cli = typer.Typer(no_args_is_help=True, help="Manage operators: accounts, roles, tokens.")
+roles_cli = typer.Typer(no_args_is_help=True, help="List and manage roles (sets of permissions).")
+cli.add_typer(operators_cli, name="operators")
+cli.add_typer(roles_cli, name="roles")
+
+_Name = Annotated[str, typer.Argument(help="the operator's name")]
+_Grant = Annotated[str, typer.Argument(help="ROLE over every app, or ROLE@app1,app2")]
+_PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")]
+
+
+def _in_shell(action: Callable[[Shell], Awaitable[T]]) -> T:
+    from api.access_cli import in_shell
+
+    return in_shell(action)
+
+
+def _read_password(stdin: bool, what: str) -> str:
+    from api.access_cli import read_password
+
+    return read_password(stdin, what)
+
+
+def _grant(spec: str) -> OperatorGrant:
+    from state.operators import OperatorGrant
+
+    return OperatorGrant.parse(spec)
+
+
+@operators_cli.command("add")
+def operators_add(
+    name: _Name,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="ROLE or ROLE@app1,app2; repeat for more")
+    ] = None,
+    display_name: Annotated[str, typer.Option(help="the name people see")] = "",
+    email: Annotated[str, typer.Option(help="where to write to them")] = "",
+    user_id: Annotated[str | None, typer.Option(help="this operator in the user directory")] = None,
+    locale: Annotated[str, typer.Option(help="zh or en")] = "zh",
+    password_stdin: _PasswordStdin = False,
+) -> None:
+    """Create an operator (the first administrator too: `operators add admin --role administrator`)."""
+    if locale not in ("zh", "en"):
+        raise SwitchboardError(f"--locale must be zh or en, got {locale!r}")
+    specs = role or []
+    password = _read_password(password_stdin, f"password for {name}")
+    grants = [_grant(spec) for spec in specs]
+    chosen: Locale = "en" if locale == "en" else "zh"
+
+    async def add(shell: Shell) -> None:
+        operator = await shell.operators.create(
+            name, password, grants, display_name=display_name, email=email, user_id=user_id, locale=chosen
+        )
+        await shell.audit("operator.create", "operator", name, after=operator.model_dump(mode="json"))
+
+    _in_shell(add)
+    typer.echo(f"operator {name} created with {', '.join(specs) or 'no role yet'}")
+
+
+@operators_cli.command("list")
+def operators_list() -> None:
+    """Every operator: state, roles (over which apps), display name."""
+    found = _in_shell(lambda shell: shell.operators.list())
+    if not found:
+        typer.echo(
+            "no operators yet; create the first with `switchboard operators add admin --role administrator`"
+        )
+    for op in found:
+        grants = " ".join(str(g) for g in op.grants) or "-"
+        typer.echo(f"{op.name:<20} {op.state:<9} {grants:<40} {op.display_name}".rstrip())
+
+
+@operators_cli.command("grant")
+def operators_grant(name: _Name, grant: _Grant) -> None:
+    """Grant a role over every app, or over some (`sender@lms,bursar`)."""
+
+    async def run(shell: Shell) -> None:
+        before, after = await shell.operators.grant(name, grant)
+        await shell.audit(
+            "role.grant",
+            "operator",
+            name,
+            before=[str(g) for g in before.grants],
+            after=[str(g) for g in after.grants],
+        )
+
+    _in_shell(run)
+    typer.echo(f"operator {name} now holds {grant}")
+
+
+@operators_cli.command("revoke")
+def operators_revoke(
+    name: _Name,
+    role: Annotated[str, typer.Argument(help="the role to take away")],
+    apps: Annotated[str | None, typer.Option(help="only over these apps (comma-separated)")] = None,
+) -> None:
+    """Take a role away, entirely or over some apps."""
+    scope = [a.strip() for a in apps.split(",") if a.strip()] if apps else None
+
+    async def run(shell: Shell) -> None:
+        before, after = await shell.operators.revoke(name, role, scope)
+        await shell.audit(
+            "role.revoke",
+            "operator",
+            name,
+            before=[str(g) for g in before.grants],
+            after=[str(g) for g in after.grants],
+        )
+
+    _in_shell(run)
+    typer.echo(f"operator {name}: {role} revoked{' over ' + apps if apps else ''}")
+
+
+def _set_state(name: str, state: str, action: str) -> None:
+    async def run(shell: Shell) -> None:
+        before, after = await shell.operators.set_state(name, "locked" if state == "locked" else "active")
+        if state == "active":
+            await shell.failures.unlock(name)
+        await shell.audit(
+            action, "operator", name, before={"state": before.state}, after={"state": after.state}
+        )
+
+    _in_shell(run)
+
+
+@operators_cli.command("lock")
+def operators_lock(name: _Name) -> None:
+    """Lock the operator out (sessions ended, tokens refused) until unlocked."""
+    _set_state(name, "locked", "operator.lock")
+    typer.echo(f"operator {name} locked")
+
+
+@operators_cli.command("unlock")
+def operators_unlock(name: _Name) -> None:
+    """Unlock the operator (also ends a lockout after failed logins)."""
+    _set_state(name, "active", "operator.unlock")
+    typer.echo(f"operator {name} unlocked")
+
+
+@operators_cli.command("reset-password")
+def operators_reset_password(name: _Name, password_stdin: _PasswordStdin = False) -> None:
+    """Set a new password (ends the operator's sessions)."""
+    password = _read_password(password_stdin, f"new password for {name}")
+
+    async def run(shell: Shell) -> None:
+        await shell.operators.set_password(name, password)
+        await shell.audit("operator.password_reset", "operator", name)
+
+    _in_shell(run)
+    typer.echo(f"operator {name}: password reset, sessions ended")
+
+
+@operators_cli.command("token")
+def operators_token(
+    name: _Name, label: Annotated[str, typer.Option(help="what the token is for")] = ""
+) -> None:
+    """Issue a personal API token for the operator (shown once)."""
+
+    async def run(shell: Shell) -> str:
+        token = await shell.operators.issue_token(name, label)
+        await shell.audit("operator.token_issue", "operator", name, after={"label": label})
+        return token
+
+    token = _in_shell(run)
+    typer.echo(f"operator {name}: personal API token (shown once): {token}")
+
+
+@roles_cli.command("list")
+def roles_list() -> None:
+    """Every role (built-in or custom) and its permissions."""
+    roles = _in_shell(lambda shell: shell.operators.roles.all())
+    for name, permissions in roles.items():
+        kind = "built-in" if name in BUILT_IN_ROLES else "custom"
+        typer.echo(f"{name:<18} {kind:<9} {','.join(sorted(permissions))}")
+
+
+@roles_cli.command("add")
+def roles_add(
+    name: Annotated[str, typer.Argument(help="the custom role's name")],
+    permissions: Annotated[str, typer.Option(help=f"comma-separated, of: {', '.join(PERMISSIONS)}")],
+) -> None:
+    """Create or change a custom role; its holders have the new permissions at once."""
+    wanted = [p.strip() for p in permissions.split(",") if p.strip()]
+
+    async def run(shell: Shell) -> None:
+        before, after = await shell.operators.roles.put(name, wanted)
+        await shell.audit(
+            "role.create" if before is None else "role.change",
+            "role",
+            name,
+            before=sorted(before) if before is not None else None,
+            after=sorted(after),
+        )
+
+    _in_shell(run)
+    typer.echo(f"role {name}: {','.join(sorted(wanted))}")
+
+
+@roles_cli.command("remove")
+def roles_remove(name: Annotated[str, typer.Argument(help="the custom role's name")]) -> None:
+    """Remove a custom role nobody holds."""
+
+    async def run(shell: Shell) -> None:
+        holders = await shell.operators.holders(name)
+        if holders:
+            raise SwitchboardError(
+                f"role {name!r} is held by {', '.join(holders)}; revoke it from them first"
+            )
+        before = await shell.operators.roles.remove(name)
+        await shell.audit("role.remove", "role", name, before=sorted(before))
+
+    _in_shell(run)
+    typer.echo(f"role {name} removed")
 
 
 def main() -> None:

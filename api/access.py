@@ -13,11 +13,12 @@ A valid principal without the permission is 403, naming the permission (and app)
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Protocol
+from typing import Annotated, Literal, Protocol
 
 from fastapi import HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from records.audit import AuditRecord, mask_secrets
 from settings.permissions import ALL_APPS, GLOBAL_PERMISSIONS, PERMISSIONS, Grant, Principal, app_principal
 from state.apps import App
 from state.auth_failures import AuthFailures
@@ -30,7 +31,6 @@ _bearer = HTTPBearer(
 )
 _header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An app key, alternatively")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
-SESSION_COOKIE = "switchboard_session"
 USER_POWERS: frozenset[str] = frozenset({"inbox:own", "consent:own"})
 """What an end-user token holds, on its own user only (not in the catalog: no role can grant them)."""
 APP_ONLY_POWERS: frozenset[str] = frozenset({"user_tokens:issue"})
@@ -46,9 +46,14 @@ class AppKeys(Protocol):
 
     async def get(self, name: str) -> App | None: ...
 
+    async def signing_key(self, name: str) -> str | None:
+        """The app's events signing key (`records.signing`), None for none."""
+
 
 class UserTokens(Protocol):
-    """Verifies end-user tokens (`state.user_tokens.UserTokenSigner`)."""
+    """Mints and verifies end-user tokens (`state.user_tokens.UserTokenSigner`)."""
+
+    def mint(self, app: str, user_id: str, ttl_seconds: int) -> tuple[str, int]: ...
 
     def verify(self, token: str) -> tuple[str, str] | None:
         """(app, user_id) of a valid, unexpired token, else None."""
@@ -141,9 +146,8 @@ class Access:
     ) -> Principal:
         """The principal of the request's credentials; 401 without valid ones, 429 for a source that
         failed too often."""
+        # No session cookie yet: the console that sets one brings its CSRF defence with it.
         token = bearer.credentials if bearer is not None else header
-        if not token:
-            token = request.cookies.get(SESSION_COOKIE)
         if not token:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -154,13 +158,13 @@ class Access:
         if self.failures is not None:
             wait = await self.failures.source_wait(source)
             if wait:
-                raise _too_many(wait)
+                raise too_many_failures(wait)
         principal = await self._principal(token)
         if principal is None:
             if self.failures is not None:
                 wait = await self.failures.source_failed(source)
                 if wait:
-                    raise _too_many(wait)
+                    raise too_many_failures(wait)
             # The token is never echoed: a near miss is still a secret.
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, f"invalid or expired {_kind_of(token)}", headers=_CHALLENGE
@@ -212,10 +216,34 @@ def _kind_of(token: str) -> str:
     }.get(token[:4], "API key or token")
 
 
-def _too_many(wait: int) -> HTTPException:
+def too_many_failures(wait: int) -> HTTPException:
+    """429 with `Retry-After`: this address failed to authenticate too often."""
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,
         f"too many failed authentications from this address; retry in {wait} s",
         headers={"Retry-After": str(wait)},
     )
 
+
+
+def audit_record(
+    request: Request,
+    actor: Principal | str,
+    action: str,
+    *,
+    target_kind: str = "",
+    target: str = "",
+    app: str = "",
+    outcome: Literal["ok", "denied", "failed"] = "ok",
+    reason: str = "",
+    before: object = None,
+    after: object = None,
+) -> AuditRecord:
+    """The audit record of an action taken through the API, from the caller's address, secrets masked.
+    `actor` is the principal, or the operator's name when nobody is authenticated yet (a login)."""
+    name, kind = (actor, "operator") if isinstance(actor, str) else (actor.name, actor.kind)
+    return AuditRecord(
+        actor=name, actor_kind=kind, source=client_address(request), action=action,
+        target_kind=target_kind, target=target, app=app, outcome=outcome, reason=reason,
+        before=mask_secrets(before), after=mask_secrets(after),
+    )

@@ -13,6 +13,8 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from api.apps import apps_router
+from api.auth import sessions_router
 from api.body_limit import BodyLimit
 from api.budgets import budgets_router
 from api.callbacks import callbacks_router
@@ -23,11 +25,15 @@ from api.events import events_router
 from api.inbox import inbox_router
 from api.links import links_router
 from api.metrics import RequestMetrics, metrics_router
+from api.operators import operators_router
 from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
+from api.roles import roles_router
+from api.user_tokens import user_tokens_router
 from channels.base import Channel
 from metrics import catalog
+from state.apps import AppRegistry
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +41,21 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 
 _DESCRIPTION = """\
 Switchboard (消息中台) takes events from business systems and gets the right message to each
-recipient on the right channel. Authenticate with your app's key: `Authorization: Bearer sbk_...`
-(or `X-Api-Key`). An event is accepted (202) only once it is durably on the `events` topic.
+recipient on the right channel. Authenticate with `Authorization: Bearer ...`: an app's key (`sbk_...`,
+or `X-Api-Key`), an operator's token or session (`sbo_...`, `sbs_...`), or an end-user token (`sbu_...`).
+An event is accepted (202) only once it is durably on the `events` topic.
 """
 _TAGS = [
     {"name": "events", "description": "Submit events from business systems."},
     {"name": "conversions", "description": "Report business outcomes, to be attributed to messages."},
-    {"name": "inbox", "description": "The in-app inbox, for the campus portal acting for its user."},
+    {"name": "inbox", "description": "The in-app inbox, for its user (with a token their app minted)."},
     {"name": "links", "description": "Open pixel, click redirects and one-click unsubscribe (signed)."},
     {"name": "consent", "description": "Unsubscriptions and the blacklist."},
     {"name": "callbacks", "description": "Delivery-status callbacks from providers, verified per provider."},
     {"name": "reports", "description": "The calling app's funnel and message traces (its messages only)."},
     {"name": "budgets", "description": "Budgets per app or campaign and period, with what was spent."},
+    {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
+    {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
 ]
 
@@ -97,6 +106,15 @@ def create_api(
         api.include_router(reports_router(deps, deps.analytics))
     if deps.budgets is not None:
         api.include_router(budgets_router(deps, deps.budgets))
+    operators = deps.access.operators
+    if operators is not None:
+        api.include_router(sessions_router(deps, operators))
+        api.include_router(operators_router(deps, operators))
+        api.include_router(roles_router(deps, operators))
+    if isinstance(deps.apps, AppRegistry):
+        api.include_router(apps_router(deps, deps.apps))
+    if deps.access.user_tokens is not None:
+        api.include_router(user_tokens_router(deps, deps.access.user_tokens))
 
     @api.exception_handler(PublishError)
     async def not_acknowledged(_: Request, exc: PublishError) -> JSONResponse:
@@ -137,6 +155,8 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "callbacks": deps.provider_messages,
         "reports": deps.analytics,
         "budgets": deps.budgets,
+        "operators": deps.access.operators,
+        "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }
     always = {"events", "conversions", "inbox", "health"}
     return always | {name for name, part in optional.items() if part is not None}

@@ -1,15 +1,20 @@
-"""Authenticating the calling app by its API key, from `Authorization: Bearer` or `X-Api-Key`."""
+"""Logging in and out (`/v1/sessions`), and the older app-key-only dependency (`authenticated_app`,
+for endpoints not yet on `api.access`)."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import HTTPException, Security, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import AppKeys
+from api.access import audit_record, client_address, too_many_failures
+from api.deps import ApiDeps, AppKeys
+from api.problems import Problem
+from settings.permissions import Principal
 from state.apps import App
+from state.operators import SESSION_PREFIX, OperatorStore
 
 _bearer = HTTPBearer(auto_error=False, description="The app's API key: `Authorization: Bearer sbk_...`")
 _header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="The app's API key, alternatively")
@@ -37,3 +42,94 @@ def authenticated_app(keys: AppKeys) -> Callable[..., Awaitable[App]]:
         return app
 
     return authenticated
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class Session(BaseModel):
+    """A console session: send it as `Authorization: Bearer sbs_...`. It ends after `idle_seconds`
+    without use, or `max_seconds` after login, or at logout."""
+
+    token: str
+    operator: str
+    idle_seconds: int
+    max_seconds: int
+
+
+def sessions_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
+    """`POST /v1/sessions` (log in: name and password) and `DELETE /v1/sessions/current` (log out)."""
+    router = APIRouter(prefix="/v1/sessions", tags=["operators"])
+    access = deps.access
+
+    async def refused(request: Request, name: str, reason: str, source_wait: int) -> HTTPException:
+        await deps.publisher.publish_audit(audit_record(
+            request, name, "operator.login", target_kind="operator", target=name, outcome="denied",
+            reason=reason,
+        ))
+        if source_wait:
+            return too_many_failures(source_wait)
+        # One answer for an unknown name, a wrong password and a lockout: none tells an attacker more.
+        return HTTPException(status.HTTP_401_UNAUTHORIZED, "name or password not accepted (repeated failures "
+                             "lock the account for a while)", headers=_CHALLENGE)
+
+    @router.post("", status_code=status.HTTP_201_CREATED, response_model=Session, summary="Log in",
+                 responses={401: {"model": Problem, "description": "Name or password not accepted"},
+                            403: {"model": Problem, "description": "The operator is locked or disabled"},
+                            429: {"model": Problem, "description": "Too many failures from this address"}})
+    async def login(body: Login, request: Request) -> Session:
+        source = client_address(request)
+        failures = access.failures
+        if failures is not None:
+            wait = await failures.source_wait(source)
+            if wait:
+                raise too_many_failures(wait)
+            if await failures.operator_wait(body.name):
+                raise await refused(request, body.name, "locked out after failed logins",
+                                    await failures.source_failed(source))
+        operator = await operators.verify_password(body.name, body.password)
+        if operator is None:
+            wait = 0
+            if failures is not None:
+                wait = await failures.source_failed(source)
+                await failures.operator_failed(body.name)
+            raise await refused(request, body.name, "wrong name or password", wait)
+        if failures is not None:
+            await failures.operator_succeeded(operator.name)
+        if operator.state != "active":
+            # The password was right: telling its owner why is no help to anyone else.
+            await deps.publisher.publish_audit(audit_record(
+                request, operator.name, "operator.login", target_kind="operator", target=operator.name,
+                outcome="denied", reason=f"operator is {operator.state}",
+            ))
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"operator {operator.name!r} is {operator.state}")
+        token = await operators.start_session(operator.name)
+        await deps.publisher.publish_audit(audit_record(
+            request, operator.name, "operator.login", target_kind="operator", target=operator.name
+        ))
+        return Session(token=token, operator=operator.name, idle_seconds=operators.session_idle_seconds,
+                       max_seconds=operators.session_max_seconds)
+
+    @router.delete("/current", status_code=status.HTTP_204_NO_CONTENT, summary="Log out",
+                   responses={401: {"model": Problem, "description": "Missing or invalid credentials"},
+                              400: {"model": Problem, "description": "Not a session"}})
+    async def logout(
+        request: Request,
+        principal: Annotated[Principal, Depends(access.authenticated())],
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> None:
+        token = bearer.credentials if bearer is not None else ""
+        if not token.startswith(SESSION_PREFIX):
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, "only a session logs out; revoke a personal token instead"
+            )
+        await operators.end_session(token)
+        await deps.publisher.publish_audit(audit_record(
+            request, principal, "operator.logout", target_kind="operator", target=principal.name
+        ))
+
+    return router

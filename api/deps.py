@@ -99,6 +99,9 @@ class ApiDeps:
     consent: ConsentStore | None = None
     provider_messages: ProviderMessages | None = None
     analytics: Analytics | None = None
+    events_signatures_required: bool = True
+    """Ingest refuses unsigned `events` records (SWITCHBOARD_EVENTS_SIGNATURES): the API refuses (409) to
+    publish for an app without a signing key instead of accepting what ingest would dead-letter."""
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
     budgets: BudgetStore | None = None
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from api.deps import ApiDeps
 from api.problems import TOO_LARGE, Problem, TooLargeError, invalid
+from records.signing import signature
 from records.topics import Event, lane_of
 from settings.permissions import Principal
 from state.apps import App
@@ -58,9 +59,10 @@ def events_router(deps: ApiDeps) -> APIRouter:
 
         Answers only after the broker acknowledged; resubmitting the same `event_id` is safe.
         """
-        await _authorise(deps, event, principal, ("body",))
+        app = await _authorise(deps, event, principal, ("body",))
+        signing_key = await _signing_key(deps, app)
         [record] = await _checked(deps, [event], ("body",))
-        await deps.publisher.publish_event(_key(event), record, lane_of(event))
+        await deps.publisher.publish_event(_key(event), record, lane_of(event), _signed(record, signing_key))
         return EventAccepted(event_id=event.event_id, app=event.app)
 
     @router.post(
@@ -83,11 +85,12 @@ def events_router(deps: ApiDeps) -> APIRouter:
                 first = events[0].app
                 raise invalid(("body", index, "app"), f"one batch is for one app; events[0] is for {first!r}",
                               "mixed_apps")
-            await _authorise(deps, event, principal, ("body", index), where=f"events[{index}]: ")
+            app = await _authorise(deps, event, principal, ("body", index), where=f"events[{index}]: ")
+        signing_key = await _signing_key(deps, app)
         records = await _checked(deps, events, ("body",), indexed=True)
         await asyncio.gather(
             *(
-                deps.publisher.publish_event(_key(e), r, lane_of(e))
+                deps.publisher.publish_event(_key(e), r, lane_of(e), _signed(r, signing_key))
                 for e, r in zip(events, records, strict=True)
             )
         )
@@ -150,6 +153,22 @@ async def _authorise(
             f"it may use {', '.join(sorted(app.channels)) or 'none'}",
         )
     return app
+
+
+async def _signing_key(deps: ApiDeps, app: App) -> str:
+    """The app's events signing key; 409 when it has none and ingest requires signed records."""
+    key = await deps.apps.signing_key(app.name)
+    if key is None and deps.events_signatures_required:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"app {app.name!r} has no events signing key (registered before events were signed): rotate its "
+            f"key (`switchboard apps rotate {app.name}`) and use the new one",
+        )
+    return key or ""
+
+
+def _signed(record: bytes, signing_key: str) -> str:
+    return signature(record, signing_key) if signing_key else ""
 
 
 def _key(event: Event) -> str:

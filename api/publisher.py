@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaError
 
 from records.audit import AuditRecord
 from records.conversions import Conversion
+from records.signing import SIGNATURE_HEADER
 from records.topics import Lane, Receipt, lane_topic
 from state.flow_counters import FlowCounters
 
@@ -30,8 +31,9 @@ class Publisher(Protocol):
     async def check(self) -> None:
         """Raise PublishError when the broker cannot be reached."""
 
-    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk") -> None:
-        """Publish an event on its lane's topic (`events` or `events.urgent`)."""
+    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk", signature: str = "") -> None:
+        """Publish an event on its lane's topic (`events` or `events.urgent`), with its app's signature
+        (`records.signing`) in the `switchboard-signature` header."""
 
     async def publish_receipt(self, receipt: Receipt) -> None: ...
 
@@ -90,9 +92,10 @@ class KafkaPublisher:
         except (KafkaError, TimeoutError) as exc:
             raise PublishError(f"Kafka broker at {self.bootstrap} does not answer: {exc!r}") from exc
 
-    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk") -> None:
+    async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk", signature: str = "") -> None:
         # Codes, alerts and urgent messages go on the urgent twin, which the worker reads first.
-        await self._send(lane_topic(self.events_topic, lane), key, value)
+        headers = [(SIGNATURE_HEADER, signature.encode())] if signature else None
+        await self._send(lane_topic(self.events_topic, lane), key, value, headers)
 
     async def publish_receipt(self, receipt: Receipt) -> None:
         # Keyed by message id, so every transition of one message stays in order on one partition.
@@ -108,10 +111,12 @@ class KafkaPublisher:
         # Keyed by actor, so one operator's actions stay in order on one partition.
         await self._send(self.audit_topic, record.actor, record.model_dump_json().encode())
 
-    async def _send(self, topic: str, key: str, value: bytes) -> None:
+    async def _send(
+        self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         producer = self._running()
         try:
-            await producer.send_and_wait(topic, value, key=key.encode())
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
         except KafkaError as exc:
             raise PublishError(f"topic {topic!r} did not acknowledge the record: {exc!r}") from exc
 

@@ -78,6 +78,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=build_access(settings, redis, apps),
         budgets=BudgetStore(redis),
+        events_signatures_required=settings.events_signatures == "required",
     )
 
 

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 
 from localparts import LocalParts, LocalSmtpServer, free_port
 from localparts.switchboard_process import SwitchboardProcess
+from records.signing import events_signing_key, signed_headers
 from settings import ROOT, Settings
 from state.apps import AppRegistry
 from state.broadcasts import BroadcastJobs
@@ -107,7 +108,7 @@ async def load_users(directory: UserDirectory, n: int, codes: int) -> float:
 
 
 async def emit_codes(
-    producer: AIOKafkaProducer, topic: str, jobs: BroadcastJobs, n: int, gap: float
+    producer: AIOKafkaProducer, topic: str, jobs: BroadcastJobs, n: int, gap: float, signing_key: str
 ) -> dict[str, float]:
     """Once a third of the audience is expanded, K codes one `gap` apart; returns emit time per address."""
     while (job := await jobs.get("campus/broadcast")) is None or job.expanded < job.total // 3:  # noqa: ASYNC110 - polling Redis
@@ -115,7 +116,8 @@ async def emit_codes(
     emitted: dict[str, float] = {}
     for i in range(n):
         emitted[f"code{i}@bench.example"] = time.time()
-        await producer.send_and_wait(topic, login_code(i), key=b"campus")
+        code = login_code(i)
+        await producer.send_and_wait(topic, code, key=b"campus", headers=signed_headers(code, signing_key))
         await asyncio.sleep(gap)
     return emitted
 
@@ -128,7 +130,7 @@ async def drive(
     load_time = await load_users(directory, args.users, args.codes)
     loaded = f"loaded {args.users:,} users (+{max(1, args.codes)} for codes) into Redis in {load_time:.1f}s"
     print(loaded, flush=True)
-    await AppRegistry(redis).register("campus", {"inbox", "email"})
+    signing_key = events_signing_key(await AppRegistry(redis).register("campus", {"inbox", "email"}))
     counters, jobs = FlowCounters(redis), BroadcastJobs(redis)
     worker.start()
     if worker.pid is None:
@@ -139,14 +141,19 @@ async def drive(
     await producer.start()
     try:
         # One event first, so joining the consumer group and start-up are not timed.
-        await producer.send_and_wait(settings.topic("events"), login_code(0, "warm-up"), key=b"campus")
+        warm_up, broadcast = login_code(0, "warm-up"), notice("broadcast")
+        await producer.send_and_wait(settings.topic("events"), warm_up, key=b"campus",
+                                     headers=signed_headers(warm_up, signing_key))
         while not caught_up(await counters.read(), 1, analytics=False) or smtp.count < 1:
             await _alive(worker)
         smtp.clear()
         cpu_before, started = sampler.cpu_seconds(), time.perf_counter()
-        await producer.send_and_wait(settings.topic("events"), notice("broadcast"), key=b"campus")
+        await producer.send_and_wait(settings.topic("events"), broadcast, key=b"campus",
+                                     headers=signed_headers(broadcast, signing_key))
         coding = asyncio.create_task(
-            emit_codes(producer, settings.topic("events.urgent"), jobs, args.codes, args.code_gap)
+            emit_codes(
+                producer, settings.topic("events.urgent"), jobs, args.codes, args.code_gap, signing_key
+            )
         )
         last = 0.0
         while (

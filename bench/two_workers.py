@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from localparts import LocalParts, LocalSmtpServer, free_port
 from localparts.switchboard_process import SwitchboardProcess
+from records.signing import events_signing_key, signed_headers
 from settings import Settings
 from state.apps import AppRegistry
 from state.connection import open_redis
@@ -83,12 +84,15 @@ async def members(settings: Settings) -> int:
         await admin.close()
 
 
-async def produce(settings: Settings, payloads: list[bytes]) -> None:
+async def produce(settings: Settings, payloads: list[bytes], signing_key: str) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
     await producer.start()
     try:
         topic = settings.topic("events")
-        acks = [await producer.send(topic, p, key=str(i).encode()) for i, p in enumerate(payloads)]
+        acks = [
+            await producer.send(topic, p, key=str(i).encode(), headers=signed_headers(p, signing_key))
+            for i, p in enumerate(payloads)
+        ]
         await asyncio.gather(*acks)
     finally:
         await producer.stop()
@@ -109,13 +113,13 @@ async def run(base: Settings, n_workers: int, n_users: int, n_events: int, var: 
     redis = open_redis(settings.redis)
     await redis.flushdb()
     await UserDirectory(redis).upsert(users(n_users))
-    await AppRegistry(redis).register("campus", {"inbox", "email"})
+    signing_key = events_signing_key(await AppRegistry(redis).register("campus", {"inbox", "email"}))
     counters = FlowCounters(redis)
     workers = [SwitchboardProcess("worker", settings, var / f"{unique}-{i}.log") for i in range(n_workers)]
     try:
         for worker in workers:
             worker.start()
-        await produce(settings, statements(1, n_users, "warm-up"))
+        await produce(settings, statements(1, n_users, "warm-up"), signing_key)
         await wait(counters, 1, workers)
         deadline = time.monotonic() + JOIN_SECONDS
         while await members(settings) < n_workers and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -123,7 +127,7 @@ async def run(base: Settings, n_workers: int, n_users: int, n_events: int, var: 
         await asyncio.sleep(2)  # the rebalance that follows the last join
         cpu_before = sum(cpu_seconds(w.pid) for w in workers)
         started = time.perf_counter()
-        await produce(settings, statements(n_events, n_users, "timed"))
+        await produce(settings, statements(n_events, n_users, "timed"), signing_key)
         await wait(counters, 1 + n_events, workers)
         wall = time.perf_counter() - started
         return wall, sum(cpu_seconds(w.pid) for w in workers) - cpu_before

@@ -29,6 +29,7 @@ from demo.peers import DemoPeers
 from localparts.smtp_server import LocalSmtpServer
 from localparts.supervisor import LocalParts
 from localparts.switchboard_process import SwitchboardProcess
+from records.signing import events_signing_key, signed_headers
 from records.topics import Event, Lane, lane_of, lane_topic
 from settings import Settings
 from state.apps import AppRegistry
@@ -212,7 +213,11 @@ async def _emit(settings: Settings, events: list[DemoEvent], keys: dict[str, str
                         refused.append(f"{event.description}: HTTP {answer.status_code} {answer.text[:200]}")
                 else:
                     topic = settings.topic(lane_topic("events", _lane(event.body)))
-                    await producer.send_and_wait(topic, event.body, key=event.key.encode())
+                    # Signed as its app would sign it; an event of an app the demo did not register goes
+                    # unsigned, as a stranger's would, and is dead-lettered.
+                    key = keys.get(event.app)
+                    headers = signed_headers(event.body, events_signing_key(key)) if key else None
+                    await producer.send_and_wait(topic, event.body, key=event.key.encode(), headers=headers)
     finally:
         await producer.stop()
     for description, count in Counter(_kind(e) for e in events).items():
@@ -325,16 +330,17 @@ def _how_to_connect(settings: Settings) -> None:
 async def _engage(
     settings: Settings, redis: Redis, keys: dict[str, str], users_with_inbox: list[str]
 ) -> Engagement:
-    """Students open the campus app: some read their newest message, some click its link."""
+    """Students open the campus app: some read their newest message, some click its link. The app's
+    backend mints each signed-in student a token (`POST /v1/user-tokens`), with which they reach their
+    own inbox: the app's key reaches no inbox."""
     inbox = Inbox(redis, settings.inbox_max_per_user)
     rng = random.Random(7)
     readers = [u for u in users_with_inbox if rng.random() < READ_SHARE]
     engagement = Engagement()
-    headers = {"Authorization": f"Bearer {next(iter(keys.values()))}"}
+    app_key = {"Authorization": f"Bearer {next(iter(keys.values()))}"}
     limits = httpx.Limits(max_connections=20)
     async with httpx.AsyncClient(
         base_url=f"http://{settings.api_host}:{settings.api_port}",
-        headers=headers,
         limits=limits,
     ) as client:
 
@@ -342,14 +348,17 @@ async def _engage(
             newest = await inbox.list(user_id, limit=1)
             if not newest:
                 return
+            minted = await client.post("/v1/user-tokens", json={"user_id": user_id, "ttl_seconds": 600},
+                                       headers=app_key)
+            minted.raise_for_status()
+            headers = {"Authorization": f"Bearer {minted.json()['token']}"}
             message_id = newest[0].message_id
-            if (await client.post(f"/v1/inbox/{user_id}/{message_id}/read")).status_code == 200:
+            read = await client.post(f"/v1/inbox/{user_id}/{message_id}/read", headers=headers)
+            if read.status_code == 200:
                 engagement.reads += 1
-            if (
-                rng.random() < CLICK_SHARE
-                and (await client.post(f"/v1/inbox/{user_id}/{message_id}/click")).status_code == 200
-            ):
-                engagement.clicks += 1
+            if rng.random() < CLICK_SHARE:
+                clicked = await client.post(f"/v1/inbox/{user_id}/{message_id}/click", headers=headers)
+                engagement.clicks += clicked.status_code == 200
 
         for start in range(0, len(readers), 50):
             await asyncio.gather(*(open_inbox(u) for u in readers[start : start + 50]))

@@ -1,4 +1,5 @@
-"""Ingest: validate an event, authorise its app, drop duplicates, expand the audience.
+"""Ingest: check the record's signature, validate the event, authorise its app, drop duplicates, expand
+the audience.
 
 Pure flow logic over injected state; the Faust agent in `processors/topology.py` feeds it raw bytes
 and produces what it returns. Nothing here raises for bad input: a bad event becomes a dead letter.
@@ -13,6 +14,7 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from processors.dead_letters import DeadLetter, dead_letter, dead_letter_receipt
+from records.signing import SIGNATURE_HEADER, signature_valid
 from records.topics import (
     Audience,
     Delivery,
@@ -43,6 +45,8 @@ class AppLookup(Protocol):
 
     async def get(self, name: str) -> RegisteredApp | None: ...
 
+    async def signing_key(self, name: str) -> str | None: ...
+
 
 class TemplateCheck(Protocol):
     """What ingest needs of the template catalog."""
@@ -72,7 +76,10 @@ class Ingest:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         jobs: BroadcastJobs | None = None,
         page: int = 1000,
+        signatures: bool = False,
     ) -> None:
+        """`signatures`: refuse a record not signed by its app's events signing key (the worker passes
+        SWITCHBOARD_EVENTS_SIGNATURES=required, the default; tools and unit tests hand events in directly)."""
         self._directory = directory
         # Without jobs (unit tests, tools), every audience is paged through here at once.
         self._jobs = jobs
@@ -81,9 +88,11 @@ class Ingest:
         self._apps = apps
         self._templates = templates
         self._dedup = dedup
+        self._signatures = signatures
 
-    async def handle(self, raw: bytes, source: str) -> IngestResult:
-        """`source` names the record (topic:partition:offset); it makes redelivery recognisable."""
+    async def handle(self, raw: bytes, source: str, signature: str | None = None) -> IngestResult:
+        """`source` names the record (topic:partition:offset); it makes redelivery recognisable.
+        `signature` is the record's `switchboard-signature` header (`records.signing`), if any."""
         if len(raw) > self._max_event_bytes:
             # Every delivery and dispatch carries the event: one this large could not travel on.
             reason = (
@@ -95,6 +104,10 @@ class Ingest:
             event = Event.model_validate_json(raw)
         except ValidationError as exc:
             return _dead(raw, source, _describe(exc), _peek(raw))
+        if self._signatures:
+            unsigned = await self._unsigned(event, raw, signature)
+            if unsigned:
+                return _dead(raw, source, unsigned, (event.app, event.event_id))
         problem = await self._refusal(event)
         if problem:
             return _dead(raw, source, problem, (event.app, event.event_id))
@@ -102,6 +115,20 @@ class Ingest:
             receipt = Receipt.of(event, "", "suppressed", reason="duplicate event_id for this app")
             return IngestResult(receipts=[receipt], duplicate=True)
         return await self._expand(event, raw, source)
+
+    async def _unsigned(self, event: Event, raw: bytes, signature: str | None) -> str:
+        """Why the record is not one its app signed ("" when it is)."""
+        key = await self._apps.signing_key(event.app)
+        if key is None:
+            if await self._apps.get(event.app) is None:
+                return f"unknown app {event.app!r}"
+            return (f"app {event.app!r} has no events signing key (registered before events were signed): "
+                    "rotate its key")
+        if not signature:
+            return f"unsigned: the record has no {SIGNATURE_HEADER} header (app {event.app!r})"
+        if not signature_valid(raw, signature, key):
+            return f"bad signature for app {event.app!r}"
+        return ""
 
     async def _refusal(self, event: Event) -> str:
         app = await self._apps.get(event.app)

@@ -21,6 +21,7 @@ from processors.failures import describe, is_infrastructure
 from processors.ingest import Ingest, IngestResult, refuse
 from processors.outbox import Outbox
 from records.accepted import AcceptedEvent
+from records.signing import signature_header
 from records.topics import Delivery, Dispatch, Event, Receipt
 from records.wire import ReceiptItem, Unreadable, WireDecoder, WireEncoder
 
@@ -54,10 +55,15 @@ def raw_of(event: EventT[bytes]) -> bytes:
     return value if isinstance(value, bytes) else b""  # a tombstone (no value) is refused as empty
 
 
-async def ingest_one(ingest: Ingest, raw: bytes, source: str) -> IngestResult:
+def signature_of(event: EventT[bytes]) -> str | None:
+    """The record's `switchboard-signature` header (a Faust message's headers, or an urgent lane's)."""
+    return signature_header(getattr(event.message, "headers", None))
+
+
+async def ingest_one(ingest: Ingest, raw: bytes, source: str, signature: str | None = None) -> IngestResult:
     """One event through ingest; a failure of the event's own becomes its dead letter."""
     try:
-        return await ingest.handle(raw, source)
+        return await ingest.handle(raw, source, signature)
     except Exception as exc:
         if is_infrastructure(exc):
             raise

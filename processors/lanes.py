@@ -39,6 +39,7 @@ class LaneMessage:
     topic: str
     partition: int
     offset: int
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,10 @@ class LaneStream:
             await self._commit()
             fetched = await self._consumer.getmany(timeout_ms=max(1, int(within * 1000)), max_records=max_)
             batch = [
-                LaneRecord(record.value, LaneMessage(tp.topic, tp.partition, record.offset))
+                LaneRecord(
+                    record.value,
+                    LaneMessage(tp.topic, tp.partition, record.offset, tuple(record.headers or ())),
+                )
                 for tp, records in fetched.items()
                 for record in records
             ]

@@ -112,6 +112,7 @@ def build_flow(settings: Settings) -> Flow:
             max_event_bytes=settings.max_event_bytes,
             jobs=jobs,
             page=settings.broadcast_page,
+            signatures=settings.events_signatures == "required",
         ),
         decide=Decide(
             directory,

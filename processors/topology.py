@@ -35,6 +35,7 @@ from processors.intake import (
     parse,
     parse_receipts,
     raw_of,
+    signature_of,
     source_of,
 )
 from processors.lanes import GatedStream, LaneGate, LaneStream
@@ -202,10 +203,11 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
             async for batch in acked_batches(stream, 200, within=0.05):
                 sources = [source_of(event) for event in batch]
                 raws = [raw_of(event) for event in batch]
+                signatures = [signature_of(event) for event in batch]
                 results: list[IngestResult] = await asyncio.gather(
                     *(
-                        ingest_one(stages.ingest, raw, source)
-                        for raw, source in zip(raws, sources, strict=True)
+                        ingest_one(stages.ingest, raw, source, signature)
+                        for raw, source, signature in zip(raws, sources, signatures, strict=True)
                     )
                 )
                 results = [

@@ -1,6 +1,8 @@
 """The registry of upstream apps (business systems) allowed to emit events, and their API keys.
 
-Redis layout: `sb:{apps}:app:{name}` JSON of the app with the SHA-256 of its key;
+Redis layout: `sb:{apps}:app:{name}` JSON of the app with the SHA-256 of its key and its events signing
+key (`records.signing`: derived from the key, so the app can derive it too; ingest checks each record of
+the `events` topic with it);
 `sb:{apps}:key:{sha256}` the app name, so a key is found by its hash alone; `sb:{apps}:names` set of
 every name. Keys are never stored. The registry is a handful of records changed together in
 transactions, so all of it shares one hash tag, `{apps}`: one Redis Cluster slot.
@@ -19,6 +21,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
+from records.signing import events_signing_key
 from records.topics import CHANNELS, ChannelName, Name
 from settings.errors import SwitchboardError
 
@@ -32,6 +35,7 @@ KEY_PREFIX = "sbk_"
 WORKER_CACHE_SECONDS = 2.0
 
 _NAME: TypeAdapter[str] = TypeAdapter(Name)
+_SECRETS = frozenset({"key_sha256", "signing_key"})
 
 
 class App(BaseModel):
@@ -66,13 +70,14 @@ class AppRegistry:
             raise ValueError(f"cache_seconds must not be negative, got {cache_seconds}")
         self._redis = redis
         self._cache_seconds = cache_seconds
-        self._cached: dict[str, tuple[float, App]] = {}
+        self._cached: dict[str, tuple[float, dict[str, object]]] = {}
 
     async def register(self, name: str, channels: Iterable[str], description: str = "") -> str:
         """Register a new app and return its API key; the key is shown this once and never stored."""
         app = App(name=app_name(name), channels=channel_names(channels), description=description)
         key = _new_key()
-        record = json.dumps({**app.model_dump(mode="json"), "key_sha256": _digest(key)})
+        secrets_ = {"key_sha256": _digest(key), "signing_key": events_signing_key(key)}
+        record = json.dumps({**app.model_dump(mode="json"), **secrets_})
         if not await self._redis.set(_APP.format(name), record, nx=True):
             raise AppExistsError(
                 f"app {name!r} is already registered; to issue a new key run `switchboard apps rotate {name}`"
@@ -100,6 +105,17 @@ class AppRegistry:
 
     async def get(self, name: str) -> App | None:
         """The app named, enabled or not, or None; with a cache, as read at most `cache_seconds` ago."""
+        record = await self._cached_record(name)
+        return _app(record) if record is not None else None
+
+    async def signing_key(self, name: str) -> str | None:
+        """The key the app signs its `events` records with (None: unknown app, or registered before
+        records were signed: rotate its key); cached like `get`."""
+        record = await self._cached_record(name)
+        key = record.get("signing_key") if record is not None else None
+        return str(key) if key else None
+
+    async def _cached_record(self, name: str) -> dict[str, object] | None:
         if self._cache_seconds:
             cached = self._cached.get(name)
             if cached is not None and cached[0] > time.monotonic():
@@ -108,10 +124,9 @@ class AppRegistry:
         if record is None:
             self._cached.pop(name, None)
             return None
-        app = _app(record)
         if self._cache_seconds:
-            self._cached[name] = (time.monotonic() + self._cache_seconds, app)
-        return app
+            self._cached[name] = (time.monotonic() + self._cache_seconds, record)
+        return record
 
     async def list(self) -> list[App]:
         """Every registered app, by name."""
@@ -125,6 +140,7 @@ class AppRegistry:
         key = _new_key()
         old_digest = str(record["key_sha256"])
         record["key_sha256"] = _digest(key)
+        record["signing_key"] = events_signing_key(key)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(_KEY.format(old_digest))
             pipe.set(_KEY.format(record["key_sha256"]), name)
@@ -132,6 +148,15 @@ class AppRegistry:
             await pipe.execute()
         self._cached.pop(name, None)
         return key
+
+    async def set_channels(self, name: str, channels: Iterable[str]) -> tuple[App, App]:
+        """Change the channels the app may send on; returns (before, after)."""
+        record = await self._required(name)
+        before = _app(record)
+        record["channels"] = sorted(channel_names(channels))
+        await self._redis.set(_APP.format(name), json.dumps(record), xx=True)
+        self._cached.pop(name, None)
+        return before, _app(record)
 
     async def set_enabled(self, name: str, enabled: bool) -> App:
         """Disable (its key is refused, its events dead-lettered) or enable again, keeping the key."""
@@ -191,7 +216,7 @@ def _suggestion(name: str, known: Iterable[str]) -> str:
 
 
 def _app(record: dict[str, object]) -> App:
-    return App.model_validate({k: v for k, v in record.items() if k != "key_sha256"})
+    return App.model_validate({k: v for k, v in record.items() if k not in _SECRETS})
 
 
 def _new_key() -> str:

@@ -29,6 +29,7 @@ from state.apps import AppRegistry
 from state.flow_counters import FlowCounters
 from state.inbox import inbox_keys
 from state.users import User, UserDirectory
+from tests.integration.signing import signatures
 
 PEOPLE_PER_EVENT = 50  # recipients per event: the deliveries, not the events, are what the tests count
 APP = "bursar"
@@ -83,8 +84,13 @@ async def produce(settings: Settings, records: Sequence[tuple[bytes, bytes]], to
     """Produce and wait for the broker's acknowledgement of every record."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
     await producer.start()
+    values = [value for _, value in records]
+    signed = await signatures(settings, values) if topic.startswith("events") else [None] * len(values)
     try:
-        pending = [await producer.send(settings.topic(topic), value, key=key) for key, value in records]
+        pending = [
+            await producer.send(settings.topic(topic), value, key=key, headers=headers)
+            for (key, value), headers in zip(records, signed, strict=True)
+        ]
         await asyncio.gather(*pending)
     finally:
         await producer.stop()

@@ -4,10 +4,10 @@ a revoked and a foreign credential, and an end-user token.
 
 A row's `permission` is a catalog permission (`settings.permissions.PERMISSIONS`), or one of the powers
 outside the catalog (`api.access.USER_POWERS`: an end-user token on its own user; `APP_ONLY_POWERS`:
-app keys only), or `AUTHENTICATED` (any valid credential). `also` lists permissions that admit the
-request too. `app` is the app the request acts on: a scoped permission is checked on it (`*`: the
-request concerns every app, e.g. a person's whole inbox); None: the request names no app (a listing,
-filtered to the caller's apps).
+app keys only), or `AUTHENTICATED` (any valid credential), or `OPERATOR` (any operator). `also` lists
+permissions that admit the request too. `app` is the app the request acts on: a scoped permission is
+checked on it (`*`: the request concerns every app, e.g. a person's whole inbox); None: the request
+names no app (a listing, filtered to the caller's apps).
 
 The fixture of the matrix provides: apps `MATRIX_APP` (the one rows act on) and `OTHER_APP` (the
 foreign one), `TARGET_APP` for rows that change or remove an app, the end user `MATRIX_USER` of
@@ -27,6 +27,9 @@ MATRIX_USER = "s-matrix"
 MATRIX_MESSAGE = "m-matrix"
 TARGET_OPERATOR = "target-operator"
 AUTHENTICATED = "@authenticated"
+OPERATOR = "@operator"
+"""Any operator, whatever their roles (their own password and tokens); never an app or an end user."""
+NEW_PASSWORD = "matrix password 2026!"
 
 # Routes with no permission at all: each authenticates itself some other way, or serves anyone.
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
@@ -34,13 +37,13 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/healthz"),
         ("GET", "/metrics"),
         # Signed links: the token in the path is the capability.
-        ("GET", "/t/o/{token}"),
+        ("GET", "/t/o/{token}.gif"),
         ("GET", "/t/c/{token}"),
         ("GET", "/u/{token}"),
         ("POST", "/u/{token}"),
         # Provider callbacks: verified per provider (signature or token).
-        ("POST", "/v1/callbacks/{provider}"),
-        ("GET", "/v1/callbacks/{provider}"),
+        ("POST", "/v1/callbacks/{provider_name}"),
+        ("GET", "/v1/callbacks/{provider_name}"),
         # Logging in: the name and password are the credentials (failures counted per address).
         ("POST", "/v1/sessions"),
         # FastAPI's documentation.
@@ -80,7 +83,7 @@ EVENT = {
 }
 CONVERSION = {
     "conversion_id": "matrix-c1", "app": MATRIX_APP, "user_id": MATRIX_USER, "type": "payment",
-    "occurred_at": "2026-01-01T00:00:00Z",
+    "currency": "CNY", "value": "5500.00", "occurred_at": "2026-01-01T00:00:00Z",
 }
 
 CASES: list[EndpointCase] = [
@@ -104,6 +107,58 @@ CASES: list[EndpointCase] = [
                  route="/v1/inbox/{user_id}/{message_id}/click"),
     EndpointCase("DELETE", f"/v1/inbox/{MATRIX_USER}/no-such-message", "inbox:own",
                  route="/v1/inbox/{user_id}/{message_id}"),
+    # --- access: user tokens, who am I, my password and tokens, logging out ------------------------------
+    EndpointCase("POST", "/v1/user-tokens", "user_tokens:issue",
+                 {"user_id": MATRIX_USER, "ttl_seconds": 600}),
+    EndpointCase("GET", "/v1/me", AUTHENTICATED),
+    EndpointCase("GET", "/v1/permissions", AUTHENTICATED),
+    EndpointCase("PUT", "/v1/me/password", OPERATOR,
+                 {"old_password": "not the password", "new_password": NEW_PASSWORD}),
+    EndpointCase("GET", "/v1/me/tokens", OPERATOR),
+    EndpointCase("POST", "/v1/me/tokens", OPERATOR, {"label": "matrix"}),
+    EndpointCase("DELETE", "/v1/me/tokens/tok_none", OPERATOR, route="/v1/me/tokens/{token_id}"),
+    EndpointCase("DELETE", "/v1/sessions/current", AUTHENTICATED),
+    # --- access: operators and roles (global permissions) ----------------------------------------------
+    EndpointCase("GET", "/v1/operators", "operators:read"),
+    EndpointCase("POST", "/v1/operators", "operators:manage",
+                 {"name": "matrix-new", "password": NEW_PASSWORD,
+                  "grants": [{"role": "analyst", "apps": ["*"]}]}),
+    EndpointCase("GET", f"/v1/operators/{TARGET_OPERATOR}", "operators:read", route="/v1/operators/{name}"),
+    EndpointCase("PATCH", f"/v1/operators/{TARGET_OPERATOR}", "operators:manage", {"display_name": "Target"},
+                 route="/v1/operators/{name}"),
+    EndpointCase("DELETE", "/v1/operators/nobody-here", "operators:manage", route="/v1/operators/{name}"),
+    EndpointCase("POST", f"/v1/operators/{TARGET_OPERATOR}/lock", "operators:manage",
+                 route="/v1/operators/{name}/lock"),
+    EndpointCase("POST", f"/v1/operators/{TARGET_OPERATOR}/unlock", "operators:manage",
+                 route="/v1/operators/{name}/unlock"),
+    EndpointCase("PUT", f"/v1/operators/{TARGET_OPERATOR}/password", "operators:manage",
+                 {"password": NEW_PASSWORD}, route="/v1/operators/{name}/password"),
+    EndpointCase("POST", f"/v1/operators/{TARGET_OPERATOR}/grants", "operators:manage",
+                 {"role": "analyst", "apps": [MATRIX_APP]}, route="/v1/operators/{name}/grants"),
+    EndpointCase("DELETE", f"/v1/operators/{TARGET_OPERATOR}/grants/sender", "operators:manage",
+                 route="/v1/operators/{name}/grants/{role}"),
+    EndpointCase("GET", f"/v1/operators/{TARGET_OPERATOR}/tokens", "operators:read",
+                 route="/v1/operators/{name}/tokens"),
+    EndpointCase("DELETE", f"/v1/operators/{TARGET_OPERATOR}/tokens/tok_none", "operators:manage",
+                 route="/v1/operators/{name}/tokens/{token_id}"),
+    EndpointCase("GET", "/v1/roles", "operators:read"),
+    EndpointCase("PUT", "/v1/roles/matrix-role", "roles:manage", {"permissions": ["apps:read"]},
+                 route="/v1/roles/{name}"),
+    EndpointCase("DELETE", "/v1/roles/no-such-role", "roles:manage", route="/v1/roles/{name}"),
+    # --- access: upstream apps ------------------------------------------------------------------------
+    EndpointCase("GET", "/v1/apps", "apps:read"),
+    EndpointCase("GET", f"/v1/apps/{MATRIX_APP}", "apps:read", app=MATRIX_APP, route="/v1/apps/{name}"),
+    EndpointCase("POST", "/v1/apps", "apps:manage", {"name": TARGET_APP, "channels": ["inbox"]},
+                 app=TARGET_APP),
+    EndpointCase("POST", f"/v1/apps/{TARGET_APP}/key", "apps:manage", app=TARGET_APP,
+                 route="/v1/apps/{name}/key"),
+    EndpointCase("POST", f"/v1/apps/{TARGET_APP}/disable", "apps:manage", app=TARGET_APP,
+                 route="/v1/apps/{name}/disable"),
+    EndpointCase("POST", f"/v1/apps/{TARGET_APP}/enable", "apps:manage", app=TARGET_APP,
+                 route="/v1/apps/{name}/enable"),
+    EndpointCase("PUT", f"/v1/apps/{TARGET_APP}/channels", "apps:manage", {"channels": ["inbox", "email"]},
+                 app=TARGET_APP, route="/v1/apps/{name}/channels"),
+    EndpointCase("DELETE", f"/v1/apps/{TARGET_APP}", "apps:manage", app=TARGET_APP, route="/v1/apps/{name}"),
     # --- consent (rows as the access part expects them; the consent part owns the endpoints) ---------
     EndpointCase("POST", "/v1/consent/unsubscribes", "people:manage", also=("consent:own",),
                  body={"user_id": MATRIX_USER, "category": "marketing"}, app="*"),

@@ -48,7 +48,7 @@ class RecordingPublisher:
         if self.down:
             raise PublishError("broker down")
 
-    async def publish_event(self, key: str, value: bytes, lane: str = "bulk") -> None:
+    async def publish_event(self, key: str, value: bytes, lane: str = "bulk", signature: str = "") -> None:
         raise AssertionError("no events in these tests")
 
     async def publish_receipt(self, receipt: Receipt) -> None:

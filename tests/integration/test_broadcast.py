@@ -28,6 +28,7 @@ from state.broadcasts import BroadcastJobs
 from state.flow_counters import FlowCounters
 from state.inbox import Inbox
 from state.users import ALL_USERS, AudienceIndex, AudienceWalk, User, UserDirectory
+from tests.integration.signing import signatures
 
 RULES = ROOT / "bench" / "rules_broadcast.yaml"
 DEADLINE = 150.0
@@ -75,9 +76,10 @@ def login_code(event_id: str, user_id: str) -> bytes:
 async def produce(settings: Settings, topic: str, values: list[bytes]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
     await producer.start()
+    signed = await signatures(settings, values) if topic.startswith("events") else [None] * len(values)
     try:
-        for value in values:
-            await producer.send_and_wait(settings.topic(topic), value, key=b"campus")
+        for value, headers in zip(values, signed, strict=True):
+            await producer.send_and_wait(settings.topic(topic), value, key=b"campus", headers=headers)
     finally:
         await producer.stop()
 

@@ -30,6 +30,7 @@ from state.fallback import FallbackSchedule, chain_shard
 from state.flow_counters import FlowCounters, caught_up, in_clickhouse
 from state.inbox import Inbox
 from state.users import User, UserDirectory
+from tests.integration.signing import signatures
 
 DEADLINE = 120.0
 NOTICE = EventCore(
@@ -69,9 +70,10 @@ def chain(user_id: str, after: timedelta) -> Dispatch:
 async def produce(settings: Settings, topic: str, values: list[bytes]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
     await producer.start()
+    signed = await signatures(settings, values) if topic.startswith("events") else [None] * len(values)
     try:
-        for value in values:
-            await producer.send_and_wait(settings.topic(topic), value, key=b"test")
+        for value, headers in zip(values, signed, strict=True):
+            await producer.send_and_wait(settings.topic(topic), value, key=b"test", headers=headers)
     finally:
         await producer.stop()
 

@@ -35,6 +35,7 @@ from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
 from state.offline import OfflineKeep
 from state.users import User, UserDirectory
+from tests.integration.signing import signatures
 
 SECRET = "test-webhook-secret"
 FLOW_TIMEOUT = 120.0
@@ -113,9 +114,10 @@ def flow_settings(settings: Settings, tmp_path: Path) -> Settings:
 async def produce(settings: Settings, values: list[bytes]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
     await producer.start()
+    signed = await signatures(settings, values)
     try:
-        for value in values:
-            await producer.send_and_wait(settings.topic("events"), value, key=b"test")
+        for value, headers in zip(values, signed, strict=True):
+            await producer.send_and_wait(settings.topic("events"), value, key=b"test", headers=headers)
     finally:
         await producer.stop()
 

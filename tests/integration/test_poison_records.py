@@ -24,6 +24,7 @@ from state.apps import AppRegistry
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
 from state.users import User, UserDirectory
+from tests.integration.signing import Headers, signatures
 
 GOOD = 40
 DEADLINE = 150.0
@@ -54,14 +55,16 @@ POISON = {
 }
 
 
-async def produce(settings: Settings, values: list[bytes]) -> None:
+async def produce(settings: Settings, values: list[bytes], signed: list[Headers] | None = None) -> None:
+    """Produce signed records; `signed`: their headers worked out beforehand (while Redis answers)."""
+    signed = signed if signed is not None else await signatures(settings, values)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all", max_request_size=4_000_000
     )
     await producer.start()
     try:
-        for value in values:
-            await producer.send_and_wait(settings.topic("events"), value, key=KEY)
+        for value, headers in zip(values, signed, strict=True):
+            await producer.send_and_wait(settings.topic("events"), value, key=KEY, headers=headers)
     finally:
         await producer.stop()
 
@@ -183,12 +186,14 @@ async def test_a_stage_paused_by_redis_mid_batch_processes_the_whole_batch_when_
         deadline = time.monotonic() + DEADLINE
         with SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker:
             await produce(flow, [fee_due(GOOD)])  # shows when the worker is up and consuming
+            batch = [fee_due(i) for i in range(GOOD)]
+            signed = await signatures(flow, batch)
             await wait_processed(redis, worker, range(GOOD, GOOD + 1), 1, deadline)
             await redis.aclose()
             await asyncio.sleep(1.5)  # the AOF is synced every second
             # Redis stalls: the worker takes the batch and waits inside it, on Redis...
             os.kill(state.pid or 0, signal.SIGSTOP)
-            await produce(flow, [fee_due(i) for i in range(GOOD)])
+            await produce(flow, batch, signed)
             await asyncio.sleep(3)
             # ...then dies: the stage waits mid-batch, the worker stays up.
             os.kill(state.pid or 0, signal.SIGKILL)

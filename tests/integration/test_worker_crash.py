@@ -23,6 +23,7 @@ from state.fallback import SHARDS, FallbackSchedule
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
 from state.users import User, UserDirectory
+from tests.integration.signing import signatures
 
 PEOPLE = 200
 DEADLINE = 150.0
@@ -45,9 +46,10 @@ def fee_due(i: int) -> bytes:
 async def produce_events(settings: Settings, values: list[bytes]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.removeprefix("kafka://"), acks="all")
     await producer.start()
+    signed = await signatures(settings, values)
     try:
-        for value in values:
-            await producer.send_and_wait(settings.topic("events"), value, key=b"test")
+        for value, headers in zip(values, signed, strict=True):
+            await producer.send_and_wait(settings.topic("events"), value, key=b"test", headers=headers)
     finally:
         await producer.stop()
 
@@ -71,9 +73,10 @@ async def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
     first.start()
     producer = AIOKafkaProducer(bootstrap_servers=flow.kafka.removeprefix("kafka://"), acks="all")
     await producer.start()
+    values = [fee_due(i) for i in range(PEOPLE)]
     try:
-        for i in range(PEOPLE):
-            await producer.send_and_wait(flow.topic("events"), fee_due(i), key=f"p{i}".encode())
+        for i, (value, headers) in enumerate(zip(values, await signatures(flow, values), strict=True)):
+            await producer.send_and_wait(flow.topic("events"), value, key=f"p{i}".encode(), headers=headers)
     finally:
         await producer.stop()
 

@@ -17,6 +17,7 @@ from api.deps import BodyLimits
 from channels.templates import TemplateCatalog
 from records.audit import AuditRecord
 from records.conversions import Conversion
+from records.signing import events_signing_key, signature_valid
 from records.topics import MAX_DATA_DEPTH, Event, Receipt
 from settings import ROOT, Settings
 from state.apps import App
@@ -46,6 +47,9 @@ class FakeApps:
 
     async def get(self, name: str) -> App | None:
         return next((app for app in self.apps.values() if app.name == name), None)
+
+    async def signing_key(self, name: str) -> str | None:
+        return next((events_signing_key(k) for k, app in self.apps.items() if app.name == name), None)
 
 
 class FakeInbox:
@@ -92,6 +96,7 @@ class FakeInbox:
 class FakePublisher:
     def __init__(self) -> None:
         self.events: list[tuple[str, bytes]] = []
+        self.signatures: list[str] = []
         self.receipts: list[Receipt] = []
         self.audits: list[AuditRecord] = []
         self.conversions: list[Conversion] = []
@@ -108,10 +113,11 @@ class FakePublisher:
         if self.down:
             raise PublishError("broker at 127.0.0.1:1 does not answer")
 
-    async def publish_event(self, key: str, value: bytes, lane: str = "bulk") -> None:
+    async def publish_event(self, key: str, value: bytes, lane: str = "bulk", signature: str = "") -> None:
         if self.down:
             raise PublishError("topic 'events' did not acknowledge the record")
         self.events.append((key, value))
+        self.signatures.append(signature)
 
     async def publish_receipt(self, receipt: Receipt) -> None:
         if self.down:
@@ -540,3 +546,13 @@ def test_openapi_states_the_audience_rule_and_the_limits(client: TestClient) -> 
     ]
     submit = spec["paths"]["/v1/events"]["post"]
     assert {"413", "422"} <= set(submit["responses"]) and "262144 bytes" in submit["description"]
+
+
+def test_the_api_signs_what_it_publishes_with_the_apps_signing_key(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    assert client.post("/v1/events", json=EVENT, headers=auth()).status_code == 202
+    [(_, value)] = publisher.events
+    [signed] = publisher.signatures
+    assert signature_valid(value, signed, events_signing_key(LMS_KEY))
+    assert not signature_valid(value, signed, events_signing_key(CAMPUS_KEY))

@@ -14,7 +14,7 @@ import pytest
 from records.plan import CapLimit, DeliveryPlan, FrequencyCap
 from records.topics import Dispatch, EventCore
 from settings import ROOT
-from state import apps, broadcasts, budgets, fallback, inbox, offline, pacing
+from state import apps, auth_failures, broadcasts, budgets, fallback, inbox, offline, operators, pacing
 from state.caps import cap_key, script_calls
 from state.keyspace import SHARD_TAGS, SHARDS, shard_of, share, slot, slots, tag
 from state.schedule import schedule_shards
@@ -93,6 +93,20 @@ def _apps(user: str) -> list[list[str]]:
     return [[apps._APP.format(user), apps._KEY.format("ab" * 32), apps._APPS]]
 
 
+def _operators(name: str) -> list[list[str]]:
+    digest = "ab" * 32
+    return [[
+        operators._OP.format(name), operators._NAMES, operators._TOKEN.format(digest),
+        operators._TOKENS.format(name), operators._USED.format(name), operators._SESSION.format(digest),
+        operators._SESSION_END.format(digest), operators._sessions_of(name),
+    ]]
+
+
+def _auth_failures(name: str) -> list[list[str]]:
+    return [[auth_failures._LOCK.format(name), auth_failures._OPERATOR.format(name)],
+            [auth_failures._SOURCE.format("2001:db8::1")]]
+
+
 # (module, script or transaction): the key groups one call touches, for a user id and a message id.
 CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
     ("caps", "_CHECK"): _caps_check,
@@ -114,6 +128,9 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
     ("apps", "transaction"): lambda u, _: _apps(u),
     ("budgets", "_COUNT"): _budget_count,
     ("inbox", "transaction"): lambda u, _: [list(inbox.inbox_keys(u))],
+    # Operators, their tokens, sessions and lockouts share the `{ops}` slot (as apps share `{apps}`).
+    ("operators", "transaction"): lambda u, _: _operators(u),
+    ("auth_failures", "transaction"): lambda u, _: _auth_failures(u),
     # Broadcast jobs are few (one per large audience): they share the `{bc}` slot on purpose.
     ("broadcasts", "_CREATE"): lambda _, m: [
         [broadcasts._JOB.format(m), broadcasts._ACTIVE, broadcasts._JOBS]

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from api import create_api
 from metrics import catalog
 from settings import SwitchboardError
-from tests.unit.test_api import LMS_KEY, FakeInbox, FakePublisher, FakeRedis, deps_of
+from tests.unit.test_api import SIGNER, FakeInbox, FakePublisher, FakeRedis, deps_of
 
 
 def sample(name: str, labels: dict[str, str]) -> float:
@@ -83,7 +83,8 @@ def test_the_api_counts_requests_by_route_template_and_serves_metrics(api: TestC
     labels = {"route": "/v1/inbox/{user_id}", "method": "GET", "status": "200"}
     before = sample("switchboard_api_requests_total", labels)
     for user in ("s1", "s2"):
-        assert api.get(f"/v1/inbox/{user}", headers={"Authorization": f"Bearer {LMS_KEY}"}).status_code == 200
+        token = SIGNER.mint("campus", user, 600)[0]
+        assert api.get(f"/v1/inbox/{user}", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     api.get("/no/such/path/s3")
     scraped = api.get("/metrics")
     assert scraped.status_code == 200
