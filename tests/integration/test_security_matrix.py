@@ -34,6 +34,7 @@ from settings import ROOT
 from settings.permissions import ALL_APPS, APP_POWERS, BUILT_IN_ROLES, GLOBAL_PERMISSIONS
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
+from state.budgets import BudgetStore
 from state.consent import ConsentStore
 from state.inbox import Inbox, InboxMessage
 from state.operators import OperatorStore
@@ -105,6 +106,7 @@ def matrix_api(redis: Redis, apps: AppRegistry, operators: OperatorStore) -> Fas
         consent=ConsentStore(redis), provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         access=Access(apps, operators, SIGNER, failures),
+        budgets=BudgetStore(redis),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 
