@@ -163,3 +163,13 @@ def test_rules_check_points_at_a_budget_typo(tmp_path: Path, budget: str, expect
     path.write_text(RULES.replace("{over: hold, near: cheaper, costs: {sms: 0.06}}", budget))
     errors = [str(error) for error in check([path])]
     assert len(errors) == 1 and expected in errors[0], errors
+
+
+def test_cheaper_with_one_channel_is_a_mistake_at_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES.replace("first_of: [sms, email]", "first_of: [sms]"))
+    [error] = [str(error) for error in check([path])]
+    assert error.endswith(
+        "7:34: 'near: cheaper' picks the cheapest of the rule's channels, but it names only sms: "
+        "name others, or use send, drop or hold"
+    )
