@@ -1,10 +1,10 @@
 """`switchboard budgets set|list|show|remove`: the budgets API's operations from a shell on the server,
-each change an audit record on topic `audit` (actor `cli:<login>`, source `cli`)."""
+each change an audit record on topic `audit` as done by the shell's user from `cli` (the broker is
+checked before anything changes, as for `switchboard operators`: api/access_cli.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -13,6 +13,7 @@ import typer
 from settings import Settings, SwitchboardError
 
 if TYPE_CHECKING:
+    from api.access_cli import Shell
     from state.budgets import Budget, BudgetStore, Standing
 
 T = TypeVar("T")
@@ -43,13 +44,13 @@ def budgets_set(
     budget = _budget(app=app, campaign=campaign, period=period, limit_micros=round(limit * MICROS),
                      currency=currency.upper(), warn_at=warn_at, timezone=timezone)
 
-    async def action(budgets: BudgetStore) -> Standing:
+    async def action(budgets: BudgetStore, shell: Shell) -> Standing:
         before = await budgets.set(budget)
         (standing,) = await budgets.standings([budget])
-        await _audit("budget.set", budget, before, budget)
+        await _audit(shell, "budget.set", budget, before, budget)
         return standing
 
-    typer.echo(_line(_with_budgets(action)))
+    typer.echo(_line(_changing(action)))
 
 
 @budgets_cli.command("list")
@@ -78,13 +79,13 @@ def budgets_show(app: _App, period: _Period, campaign: _Campaign = None) -> None
 def budgets_remove(app: _App, period: _Period, campaign: _Campaign = None) -> None:
     """Remove a budget: its sends are no longer held back or counted."""
 
-    async def action(budgets: BudgetStore) -> Standing:
+    async def action(budgets: BudgetStore, shell: Shell) -> Standing:
         standing = await _standing(budgets, app, campaign, period)
         await budgets.remove(app, campaign, period)
-        await _audit("budget.remove", standing.budget, standing.budget, None)
+        await _audit(shell, "budget.remove", standing.budget, standing.budget, None)
         return standing
 
-    standing = _with_budgets(action)
+    standing = _changing(action)
     typer.echo(f"budget {standing.budget.id} removed (its {standing.window.key} period had spent "
                f"{standing.spent_micros / 1e6:g} {standing.budget.currency})")
 
@@ -119,32 +120,32 @@ def _line(standing: Standing) -> str:
     return f"{budget.id:<32} {standing.window.key:<10} {spent:<22} {remaining:<18} {standing.state()}"
 
 
-async def _audit(action: str, budget: Budget, before: Budget | None, after: Budget | None) -> None:
-    """Publish the change's audit record; the command fails (after the change) if the broker does not
-    take it, so a change is never silently unaudited."""
-    from api.publisher import KafkaPublisher, PublishError
-    from records.audit import AuditRecord
-
-    settings = Settings()
-    publisher = KafkaPublisher(
-        settings.kafka, settings.topic("events"), settings.topic("receipts"),
-        audit_topic=settings.topic("audit"),
-    )
-    record = AuditRecord(
-        actor=f"cli:{getpass.getuser()}", actor_kind="system", source="cli", action=action,
-        target_kind="budget", target=budget.id, app=budget.app,
+async def _audit(
+    shell: Shell, action: str, budget: Budget, before: Budget | None, after: Budget | None
+) -> None:
+    await shell.audit(
+        action, "budget", budget.id, app=budget.app,
         before=before.model_dump(mode="json") if before else None,
         after=after.model_dump(mode="json") if after else None,
     )
-    try:
-        await publisher.start()
-        try:
-            await publisher.publish_audit(record)
-        finally:
-            await publisher.stop()
-    except (PublishError, OSError) as exc:
-        why = f"{action} {budget.id} done, but its audit record was not published: {exc}"
-        raise SwitchboardError(why) from None
+
+
+def _changing(action: Callable[[BudgetStore, Shell], Awaitable[T]]) -> T:
+    """Run a change with Redis and the audit topic open; a broker that is down changes nothing."""
+    from api.access_cli import audited_shell
+    from state.budgets import BudgetStore
+    from state.connection import open_redis
+
+    async def run() -> T:
+        settings = Settings()
+        async with audited_shell(settings) as shell:
+            redis = open_redis(settings.redis)
+            try:
+                return await action(BudgetStore(redis), shell)
+            finally:
+                await redis.aclose()
+
+    return asyncio.run(run())
 
 
 def _with_budgets(action: Callable[[BudgetStore], Awaitable[T]]) -> T:

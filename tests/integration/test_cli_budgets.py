@@ -75,10 +75,17 @@ async def test_budgets_from_the_command_line(env: dict[str, str], redis: Redis) 
     assert removed == f"budget lms/spring/month removed (its {month} period had spent 85 CNY)"
     assert await BudgetStore(redis).all() == []
     records = await audits(env, 2)
-    assert [(r["action"], r["target"], r["source"], r["actor_kind"]) for r in records] == [
-        ("budget.set", "lms/spring/month", "cli", "system"),
-        ("budget.remove", "lms/spring/month", "cli", "system"),
+    assert [(r["action"], r["target"], r["app"], r["source"], r["actor_kind"]) for r in records] == [
+        ("budget.set", "lms/spring/month", "lms", "cli", "system"),
+        ("budget.remove", "lms/spring/month", "lms", "cli", "system"),
     ]
+    assert records[0]["before"] is None and records[0]["after"]["limit_micros"] == 100_000_000
+
+
+def test_a_change_is_refused_before_anything_changes_when_the_broker_is_down(env: dict[str, str]) -> None:
+    [line] = run(["set", "lms", "day", "5"], {**env, "SWITCHBOARD_KAFKA": "kafka://127.0.0.1:9"}, status=1)
+    assert line.startswith("error: ") and line.endswith("changes are audited, so nothing was changed")
+    assert run(["list"], env)[0].startswith("no budgets")
 
 
 @pytest.mark.parametrize(
