@@ -18,6 +18,7 @@ from api.apps import apps_router
 from api.audit import audit_router
 from api.auth import sessions_router
 from api.body_limit import BodyLimit
+from api.budgets import budgets_router
 from api.callbacks import callbacks_router
 from api.channel_accounts import channel_accounts_router
 from api.consent import consent_router
@@ -62,6 +63,7 @@ _TAGS = [
     {"name": "audit", "description": "The audit log, for auditors."},
     {"name": "dead letters", "description": "Dead-lettered events: list, inspect, replay (audited)."},
     {"name": "approvals", "description": "Held messages awaiting approval, and the approval policies."},
+    {"name": "budgets", "description": "Budgets per app or campaign and period, with what was spent."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -125,6 +127,8 @@ def create_api(
         api.include_router(dead_letters_router(deps, deps.dead_letters, deps.accepted_events))
     if deps.approvals is not None:
         api.include_router(approvals_router(deps, deps.approvals))
+    if deps.budgets is not None:
+        api.include_router(budgets_router(deps, deps.budgets))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -177,6 +181,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "audit": deps.analytics,
         "dead letters": deps.dead_letters,
         "approvals": deps.approvals,
+        "budgets": deps.budgets,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }

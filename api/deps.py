@@ -16,6 +16,7 @@ from api.trace import Tracer
 from channels.links import LinkSigner
 from processors.dead_letter_shelf import DeadLetterShelf
 from settings import Settings
+from state.budgets import BudgetStore
 from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
 from state.inbox import InboxMessage
@@ -114,6 +115,7 @@ class ApiDeps:
     publish for an app without a signing key instead of accepting what ingest would dead-letter."""
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
     data_rights: DataRights | None = None
+    budgets: BudgetStore | None = None
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.

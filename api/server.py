@@ -28,6 +28,7 @@ from state.approval_policies import PolicyStore
 from state.approvals import ApprovalStore
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
+from state.budgets import BudgetStore
 from state.channel_accounts import ChannelAccounts
 from state.connection import open_redis
 from state.consent import ConsentStore
@@ -96,6 +97,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         approvals=Approvals(
             ApprovalStore(redis), PolicyStore(redis), previews=catalog, roles=RoleStore(redis)
         ),
+        budgets=BudgetStore(redis),
         events_signatures_required=settings.events_signatures == "required",
     )
 

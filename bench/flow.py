@@ -3,7 +3,10 @@
 Starts its own broker and Redis on free loopback ports and loads N users. Then it times three loads,
 each from the first produce until every receipt is in ClickHouse: one campus-wide event (one inbox
 delivery per user), K individual statements (email to a local SMTP server, plus inbox) and K fee
-notices (inbox, with the rule's fallback chain armed in Redis for each).
+notices (inbox, with the rule's fallback chain armed in Redis for each); and, with `sms` among the
+loads, K course reminders by SMS through the local HTTP SMS gateway peer (priced 0.05 a segment).
+`--budget` puts every load under budgets (app-wide and per campaign, limits never reached), so each
+send's cost is checked and counted.
 
 For each load it prints wall rates and what the worker process spent: CPU time (utime + stime from
 /proc/<pid>/stat, all its threads) per delivery and per send, its RSS peak so far (VmHWM), and the
@@ -12,7 +15,7 @@ The rules are bench/flow_rules.yaml (the default rules' flows without pacing or 
 --rules names others.
 
 Run: .venv/bin/python bench/flow.py [--users 5000] [--individual 1000] [--broadcast 100000]
-     [--loads campus,individual,fees] [--no-tuning] [--rules rules/default.yaml]
+     [--loads campus,individual,fees,sms] [--budget] [--no-tuning] [--rules rules/default.yaml]
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from localparts import LocalParts, LocalSmtpServer, free_port
+from localparts.peers.server import PeerServer
+from localparts.peers.sms_gateway import STATE, create_app
 from localparts.switchboard_process import SwitchboardProcess
 from records.signing import signed_headers
 from settings import Settings
 from state.apps import AppRegistry
+from state.budgets import Budget, BudgetStore
 from state.connection import open_redis
 from state.fallback import FallbackSchedule
 from state.flow_counters import FlowCounters, caught_up
@@ -44,7 +50,10 @@ from state.users import User, UserDirectory
 
 def users(n: int) -> list[User]:
     return [
-        User(user_id=f"u{i}", name=f"User {i}", bindings={"inbox": f"u{i}", "email": f"u{i}@bench.example"})
+        User(
+            user_id=f"u{i}", name=f"User {i}",
+            bindings={"inbox": f"u{i}", "email": f"u{i}@bench.example", "sms": f"+8613{i:09d}"},
+        )
         for i in range(n)
     ]
 
@@ -81,6 +90,33 @@ def fee_events(n: int, n_users: int, kind: str) -> list[bytes]:
     ]
 
 
+def sms_reminders(n: int, n_users: int) -> list[bytes]:
+    """Course reminders of campaign `autumn`: one SMS segment each (rule reminders-by-sms)."""
+    return [
+        json.dumps(
+            {
+                "event_id": f"reminder-{i}", "app": "campus", "type": "course.reminder",
+                "template": "course_reminder", "category": "notice", "campaign": "autumn",
+                "audience": {"user_ids": [f"u{i % n_users}"]},
+                "data": {"course": "Linear Algebra", "starts_at": "10:00", "room": "B201"},
+            }
+        ).encode()
+        for i in range(n)
+    ]
+
+
+SMS_SECRET = "bench-gateway-secret"  # noqa: S105 - the local peer's throwaway secret
+SMS_PROVIDERS = """\
+sms:
+  - name: gateway
+    kind: http-sms
+    rate: {{per_second: 100000, burst: 100000}}
+    options:
+      url: {url}/sms
+      secret: ${{BENCH_SMS_SECRET:-{secret}}}
+      sender: BENCH
+      cost_per_segment: 0.05
+"""
 BENCH_RULES = Path(__file__).with_name("flow_rules.yaml")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -185,12 +221,18 @@ async def drive(
     loads: set[str],
     worker: SwitchboardProcess,
     service: SwitchboardProcess,
+    budget: bool = False,
 ) -> None:
     redis = open_redis(settings.redis)
     directory = UserDirectory(redis)
     for start in range(0, n_users, 10_000):
         await directory.upsert(users(n_users)[start : start + 10_000])
-    await AppRegistry(redis).register("campus", {"inbox", "email"})
+    await AppRegistry(redis).register("campus", {"inbox", "email", "sms"})
+    if budget:
+        # Limits never reached: every send is checked and counted, none held back.
+        store = BudgetStore(redis)
+        await store.set(Budget(app="campus", period="month", limit_micros=10**15))
+        await store.set(Budget(app="campus", campaign="autumn", period="day", limit_micros=10**15))
     counters = FlowCounters(redis)
     service.start()
     worker.start()
@@ -210,8 +252,31 @@ async def drive(
         await run("individual (email+inbox)", fee_events(n_individual, n_users, "fee.statement"))
     if "fees" in loads:
         await run("fee notices (inbox+fallback)", fee_events(n_individual, n_users, "fee.due"))
+    if "sms" in loads:
+        await run("course reminders (sms)", sms_reminders(n_individual, n_users))
     print(f"         fallback chains waiting in Redis: {await FallbackSchedule(redis).pending()}")
     await redis.aclose()
+
+
+SMS_PEER = create_app(SMS_SECRET)
+
+
+async def with_sms_peer(
+    settings: Settings, var: Path, n_users: int, n_individual: int, loads: set[str], budget: bool
+) -> None:
+    """The SMS gateway peer serves in this process; the worker reaches it through the providers file."""
+    async with PeerServer(SMS_PEER) as server:
+        providers = var / "providers.yaml"
+        providers.write_text(SMS_PROVIDERS.format(url=server.url, secret=SMS_SECRET))
+        settings = settings.model_copy(update={"providers": providers})
+        worker = SwitchboardProcess("worker", settings, var / "worker.log")
+        # The analytics service writes ClickHouse; the timings include every row landing there.
+        service = SwitchboardProcess("analytics", settings, var / "analytics.log")
+        try:
+            await drive(settings, n_users, n_individual, loads, worker, service, budget)
+        finally:
+            await asyncio.to_thread(worker.stop)
+            await asyncio.to_thread(service.stop)
 
 
 def main() -> None:
@@ -224,6 +289,7 @@ def main() -> None:
     parser.add_argument("--loads", default="campus,individual,fees", help="which loads to time")
     parser.add_argument("--no-tuning", action="store_true", help="the worker without GC/logging tuning")
     parser.add_argument("--rules", type=Path, default=BENCH_RULES, help="rule file or folder")
+    parser.add_argument("--budget", action="store_true", help="every load under (unreached) budgets")
     args = parser.parse_args()
     n_users = max(args.users, args.broadcast)
     loads = {name.strip() for name in args.loads.split(",") if name.strip()}
@@ -249,14 +315,10 @@ def main() -> None:
             settings = settings.model_copy(
                 update={"rules": args.rules.resolve(), "runtime_tuning": not args.no_tuning}
             )
-            worker = SwitchboardProcess("worker", settings, var / "worker.log")
-            # The analytics service writes ClickHouse; the timings include every row landing there.
-            service = SwitchboardProcess("analytics", settings, var / "analytics.log")
             try:
-                asyncio.run(drive(settings, n_users, args.individual, loads, worker, service))
+                asyncio.run(with_sms_peer(settings, var, n_users, args.individual, loads, args.budget))
             finally:
-                worker.stop()
-                service.stop()
+                print(f"         SMS gateway peer received {len(SMS_PEER[STATE].received)} messages")
             print(f"         SMTP server received {smtp.count} emails")
 
 

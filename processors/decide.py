@@ -10,13 +10,16 @@ caps may exempt them. The plan the engine returns is then carried out: offline k
 reaches the user, quiet hours and best time in the user's timezone, pacing slots. A delivery deferred
 by any of these (or by `send_at`) goes on the durable schedule and is decided again when due; each
 rule lets it through at the time it chose, so it is not deferred twice by the same rule. A recipient
-in a rule's control share gets one `held_out` row and nothing else.
+in a rule's control share gets one `held_out` row and nothing else. A delivery whose sends would take
+its app's or campaign's budget near or over the limit follows its rule's `budget:` (a cheaper channel,
+held until the next period, or an `over_budget` row; rules/budgets.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,7 +30,9 @@ from processors.ingest import AppLookup
 from processors.timing import Timing, plan_timing
 from records.plan import Pacing
 from records.topics import Delivery, Dispatch, Receipt, Status
+from rules.budgets import BatchBudgets
 from rules.engine import AsyncRuleEngine, Decision, DecisionRequest
+from state.budgets import BudgetStore
 from state.consent import ConsentQuery, ConsentStore, ConsentVerdict
 from state.engagement import EngagementHistory
 from state.offline import OfflineKeep
@@ -37,6 +42,8 @@ from state.users import User, UserDirectory
 
 # A send_at this close to now is sent now: the schedule's resolution is about a second anyway.
 _SCHEDULE_SLACK = timedelta(seconds=1)
+# How long decide trusts a budget's spending it read: send checks again, fresh, before each provider call.
+BUDGET_STANDING_SECONDS = 1.0
 
 
 class FallbackArming(Protocol):
@@ -93,6 +100,9 @@ class Decide:
         pacer: Pacer | None = None,
         offline: OfflineKeep | None = None,
         fallback: FallbackArming | None = None,
+        budgets: BudgetStore | None = None,
+        costs: Mapping[str, float] | None = None,
+        budget_standing_seconds: float = BUDGET_STANDING_SECONDS,
     ) -> None:
         self._directory = directory
         self._apps = apps
@@ -104,6 +114,10 @@ class Decide:
         self._pacer = pacer
         self._offline = offline
         self._fallback = fallback
+        self._budgets = budgets
+        self._costs = dict(costs or {})
+        """Each channel's estimated cost per message: its first provider's price."""
+        self._standing_seconds = budget_standing_seconds
 
     async def handle(self, deliveries: Sequence[Delivery], now: datetime | None = None) -> DecideResult:
         at = now or datetime.now(UTC)
@@ -141,7 +155,7 @@ class Decide:
                 sendable.append(item)
             else:
                 await self._unreachable(item, at, result)
-        timed = await self._timed(sendable, at, result)
+        timed = await self._within_budget(await self._timed(sendable, at, result), result)
         chains: list[tuple[Dispatch, dict[str, str] | None, datetime]] = []
         for item, slot in await self._paced(timed, at, result):
             dispatches = self._dispatches(item, result)
@@ -287,6 +301,44 @@ class Decide:
         if remember and self._engagement is not None:
             await self._engagement.choose_times(remember, now=at)
         return now_due
+
+    async def _within_budget(self, items: list[_Decided], result: DecideResult) -> list[_Decided]:
+        """Budget verdicts (one read per batch, cached briefly): send, a cheaper channel, hold, drop."""
+        if self._budgets is None or not items:
+            return items
+        applying = await self._budgets.applying(
+            (i.delivery.event.app, i.delivery.event.campaign) for i in items
+        )
+        if not applying:
+            return items
+        budgets = list({b.id: b for under in applying.values() for b in under}.values())
+        standing = BatchBudgets(
+            await self._budgets.standings(budgets, max_age=self._standing_seconds), self._costs
+        )
+        kept: list[_Decided] = []
+        for item in items:
+            event, decision = item.delivery.event, item.decision
+            if "budget" in decision.plan.bypass:
+                kept.append(item)
+                continue
+            verdict = standing.verdict(
+                event.app, event.campaign, decision.channels, decision.plan.budget, decision.reachable
+            )
+            if verdict.action == "send":
+                kept.append(item)
+            elif verdict.action == "cheaper":
+                cheaper = dataclasses.replace(
+                    decision, channels=verdict.channels, reasons=(*decision.reasons, verdict.reason)
+                )
+                kept.append(dataclasses.replace(item, decision=cheaper))
+            elif verdict.action == "hold" and verdict.until is not None:
+                self._defer(result, item.delivery, verdict.until, verdict.reason, item)
+            else:
+                for channel, _ in decision.channels:
+                    result.receipts.append(
+                        _decided_receipt(item, "over_budget", channel=channel, reason=verdict.reason)
+                    )
+        return kept
 
     async def _paced(
         self, items: list[_Decided], at: datetime, result: DecideResult

@@ -11,6 +11,7 @@ import faust
 import httpx
 
 from channels.base import RetryPolicy
+from channels.costs import estimated_costs
 from channels.links import LinkSigner
 from channels.registry import build_channels
 from channels.sensitive import SensitiveWords
@@ -36,6 +37,7 @@ from state.approval_policies import PolicyStore
 from state.approvals import ApprovalStore
 from state.apps import WORKER_CACHE_SECONDS, AppRegistry
 from state.broadcasts import BroadcastJobs
+from state.budgets import BudgetStore
 from state.caps import FrequencyCaps
 from state.channel_accounts import ChannelAccounts
 from state.channel_grants import AppChannelGrants
@@ -104,6 +106,10 @@ def build_flow(settings: Settings) -> Flow:
     offline = OfflineKeep(redis)
     available = channels.keys()  # live: a channel served only by accounts comes and goes with them
     jobs = BroadcastJobs(redis)
+    budgets = BudgetStore(
+        redis, cache_seconds=WORKER_CACHE_SECONDS, counted_ttl_seconds=settings.dedup_ttl_seconds
+    )
+    costs = estimated_costs(channels)
     counters = FlowCounters(redis)
     approvals = ApprovalStore(redis)
     stages = FlowStages(
@@ -129,6 +135,8 @@ def build_flow(settings: Settings) -> Flow:
             pacer=Pacer(redis),
             offline=offline,
             fallback=fallback,
+            budgets=budgets,
+            costs=costs,
         ),
         send=Send(
             channels,
@@ -143,6 +151,8 @@ def build_flow(settings: Settings) -> Flow:
                 links=LinkSigner(settings.signing_secret(), settings.public_url),
             ),
             sent=ProviderMessages(redis, settings.dedup_ttl_seconds),
+            budgets=budgets,
+            costs=costs,
         ),
         track=Track(fallback=fallback, engagement=engagement),
         schedule=schedule,

@@ -11,6 +11,11 @@ dispatch never reaches a person twice. A send that gave up on retryable errors (
 throttled or down) releases its claim and is parked for a later round (`deferred`), a few times with
 growing pauses, before it fails for good; a permanent failure keeps the claim. A dispatch that finds a
 claim still unfinished is parked until the claim lapses, so a worker dying mid-send loses nothing.
+
+Budgets: just before the provider is called, the batch's budgets are read fresh and each send's
+estimated cost taken in order (over: an `over_budget` row, or parked until the next period when its
+rule holds); the send's actual cost is counted in the same round trip that records its outcome, once
+per send however often it is recorded (state/budgets.py).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -34,6 +39,8 @@ from metrics import catalog
 from processors.content import ContentGuard, Refused
 from processors.failures import describe, is_infrastructure
 from records.topics import Dispatch, Receipt, Status
+from rules.budgets import BatchBudgets
+from state.budgets import COUNT_SCRIPT, Budget, BudgetStore, to_micros
 from state.caps import PASSED, CapVerdict, FrequencyCaps
 from state.coalesced import CoalescedPipeline
 from state.consent import ConsentQuery, ConsentStore, ConsentVerdict
@@ -87,6 +94,8 @@ class Send:
         content: ContentGuard | None = None,
         sent: ProviderMessages | None = None,
         requeue_delays: Sequence[float] = REQUEUE_DELAYS,
+        budgets: BudgetStore | None = None,
+        costs: Mapping[str, float] | None = None,
     ) -> None:
         self._channels = channels
         self._templates = templates
@@ -101,9 +110,13 @@ class Send:
         # Provider message ids -> our messages, so a provider's delivery callback finds its message.
         self._sent = sent
         self._requeue_delays = tuple(requeue_delays)
+        self._budgets = budgets
+        self._costs = dict(costs or {})
         # Outcomes ready in the same turn of the loop share a round trip (each still waits for it).
         self._outcomes = CoalescedPipeline(
-            lambda fill: _durably(lambda: run_pipeline(self._redis, fill, [TAKE_EARLY]), "sends' outcomes")
+            lambda fill: _durably(
+                lambda: run_pipeline(self._redis, fill, [TAKE_EARLY, COUNT_SCRIPT]), "sends' outcomes"
+            )
         )
 
     async def handle(self, dispatches: Sequence[Dispatch], now: datetime | None = None) -> SendResult:
@@ -153,17 +166,62 @@ class Send:
             elif await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
                 # A dropped send is settled: a redelivery of it must not slip through a later window.
                 await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, "capped")
-        to_send = await self._claimed(sendable, at, result)
+        under = await self._applying(d for d, _, _ in sendable)
+        to_send = await self._within_budget(await self._claimed(sendable, at, result), under, result)
         # The inbox is Redis itself: its writes join the batch's outcome pipeline, no adapter call.
         inbox = [(d, c, m) for d, c, m in to_send if isinstance(c, InboxChannel)]
         others = [(d, c, m) for d, c, m in to_send if not isinstance(c, InboxChannel)]
         result.receipts.extend(await self._to_inboxes(inbox))
-        outcomes = await asyncio.gather(*(self._one(d, c, m) for d, c, m in others))
+        outcomes = await asyncio.gather(
+            *(self._one(d, c, m, under.get((d.event.app, d.event.campaign), ())) for d, c, m in others)
+        )
         for (dispatch, _, _), handled in zip(others, outcomes, strict=True):
             if handled.park_for is not None:
                 result.parked.append((dispatch, at + timedelta(seconds=handled.park_for + 1)))
             result.receipts.extend(handled.receipts)
         return result
+
+    async def _applying(self, dispatches: Iterable[Dispatch]) -> dict[tuple[str, str], list[Budget]]:
+        if self._budgets is None:
+            return {}
+        return await self._budgets.applying((d.event.app, d.event.campaign) for d in dispatches)
+
+    async def _within_budget(
+        self, claimed: list[_Ready], under: dict[tuple[str, str], list[Budget]], result: SendResult
+    ) -> list[_Ready]:
+        """The claimed sends their budgets allow, by standings read fresh for the batch just before the
+        providers are called. Over budget, a send is settled with an `over_budget` row (a redelivery
+        says it again), or, held by its rule, released and parked until the next period (`deferred`);
+        either way it no longer uses its frequency caps."""
+        if self._budgets is None or not under:
+            return claimed
+        budgets = list({b.id: b for found in under.values() for b in found}.values())
+        standing = BatchBudgets(await self._budgets.standings(budgets), self._costs)
+        allowed: list[_Ready] = []
+        for dispatch, channel, message in claimed:
+            event, plan = dispatch.event, dispatch.plan
+            send = (dispatch.message_id, dispatch.channel, dispatch.step)
+            if "budget" in plan.bypass:
+                allowed.append((dispatch, channel, message))
+                continue
+            pair = [(dispatch.channel, dispatch.address)]
+            verdict = standing.verdict(event.app, event.campaign, pair, plan.budget)
+            if verdict.action in ("send", "cheaper"):
+                allowed.append((dispatch, channel, message))
+                continue
+            if verdict.action == "hold" and verdict.until is not None:
+                await self._ledger.release(*send)
+                result.parked.append((dispatch, verdict.until))
+                result.receipts.append(
+                    _receipt(dispatch, "deferred", provider=channel.provider, reason=verdict.reason)
+                )
+            else:
+                record = _record("over_budget", channel.provider, datetime.now(UTC), reason=verdict.reason)
+                await self._ledger.record(*send, record)
+                result.receipts.extend(_receipts_again(dispatch, record))
+            if self._caps is not None:
+                await self._caps.forget(dispatch)
+        return allowed
 
     async def _claimed(self, sendable: list[_Ready], at: datetime, result: SendResult) -> list[_Ready]:
         """Claim the batch's sends in one round trip; returns the ones this worker now holds.
@@ -242,8 +300,11 @@ class Send:
             return _receipt(dispatch, "suppressed", provider=channel.provider, reason=checked.reason)
         return channel, checked
 
-    async def _one(self, dispatch: Dispatch, channel: Channel, message: RenderedMessage) -> _Handled:
-        """Send one claimed dispatch, then record its outcome (and provider id) in one round trip."""
+    async def _one(
+        self, dispatch: Dispatch, channel: Channel, message: RenderedMessage, budgets: Sequence[Budget] = ()
+    ) -> _Handled:
+        """Send one claimed dispatch, then record its outcome (and provider id, and its cost against its
+        budgets) in one round trip."""
         async with self._slots:
             outcome = await deliver(channel, message, dispatch.address, dispatch, self._retry)
         common = {"provider": outcome.provider, "attempt": outcome.attempts}
@@ -264,24 +325,33 @@ class Send:
         remember = (
             self._sent is not None and bool(outcome.provider_message_id) and dispatch.channel != "inbox"
         )
-        taken = await self._record(dispatch, record, outcome.provider_message_id if remember else "")
+        taken = await self._record(dispatch, record, outcome.provider_message_id if remember else "", budgets)
         receipts = _receipts_again(dispatch, record)
         # Reports the provider sent before we got here come back as receipts to publish now.
         receipts += ProviderMessages.early_receipts(outcome.provider, dispatch, taken)
         return _Handled(receipts)
 
     async def _record(
-        self, dispatch: Dispatch, record: SendRecord, provider_message_id: str = ""
+        self,
+        dispatch: Dispatch,
+        record: SendRecord,
+        provider_message_id: str = "",
+        budgets: Sequence[Budget] = (),
     ) -> list[bytes]:
-        """The send's outcome and its provider message id in one round trip; returns the provider's
-        early reports taken. Redis being down is waited out, never turned into "send again"."""
-        sent = self._sent
+        """The send's outcome, its provider message id and its cost in one round trip; returns the
+        provider's early reports taken. Redis being down is waited out, never turned into "send again"."""
+        sent, counter = self._sent, self._budgets
+        key = (dispatch.message_id, dispatch.channel, dispatch.step)
 
         def fill(pipe: Pipeline) -> int:
-            self._ledger.record_into(pipe, (dispatch.message_id, dispatch.channel, dispatch.step), record)
+            self._ledger.record_into(pipe, key, record)
+            answers = 1
             if provider_message_id and sent is not None:
-                return 1 + sent.remember_into(pipe, record.provider, provider_message_id, dispatch)
-            return 1
+                answers += sent.remember_into(pipe, record.provider, provider_message_id, dispatch)
+            if counter is not None and budgets:
+                # After the others: the early reports' answer stays at index 2.
+                answers += counter.count_into(pipe, budgets, key, to_micros(record.cost))
+            return answers
 
         answers = await self._outcomes.run(fill)
         return list(answers[2]) if provider_message_id and sent is not None else []
@@ -318,8 +388,8 @@ def _receipts_again(dispatch: Dispatch, record: SendRecord, at: datetime | None 
         "attempt": record.attempt,
         "event_time": at or datetime.fromisoformat(record.at),
     }
-    if record.outcome in ("failed", "capped"):
-        status: Status = "failed" if record.outcome == "failed" else "capped"
+    if record.outcome in ("failed", "capped", "over_budget"):
+        status: Status = record.outcome  # type: ignore[assignment]
         return [_receipt(dispatch, status, reason=record.reason, **common)]
     receipts = [_receipt(dispatch, "sent", cost=record.cost, **common)]
     if record.outcome == "delivered":

@@ -16,7 +16,7 @@ from records.vocabulary import ChannelName
 
 CapScope = Literal["user", "channel", "category", "app", "campaign"]
 """What a frequency cap counts per; an empty scope counts globally."""
-Bypass = Literal["quiet_hours", "caps", "pacing", "best_time"]
+Bypass = Literal["quiet_hours", "caps", "pacing", "best_time", "budget"]
 """What an urgent rule may skip."""
 FallbackCondition = Literal["not_delivered", "not_read", "not_clicked", "failed"]
 """When a fallback step fires: the earlier sends of the message have not reached this state (or failed)."""
@@ -74,6 +74,16 @@ class BestTime(_Plan):
     within: timedelta
 
 
+class BudgetPolicy(_Plan):
+    """What to do when a send would take its app's or campaign's budget near or over its limit."""
+
+    over: Literal["drop", "hold", "cheaper"] = "drop"
+    """drop: an `over_budget` row; hold: defer to the next period; cheaper: the cheapest reachable channel."""
+    near: Literal["send", "cheaper"] = "send"
+    costs: tuple[tuple[ChannelName, float], ...] = ()
+    """The rule's own cost estimate per channel, over the providers' (first provider's price)."""
+
+
 class DeliveryPlan(_Plan):
     """How and when to carry out a decision; defaults mean: now, once, no caps."""
 
@@ -88,3 +98,5 @@ class DeliveryPlan(_Plan):
     variant: str = ""
     """The variant the recipient fell into, recorded on every receipt for A/B comparison."""
     bypass: frozenset[Bypass] = frozenset()
+    budget: BudgetPolicy | None = None
+    """Near or over budget; None: over budget drops, near budget sends."""

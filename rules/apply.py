@@ -13,6 +13,7 @@ from typing import Protocol
 
 from records.plan import (
     BestTime,
+    BudgetPolicy,
     Bypass,
     DeliveryPlan,
     FallbackStep,
@@ -78,6 +79,8 @@ class Outcome:
     template: str | None
     held_out: bool = False
     """The recipient fell into the rule's control share: nothing is sent, on purpose."""
+    reachable: tuple[tuple[str, str], ...] = ()
+    """Every channel of the rule the recipient can be reached on, when its budget may pick a cheaper one."""
 
 
 def apply_rule(policies: Policies, rule: Rule, reach: Reach, facts: Facts) -> Outcome:
@@ -115,7 +118,16 @@ def apply_rule(policies: Policies, rule: Rule, reach: Reach, facts: Facts) -> Ou
         return Outcome((), True, tuple(reasons), plan, template)
     addresses: dict[str, str] = {str(channel): address for channel, address in user.bindings.items()}
     pairs = tuple((channel, addresses[channel]) for channel in chosen)
-    return Outcome(pairs, False, tuple(reasons), plan, template)
+    reachable: tuple[tuple[str, str], ...] = ()
+    if then.budget is not None and then.budget.picks_cheaper:
+        named = list(event.channels) if event.channels is not None else _resolve(_named(then, variant), user)
+        reachable = tuple((c, addresses[c]) for c in dict.fromkeys(named) if _unusable(c, reach) is None)
+    return Outcome(pairs, False, tuple(reasons), plan, template, reachable=reachable)
+
+
+def _named(then: Then, variant: Variant | None) -> list[str]:
+    channels, first_of = _choice(then, variant)
+    return channels if channels is not None else list(first_of or [])
 
 
 def pick_variant(rule_id: str, user_id: str, variants: Sequence[Variant]) -> Variant:
@@ -196,6 +208,13 @@ def _plan(
             keep_offline=then.keep_offline,
             variant=variant.name if variant is not None else "",
             bypass=frozenset(bypass),
+            budget=None
+            if then.budget is None
+            else BudgetPolicy(
+                over=then.budget.over,
+                near=then.budget.near,
+                costs=tuple(sorted((then.budget.costs or {}).items())),
+            ),
         )
     return plan
 

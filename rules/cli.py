@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from records.topics import EventCore
+    from rules.budgets import BatchBudgets
     from rules.schema import Ruleset
     from settings import Settings
     from state.users import User
@@ -89,7 +91,9 @@ def explain_command(
         now=at,
         last_active_at=active,
     )
-    typer.echo(render(explain(RuleEngine(ruleset), request)))
+    # With the user read from Redis, so are the budgets' standings: explain shows the budget verdict.
+    budgets = None if Path(user).is_file() else asyncio.run(_budget_standing(core, settings))
+    typer.echo(render(explain(RuleEngine(ruleset), request, budgets)))
 
 
 @rules_cli.command("test")
@@ -208,6 +212,26 @@ def _event(value: str) -> Any:
         return EventCore.model_validate(data)
     except ValidationError as exc:
         _fail("--event: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+async def _budget_standing(event: EventCore, settings: Settings) -> BatchBudgets:
+    """The standings of the budgets over the event's app and campaign, and the providers' prices."""
+    from channels.costs import costs_from_specs
+    from channels.providers import load_providers
+    from rules.budgets import BatchBudgets
+    from state.budgets import BudgetStore
+    from state.connection import open_redis
+
+    specs = load_providers(settings.providers, skip_unavailable=lambda _: None, require_env=False) if (
+        settings.providers.is_file()
+    ) else []
+    redis = open_redis(settings.redis)
+    try:
+        store = BudgetStore(redis)
+        under = (await store.applying([(event.app, event.campaign)])).get((event.app, event.campaign), [])
+        return BatchBudgets(await store.standings(under), costs_from_specs(specs))
+    finally:
+        await redis.aclose()
 
 
 def _user(value: str, app: str, settings: Settings) -> tuple[User, frozenset[str] | None, datetime | None]:

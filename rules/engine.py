@@ -70,6 +70,8 @@ class Decision:
     """A template other than the event's, from the rule or its variant; None: the event's own."""
     held_out: bool = False
     """The recipient is in the rule's control share: suppressed on purpose, recorded `held_out`."""
+    reachable: tuple[tuple[str, str], ...] = ()
+    """The rule's channels the recipient can be reached on, when its budget may pick a cheaper one."""
 
 
 class _QuietHost(Host):  # type: ignore[misc]
@@ -198,6 +200,7 @@ class RuleEngine:
         return Decision(
             outcome.channels, rule.id, version, outcome.suppressed, outcome.reasons,
             plan=outcome.plan, template=outcome.template, held_out=outcome.held_out,
+            reachable=outcome.reachable,
         )
 
 

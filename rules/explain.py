@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from records.plan import DeliveryPlan
+from rules.budgets import BatchBudgets, BudgetVerdict
 from rules.engine import Decision, DecisionRequest, RuleEngine
 from rules.facts import Facts, facts_of, why_not
 from rules.schema import duration_text
@@ -27,14 +28,17 @@ class Explanation:
     facts: Facts
     verdicts: tuple[RuleVerdict, ...]
     decision: Decision
+    budget: BudgetVerdict | None = None
+    """What the app's or campaign's budgets say of the decision (None: their standing was not read)."""
 
     @property
     def matched(self) -> tuple[str, ...]:
         return tuple(v.rule_id for v in self.verdicts if v.matched)
 
 
-def explain(engine: RuleEngine, request: DecisionRequest) -> Explanation:
-    """Decide `request` with the engine, and test every rule in Python to show the whole picture."""
+def explain(engine: RuleEngine, request: DecisionRequest, budgets: BatchBudgets | None = None) -> Explanation:
+    """Decide `request` with the engine, and test every rule in Python to show the whole picture; with
+    `budgets` (the standings of the event's budgets), the budget verdict too."""
     (decision,) = engine.decide([request])
     facts = facts_of(
         request.event, request.user, request.now, request.last_active_at, whitelisted=request.whitelisted
@@ -44,7 +48,12 @@ def explain(engine: RuleEngine, request: DecisionRequest) -> Explanation:
     for rule in ruleset.rules:
         failed = why_not(rule.when, facts)
         verdicts.append(RuleVerdict(rule.id, ruleset.origins.get(rule.id, ""), failed is None, failed))
-    return Explanation(request, facts, tuple(verdicts), decision)
+    budget = None
+    if budgets is not None and decision.channels and "budget" not in decision.plan.bypass:
+        event = request.event
+        budget = budgets.verdict(event.app, event.campaign, decision.channels, decision.plan.budget,
+                                 decision.reachable)
+    return Explanation(request, facts, tuple(verdicts), decision, budget)
 
 
 def render(explanation: Explanation) -> str:
@@ -86,8 +95,20 @@ def render(explanation: Explanation) -> str:
     if decision.template:
         lines.append(f"  template {decision.template}")
     lines += [f"  because  {reason}" for reason in decision.reasons]
+    lines += _budget_lines(explanation.budget)
     lines += ["", "plan:", *(f"  {line}" for line in plan_lines(decision.plan))]
     return "\n".join(lines)
+
+
+def _budget_lines(verdict: BudgetVerdict | None) -> list[str]:
+    if verdict is None:
+        return []
+    if verdict.action == "send":
+        return ["  budget   within every budget that applies (or none applies): sent as decided"]
+    if verdict.action == "cheaper":
+        return [f"  budget   sent on {', '.join(c for c, _ in verdict.channels)} instead: {verdict.reason}"]
+    outcome = "deferred" if verdict.action == "hold" else "over_budget"
+    return [f"  budget   {verdict.action}, recorded {outcome}: {verdict.reason}"]
 
 
 def plan_lines(plan: DeliveryPlan) -> list[str]:
@@ -126,6 +147,13 @@ def plan_lines(plan: DeliveryPlan) -> list[str]:
         f"offline keep {_d(plan.keep_offline)} if no channel reaches the user now"
         if plan.keep_offline
         else "offline keep none"
+    )
+    budget = plan.budget
+    costs = ", ".join(f"{channel} {cost:g}" for channel, cost in budget.costs) if budget else ""
+    lines.append(
+        f"budget       over it: {budget.over}; near it: {budget.near}" + (f"; costs {costs}" if costs else "")
+        if budget
+        else "budget       over it: drop (the default); near it: send"
     )
     return lines
 

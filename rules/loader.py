@@ -43,6 +43,9 @@ _VOCABULARY: dict[str, tuple[str, tuple[str, ...]]] = {
     "if_not": ("fallback condition", ("delivered", "read", "clicked")),
     "if": ("fallback condition", ("failed",)),
     "key": ("pace key", ("campaign", "app", "type", "rule")),
+    "over": ("over-budget action", ("drop", "hold", "cheaper")),
+    "near": ("near-budget action", ("send", "cheaper")),
+    "costs": ("channel", _CHANNELS),  # its keys
 }
 """Closed vocabularies by field name: what an unknown value is called, and the known values."""
 
@@ -167,7 +170,12 @@ def _from_pydantic(file: str, root: yaml.Node, err: dict[str, Any]) -> RuleError
         loc = (*loc, *err["ctx"]["at"])
     value = err.get("input")
     field = next((part for part in reversed(loc) if isinstance(part, str)), "")
-    node = node_at(root, loc, key=kind in ("extra_forbidden", "rule_place") and isinstance(loc[-1], str))
+    mapping_key = field == "[key]" and len(loc) >= 3
+    if mapping_key:  # a mapping's key (e.g. a channel of `costs`): named by its mapping, shown at the key
+        field, loc = str(loc[-3]), loc[:-1]
+    node = node_at(
+        root, loc, key=mapping_key or (kind in ("extra_forbidden", "rule_place") and isinstance(loc[-1], str))
+    )
     written = source_text(node)
     lookalike = first_non_ascii(str(loc[-1]) if kind == "extra_forbidden" else written)
 

@@ -242,6 +242,19 @@ class Pace(_Strict):
     """campaign: the event's campaign, else its app and type; app; type (app and type); rule."""
 
 
+class BudgetSpec(_Strict):
+    """Near or over the app's or campaign's budget: `over` drop | hold | cheaper, `near` send | cheaper."""
+
+    over: Literal["drop", "hold", "cheaper"] = "drop"
+    near: Literal["send", "cheaper"] = "send"
+    costs: dict[ChannelName, Annotated[float, Strict(), Field(ge=0, le=1_000_000)]] | None = None
+    """Estimated cost per message of a channel, over the providers file's price (e.g. {sms: 0.05})."""
+
+    @property
+    def picks_cheaper(self) -> bool:
+        return self.over == "cheaper" or self.near == "cheaper"
+
+
 class Then(_Strict):
     """What a matching rule does: one of `channels`, `first_of`, `suppress` (or `variants`), and how."""
 
@@ -259,6 +272,7 @@ class Then(_Strict):
     pace: Pace | None = None
     keep_offline: Duration | None = None
     bypass: Annotated[list[Bypass] | None, Field(min_length=1)] = None
+    budget: BudgetSpec | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> Then:

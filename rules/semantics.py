@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from rules.errors import ParsedFile, RuleError, suggest
-from rules.schema import QUIET_OFF, Rule, When, duration_text
+from rules.schema import QUIET_OFF, Rule, Then, When, duration_text
 
 _ANY_OF = ("category", "priority", "type", "app", "template", "campaign", "channel_pref", "tags_any")
 
@@ -179,6 +179,13 @@ def _references(
     known_templates = sorted(templates) if templates is not None else None
     for p in placed:
         then = p.rule.then
+        if then.budget is not None and then.budget.picks_cheaper and len(_named_channels(then)) < 2:
+            which = "near" if then.budget.near == "cheaper" else "over"
+            yield p.error(
+                f"'{which}: cheaper' picks the cheapest of the rule's channels, but it names only "
+                f"{', '.join(_named_channels(then)) or 'none'}: name others, or use send, drop or hold",
+                "then", "budget", which,
+            )
         if then.quiet_hours not in (None, QUIET_OFF) and then.quiet_hours not in windows:
             yield p.error(
                 f"unknown quiet hours window {then.quiet_hours!r}" + suggest(str(then.quiet_hours), windows),
@@ -207,6 +214,14 @@ def _references(
                     if name not in known_templates:
                         loc = (section, index, "match", "template", position)
                         yield f.error(loc, f"unknown template {name!r}" + suggest(name, known_templates))
+
+
+def _named_channels(then: Then) -> list[str]:
+    """Every channel the rule or its sending variants name (`preferred` counts as one)."""
+    named = [*(then.channels or ()), *(then.first_of or ())]
+    for variant in then.variants or ():
+        named += [*(variant.channels or ()), *(variant.first_of or ())]
+    return list(dict.fromkeys(named))
 
 
 def _template_uses(rule: Rule) -> Iterator[tuple[tuple[str | int, ...], str, list[str]]]:

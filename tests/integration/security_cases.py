@@ -244,4 +244,13 @@ CASES: list[EndpointCase] = [
                  app=MATRIX_APP, route="/v1/approval-policies/{name}"),
     EndpointCase("DELETE", "/v1/approval-policies/matrix-missing", "approvals:manage",
                  route="/v1/approval-policies/{name}"),
+    # --- budgets -----------------------------------------------------------------------------------
+    # GET and DELETE of one budget answer 404 when the matrix has set none: allowed, not found.
+    EndpointCase("GET", "/v1/budgets", "budgets:read"),
+    EndpointCase("PUT", "/v1/budgets", "budgets:manage",
+                 body={"app": MATRIX_APP, "period": "day", "limit": 10}, app=MATRIX_APP),
+    EndpointCase("GET", f"/v1/budgets/{MATRIX_APP}/day", "budgets:read", app=MATRIX_APP,
+                 route="/v1/budgets/{app}/{period}"),
+    EndpointCase("DELETE", f"/v1/budgets/{MATRIX_APP}/day", "budgets:manage", app=MATRIX_APP,
+                 route="/v1/budgets/{app}/{period}"),
 ]

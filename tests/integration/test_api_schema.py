@@ -24,6 +24,7 @@ from channels.templates import TemplateCatalog
 from localparts import LocalParts
 from settings import ROOT
 from state.apps import AppRegistry
+from state.budgets import BudgetStore
 from state.consent import ConsentStore
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
@@ -78,6 +79,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         consent=ConsentStore(redis, opt_in=()),
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
+        budgets=BudgetStore(redis),
     )
     return create_api(deps, {})
 
@@ -137,8 +139,8 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
             ]
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
     # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
-    # and the audit log
-    assert len(operations) == 39
+    # the audit log and the 4 budget operations
+    assert len(operations) == 43
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

@@ -42,6 +42,7 @@ from state.approval_policies import PolicyStore
 from state.approvals import ApprovalStore
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
+from state.budgets import BudgetStore
 from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
 from state.data_rights import PersonState
@@ -128,6 +129,7 @@ def matrix_api(
         channel_accounts=ChannelAccounts(redis, SecretBox([MATRIX_MASTER_KEY])),
         dead_letters=DeadLetterShelf(bootstrap_servers(kafka_url), "matrix-events.deadletter"),
         approvals=Approvals(ApprovalStore(redis), PolicyStore(redis), roles=operators.roles),
+        budgets=BudgetStore(redis),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 

@@ -19,6 +19,7 @@ from state import (
     apps,
     auth_failures,
     broadcasts,
+    budgets,
     channel_accounts,
     fallback,
     inbox,
@@ -85,6 +86,21 @@ def _offline(user: str, message: str) -> list[list[str]]:
     return [[*keep, offline.lease_key(user)], [offline.kept_key(user), offline.lease_key(user)]]
 
 
+def _budget_count(app: str, message: str) -> list[list[str]]:
+    """The counting script's marker and counters, for an app-wide and a campaign budget of each period."""
+    name = re.sub(r"[^A-Za-z0-9_.:-]", "-", app)  # app names are plain names
+    under = [
+        budgets.Budget(app=name, campaign=campaign, period=period, limit_micros=1)
+        for campaign in (None, "bf") for period in budgets.PERIODS
+    ]
+    calls: list[list[str]] = []
+    for budget in under:
+        window = budgets.period_window(budget.period, budget.timezone, NOW)
+        marker = f"sb:budget:{budgets.tag(budget.app)}:counted:{message}:sms:0"
+        calls.append([marker, budget.counter(window)])
+    return calls
+
+
 def _apps(user: str) -> list[list[str]]:
     return [[apps._APP.format(user), apps._KEY.format("ab" * 32), apps._APPS]]
 
@@ -127,6 +143,7 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
     ("schedule", "_ADD"): lambda _, m: _schedules(m),
     ("schedule", "_DONE"): lambda _, m: _schedules(m),
     ("apps", "transaction"): lambda u, _: _apps(u),
+    ("budgets", "_COUNT"): _budget_count,
     ("inbox", "transaction"): lambda u, _: [list(inbox.inbox_keys(u))],
     # Operators, their tokens, sessions and lockouts share the `{ops}` slot (as apps share `{apps}`).
     ("operators", "transaction"): lambda u, _: _operators(u),
@@ -179,7 +196,7 @@ def test_every_script_of_state_is_in_the_table() -> None:
         if "transaction=True" in text:
             found.add((path.stem, "transaction"))
     # The idempotency and segment transactions each touch one key.
-    one_key = {("idempotency", "transaction"), ("users", "transaction")}
+    one_key = {("idempotency", "transaction"), ("users", "transaction"), ("budgets", "transaction")}
     covered = set(CALLS) | SINGLE_KEY | SINGLE_REDIS_ONLY | one_key
     assert found <= covered, f"scripts without a slot check: {sorted(found - covered)}"
     assert found, f"no scripts found under {Path(ROOT / 'state')}"
