@@ -133,11 +133,10 @@ def operators_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
                  summary="Issue a personal API token (shown once)")
     async def issue_token(body: NewToken, request: Request, principal: Anyone) -> IssuedToken:
         name = _operator_only(principal)
-        token = await operators.issue_token(name, body.label)
-        issued = max(await operators.tokens(name), key=lambda t: t.created_at)
-        await audited(request, principal, "operator.token_issue", name, after={"token_id": issued.token_id,
-                                                                                "label": body.label})
-        return IssuedToken(token=token, token_id=issued.token_id, label=body.label)
+        token, token_id = await operators.issue_token_with_id(name, body.label)
+        await audited(request, principal, "operator.token_issue", name,
+                      after={"token_id": token_id, "label": body.label})
+        return IssuedToken(token=token, token_id=token_id, label=body.label)
 
     @router.delete("/me/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
                    summary="Revoke one of my tokens")
@@ -208,7 +207,9 @@ def operators_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
                 summary="Reset an operator's password")
     async def reset_password(name: OperatorName, body: NewPassword, request: Request,
                              principal: Managers) -> None:
-        """Ends the operator's sessions; their tokens stay (revoke them apart)."""
+        """Ends the operator's sessions; their tokens stay (revoke them apart). Your own password you
+        change with the old one (`PUT /v1/me/password`): a stolen session must not take the account."""
+        _not_self(principal, name, "reset the password of")
         await _store(operators.set_password(name, body.password), ("body", "password"))
         await audited(request, principal, "operator.password_reset", name)
 

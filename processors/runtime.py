@@ -191,7 +191,8 @@ def build_flow(settings: Settings) -> Flow:
 
     stage_topics = {"ingest": topics.events, "decide": topics.deliveries, "send": topics.dispatch,
                     "track": topics.receipts}
-    watch = Watch(WatchWindow(redis), LagBoard(redis), Incidents(redis), schedule, stages.parked, alerts)
+    watch = Watch(WatchWindow(redis), LagBoard(redis), Incidents(redis), schedule, stages.parked, alerts,
+                  signing_keys=apps)
     register_watch(app, stage_topics, topics.events, watch)
     return Flow(app=app, topics=topics, stages=stages)
 

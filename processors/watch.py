@@ -15,7 +15,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 
@@ -24,6 +24,7 @@ from processors.alert_checks import Finding, judge
 from processors.alert_rules import AlertFile, AlertRule
 from processors.failures import is_infrastructure
 from processors.ingest import IngestResult
+from records.signing import signed_headers
 from records.topics import Event
 from state.schedule import DeliverySchedule, ParkedDispatches
 from state.watch import Incidents, LagBoard, Transition, WatchWindow
@@ -45,6 +46,14 @@ class Watch:
     parked: ParkedDispatches
     alerts: AlertFile | None = None
     worker: str = f"{socket.gethostname()}:{os.getpid()}"
+    signing_keys: SigningKeys | None = None
+    """Where the alert app's events signing key is found: alert events are signed like any other."""
+
+
+class SigningKeys(Protocol):
+    """The app registry, as far as signing is concerned (`state.apps.AppRegistry`)."""
+
+    async def signing_key(self, name: str) -> str | None: ...
 
 
 def count_ingested(results: Sequence[IngestResult], sources: Sequence[str]) -> None:
@@ -113,7 +122,11 @@ async def evaluate_alerts(alerts: AlertFile, watch: Watch, events: faust.TopicT)
             if transition is None:
                 continue
             event = alert_event(alerts, rule, finding, transition)
-            await (await events.send(key=event.app.encode(), value=event.model_dump_json().encode()))
+            value = event.model_dump_json().encode()
+            # An alert app that is not registered gets its events dead-lettered as `unknown app`.
+            key = await watch.signing_keys.signing_key(event.app) if watch.signing_keys is not None else None
+            headers = signed_headers(value, key) if key else None
+            await (await events.send(key=event.app.encode(), value=value, headers=headers))
             await watch.incidents.notified(rule.name, finding.subject, transition)
             catalog.ALERTS.labels(rule.name, transition.state).inc()
             log.warning("alert %s %s: %s", rule.name, transition.state, finding.detail)

@@ -295,6 +295,11 @@ class OperatorStore:
 
     async def issue_token(self, name: str, label: str = "") -> str:
         """A new personal API token (`sbo_...`); shown this once, only its SHA-256 is kept."""
+        token, _ = await self.issue_token_with_id(name, label)
+        return token
+
+    async def issue_token_with_id(self, name: str, label: str = "") -> tuple[str, str]:
+        """A new personal API token and its id (by which it is listed and revoked)."""
         await self.get(name)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         digest, token_id = _digest(token), "tok_" + secrets.token_hex(6)
@@ -303,7 +308,7 @@ class OperatorStore:
             pipe.set(_TOKEN.format(digest), json.dumps({"operator": name, "token_id": token_id}))
             pipe.hset(_TOKENS.format(name), token_id, json.dumps(meta))
             await pipe.execute()
-        return token
+        return token, token_id
 
     async def tokens(self, name: str) -> builtins.list[TokenInfo]:
         await self.get(name)

@@ -21,6 +21,8 @@ from state.auth_failures import AuthFailures, FailureLimits
 from state.operators import OperatorGrant, OperatorStore
 from state.user_tokens import UserTokenSigner
 
+pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
+
 # Cheap parameters: the tests hash a few passwords, not measure argon2.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 SIGNER = UserTokenSigner(SecretStr("integration-user-token-key-0123456789abcdef"))
@@ -132,3 +134,17 @@ async def test_failures_from_one_address_are_refused_with_retry_after(setup: Set
     refused = await setup.client.get("/operators", headers=bearer(token))
     assert refused.status_code == 429
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+async def test_locking_ends_sessions_and_removing_forgets_everything(setup: Setup, redis: Redis) -> None:
+    await setup.operators.create("zhou", "a long enough secret", grants=["auditor"])
+    session = await setup.operators.start_session("zhou")
+    token = await setup.operators.issue_token("zhou")
+    await setup.operators.set_state("zhou", "locked")
+    await setup.operators.set_state("zhou", "active")
+    assert (await setup.client.get("/operators", headers=bearer(session))).status_code == 401  # ended
+    assert (await setup.client.get("/operators", headers=bearer(token))).status_code == 200  # unlocked
+    await setup.operators.remove("zhou")
+    assert (await setup.client.get("/operators", headers=bearer(token))).status_code == 401
+    # Nothing of the operator is left: record, tokens, their hashes, sessions.
+    assert [key async for key in redis.scan_iter(match="sb:{ops}:*")] == []

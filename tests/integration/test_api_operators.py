@@ -285,3 +285,21 @@ async def test_changing_my_password_ends_my_sessions(console: Console) -> None:
     assert changed.status_code == 204
     assert (await console.client.get("/v1/me", headers=session)).status_code == 401
     assert (await login(console, "admin", "a new passphrase!")).status_code == 201
+
+
+async def test_my_tokens_and_no_resetting_my_own_password(console: Console) -> None:
+    issued = await console.client.post("/v1/me/tokens", json={"label": "ci"}, headers=console.admin)
+    assert issued.status_code == 201
+    mine = (await console.client.get("/v1/me/tokens", headers=console.admin)).json()
+    assert issued.json()["token_id"] in [t["token_id"] for t in mine] and issued.json()["token"] not in str(
+        mine
+    )
+    new = bearer(issued.json()["token"])
+    assert (await console.client.get("/v1/me", headers=new)).json()["name"] == "admin"
+    revoked = await console.client.delete(f"/v1/me/tokens/{issued.json()['token_id']}", headers=console.admin)
+    assert revoked.status_code == 204
+    assert (await console.client.get("/v1/me", headers=new)).status_code == 401
+    own = await console.client.put(
+        "/v1/operators/admin/password", json={"password": "x" * 20}, headers=console.admin
+    )
+    assert own.status_code == 409 and "/v1/me/password" not in own.text and "yourself" in own.json()["detail"]
