@@ -914,16 +914,11 @@ def _with_rights(action: Callable[[DataRights], Awaitable[T]]) -> T:
 
 
 def _cli_actor() -> Actor:
-    """The shell's user, as the operators commands audit it (api/access_cli.py)."""
-    import getpass
-
+    """The shell's user, as every command audits it (`cli:<os user>`, api/audit_cli.py)."""
+    from api.audit_cli import cli_actor
     from api.person_rights import Actor
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return Actor(user, "system", "cli")
+    return Actor(cli_actor(), "system", "cli")
 
 
 @people_cli.command("export")

@@ -5,7 +5,6 @@ before anything is changed, so nothing happens that its audit record could not f
 from __future__ import annotations
 
 import asyncio
-import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
+from api.audit_cli import cli_actor
 from records.audit import AuditRecord, mask_secrets
 from settings import Settings, SwitchboardError
 from state.apps import AppRegistry
@@ -38,7 +38,7 @@ class Shell:
     async def audit(self, action: str, target_kind: str, target: str, **fields: Any) -> None:
         await self.publisher.publish_audit(
             AuditRecord(
-                actor=_shell_user(),
+                actor=cli_actor(),
                 actor_kind="system",
                 source="cli",
                 action=action,
@@ -85,12 +85,6 @@ def in_shell(action: Callable[[Shell], Awaitable[T]]) -> T:
 
     return asyncio.run(run())
 
-
-def _shell_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def read_password(stdin: bool, what: str) -> str:

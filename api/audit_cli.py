@@ -61,7 +61,7 @@ def audited(
     def record(outcome: Outcome, reason: str = "", result_after: Any = None) -> AuditRecord:
         return AuditRecord(
             actor=cli_actor(),
-            actor_kind="operator",
+            actor_kind="system",
             source=SOURCE,
             action=action,
             target_kind=target_kind,

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.access import client_address
+from api.access import audit_record
 from api.deps import ApiDeps
 from api.problems import Problem, invalid
-from records.audit import AuditRecord
 from records.vocabulary import Name
 from settings.permissions import ALL_APPS, Principal
 from state.budgets import DEFAULT_TIMEZONE, MICROS, Budget, BudgetStore, Period, Standing
@@ -151,9 +150,8 @@ async def _audit(
     """One audit record; `spent` (on removal) says what the removed budget's period had spent."""
     reason = f"its {spent.window.key} period had spent {spent.spent_micros / MICROS:g}" if spent else ""
     await deps.publisher.publish_audit(
-        AuditRecord(
-            actor=principal.name, actor_kind=principal.kind, source=client_address(request), action=action,
-            target_kind="budget", target=budget.id, app=budget.app, reason=reason,
+        audit_record(
+            request, principal, action, target_kind="budget", target=budget.id, app=budget.app, reason=reason,
             before=before.model_dump(mode="json") if before is not None else None,
             after=after.budget.model_dump(mode="json") if after is not None else None,
         )

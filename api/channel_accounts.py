@@ -18,11 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from api.access import client_address
+from api.access import audit_record
 from api.deps import ApiDeps
 from api.problems import Problem, invalid
 from channels.accounts import check_account
-from records.audit import AuditRecord, mask_secrets
+from records.audit import mask_secrets
 from records.vocabulary import Name
 from settings.permissions import ALL_APPS, Principal
 from state.apps import UnknownAppError
@@ -157,9 +157,8 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
 
     async def audit(request: Request, who: Principal, action: str, code: str, before: ChannelAccount | None,
                     after: ChannelAccount | None, app: str = "") -> None:
-        await deps.publisher.publish_audit(AuditRecord(
-            actor=who.name, actor_kind=who.kind, source=client_address(request),
-            action=action, target_kind="channel_account", target=code, app=app,
+        await deps.publisher.publish_audit(audit_record(
+            request, who, action, target_kind="channel_account", target=code, app=app,
             before=audit_view(before), after=audit_view(after),
         ))
 

@@ -8,7 +8,6 @@ a change is made only once its audit record can be published (actor `cli:<login>
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from api.audit_cli import cli_actor
 from api.channel_accounts import account_shown, audit_view
 from api.publisher import KafkaPublisher, PublishError
 from channels.accounts import check_account
@@ -40,7 +40,7 @@ class _Session:
         self.accounts = ChannelAccounts(self.redis, settings.secret_box(), settings.channel_account_quota)
         self.publisher = KafkaPublisher(settings.kafka, settings.topic("events"), settings.topic("receipts"),
                                         audit_topic=settings.topic("audit"))
-        self.actor = f"cli:{getpass.getuser()}"
+        self.actor = cli_actor()
 
     async def audit(self, action: str, code: str, before: ChannelAccount | None,
                     after: ChannelAccount | None, app: str = "") -> None:

@@ -18,11 +18,10 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from api.access import client_address
+from api.access import audit_record
 from api.deps import ApiDeps
 from api.problems import TOO_LARGE, Problem, invalid
 from channels.addresses import AddressRefused, clean
-from records.audit import AuditRecord
 from records.vocabulary import Category, ChannelName
 from settings.permissions import Principal
 from state.consent import BlacklistEntry, Consent, ConsentStore, OptIn, Unsubscription
@@ -222,9 +221,9 @@ async def audit_change(
     if principal.kind != "operator":
         return
     await deps.publisher.publish_audit(
-        AuditRecord(
-            actor=principal.name, actor_kind="operator", source=client_address(request), action=action,
-            target_kind=target[0], target=target[1], app=app, before=before, after=after,
+        audit_record(
+            request, principal, action, target_kind=target[0], target=target[1], app=app, before=before,
+            after=after,
         )
     )
 
