@@ -1,8 +1,6 @@
-"""Logging in and out (`/v1/sessions`), and the older app-key-only dependency (`authenticated_app`,
-for endpoints not yet on `api.access`)."""
+"""Logging in and out (`/v1/sessions`): an operator's name and password for a console session."""
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Security, status
@@ -10,38 +8,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.access import audit_record, client_address, too_many_failures
-from api.deps import ApiDeps, AppKeys
+from api.deps import ApiDeps
 from api.problems import Problem
 from settings.permissions import Principal
-from state.apps import App
 from state.operators import SESSION_PREFIX, OperatorStore
 
 _bearer = HTTPBearer(auto_error=False, description="The app's API key: `Authorization: Bearer sbk_...`")
 _header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="The app's API key, alternatively")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
-
-
-def authenticated_app(keys: AppKeys) -> Callable[..., Awaitable[App]]:
-    """A FastAPI dependency answering 401 unless the request carries a valid app key."""
-
-    async def authenticated(
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-        header: Annotated[str | None, Security(_header)],
-    ) -> App:
-        key = bearer.credentials if bearer is not None else header
-        if not key:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing API key: send `Authorization: Bearer <key>` or `X-Api-Key: <key>`",
-                headers=_CHALLENGE,
-            )
-        app = await keys.authenticate(key)
-        if app is None:
-            # The key is not echoed: a near-miss key is still a secret.
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=_CHALLENGE)
-        return app
-
-    return authenticated
 
 
 class Login(BaseModel):

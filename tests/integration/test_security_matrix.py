@@ -74,9 +74,6 @@ SIGNER = UserTokenSigner(SecretStr("matrix-user-token-key-0123456789abcdefghij")
 PASSWORD = "matrix operators' password"
 USER_POWERS = frozenset({"inbox:own", "consent:own"})
 APP_KEY_POWERS = APP_POWERS | {"user_tokens:issue"}
-# Rows of endpoints another part re-authorises: until it is merged they still take any app key
-# (none now: the consent part re-authorised /v1/consent).
-AWAITING: tuple[str, ...] = ()
 
 Outcome = Literal[401, 403, "allowed"]
 
@@ -221,9 +218,7 @@ def outcome(status: int) -> Outcome:
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, id=str(c), marks=[pytest.mark.xfail(reason="api/consent.py is re-authorised by the "
-                                                           "consent part", strict=False)]
-                  if c.template.startswith(AWAITING) else []) for c in CASES],
+    [pytest.param(c, id=str(c)) for c in CASES],
 )
 async def test_every_caller_gets_what_the_permission_says(matrix: Matrix, case: EndpointCase) -> None:
     wrong = []
