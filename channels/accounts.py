@@ -180,6 +180,11 @@ class AccountAwareChain(Channel):
         return [entry for entry in self._accounts.latest.values()
                 if entry.route.adapter.channel == self.channel and (app is None or app in entry.apps)]
 
+    @property
+    def routes(self) -> list[Route]:
+        """Every route as last loaded: the providers file's first, then the enabled accounts'."""
+        return [*self._fixed, *(entry.route for entry in self._account_routes(None))]
+
     def routes_for(self, app: str) -> list[Route]:
         """The routes `app` may send through: the providers file's, and the accounts authorising it."""
         accounts = [entry.route for entry in self._account_routes(app)]
@@ -203,7 +208,7 @@ class AccountAwareChain(Channel):
         return await chain.send(message, address, dispatch)
 
     def accepts(self, address: str) -> bool:
-        routes = [*self._fixed, *(entry.route for entry in self._account_routes(None))]
+        routes = self.routes
         # No route yet: let send say why (the receipt names the missing authorisation).
         return not routes or any(route.adapter.accepts(address) for route in routes)
 

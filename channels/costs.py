@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TypeGuard
 
+from channels.accounts import AccountAwareChain
 from channels.base import Channel
 from channels.failover import ProviderChain
 from channels.providers import ProviderSpec
@@ -23,7 +24,9 @@ def estimated_costs(channels: Mapping[str, Channel]) -> dict[str, float]:
 
 
 def estimated_cost(channel: Channel) -> float:
-    if isinstance(channel, ProviderChain):
+    # A chain over channel accounts too (channels/accounts.py) is priced by its providers file's first
+    # route, else by its first account's as loaded at start.
+    if isinstance(channel, ProviderChain | AccountAwareChain) and channel.routes:
         first = channel.routes[0]
         if first.cost_per_message is not None:
             return first.cost_per_message
