@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,9 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from processors.offsets import COMMIT_DEADLINE
 
 log = logging.getLogger("switchboard.flow")
+
+RESTART_DELAYS = (1.0, 2.0, 5.0)
+"""Seconds between attempts to (re)start the urgent lane while the broker cannot be reached; then 5 s."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class LaneStream:
             # The local broker answers an empty fetch only when this wait is over, new records or not
             # (measured: up to 0.2 s late at the default 500 ms, under 20 ms at 20 ms).
             fetch_max_wait_ms=25,
+            # A topic the broker lost (a restarted local broker keeps none) is seen again when it is
+            # made anew only at the next metadata refresh: 5 minutes by default.
+            metadata_max_age_ms=5000,
         )
         self._acked: dict[TopicPartition, int] = {}
 
@@ -149,3 +155,42 @@ class LaneStream:
                 log.warning(
                     "urgent lane %s: offsets not committed (%r); records will be redelivered", self.topic, exc
                 )
+
+
+async def keep_lane_running(
+    run_lane: Callable[[], Awaitable[None]], name: str, delays: Sequence[float] = RESTART_DELAYS
+) -> None:
+    """Run the lane until it returns; start it again after a broker error, however long the broker is away.
+
+    The lane's consumers are not Faust's, so nothing else restarts them: a broker that goes away while
+    they start (aiokafka's `start` raises at once when it cannot bootstrap) or while they run would
+    otherwise leave urgent events waiting until the worker restarts. A stage's own failure is not a
+    broker error: it stops the worker through the stage's `crash_on_error`, as in the bulk lane.
+    """
+    failures = 0
+    while True:
+        try:
+            await run_lane()
+            return
+        except KafkaError as exc:
+            delay = delays[min(failures, len(delays) - 1)]
+            failures += 1
+            log.warning("%s: the broker is unreachable (%r); starting again in %.0f s", name, exc, delay)
+        await asyncio.sleep(delay)
+
+
+async def stop_all(streams: Sequence[LaneStream]) -> None:
+    """Stop every stream, even when the broker is gone and a stop fails: an unclosed consumer leaks."""
+    for stream in streams:
+        try:
+            await stream.stop()
+        except KafkaError as exc:
+            log.warning("urgent lane %s: stopped without a clean leave (%r)", stream.topic, exc)
+        except asyncio.CancelledError:
+            # aiokafka's fetcher cancels its own fetch task on close and awaits it, which raises
+            # CancelledError here when a fetch was in its retry back-off (a broker gone). Only a
+            # cancellation of this task itself (shutdown) goes on.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("urgent lane %s: a fetch in flight was cancelled on stop", stream.topic)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError, UnknownError
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -29,6 +30,9 @@ log = logging.getLogger("switchboard.flow")
 
 RECEIPTS_PER_RECORD = 500  # the sink writes batches anyway; more per record only delays a row
 ITEMS_PER_RECORD = 500  # deliveries or dispatches per batch record: one stage batch, one Redis pipeline
+RESEND_DELAYS = (0.5, 1.0, 2.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0)
+"""Seconds between tries of a batch the broker refused with a transient error (~40 s in all); then the
+stage fails and the worker stops, its batch unacknowledged."""
 KEY_ROOM = 256  # keys are user or message ids; the budget of an array record leaves them this much
 
 
@@ -186,9 +190,27 @@ class Outbox:
         await self.receipts([receipt for _, receipt in letters], "dead letters")
 
     async def _send(self, topic: faust.TopicT, records: Sequence[tuple[str, bytes]]) -> int:
-        pending: list[Awaitable[Any]] = [await topic.send(key=k.encode(), value=v) for k, v in records]
-        await asyncio.gather(*pending)  # nothing is acknowledged before the broker has it
-        return len(pending)
+        for delay in (*RESEND_DELAYS, None):
+            try:
+                pending: list[Awaitable[Any]] = [
+                    await topic.send(key=k.encode(), value=v) for k, v in records
+                ]
+                await asyncio.gather(*pending)  # nothing is acknowledged before the broker has it
+                return len(pending)
+            except KafkaError as exc:
+                if delay is None or not _transient(exc):
+                    raise
+                # The whole batch again: what the broker did take is read twice downstream, where a
+                # repeat is harmless (claims, dedup, ReplacingMergeTree); what it did not is not lost.
+                log.warning("topic %s refused a batch (%r); sending it again in %.1f s", topic, exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last try raises or returns")
+
+
+def _transient(exc: KafkaError) -> bool:
+    """Errors a broker gives while it (re)starts or moves leaders. A local broker just restarted answers
+    its first produce to a topic it is creating with UnknownError (-1), which aiokafka calls final."""
+    return bool(getattr(exc, "retriable", False)) or isinstance(exc, UnknownError)
 
 
 def _ids(value: bytes) -> tuple[str, str, str, str]:

@@ -39,7 +39,7 @@ from processors.intake import (
     signature_of,
     source_of,
 )
-from processors.lanes import GatedStream, LaneGate, LaneStream
+from processors.lanes import GatedStream, LaneGate, LaneStream, keep_lane_running, stop_all
 from processors.offsets import mend_faust_commits
 from processors.outbox import Outbox, Outgoing
 from processors.send import Send, SendResult
@@ -74,6 +74,9 @@ BROKER_TIMEOUTS: dict[str, Any] = {
     "broker_session_timeout": 6,
     "broker_rebalance_timeout": 6,
     "broker_heartbeat_interval": 1,
+    # A topic made anew (a restarted broker without storage, or a lane's topic first written after the
+    # worker started) joins the assignment at the next metadata refresh: 5 minutes by default.
+    "consumer_metadata_max_age_ms": 5000,
 }
 
 
@@ -331,8 +334,12 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
 
     @app.task  # type: ignore[untyped-decorator]
     async def urgent_lane() -> None:
-        """The urgent lane: the same stages, each on a consumer of its own (processors/lanes.py). The
-        lane of an event's deliveries is the event's, whichever events topic it came on."""
+        """The urgent lane: the same stages, each on a consumer of its own (processors/lanes.py), started
+        again after the broker comes back. The lane of an event's deliveries is the event's, whichever
+        events topic it came on."""
+        await keep_lane_running(run_urgent_lane, "urgent lane")
+
+    async def run_urgent_lane() -> None:
         bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
         streams = [
             LaneStream(bootstrap, topic.get_topic_name(), f"{app.conf.id}-{topic.get_topic_name()}", gate)
@@ -348,8 +355,7 @@ def register_agents(app: faust.App, topics: FlowTopics, stages: FlowStages) -> N
                 _drain(send_lane(send_urgent)),
             )
         finally:
-            for stream in streams:
-                await stream.stop()
+            await stop_all(streams)
 
     @app.timer(0.2, name="expand_broadcasts")  # type: ignore[untyped-decorator]
     async def expand_broadcasts() -> None:

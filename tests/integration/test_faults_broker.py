@@ -2,7 +2,8 @@
 record in them and every committed offset; what is in Redis survives. What can be promised, and is
 tested here: the worker and the API neither die nor hang; while the broker is down the API answers
 503 instead of accepting into the void; once it is back the worker resumes as the topics come into
-being again, and every event accepted after the restart reaches its people exactly once."""
+being again, and every event accepted after the restart reaches its people exactly once, urgent ones
+too (the urgent lane runs on consumers of its own, started again after the broker comes back)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.faults
 
 BEFORE = 200  # people reached before the restart
 AFTER = 200  # people reached by events accepted after it
+URGENT = 100  # then people reached by urgent events (the urgent lane, on consumers of its own)
 TIMEOUT = 120.0
 
 
@@ -40,8 +42,14 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
         broker.stop()
 
 
-async def post_events(api: httpx.AsyncClient, records: list[tuple[bytes, bytes]]) -> list[int]:
-    return [(await api.post("/v1/events", json=json.loads(value))).status_code for _, value in records]
+async def post_events(
+    api: httpx.AsyncClient, records: list[tuple[bytes, bytes]], priority: str = "normal"
+) -> list[int]:
+    """Post each event; `high` priority sends them in the urgent lane."""
+    return [
+        (await api.post("/v1/events", json={**json.loads(value), "priority": priority})).status_code
+        for _, value in records
+    ]
 
 
 async def test_worker_and_api_survive_a_broker_restart_and_lose_nothing_accepted_after_it(
@@ -54,7 +62,7 @@ async def test_worker_and_api_survive_a_broker_restart_and_lose_nothing_accepted
             "api_port": free_port(),
         }
     )
-    people = BEFORE + AFTER
+    people = BEFORE + AFTER + URGENT
     key = await seed_people(redis, people)
     base = f"http://{flow.api_host}:{flow.api_port}"
     with (
@@ -94,10 +102,18 @@ async def test_worker_and_api_survive_a_broker_restart_and_lose_nothing_accepted
             await wait_for(api_up, "the API seeing the broker again", TIMEOUT, api_process)
             assert set(await post_events(api, statements(BEFORE, AFTER, run="after"))) == {202}
 
+            async def reached_after() -> bool:
+                return (await tally(smtp, redis, BEFORE + AFTER)).complete(BEFORE + AFTER)
+
+            await wait_for(reached_after, "the people of the events after the restart", TIMEOUT, worker)
+            # The urgent lane's consumers are not Faust's: they must have been started again too.
+            urgent = statements(BEFORE + AFTER, URGENT, run="urgent")
+            assert set(await post_events(api, urgent, priority="high")) == {202}
+
             async def reached_all() -> bool:
                 return (await tally(smtp, redis, people)).complete(people)
 
-            await wait_for(reached_all, "the people of the events after the restart", TIMEOUT, worker)
+            await wait_for(reached_all, "the people of the urgent events after the restart", TIMEOUT, worker)
             await asyncio.sleep(3)  # a repeat would show up now
             held = await tally(smtp, redis, people)
         assert worker.running, worker.log_tail()
