@@ -69,6 +69,8 @@ class KafkaPublisher:
         self._counters = counters
         self._check_timeout = check_timeout
         self._producer: AIOKafkaProducer | None = None
+        # Set when the broker did not answer: the next send asks for metadata first (`_send`).
+        self._broker_was_away = False
 
     async def start(self) -> None:
         # A broker that is down costs a caller this long before its 503 (aiokafka's default is 40 s); a
@@ -93,6 +95,7 @@ class KafkaPublisher:
         try:
             await asyncio.wait_for(producer.client.fetch_all_metadata(), self._check_timeout)
         except (KafkaError, TimeoutError) as exc:
+            self._broker_was_away = True
             raise PublishError(f"Kafka broker at {self.bootstrap} does not answer: {exc!r}") from exc
 
     async def publish_event(self, key: str, value: bytes, lane: Lane = "bulk", signature: str = "") -> None:
@@ -123,8 +126,15 @@ class KafkaPublisher:
     ) -> None:
         producer = self._running()
         try:
+            if self._broker_was_away:
+                # A broker back from a restart without storage (the local Tansu) acknowledges the first
+                # record sent straight to a topic it no longer has, then never serves it; a metadata
+                # request first makes the topic anew, and the record is kept (README, "Faults").
+                await asyncio.wait_for(producer.client.force_metadata_update(), self._check_timeout)
+                self._broker_was_away = False
             await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
-        except KafkaError as exc:
+        except (KafkaError, TimeoutError) as exc:
+            self._broker_was_away = True
             raise PublishError(f"topic {topic!r} did not acknowledge the record: {exc!r}") from exc
 
     def _running(self) -> AIOKafkaProducer:
