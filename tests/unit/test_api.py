@@ -27,7 +27,14 @@ from state.user_tokens import UserTokenSigner
 LMS_KEY = "sbk_lms-secret-key"
 CAMPUS_KEY = "sbk_campus-secret-key"
 SIGNER = UserTokenSigner(SecretStr("unit-test-user-token-key-0123456789abcdef"))
-S1 = SIGNER.mint("campus", "s1", 600)[0]
+
+
+def s1_token() -> str:
+    """An end-user token of s1, minted when used: one minted at import would expire before the unit
+    tests run after a long integration run in the same session."""
+    return SIGNER.mint("campus", "s1", 600)[0]
+
+
 EVENT = {
     "event_id": "e-1", "app": "lms", "type": "course.reminder", "template": "course_reminder",
     "audience": {"user_ids": ["s1"]}, "category": "notice",
@@ -322,7 +329,7 @@ def message(message_id: str, minute: int) -> InboxMessage:
 def test_inbox_lists_newest_first_with_counts(client: TestClient, inbox: FakeInbox) -> None:
     for n in range(3):
         inbox.put("s1", message(f"m{n}", n))
-    answer = client.get("/v1/inbox/s1?limit=2&offset=0", headers=auth(S1))
+    answer = client.get("/v1/inbox/s1?limit=2&offset=0", headers=auth(s1_token()))
     assert answer.status_code == 200
     page = answer.json()
     assert (page["unread"], page["total"]) == (3, 3)
@@ -336,17 +343,17 @@ def test_inbox_needs_its_users_token_and_sane_paging(client: TestClient) -> None
     assert client.post("/v1/inbox/s1/m1/read", headers=auth(LMS_KEY)).status_code == 403
     other = client.get("/v1/inbox/s1", headers=auth(SIGNER.mint("campus", "s2", 600)[0]))
     assert other.status_code == 403 and "own user" in other.json()["detail"]
-    assert client.get("/v1/inbox/s1?limit=0", headers=auth(S1)).status_code == 422
-    assert client.get("/v1/inbox/s1?limit=101", headers=auth(S1)).status_code == 422
-    assert client.get("/v1/inbox/s1?offset=-1", headers=auth(S1)).status_code == 422
+    assert client.get("/v1/inbox/s1?limit=0", headers=auth(s1_token())).status_code == 422
+    assert client.get("/v1/inbox/s1?limit=101", headers=auth(s1_token())).status_code == 422
+    assert client.get("/v1/inbox/s1?offset=-1", headers=auth(s1_token())).status_code == 422
 
 
 def test_first_read_publishes_one_receipt(
     client: TestClient, inbox: FakeInbox, publisher: FakePublisher
 ) -> None:
     inbox.put("s1", message("m1", 0))
-    first = client.post("/v1/inbox/s1/m1/read", headers=auth(S1))
-    again = client.post("/v1/inbox/s1/m1/read", headers=auth(S1))
+    first = client.post("/v1/inbox/s1/m1/read", headers=auth(s1_token()))
+    again = client.post("/v1/inbox/s1/m1/read", headers=auth(s1_token()))
     assert (first.status_code, again.status_code) == (200, 200)
     assert (first.json()["first"], again.json()["first"]) == (True, False)
     [receipt] = publisher.receipts
@@ -360,15 +367,15 @@ def test_first_click_publishes_a_clicked_receipt(
     client: TestClient, inbox: FakeInbox, publisher: FakePublisher
 ) -> None:
     inbox.put("s1", message("m1", 0))
-    assert client.post("/v1/inbox/s1/m1/click", headers=auth(S1)).json()["first"] is True
-    assert client.post("/v1/inbox/s1/m1/click", headers=auth(S1)).json()["first"] is False
+    assert client.post("/v1/inbox/s1/m1/click", headers=auth(s1_token())).json()["first"] is True
+    assert client.post("/v1/inbox/s1/m1/click", headers=auth(s1_token())).json()["first"] is False
     assert [r.status for r in publisher.receipts] == ["clicked"]
 
 
 def test_unknown_message_is_404(client: TestClient, publisher: FakePublisher) -> None:
     for verb, path in (("POST", "/v1/inbox/s1/nope/read"), ("POST", "/v1/inbox/s1/nope/click"),
                        ("DELETE", "/v1/inbox/s1/nope")):
-        answer = client.request(verb, path, headers=auth(S1))
+        answer = client.request(verb, path, headers=auth(s1_token()))
         assert answer.status_code == 404
         assert "'nope'" in answer.json()["detail"]
     assert publisher.receipts == []
@@ -376,8 +383,9 @@ def test_unknown_message_is_404(client: TestClient, publisher: FakePublisher) ->
 
 def test_delete_removes_the_message(client: TestClient, inbox: FakeInbox) -> None:
     inbox.put("s1", message("m1", 0))
-    assert client.delete("/v1/inbox/s1/m1", headers=auth(S1)).status_code == 204
-    assert client.get("/v1/inbox/s1", headers=auth(S1)).json() == {"unread": 0, "total": 0, "messages": []}
+    assert client.delete("/v1/inbox/s1/m1", headers=auth(s1_token())).status_code == 204
+    listed = client.get("/v1/inbox/s1", headers=auth(s1_token())).json()
+    assert listed == {"unread": 0, "total": 0, "messages": []}
 
 
 def test_healthz_ok_and_down(client: TestClient, redis: FakeRedis, publisher: FakePublisher) -> None:
