@@ -75,6 +75,8 @@ class ReachRow:
     rejected: int = 0
     over_budget: int = 0
     erased: int = 0
+    cancelled: int = 0
+    recalled: int = 0
 
     @classmethod
     def from_counts(cls, channel: str, counts: Mapping[str, int]) -> ReachRow:

@@ -28,6 +28,7 @@ COLUMNS: tuple[str, ...] = (
     "rule_id",
     "rule_version",
     "template",
+    "template_version",
     "campaign",
     "attempt",
     "cost",

@@ -98,6 +98,7 @@ _ONE_SELECTOR: list[JsonValue] = [
     {"required": ["segment"], "properties": {"segment": {"type": "string"}}},
     {"required": ["all"], "properties": {"all": {"const": True}}},
     {"required": ["addresses"], "properties": {"addresses": {"type": "array", "minItems": 1}}},
+    {"required": ["upload"], "properties": {"upload": {"type": "string"}}},
 ]
 
 
@@ -112,6 +113,10 @@ class Audience(_Strict):
     # Strict: `1` or `"yes"` is not a yes for "send to everyone".
     all: Annotated[bool, Strict()] = False
     addresses: list[RawAddress] | None = None
+    upload: Name | None = Field(
+        default=None,
+        description="The id of an uploaded recipient list (`POST /v1/uploads`), held for a set time.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Audience:
@@ -123,13 +128,14 @@ class Audience(_Strict):
                 ("segment", self.segment),
                 ("all", self.all or None),
                 ("addresses", self.addresses),
+                ("upload", self.upload),
             )
             if value
         ]
         if len(chosen) != 1:
             raise ValueError(
                 "audience needs exactly one non-empty selector of user_ids, tags, segment, all, "
-                f"addresses; got {chosen or 'none'}"
+                f"addresses, upload; got {chosen or 'none'}"
             )
         return self
 
@@ -150,6 +156,15 @@ class EventCore(_Strict):
     send_at: datetime | None = None
     campaign: Annotated[str, StringConstraints(max_length=128)] = ""
     channels: list[ChannelName] | None = None
+    strategy: Name | None = Field(
+        default=None,
+        description="A named fallback strategy (补发策略) of the rule files, used instead of the matching "
+        "rule's own `fallback`; an unknown name is dead-lettered.",
+    )
+    pace_per_second: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        default=None,
+        description="Send the messages at a steady rate (定速), at most N per second across workers.",
+    )
 
     @field_validator("send_at", mode="before")
     @classmethod
@@ -240,6 +255,7 @@ class Receipt(_Strict):
     rule_id: str = ""
     rule_version: str = ""
     template: str = ""
+    template_version: int = 0
     campaign: str = ""
     attempt: int = 0
     cost: float = 0.0

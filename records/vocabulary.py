@@ -32,6 +32,8 @@ Status = Literal[
     "rejected",
     "over_budget",
     "erased",
+    "cancelled",
+    "recalled",
 ]
 STATUSES: tuple[Status, ...] = get_args(Status)
 

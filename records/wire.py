@@ -60,6 +60,7 @@ class ReceiptItem(msgspec.Struct, forbid_unknown_fields=True):
     rule_id: str = ""
     rule_version: str = ""
     template: str = ""
+    template_version: int = 0
     campaign: str = ""
     attempt: int = 0
     cost: float = 0.0

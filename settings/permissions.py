@@ -31,6 +31,13 @@ PERMISSIONS: dict[str, str] = {
     "channels:manage": "create, switch and authorise channel accounts, set their secrets",
     "people:read": "read a person's profile, consent, inbox and history",
     "people:manage": "change a person's consent, blacklist and whitelist entries",
+    "people:write": "create, change and delete people, their addresses, attributes and tags; import them",
+    "segments:read": "list segments, their definitions, counts and samples",
+    "segments:manage": "create, change and remove segments",
+    "uploads:manage": "upload recipient lists (CSV, XLSX) for a message, read and remove them",
+    "templates:publish": "make a template version live (through approval where a policy asks for it)",
+    "campaigns:read": "list campaigns, their progress, reach and conversion",
+    "campaigns:manage": "compose, submit, cancel and recall campaigns",
     "budgets:read": "read budgets and what was spent",
     "budgets:manage": "set budgets",
     "dead_letters:read": "list and inspect dead-lettered events",
@@ -45,7 +52,7 @@ PERMISSIONS: dict[str, str] = {
 }
 GLOBAL_PERMISSIONS: frozenset[str] = frozenset(
     {"data_rights:export", "data_rights:erase", "operators:read", "operators:manage", "roles:manage",
-     "audit:read"}
+     "audit:read", "people:write"}
 )
 # An app also reads its own funnel and message traces, as it did before operators existed.
 APP_POWERS: frozenset[str] = frozenset({"events:send", "conversions:report", "statistics:read"})
@@ -56,13 +63,19 @@ BUILT_IN_ROLES: dict[str, frozenset[str]] = {
     "app_owner": frozenset(
         {"events:send", "conversions:report", "templates:read", "templates:edit", "statistics:read",
          "apps:read", "apps:manage", "channels:read", "channels:manage", "people:read", "budgets:read",
-         "budgets:manage", "dead_letters:read", "dead_letters:replay", "approvals:manage"}
+         "budgets:manage", "dead_letters:read", "dead_letters:replay", "approvals:manage",
+         "segments:read", "segments:manage", "uploads:manage", "templates:publish", "campaigns:read",
+         "campaigns:manage"}
     ),
-    "sender": frozenset({"events:send", "templates:read", "statistics:read", "apps:read"}),
-    "template_editor": frozenset({"templates:read", "templates:edit", "apps:read"}),
-    "approver": frozenset({"approvals:decide", "templates:read", "statistics:read", "apps:read"}),
-    "analyst": frozenset({"statistics:read", "apps:read", "channels:read", "budgets:read"}),
-    "auditor": frozenset({"audit:read", "operators:read", "apps:read", "channels:read", "statistics:read"}),
+    "sender": frozenset({"events:send", "templates:read", "statistics:read", "apps:read", "segments:read",
+                         "uploads:manage", "campaigns:read", "campaigns:manage"}),
+    "template_editor": frozenset({"templates:read", "templates:edit", "templates:publish", "apps:read"}),
+    "approver": frozenset({"approvals:decide", "templates:read", "statistics:read", "apps:read",
+                           "campaigns:read"}),
+    "analyst": frozenset({"statistics:read", "apps:read", "channels:read", "budgets:read", "segments:read",
+                          "campaigns:read"}),
+    "auditor": frozenset({"audit:read", "operators:read", "apps:read", "channels:read", "statistics:read",
+                          "campaigns:read"}),
 }
 
 PrincipalKind = Literal["operator", "app", "user"]

@@ -340,7 +340,8 @@ async def test_changed_rules_take_effect_without_a_restart_and_accepted_events_a
     assert rows["decided"] == [["n1", "inbox", v1], ["n2", "email", v2], ["n3", "email", v2]]
     # Each accepted event once: the dead letter and the duplicate are not in the log.
     assert rows["logged"] == [
-        ["campus", f"n{i}", '{"user_ids":["xi"],"tags":null,"segment":null,"all":false,"addresses":null}']
+        ["campus", f"n{i}",
+         '{"user_ids":["xi"],"tags":null,"segment":null,"all":false,"addresses":null,"upload":null}']
         for i in (1, 2, 3)
     ]
 

@@ -550,7 +550,7 @@ def test_openapi_states_the_audience_rule_and_the_limits(client: TestClient) -> 
     spec = client.get("/openapi.json").json()
     audience = spec["components"]["schemas"]["Audience"]
     assert [branch["required"] for branch in audience["oneOf"]] == [
-        ["user_ids"], ["tags"], ["segment"], ["all"], ["addresses"]
+        ["user_ids"], ["tags"], ["segment"], ["all"], ["addresses"], ["upload"]
     ]
     submit = spec["paths"]["/v1/events"]["post"]
     assert {"413", "422"} <= set(submit["responses"]) and "262144 bytes" in submit["description"]
