@@ -18,6 +18,7 @@ from api.deps import ApiDeps
 from api.problems import Problem, invalid
 from settings.permissions import ALL_APPS, Principal
 from state.operators import (
+    LastAdministratorError,
     Locale,
     Operator,
     OperatorError,
@@ -299,7 +300,7 @@ async def _store(work: Awaitable[T], loc: tuple[str, ...]) -> T:
         result = await work
     except UnknownOperatorError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except OperatorExistsError as exc:
+    except (OperatorExistsError, LastAdministratorError) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except PasswordPolicyError as exc:
         field = loc if loc[-1].endswith("password") else (*loc, "password")

@@ -32,6 +32,9 @@ from settings.errors import SwitchboardError
 from settings.permissions import ALL_APPS, Grant, Principal
 from state.roles import RoleStore, UnknownRoleError, suggestion
 
+# The built-in role that can always undo a mistake: at least one active operator keeps it over every app.
+ADMINISTRATOR = "administrator"
+
 TOKEN_PREFIX = "sbo_"  # noqa: S105  # a prefix, not a secret
 SESSION_PREFIX = "sbs_"
 MIN_PASSWORD = 12
@@ -58,6 +61,10 @@ class UnknownOperatorError(SwitchboardError, LookupError):
 
 class OperatorExistsError(OperatorError):
     """The name is taken."""
+
+
+class LastAdministratorError(OperatorError):
+    """The change would leave no active administrator over every app, and nobody to undo it."""
 
 
 class PasswordPolicyError(OperatorError):
@@ -197,6 +204,8 @@ class OperatorStore:
 
     async def set_state(self, name: str, state: OperatorState) -> tuple[Operator, Operator]:
         """Lock (until unlocked), disable, or make active again; locking or disabling ends every session."""
+        if state != "active":
+            await self._keep_an_administrator(name, f"{'lock' if state == 'locked' else 'disable'} {name!r}")
         before, after = await self._change(name, {"state": state})
         if state != "active":
             await self.end_sessions(name)
@@ -222,6 +231,8 @@ class OperatorStore:
             roles = [g.role for g in current.grants]
             raise OperatorError(f"operator {name!r} holds no role {role!r}{suggestion(role, roles)}")
         left = frozenset() if apps is None else held.apps - frozenset(apps)
+        if role == ADMINISTRATOR and ALL_APPS in held.apps and ALL_APPS not in left:
+            await self._keep_an_administrator(name, f"revoke administrator over every app from {name!r}")
         grants = [g for g in current.grants if g.role != role]
         if left:
             grants.append(OperatorGrant(role=role, apps=left))
@@ -234,6 +245,7 @@ class OperatorStore:
     async def remove(self, name: str) -> Operator:
         """Forget the operator, its tokens and sessions."""
         operator = await self.get(name)
+        await self._keep_an_administrator(name, f"remove {name!r}")
         await self.end_sessions(name)
         tokens = await self._redis.hgetall(_TOKENS.format(name))
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -243,6 +255,19 @@ class OperatorStore:
             pipe.srem(_NAMES, name)
             await pipe.execute()
         return operator
+
+    async def _keep_an_administrator(self, name: str, what: str) -> None:
+        """Refuse a change that takes `name` out of the administrators when nobody else is one: with no
+        active administrator over every app, no one could grant roles or undo the change but a shell.
+        (Two such changes racing can both pass; the shell's `operators add` remains the way back.)"""
+        operators = await self.list()
+        if not any(op.name == name and _full_administrator(op) for op in operators):
+            return
+        if not any(op.name != name and _full_administrator(op) for op in operators):
+            raise LastAdministratorError(
+                f"cannot {what}: they are the last active administrator over every app; "
+                "make another operator an administrator first"
+            )
 
     async def principal(self, operator: Operator) -> Principal:
         """The operator as a request acts: each grant with its role's permissions as they are now."""
@@ -420,6 +445,12 @@ class OperatorStore:
             raise UnknownOperatorError(f"no operator named {name!r}{suggestion(name, known)}")
         record: dict[str, object] = json.loads(raw)
         return record
+
+
+def _full_administrator(operator: Operator) -> bool:
+    return operator.state == "active" and any(
+        g.role == ADMINISTRATOR and ALL_APPS in g.apps for g in operator.grants
+    )
 
 
 def _operator(record: dict[str, object]) -> Operator:

@@ -18,7 +18,7 @@ from api.access import Access
 from settings.permissions import Principal
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
-from state.operators import OperatorGrant, OperatorStore
+from state.operators import LastAdministratorError, OperatorGrant, OperatorStore
 from state.user_tokens import UserTokenSigner
 
 pytestmark = pytest.mark.redis_cluster_too  # state tests run on a Redis Cluster too
@@ -91,7 +91,7 @@ async def test_an_app_key_holds_app_powers_only(setup: Setup) -> None:
 
 
 async def test_no_forged_revoked_or_disabled_credentials(setup: Setup) -> None:
-    await setup.operators.create("li", "a long enough secret", grants=["administrator"])
+    await setup.operators.create("li", "a long enough secret", grants=["auditor"])
     token = await setup.operators.issue_token("li")
     assert (await setup.client.get("/operators", headers=bearer(token))).status_code == 200
     assert (await setup.client.get("/operators")).status_code == 401
@@ -148,3 +148,29 @@ async def test_locking_ends_sessions_and_removing_forgets_everything(setup: Setu
     assert (await setup.client.get("/operators", headers=bearer(token))).status_code == 401
     # Nothing of the operator is left: record, tokens, their hashes, sessions.
     assert [key async for key in redis.scan_iter(match="sb:{ops}:*")] == []
+
+
+async def test_the_last_administrator_cannot_be_removed_locked_disabled_or_demoted(setup: Setup) -> None:
+    await setup.operators.create("root", "a long enough secret", grants=["administrator"])
+    await setup.operators.create("lms-admin", "a long enough secret", grants=["administrator@lms"])
+    for change in (
+        setup.operators.remove("root"),
+        setup.operators.set_state("root", "locked"),
+        setup.operators.set_state("root", "disabled"),
+        setup.operators.revoke("root", "administrator"),
+        setup.operators.revoke("root", "administrator", ["*"]),
+    ):
+        with pytest.raises(LastAdministratorError, match="last active administrator over every app"):
+            await change
+    assert (await setup.operators.get("root")).state == "active"
+    # An administrator over one app only is not the one that can undo everything: removing it is fine.
+    await setup.operators.remove("lms-admin")
+    # With a second administrator over every app, the first may go; then the second is the last.
+    await setup.operators.create("deputy", "a long enough secret", grants=["administrator"])
+    await setup.operators.set_state("deputy", "locked")
+    with pytest.raises(LastAdministratorError):
+        await setup.operators.remove("root")  # a locked administrator cannot undo anything
+    await setup.operators.set_state("deputy", "active")
+    await setup.operators.remove("root")
+    with pytest.raises(LastAdministratorError):
+        await setup.operators.revoke("deputy", "administrator")
