@@ -15,6 +15,7 @@ from channels.costs import estimated_costs
 from channels.links import LinkSigner
 from channels.registry import build_channels
 from channels.sensitive import SensitiveWords
+from channels.template_versions import StoredTemplateFeed
 from channels.templates import TemplateCatalog
 from metrics.exposition import serve_metrics
 from processors.alert_rules import AlertFile, AlertFileError, load_alerts
@@ -53,6 +54,7 @@ from state.operators import OperatorStore
 from state.pacing import Pacer
 from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
+from state.template_store import TemplateStore
 from state.users import UserDirectory
 from state.watch import Incidents, LagBoard, WatchWindow
 
@@ -173,7 +175,8 @@ def build_flow(settings: Settings) -> Flow:
             backlog=settings.broadcast_backlog,
             lease_seconds=settings.broadcast_lease_seconds,
         ),
-        approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis)), signing=apps),
+        approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis)), signing=apps,
+                               templates=TemplateStore(redis)),
     )
     app, topics = create_app(
         settings.app_id,
@@ -188,6 +191,16 @@ def build_flow(settings: Settings) -> Flow:
     @app.timer(1.0, name="read_channel_accounts")  # type: ignore[untyped-decorator]
     async def read_channel_accounts() -> None:
         await channels.refresh()
+
+    # Stored templates: a newly live version renders within a second or two, without a restart.
+    stored_templates = StoredTemplateFeed(TemplateStore(redis), templates)
+
+    @app.timer(1.0, name="read_stored_templates")  # type: ignore[untyped-decorator]
+    async def read_stored_templates() -> None:
+        try:
+            await stored_templates.refresh()
+        except Exception:  # the next tick tries again; the catalog keeps what it serves
+            log.exception("reading the live stored templates failed")
 
     stage_topics = {"ingest": topics.events, "decide": topics.deliveries, "send": topics.dispatch,
                     "track": topics.receipts}
