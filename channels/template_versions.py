@@ -247,6 +247,14 @@ class StoredTemplateFeed:
         self._store = store
         self._catalog = catalog
         self._generation: int | None = None
+        # Compiled versions by (name, number): a publish compiles the one version that changed, not
+        # every live one (~2.6 ms CPU each, on the worker's event loop).
+        self._compiled: dict[tuple[str, int], CompiledTemplate] = {}
+
+    def reading(self, store: TemplateStore) -> StoredTemplateFeed:
+        """Read from `store` from now on (a client of another event loop), keeping what was compiled."""
+        self._store = store
+        return self
 
     async def refresh(self) -> bool:
         """Take the live versions if they changed; returns whether they did."""
@@ -260,11 +268,15 @@ class StoredTemplateFeed:
                 log.warning("template %s: a file and a stored template share the name; the file is served",
                             name)
                 continue
+            key = (name, version.number)
             try:
-                compiled[name] = compile_version(self._catalog, name, version, descriptions.get(name, ""))
+                compiled[name] = self._compiled.get(key) or compile_version(
+                    self._catalog, name, version, descriptions.get(name, "")
+                )
             except TemplateError as exc:
                 log.error("stored template %s version %d left out: %s", name, version.number, exc)
         self._catalog.adopt_stored(compiled)
+        self._compiled = {(name, c.version): c for name, c in compiled.items()}
         self._generation = generation
         log.info("stored templates: %d live (%s)", len(compiled),
                  ", ".join(f"{n}@{v.number}" for n, v in sorted(live.items())) or "none")

@@ -193,7 +193,7 @@ def build_flow(settings: Settings) -> Flow:
         await channels.refresh()
 
     # Stored templates: a newly live version renders within a second or two, without a restart.
-    stored_templates = StoredTemplateFeed(TemplateStore(redis), templates)
+    stored_templates = first_stored_templates(settings, templates, TemplateStore(redis))
 
     @app.timer(1.0, name="read_stored_templates")  # type: ignore[untyped-decorator]
     async def read_stored_templates() -> None:
@@ -208,6 +208,33 @@ def build_flow(settings: Settings) -> Flow:
                   signing_keys=apps)
     register_watch(app, stage_topics, topics.events, watch)
     return Flow(app=app, topics=topics, stages=stages)
+
+
+def first_stored_templates(
+    settings: Settings, catalog: TemplateCatalog, store: TemplateStore
+) -> StoredTemplateFeed:
+    """The live stored templates read into the catalog before any stage runs, so an event naming one is
+    not refused in the second before the feed's first tick. Redis away: the feed's ticks catch up."""
+    import asyncio
+
+    async def read() -> StoredTemplateFeed:
+        # A client of this loop only: the flow's own is used on Faust's loop.
+        redis = open_redis(settings.redis)
+        try:
+            feed = StoredTemplateFeed(TemplateStore(redis), catalog)
+            await feed.refresh()
+            return feed
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            return asyncio.run(read()).reading(store)
+        except Exception as exc:  # Redis not there yet: the worker starts, and reads them on its ticks
+            log.warning("stored templates not read at start (%s); reading them once Redis answers", exc)
+    return StoredTemplateFeed(store, catalog)
 
 
 def _alerts(settings: Settings) -> AlertFile | None:
