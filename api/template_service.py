@@ -144,6 +144,8 @@ async def save(
     template, created = await templates.store.create(
         StoredTemplate(name=name, app=app, description=draft.description or "", created_by=author)
     )
+    if template.app != app:  # another app's first version won the name meanwhile
+        raise TemplateRefused(409, f"template {name!r} belongs to app {template.app!r}, not {app!r}")
     saved = await templates.store.save(name, version)
     return template, saved, created
 
