@@ -1204,6 +1204,11 @@ from api.approval_cli import approvals_cli  # noqa: E402  (each part's group at 
 
 cli.add_typer(approvals_cli, name="approvals")
 
+# Stored templates: `switchboard templates list|show|save|preview|diff|publish` (api/templates_cli.py).
+from api.templates_cli import templates_cli  # noqa: E402  (each part's group at the end, to merge easily)
+
+cli.add_typer(templates_cli, name="templates")
+
 
 def main() -> None:
     """The `switchboard` console command."""

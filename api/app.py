@@ -35,6 +35,7 @@ from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
 from api.roles import roles_router
+from api.templates import templates_router
 from api.user_tokens import user_tokens_router
 from api.whitelist import whitelist_router
 from channels.base import Channel
@@ -64,6 +65,7 @@ _TAGS = [
     {"name": "dead letters", "description": "Dead-lettered events: list, inspect, replay (audited)."},
     {"name": "approvals", "description": "Held messages awaiting approval, and the approval policies."},
     {"name": "budgets", "description": "Budgets per app or campaign and period, with what was spent."},
+    {"name": "templates", "description": "Stored templates with versions: save, preview, diff, publish."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -83,9 +85,13 @@ def create_api(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await deps.publisher.start()
+        # The catalog events are checked with follows the live versions of stored templates.
+        following = asyncio.create_task(deps.template_versions.follow()) if deps.template_versions else None
         try:
             yield
         finally:
+            if following is not None:
+                following.cancel()
             await deps.publisher.stop()
 
     api = FastAPI(
@@ -129,6 +135,8 @@ def create_api(
         api.include_router(approvals_router(deps, deps.approvals))
     if deps.budgets is not None:
         api.include_router(budgets_router(deps, deps.budgets))
+    if deps.template_versions is not None:
+        api.include_router(templates_router(deps, deps.template_versions))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -182,6 +190,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "dead letters": deps.dead_letters,
         "approvals": deps.approvals,
         "budgets": deps.budgets,
+        "templates": deps.template_versions,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }

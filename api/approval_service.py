@@ -100,6 +100,9 @@ async def show(approvals: Approvals, principal: Principal, approval_id: str) -> 
 def preview(approvals: Approvals, item: ApprovalItem) -> dict[str, dict[str, Any]]:
     """The held message rendered on each channel its template has, without a recipient ('' when a
     channel does not render without one)."""
+    if item.kind == "template_version":  # rendered from its samples when its publication was asked
+        shown = item.payload.get("preview")
+        return shown if isinstance(shown, dict) else {}
     template, data = item.payload.get("template"), item.payload.get("data") or {}
     if approvals.previews is None or item.kind != "message" or not isinstance(template, str):
         return {}

@@ -12,6 +12,7 @@ from api.approval_service import Approvals
 from api.dead_letter_replay import AcceptedEvents
 from api.person_rights import DataRights
 from api.publisher import Publisher
+from api.template_service import Templates
 from api.trace import Tracer
 from channels.links import LinkSigner
 from processors.dead_letter_shelf import DeadLetterShelf
@@ -116,6 +117,7 @@ class ApiDeps:
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
     data_rights: DataRights | None = None
     budgets: BudgetStore | None = None
+    template_versions: Templates | None = None  # switches on /v1/templates (stored, versioned)
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.

@@ -17,6 +17,7 @@ from api.approval_service import Approvals
 from api.deps import Analytics, ApiDeps, BodyLimits
 from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher, bootstrap_servers
+from api.template_service import build_templates
 from api.trace import Tracer
 from channels.accounts import CallbackProviders
 from channels.links import LinkSigner
@@ -98,6 +99,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
             ApprovalStore(redis), PolicyStore(redis), previews=catalog, roles=RoleStore(redis)
         ),
         budgets=BudgetStore(redis),
+        template_versions=build_templates(settings, redis, catalog),
         events_signatures_required=settings.events_signatures == "required",
     )
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import keyword
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -190,6 +191,8 @@ class RenderedMessage(BaseModel):
     """Named values for a provider-side template (SMS params, WeChat `data` keys), in template order."""
     page: str = ""
     """A mini-program page or app deep link the message opens."""
+    version: int = 0
+    """The stored template's version rendered (0: a template file); receipts record it."""
 
 
 @dataclass(frozen=True)
@@ -202,19 +205,25 @@ class _CompiledPart:
 
 
 @dataclass(frozen=True)
-class _Compiled:
+class CompiledTemplate:
     """A loaded template: its declared variables and each channel's compiled part."""
 
     name: str
-    source: Path
+    source: str
     description: str
     required: frozenset[str]
     optional: frozenset[str]
     parts: dict[str, _CompiledPart]
+    version: int = 0
+    """The stored version (0: a file)."""
+    checks: dict[str, Callable[[Any], str | None]] = dataclass_field(default_factory=dict)
+    """Variable → what is wrong with a value of its declared type (stored templates declare types)."""
 
 
 class TemplateCatalog:
-    """Every template of a folder, validated at load time and rendered in a sandbox."""
+    """Every template of a folder, validated at load time and rendered in a sandbox, and the live
+    versions of stored templates (`adopt_stored`). A file wins over a stored template of its name: the
+    API refuses to create such a name, so only a file added later can collide (logged)."""
 
     def __init__(self, folder: Path) -> None:
         # Two environments because only HTML is escaped: text, SMS and JSON bodies must stay verbatim.
@@ -222,10 +231,12 @@ class TemplateCatalog:
         self._html = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
         if not folder.is_dir():
             raise TemplateError(f"template folder {folder} does not exist")
-        self._templates: dict[str, _Compiled] = {}
+        self._files: dict[str, CompiledTemplate] = {}
         for path in sorted(folder.glob("*.yaml")):
             compiled = self._load(path)
-            self._templates[compiled.name] = compiled
+            self._files[compiled.name] = compiled
+        self._stored: dict[str, CompiledTemplate] = {}
+        self._templates = dict(self._files)
 
     @property
     def names(self) -> list[str]:
@@ -233,8 +244,31 @@ class TemplateCatalog:
 
     def adopt(self, other: TemplateCatalog) -> None:
         """Serve `other`'s templates from now on, in one assignment: every stage holding this catalog
-        sees the new set at once, and a render sees the old set or the new, never a mix."""
-        self._templates = other._templates
+        sees the new set at once, and a render sees the old set or the new, never a mix. The live
+        stored versions stay."""
+        self._files = other._files
+        self._templates = {**self._stored, **self._files}
+
+    def adopt_stored(self, compiled: Mapping[str, CompiledTemplate]) -> None:
+        """Serve these live versions of stored templates from now on, in one assignment."""
+        self._stored = dict(compiled)
+        self._templates = {**self._stored, **self._files}
+
+    def empty_copy(self) -> TemplateCatalog:
+        """A catalog with this one's sandboxes and no template (a preview's own)."""
+        copy = object.__new__(TemplateCatalog)
+        copy._plain, copy._html = self._plain, self._html
+        copy._files, copy._stored, copy._templates = {}, {}, {}
+        return copy
+
+    def is_file(self, template: str) -> bool:
+        """Whether a template file of this name is loaded (file names cannot be stored templates)."""
+        return template in self._files
+
+    def version_of(self, template: str) -> int | None:
+        """The version served for `template` (0: a file), None when unknown."""
+        compiled = self._templates.get(template)
+        return None if compiled is None else compiled.version
 
     def parts(self) -> dict[str, frozenset[str]]:
         """Each template's name with the channels it has a part for."""
@@ -255,6 +289,10 @@ class TemplateCatalog:
         missing = sorted(compiled.required - data.keys())
         if missing:
             return [f"template {template!r} needs variable(s) {', '.join(missing)}"]
+        wrong = [f"{name}: {problem}" for name, check in compiled.checks.items()
+                 if data.get(name) is not None and (problem := check(data[name])) is not None]
+        if wrong:
+            return [f"template {template!r} version {compiled.version}: {'; '.join(wrong)}"]
         return []
 
     def render(
@@ -290,16 +328,17 @@ class TemplateCatalog:
             channel=channel,
             template_ids=dict(part.template_ids),
             params=params,
+            version=compiled.version,
             **rendered,
         )
 
-    def _get(self, template: str) -> _Compiled:
+    def _get(self, template: str) -> CompiledTemplate:
         compiled = self._templates.get(template)
         if compiled is None:
             raise TemplateError(f"unknown template {template!r} (known: {', '.join(self.names) or 'none'})")
         return compiled
 
-    def _load(self, path: Path) -> _Compiled:
+    def _load(self, path: Path) -> CompiledTemplate:
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -311,39 +350,53 @@ class TemplateCatalog:
                 f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}" for err in exc.errors()
             )
             raise TemplateError(f"{path}: {problems}") from exc
+        return self.compile_spec(path.stem, str(path), spec)
+
+    def compile_spec(
+        self,
+        name: str,
+        where: str,
+        spec: TemplateFile,
+        version: int = 0,
+        checks: Mapping[str, Callable[[Any], str | None]] | None = None,
+    ) -> CompiledTemplate:
+        """Check and compile one template's parts (a file's, or a stored version's); errors begin with
+        `where` and name the channel, field and line."""
         overlap = set(spec.variables) & set(spec.optional)
         if overlap:
-            raise TemplateError(f"{path}: {sorted(overlap)} listed in both variables and optional")
+            raise TemplateError(f"{where}: {sorted(overlap)} listed in both variables and optional")
         if not spec.parts():
             raise TemplateError(
-                f"{path}: no channel part (add one of {', '.join(get_args(TemplateChannel))})"
+                f"{where}: no channel part (add one of {', '.join(get_args(TemplateChannel))})"
             )
         declared = set(spec.variables) | set(spec.optional) | {USER_VARIABLE}
         parts: dict[str, _CompiledPart] = {}
         for channel, part in spec.parts().items():
             sources = part.model_dump(exclude_none=True, exclude={"template_ids", "params"})
             fields = {
-                f: self._compile(path, f"{channel}.{f}", f, src, declared) for f, src in sources.items()
+                f: self._compile(where, f"{channel}.{f}", f, src, declared) for f, src in sources.items()
             }
             params: dict[str, JinjaTemplate] = {}
             template_ids: dict[str, str] = {}
             if isinstance(part, _ProviderTemplate):
                 params = {
-                    k: self._compile(path, f"{channel}.params.{k}", k, src, declared)
+                    k: self._compile(where, f"{channel}.params.{k}", k, src, declared)
                     for k, src in part.params.items()
                 }
                 template_ids = dict(part.template_ids)
             parts[channel] = _CompiledPart(fields, params, template_ids)
-        return _Compiled(
-            name=path.stem,
-            source=path,
+        return CompiledTemplate(
+            name=name,
+            source=where,
             description=spec.description,
             required=frozenset(spec.variables),
             optional=frozenset(spec.optional),
             parts=parts,
+            version=version,
+            checks=dict(checks or {}),
         )
 
-    def _compile(self, path: Path, where: str, field: str, source: str, declared: set[str]) -> JinjaTemplate:
+    def _compile(self, path: str, where: str, field: str, source: str, declared: set[str]) -> JinjaTemplate:
         env = self._html if field == "html" else self._plain
         try:
             used = meta.find_undeclared_variables(env.parse(source))
@@ -392,7 +445,7 @@ def _check_link(template: str, where: str, link: str) -> None:
     )
 
 
-def _context(compiled: _Compiled, data: Mapping[str, Any], user: User | None) -> dict[str, Any]:
+def _context(compiled: CompiledTemplate, data: Mapping[str, Any], user: User | None) -> dict[str, Any]:
     """Declared variables only; absent optional ones are None so `{% if teacher %}` works."""
     context: dict[str, Any] = {name: data.get(name) for name in compiled.optional}
     context.update({name: data[name] for name in compiled.required})

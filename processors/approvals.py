@@ -24,6 +24,7 @@ from settings.permissions import ALL_APPS
 from state.approval_policies import ApprovalPolicy, PolicyStore, strictest
 from state.approvals import ApprovalItem, ApprovalStore, Conflict, approval_id_for
 from state.operators import OperatorStore
+from state.template_store import PublicationState, TemplateStore
 from state.users import AudienceIndex, UserDirectory
 
 log = logging.getLogger("switchboard.approvals")
@@ -202,9 +203,14 @@ class ApprovalDesk:
     """The worker's follow-up of held items: notices, releases, rows, expiry."""
 
     def __init__(
-        self, store: ApprovalStore, approvers: ApproverDirectory, signing: SigningKeys | None = None
+        self,
+        store: ApprovalStore,
+        approvers: ApproverDirectory,
+        signing: SigningKeys | None = None,
+        templates: TemplateStore | None = None,
     ) -> None:
         self._store = store
+        self._templates = templates  # what an approved template version is set live in
         self._approvers = approvers
         # Ingest checks every events record's signature: what the worker puts there is signed as its app.
         self._signing = signing
@@ -268,16 +274,36 @@ class ApprovalDesk:
         await self._emit(notice_for(item, role, user_ids), effects)
 
     async def _settle(self, item: ApprovalItem, effects: Effects) -> None:
-        if item.kind != "message":
-            # Template versions arrive with issue 13, which brings what their approval sets live.
-            log.warning("approval %s (%s) is %s; nothing to carry out for this kind yet",
-                        item.approval_id, item.kind, item.state)
+        if item.kind == "template_version":
+            await settle_template_version(item, self._templates)
             return
         event = Event.model_validate(item.payload)
         if item.state == "approved":
             await self._emit(event.model_copy(update={"approval": item.approval_id}), effects)
         row = Receipt.of(event, "", _OUTCOME_STATUS[item.state], reason=outcome_reason(item))
         await effects.record([row])
+
+
+async def settle_template_version(item: ApprovalItem, templates: TemplateStore | None) -> None:
+    """Approved: the version goes live (workers take it within seconds). Rejected or expired: it stays
+    not live, and its publication says why."""
+    name, number = str(item.payload.get("template", "")), int(item.payload.get("version", 0))
+    if templates is None or not name or number < 1:
+        log.warning("approval %s of template version %s: nothing to set live here", item.approval_id,
+                    item.subject)
+        return
+    current = await templates.publication(name, number)
+    if current is None or current.approval_id != item.approval_id:
+        log.warning("approval %s of %s is no longer the version's publication request; left as it is",
+                    item.approval_id, item.subject)
+        return
+    if item.state == "approved":
+        await templates.set_live(name, number)
+        log.info("template %s version %d is live (%s)", name, number, outcome_reason(item))
+    state: PublicationState = "approved" if item.state == "approved" else (
+        "rejected" if item.state == "rejected" else "expired")
+    await templates.record_publication(name, number, current.model_copy(
+        update={"state": state, "reason": outcome_reason(item), "decided_at": datetime.now(UTC)}))
 
 
 def expire(item: ApprovalItem) -> ApprovalItem:

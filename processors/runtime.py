@@ -15,6 +15,7 @@ from channels.costs import estimated_costs
 from channels.links import LinkSigner
 from channels.registry import build_channels
 from channels.sensitive import SensitiveWords
+from channels.template_versions import StoredTemplateFeed
 from channels.templates import TemplateCatalog
 from metrics.exposition import serve_metrics
 from processors.alert_rules import AlertFile, AlertFileError, load_alerts
@@ -53,6 +54,7 @@ from state.operators import OperatorStore
 from state.pacing import Pacer
 from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
+from state.template_store import TemplateStore
 from state.users import UserDirectory
 from state.watch import Incidents, LagBoard, WatchWindow
 
@@ -173,7 +175,8 @@ def build_flow(settings: Settings) -> Flow:
             backlog=settings.broadcast_backlog,
             lease_seconds=settings.broadcast_lease_seconds,
         ),
-        approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis)), signing=apps),
+        approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis)), signing=apps,
+                               templates=TemplateStore(redis)),
     )
     app, topics = create_app(
         settings.app_id,
@@ -189,12 +192,49 @@ def build_flow(settings: Settings) -> Flow:
     async def read_channel_accounts() -> None:
         await channels.refresh()
 
+    # Stored templates: a newly live version renders within a second or two, without a restart.
+    stored_templates = first_stored_templates(settings, templates, TemplateStore(redis))
+
+    @app.timer(1.0, name="read_stored_templates")  # type: ignore[untyped-decorator]
+    async def read_stored_templates() -> None:
+        try:
+            await stored_templates.refresh()
+        except Exception:  # the next tick tries again; the catalog keeps what it serves
+            log.exception("reading the live stored templates failed")
+
     stage_topics = {"ingest": topics.events, "decide": topics.deliveries, "send": topics.dispatch,
                     "track": topics.receipts}
     watch = Watch(WatchWindow(redis), LagBoard(redis), Incidents(redis), schedule, stages.parked, alerts,
                   signing_keys=apps)
     register_watch(app, stage_topics, topics.events, watch)
     return Flow(app=app, topics=topics, stages=stages)
+
+
+def first_stored_templates(
+    settings: Settings, catalog: TemplateCatalog, store: TemplateStore
+) -> StoredTemplateFeed:
+    """The live stored templates read into the catalog before any stage runs, so an event naming one is
+    not refused in the second before the feed's first tick. Redis away: the feed's ticks catch up."""
+    import asyncio
+
+    async def read() -> StoredTemplateFeed:
+        # A client of this loop only: the flow's own is used on Faust's loop.
+        redis = open_redis(settings.redis)
+        try:
+            feed = StoredTemplateFeed(TemplateStore(redis), catalog)
+            await feed.refresh()
+            return feed
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            return asyncio.run(read()).reading(store)
+        except Exception as exc:  # Redis not there yet: the worker starts, and reads them on its ticks
+            log.warning("stored templates not read at start (%s); reading them once Redis answers", exc)
+    return StoredTemplateFeed(store, catalog)
 
 
 def _alerts(settings: Settings) -> AlertFile | None:

@@ -216,7 +216,8 @@ class Send:
                     _receipt(dispatch, "deferred", provider=channel.provider, reason=verdict.reason)
                 )
             else:
-                record = _record("over_budget", channel.provider, datetime.now(UTC), reason=verdict.reason)
+                record = _record("over_budget", channel.provider, datetime.now(UTC), reason=verdict.reason,
+                                 version=message.version)
                 await self._ledger.record(*send, record)
                 result.receipts.extend(_receipts_again(dispatch, record))
             if self._caps is not None:
@@ -257,10 +258,13 @@ class Send:
             try:
                 user_id, inbox_message = channel.stored(message, dispatch.address, dispatch)
             except PermanentSendError as exc:
-                failures.append((dispatch, _record("failed", channel.provider, at, reason=str(exc))))
+                failed = _record("failed", channel.provider, at, reason=str(exc), version=message.version)
+                failures.append((dispatch, failed))
                 continue
             stored.append((dispatch, channel, user_id, inbox_message))
-        records = [(d, _record("delivered", c.provider, at)) for d, c, _, _ in stored] + failures
+        versions = {id(d): m.version for d, _, m in sends}
+        records = [(d, _record("delivered", c.provider, at, version=versions[id(d)]))
+                   for d, c, _, _ in stored] + failures
 
         def fill(pipe: Pipeline) -> None:
             for _, channel, user_id, inbox_message in stored:
@@ -313,7 +317,8 @@ class Send:
                 await self._ledger.release(dispatch.message_id, dispatch.channel, dispatch.step)
             else:
                 record = _record(
-                    "failed", outcome.provider, datetime.now(UTC), outcome.attempts, reason=outcome.reason
+                    "failed", outcome.provider, datetime.now(UTC), outcome.attempts, reason=outcome.reason,
+                    version=message.version,
                 )
                 await self._record(dispatch, record)
             if self._caps is not None:
@@ -321,7 +326,8 @@ class Send:
             if outcome.retryable:
                 return await self._later(dispatch, outcome.reason, common)
             return _Handled(_receipts_again(dispatch, record))
-        record = _record(outcome.status, outcome.provider, datetime.now(UTC), outcome.attempts, outcome.cost)
+        record = _record(outcome.status, outcome.provider, datetime.now(UTC), outcome.attempts, outcome.cost,
+                         version=message.version)
         remember = (
             self._sent is not None and bool(outcome.provider_message_id) and dispatch.channel != "inbox"
         )
@@ -371,10 +377,12 @@ _Ready = tuple[Dispatch, Channel, RenderedMessage]
 
 
 def _record(
-    outcome: str, provider: str, at: datetime, attempt: int = 1, cost: float = 0.0, reason: str = ""
+    outcome: str, provider: str, at: datetime, attempt: int = 1, cost: float = 0.0, reason: str = "",
+    version: int = 0,
 ) -> SendRecord:
     return SendRecord(
-        outcome=outcome, provider=provider, attempt=attempt, cost=cost, at=at.isoformat(), reason=reason
+        outcome=outcome, provider=provider, attempt=attempt, cost=cost, at=at.isoformat(), reason=reason,
+        template_version=version,
     )
 
 
@@ -387,6 +395,7 @@ def _receipts_again(dispatch: Dispatch, record: SendRecord, at: datetime | None 
         "provider": record.provider,
         "attempt": record.attempt,
         "event_time": at or datetime.fromisoformat(record.at),
+        "template_version": record.template_version,
     }
     if record.outcome in ("failed", "capped", "over_budget"):
         status: Status = record.outcome  # type: ignore[assignment]

@@ -58,6 +58,11 @@ class ApprovalPolicy(BaseModel):
     audience_over: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="Matches events whose audience is larger than this."
     )
+    templates: bool = Field(
+        default=False,
+        description="Holds the template versions of its apps published through the API until approved "
+        "(issue 13); not a condition on messages.",
+    )
     match: Literal["any", "all"] = "any"
     levels: list[RoleName] = Field(min_length=1, max_length=MAX_LEVELS)
     expires_after: str = "72h"
@@ -71,10 +76,10 @@ class ApprovalPolicy(BaseModel):
 
     @model_validator(mode="after")
     def _holds_something_in_particular(self) -> ApprovalPolicy:
-        if not self.apps and not self._conditions_named():
+        if not self.apps and not self._conditions_named() and not self.templates:
             raise ValueError(
                 "a policy needs apps or at least one condition (categories, channels, campaign, "
-                "audience_over); one without would hold every message of every app"
+                "audience_over, templates); one without would hold every message of every app"
             )
         return self
 
@@ -90,10 +95,16 @@ class ApprovalPolicy(BaseModel):
         """Whether the event is of an app this policy is about."""
         return self.enabled and (not self.apps or event.app in self.apps)
 
+    def covers_templates(self, app: str) -> bool:
+        """Whether template versions of `app` wait for this policy's approval before going live."""
+        return self.enabled and self.templates and (not self.apps or app in self.apps)
+
     def matches(self, event: Event, audience_size: int | None) -> bool:
         """Whether the policy holds `event`; `audience_size` is needed only if `needs_audience_size`."""
         if not self.covers(event):
             return False
+        if self.templates and not self._conditions_named():
+            return False  # a policy about template versions only holds no message
         verdicts = []
         if self.categories:
             verdicts.append(event.category in self.categories)

@@ -51,6 +51,8 @@ class SendRecord(msgspec.Struct, frozen=True):
     at: str = ""
     """The ISO time of the receipts first published (empty for records older than this format)."""
     reason: str = ""
+    template_version: int = 0
+    """The stored template's version rendered (0: a file), so a re-emitted row names it too."""
 
     def encode(self) -> bytes:
         return _ENCODER.encode(self)

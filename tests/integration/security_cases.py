@@ -253,4 +253,22 @@ CASES: list[EndpointCase] = [
                  route="/v1/budgets/{app}/{period}"),
     EndpointCase("DELETE", f"/v1/budgets/{MATRIX_APP}/day", "budgets:manage", app=MATRIX_APP,
                  route="/v1/budgets/{app}/{period}"),
+    # --- templates (stored, versioned) ------------------------------------------------------------
+    # A template is named in the path: its app is known once found, so those rows name none (404 when
+    # allowed, the matrix having stored none); saving a first version names its app in the body.
+    EndpointCase("GET", "/v1/templates", "templates:read"),
+    EndpointCase("POST", "/v1/templates/matrix_notice/versions", "templates:edit", app=MATRIX_APP,
+                 body={"app": MATRIX_APP, "inbox": {"title": "t", "body": "b"}},
+                 route="/v1/templates/{name}/versions"),
+    EndpointCase("GET", "/v1/templates/matrix_missing", "templates:read", route="/v1/templates/{name}"),
+    EndpointCase("GET", "/v1/templates/matrix_missing/versions", "templates:read",
+                 route="/v1/templates/{name}/versions"),
+    EndpointCase("GET", "/v1/templates/matrix_missing/versions/1", "templates:read",
+                 route="/v1/templates/{name}/versions/{number}"),
+    EndpointCase("POST", "/v1/templates/matrix_missing/versions/1/preview", "templates:read", body={},
+                 route="/v1/templates/{name}/versions/{number}/preview"),
+    EndpointCase("GET", "/v1/templates/matrix_missing/diff?from=1&to=2", "templates:read",
+                 route="/v1/templates/{name}/diff"),
+    EndpointCase("POST", "/v1/templates/matrix_missing/versions/1/publish", "templates:publish",
+                 route="/v1/templates/{name}/versions/{number}/publish"),
 ]

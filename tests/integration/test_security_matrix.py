@@ -30,6 +30,7 @@ from api.approval_service import Approvals
 from api.deps import Analytics
 from api.person_rights import DataRights
 from api.publisher import bootstrap_servers
+from api.template_service import Templates
 from api.trace import Tracer
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
@@ -49,6 +50,7 @@ from state.data_rights import PersonState
 from state.inbox import Inbox, InboxMessage
 from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
+from state.template_store import TemplateStore
 from state.user_tokens import UserTokenSigner
 from state.users import UserDirectory
 from tests.integration.moments import now
@@ -127,6 +129,8 @@ def matrix_api(
         dead_letters=DeadLetterShelf(bootstrap_servers(kafka_url), "matrix-events.deadletter"),
         approvals=Approvals(ApprovalStore(redis), PolicyStore(redis), roles=operators.roles),
         budgets=BudgetStore(redis),
+        template_versions=Templates(TemplateStore(redis), TemplateCatalog(ROOT / "templates"),
+                                    ApprovalStore(redis), PolicyStore(redis)),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 

@@ -72,6 +72,17 @@ def test_conditions_and_scope() -> None:
     assert not policy(categories=["marketing"], enabled=False).matches(event(), None)
 
 
+def test_a_policy_over_templates_holds_their_versions_and_no_message() -> None:
+    templates_only = policy(apps=["shop"], templates=True)
+    assert templates_only.covers_templates("shop") and not templates_only.covers_templates("lms")
+    assert not templates_only.matches(event(), None)  # apps and templates only: no message held
+    both = policy(apps=["shop"], categories=["marketing"], templates=True)
+    assert both.matches(event(), None) and both.covers_templates("shop")
+    everywhere = ApprovalPolicy(name="all-templates", templates=True, levels=["approver"])
+    assert everywhere.covers_templates("any-app") and not everywhere.matches(event(), None)
+    assert not policy(apps=["shop"]).covers_templates("shop")
+
+
 def test_the_strictest_policy_holds() -> None:
     one = policy(name="a", apps=["shop"])
     two = policy(name="b", apps=["shop"], levels=["approver", "administrator"])

@@ -26,6 +26,7 @@ from state import (
     offline,
     operators,
     pacing,
+    template_store,
 )
 from state.caps import cap_key, script_calls
 from state.keyspace import SHARD_TAGS, SHARDS, shard_of, share, slot, slots, tag
@@ -166,6 +167,14 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
         [approvals.ITEM_KEY.format(m), approvals.PENDING_KEY, approvals.DUE_KEY]
     ],
     ("approvals", "_RESCHEDULE"): lambda _, m: [[approvals.ITEM_KEY.format(m), approvals.DUE_KEY]],
+    # Stored templates are few (operators write each): they share the `{templates}` slot on purpose.
+    ("template_store", "_SAVE"): lambda u, _: [
+        [template_store.COUNTER_KEY.format(u), template_store.VERSIONS_KEY.format(u)]
+    ],
+    ("template_store", "transaction"): lambda u, _: [
+        [template_store.LIVE_KEY, template_store.GENERATION_KEY],
+        [template_store.GENERATION_KEY, template_store.LIVE_KEY],
+    ],
 }
 # One key per call: nothing to keep together.
 SINGLE_KEY = {
