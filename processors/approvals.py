@@ -342,6 +342,7 @@ def notice_for(item: ApprovalItem, role: str, user_ids: list[str]) -> Event:
             "audience": {"user_ids": user_ids},
             "data": {
                 "approval_id": item.approval_id,
+                "kind": item.kind,
                 "subject": item.subject,
                 "app": item.app,
                 "policy": item.policy,
