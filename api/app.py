@@ -35,11 +35,13 @@ from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
 from api.roles import roles_router
+from api.segments import segments_router
 from api.user_tokens import user_tokens_router
 from api.whitelist import whitelist_router
 from channels.base import Channel
 from metrics import catalog
 from state.apps import AppRegistry
+from state.segments import SegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ _TAGS = [
     {"name": "dead letters", "description": "Dead-lettered events: list, inspect, replay (audited)."},
     {"name": "approvals", "description": "Held messages awaiting approval, and the approval policies."},
     {"name": "budgets", "description": "Budgets per app or campaign and period, with what was spent."},
+    {"name": "segments", "description": "Named segment definitions, evaluated at send; counts and samples."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -129,6 +132,8 @@ def create_api(
         api.include_router(approvals_router(deps, deps.approvals))
     if deps.budgets is not None:
         api.include_router(budgets_router(deps, deps.budgets))
+    if isinstance(deps.segments, SegmentStore):
+        api.include_router(segments_router(deps, deps.segments))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -182,6 +187,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "dead letters": deps.dead_letters,
         "approvals": deps.approvals,
         "budgets": deps.budgets,
+        "segments": deps.segments if isinstance(deps.segments, SegmentStore) else None,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }
