@@ -62,7 +62,7 @@ async def populate(redis: Redis) -> SegmentStore:
     await history.record_many([(u.user_id, "read", now - timedelta(days=40)) for u in DORMANT[:4]])
     await history.record_many([(u.user_id, "clicked", now - timedelta(hours=2)) for u in DORMANT[4:6]])
     store = SegmentStore(redis)
-    await store.put("dormant-2020", "*", "2020 undergraduates not reading", parse_definition(DORMANT_2020), "wang")
+    await store.put("dormant-2020", "*", "not reading", parse_definition(DORMANT_2020), "wang")
     return store
 
 

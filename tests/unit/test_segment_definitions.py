@@ -25,7 +25,9 @@ DORMANT_2020 = {
 }
 
 
-def person(tags: tuple[str, ...] = (), engaged: list[tuple[int, str]] | None = None, **profile: Any) -> Person:
+def person(
+    tags: tuple[str, ...] = (), engaged: list[tuple[int, str]] | None = None, **profile: Any
+) -> Person:
     return Person({"user_id": "u1", "tags": list(tags), **profile}, engaged or [])
 
 
@@ -125,5 +127,6 @@ def test_what_a_definition_reads_and_the_indexes_it_may_walk() -> None:
     assert not needs_of(root).consent
     assert required_tag_sets(root) == [("undergraduate",), ("class-2020",)]
     # Under `any` or `not`, no tag is required of every member: walk everyone.
-    assert required_tag_sets(parse_definition({"any": [{"tags": {"all": ["a"]}}, {"bound": "sms"}]}).root) == []
+    either = parse_definition({"any": [{"tags": {"all": ["a"]}}, {"bound": "sms"}]}).root
+    assert required_tag_sets(either) == []
     assert required_tag_sets(parse_definition({"tags": {"any": ["b", "a"]}}).root) == [("a", "b")]
