@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from records.topics import Name
+from state.connection import is_cluster
 from state.consent import CONSENT_KEY, OPT_IN_KEY
 from state.engagement import HISTORY_KEY
 from state.segment_definitions import (
@@ -38,6 +39,27 @@ from state.users import SEGMENT_KEY, TAG_KEY, USER_KEY, AudienceIndex, AudienceW
 
 SEGMENTS_KEY = "sb:segments"
 PREVIEW_PAGE = 1000
+
+# ARGV: the profile, engagement, consent and opt-in key prefixes, the engagement window's start in ms
+# ('' when not read), '1' when consent is read, then the ids. Answers, per id, the profile (nil when
+# none) and, as asked, the engagement members since the start and the consent and opt-in fields: one
+# reply for a page, where a pipeline costs the client a parsed reply per command (~20 µs a person).
+# The keys are built here, which a single Redis allows; a Redis Cluster reads them in a pipeline.
+_READ_PAGE = """
+local users, history, consent, optin = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local since, consents = ARGV[5], ARGV[6] == '1'
+local out = {}
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  out[#out + 1] = redis.call('HGET', users .. id, 'p')
+  if since ~= '' then out[#out + 1] = redis.call('ZRANGEBYSCORE', history .. id, since, '+inf') end
+  if consents then
+    out[#out + 1] = redis.call('HKEYS', consent .. id)
+    out[#out + 1] = redis.call('HKEYS', optin .. id)
+  end
+end
+return out
+"""
 
 
 class StoredSegment(BaseModel):
@@ -163,6 +185,7 @@ class SegmentEvaluator:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self.walk = AudienceWalk(redis)
+        self._read_page = redis.register_script(_READ_PAGE)
 
     async def narrowest(self, condition: Any) -> AudienceIndex:
         """The smallest index holding every member: a tag (or union of tags) the condition requires,
@@ -192,6 +215,11 @@ class SegmentEvaluator:
             return []
         needs = needs_of(condition)
         since = (now_ms if now_ms is not None else _now_ms()) - needs.engagement_seconds * 1000
+        if not is_cluster(self._redis):
+            prefixes = [key.format("") for key in (USER_KEY, HISTORY_KEY, CONSENT_KEY, OPT_IN_KEY)]
+            flags = [str(since) if needs.engagement_seconds else "", "1" if needs.consent else ""]
+            answers = await self._read_page(keys=[], args=[*prefixes, *flags, *user_ids])
+            return _people(user_ids, answers, needs)
         async with self._redis.pipeline(transaction=False) as pipe:
             for user_id in user_ids:
                 pipe.hget(USER_KEY.format(user_id), "p")
