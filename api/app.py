@@ -35,12 +35,14 @@ from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
 from api.roles import roles_router
+from api.segments import segments_router
 from api.templates import templates_router
 from api.user_tokens import user_tokens_router
 from api.whitelist import whitelist_router
 from channels.base import Channel
 from metrics import catalog
 from state.apps import AppRegistry
+from state.segments import SegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ _TAGS = [
     {"name": "approvals", "description": "Held messages awaiting approval, and the approval policies."},
     {"name": "budgets", "description": "Budgets per app or campaign and period, with what was spent."},
     {"name": "templates", "description": "Stored templates with versions: save, preview, diff, publish."},
+    {"name": "segments", "description": "Named segment definitions, evaluated at send; counts and samples."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -137,6 +140,8 @@ def create_api(
         api.include_router(budgets_router(deps, deps.budgets))
     if deps.template_versions is not None:
         api.include_router(templates_router(deps, deps.template_versions))
+    if isinstance(deps.segments, SegmentStore):
+        api.include_router(segments_router(deps, deps.segments))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -191,6 +196,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "approvals": deps.approvals,
         "budgets": deps.budgets,
         "templates": deps.template_versions,
+        "segments": deps.segments if isinstance(deps.segments, SegmentStore) else None,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }

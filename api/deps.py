@@ -49,7 +49,7 @@ class TemplateNames(Protocol):
 
 
 class Segments(Protocol):
-    """Where saved segments live (`state.users.UserDirectory`)."""
+    """Where segments live: definitions and saved sets (`state.segments.SegmentStore`)."""
 
     async def has_segment(self, segment: str) -> bool: ...
 

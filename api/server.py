@@ -39,8 +39,8 @@ from state.inbox import Inbox
 from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
 from state.roles import RoleStore
+from state.segments import SegmentStore
 from state.user_tokens import UserTokenSigner
-from state.users import UserDirectory
 
 # Callback URLs carry provider tokens in their query (Aliyun's `?token=`), and link paths carry
 # capabilities (an unsubscribe token): neither belongs in an access log.
@@ -82,7 +82,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         redis=redis,
         # The catalog the worker loads, so an event it could not render is refused here already.
         templates=catalog,
-        segments=UserDirectory(redis),
+        segments=SegmentStore(redis),  # definitions and saved sets (state.segments)
         limits=BodyLimits.of(settings),
         links=LinkSigner(settings.signing_secret(), settings.public_url),
         consent=ConsentStore(redis, opt_in=settings.consent_opt_in, test_mode=settings.test_mode),

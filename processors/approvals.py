@@ -24,6 +24,7 @@ from settings.permissions import ALL_APPS
 from state.approval_policies import ApprovalPolicy, PolicyStore, strictest
 from state.approvals import ApprovalItem, ApprovalStore, Conflict, approval_id_for
 from state.operators import OperatorStore
+from state.segments import SegmentStore
 from state.template_store import PublicationState, TemplateStore
 from state.users import AudienceIndex, UserDirectory
 
@@ -63,8 +64,10 @@ class ApprovalGate:
         store: ApprovalStore,
         directory: UserDirectory,
         cache_seconds: float = POLICY_CACHE_SECONDS,
+        segments: SegmentStore | None = None,
     ) -> None:
         self._policies = policies
+        self._segments = segments  # counts a defined segment exactly (state.segments)
         self._store = store
         self._directory = directory
         self._cache_seconds = cache_seconds
@@ -127,6 +130,8 @@ class ApprovalGate:
             return len(audience.addresses)
         if audience.tags:
             index = AudienceIndex.of_tags(audience.tags)
+        elif audience.segment and self._segments is not None:
+            return await self._segments.count(audience.segment) or 0
         elif audience.segment:
             index = AudienceIndex.of_segment(audience.segment)
         else:

@@ -21,6 +21,7 @@ from processors.ingest import deliveries_for
 from records.topics import Delivery, Lane
 from state.broadcasts import Broadcast, BroadcastJobs
 from state.flow_counters import FlowCounters
+from state.segments import SegmentEvaluator, from_snapshot
 from state.users import AudienceWalk
 
 log = logging.getLogger("switchboard.flow")
@@ -43,6 +44,7 @@ class BroadcastExpander:
         backlog: int,
         lease_seconds: float,
         budget: float = 1.0,
+        segments: SegmentEvaluator | None = None,
     ) -> None:
         self._jobs = jobs
         self._walk = walk
@@ -52,6 +54,7 @@ class BroadcastExpander:
         self._backlog = backlog
         self._lease = lease_seconds
         self._budget = budget
+        self._segments = segments
 
     async def expand(self, emit: EmitDeliveries, turn: Callable[[], Awaitable[None]] | None = None) -> int:
         """One round over the running jobs; returns how many deliveries it produced. `turn` is awaited
@@ -82,19 +85,32 @@ class BroadcastExpander:
         while time.monotonic() < deadline and not await self._backlogged():
             if turn is not None:
                 await turn()
-            ids = await self._walk.page(job.audience, cursor, self._page)
-            if not ids:
+            ids, scanned_to = await self._next_page(job, cursor)
+            if not scanned_to:
                 if await self._jobs.finish(job.job_id):
                     await self._counters.add({"broadcasts_done": 1})
                     log.info("broadcast %s expanded: %d deliveries", job.job_id, job.expanded + produced)
                 await self._jobs.release(job.job_id, self._holder)
                 break
-            await emit(lane, deliveries_for(job.event, ids), source)
-            await self._jobs.checkpoint(job.job_id, ids[-1], len(ids))
-            cursor, produced = ids[-1], produced + len(ids)
+            if ids:
+                await emit(lane, deliveries_for(job.event, ids), source)
+            await self._jobs.checkpoint(job.job_id, scanned_to, len(ids))
+            cursor, produced = scanned_to, produced + len(ids)
             if not await self._jobs.lease(job.job_id, self._holder, self._lease):
                 break  # held too long without renewing (a stall): another worker may have it now
         return produced
+
+    async def _next_page(self, job: Broadcast, cursor: str) -> tuple[list[str], str]:
+        """The recipients of the next page and the last id it scanned ("" at the end). A segment's page
+        is filtered by its definition, so it may hold none of the ids it scanned."""
+        segment = from_snapshot(job.segment, job.audience)
+        if segment is None:
+            ids = await self._walk.page(job.audience, cursor, self._page)
+            return ids, ids[-1] if ids else ""
+        if self._segments is None:
+            raise RuntimeError(f"broadcast {job.job_id} filters by a segment: the expander needs `segments`")
+        page = await self._segments.page(segment, cursor, self._page)
+        return page.members, page.last
 
     async def _backlogged(self) -> bool:
         counts = await self._counters.read()

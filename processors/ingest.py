@@ -28,6 +28,7 @@ from records.topics import (
 from settings import DEFAULT_MAX_EVENT_BYTES
 from state.broadcasts import BroadcastJobs
 from state.dedup import EventDedup
+from state.segments import SegmentAudience, SegmentStore, segment_snapshot
 from state.users import AudienceIndex, UserDirectory
 
 __all__ = ["DeadLetter", "Ingest", "IngestResult", "dead_letter_receipt", "refuse"]
@@ -90,6 +91,7 @@ class Ingest:
         page: int = 1000,
         approvals: Approvals | None = None,
         signatures: bool = False,
+        segments: SegmentStore | None = None,
     ) -> None:
         """`signatures`: refuse a record not signed by its app's events signing key (the worker passes
         SWITCHBOARD_EVENTS_SIGNATURES=required, the default; tools and unit tests hand events in directly)."""
@@ -103,6 +105,8 @@ class Ingest:
         self._dedup = dedup
         self._approvals = approvals
         self._signatures = signatures
+        # Segment definitions, evaluated page by page; without them (unit tests) saved sets only.
+        self._segments = segments
 
     async def handle(self, raw: bytes, source: str, signature: str | None = None) -> IngestResult:
         """`source` names the record (topic:partition:offset); it makes redelivery recognisable.
@@ -199,34 +203,49 @@ class Ingest:
             for missing in (u for u in wanted if u not in known):
                 result.receipts.append(Receipt.of(event, missing, "suppressed", reason="unknown user"))
         else:
-            index = await self._audience_index(audience)
-            if index is None:
+            selected = await self._audience_index(audience)
+            if selected is None:
                 return _dead(
                     raw, source, f"unknown segment {audience.segment!r}", (event.app, event.event_id)
                 )
+            index, condition = selected
             total = await self._directory.walk.prepare(index)
             if self._jobs is not None and total > self._page:
                 # Too many for one page: recorded as a job, expanded by a timer as the flow keeps up.
-                result.broadcast = await self._jobs.create(core, index, lane_of(core), source, total)
+                result.broadcast = await self._jobs.create(
+                    core, index, lane_of(core), source, total, segment=segment_snapshot(condition)
+                )
                 return result
-            user_ids = await self._all_of(index)
+            user_ids = await self._all_of(index, condition)
         result.deliveries.extend(deliveries_for(core, user_ids))
         return result
 
 
-    async def _audience_index(self, audience: Audience) -> AudienceIndex | None:
-        """The sets `audience` selects from; None for a segment that does not exist."""
+    async def _audience_index(
+        self, audience: Audience
+    ) -> tuple[AudienceIndex, SegmentAudience | None] | None:
+        """The sets `audience` selects from, and the segment definition filtering them (if any); None
+        for a segment that exists neither as a definition nor as a saved set."""
         if audience.tags:
-            return AudienceIndex.of_tags(audience.tags)
+            return AudienceIndex.of_tags(audience.tags), None
         if audience.segment:
+            if self._segments is not None:
+                found = await self._segments.audience(audience.segment)
+                if found is None:
+                    return None
+                return found.index, found if found.condition is not None else None
             if not await self._directory.has_segment(audience.segment):
                 return None
-            return AudienceIndex.of_segment(audience.segment)
-        return AudienceIndex.everyone()
+            return AudienceIndex.of_segment(audience.segment), None
+        return AudienceIndex.everyone(), None
 
-    async def _all_of(self, index: AudienceIndex) -> list[str]:
+    async def _all_of(self, index: AudienceIndex, segment: SegmentAudience | None = None) -> list[str]:
         ids: list[str] = []
-        while page := await self._directory.walk.page(index, ids[-1] if ids else "", self._page):
+        cursor = ""
+        while page := await self._directory.walk.page(index, cursor, self._page):
+            cursor = page[-1]
+            if segment is not None and self._segments is not None:
+                page = await self._segments.evaluator.members(segment.condition, page)
             ids.extend(page)
         return ids
 

@@ -54,6 +54,7 @@ from state.operators import OperatorStore
 from state.pacing import Pacer
 from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
+from state.segments import SegmentStore
 from state.template_store import TemplateStore
 from state.users import UserDirectory
 from state.watch import Incidents, LagBoard, WatchWindow
@@ -114,6 +115,7 @@ def build_flow(settings: Settings) -> Flow:
     costs = estimated_costs(channels)
     counters = FlowCounters(redis)
     approvals = ApprovalStore(redis)
+    segments = SegmentStore(redis)
     stages = FlowStages(
         ingest=Ingest(
             directory,
@@ -123,8 +125,9 @@ def build_flow(settings: Settings) -> Flow:
             max_event_bytes=settings.max_event_bytes,
             jobs=jobs,
             page=settings.broadcast_page,
-            approvals=ApprovalGate(PolicyStore(redis), approvals, directory),
+            approvals=ApprovalGate(PolicyStore(redis), approvals, directory, segments=segments),
             signatures=settings.events_signatures == "required",
+            segments=segments,
         ),
         decide=Decide(
             directory,
@@ -174,6 +177,7 @@ def build_flow(settings: Settings) -> Flow:
             page=settings.broadcast_page,
             backlog=settings.broadcast_backlog,
             lease_seconds=settings.broadcast_lease_seconds,
+            segments=segments.evaluator,
         ),
         approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis)), signing=apps,
                                templates=TemplateStore(redis)),

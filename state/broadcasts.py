@@ -73,6 +73,8 @@ class Broadcast:
     state: str
     created_at: float
     finished_at: float | None
+    segment: str = ""
+    """The segment definition each page is filtered by, as ingest found it (`state.segments`); "" none."""
 
     @property
     def done(self) -> bool:
@@ -94,7 +96,7 @@ class BroadcastJobs:
         self._renew = redis.register_script(_RENEW)
 
     async def create(
-        self, event: EventCore, audience: AudienceIndex, lane: str, source: str, total: int
+        self, event: EventCore, audience: AudienceIndex, lane: str, source: str, total: int, segment: str = ""
     ) -> bool:
         """Record the job once: False when it exists already (the same event redelivered)."""
         job_id = job_id_of(event)
@@ -110,6 +112,7 @@ class BroadcastJobs:
             "total": str(total),
             "state": "running",
             "created_at": repr(now),
+            "segment": segment,
         }
         flat = [part for pair in fields.items() for part in pair]
         created = await self._create(keys=[_JOB.format(job_id), _ACTIVE, _JOBS], args=[job_id, now, *flat])
@@ -182,6 +185,7 @@ def _broadcast(job_id: str, raw: Mapping[bytes | str, bytes | str]) -> Broadcast
         state=fields.get("state", "running"),
         created_at=float(fields.get("created_at", "0")),
         finished_at=float(finished) if finished else None,
+        segment=fields.get("segment", ""),
     )
 
 

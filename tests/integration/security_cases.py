@@ -271,4 +271,16 @@ CASES: list[EndpointCase] = [
                  route="/v1/templates/{name}/diff"),
     EndpointCase("POST", "/v1/templates/matrix_missing/versions/1/publish", "templates:publish",
                  route="/v1/templates/{name}/versions/{number}/publish"),
+    # --- segments ----------------------------------------------------------------------------------
+    # One segment and its preview answer 404 for a name the matrix has not defined: allowed, not found.
+    EndpointCase("GET", "/v1/segments", "segments:read"),
+    EndpointCase("PUT", "/v1/segments/matrix-segment", "segments:manage",
+                 body={"app": MATRIX_APP, "definition": {"tags": {"all": ["matrix"]}}}, app=MATRIX_APP,
+                 route="/v1/segments/{name}"),
+    EndpointCase("GET", "/v1/segments/matrix-missing", "segments:read", route="/v1/segments/{name}"),
+    EndpointCase("DELETE", "/v1/segments/matrix-missing", "segments:manage", route="/v1/segments/{name}"),
+    EndpointCase("GET", "/v1/segments/matrix-missing/preview", "segments:read",
+                 route="/v1/segments/{name}/preview"),
+    EndpointCase("POST", "/v1/segments/preview", "segments:read",
+                 body={"app": MATRIX_APP, "definition": {"bound": "email"}}, app=MATRIX_APP),
 ]

@@ -29,6 +29,7 @@ from state.budgets import BudgetStore
 from state.consent import ConsentStore
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
+from state.segments import SegmentStore
 from state.template_store import TemplateStore
 from state.users import UserDirectory
 
@@ -75,7 +76,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         ),
         redis=redis,
         templates=TemplateCatalog(ROOT / "templates"),
-        segments=UserDirectory(redis),
+        segments=SegmentStore(redis),
         limits=BodyLimits(),
         links=LinkSigner(LINK_SECRET, PUBLIC_URL),
         consent=ConsentStore(redis, opt_in=()),
@@ -142,8 +143,8 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
             ]
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
     # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
-    # the audit log and the 4 budget operations, and the 8 of stored templates
-    assert len(operations) == 51
+    # the audit log and the 4 budget operations; issue 13: stored templates (8), segments (6)
+    assert len(operations) == 57
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

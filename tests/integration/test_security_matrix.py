@@ -50,9 +50,9 @@ from state.data_rights import PersonState
 from state.inbox import Inbox, InboxMessage
 from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
+from state.segments import SegmentStore
 from state.template_store import TemplateStore
 from state.user_tokens import UserTokenSigner
-from state.users import UserDirectory
 from tests.integration.moments import now
 
 from .security_cases import (
@@ -119,7 +119,7 @@ def matrix_api(
     publisher = MatrixPublisher()
     deps = ApiDeps(
         apps=apps, inbox=Inbox(redis), publisher=publisher, redis=redis,
-        templates=TemplateCatalog(ROOT / "templates"), segments=UserDirectory(redis),
+        templates=TemplateCatalog(ROOT / "templates"), segments=SegmentStore(redis),
         links=LinkSigner(LINK_SECRET, PUBLIC_URL),
         consent=ConsentStore(redis), provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
