@@ -35,6 +35,7 @@ from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
 from api.roles import roles_router
+from api.strategies import strategies_router
 from api.user_tokens import user_tokens_router
 from api.whitelist import whitelist_router
 from channels.base import Channel
@@ -129,6 +130,8 @@ def create_api(
         api.include_router(approvals_router(deps, deps.approvals))
     if deps.budgets is not None:
         api.include_router(budgets_router(deps, deps.budgets))
+    if deps.rules is not None:
+        api.include_router(strategies_router(deps, deps.rules))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
