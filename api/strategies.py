@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from api.deps import ApiDeps, LoadedRules
 from api.problems import Problem
-from rules.schema import NamedStrategy, duration_text
+from rules.schema import NamedStrategy
+from rules.strategies import strategy_dict
 from settings.permissions import Principal
 
 
@@ -46,19 +47,7 @@ class StrategyList(BaseModel):
 
 
 def strategy_view(named: NamedStrategy) -> StrategyView:
-    spec = named.spec
-    return StrategyView(
-        name=named.name,
-        description=spec.description,
-        channels=[str(c) for c in spec.channels] if spec.channels else None,
-        first_of=[str(c) for c in spec.first_of] if spec.first_of else None,
-        steps=[
-            StrategyStep(step=number, after=duration_text(step.after), condition=step.condition,
-                         first_of=[str(c) for c in step.first_of], template=step.template)
-            for number, step in enumerate(spec.fallback, start=1)
-        ],
-        origin=named.origin,
-    )
+    return StrategyView.model_validate(strategy_dict(named))
 
 
 def strategies_router(deps: ApiDeps, rules: LoadedRules) -> APIRouter:
