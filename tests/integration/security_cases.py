@@ -253,4 +253,7 @@ CASES: list[EndpointCase] = [
                  route="/v1/budgets/{app}/{period}"),
     EndpointCase("DELETE", f"/v1/budgets/{MATRIX_APP}/day", "budgets:manage", app=MATRIX_APP,
                  route="/v1/budgets/{app}/{period}"),
+    # --- strategies ---------------------------------------------------------------------------------
+    # The rule files' named strategies: senders (app keys too) name them, template editors preview them.
+    EndpointCase("GET", "/v1/strategies", "events:send", also=("templates:read",)),
 ]

@@ -35,6 +35,8 @@ from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
 from localparts import LocalParts
 from processors.dead_letter_shelf import DeadLetterShelf
+from rules.loader import load_ruleset
+from rules.watch import RulesWatcher
 from settings import ROOT
 from settings.permissions import ALL_APPS, APP_POWERS, BUILT_IN_ROLES, GLOBAL_PERMISSIONS
 from settings.secret_box import SecretBox
@@ -127,6 +129,7 @@ def matrix_api(
         dead_letters=DeadLetterShelf(bootstrap_servers(kafka_url), "matrix-events.deadletter"),
         approvals=Approvals(ApprovalStore(redis), PolicyStore(redis), roles=operators.roles),
         budgets=BudgetStore(redis),
+        rules=RulesWatcher(ROOT / "rules", current=load_ruleset(ROOT / "rules")),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 
