@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from analytics.event_log import LoggedEvent
 from records.topics import EventCore
+from rules.cli import rules_cli
 from rules.engine import DecisionRequest, RuleEngine
+from rules.explain import explain, render
 from rules.loader import check, load_ruleset
+from rules.simulate import History, replay
 from state.users import User
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -212,3 +218,54 @@ def test_a_rule_using_a_strategy_needs_its_template_to_have_the_strategys_channe
     parts = {"fee": frozenset({"push", "inbox"}), "t": frozenset()}
     found = [str(e) for e in check([path], parts)]
     assert any("template 'fee' has no wechat_oa, sms part" in message for message in found), found
+
+
+runner = CliRunner()
+
+
+def test_rules_strategies_lists_them_in_words_and_as_json(tmp_path: Path) -> None:
+    path = write(tmp_path, STRATEGIES)
+    words = runner.invoke(rules_cli, ["strategies", str(path)])
+    assert words.exit_code == 0, words.output
+    assert f"push_then_sms  send on first of push, inbox  [{path}:3]" in words.output
+    assert "  step 2  after 10m if not read: first of sms" in words.output
+    assert "everywhere  send on each of inbox, email" in words.output
+    assert "  no fallback steps" in words.output
+    as_json = runner.invoke(rules_cli, ["strategies", str(path), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    listed = json.loads(as_json.output)
+    assert [s["name"] for s in listed] == ["push_then_sms", "everywhere"]
+    assert listed[0]["steps"][0] == {
+        "step": 1, "after": "5m", "condition": "not_read", "first_of": ["wechat_oa"], "template": None
+    }
+
+
+def test_rules_strategies_on_broken_rules_prints_the_errors_not_a_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, STRATEGIES.replace("{strategy: push_then_sms,", "{strategy: push_then_smss,"))
+    result = runner.invoke(rules_cli, ["strategies", str(path)])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"{path}:14:22: unknown strategy 'push_then_smss' (did you mean 'push_then_sms'?)"
+    )
+
+
+def test_explain_says_which_strategy_and_where_it_is_defined(tmp_path: Path) -> None:
+    engine = RuleEngine(load_ruleset(write(tmp_path, STRATEGIES)))
+    ask = DecisionRequest(event("exam", strategy="push_then_sms"), STUDENT, EVERY, EVERY, now=NOW)
+    text = render(explain(engine, ask))
+    assert f"  strategy push_then_sms (named by the event) [{tmp_path}/rules.yaml:3]" in text
+    assert "fallback 2   after 10m if not read: first of sms" in text
+
+
+def test_simulate_counts_the_candidates_messages_per_strategy(tmp_path: Path) -> None:
+    ruleset = load_ruleset(write(tmp_path, STRATEGIES))
+    logged = [
+        LoggedEvent(NOW, event("fee.due").model_copy(update={"event_id": "fee"}), "{}"),
+        LoggedEvent(NOW, event("exam", strategy="everywhere").model_copy(update={"event_id": "exam"}), "{}"),
+        LoggedEvent(NOW, event("exam").model_copy(update={"event_id": "plain"}), "{}"),
+    ]
+    history = History(logged, {}, {}, {("bursar", e.event.event_id): ["s1"] for e in logged})
+    report = replay(history, ruleset, {"s1": STUDENT}, {"bursar": EVERY}, {}, EVERY)
+    assert report.strategies == {"push_then_sms": 1, "everywhere": 1}
+    assert report.as_dict()["candidate_strategies"] == {"everywhere": 1, "push_then_sms": 1}
+    assert "candidate strategies: everywhere 1, push_then_sms 1 (messages)" in report.render()
