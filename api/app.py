@@ -36,6 +36,7 @@ from api.publisher import PublishError
 from api.reports import reports_router
 from api.roles import roles_router
 from api.segments import segments_router
+from api.strategies import strategies_router
 from api.templates import templates_router
 from api.user_tokens import user_tokens_router
 from api.whitelist import whitelist_router
@@ -142,6 +143,8 @@ def create_api(
         api.include_router(templates_router(deps, deps.template_versions))
     if isinstance(deps.segments, SegmentStore):
         api.include_router(segments_router(deps, deps.segments))
+    if deps.rules is not None:
+        api.include_router(strategies_router(deps, deps.rules))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))

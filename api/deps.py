@@ -16,6 +16,7 @@ from api.template_service import Templates
 from api.trace import Tracer
 from channels.links import LinkSigner
 from processors.dead_letter_shelf import DeadLetterShelf
+from rules.schema import Ruleset
 from settings import Settings
 from state.budgets import BudgetStore
 from state.channel_accounts import ChannelAccounts
@@ -46,6 +47,13 @@ class TemplateNames(Protocol):
     def __contains__(self, template: object) -> bool: ...
 
     def check_data(self, template: str, data: Mapping[str, Any]) -> list[str]: ...
+
+
+class LoadedRules(Protocol):
+    """The rule files as the worker runs them (`rules.watch.RulesWatcher`): None until first loaded."""
+
+    @property
+    def ruleset(self) -> Ruleset | None: ...
 
 
 class Segments(Protocol):
@@ -118,6 +126,9 @@ class ApiDeps:
     data_rights: DataRights | None = None
     budgets: BudgetStore | None = None
     template_versions: Templates | None = None  # switches on /v1/templates (stored, versioned)
+    rules: LoadedRules | None = None
+    """The loaded rule files: switches on /v1/strategies, and refuses (422) an event naming a strategy
+    they do not define."""
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.

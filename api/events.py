@@ -18,6 +18,7 @@ from api.deps import ApiDeps
 from api.problems import TOO_LARGE, Problem, TooLargeError, invalid
 from records.signing import signature
 from records.topics import Event, lane_of
+from rules.semantics import unknown_strategy
 from settings.permissions import Principal
 from state.apps import App
 
@@ -136,7 +137,17 @@ async def _checked(
         if event.audience.segment and not known[event.audience.segment]:
             segment = event.audience.segment
             raise invalid((*where, "audience", "segment"), f"unknown segment {segment!r}", "unknown_segment")
+        _check_strategy(deps, event, where)
     return records
+
+
+def _check_strategy(deps: ApiDeps, event: Event, where: tuple[str | int, ...]) -> None:
+    """422 for a strategy the loaded rules do not define (the worker would refuse every message)."""
+    ruleset = deps.rules.ruleset if deps.rules is not None else None
+    if event.strategy is None or ruleset is None or ruleset.strategy(event.strategy) is not None:
+        return
+    known = [s.name for s in ruleset.strategies]
+    raise invalid((*where, "strategy"), unknown_strategy(event.strategy, known), "unknown_strategy")
 
 
 async def _authorise(
@@ -192,8 +203,8 @@ def _key(event: Event) -> str:
 
 
 _INVALID = (
-    "422 names the field (`loc`) of an invalid event: against the schema, an unknown template or "
-    "segment, or a template variable missing from `data`."
+    "422 names the field (`loc`) of an invalid event: against the schema, an unknown template, "
+    "segment or strategy (of the loaded rules), or a template variable missing from `data`."
 )
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": Problem, "description": "Missing or invalid API key or token"},

@@ -14,7 +14,7 @@ from api.access import Access
 from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.approval_service import Approvals
-from api.deps import Analytics, ApiDeps, BodyLimits
+from api.deps import Analytics, ApiDeps, BodyLimits, LoadedRules
 from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher, bootstrap_servers
 from api.template_service import build_templates
@@ -58,8 +58,14 @@ class RedactedAccessLog(logging.Filter):
         return True
 
 
-def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | None = None) -> ApiDeps:
-    """The production wiring, shared by `serve` and the integration tests."""
+def build_deps(
+    settings: Settings,
+    redis: Redis,
+    templates: TemplateCatalog | None = None,
+    rules: LoadedRules | None = None,
+) -> ApiDeps:
+    """The production wiring, shared by `serve` and the integration tests; `rules` (the watcher that
+    keeps the templates too) switches on the strategies endpoint and the events' strategy check."""
     from analytics.connection import open_reader
 
     # Opened by the first report, never at start-up: the API starts while the analytics service does not run.
@@ -101,6 +107,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
         budgets=BudgetStore(redis),
         template_versions=build_templates(settings, redis, catalog),
         events_signatures_required=settings.events_signatures == "required",
+        rules=rules,
     )
 
 
@@ -137,10 +144,12 @@ async def run(settings: Settings) -> None:
     try:
         providers = build_callback_providers(settings, redis, http)
         templates = TemplateCatalog(settings.templates)
-        api = create_api(build_deps(settings, redis, templates), providers, settings.api_metrics_allow)
+        # One watcher keeps the templates and the rules (their strategies) as the worker runs them.
+        watcher = RulesWatcher(settings.rules, settings.templates, catalog=templates)
+        deps = build_deps(settings, redis, templates, watcher)
+        api = create_api(deps, providers, settings.api_metrics_allow)
         config = uvicorn.Config(api, host=settings.api_host, port=settings.api_port)
-        watching = asyncio.create_task(follow_templates(RulesWatcher(settings.rules, settings.templates,
-                                                                     catalog=templates)))
+        watching = asyncio.create_task(follow_templates(watcher))
         following = asyncio.create_task(providers.follow())  # channel accounts' callbacks
         try:
             await uvicorn.Server(config).serve()

@@ -12,7 +12,9 @@ by any of these (or by `send_at`) goes on the durable schedule and is decided ag
 rule lets it through at the time it chose, so it is not deferred twice by the same rule. A recipient
 in a rule's control share gets one `held_out` row and nothing else. A delivery whose sends would take
 its app's or campaign's budget near or over the limit follows its rule's `budget:` (a cheaper channel,
-held until the next period, or an `over_budget` row; rules/budgets.py).
+held until the next period, or an `over_budget` row; rules/budgets.py). An event naming a strategy
+(`strategy`) is decided with that strategy's channels and fallback steps within the rule's decision
+(rules/apply.py); one the loaded rules do not define is a `suppressed` row naming it.
 """
 
 from __future__ import annotations

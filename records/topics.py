@@ -158,8 +158,9 @@ class EventCore(_Strict):
     channels: list[ChannelName] | None = None
     strategy: Name | None = Field(
         default=None,
-        description="A named fallback strategy (补发策略) of the rule files, used instead of the matching "
-        "rule's own `fallback`; an unknown name is dead-lettered.",
+        description="A named fallback strategy (补发策略) of the rule files: its channels and steps are used "
+        "instead of the matching rule's; an unknown name is refused (POST /v1/events answers 422, the worker "
+        "records a suppressed row naming it).",
     )
     pace_per_second: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
         default=None,

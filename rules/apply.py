@@ -2,6 +2,11 @@
 
 Plain Python after durable-rules has picked the rule: reachability, caps and quiet hours windows
 need set and time arithmetic the engine does not have.
+
+A named strategy (the event's `strategy`, else the rule's) gives the first send's channels and the
+fallback steps; everything else stays the rule's: suppress, control share, template, quiet hours,
+best time, pace, caps, offline keep, bypass and budget. The event's own `channels` still replace the
+first send's channels, and a variant's channels replace the rule's strategy's (not the event's).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from records.plan import (
 )
 from records.topics import EventCore
 from rules.facts import Facts, exempt, holds
-from rules.schema import QUIET_OFF, Pace, Rule, Ruleset, Then, Variant
+from rules.schema import QUIET_OFF, NamedStrategy, Pace, Rule, Ruleset, Then, Variant
 from state.users import User
 
 
@@ -62,7 +67,8 @@ class Policies:
             w.id: QuietHours(start=w.start, end=w.end, action=w.action) for w in ruleset.quiet_hours
         }
         self.plans: dict[tuple[object, ...], DeliveryPlan] = {}
-        self.steps: dict[tuple[str, int, tuple[str, ...]], FallbackStep] = {}
+        self.steps: dict[tuple[str, str, int, tuple[str, ...]], FallbackStep] = {}
+        self.strategies = {strategy.name: strategy for strategy in ruleset.strategies}
         self.matched_windows = [
             (w.match, self.windows[w.id]) for w in ruleset.quiet_hours if w.match is not None
         ]
@@ -81,12 +87,25 @@ class Outcome:
     """The recipient fell into the rule's control share: nothing is sent, on purpose."""
     reachable: tuple[tuple[str, str], ...] = ()
     """Every channel of the rule the recipient can be reached on, when its budget may pick a cheaper one."""
+    strategy: str = ""
+    """The named strategy that gave the channels and fallback steps ("" for none)."""
+
+
+def unknown_strategy_reason(name: str, known: Sequence[str]) -> str:
+    """Why a message naming a strategy the loaded rules do not define is refused."""
+    from rules.semantics import unknown_strategy
+
+    return f"refused: {unknown_strategy(name, known)} in the loaded rules"
 
 
 def apply_rule(policies: Policies, rule: Rule, reach: Reach, facts: Facts) -> Outcome:
     """Carry out `rule` (the winner) for one delivery."""
     reasons = [f"rule {rule.id} matched"]
     then = rule.then
+    asked = reach.event.strategy
+    if asked is not None and asked not in policies.strategies:
+        reasons.append(unknown_strategy_reason(asked, sorted(policies.strategies)))
+        return Outcome((), True, tuple(reasons), DeliveryPlan(), None)
     if then.suppress is not None:
         reasons.append(f"suppressed: {then.suppress}")
         return Outcome((), True, tuple(reasons), DeliveryPlan(), None)
@@ -102,31 +121,50 @@ def apply_rule(policies: Policies, rule: Rule, reach: Reach, facts: Facts) -> Ou
     template = (variant.template if variant is not None else None) or then.template
 
     event, user = reach.event, reach.user
+    strategy = _strategy(policies, rule, event, reasons)
     chosen: list[str]
     if event.channels is not None:
         reasons.append(f"event overrides channels: {', '.join(event.channels)}")
         chosen = _each_reachable(list(event.channels), reach, reasons)
     else:
-        channels, first_of = _choice(then, variant)
+        channels, first_of = _choice(then, variant, strategy, event)
         if channels is not None:
             chosen = _each_reachable(channels, reach, reasons)
         else:
             chosen = _first_reachable(_resolve(first_of or [], user), reach, reasons)
-    plan = _plan(policies, rule, reach, facts, variant, frozenset(chosen), reasons)
+    plan = _plan(policies, rule, reach, facts, variant, frozenset(chosen), reasons, strategy)
+    named_strategy = strategy.name if strategy is not None else ""
     if not chosen:
         reasons.append("no channel left to send on")
-        return Outcome((), True, tuple(reasons), plan, template)
+        return Outcome((), True, tuple(reasons), plan, template, strategy=named_strategy)
     addresses: dict[str, str] = {str(channel): address for channel, address in user.bindings.items()}
     pairs = tuple((channel, addresses[channel]) for channel in chosen)
     reachable: tuple[tuple[str, str], ...] = ()
     if then.budget is not None and then.budget.picks_cheaper:
-        named = list(event.channels) if event.channels is not None else _resolve(_named(then, variant), user)
+        named = (
+            list(event.channels)
+            if event.channels is not None
+            else _resolve(_named(then, variant, strategy, event), user)
+        )
         reachable = tuple((c, addresses[c]) for c in dict.fromkeys(named) if _unusable(c, reach) is None)
-    return Outcome(pairs, False, tuple(reasons), plan, template, reachable=reachable)
+    return Outcome(pairs, False, tuple(reasons), plan, template, reachable=reachable, strategy=named_strategy)
 
 
-def _named(then: Then, variant: Variant | None) -> list[str]:
-    channels, first_of = _choice(then, variant)
+def _strategy(policies: Policies, rule: Rule, event: EventCore, reasons: list[str]) -> NamedStrategy | None:
+    """The event's named strategy, else the rule's (both known: the loader and `apply_rule` made sure)."""
+    if event.strategy is not None:
+        reasons.append(f"strategy {event.strategy} (named by the event)")
+        return policies.strategies[event.strategy]
+    if rule.then.strategy is not None:
+        reasons.append(f"strategy {rule.then.strategy} (named by the rule)")
+        return policies.strategies[rule.then.strategy]
+    return None
+
+
+def _named(
+    then: Then, variant: Variant | None, strategy: NamedStrategy | None, event: EventCore
+) -> list[str]:
+    channels, first_of = _choice(then, variant, strategy, event)
     return channels if channels is not None else list(first_of or [])
 
 
@@ -169,6 +207,7 @@ def _plan(
     variant: Variant | None,
     used: frozenset[str],
     reasons: list[str],
+    strategy: NamedStrategy | None = None,
 ) -> DeliveryPlan:
     then = rule.then
     bypass: set[Bypass] = set(then.bypass or ())
@@ -176,13 +215,14 @@ def _plan(
         bypass |= policies.ruleset.urgent_bypass
     if bypass:
         reasons.append("bypasses " + ", ".join(sorted(bypass)))
-    steps = _fallback(policies, rule, reach, used, reasons)
+    steps = _fallback(policies, rule, reach, used, reasons, strategy)
     quiet = None if "quiet_hours" in bypass else _quiet_hours(policies, then, facts)
     caps = () if "caps" in bypass else _caps(policies, facts)
     pace = None if then.pace is None or "pacing" in bypass else pace_key(then.pace, rule.id, reach.event)
     # Most deliveries of a rule share one plan: build each distinct plan once (they are immutable).
     key = (
         rule.id,
+        strategy.name if strategy is not None else "",  # two strategies' steps may differ only in `after`
         tuple(s.step for s in steps),
         tuple(s.channels for s in steps),
         id(quiet),
@@ -236,18 +276,26 @@ def _caps(policies: Policies, facts: Facts) -> tuple[FrequencyCap, ...]:
 
 
 def _fallback(
-    policies: Policies, rule: Rule, reach: Reach, used: frozenset[str], reasons: list[str]
+    policies: Policies,
+    rule: Rule,
+    reach: Reach,
+    used: frozenset[str],
+    reasons: list[str],
+    strategy: NamedStrategy | None = None,
 ) -> tuple[FallbackStep, ...]:
     """Steps with the channels that can carry them; a channel the first send used is not used again."""
     steps: list[FallbackStep] = []
-    for number, spec in enumerate(rule.then.fallback or (), start=1):
+    specs = strategy.spec.fallback if strategy is not None else rule.then.fallback or ()
+    # Steps are built once per source (a rule's inline steps, or a strategy's, shared by every rule).
+    source = ("strategy", strategy.name) if strategy is not None else ("rule", rule.id)
+    for number, spec in enumerate(specs, start=1):
         named = list(dict.fromkeys(_resolve(spec.first_of, reach.user)))
         usable = tuple(c for c in named if c not in used and _unusable(c, reach) is None)
         if not usable:
             why = [f"{c}: already sent on" if c in used else _unusable(c, reach) or c for c in named]
             reasons.append(f"fallback step {number} dropped: " + "; ".join(why or ["no channel"]))
             continue
-        key = (rule.id, number, usable)
+        key = (*source, number, usable)
         step = policies.steps.get(key)
         if step is None:
             step = policies.steps[key] = FallbackStep(
@@ -261,12 +309,25 @@ def _fallback(
     return tuple(steps)
 
 
-def _choice(then: Then, variant: Variant | None) -> tuple[list[str] | None, list[str] | None]:
+def _choice(
+    then: Then, variant: Variant | None, strategy: NamedStrategy | None = None, event: EventCore | None = None
+) -> tuple[list[str] | None, list[str] | None]:
+    """The first send's (channels, first_of): the event's strategy, a variant's, the rule's strategy or
+    the rule's own, in that order of precedence."""
+    if strategy is not None and event is not None and event.strategy == strategy.name:
+        return _spec_choice(strategy)
     if variant is not None and (variant.channels or variant.first_of):
         return (list(variant.channels) if variant.channels else None), (
             list(variant.first_of) if variant.first_of else None
         )
+    if strategy is not None:
+        return _spec_choice(strategy)
     return (list(then.channels) if then.channels else None), (list(then.first_of) if then.first_of else None)
+
+
+def _spec_choice(strategy: NamedStrategy) -> tuple[list[str] | None, list[str] | None]:
+    spec = strategy.spec
+    return (list(spec.channels) if spec.channels else None), (list(spec.first_of) if spec.first_of else None)
 
 
 def _resolve(choices: Sequence[str], user: User) -> list[str]:

@@ -36,6 +36,8 @@ class Expect(_Strict):
     variant: str | None = None
     held_out: bool | None = None
     """True: the recipient falls into the rule's control share and receives nothing."""
+    strategy: str | None = None
+    """The named strategy that gave the channels and fallback steps ("" for none)."""
     reasons: list[str] | None = None
     """Each must be among the decision's reasons."""
     plan: dict[str, Any] | None = None
@@ -138,6 +140,7 @@ def compare(expect: Expect, decision: Decision) -> list[str]:
         "template": decision.template,
         "variant": decision.plan.variant,
         "held_out": decision.held_out,
+        "strategy": decision.strategy,
     }
     for key, value in actual.items():
         wanted = getattr(expect, key)

@@ -119,6 +119,21 @@ def test_command(
         raise typer.Exit(1)
 
 
+@rules_cli.command("strategies")
+def strategies_command(
+    path: RulesArgument = None,
+    as_json: Annotated[bool, typer.Option("--json", help="as JSON, like GET /v1/strategies")] = False,
+) -> None:
+    """The named strategies (补发策略) events, campaigns and rules may use: first channels and steps."""
+    from rules.strategies import render, strategy_dict
+
+    ruleset = _load(path or _settings().rules, None)
+    if as_json:
+        typer.echo(json.dumps([strategy_dict(s) for s in ruleset.strategies], ensure_ascii=False, indent=2))
+    else:
+        typer.echo(render(ruleset.strategies))
+
+
 @rules_cli.command("simulate")
 def simulate_command(
     since: Annotated[str, typer.Option(help="start of the period, ISO time with offset")],
@@ -173,11 +188,11 @@ def _template_names(folder: Path) -> dict[str, frozenset[str]] | None:
         _fail(f"templates in {folder}: {exc}")
 
 
-def _load(path: Path, templates: Path) -> Ruleset:
+def _load(path: Path, templates: Path | None) -> Ruleset:
     from rules.loader import RuleFileError, load_ruleset
 
     try:
-        return load_ruleset(path, _template_names(templates))
+        return load_ruleset(path, _template_names(templates) if templates is not None else None)
     except RuleFileError as exc:
         for error in exc.errors:
             typer.echo(str(error), err=True)

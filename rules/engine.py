@@ -20,7 +20,7 @@ from durable.engine import Host
 
 from records.plan import DeliveryPlan
 from records.topics import EventCore
-from rules.apply import Policies, apply_rule
+from rules.apply import Policies, apply_rule, unknown_strategy_reason
 from rules.compiler import NO_MATCH_RULE, REQUEST_FIELD, CompiledRuleset, compile_ruleset, sparse_fact
 from rules.facts import Facts, facts_of
 from rules.schema import Rule, Ruleset
@@ -72,6 +72,8 @@ class Decision:
     """The recipient is in the rule's control share: suppressed on purpose, recorded `held_out`."""
     reachable: tuple[tuple[str, str], ...] = ()
     """The rule's channels the recipient can be reached on, when its budget may pick a cheaper one."""
+    strategy: str = ""
+    """The named strategy that gave the channels and fallback steps ("" for none)."""
 
 
 class _QuietHost(Host):  # type: ignore[misc]
@@ -195,12 +197,16 @@ class RuleEngine:
     def _apply(self, request: DecisionRequest, facts: Facts, rule: Rule | None) -> Decision:
         version = self._ruleset.version
         if rule is None:
+            asked = request.event.strategy
+            if asked is not None and asked not in self._policies.strategies:
+                reason = unknown_strategy_reason(asked, sorted(self._policies.strategies))
+                return Decision((), "", version, True, ("no rule matched", reason))
             return Decision((), "", version, True, ("no rule matched",))
         outcome = apply_rule(self._policies, rule, request, facts)
         return Decision(
             outcome.channels, rule.id, version, outcome.suppressed, outcome.reasons,
             plan=outcome.plan, template=outcome.template, held_out=outcome.held_out,
-            reachable=outcome.reachable,
+            reachable=outcome.reachable, strategy=outcome.strategy,
         )
 
 

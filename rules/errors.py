@@ -47,6 +47,10 @@ class ParsedFile:
     def line_of(self, loc: Sequence[str | int]) -> str:
         return f"{self.path}:{node_at(self.root, loc).start_mark.line + 1}"
 
+    def key_line(self, loc: Sequence[str | int]) -> str:
+        """`file:line` of the key `loc` ends at (a strategy's name, whose value starts a line later)."""
+        return f"{self.path}:{node_at(self.root, loc, key=True).start_mark.line + 1}"
+
 
 def node_at(root: yaml.Node, loc: Sequence[str | int], key: bool = False) -> yaml.Node:
     """The deepest node along `loc`; with `key`, the key node of the last step (for unknown keys)."""

@@ -9,7 +9,7 @@ from records.plan import DeliveryPlan
 from rules.budgets import BatchBudgets, BudgetVerdict
 from rules.engine import Decision, DecisionRequest, RuleEngine
 from rules.facts import Facts, facts_of, why_not
-from rules.schema import duration_text
+from rules.schema import NamedStrategy, duration_text
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class Explanation:
     decision: Decision
     budget: BudgetVerdict | None = None
     """What the app's or campaign's budgets say of the decision (None: their standing was not read)."""
+    strategies: tuple[NamedStrategy, ...] = ()
+    """The ruleset's named strategies, to say where the one used is defined."""
 
     @property
     def matched(self) -> tuple[str, ...]:
@@ -53,7 +55,7 @@ def explain(engine: RuleEngine, request: DecisionRequest, budgets: BatchBudgets 
         event = request.event
         budget = budgets.verdict(event.app, event.campaign, decision.channels, decision.plan.budget,
                                  decision.reachable)
-    return Explanation(request, facts, tuple(verdicts), decision, budget)
+    return Explanation(request, facts, tuple(verdicts), decision, budget, ruleset.strategies)
 
 
 def render(explanation: Explanation) -> str:
@@ -94,6 +96,10 @@ def render(explanation: Explanation) -> str:
         lines.append("  send on  nothing (suppressed)")
     if decision.template:
         lines.append(f"  template {decision.template}")
+    if decision.strategy:
+        named_by = "the event" if event.strategy == decision.strategy else "the rule"
+        origin = next((s.origin for s in explanation.strategies if s.name == decision.strategy), "")
+        lines.append(f"  strategy {decision.strategy} (named by {named_by}) [{origin}]")
     lines += [f"  because  {reason}" for reason in decision.reasons]
     lines += _budget_lines(explanation.budget)
     lines += ["", "plan:", *(f"  {line}" for line in plan_lines(decision.plan))]

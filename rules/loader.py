@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -19,7 +19,7 @@ from records.plan import Bypass, CapScope
 from records.topics import CHANNELS, Category, Priority
 from rules.errors import ParsedFile, RuleError, RuleFileError, at, node_at, suggest
 from rules.lookalikes import Lookalike, first_non_ascii
-from rules.schema import RuleFile, Ruleset
+from rules.schema import NamedStrategy, RuleFile, Ruleset
 from rules.semantics import in_order, placed_rules, semantic_errors
 from rules.source import Loc, compose, duplicate_keys, empty_values, punctuation_in, source_text
 
@@ -126,6 +126,11 @@ def _load(path: Path, templates: Collection[str] | None) -> tuple[Ruleset | None
         quiet_hours=tuple(w for f in ordered for w in f.content.quiet_hours),
         caps=tuple(c for f in ordered for c in f.content.caps),
         urgent_bypass=frozenset(b for f in ordered for b in f.content.urgent_bypass or ()),
+        strategies=tuple(
+            NamedStrategy(name, spec, f.key_line(("strategies", name)))
+            for f in ordered
+            for name, spec in f.content.strategies.items()
+        ),
     )
     # Built through the engine as deployed, so an engine limit is an error here, not on a live event.
     from rules.engine import engine_problems
@@ -265,10 +270,13 @@ def _not_text(value: object, written: str) -> str:
 def _fields_at(loc: Sequence[str | int]) -> tuple[str, ...]:
     """The field names the schema allows at `loc`, found by walking the models' annotations."""
     model: type[BaseModel] = RuleFile
+    keyed = False
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or keyed:  # a list index, or a name in a mapping of names (strategies)
+            keyed = False
             continue
         info = next((i for n, i in model.model_fields.items() if (i.alias or n) == part), None)
+        keyed = info is not None and get_origin(info.annotation) is dict
         nested = _model_in(info.annotation) if info is not None else None
         if nested is None:
             return ()

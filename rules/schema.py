@@ -204,6 +204,46 @@ class FallbackSpec(_Strict):
         return "failed" if self.if_ is not None else f"not_{self.if_not}"  # type: ignore[return-value]
 
 
+def steps_in_order(steps: list[FallbackSpec]) -> None:
+    """Fallback steps run in order of `after`: a step out of order is refused at its `after`."""
+    for number, (before, step) in enumerate(itertools.pairwise(steps), start=2):
+        if step.after <= before.after:
+            raise misplaced(
+                f"'fallback' steps run in order of 'after': step {number} ({duration_text(step.after)}) "
+                f"must come later than step {number - 1} ({duration_text(before.after)})",
+                "fallback", number - 1, "after",
+            )
+
+
+class Strategy(_Strict):
+    """A named 补发 strategy: the first send's channels and the fallback steps after it.
+
+    Defined once at the top of a rule file, used by name from a rule (`then: {strategy: ...}`) or an
+    event (`strategy`), as UMS references a resend strategy by id.
+    """
+
+    description: str = ""
+    channels: Channels = None
+    """Send first on each of these channels the user has an address on."""
+    first_of: Choices = None
+    """Send first on the first of these the user can be reached on."""
+    fallback: Annotated[list[FallbackSpec], Field(max_length=10)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_choice_and_steps_in_order(self) -> Strategy:
+        if self.channels is not None and self.first_of is not None:
+            raise misplaced("a strategy takes channels or first_of, not both", "first_of")
+        if self.channels is None and self.first_of is None:
+            raise ValueError("a strategy needs its first channels: channels: [...] or first_of: [...]")
+        steps_in_order(self.fallback)
+        return self
+
+    @property
+    def first(self) -> list[str]:
+        """The channels of the first send, as written (`preferred` included)."""
+        return [str(c) for c in self.channels or self.first_of or ()]
+
+
 class Variant(_Strict):
     """One arm of a split: recipients fall into it by a stable hash of rule id and user id."""
 
@@ -267,6 +307,8 @@ class Then(_Strict):
     template: Name | None = None
     variants: Annotated[list[Variant] | None, Field(min_length=2)] = None
     fallback: Annotated[list[FallbackSpec] | None, Field(min_length=1, max_length=10)] = None
+    strategy: Name | None = None
+    """A named strategy of the rule files: its channels and fallback steps, instead of the rule's own."""
     quiet_hours: Annotated[str | None, BeforeValidator(_quiet_choice)] = None
     best_time: BestTimeSpec | None = None
     pace: Pace | None = None
@@ -277,6 +319,15 @@ class Then(_Strict):
     @model_validator(mode="after")
     def _one_action(self) -> Then:
         chosen = [key for key in ("channels", "first_of", "suppress") if getattr(self, key) is not None]
+        if self.strategy is not None and self.suppress is None:
+            own = [key for key in ("channels", "first_of", "fallback") if getattr(self, key) is not None]
+            if own:
+                message = (
+                    f"'then' takes its channels and fallback steps from strategy {self.strategy!r}, so it "
+                    f"cannot also set {', '.join(own)}: keep the inline {own[0]} or the named strategy"
+                )
+                raise misplaced(message, own[0])
+            return self
         if len(chosen) > 1:
             got = ", ".join(chosen)
             raise misplaced(f"'then' needs exactly one of channels, first_of, suppress; got {got}", chosen[1])
@@ -307,14 +358,7 @@ class Then(_Strict):
             got = f"{len(controls)}: {', '.join(names[i] for i in controls)}"
             message = f"'variants' may have one control share (control: true); got {got}"
             raise misplaced(message, "variants", controls[1], "control")
-        steps = self.fallback or []
-        for number, (before, step) in enumerate(itertools.pairwise(steps), start=2):
-            if step.after <= before.after:
-                raise misplaced(
-                    f"'fallback' steps run in order of 'after': step {number} ({duration_text(step.after)}) "
-                    f"must come later than step {number - 1} ({duration_text(before.after)})",
-                    "fallback", number - 1, "after",
-                )
+        steps_in_order(self.fallback or [])
         return self
 
 
@@ -379,7 +423,18 @@ class RuleFile(_Strict):
     """What every delivery of priority `urgent` skips, whichever rule decides it."""
     quiet_hours: list[QuietWindow] = Field(default_factory=list)
     caps: list[CapRule] = Field(default_factory=list)
+    strategies: dict[Name, Strategy] = Field(default_factory=dict)
+    """Named 补发 strategies by name, for rules and events to use (`strategy: name`)."""
     rules: list[Rule] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NamedStrategy:
+    """A strategy of the rule files with its name and where it is defined (`file:line`)."""
+
+    name: str
+    spec: Strategy
+    origin: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -394,6 +449,11 @@ class Ruleset:
     quiet_hours: tuple[QuietWindow, ...] = ()
     caps: tuple[CapRule, ...] = ()
     urgent_bypass: frozenset[Bypass] = frozenset()
+    strategies: tuple[NamedStrategy, ...] = ()
+    """Every named strategy of the files, in file order."""
+
+    def strategy(self, name: str) -> NamedStrategy | None:
+        return next((s for s in self.strategies if s.name == name), None)
 
     def tags(self) -> tuple[str, ...]:
         """Every tag named by any rule, in first-use order."""

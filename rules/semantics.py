@@ -1,7 +1,8 @@
 """Checks across rules and files that a schema cannot make: every one points at the place it is about.
 
-Duplicate ids, rules that can never win or never match, two files of the same `order` whose rules
-compete for the same delivery, names of templates and quiet hours windows that do not exist.
+Duplicate ids and strategy names, rules that can never win or never match, two files of the same
+`order` whose rules compete for the same delivery, names of templates, quiet hours windows and
+strategies that do not exist.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from rules.errors import ParsedFile, RuleError, suggest
-from rules.schema import QUIET_OFF, Rule, Then, When, duration_text
+from rules.schema import QUIET_OFF, Rule, Strategy, Then, When, duration_text
 
 _ANY_OF = ("category", "priority", "type", "app", "template", "campaign", "channel_pref", "tags_any")
 
@@ -48,7 +49,9 @@ def semantic_errors(files: Sequence[ParsedFile], templates: Collection[str] | No
     errors.extend(_duplicate_ids(placed, files))
     errors.extend(_unreachable(placed))
     errors.extend(_same_order_conflicts(files))
-    errors.extend(_references(placed, files, templates))
+    strategies = defined_strategies(files)
+    errors.extend(_strategy_errors(placed, files, strategies))
+    errors.extend(_references(placed, files, templates, strategies))
     if files and not placed:
         errors.append(files[0].error(("ruleset",), "no rules: a ruleset needs at least one rule", key=True))
     return errors
@@ -82,6 +85,41 @@ def _duplicate_ids(placed: Sequence[PlacedRule], files: Sequence[ParsedFile]) ->
                 if item.id in seen:
                     yield f.error(loc, f"duplicate {noun} id {item.id!r} (first defined at {seen[item.id]})")
                 seen.setdefault(item.id, f.line_of(loc))
+
+
+def defined_strategies(files: Sequence[ParsedFile]) -> dict[str, Strategy]:
+    """Every named strategy by name, the first definition of a name winning (a second is an error)."""
+    found: dict[str, Strategy] = {}
+    for f in in_order(files):
+        for name, spec in f.content.strategies.items():
+            found.setdefault(name, spec)
+    return found
+
+
+def _strategy_errors(
+    placed: Sequence[PlacedRule], files: Sequence[ParsedFile], strategies: Mapping[str, Strategy]
+) -> Iterator[RuleError]:
+    """A strategy name defined twice (across files: YAML's duplicate key catches it within one), and a
+    rule naming a strategy no file defines."""
+    seen: dict[str, str] = {}
+    for f in in_order(files):
+        for name in f.content.strategies:
+            loc = ("strategies", name)
+            if name in seen:
+                message = f"duplicate strategy {name!r} (first defined at {seen[name]}): keep one"
+                yield f.error(loc, message, key=True)
+            seen.setdefault(name, f.key_line(loc))
+    for p in placed:
+        used = p.rule.then.strategy
+        if used is not None and used not in strategies:
+            yield p.error(unknown_strategy(used, sorted(strategies)), "then", "strategy")
+
+
+def unknown_strategy(name: str, known: Sequence[str]) -> str:
+    """The message for a strategy name nobody defined, with the closest defined name."""
+    if not known:
+        return f"unknown strategy {name!r}: no rule file defines any (add it under 'strategies:')"
+    return f"unknown strategy {name!r}" + suggest(name, known)
 
 
 def _unreachable(placed: Sequence[PlacedRule]) -> Iterator[RuleError]:
@@ -173,17 +211,22 @@ def _same_order_conflicts(files: Sequence[ParsedFile]) -> Iterator[RuleError]:
 
 
 def _references(
-    placed: Sequence[PlacedRule], files: Sequence[ParsedFile], templates: Collection[str] | None
+    placed: Sequence[PlacedRule],
+    files: Sequence[ParsedFile],
+    templates: Collection[str] | None,
+    strategies: Mapping[str, Strategy],
 ) -> Iterator[RuleError]:
     windows = [w.id for f in files for w in f.content.quiet_hours]
     known_templates = sorted(templates) if templates is not None else None
     for p in placed:
         then = p.rule.then
-        if then.budget is not None and then.budget.picks_cheaper and len(_named_channels(then)) < 2:
+        strategy = strategies.get(then.strategy) if then.strategy is not None else None
+        named = _named_channels(then, strategy)
+        if then.budget is not None and then.budget.picks_cheaper and len(named) < 2:
             which = "near" if then.budget.near == "cheaper" else "over"
             yield p.error(
                 f"'{which}: cheaper' picks the cheapest of the rule's channels, but it names only "
-                f"{', '.join(_named_channels(then)) or 'none'}: name others, or use send, drop or hold",
+                f"{', '.join(named) or 'none'}: name others, or use send, drop or hold",
                 "then", "budget", which,
             )
         if then.quiet_hours not in (None, QUIET_OFF) and then.quiet_hours not in windows:
@@ -193,7 +236,7 @@ def _references(
             )
         if known_templates is None:
             continue
-        for loc, name, channels in _template_uses(p.rule):
+        for loc, name, channels in _template_uses(p.rule, strategy):
             if name not in known_templates:
                 yield p.error(f"unknown template {name!r}" + suggest(name, known_templates), *loc)
             elif isinstance(templates, Mapping) and channels:
@@ -208,6 +251,7 @@ def _references(
     for f in files:
         if known_templates is None:
             break
+        yield from _strategy_templates(f, known_templates, templates or ())
         for section in ("quiet_hours", "caps"):
             for index, item in enumerate(getattr(f.content, section)):
                 for position, name in enumerate(item.match.template or () if item.match else ()):
@@ -216,24 +260,50 @@ def _references(
                         yield f.error(loc, f"unknown template {name!r}" + suggest(name, known_templates))
 
 
-def _named_channels(then: Then) -> list[str]:
-    """Every channel the rule or its sending variants name (`preferred` counts as one)."""
-    named = [*(then.channels or ()), *(then.first_of or ())]
+def _strategy_templates(
+    f: ParsedFile, known: Sequence[str], templates: Collection[str]
+) -> Iterator[RuleError]:
+    """Each strategy step's own template exists and has a part for every channel the step may use."""
+    for strategy_name, spec in f.content.strategies.items():
+        for index, step in enumerate(spec.fallback):
+            name = step.template
+            if name is None:
+                continue
+            loc = ("strategies", strategy_name, "fallback", index, "template")
+            if name not in known:
+                yield f.error(loc, f"unknown template {name!r}" + suggest(name, known))
+            elif isinstance(templates, Mapping):
+                missing = [c for c in step.first_of if c != "preferred" and c not in templates[name]]
+                if missing:
+                    has = ", ".join(sorted(templates[name])) or "none"
+                    them = "them" if len(missing) > 1 else "it"
+                    lacking = ", ".join(missing)
+                    message = f"template {name!r} has no {lacking} part, but this step may send on {them}"
+                    yield f.error(loc, f"{message} (it has: {has})")
+
+
+def _named_channels(then: Then, strategy: Strategy | None = None) -> list[str]:
+    """Every channel the rule (or its strategy) or its sending variants name (`preferred` counts as one)."""
+    named = [*(then.channels or ()), *(then.first_of or ()), *(strategy.first if strategy else ())]
     for variant in then.variants or ():
         named += [*(variant.channels or ()), *(variant.first_of or ())]
     return list(dict.fromkeys(named))
 
 
-def _template_uses(rule: Rule) -> Iterator[tuple[tuple[str | int, ...], str, list[str]]]:
+def _template_uses(
+    rule: Rule, strategy: Strategy | None = None
+) -> Iterator[tuple[tuple[str | int, ...], str, list[str]]]:
     """Each template a rule names, where, and every channel it may be rendered for by any path.
 
     A recipient falls into one arm (a sending variant, or the rule itself without variants); the arm
     renders its variant's template, else the rule's, else the event's (one of `when: template`), on
-    its own channels and on every fallback step that has no template of its own.
+    its own channels (or its strategy's) and on every fallback step that has no template of its own.
+    A strategy's own step templates are checked where the strategy is defined.
     """
     then = rule.then
-    own: list[str] = list(then.channels or then.first_of or ())
-    inherited = [str(c) for step in then.fallback or () if step.template is None for c in step.first_of]
+    own: list[str] = list(then.channels or then.first_of or (strategy.first if strategy else ()))
+    steps = strategy.fallback if strategy is not None else then.fallback or ()
+    inherited = [str(c) for step in steps if step.template is None for c in step.first_of]
     arms: list[tuple[tuple[str | int, ...] | None, str | None, list[str]]] = []
     for index, variant in enumerate(then.variants or ()):
         if not variant.control:

@@ -86,6 +86,8 @@ class SimulationReport:
     affected: set[str] = field(default_factory=set)
     """Recipients whose outcome differs."""
     examples: list[str] = field(default_factory=list)
+    strategies: Counter[str] = field(default_factory=Counter)
+    """Messages the candidate decided with each named strategy (the event's or the rule's)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +95,7 @@ class SimulationReport:
             "messages": self.messages,
             "actual": self.actual.as_dict(),
             "candidate": self.candidate.as_dict(),
+            "candidate_strategies": dict(sorted(self.strategies.items())),
             "recipients_affected": len(self.affected),
             "examples": self.examples,
         }
@@ -113,6 +116,9 @@ class SimulationReport:
         lines += [f"{name:<22}{a:>10}{b:>11}{b - a:>+9}" for name, a, b in rows]
         a_cost, b_cost = self.actual.cost, self.candidate.cost
         lines.append(f"{'estimated cost':<22}{a_cost:>10.2f}{b_cost:>11.2f}{b_cost - a_cost:>+9.2f}")
+        if self.strategies:
+            used = ", ".join(f"{name} {count}" for name, count in sorted(self.strategies.items()))
+            lines += ["", f"candidate strategies: {used} (messages)"]
         lines += ["", f"recipients affected: {len(self.affected)}"]
         lines += [f"  {example}" for example in self.examples]
         return "\n".join(lines)
@@ -219,6 +225,8 @@ def _tally(
         suppressed, capped, why = True, False, "unknown user"
     else:
         channels = frozenset(c for c, _ in decision.channels)
+        if decision.strategy:
+            report.strategies[decision.strategy] += 1
         suppressed, capped, why = decision.suppressed and not held, False, "; ".join(decision.reasons[-1:])
         if channels and _quiet_drop(decision.plan.quiet_hours, request.user, logged.event_time):
             channels, suppressed, why = frozenset(), True, "quiet hours: dropped"

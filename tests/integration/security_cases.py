@@ -283,4 +283,7 @@ CASES: list[EndpointCase] = [
                  route="/v1/segments/{name}/preview"),
     EndpointCase("POST", "/v1/segments/preview", "segments:read",
                  body={"app": MATRIX_APP, "definition": {"bound": "email"}}, app=MATRIX_APP),
+    # --- strategies ---------------------------------------------------------------------------------
+    # The rule files' named strategies: senders (app keys too) name them, template editors preview them.
+    EndpointCase("GET", "/v1/strategies", "events:send", also=("templates:read",)),
 ]

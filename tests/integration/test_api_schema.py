@@ -23,6 +23,8 @@ from api.trace import Tracer
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
 from localparts import LocalParts
+from rules.loader import load_ruleset
+from rules.watch import RulesWatcher
 from settings import ROOT
 from state.apps import AppRegistry
 from state.budgets import BudgetStore
@@ -84,6 +86,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         analytics=Analytics(reader, Tracer(reader, redis)),
         budgets=BudgetStore(redis),
         template_versions=Templates(TemplateStore(redis), TemplateCatalog(ROOT / "templates")),
+        rules=RulesWatcher(ROOT / "rules", current=load_ruleset(ROOT / "rules")),
     )
     return create_api(deps, {})
 
@@ -143,8 +146,8 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
             ]
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
     # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
-    # the audit log and the 4 budget operations; issue 13: stored templates (8), segments (6)
-    assert len(operations) == 57
+    # the audit log and the 4 budget operations; issue 13: stored templates (8), segments (6), strategies (1)
+    assert len(operations) == 58
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from api import ApiDeps, PublishError, create_api
 from api.access import Access
+from api.deps import LoadedRules
 from channels.base import Channel
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
@@ -95,9 +96,14 @@ class Api:
 
 @asynccontextmanager
 async def running_api(
-    redis: Redis, providers: Mapping[str, Channel] | None = None, *, opt_in: Iterable[str] = ()
+    redis: Redis,
+    providers: Mapping[str, Channel] | None = None,
+    *,
+    opt_in: Iterable[str] = (),
+    rules: LoadedRules | None = None,
 ) -> AsyncIterator[Api]:
-    """The API on `redis`; `opt_in`: the categories that need an opt-in (none, unless a test is about it)."""
+    """The API on `redis`; `opt_in`: the categories that need an opt-in (none, unless a test is about it);
+    `rules`: the loaded rule files (their strategies)."""
     apps = AppRegistry(redis)
     key = await apps.register("portal", {"inbox"}, "Campus portal")
     publisher = RecordingPublisher()
@@ -116,6 +122,7 @@ async def running_api(
         consent=consent,
         provider_messages=sent,
         access=Access(apps, operators, USER_TOKENS),
+        rules=rules,
     )
     api = create_api(deps, providers)
     async with (

@@ -36,6 +36,8 @@ from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
 from localparts import LocalParts
 from processors.dead_letter_shelf import DeadLetterShelf
+from rules.loader import load_ruleset
+from rules.watch import RulesWatcher
 from settings import ROOT
 from settings.permissions import ALL_APPS, APP_POWERS, BUILT_IN_ROLES, GLOBAL_PERMISSIONS
 from settings.secret_box import SecretBox
@@ -131,6 +133,7 @@ def matrix_api(
         budgets=BudgetStore(redis),
         template_versions=Templates(TemplateStore(redis), TemplateCatalog(ROOT / "templates"),
                                     ApprovalStore(redis), PolicyStore(redis)),
+        rules=RulesWatcher(ROOT / "rules", current=load_ruleset(ROOT / "rules")),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 
