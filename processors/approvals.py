@@ -24,6 +24,7 @@ from settings.permissions import ALL_APPS
 from state.approval_policies import ApprovalPolicy, PolicyStore, strictest
 from state.approvals import ApprovalItem, ApprovalStore, Conflict, approval_id_for
 from state.operators import OperatorStore
+from state.uploads import UploadStore
 from state.users import AudienceIndex, UserDirectory
 
 log = logging.getLogger("switchboard.approvals")
@@ -50,6 +51,8 @@ def describe_audience(audience: Audience) -> str:
         return f"tags {', '.join(sorted(set(audience.tags)))}"
     if audience.segment:
         return f"segment {audience.segment}"
+    if audience.upload:
+        return f"upload {audience.upload}"
     return "everyone"
 
 
@@ -62,7 +65,9 @@ class ApprovalGate:
         store: ApprovalStore,
         directory: UserDirectory,
         cache_seconds: float = POLICY_CACHE_SECONDS,
+        uploads: UploadStore | None = None,
     ) -> None:
+        self._uploads = uploads
         self._policies = policies
         self._store = store
         self._directory = directory
@@ -124,6 +129,9 @@ class ApprovalGate:
             return len(set(audience.user_ids))
         if audience.addresses:
             return len(audience.addresses)
+        if audience.upload:
+            # Unknown or expired counts 0: ingest dead-letters it once released.
+            return (await self._uploads.size(audience.upload) or 0) if self._uploads is not None else 0
         if audience.tags:
             index = AudienceIndex.of_tags(audience.tags)
         elif audience.segment:

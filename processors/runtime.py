@@ -53,6 +53,7 @@ from state.operators import OperatorStore
 from state.pacing import Pacer
 from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
+from state.uploads import UploadStore
 from state.users import UserDirectory
 from state.watch import Incidents, LagBoard, WatchWindow
 
@@ -121,8 +122,9 @@ def build_flow(settings: Settings) -> Flow:
             max_event_bytes=settings.max_event_bytes,
             jobs=jobs,
             page=settings.broadcast_page,
-            approvals=ApprovalGate(PolicyStore(redis), approvals, directory),
+            approvals=ApprovalGate(PolicyStore(redis), approvals, directory, uploads=UploadStore(redis)),
             signatures=settings.events_signatures == "required",
+            uploads=UploadStore(redis),
         ),
         decide=Decide(
             directory,
