@@ -25,7 +25,7 @@ from api.consent import consent_router
 from api.conversions import conversions_router
 from api.data_rights import data_rights_router
 from api.dead_letters import dead_letters_router
-from api.deps import ApiDeps
+from api.deps import ApiDeps, BodyLimits
 from api.events import events_router
 from api.inbox import inbox_router
 from api.links import links_router
@@ -35,6 +35,7 @@ from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
 from api.roles import roles_router
+from api.uploads import uploads_router
 from api.user_tokens import user_tokens_router
 from api.whitelist import whitelist_router
 from channels.base import Channel
@@ -64,6 +65,7 @@ _TAGS = [
     {"name": "dead letters", "description": "Dead-lettered events: list, inspect, replay (audited)."},
     {"name": "approvals", "description": "Held messages awaiting approval, and the approval policies."},
     {"name": "budgets", "description": "Budgets per app or campaign and period, with what was spent."},
+    {"name": "uploads", "description": "Recipient lists (CSV, XLSX) an event names as its audience."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -96,11 +98,8 @@ def create_api(
         lifespan=lifespan,
     )
     install_problem_handlers(api)
-    # One event per body at /v1/events: its limit is the event limit. Every other body has the general one.
     limits = deps.limits
-    api.add_middleware(
-        BodyLimit, limit_for=lambda path: limits.event_bytes if path == "/v1/events" else limits.body_bytes
-    )
+    api.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(limits, path))
     api.add_middleware(RequestMetrics)
     if metrics_allow:
         api.include_router(metrics_router(metrics_allow))
@@ -129,6 +128,8 @@ def create_api(
         api.include_router(approvals_router(deps, deps.approvals))
     if deps.budgets is not None:
         api.include_router(budgets_router(deps, deps.budgets))
+    if deps.uploads is not None:
+        api.include_router(uploads_router(deps, deps.uploads))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -170,6 +171,13 @@ def create_api(
     return api
 
 
+def _body_limit(limits: BodyLimits, path: str) -> int:
+    """One event per body at /v1/events: its limit is the event limit; an uploaded list has its own."""
+    if path == "/v1/events":
+        return limits.event_bytes
+    return limits.upload_bytes if path == "/v1/uploads" else limits.body_bytes
+
+
 def _mounted(deps: ApiDeps) -> set[str]:
     """The tags of the routers these deps switch on, so the docs list only what answers."""
     optional = {
@@ -182,6 +190,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "dead letters": deps.dead_letters,
         "approvals": deps.approvals,
         "budgets": deps.budgets,
+        "uploads": deps.uploads,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }

@@ -14,7 +14,7 @@ from api.access import Access
 from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.approval_service import Approvals
-from api.deps import Analytics, ApiDeps, BodyLimits
+from api.deps import Analytics, ApiDeps, BodyLimits, UploadSettings
 from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher, bootstrap_servers
 from api.trace import Tracer
@@ -38,6 +38,7 @@ from state.inbox import Inbox
 from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
 from state.roles import RoleStore
+from state.uploads import UploadStore
 from state.user_tokens import UserTokenSigner
 from state.users import UserDirectory
 
@@ -98,6 +99,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
             ApprovalStore(redis), PolicyStore(redis), previews=catalog, roles=RoleStore(redis)
         ),
         budgets=BudgetStore(redis),
+        uploads=UploadSettings(UploadStore(redis), settings.upload_errors_shown, settings.upload_errors_kept),
         events_signatures_required=settings.events_signatures == "required",
     )
 

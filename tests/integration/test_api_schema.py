@@ -17,7 +17,7 @@ from analytics.connection import open_clickhouse
 from analytics.migrate import apply_migrations
 from api import ApiDeps, KafkaPublisher, create_api
 from api.analytics_reader import LazyReader
-from api.deps import Analytics, BodyLimits
+from api.deps import Analytics, BodyLimits, UploadSettings
 from api.trace import Tracer
 from channels.links import LinkSigner
 from channels.templates import TemplateCatalog
@@ -28,6 +28,7 @@ from state.budgets import BudgetStore
 from state.consent import ConsentStore
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
+from state.uploads import UploadStore
 from state.users import UserDirectory
 
 from .test_api_support import LINK_SECRET, PUBLIC_URL
@@ -80,6 +81,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         budgets=BudgetStore(redis),
+        uploads=UploadSettings(UploadStore(redis)),
     )
     return create_api(deps, {})
 
@@ -139,8 +141,8 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
             ]
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
     # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
-    # the audit log and the 4 budget operations
-    assert len(operations) == 43
+    # the audit log, the 4 budget operations and the 5 upload operations
+    assert len(operations) == 48
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))
