@@ -217,16 +217,18 @@ def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, list[str] | RowE
 def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str] | RowError]]:
     from openpyxl import load_workbook  # imported here: the API starts without it otherwise
 
-    try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many kinds (zip, XML, key) for a damaged file
-        raise UploadRefused(f"the XLSX file cannot be opened: {type(exc).__name__}: {exc}") from None
-    try:
-        sheet = book.worksheets[0]
-        for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-            yield number, [_cell(v) for v in values]
-    finally:
-        book.close()
+    # A file object, not the path: openpyxl refuses a path without an .xlsx suffix (a temporary file).
+    with path.open("rb") as f:
+        try:
+            book = load_workbook(f, read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many kinds (zip, XML, key) for a damaged file
+            raise UploadRefused(f"the XLSX file cannot be opened: {type(exc).__name__}: {exc}") from None
+        try:
+            sheet = book.worksheets[0]
+            for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+                yield number, [_cell(v) for v in values]
+        finally:
+            book.close()
 
 
 def _cell(value: object) -> str:
