@@ -40,6 +40,21 @@ DEFAULT_TTL_HOURS = 72
 MAX_TTL_HOURS = 30 * 24
 
 
+# ARGV: pairs of (address id + RAW, member); adds each member whose address id is not listed yet.
+_ADD_RAW = """
+local added = 0
+for i = 1, #ARGV, 2 do
+  local prefix = ARGV[i]
+  local found = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. prefix, '(' .. prefix .. '\\255', 'LIMIT', 0, 1)
+  if #found == 0 then
+    redis.call('ZADD', KEYS[1], 0, ARGV[i + 1])
+    added = added + 1
+  end
+end
+return added
+"""
+
+
 @dataclass(frozen=True)
 class RowError:
     """One refused row: its number in the file (1 = the first line), column, value (masked where it is
@@ -137,6 +152,7 @@ class UploadStore:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._add_raw = redis.register_script(_ADD_RAW)
 
     def begin(
         self, app: str, kind: UploadKind, ttl_hours: float, *, filename: str, file_format: str,
@@ -167,10 +183,14 @@ class UploadStore:
         expires = int(draft.upload.expires_at) + 1
         keep = errors[: max(0, draft.max_errors_kept - counts.errors_kept)]
         index = INDEX_KEY.format(upload_id)
+        added_raw = 0
+        if raw:
+            # Raw addresses are one recipient per address id (case-blind), whatever their spelling.
+            pairs = [part for member in raw for part in (member.split(RAW, 1)[0] + RAW, member)]
+            added_raw = int(await self._add_raw(keys=[index], args=pairs))
         async with self._redis.pipeline(transaction=False) as pipe:
-            for members in (known, raw):
-                if members:
-                    pipe.zadd(index, dict.fromkeys(members, 0))
+            if known:
+                pipe.zadd(index, dict.fromkeys(known, 0))
             pipe.expireat(index, expires)
             if keep:
                 key = ERRORS_KEY.format(upload_id)
@@ -178,7 +198,6 @@ class UploadStore:
                 pipe.expireat(key, expires)
             answers = await pipe.execute()
         added_known = int(answers[0]) if known else 0
-        added_raw = int(answers[1 if known else 0]) if raw else 0
         counts.errors_kept += len(keep)
         counts.known_people += added_known
         counts.raw_addresses += added_raw

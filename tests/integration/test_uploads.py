@@ -159,3 +159,19 @@ async def test_approvals_count_an_uploads_recipients(
     gate = ApprovalGate(PolicyStore(redis), ApprovalStore(redis), UserDirectory(redis), uploads=store)
     assert await gate.audience_size(Audience(upload=upload_id)) == 3
     assert await gate.audience_size(Audience(upload="up-missing")) == 0
+
+
+@pytest.mark.redis_cluster_too
+async def test_raw_addresses_spelled_differently_are_one_recipient_across_batches(
+    setup: tuple[UploadStore, Ingest], tmp_path: Path
+) -> None:
+    store, ingest = setup
+    emails = "email\nli@uni.example\nzhao@uni.example\nLI@uni.example\nLi@Uni.Example\n"
+    upload_id = await upload_of(store, tmp_path, emails, batch=1)
+    upload = await store.get(upload_id)
+    assert upload is not None
+    assert (upload.counts.raw_addresses, upload.counts.duplicates, upload.counts.valid) == (2, 2, 4)
+    result = await ingest.handle(event(upload_id), "events:0:1")
+    assert sorted(a["email"] for d in result.deliveries if (a := d.addresses)) == [
+        "li@uni.example", "zhao@uni.example",
+    ]
