@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from channels.addresses import AddressRefused, email, phone
+from channels.addresses import AddressRefused, CleanAddress, Cleaned, email, phone
 from settings import SwitchboardError
 from state.uploads import CHANNEL_OF, KINDS, Recipient, RowError, Upload, UploadKind, UploadStore
 
@@ -171,12 +171,34 @@ def _cleaned(kind: UploadKind, value: str, row: int, column: str) -> str | RowEr
         return value if _NAME.match(value) else RowError(
             row, column, value[:64], "not a user id (letters, digits and _ . : - only, at most 128)"
         )
-    result = phone(value) if kind == "phone" else email(value)
+    result = mainland_mobile(value) if kind == "phone" else email(value)
     if isinstance(result, AddressRefused):
         # The cleaners quote the value; a report names it masked.
         shown = repr(value if len(value) <= 64 else value[:61] + "...")
         return RowError(row, column, mask(kind, value), result.reason.replace(shown, repr(mask(kind, value))))
     return result.value
+
+
+def mainland_mobile(value: str) -> Cleaned:
+    """`channels.addresses.phone`, answered from a verdict per 5-digit prefix for the common shape of a
+    mainland mobile number (11 digits from 13 to 19, with or without +86, spaces or dashes). The CN
+    mobile patterns of libphonenumber decide on at most the first five digits, and a number from 13 to
+    19 is never a fixed line, so the first number of a prefix decides for the rest; the reason a number
+    is refused still comes from `phone` itself. Cleaning was ~19 µs a number, most of a row's cost."""
+    shape = _MAINLAND_MOBILE.match(value.replace(" ", "").replace("-", ""))
+    if shape is None:
+        return phone(value)
+    national = shape.group(1)
+    verdict = _MOBILE_PREFIXES.get(national[:5])
+    if verdict is None:
+        result = phone(value)
+        _MOBILE_PREFIXES[national[:5]] = isinstance(result, CleanAddress) and result.value == f"+86{national}"
+        return result
+    return CleanAddress(f"+86{national}") if verdict else phone(value)
+
+
+_MAINLAND_MOBILE = re.compile(r"^(?:\+86)?(1[3-9]\d{9})$")
+_MOBILE_PREFIXES: dict[str, bool] = {}  # at most 7,000 prefixes (13000 to 19999)
 
 
 def mask(kind: str, value: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,13 @@ from api.upload_reader import (
     UploadRefused,
     csv_encoding,
     file_format,
+    mainland_mobile,
     mask,
     parse_kind,
     read_batches,
     shape_of,
 )
+from channels.addresses import phone
 from state.uploads import RowError, recipient_of
 
 
@@ -121,3 +124,10 @@ def test_kinds_and_members() -> None:
         parse_kind("fax")
     assert recipient_of("s-1") == ("s-1", None)
     assert recipient_of("addr:ab\x1fsms\x1f+8613800138000") == ("addr:ab", {"sms": "+8613800138000"})
+
+
+def test_the_mobile_prefix_verdicts_answer_what_the_send_time_cleaner_answers() -> None:
+    rng = random.Random(13)
+    numbers = [f"1{rng.randrange(30, 100)}{rng.randrange(10**8):08d}" for _ in range(20_000)]
+    numbers += [f"+86 {n[:3]}-{n[3:7]}-{n[7:]}" for n in numbers[:2000]] + ["8613800138000", "1380013800"]
+    assert [mainland_mobile(n) for n in numbers] == [phone(n) for n in numbers]
