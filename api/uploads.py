@@ -19,12 +19,12 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
-from api.access import audit_record
+from api.access import Access, audit_record
 from api.deps import ApiDeps, UploadSettings
 from api.problems import Problem, invalid
 from api.upload_reader import UploadRefused, import_file, parse_kind
 from settings.permissions import ALL_APPS, Principal
-from state.uploads import DEFAULT_TTL_HOURS, MAX_TTL_HOURS, Upload, UploadKind
+from state.uploads import DEFAULT_TTL_HOURS, MAX_TTL_HOURS, Upload, UploadKind, UploadStore
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
@@ -152,7 +152,7 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
         responses={404: {"model": Problem, "description": "Expired, removed or never uploaded"}},
     )
     async def show_upload(principal: Manager, upload_id: UploadId) -> dict[str, Any]:
-        return (await _found(deps, principal, upload_id)).as_dict()
+        return (await _found(deps.access, store, principal, upload_id)).as_dict()
 
     @router.get(
         "/{upload_id}/errors", response_model=list[RowErrorOut], summary="An uploaded list's row errors",
@@ -164,7 +164,7 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[dict[str, Any]]:
-        await _found(deps, principal, upload_id)
+        await _found(deps.access, store, principal, upload_id)
         return [vars(e) for e in await store.errors(upload_id, offset, limit)]
 
     @router.delete(
@@ -172,7 +172,7 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
         responses={404: {"model": Problem, "description": "Expired, removed or never uploaded"}},
     )
     async def remove_upload(request: Request, principal: Manager, upload_id: UploadId) -> None:
-        upload = await _found(deps, principal, upload_id)
+        upload = await _found(deps.access, store, principal, upload_id)
         await store.remove(upload_id, principal.name)
         await deps.publisher.publish_audit(audit_record(
             request, principal, "upload.remove", target_kind="upload", target=upload_id, app=upload.app,
@@ -182,12 +182,11 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
     return router
 
 
-async def _found(deps: ApiDeps, principal: Principal, upload_id: str) -> Upload:
+async def _found(access: Access, store: UploadStore, principal: Principal, upload_id: str) -> Upload:
     """The live upload, after checking the caller manages its app (a removed one is still checked)."""
-    assert deps.uploads is not None  # noqa: S101  # the router exists only with it
-    upload = await deps.uploads.store.get(upload_id)
+    upload = await store.get(upload_id)
     if upload is not None:
-        deps.access.authorize(principal, PERMISSION, upload.app)
+        access.authorize(principal, PERMISSION, upload.app)
     if upload is None or upload.removed_at:
         raise HTTPException(status.HTTP_404_NOT_FOUND, _gone(upload_id, upload))
     return upload
