@@ -8,7 +8,7 @@ in the directory. Reports, for the import: wall time, rows per second, this proc
 Redis's CPU per row, and this process's peak RSS (resource.getrusage, with the RSS before the import
 for comparison); for the walk: pages of 1000 ids turned into deliveries, CPU per recipient.
 
-Run: .venv/bin/python bench/uploads.py [--rows 1000000] [--kind phone|email] [--batch 5000]
+Run: .venv/bin/python bench/uploads.py [--rows 1000000] [--kind phone|email] [--format csv|xlsx]
 """
 
 from __future__ import annotations
@@ -54,6 +54,21 @@ def write_csv(path: Path, kind: str, rows: int, dup: float, bad: float, seed: in
                 f.write(address(kind, rng.randrange(n)) + "\n")
             else:
                 f.write(address(kind, n) + "\n")
+
+
+def write_xlsx(path: Path, kind: str, rows: int, dup: float, bad: float) -> None:
+    """The same rows as an XLSX sheet, written in openpyxl's write-only mode from the CSV."""
+    from openpyxl import Workbook
+
+    csv_path = path.with_suffix(".csv")
+    write_csv(csv_path, kind, rows, dup, bad)
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet()
+    with csv_path.open(encoding="utf-8") as f:
+        for line in f:
+            sheet.append([line.rstrip("\n")])
+    book.save(path)
+    csv_path.unlink()
 
 
 def cpu_seconds() -> float:
@@ -119,12 +134,15 @@ def main() -> None:
     parser.add_argument("--bad", type=float, default=0.01, help="share of malformed rows")
     parser.add_argument("--known", type=int, default=10_000, help="rows bound to people in the directory")
     parser.add_argument("--batch", type=int, default=5000, help="rows per Redis round trip")
+    parser.add_argument("--format", choices=("csv", "xlsx"), default="csv")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         var = Path(tmp)
-        path = var / f"list-{args.rows}.csv"
-        write_csv(path, args.kind, args.rows, args.dup, args.bad)
-        print(f"file:   {path.stat().st_size / 2**20:.1f} MB, {args.rows:,} rows of {args.kind}")
+        path = var / f"list-{args.rows}.{args.format}"
+        write = write_xlsx if args.format == "xlsx" else write_csv
+        write(path, args.kind, args.rows, args.dup, args.bad)
+        size = path.stat().st_size / 2**20
+        print(f"file:   {size:.1f} MB {args.format}, {args.rows:,} rows of {args.kind}")
         server = LocalRedis(port=free_port(), log_path=var / "redis.log", data_dir=var)
         server.start()
         try:
