@@ -19,6 +19,7 @@ from api.budgets_cli import budgets_cli
 from api.channel_accounts_cli import channels_cli
 from api.dead_letters_cli import dead_letters_cli
 from api.segments_cli import segments_cli
+from api.uploads_cli import uploads_cli
 from channels.providers import providers_cli
 from processors.alert_cli import alerts_cli
 from rules.cli import rules_cli
@@ -117,6 +118,7 @@ cli.add_typer(dead_letters_cli, name="dead-letters")
 cli.command("audit")(audit_command)
 cli.add_typer(budgets_cli, name="budgets")
 cli.add_typer(segments_cli, name="segments")
+cli.add_typer(uploads_cli, name="uploads")
 
 
 def quiet_url_loggers() -> None:

@@ -25,7 +25,7 @@ from api.consent import consent_router
 from api.conversions import conversions_router
 from api.data_rights import data_rights_router
 from api.dead_letters import dead_letters_router
-from api.deps import ApiDeps
+from api.deps import ApiDeps, BodyLimits
 from api.events import events_router
 from api.inbox import inbox_router
 from api.links import links_router
@@ -38,6 +38,7 @@ from api.roles import roles_router
 from api.segments import segments_router
 from api.strategies import strategies_router
 from api.templates import templates_router
+from api.uploads import uploads_router
 from api.user_tokens import user_tokens_router
 from api.whitelist import whitelist_router
 from channels.base import Channel
@@ -70,6 +71,7 @@ _TAGS = [
     {"name": "budgets", "description": "Budgets per app or campaign and period, with what was spent."},
     {"name": "templates", "description": "Stored templates with versions: save, preview, diff, publish."},
     {"name": "segments", "description": "Named segment definitions, evaluated at send; counts and samples."},
+    {"name": "uploads", "description": "Recipient lists (CSV, XLSX) an event names as its audience."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -106,11 +108,8 @@ def create_api(
         lifespan=lifespan,
     )
     install_problem_handlers(api)
-    # One event per body at /v1/events: its limit is the event limit. Every other body has the general one.
     limits = deps.limits
-    api.add_middleware(
-        BodyLimit, limit_for=lambda path: limits.event_bytes if path == "/v1/events" else limits.body_bytes
-    )
+    api.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(limits, path))
     api.add_middleware(RequestMetrics)
     if metrics_allow:
         api.include_router(metrics_router(metrics_allow))
@@ -145,6 +144,8 @@ def create_api(
         api.include_router(segments_router(deps, deps.segments))
     if deps.rules is not None:
         api.include_router(strategies_router(deps, deps.rules))
+    if deps.uploads is not None:
+        api.include_router(uploads_router(deps, deps.uploads))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -186,6 +187,13 @@ def create_api(
     return api
 
 
+def _body_limit(limits: BodyLimits, path: str) -> int:
+    """One event per body at /v1/events: its limit is the event limit; an uploaded list has its own."""
+    if path == "/v1/events":
+        return limits.event_bytes
+    return limits.upload_bytes if path == "/v1/uploads" else limits.body_bytes
+
+
 def _mounted(deps: ApiDeps) -> set[str]:
     """The tags of the routers these deps switch on, so the docs list only what answers."""
     optional = {
@@ -200,6 +208,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "budgets": deps.budgets,
         "templates": deps.template_versions,
         "segments": deps.segments if isinstance(deps.segments, SegmentStore) else None,
+        "uploads": deps.uploads,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }

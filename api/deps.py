@@ -23,6 +23,7 @@ from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
 from state.inbox import InboxMessage
 from state.provider_messages import ProviderMessages
+from state.uploads import UploadStore
 
 
 class InboxStore(Protocol):
@@ -66,15 +67,26 @@ _DEFAULTS = Settings.model_fields
 
 
 @dataclass(frozen=True)
+class UploadSettings:
+    """The uploaded lists' store and how much of their row errors an answer shows, and is kept."""
+
+    store: UploadStore
+    errors_shown: int = _DEFAULTS["upload_errors_shown"].default
+    errors_kept: int = _DEFAULTS["upload_errors_kept"].default
+
+
+@dataclass(frozen=True)
 class BodyLimits:
     """The largest request bodies, in bytes: an event (also each event of a batch), any other body."""
 
     event_bytes: int = _DEFAULTS["max_event_bytes"].default
     body_bytes: int = _DEFAULTS["max_body_bytes"].default
+    upload_bytes: int = _DEFAULTS["upload_max_bytes"].default
 
     @classmethod
     def of(cls, settings: Settings) -> BodyLimits:
-        return cls(event_bytes=settings.max_event_bytes, body_bytes=settings.max_body_bytes)
+        return cls(event_bytes=settings.max_event_bytes, body_bytes=settings.max_body_bytes,
+                   upload_bytes=settings.upload_max_bytes)
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,7 @@ class ApiDeps:
     rules: LoadedRules | None = None
     """The loaded rule files: switches on /v1/strategies, and refuses (422) an event naming a strategy
     they do not define."""
+    uploads: UploadSettings | None = None  # switches on /v1/uploads (api/uploads.py)
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.
@@ -136,4 +149,4 @@ class ApiDeps:
             object.__setattr__(self, "access", Access(self.apps))
 
 
-__all__ = ["Access", "Analytics", "ApiDeps", "AppKeys", "BodyLimits"]
+__all__ = ["Access", "Analytics", "ApiDeps", "AppKeys", "BodyLimits", "UploadSettings"]

@@ -21,6 +21,7 @@ from records.topics import Event, lane_of
 from rules.semantics import unknown_strategy
 from settings.permissions import Principal
 from state.apps import App
+from state.uploads import UploadStore
 
 MAX_BATCH = 500
 
@@ -138,6 +139,8 @@ async def _checked(
             segment = event.audience.segment
             raise invalid((*where, "audience", "segment"), f"unknown segment {segment!r}", "unknown_segment")
         _check_strategy(deps, event, where)
+        if event.audience.upload and deps.uploads is not None:
+            await _check_upload(deps.uploads.store, event, (*where, "audience", "upload"))
     return records
 
 
@@ -148,6 +151,17 @@ def _check_strategy(deps: ApiDeps, event: Event, where: tuple[str | int, ...]) -
         return
     known = [s.name for s in ruleset.strategies]
     raise invalid((*where, "strategy"), unknown_strategy(event.strategy, known), "unknown_strategy")
+
+
+async def _check_upload(uploads: UploadStore, event: Event, where: tuple[str | int, ...]) -> None:
+    """What ingest would dead-letter an uploaded list for, refused here already (422)."""
+    upload_id = event.audience.upload or ""
+    upload = await uploads.get(upload_id)
+    if upload is None or upload.removed_at is not None:
+        raise invalid(where, f"upload {upload_id} expired or unknown", "unknown_upload")
+    if upload.app != event.app:
+        problem = f"upload {upload_id} belongs to another app, not {event.app!r}"
+        raise invalid(where, problem, "foreign_upload")
 
 
 async def _authorise(

@@ -14,7 +14,7 @@ from api.access import Access
 from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.approval_service import Approvals
-from api.deps import Analytics, ApiDeps, BodyLimits, LoadedRules
+from api.deps import Analytics, ApiDeps, BodyLimits, LoadedRules, UploadSettings
 from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher, bootstrap_servers
 from api.template_service import build_templates
@@ -40,6 +40,7 @@ from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
 from state.roles import RoleStore
 from state.segments import SegmentStore
+from state.uploads import UploadStore
 from state.user_tokens import UserTokenSigner
 
 # Callback URLs carry provider tokens in their query (Aliyun's `?token=`), and link paths carry
@@ -106,6 +107,7 @@ def build_deps(
         ),
         budgets=BudgetStore(redis),
         template_versions=build_templates(settings, redis, catalog),
+        uploads=UploadSettings(UploadStore(redis), settings.upload_errors_shown, settings.upload_errors_kept),
         events_signatures_required=settings.events_signatures == "required",
         rules=rules,
     )

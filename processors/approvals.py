@@ -26,6 +26,7 @@ from state.approvals import ApprovalItem, ApprovalStore, Conflict, approval_id_f
 from state.operators import OperatorStore
 from state.segments import SegmentStore
 from state.template_store import PublicationState, TemplateStore
+from state.uploads import UploadStore
 from state.users import AudienceIndex, UserDirectory
 
 log = logging.getLogger("switchboard.approvals")
@@ -52,6 +53,8 @@ def describe_audience(audience: Audience) -> str:
         return f"tags {', '.join(sorted(set(audience.tags)))}"
     if audience.segment:
         return f"segment {audience.segment}"
+    if audience.upload:
+        return f"upload {audience.upload}"
     return "everyone"
 
 
@@ -65,7 +68,9 @@ class ApprovalGate:
         directory: UserDirectory,
         cache_seconds: float = POLICY_CACHE_SECONDS,
         segments: SegmentStore | None = None,
+        uploads: UploadStore | None = None,
     ) -> None:
+        self._uploads = uploads
         self._policies = policies
         self._segments = segments  # counts a defined segment exactly (state.segments)
         self._store = store
@@ -128,6 +133,9 @@ class ApprovalGate:
             return len(set(audience.user_ids))
         if audience.addresses:
             return len(audience.addresses)
+        if audience.upload:
+            # Unknown or expired counts 0: ingest dead-letters it once released.
+            return (await self._uploads.size(audience.upload) or 0) if self._uploads is not None else 0
         if audience.tags:
             index = AudienceIndex.of_tags(audience.tags)
         elif audience.segment and self._segments is not None:

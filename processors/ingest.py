@@ -29,6 +29,7 @@ from settings import DEFAULT_MAX_EVENT_BYTES
 from state.broadcasts import BroadcastJobs
 from state.dedup import EventDedup
 from state.segments import SegmentAudience, SegmentStore, segment_snapshot
+from state.uploads import UploadStore, recipient_of, upload_index
 from state.users import AudienceIndex, UserDirectory
 
 __all__ = ["DeadLetter", "Ingest", "IngestResult", "dead_letter_receipt", "refuse"]
@@ -92,6 +93,7 @@ class Ingest:
         approvals: Approvals | None = None,
         signatures: bool = False,
         segments: SegmentStore | None = None,
+        uploads: UploadStore | None = None,
     ) -> None:
         """`signatures`: refuse a record not signed by its app's events signing key (the worker passes
         SWITCHBOARD_EVENTS_SIGNATURES=required, the default; tools and unit tests hand events in directly)."""
@@ -107,6 +109,7 @@ class Ingest:
         self._signatures = signatures
         # Segment definitions, evaluated page by page; without them (unit tests) saved sets only.
         self._segments = segments
+        self._uploads = uploads
 
     async def handle(self, raw: bytes, source: str, signature: str | None = None) -> IngestResult:
         """`source` names the record (topic:partition:offset); it makes redelivery recognisable.
@@ -196,6 +199,8 @@ class Ingest:
                     )
                 )
             return result
+        if audience.upload:
+            return await self._upload_audience(event, audience.upload, raw, source)
         if audience.user_ids:
             wanted = list(dict.fromkeys(audience.user_ids))
             known = await self._directory.get_many(wanted)
@@ -220,6 +225,25 @@ class Ingest:
         result.deliveries.extend(deliveries_for(core, user_ids))
         return result
 
+
+    async def _upload_audience(self, event: Event, upload_id: str, raw: bytes, source: str) -> IngestResult:
+        """An uploaded list of the event's own app, expanded like a segment: a job past one page."""
+        upload = await self._uploads.get(upload_id) if self._uploads is not None else None
+        problem = ""
+        if upload is None:
+            problem = f"upload {upload_id} expired or unknown"
+        elif upload.removed_at is not None:
+            problem = f"upload {upload_id} was removed by {upload.removed_by or '?'}"
+        elif upload.app != event.app:
+            problem = f"upload {upload_id} belongs to app {upload.app!r}, not {event.app!r}"
+        if upload is None or problem:
+            return _dead(raw, source, problem, (event.app, event.event_id))
+        core, index, result = event.core(), upload_index(upload_id), IngestResult()
+        if self._jobs is not None and upload.recipients > self._page:
+            result.broadcast = await self._jobs.create(core, index, lane_of(core), source, upload.recipients)
+            return result
+        result.deliveries.extend(deliveries_for(core, await self._all_of(index)))
+        return result
 
     async def _audience_index(
         self, audience: Audience
@@ -251,11 +275,16 @@ class Ingest:
 
 
 def deliveries_for(event: EventCore, user_ids: list[str]) -> list[Delivery]:
-    """One delivery per user of a page of an audience."""
-    return [
-        Delivery(message_id=message_id_for(event.app, event.event_id, u), user_id=u, event=event)
-        for u in user_ids
-    ]
+    """One delivery per user of a page of an audience (an uploaded list's raw address carries it along:
+    `state.uploads.recipient_of`)."""
+    deliveries = []
+    for member in user_ids:
+        user_id, addresses = recipient_of(member)
+        deliveries.append(Delivery(
+            message_id=message_id_for(event.app, event.event_id, user_id), user_id=user_id, event=event,
+            addresses=addresses,
+        ))
+    return deliveries
 
 
 def refuse(raw: bytes, source: str, reason: str) -> IngestResult:

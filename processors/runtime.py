@@ -56,6 +56,7 @@ from state.provider_messages import ProviderMessages
 from state.schedule import DeliverySchedule, ParkedDispatches
 from state.segments import SegmentStore
 from state.template_store import TemplateStore
+from state.uploads import UploadStore
 from state.users import UserDirectory
 from state.watch import Incidents, LagBoard, WatchWindow
 
@@ -125,9 +126,12 @@ def build_flow(settings: Settings) -> Flow:
             max_event_bytes=settings.max_event_bytes,
             jobs=jobs,
             page=settings.broadcast_page,
-            approvals=ApprovalGate(PolicyStore(redis), approvals, directory, segments=segments),
+            approvals=ApprovalGate(
+                PolicyStore(redis), approvals, directory, segments=segments, uploads=UploadStore(redis)
+            ),
             signatures=settings.events_signatures == "required",
             segments=segments,
+            uploads=UploadStore(redis),
         ),
         decide=Decide(
             directory,

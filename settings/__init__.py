@@ -156,6 +156,16 @@ class Settings(BaseSettings):
     # The largest body of every other API endpoint (batches, consent, callbacks); a batch's events each
     # keep max_event_bytes too.
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="largest body of every other endpoint")
+    # Uploaded recipient lists (api/uploads.py): the largest file (the request body of POST /v1/uploads;
+    # 413 above it), how many row errors an upload's answer shows, and how many it keeps for
+    # GET /v1/uploads/{id}/errors (the rest are counted only).
+    upload_max_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="largest uploaded recipient list (CSV or XLSX), in bytes"
+    )
+    upload_errors_shown: int = Field(20, ge=0, le=1000, description="row errors in an upload's answer")
+    upload_errors_kept: int = Field(
+        100_000, ge=0, description="row errors kept per upload for GET /v1/uploads/{id}/errors"
+    )
 
     # Consent (state/consent.py): categories that reach only people with a recorded opt-in (PIPL and
     # GDPR ask it for marketing), and test mode for every app (only whitelisted people receive anything).

@@ -26,6 +26,7 @@ TARGET_APP = "target"
 MATRIX_USER = "s-matrix"
 MATRIX_MESSAGE = "m-matrix"
 TARGET_OPERATOR = "target-operator"
+MATRIX_UPLOAD = "up-matrix"
 AUTHENTICATED = "@authenticated"
 OPERATOR = "@operator"
 """Any operator, whatever their roles (their own password and tokens); never an app or an end user."""
@@ -67,6 +68,8 @@ class EndpointCase:
     also: tuple[str, ...] = ()
     route: str = ""
     """The route's path template when it differs from `path` (for the coverage check)."""
+    files: dict[str, tuple[str, bytes, str]] | None = None
+    """A multipart request's files; `body` is then its form fields."""
 
     @property
     def template(self) -> str:
@@ -286,4 +289,16 @@ CASES: list[EndpointCase] = [
     # --- strategies ---------------------------------------------------------------------------------
     # The rule files' named strategies: senders (app keys too) name them, template editors preview them.
     EndpointCase("GET", "/v1/strategies", "events:send", also=("templates:read",)),
+    # --- uploads -----------------------------------------------------------------------------------
+    # The fixture holds the upload MATRIX_UPLOAD of MATRIX_APP; once a caller removed it, the others
+    # are still checked against its app (a removed upload answers 404 only to those who manage it).
+    EndpointCase("POST", "/v1/uploads", "uploads:manage", body={"app": MATRIX_APP, "kind": "phone"},
+                 files={"file": ("list.csv", b"13800138000\n", "text/csv")}, app=MATRIX_APP),
+    EndpointCase("GET", "/v1/uploads", "uploads:manage"),
+    EndpointCase("GET", f"/v1/uploads/{MATRIX_UPLOAD}", "uploads:manage", app=MATRIX_APP,
+                 route="/v1/uploads/{upload_id}"),
+    EndpointCase("GET", f"/v1/uploads/{MATRIX_UPLOAD}/errors", "uploads:manage", app=MATRIX_APP,
+                 route="/v1/uploads/{upload_id}/errors"),
+    EndpointCase("DELETE", f"/v1/uploads/{MATRIX_UPLOAD}", "uploads:manage", app=MATRIX_APP,
+                 route="/v1/uploads/{upload_id}"),
 ]

@@ -17,7 +17,7 @@ from analytics.connection import open_clickhouse
 from analytics.migrate import apply_migrations
 from api import ApiDeps, KafkaPublisher, create_api
 from api.analytics_reader import LazyReader
-from api.deps import Analytics, BodyLimits
+from api.deps import Analytics, BodyLimits, UploadSettings
 from api.template_service import Templates
 from api.trace import Tracer
 from channels.links import LinkSigner
@@ -33,6 +33,7 @@ from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
 from state.segments import SegmentStore
 from state.template_store import TemplateStore
+from state.uploads import UploadStore
 from state.users import UserDirectory
 
 from .test_api_support import LINK_SECRET, PUBLIC_URL
@@ -87,6 +88,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         budgets=BudgetStore(redis),
         template_versions=Templates(TemplateStore(redis), TemplateCatalog(ROOT / "templates")),
         rules=RulesWatcher(ROOT / "rules", current=load_ruleset(ROOT / "rules")),
+        uploads=UploadSettings(UploadStore(redis)),
     )
     return create_api(deps, {})
 
@@ -146,8 +148,9 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
             ]
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
     # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
-    # the audit log and the 4 budget operations; issue 13: stored templates (8), segments (6), strategies (1)
-    assert len(operations) == 58
+    # the audit log and the 4 budget operations; issue 13: stored templates (8), segments (6), strategies (1),
+    # uploads (5)
+    assert len(operations) == 63
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

@@ -27,7 +27,7 @@ from api import ApiDeps, create_api
 from api.access import Access
 from api.analytics_reader import LazyReader
 from api.approval_service import Approvals
-from api.deps import Analytics
+from api.deps import Analytics, UploadSettings
 from api.person_rights import DataRights
 from api.publisher import bootstrap_servers
 from api.template_service import Templates
@@ -54,6 +54,7 @@ from state.operators import OperatorStore
 from state.provider_messages import ProviderMessages
 from state.segments import SegmentStore
 from state.template_store import TemplateStore
+from state.uploads import Recipient, UploadStore
 from state.user_tokens import UserTokenSigner
 from tests.integration.moments import now
 
@@ -62,6 +63,7 @@ from .security_cases import (
     CASES,
     MATRIX_APP,
     MATRIX_MESSAGE,
+    MATRIX_UPLOAD,
     MATRIX_USER,
     OPERATOR,
     OTHER_APP,
@@ -134,6 +136,7 @@ def matrix_api(
         template_versions=Templates(TemplateStore(redis), TemplateCatalog(ROOT / "templates"),
                                     ApprovalStore(redis), PolicyStore(redis)),
         rules=RulesWatcher(ROOT / "rules", current=load_ruleset(ROOT / "rules")),
+        uploads=UploadSettings(UploadStore(redis)),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 
@@ -155,6 +158,7 @@ async def matrix(redis: Redis, local_parts: LocalParts) -> AsyncIterator[Matrix]
         template="course_reminder", category="notice", created_at=now(),
     ))
     await operators.create(TARGET_OPERATOR, PASSWORD, grants=["sender"])
+    await matrix_upload(redis)
     callers = [
         Caller("no credentials", None, "none"),
         Caller("forged operator token", "sbo_" + "F" * 43, "invalid"),
@@ -185,6 +189,14 @@ async def matrix(redis: Redis, local_parts: LocalParts) -> AsyncIterator[Matrix]
     transport = httpx.ASGITransport(app=api, client=("127.0.0.1", 5000))
     async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
         yield Matrix(client, callers)
+
+
+async def matrix_upload(redis: Redis) -> None:
+    store = UploadStore(redis)
+    draft = store.begin(MATRIX_APP, "user_id", 1, filename="m.csv", file_format="csv", encoding="utf-8",
+                        created_by="matrix", max_errors_kept=10, upload_id=MATRIX_UPLOAD)
+    await store.add(draft, 1, [Recipient(2, "A", MATRIX_USER)], [])
+    await store.finish(draft)
 
 
 def expected(case: EndpointCase, caller: Caller) -> Outcome:
@@ -231,7 +243,12 @@ async def test_every_caller_gets_what_the_permission_says(matrix: Matrix, case: 
     wrong = []
     for caller in matrix.callers:
         headers = {"Authorization": f"Bearer {caller.token}"} if caller.token else {}
-        answer = await matrix.client.request(case.method, case.path, json=case.body, headers=headers)
+        if case.files is not None:
+            answer = await matrix.client.request(
+                case.method, case.path, data=case.body, files=case.files, headers=headers
+            )
+        else:
+            answer = await matrix.client.request(case.method, case.path, json=case.body, headers=headers)
         want = expected(case, caller)
         # Reports and the audit log answer 503 without ClickHouse; nothing else may fail for lack of a part.
         broken = answer.status_code in (405, 429) or (answer.status_code >= 500 and not reports(case))

@@ -27,6 +27,7 @@ from state import (
     operators,
     pacing,
     template_store,
+    uploads,
 )
 from state.caps import cap_key, script_calls
 from state.keyspace import SHARD_TAGS, SHARDS, shard_of, share, slot, slots, tag
@@ -175,6 +176,10 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
         [template_store.LIVE_KEY, template_store.GENERATION_KEY],
         [template_store.GENERATION_KEY, template_store.LIVE_KEY],
     ],
+    # An uploaded list's keys share its `{up.<id>}` tag: a removal deletes its rows and marks its meta.
+    ("uploads", "transaction"): lambda u, _: [
+        [uploads.META_KEY.format(u), uploads.INDEX_KEY.format(u), uploads.ERRORS_KEY.format(u)]
+    ],
 }
 # One key per call: nothing to keep together.
 SINGLE_KEY = {
@@ -185,6 +190,7 @@ SINGLE_KEY = {
     ("watch", "_NOTIFIED"),
     ("broadcasts", "_RENEW"),  # one lease key per job
     ("broadcasts", "_RELEASE"),
+    ("uploads", "_ADD_RAW"),  # the upload's index only
 }
 # Reads many people's keys; on a Redis Cluster the same answer is read key by key (ConsentStore).
 SINGLE_REDIS_ONLY = {("consent", "_REFUSED"), ("person_sweep", "_FILTER")}
@@ -201,7 +207,7 @@ def test_every_script_of_state_is_in_the_table() -> None:
     found = set()
     for path in sorted((ROOT / "state").glob("*.py")):
         text = path.read_text()
-        found |= {(path.stem, m) for m in re.findall(r"register_script\((_[A-Z]+)\)", text)}
+        found |= {(path.stem, m) for m in re.findall(r"register_script\((_[A-Z_]+)\)", text)}
         if "transaction=True" in text:
             found.add((path.stem, "transaction"))
     # The idempotency and segment transactions each touch one key.
