@@ -193,7 +193,7 @@ SINGLE_KEY = {
     ("uploads", "_ADD_RAW"),  # the upload's index only
 }
 # Reads many people's keys; on a Redis Cluster the same answer is read key by key (ConsentStore).
-SINGLE_REDIS_ONLY = {("consent", "_REFUSED"), ("person_sweep", "_FILTER")}
+SINGLE_REDIS_ONLY = {("consent", "_REFUSED"), ("person_sweep", "_FILTER"), ("segments", "_READ_PAGE")}
 
 
 @pytest.mark.parametrize(("module", "name"), sorted(CALLS))
