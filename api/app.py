@@ -20,6 +20,7 @@ from api.auth import sessions_router
 from api.body_limit import BodyLimit
 from api.budgets import budgets_router
 from api.callbacks import callbacks_router
+from api.campaigns import campaigns_router
 from api.channel_accounts import channel_accounts_router
 from api.consent import consent_router
 from api.conversions import conversions_router
@@ -64,6 +65,7 @@ _TAGS = [
     {"name": "dead letters", "description": "Dead-lettered events: list, inspect, replay (audited)."},
     {"name": "approvals", "description": "Held messages awaiting approval, and the approval policies."},
     {"name": "budgets", "description": "Budgets per app or campaign and period, with what was spent."},
+    {"name": "campaigns", "description": "Compose, submit, cancel and recall campaigns; their reach."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -129,6 +131,8 @@ def create_api(
         api.include_router(approvals_router(deps, deps.approvals))
     if deps.budgets is not None:
         api.include_router(budgets_router(deps, deps.budgets))
+    if deps.campaigns is not None:
+        api.include_router(campaigns_router(deps, deps.campaigns))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -182,6 +186,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "dead letters": deps.dead_letters,
         "approvals": deps.approvals,
         "budgets": deps.budgets,
+        "campaigns": deps.campaigns,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }

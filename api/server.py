@@ -14,6 +14,7 @@ from api.access import Access
 from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.approval_service import Approvals
+from api.campaign_service import campaign_desk
 from api.deps import Analytics, ApiDeps, BodyLimits
 from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher, bootstrap_servers
@@ -98,6 +99,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
             ApprovalStore(redis), PolicyStore(redis), previews=catalog, roles=RoleStore(redis)
         ),
         budgets=BudgetStore(redis),
+        campaigns=campaign_desk(settings, redis, catalog),
         events_signatures_required=settings.events_signatures == "required",
     )
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from processors.ingest import deliveries_for
 from records.topics import Delivery, Lane
 from state.broadcasts import Broadcast, BroadcastJobs
+from state.campaigns import CancelledCampaigns
 from state.flow_counters import FlowCounters
 from state.users import AudienceWalk
 
@@ -43,6 +44,7 @@ class BroadcastExpander:
         backlog: int,
         lease_seconds: float,
         budget: float = 1.0,
+        cancelled: CancelledCampaigns | None = None,
     ) -> None:
         self._jobs = jobs
         self._walk = walk
@@ -52,6 +54,7 @@ class BroadcastExpander:
         self._backlog = backlog
         self._lease = lease_seconds
         self._budget = budget
+        self._cancelled = cancelled
 
     async def expand(self, emit: EmitDeliveries, turn: Callable[[], Awaitable[None]] | None = None) -> int:
         """One round over the running jobs; returns how many deliveries it produced. `turn` is awaited
@@ -82,7 +85,10 @@ class BroadcastExpander:
         while time.monotonic() < deadline and not await self._backlogged():
             if turn is not None:
                 await turn()
-            ids = await self._walk.page(job.audience, cursor, self._page)
+            if await self._campaign_cancelled(job):
+                ids: list[str] = []  # stop expanding: the rest of the audience is never reached
+            else:
+                ids = await self._walk.page(job.audience, cursor, self._page)
             if not ids:
                 if await self._jobs.finish(job.job_id):
                     await self._counters.add({"broadcasts_done": 1})
@@ -95,6 +101,16 @@ class BroadcastExpander:
             if not await self._jobs.lease(job.job_id, self._holder, self._lease):
                 break  # held too long without renewing (a stall): another worker may have it now
         return produced
+
+    async def _campaign_cancelled(self, job: Broadcast) -> bool:
+        """Whether the job's campaign was cancelled (one read per page)."""
+        if self._cancelled is None or not job.event.campaign:
+            return False
+        found = await self._cancelled.among([(job.event.app, job.event.campaign)])
+        if found:
+            (cancellation,) = found.values()
+            log.info("broadcast %s stopped: %s", job.job_id, cancellation.reason)
+        return bool(found)
 
     async def _backlogged(self) -> bool:
         counts = await self._counters.read()

@@ -38,6 +38,7 @@ from state.approvals import ApprovalStore
 from state.apps import WORKER_CACHE_SECONDS, AppRegistry
 from state.broadcasts import BroadcastJobs
 from state.budgets import BudgetStore
+from state.campaigns import CancelledCampaigns
 from state.caps import FrequencyCaps
 from state.channel_accounts import ChannelAccounts
 from state.channel_grants import AppChannelGrants
@@ -112,6 +113,7 @@ def build_flow(settings: Settings) -> Flow:
     costs = estimated_costs(channels)
     counters = FlowCounters(redis)
     approvals = ApprovalStore(redis)
+    cancelled = CancelledCampaigns(redis)  # checked by broadcast, decide and send
     stages = FlowStages(
         ingest=Ingest(
             directory,
@@ -137,6 +139,7 @@ def build_flow(settings: Settings) -> Flow:
             fallback=fallback,
             budgets=budgets,
             costs=costs,
+            cancelled=cancelled,
         ),
         send=Send(
             channels,
@@ -153,6 +156,7 @@ def build_flow(settings: Settings) -> Flow:
             sent=ProviderMessages(redis, settings.dedup_ttl_seconds),
             budgets=budgets,
             costs=costs,
+            cancelled=cancelled,
         ),
         track=Track(fallback=fallback, engagement=engagement),
         schedule=schedule,
@@ -172,6 +176,7 @@ def build_flow(settings: Settings) -> Flow:
             page=settings.broadcast_page,
             backlog=settings.broadcast_backlog,
             lease_seconds=settings.broadcast_lease_seconds,
+            cancelled=cancelled,
         ),
         approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis)), signing=apps),
     )

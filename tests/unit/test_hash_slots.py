@@ -20,6 +20,7 @@ from state import (
     auth_failures,
     broadcasts,
     budgets,
+    campaigns,
     channel_accounts,
     fallback,
     inbox,
@@ -166,6 +167,12 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
         [approvals.ITEM_KEY.format(m), approvals.PENDING_KEY, approvals.DUE_KEY]
     ],
     ("approvals", "_RESCHEDULE"): lambda _, m: [[approvals.ITEM_KEY.format(m), approvals.DUE_KEY]],
+    # Campaigns are few (operators compose them): they share the `{cmp}` slot on purpose.
+    ("campaigns", "_REPLACE"): lambda _, m: [
+        [campaigns._CAMPAIGN.format(m), campaigns._CANCELLED, campaigns._CANCELLED_AT]
+    ],
+    ("campaigns", "transaction"): lambda _, m: [[campaigns._CAMPAIGN.format(m), campaigns._CAMPAIGNS]],
+    ("inbox", "_REMOVE"): lambda u, _: [list(inbox.inbox_keys(u))],  # recall, one message
 }
 # One key per call: nothing to keep together.
 SINGLE_KEY = {

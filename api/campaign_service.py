@@ -1,0 +1,115 @@
+"""What the campaigns API and CLI share: the campaign store and what an estimate needs (Redis for the
+recipient count, the providers' per-message prices, the template catalog for SMS segments), and the
+estimate itself."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from channels.costs import costs_from_specs
+from channels.providers import load_providers
+from channels.sms_segments import count_segments
+from channels.templates import TemplateCatalog, TemplateError
+from settings import Settings
+from state.audience_count import recipient_count
+from state.campaigns import CampaignStore, Composition
+from state.inbox import Inbox
+
+
+@dataclass(frozen=True)
+class CampaignDesk:
+    """The campaigns' collaborators: `costs` maps a channel to its estimated cost per message (its first
+    provider's price, `channels/costs.py`); `templates` renders the SMS part to count its segments."""
+
+    store: CampaignStore
+    inbox: Inbox
+    redis: Redis
+    costs: Mapping[str, float] = field(default_factory=dict)
+    templates: TemplateCatalog | None = None
+
+
+def campaign_desk(settings: Settings, redis: Redis, templates: TemplateCatalog | None) -> CampaignDesk:
+    """The production wiring: prices from the providers file (read without its secrets)."""
+    specs = (
+        load_providers(settings.providers, skip_unavailable=lambda _: None, require_env=False)
+        if settings.providers.is_file()
+        else []
+    )
+    return CampaignDesk(
+        store=CampaignStore(redis, keep_cancelled=timedelta(days=settings.campaign_cancel_days)),
+        inbox=Inbox(
+            redis, max_per_user=settings.inbox_max_per_user, recall_seconds=settings.inbox_recall_seconds
+        ),
+        redis=redis,
+        costs=costs_from_specs(specs),
+        templates=templates,
+    )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Recipients and cost of a composition, before it is sent."""
+
+    recipients: int | None
+    exact: bool
+    counted: str
+    channels: list[str] | None
+    per_message: dict[str, float]
+    sms_segments: int | None
+    cost: float | None
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+async def estimate(desk: CampaignDesk, composition: Composition, app_channels: frozenset[str]) -> Estimate:
+    """How many people it reaches and what it costs: recipients x the chosen channels' per-message cost
+    (an SMS costs its segments, counted from the template rendered with the composition's data). With
+    the channels left to the rules there is no one cost: `per_message` lists the app's channels'."""
+    count = await recipient_count(desk.redis, composition.audience)
+    chosen: list[str] | None = list(composition.channels) if composition.channels is not None else None
+    segments = _sms_segments(desk, composition) if chosen is None or "sms" in chosen else None
+    priced = sorted(set(chosen) if chosen is not None else app_channels)
+    per_message = {c: desk.costs.get(c, 0.0) * ((segments or 1) if c == "sms" else 1) for c in priced}
+    notes = []
+    cost: float | None = None
+    if chosen is None:
+        notes.append("channels are left to the rules: no single cost; per_message lists the app's channels")
+    elif count.count is None:
+        notes.append(f"recipients {count.how}: cost known when sent")
+    else:
+        cost = round(count.count * sum(per_message.values()), 6)
+        if not count.exact:
+            notes.append("an upper bound, as the recipient count is")
+    return Estimate(
+        recipients=count.count,
+        exact=count.exact,
+        counted=count.how,
+        channels=chosen,
+        per_message=per_message,
+        sms_segments=segments,
+        cost=cost,
+        note="; ".join(notes),
+    )
+
+
+def _sms_segments(desk: CampaignDesk, composition: Composition) -> int | None:
+    """Segments of the SMS part rendered with the composition's data (None: no SMS part, or no catalog).
+    A part using the recipient's profile is counted without one: an estimate."""
+    if desk.templates is None or "sms" not in _channels_of(desk.templates, composition.template):
+        return None
+    try:
+        message = desk.templates.render(composition.template, "sms", composition.data, None)
+    except TemplateError:
+        return None
+    return count_segments(message.body).segments
+
+
+def _channels_of(templates: TemplateCatalog, template: str) -> frozenset[str]:
+    return templates.channels_of(template) if template in templates else frozenset()
