@@ -17,6 +17,7 @@ from analytics.connection import open_clickhouse
 from analytics.migrate import apply_migrations
 from api import ApiDeps, KafkaPublisher, create_api
 from api.analytics_reader import LazyReader
+from api.campaign_service import CampaignDesk
 from api.deps import Analytics, BodyLimits
 from api.trace import Tracer
 from channels.links import LinkSigner
@@ -25,6 +26,7 @@ from localparts import LocalParts
 from settings import ROOT
 from state.apps import AppRegistry
 from state.budgets import BudgetStore
+from state.campaigns import CampaignStore
 from state.consent import ConsentStore
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
@@ -80,6 +82,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         budgets=BudgetStore(redis),
+        campaigns=CampaignDesk(CampaignStore(redis), Inbox(redis), redis),
     )
     return create_api(deps, {})
 
@@ -139,8 +142,8 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
             ]
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
     # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
-    # the audit log and the 4 budget operations
-    assert len(operations) == 43
+    # the audit log, the 4 budget operations and the 8 campaign operations
+    assert len(operations) == 51
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

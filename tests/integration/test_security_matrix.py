@@ -27,6 +27,7 @@ from api import ApiDeps, create_api
 from api.access import Access
 from api.analytics_reader import LazyReader
 from api.approval_service import Approvals
+from api.campaign_service import CampaignDesk
 from api.deps import Analytics
 from api.person_rights import DataRights
 from api.publisher import bootstrap_servers
@@ -43,6 +44,7 @@ from state.approvals import ApprovalStore
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
 from state.budgets import BudgetStore
+from state.campaigns import CampaignStore
 from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
 from state.data_rights import PersonState
@@ -127,6 +129,7 @@ def matrix_api(
         dead_letters=DeadLetterShelf(bootstrap_servers(kafka_url), "matrix-events.deadletter"),
         approvals=Approvals(ApprovalStore(redis), PolicyStore(redis), roles=operators.roles),
         budgets=BudgetStore(redis),
+        campaigns=CampaignDesk(CampaignStore(redis), Inbox(redis), redis),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 
