@@ -57,7 +57,7 @@ _PROGRESS = (
         for name in (*PROGRESS, "settled")
     )
     + " FROM message_events"
-    " WHERE (app, campaign) IN {pairs:Array(Tuple(String, String))}"
+    " WHERE app IN {apps:Array(String)} AND campaign IN {campaigns:Array(String)}"
     " AND event_time >= {since:DateTime64(3, 'UTC')}"
     " GROUP BY campaign"
 )
@@ -128,7 +128,11 @@ def campaign_progress(
         return {}
     rows = client.query(
         _PROGRESS,
-        parameters={"pairs": [list(pair) for pair in campaigns], "since": since.astimezone(UTC)},
+        parameters={
+            "apps": sorted({app for app, _ in campaigns}),
+            "campaigns": sorted({campaign for _, campaign in campaigns}),
+            "since": since.astimezone(UTC),
+        },
     ).result_rows
     return {
         str(line[0]): {name: int(n) for name, n in zip((*PROGRESS, "settled"), line[1:], strict=True)}

@@ -264,6 +264,8 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
         return await view(after)
 
     async def cancel(before: Campaign, principal: Principal) -> Campaign:
+        # The stored state only: cancelling never waits on the analytics (a done campaign is stored as
+        # done once the list or a read has seen it settled).
         if before.state not in ("scheduled", "running"):
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
@@ -348,6 +350,10 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
         if progress is not None and campaign.submitted_at is not None:
             shown["progress"] = progress.get(campaign.id, {})
         shown["state"] = _state(campaign, counted.count, shown.get("progress"))
+        if shown["state"] == "done" and campaign.state != "done":
+            # Remembered, so cancel and recall (which read no analytics) know it too; lost to a
+            # concurrent change, it is derived again next time.
+            await store.replace(campaign, campaign.model_copy(update={"state": "done"}))
         if with_estimate:
             composed = campaign.composition
             shown["estimate"] = (await estimate(desk, composed, await app_channels(composed.app))).as_dict()
