@@ -1,12 +1,13 @@
 """What the campaigns API and CLI share: the campaign store and what an estimate needs (Redis for the
-recipient count, the providers' per-message prices, the template catalog for SMS segments), and the
-estimate itself."""
+recipient count, the providers' per-message prices, the template catalog for SMS segments), the
+estimate, and the changes of state (submit, cancel, recall) with the rules of when they are allowed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -15,10 +16,11 @@ from channels.costs import costs_from_specs
 from channels.providers import load_providers
 from channels.sms_segments import count_segments
 from channels.templates import TemplateCatalog, TemplateError
-from settings import Settings
+from records.topics import Receipt
+from settings import Settings, SwitchboardError
 from state.audience_count import recipient_count
-from state.campaigns import CampaignStore, Composition
-from state.inbox import Inbox
+from state.campaigns import Campaign, CampaignStore, Cancellation, Composition
+from state.inbox import Inbox, InboxMessage
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,85 @@ def _sms_segments(desk: CampaignDesk, composition: Composition) -> int | None:
 
 def _channels_of(templates: TemplateCatalog, template: str) -> frozenset[str]:
     return templates.channels_of(template) if template in templates else frozenset()
+
+
+class CampaignStateError(SwitchboardError):
+    """A change the campaign's state does not allow (the API answers 409), or one lost to another."""
+
+
+async def changed(store: CampaignStore, before: Campaign, update: dict[str, Any]) -> Campaign:
+    """`before` with `update`, stored if nobody changed it meanwhile."""
+    after = before.model_copy(update=update)
+    if not await store.replace(before, after):
+        raise CampaignStateError(f"campaign {before.id!r} changed meanwhile; try again")
+    return after
+
+
+async def mark_submitted(store: CampaignStore, before: Campaign, submitter: str) -> Campaign:
+    """A draft becomes scheduled (a future send_at) or running; stored before its event is published,
+    so a second submit is refused rather than told it worked."""
+    if before.state != "draft":
+        raise CampaignStateError(f"campaign {before.id!r} is {before.state}, not a draft")
+    now = datetime.now(UTC)
+    send_at = before.composition.send_at
+    state = "scheduled" if send_at is not None and send_at > now else "running"
+    return await changed(store, before, {"state": state, "submitted_by": submitter, "submitted_at": now})
+
+
+async def mark_cancelled(store: CampaignStore, before: Campaign, who: str) -> Campaign:
+    """Scheduled or running becomes cancelled, and the stages learn it (state/campaigns.py). The stored
+    state only: cancelling never waits on the analytics (the list stores a settled campaign as done)."""
+    if before.state not in ("scheduled", "running"):
+        raise CampaignStateError(
+            f"campaign {before.id!r} is {before.state}: only a scheduled or running campaign can be cancelled"
+        )
+    cancellation = Cancellation(by=who, at=datetime.now(UTC))
+    return await changed(store, before, {"state": "cancelled", "cancelled": cancellation})
+
+
+@dataclass(frozen=True)
+class Recall:
+    """What a recall did: the campaign after it, how many inbox messages it took back, and the campaign
+    as its cancellation left it when the recall had to stop it first (it was still sending)."""
+
+    campaign: Campaign
+    count: int
+    cancelled: Campaign | None
+
+
+async def recall(
+    desk: CampaignDesk, before: Campaign, who: str, publish: Callable[[Receipt], Awaitable[None]]
+) -> Recall:
+    """Take the campaign's inbox messages back, each a `recalled` row (`publish`); a campaign still
+    scheduled or running is cancelled first, so nothing more arrives after the recall."""
+    if before.state == "draft":
+        raise CampaignStateError(f"campaign {before.id!r} is a draft: nothing was sent")
+    current = before
+    cancelled = None
+    if before.state in ("scheduled", "running"):
+        current = cancelled = await mark_cancelled(desk.store, before, who)
+    at = datetime.now(UTC)
+    reason = f"recalled by {who} at {at.isoformat(timespec='seconds')}"
+    count = 0
+    async for batch in desk.inbox.recall(current.app, current.id):
+        await asyncio.gather(*(publish(recalled_receipt(user, m, reason)) for user, m in batch))
+        count += len(batch)
+    update = {"recalled_by": who, "recalled_at": at, "recalled": current.recalled + count}
+    return Recall(await changed(desk.store, current, update), count, cancelled)
+
+
+def recalled_receipt(user_id: str, message: InboxMessage, reason: str) -> Receipt:
+    return Receipt(
+        message_id=message.message_id,
+        event_id=message.event_id,
+        app=message.app,
+        user_id=user_id,
+        channel="inbox",
+        provider="switchboard-inbox",
+        status="recalled",
+        reason=reason,
+        rule_id=message.rule_id,
+        rule_version=message.rule_version,
+        template=message.template,
+        campaign=message.campaign,
+    )

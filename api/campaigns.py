@@ -11,8 +11,9 @@ exactly as to any other. Every change is an audit record (`campaign.create`, `.s
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, Field
@@ -20,11 +21,18 @@ from pydantic import BaseModel, Field
 from analytics.campaign_report import campaign_progress, campaign_report
 from api.access import audit_record
 from api.analytics_reader import AnalyticsUnavailable
-from api.campaign_service import CampaignDesk, estimate
+from api.campaign_service import (
+    CampaignDesk,
+    CampaignStateError,
+    estimate,
+    mark_cancelled,
+    mark_submitted,
+    recall,
+)
 from api.deps import ApiDeps
 from api.events import _authorise, _checked, _key, _signed, _signing_key
 from api.problems import Problem, invalid
-from records.topics import Receipt, lane_of
+from records.topics import lane_of
 from settings.permissions import ALL_APPS, Principal
 from state.audience_count import recipient_count
 from state.campaigns import (
@@ -36,8 +44,8 @@ from state.campaigns import (
     app_of,
     new_campaign_id,
 )
-from state.inbox import InboxMessage
 
+_T = TypeVar("_T")
 _ID = r"^[A-Za-z0-9_.:\-]{1,160}$"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or invalid credentials"},
@@ -141,13 +149,8 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
             )
         )
 
-    async def changed(before: Campaign, update: dict[str, Any]) -> Campaign:
-        after = before.model_copy(update=update)
-        if not await store.replace(before, after):
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"campaign {before.id!r} changed meanwhile; try again"
-            )
-        return after
+    def who(principal: Principal) -> str:
+        return f"{principal.kind}:{principal.name}"
 
     @router.post(
         "/estimate", response_model=EstimateView, summary="Recipients and cost of an unsaved composition"
@@ -217,27 +220,12 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
         request: Request, principal: Manager, campaign_id: CampaignId
     ) -> dict[str, Any]:
         before = await found(principal, "campaigns:manage", campaign_id)
-        if before.state != "draft":
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"campaign {campaign_id!r} is {before.state}, not a draft"
-            )
-        submitter = f"{principal.kind}:{principal.name}"
-        event = before.event(submitter)
-        app = await _authorise(deps, event, principal, ("body",))
-        signing_key = await _signing_key(deps, app)
-        [record] = await _checked(deps, [event], ("body",))
-        now = datetime.now(UTC)
-        scheduled = event.send_at is not None and event.send_at > now
-        # Stored before it is published: a campaign published but not marked could be submitted twice
-        # (ingest would drop the second as a duplicate, but the operator would be told otherwise).
-        after = await changed(
-            before,
-            {
-                "state": "scheduled" if scheduled else "running",
-                "submitted_by": submitter,
-                "submitted_at": now,
-            },
-        )
+        event = before.event(who(principal))
+        if before.state == "draft":  # else 409 below, before anything else is said
+            app = await _authorise(deps, event, principal, ("body",))
+            signing_key = await _signing_key(deps, app)
+            [record] = await _checked(deps, [event], ("body",))
+        after = await conflicts(mark_submitted(store, before, who(principal)))
         await deps.publisher.publish_event(_key(event), record, lane_of(event), _signed(record, signing_key))
         await audit(request, principal, "campaign.submit", before, after)
         return await view(after)
@@ -252,28 +240,10 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
         request: Request, principal: Manager, campaign_id: CampaignId
     ) -> dict[str, Any]:
         before = await found(principal, "campaigns:manage", campaign_id)
-        after = await cancel(before, principal)
-        await audit(
-            request,
-            principal,
-            "campaign.cancel",
-            before,
-            after,
-            after.cancelled.reason if after.cancelled else "",
-        )
+        after = await conflicts(mark_cancelled(store, before, who(principal)))
+        reason = after.cancelled.reason if after.cancelled else ""
+        await audit(request, principal, "campaign.cancel", before, after, reason)
         return await view(after)
-
-    async def cancel(before: Campaign, principal: Principal) -> Campaign:
-        # The stored state only: cancelling never waits on the analytics (a done campaign is stored as
-        # done once the list or a read has seen it settled).
-        if before.state not in ("scheduled", "running"):
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                f"campaign {before.id!r} is {before.state}: "
-                "only a scheduled or running campaign can be cancelled",
-            )
-        cancellation = Cancellation(by=f"{principal.kind}:{principal.name}", at=datetime.now(UTC))
-        return await changed(before, {"state": "cancelled", "cancelled": cancellation})
 
     @router.post(
         "/{campaign_id}/recall",
@@ -285,28 +255,14 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
         request: Request, principal: Manager, campaign_id: CampaignId
     ) -> dict[str, Any]:
         before = await found(principal, "campaigns:manage", campaign_id)
-        if before.state == "draft":
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"campaign {campaign_id!r} is a draft: nothing was sent"
-            )
-        current, cancelled = before, False
-        if before.state in ("scheduled", "running"):
-            # Recalled while still sending: nothing more may arrive after the recall.
-            current, cancelled = await cancel(before, principal), True
-            await audit(request, principal, "campaign.cancel", before, current, "cancelled by its recall")
-        who, at = f"{principal.kind}:{principal.name}", datetime.now(UTC)
-        count = 0
-        async for batch in desk.inbox.recall(current.app, current.id):
-            reason = f"recalled by {who} at {at.isoformat(timespec='seconds')}"
-            await asyncio.gather(
-                *(deps.publisher.publish_receipt(_recalled(user, m, reason)) for user, m in batch)
-            )
-            count += len(batch)
-        after = await changed(
-            current, {"recalled_by": who, "recalled_at": at, "recalled": current.recalled + count}
-        )
-        await audit(request, principal, "campaign.recall", current, after, f"{count} inbox messages recalled")
-        return {"campaign": after.id, "recalled": count, "cancelled": cancelled}
+        done = await conflicts(recall(desk, before, who(principal), deps.publisher.publish_receipt))
+        if done.cancelled is not None:  # it was still sending: the recall stopped it first
+            why = "cancelled by its recall"
+            await audit(request, principal, "campaign.cancel", before, done.cancelled, why)
+        current = done.cancelled or before
+        reason = f"{done.count} inbox messages recalled"
+        await audit(request, principal, "campaign.recall", current, done.campaign, reason)
+        return {"campaign": done.campaign.id, "recalled": done.count, "cancelled": done.cancelled is not None}
 
     @router.get(
         "/{campaign_id}/report",
@@ -374,18 +330,9 @@ def _state(campaign: Campaign, recipients: int | None, progress: dict[str, int] 
     return "running"
 
 
-def _recalled(user_id: str, message: InboxMessage, reason: str) -> Receipt:
-    return Receipt(
-        message_id=message.message_id,
-        event_id=message.event_id,
-        app=message.app,
-        user_id=user_id,
-        channel="inbox",
-        provider="switchboard-inbox",
-        status="recalled",
-        reason=reason,
-        rule_id=message.rule_id,
-        rule_version=message.rule_version,
-        template=message.template,
-        campaign=message.campaign,
-    )
+async def conflicts(change: Awaitable[_T]) -> _T:
+    """The change, or 409 naming why the campaign's state does not allow it."""
+    try:
+        return await change
+    except CampaignStateError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
