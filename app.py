@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from api.audit_cli import audit as audit_command
 from api.audit_cli import audited
 from api.budgets_cli import budgets_cli
+from api.campaigns_cli import campaigns_cli
 from api.channel_accounts_cli import channels_cli
 from api.dead_letters_cli import dead_letters_cli
 from channels.providers import providers_cli
@@ -115,6 +116,7 @@ cli.add_typer(channels_cli, name="channels")
 cli.add_typer(dead_letters_cli, name="dead-letters")
 cli.command("audit")(audit_command)
 cli.add_typer(budgets_cli, name="budgets")
+cli.add_typer(campaigns_cli, name="campaigns")
 
 
 def quiet_url_loggers() -> None:
