@@ -286,8 +286,10 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
     async def read_progress(campaigns: list[Campaign]) -> dict[str, dict[str, int]] | None:
         """Progress of the submitted ones; None when the analytics cannot be read (the list still answers)."""
         submitted = [c for c in campaigns if c.submitted_at is not None]
-        if not submitted or deps.analytics is None:
-            return {} if submitted or deps.analytics is not None else None
+        if deps.analytics is None:
+            return None
+        if not submitted:
+            return {}
         since = min(c.created_at for c in submitted)
         pairs = [(c.app, c.id) for c in submitted]
         try:
