@@ -140,6 +140,20 @@ async def mark_submitted(store: CampaignStore, before: Campaign, submitter: str)
     return await changed(store, before, {"state": state, "submitted_by": submitter, "submitted_at": now})
 
 
+async def submitted(
+    store: CampaignStore, before: Campaign, submitter: str, publish: Callable[[], Awaitable[None]]
+) -> Campaign:
+    """Mark the draft submitted, then `publish` its event; a publish that fails (the broker did not
+    acknowledge) leaves it a draft again, to be submitted again, and raises."""
+    after = await mark_submitted(store, before, submitter)
+    try:
+        await publish()
+    except BaseException:
+        await store.replace(after, before)
+        raise
+    return after
+
+
 async def mark_cancelled(store: CampaignStore, before: Campaign, who: str) -> Campaign:
     """Scheduled or running becomes cancelled, and the stages learn it (state/campaigns.py). The stored
     state only: cancelling never waits on the analytics (the list stores a settled campaign as done)."""

@@ -26,8 +26,8 @@ from api.campaign_service import (
     CampaignStateError,
     estimate,
     mark_cancelled,
-    mark_submitted,
     recall,
+    submitted,
 )
 from api.deps import ApiDeps
 from api.events import _authorise, _checked, _key, _signed, _signing_key
@@ -220,13 +220,20 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
         request: Request, principal: Manager, campaign_id: CampaignId
     ) -> dict[str, Any]:
         before = await found(principal, "campaigns:manage", campaign_id)
+        if before.state != "draft":
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"campaign {campaign_id!r} is {before.state}, not a draft"
+            )
         event = before.event(who(principal))
-        if before.state == "draft":  # else 409 below, before anything else is said
-            app = await _authorise(deps, event, principal, ("body",))
-            signing_key = await _signing_key(deps, app)
-            [record] = await _checked(deps, [event], ("body",))
-        after = await conflicts(mark_submitted(store, before, who(principal)))
-        await deps.publisher.publish_event(_key(event), record, lane_of(event), _signed(record, signing_key))
+        app = await _authorise(deps, event, principal, ("body",))
+        signing_key = await _signing_key(deps, app)
+        [record] = await _checked(deps, [event], ("body",))
+        signed = _signed(record, signing_key)
+
+        async def publish() -> None:
+            await deps.publisher.publish_event(_key(event), record, lane_of(event), signed)
+
+        after = await conflicts(submitted(store, before, who(principal), publish))
         await audit(request, principal, "campaign.submit", before, after)
         return await view(after)
 

@@ -100,21 +100,25 @@ def campaigns_show(campaign_id: _Id) -> None:
 def campaigns_submit(campaign_id: _Id) -> None:
     """Send a draft: publish its one event (signed with its app's key); approval policies apply to it."""
     from api.audit_cli import cli_actor
-    from api.campaign_service import mark_submitted
+    from api.campaign_service import CampaignStateError, submitted
     from records.signing import signature
     from records.topics import lane_of
 
     async def action(desk: CampaignDesk, shell: Shell) -> str:
         before = await _found(desk, campaign_id)
         event = before.event(cli_actor())
-        if before.state == "draft":
-            _check_content(desk, event, None)
+        if before.state != "draft":
+            raise CampaignStateError(f"campaign {before.id!r} is {before.state}, not a draft")
+        _check_content(desk, event, None)
         key = await shell.apps.signing_key(event.app)
-        after = await mark_submitted(desk.store, before, cli_actor())
         record = event.model_dump_json().encode()
-        await shell.publisher.publish_event(
-            f"{event.app}:{event.event_id}", record, lane_of(event), signature(record, key) if key else ""
-        )
+        signed = signature(record, key) if key else ""
+
+        async def publish() -> None:
+            key = f"{event.app}:{event.event_id}"
+            await shell.publisher.publish_event(key, record, lane_of(event), signed)
+
+        after = await submitted(desk.store, before, cli_actor(), publish)
         await shell.audit("campaign.submit", "campaign", after.id, app=after.app,
                           before=before.model_dump(mode="json"), after=after.model_dump(mode="json"))
         return f"{after.id} {after.state}: event {after.event_id} published"

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from api import ApiDeps, create_api
 from api.access import Access
 from api.campaign_service import CampaignDesk
+from api.publisher import PublishError
 from channels.templates import TemplateCatalog
 from records.topics import Event
 from settings import ROOT
@@ -53,6 +54,8 @@ class EventRecorder(RecordingPublisher):
     events: list[tuple[str, bytes, str]] = field(default_factory=list)
 
     async def publish_event(self, key: str, value: bytes, lane: str = "bulk", signature: str = "") -> None:
+        if self.down:
+            raise PublishError("topic 'events' did not acknowledge the record")
         self.events.append((key, value, lane))
 
 
@@ -285,3 +288,16 @@ def message(message_id: str, campaign: str) -> InboxMessage:
         campaign=campaign,
         created_at=datetime.now(UTC),
     )
+
+
+async def test_a_submit_the_broker_does_not_acknowledge_leaves_a_draft_to_submit_again(setup: Setup) -> None:
+    created = await setup.client.post("/v1/campaigns", json=composition(), headers=setup.sender)
+    campaign_id = created.json()["id"]
+    setup.publisher.down = True
+    refused = await setup.client.post(f"/v1/campaigns/{campaign_id}/submit", headers=setup.sender)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    shown = await setup.client.get(f"/v1/campaigns/{campaign_id}", headers=setup.analyst)
+    assert (shown.json()["state"], shown.json()["submitted_by"]) == ("draft", None)
+    setup.publisher.down = False
+    again = await setup.client.post(f"/v1/campaigns/{campaign_id}/submit", headers=setup.sender)
+    assert again.status_code == 202 and len(setup.publisher.events) == 1
