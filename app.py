@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from api.audit_cli import audit as audit_command
 from api.audit_cli import audited
 from api.budgets_cli import budgets_cli
+from api.campaigns_cli import campaigns_cli
 from api.channel_accounts_cli import channels_cli
 from api.dead_letters_cli import dead_letters_cli
 from api.segments_cli import segments_cli
@@ -119,6 +120,7 @@ cli.command("audit")(audit_command)
 cli.add_typer(budgets_cli, name="budgets")
 cli.add_typer(segments_cli, name="segments")
 cli.add_typer(uploads_cli, name="uploads")
+cli.add_typer(campaigns_cli, name="campaigns")
 
 
 def quiet_url_loggers() -> None:

@@ -20,6 +20,7 @@ from api.auth import sessions_router
 from api.body_limit import BodyLimit
 from api.budgets import budgets_router
 from api.callbacks import callbacks_router
+from api.campaigns import campaigns_router
 from api.channel_accounts import channel_accounts_router
 from api.consent import consent_router
 from api.conversions import conversions_router
@@ -72,6 +73,7 @@ _TAGS = [
     {"name": "templates", "description": "Stored templates with versions: save, preview, diff, publish."},
     {"name": "segments", "description": "Named segment definitions, evaluated at send; counts and samples."},
     {"name": "uploads", "description": "Recipient lists (CSV, XLSX) an event names as its audience."},
+    {"name": "campaigns", "description": "Compose, submit, cancel and recall campaigns; their reach."},
     {"name": "operators", "description": "Log in; operators, their roles and tokens; who am I."},
     {"name": "apps", "description": "Upstream apps: register, disable, enable, rotate the key, remove."},
     {"name": "health", "description": "Liveness of Redis and the broker."},
@@ -146,6 +148,8 @@ def create_api(
         api.include_router(strategies_router(deps, deps.rules))
     if deps.uploads is not None:
         api.include_router(uploads_router(deps, deps.uploads))
+    if deps.campaigns is not None:
+        api.include_router(campaigns_router(deps, deps.campaigns))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -209,6 +213,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "templates": deps.template_versions,
         "segments": deps.segments if isinstance(deps.segments, SegmentStore) else None,
         "uploads": deps.uploads,
+        "campaigns": deps.campaigns,
         "operators": deps.access.operators,
         "apps": deps.apps if isinstance(deps.apps, AppRegistry) else None,
     }

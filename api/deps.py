@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from api.access import Access, AppKeys
 from api.analytics_reader import LazyReader
 from api.approval_service import Approvals
+from api.campaign_service import CampaignDesk
 from api.dead_letter_replay import AcceptedEvents
 from api.person_rights import DataRights
 from api.publisher import Publisher
@@ -142,6 +143,7 @@ class ApiDeps:
     """The loaded rule files: switches on /v1/strategies, and refuses (422) an event naming a strategy
     they do not define."""
     uploads: UploadSettings | None = None  # switches on /v1/uploads (api/uploads.py)
+    campaigns: CampaignDesk | None = None  # switches on /v1/campaigns
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.

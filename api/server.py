@@ -14,6 +14,7 @@ from api.access import Access
 from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.approval_service import Approvals
+from api.campaign_service import campaign_desk
 from api.deps import Analytics, ApiDeps, BodyLimits, LoadedRules, UploadSettings
 from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher, bootstrap_servers
@@ -108,6 +109,7 @@ def build_deps(
         budgets=BudgetStore(redis),
         template_versions=build_templates(settings, redis, catalog),
         uploads=UploadSettings(UploadStore(redis), settings.upload_errors_shown, settings.upload_errors_kept),
+        campaigns=campaign_desk(settings, redis, catalog),
         events_signatures_required=settings.events_signatures == "required",
         rules=rules,
     )

@@ -48,7 +48,9 @@ def build_channels(settings: Settings, redis: Redis, http_client: httpx.AsyncCli
             connections=settings.smtp_connections,
             links=LinkSigner(settings.signing_secret(), settings.public_url),
         ),
-        "inbox": InboxChannel(Inbox(redis, max_per_user=settings.inbox_max_per_user)),
+        "inbox": InboxChannel(Inbox(
+            redis, max_per_user=settings.inbox_max_per_user, recall_seconds=settings.inbox_recall_seconds
+        )),
     }
     if settings.webhook_secret.get_secret_value():
         channels["webhook"] = Webhook(http_client, settings.webhook_secret, settings.webhook_allow)

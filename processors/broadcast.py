@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from processors.ingest import deliveries_for
 from records.topics import Delivery, Lane
 from state.broadcasts import Broadcast, BroadcastJobs
+from state.campaigns import CancelledCampaigns
 from state.flow_counters import FlowCounters
 from state.segments import SegmentEvaluator, from_snapshot
 from state.users import AudienceWalk
@@ -45,6 +46,7 @@ class BroadcastExpander:
         lease_seconds: float,
         budget: float = 1.0,
         segments: SegmentEvaluator | None = None,
+        cancelled: CancelledCampaigns | None = None,
     ) -> None:
         self._jobs = jobs
         self._walk = walk
@@ -55,6 +57,7 @@ class BroadcastExpander:
         self._lease = lease_seconds
         self._budget = budget
         self._segments = segments
+        self._cancelled = cancelled
 
     async def expand(self, emit: EmitDeliveries, turn: Callable[[], Awaitable[None]] | None = None) -> int:
         """One round over the running jobs; returns how many deliveries it produced. `turn` is awaited
@@ -85,7 +88,10 @@ class BroadcastExpander:
         while time.monotonic() < deadline and not await self._backlogged():
             if turn is not None:
                 await turn()
-            ids, scanned_to = await self._next_page(job, cursor)
+            if await self._campaign_cancelled(job):
+                ids, scanned_to = list[str](), ""  # stop expanding: the rest of the audience is never reached
+            else:
+                ids, scanned_to = await self._next_page(job, cursor)
             if not scanned_to:
                 if await self._jobs.finish(job.job_id):
                     await self._counters.add({"broadcasts_done": 1})
@@ -111,6 +117,15 @@ class BroadcastExpander:
             raise RuntimeError(f"broadcast {job.job_id} filters by a segment: the expander needs `segments`")
         page = await self._segments.page(segment, cursor, self._page)
         return page.members, page.last
+    async def _campaign_cancelled(self, job: Broadcast) -> bool:
+        """Whether the job's campaign was cancelled (one read per page)."""
+        if self._cancelled is None or not job.event.campaign:
+            return False
+        found = await self._cancelled.among([(job.event.app, job.event.campaign)])
+        if found:
+            (cancellation,) = found.values()
+            log.info("broadcast %s stopped: %s", job.job_id, cancellation.reason)
+        return bool(found)
 
     async def _backlogged(self) -> bool:
         counts = await self._counters.read()

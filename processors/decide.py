@@ -35,6 +35,7 @@ from records.topics import Delivery, Dispatch, Receipt, Status
 from rules.budgets import BatchBudgets
 from rules.engine import AsyncRuleEngine, Decision, DecisionRequest
 from state.budgets import BudgetStore
+from state.campaigns import CancelledCampaigns
 from state.consent import ConsentQuery, ConsentStore, ConsentVerdict
 from state.engagement import EngagementHistory
 from state.offline import OfflineKeep
@@ -105,6 +106,7 @@ class Decide:
         budgets: BudgetStore | None = None,
         costs: Mapping[str, float] | None = None,
         budget_standing_seconds: float = BUDGET_STANDING_SECONDS,
+        cancelled: CancelledCampaigns | None = None,
     ) -> None:
         self._directory = directory
         self._apps = apps
@@ -120,6 +122,7 @@ class Decide:
         self._costs = dict(costs or {})
         """Each channel's estimated cost per message: its first provider's price."""
         self._standing_seconds = budget_standing_seconds
+        self._cancelled = cancelled
 
     async def handle(self, deliveries: Sequence[Delivery], now: datetime | None = None) -> DecideResult:
         at = now or datetime.now(UTC)
@@ -139,7 +142,7 @@ class Decide:
         result: DecideResult,
     ) -> None:
         due: list[Delivery] = []
-        for delivery in deliveries:
+        for delivery in await self._not_cancelled(deliveries, result):
             send_at = delivery.event.send_at
             if send_at is not None and send_at - at > _SCHEDULE_SLACK:
                 self._defer(result, delivery, send_at, f"scheduled for {send_at.isoformat()}")
@@ -171,6 +174,23 @@ class Decide:
         if chains and self._fallback is not None:
             # One round trip for the batch: a campus-wide notice arms thousands of chains at once.
             await self._fallback.arm_many(chains)
+
+    async def _not_cancelled(self, deliveries: Sequence[Delivery], result: DecideResult) -> list[Delivery]:
+        """The deliveries whose campaign was not cancelled (one read per batch); the others get a
+        `cancelled` row, also when they come due from the schedule."""
+        if self._cancelled is None:
+            return list(deliveries)
+        stopped = await self._cancelled.among((d.event.app, d.event.campaign) for d in deliveries)
+        if not stopped:
+            return list(deliveries)
+        kept: list[Delivery] = []
+        for delivery in deliveries:
+            cancellation = stopped.get((delivery.event.app, delivery.event.campaign))
+            if cancellation is None:
+                kept.append(delivery)
+            else:
+                result.receipts.append(_receipt(delivery, "cancelled", reason=cancellation.reason))
+        return kept
 
     async def _decide(self, due: list[Delivery], at: datetime, result: DecideResult) -> list[_Decided]:
         """Recipients, consent, last activity, then one engine call for the batch."""
@@ -424,8 +444,20 @@ def _suppressed_reason(verdicts: dict[str, ConsentVerdict]) -> str:
 
 
 def _pacing(item: _Decided) -> Pacing | None:
-    plan = item.decision.plan
-    return plan.pacing if "pacing" not in plan.bypass else None
+    """The rule's pace, or the event's own steady rate (a campaign's 定速) under a key of its campaign
+    (else of the event), shared by every worker; with both, the slower rate under the event's key."""
+    plan, event = item.decision.plan, item.delivery.event
+    if "pacing" in plan.bypass:
+        return None
+    if event.pace_per_second is None:
+        return plan.pacing
+    key = (
+        f"campaign:{event.app}/{event.campaign}" if event.campaign else f"event:{event.app}/{event.event_id}"
+    )
+    rate = float(event.pace_per_second)
+    if plan.pacing is not None:
+        rate = min(rate, plan.pacing.per_second)
+    return Pacing(per_second=rate, key=key)
 
 
 def _canonical(channel: str, address: str) -> str:

@@ -39,6 +39,7 @@ from state.approvals import ApprovalStore
 from state.apps import WORKER_CACHE_SECONDS, AppRegistry
 from state.broadcasts import BroadcastJobs
 from state.budgets import BudgetStore
+from state.campaigns import CancelledCampaigns
 from state.caps import FrequencyCaps
 from state.channel_accounts import ChannelAccounts
 from state.channel_grants import AppChannelGrants
@@ -117,6 +118,7 @@ def build_flow(settings: Settings) -> Flow:
     counters = FlowCounters(redis)
     approvals = ApprovalStore(redis)
     segments = SegmentStore(redis)
+    cancelled = CancelledCampaigns(redis)  # checked by broadcast, decide and send
     stages = FlowStages(
         ingest=Ingest(
             directory,
@@ -146,6 +148,7 @@ def build_flow(settings: Settings) -> Flow:
             fallback=fallback,
             budgets=budgets,
             costs=costs,
+            cancelled=cancelled,
         ),
         send=Send(
             channels,
@@ -162,6 +165,7 @@ def build_flow(settings: Settings) -> Flow:
             sent=ProviderMessages(redis, settings.dedup_ttl_seconds),
             budgets=budgets,
             costs=costs,
+            cancelled=cancelled,
         ),
         track=Track(fallback=fallback, engagement=engagement),
         schedule=schedule,
@@ -182,6 +186,7 @@ def build_flow(settings: Settings) -> Flow:
             backlog=settings.broadcast_backlog,
             lease_seconds=settings.broadcast_lease_seconds,
             segments=segments.evaluator,
+            cancelled=cancelled,
         ),
         approvals=ApprovalDesk(approvals, OperatorApprovers(OperatorStore(redis)), signing=apps,
                                templates=TemplateStore(redis)),

@@ -41,6 +41,7 @@ from processors.failures import describe, is_infrastructure
 from records.topics import Dispatch, Receipt, Status
 from rules.budgets import BatchBudgets
 from state.budgets import COUNT_SCRIPT, Budget, BudgetStore, to_micros
+from state.campaigns import CancelledCampaigns
 from state.caps import PASSED, CapVerdict, FrequencyCaps
 from state.coalesced import CoalescedPipeline
 from state.consent import ConsentQuery, ConsentStore, ConsentVerdict
@@ -96,8 +97,10 @@ class Send:
         requeue_delays: Sequence[float] = REQUEUE_DELAYS,
         budgets: BudgetStore | None = None,
         costs: Mapping[str, float] | None = None,
+        cancelled: CancelledCampaigns | None = None,
     ) -> None:
         self._channels = channels
+        self._cancelled = cancelled
         self._templates = templates
         self._directory = directory
         self._ledger = ledger
@@ -151,6 +154,7 @@ class Send:
                 result.receipts.append(prepared)
             else:
                 ready.append((dispatch, *prepared))
+        ready = await self._not_cancelled(ready, result)
         verdicts = await self._cap_verdicts([d for d, _, _ in ready], at)
         sendable: list[tuple[Dispatch, Channel, RenderedMessage]] = []
         for (dispatch, channel, message), verdict in zip(ready, verdicts, strict=True):
@@ -180,6 +184,26 @@ class Send:
                 result.parked.append((dispatch, at + timedelta(seconds=handled.park_for + 1)))
             result.receipts.extend(handled.receipts)
         return result
+
+    async def _not_cancelled(self, ready: list[_Ready], result: SendResult) -> list[_Ready]:
+        """The sends whose campaign was not cancelled, read for the batch once it is rendered, before
+        caps, claims and the provider; the others get a `cancelled` row (a paced or parked dispatch
+        coming out after the cancellation too)."""
+        if self._cancelled is None or not ready:
+            return ready
+        stopped = await self._cancelled.among((d.event.app, d.event.campaign) for d, _, _ in ready)
+        if not stopped:
+            return ready
+        kept: list[_Ready] = []
+        for dispatch, channel, message in ready:
+            cancellation = stopped.get((dispatch.event.app, dispatch.event.campaign))
+            if cancellation is None:
+                kept.append((dispatch, channel, message))
+            else:
+                result.receipts.append(
+                    _receipt(dispatch, "cancelled", provider=channel.provider, reason=cancellation.reason)
+                )
+        return kept
 
     async def _applying(self, dispatches: Iterable[Dispatch]) -> dict[tuple[str, str], list[Budget]]:
         if self._budgets is None:

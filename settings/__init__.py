@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         description="networks that may read the API's /metrics; empty: /metrics is not served",
     )
     inbox_max_per_user: int = 200
+    # Campaigns (docs/operators/campaigns.md): a campaign's inbox messages can be recalled for this long
+    # after its last one arrived; a cancelled campaign is known to the stages for this many days.
+    inbox_recall_seconds: int = Field(
+        30 * 24 * 3600, gt=0, description="how long a campaign's inbox messages can be recalled"
+    )
+    campaign_cancel_days: int = Field(
+        30, gt=0, description="how long the stages know a campaign was cancelled"
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 18080
     dedup_ttl_seconds: int = 7 * 24 * 3600

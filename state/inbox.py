@@ -4,10 +4,14 @@ Layout: `sb:inbox:{user}` sorted set (score = created time) of message ids, and
 `sb:inbox:{user}:m` hash of message id -> message JSON. Unread ids live in `sb:inbox:{user}:unread`.
 The braces are literal: the user id is the keys' hash tag, so one script reaches all three in a
 Redis Cluster (before, the keys were `sb:inbox:user...`; `switchboard redis migrate` renames them).
+
+A campaign's messages are indexed as they are added, for recall (撤回): `sb:inbox:campaign:{app/id}`
+hash of message id -> user id, kept `recall_seconds` after the campaign's last inbox message.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +20,7 @@ from redis.asyncio.client import Pipeline
 
 from records.topics import Category
 from state.keyspace import tag
-from state.scripts import LuaScript
+from state.scripts import LuaScript, run_pipeline
 
 
 def inbox_keys(user_id: str) -> tuple[str, str, str]:
@@ -66,6 +70,24 @@ return {body, first}
 """
 
 
+# Take one message out of its user's inbox; returns its body (nil: it was not there any more).
+_REMOVE = """
+local body = redis.call('HGET', KEYS[2], ARGV[1])
+if not body then return false end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return body
+"""
+RECALL_SECONDS = 30 * 24 * 3600
+"""How long a campaign's inbox messages can be recalled after its last one was added."""
+
+
+def campaign_index(app: str, campaign: str) -> str:
+    """The campaign's inbox messages (message id -> user id), tagged by the campaign."""
+    return "sb:inbox:campaign:" + tag(f"{app}/{campaign}")
+
+
 class InboxMessage(BaseModel):
     """A message as the inbox holds it, with what a receipt needs to name it."""
 
@@ -90,11 +112,13 @@ class InboxMessage(BaseModel):
 class Inbox:
     """Per-user inboxes with a bound on how many messages each keeps."""
 
-    def __init__(self, redis: Redis, max_per_user: int = 200) -> None:
+    def __init__(self, redis: Redis, max_per_user: int = 200, recall_seconds: int = RECALL_SECONDS) -> None:
         if max_per_user < 1:
             raise ValueError(f"max_per_user must be at least 1, got {max_per_user}")
         self._redis = redis
         self._bound = max_per_user
+        self._recall_seconds = recall_seconds
+        self._remove = LuaScript(_REMOVE)
         self._add = redis.register_script(_ADD)
         self.add_script = LuaScript(_ADD)
         self._mark = redis.register_script(_MARK)
@@ -108,7 +132,12 @@ class Inbox:
             message.model_dump_json(),
             self._bound,
         ]
-        return bool(await self._add(keys=keys, args=args))
+        added = bool(await self._add(keys=keys, args=args))
+        if added and message.campaign:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                self._index_into(pipe, user_id, message)
+                await pipe.execute()
+        return added
 
     def add_into(self, pipe: Pipeline, user_id: str, message: InboxMessage) -> None:
         """Queue the store of a message on `pipe` (see `add`; run it with `state.scripts.run_pipeline`
@@ -119,6 +148,44 @@ class Inbox:
             keys,
             [message.message_id, message.created_at.timestamp(), message.model_dump_json(), self._bound],
         )
+        if message.campaign:
+            self._index_into(pipe, user_id, message)
+
+    def _index_into(self, pipe: Pipeline, user_id: str, message: InboxMessage) -> None:
+        """Remember a campaign's message for recall (a redelivery sets the same field again)."""
+        index = campaign_index(message.app, message.campaign)
+        pipe.hset(index, message.message_id, user_id)
+        pipe.expire(index, self._recall_seconds)
+
+    async def recall(
+        self, app: str, campaign: str, batch: int = 500
+    ) -> AsyncIterator[list[tuple[str, InboxMessage]]]:
+        """Take the campaign's messages out of their users' inboxes, a batch per round trip; yields
+        (user id, message) of each batch's removed ones (one already deleted by its user is not)."""
+        index = campaign_index(app, campaign)
+        cursor = 0
+        while True:
+            # Deleting the fields handled is safe mid-scan: every field still there is returned once.
+            cursor, found = await self._redis.hscan(index, cursor, count=batch)
+            if not found:
+                if cursor == 0:
+                    return
+                continue
+            pairs = [(_text(m), _text(u)) for m, u in found.items()]  # type: ignore[union-attr]
+
+            def fill(pipe: Pipeline, pairs: list[tuple[str, str]] = pairs) -> None:
+                for message_id, user_id in pairs:
+                    self._remove.queue(pipe, list(inbox_keys(user_id)), [message_id])
+
+            bodies = await run_pipeline(self._redis, fill, [self._remove])
+            await self._redis.hdel(index, *(m for m, _ in pairs))
+            yield [
+                (user_id, InboxMessage.model_validate_json(body))
+                for (_, user_id), body in zip(pairs, bodies, strict=True)
+                if body is not None
+            ]
+            if cursor == 0:
+                return
 
     async def list(self, user_id: str, limit: int = 20, offset: int = 0) -> list[InboxMessage]:
         ids = await self._redis.zrevrange(inbox_keys(user_id)[0], offset, offset + limit - 1)
@@ -163,3 +230,7 @@ class Inbox:
             pipe.srem(unread, message_id)
             removed, _, _ = await pipe.execute()
         return bool(removed)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -96,6 +96,13 @@ CHANNEL_ACCOUNT = {
     "settings": {"appid": "wxmatrix0001"}, "secrets": {"secret": "matrix-secret-value-0000"},
 }
 
+# campaigns: a composition of the matrix app, and a campaign id of it that no row creates
+COMPOSITION = {
+    "app": MATRIX_APP, "name": "matrix campaign", "audience": {"user_ids": [MATRIX_USER]},
+    "channels": ["inbox"], "category": "notice", "template": "course_reminder", "data": EVENT["data"],
+}
+MATRIX_CAMPAIGN = f"{MATRIX_APP}.c000000000000"
+
 CASES: list[EndpointCase] = [
     # --- access: events, conversions, reports (app powers) -------------------------------------------
     EndpointCase("POST", "/v1/events", "events:send", EVENT, app=MATRIX_APP),
@@ -301,4 +308,19 @@ CASES: list[EndpointCase] = [
                  route="/v1/uploads/{upload_id}/errors"),
     EndpointCase("DELETE", f"/v1/uploads/{MATRIX_UPLOAD}", "uploads:manage", app=MATRIX_APP,
                  route="/v1/uploads/{upload_id}"),
+    # --- campaigns ---------------------------------------------------------------------------------
+    # A campaign id starts with its app, so one the matrix never made is authorised on MATRIX_APP and
+    # then answers 404: allowed, not found.
+    EndpointCase("POST", "/v1/campaigns", "campaigns:manage", COMPOSITION, app=MATRIX_APP),
+    EndpointCase("POST", "/v1/campaigns/estimate", "campaigns:manage", COMPOSITION, app=MATRIX_APP),
+    EndpointCase("GET", "/v1/campaigns", "campaigns:read"),
+    EndpointCase("GET", f"/v1/campaigns/{MATRIX_CAMPAIGN}", "campaigns:read", app=MATRIX_APP,
+                 route="/v1/campaigns/{campaign_id}"),
+    EndpointCase("GET", f"/v1/campaigns/{MATRIX_CAMPAIGN}/report", "campaigns:read", app=MATRIX_APP,
+                 route="/v1/campaigns/{campaign_id}/report"),
+    *(
+        EndpointCase("POST", f"/v1/campaigns/{MATRIX_CAMPAIGN}/{action}", "campaigns:manage", app=MATRIX_APP,
+                     route=f"/v1/campaigns/{{campaign_id}}/{action}")
+        for action in ("submit", "cancel", "recall")
+    ),
 ]

@@ -17,6 +17,7 @@ from analytics.connection import open_clickhouse
 from analytics.migrate import apply_migrations
 from api import ApiDeps, KafkaPublisher, create_api
 from api.analytics_reader import LazyReader
+from api.campaign_service import CampaignDesk
 from api.deps import Analytics, BodyLimits, UploadSettings
 from api.template_service import Templates
 from api.trace import Tracer
@@ -28,6 +29,7 @@ from rules.watch import RulesWatcher
 from settings import ROOT
 from state.apps import AppRegistry
 from state.budgets import BudgetStore
+from state.campaigns import CampaignStore
 from state.consent import ConsentStore
 from state.inbox import Inbox
 from state.provider_messages import ProviderMessages
@@ -89,6 +91,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         template_versions=Templates(TemplateStore(redis), TemplateCatalog(ROOT / "templates")),
         rules=RulesWatcher(ROOT / "rules", current=load_ruleset(ROOT / "rules")),
         uploads=UploadSettings(UploadStore(redis)),
+        campaigns=CampaignDesk(CampaignStore(redis), Inbox(redis), redis),
     )
     return create_api(deps, {})
 
@@ -149,8 +152,8 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
     # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
     # the audit log and the 4 budget operations; issue 13: stored templates (8), segments (6), strategies (1),
-    # uploads (5)
-    assert len(operations) == 63
+    # uploads (5), campaigns (8)
+    assert len(operations) == 71
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

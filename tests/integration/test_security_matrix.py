@@ -27,6 +27,7 @@ from api import ApiDeps, create_api
 from api.access import Access
 from api.analytics_reader import LazyReader
 from api.approval_service import Approvals
+from api.campaign_service import CampaignDesk
 from api.deps import Analytics, UploadSettings
 from api.person_rights import DataRights
 from api.publisher import bootstrap_servers
@@ -46,6 +47,7 @@ from state.approvals import ApprovalStore
 from state.apps import AppRegistry
 from state.auth_failures import AuthFailures, FailureLimits
 from state.budgets import BudgetStore
+from state.campaigns import CampaignStore
 from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
 from state.data_rights import PersonState
@@ -137,6 +139,7 @@ def matrix_api(
                                     ApprovalStore(redis), PolicyStore(redis)),
         rules=RulesWatcher(ROOT / "rules", current=load_ruleset(ROOT / "rules")),
         uploads=UploadSettings(UploadStore(redis)),
+        campaigns=CampaignDesk(CampaignStore(redis), Inbox(redis), redis),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 

@@ -4,11 +4,13 @@ waits while the backlog is full, and a job held by another worker is left alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from processors.broadcast import BroadcastExpander
 from records.topics import Delivery, EventCore, Lane
 from state.broadcasts import Broadcast
+from state.campaigns import Cancellation
 from state.users import AudienceIndex
 
 EVENT = EventCore(
@@ -108,3 +110,46 @@ async def test_a_job_another_worker_holds_is_left_alone() -> None:
         raise AssertionError("nothing to emit")
 
     assert await expander(FakeJobs(held_by_other=True), FakeCounters()).expand(emit) == 0
+
+
+class FakeCancelled:
+    """A campaign cancelled after `pages` pages were expanded."""
+
+    def __init__(self, pages: int) -> None:
+        self.pages, self.asked = pages, 0
+
+    async def among(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        self.asked += 1
+        stopped = Cancellation(by="operator:li", at=datetime.now(UTC))
+        return {pair: stopped for pair in pairs} if self.asked > self.pages else {}
+
+
+async def test_a_cancelled_campaigns_broadcast_stops_expanding_at_the_next_page() -> None:
+    jobs, counters = FakeJobs(), FakeCounters()
+    jobs.get = _campaign_job(jobs)  # type: ignore[method-assign]
+    emitted: list[str] = []
+
+    async def emit(lane: Lane, deliveries: Sequence[Delivery], source: str) -> int:
+        emitted.extend(d.user_id for d in deliveries)
+        return len(deliveries)
+
+    walk, tally = cast(Any, FakeWalk()), cast(Any, counters)
+    stopping = BroadcastExpander(
+        cast(Any, jobs), walk, tally, "w1", page=10, backlog=100, lease_seconds=5,
+        cancelled=cast(Any, FakeCancelled(pages=1)),
+    )
+    assert await stopping.expand(emit) == 10
+    assert emitted == PEOPLE[:10] and jobs.log[-2:] == ["finish", "release"]
+
+
+def _campaign_job(jobs: FakeJobs) -> Any:
+    plain = jobs.get
+
+    async def get(job_id: str) -> Broadcast:
+        job = await plain(job_id)
+        return Broadcast(
+            job.job_id, EVENT.model_copy(update={"campaign": "campus.c0123456789ab"}), job.audience, job.lane,
+            job.source, job.cursor, job.expanded, job.total, job.state, job.created_at, job.finished_at,
+        )
+
+    return get

@@ -20,6 +20,7 @@ from state import (
     auth_failures,
     broadcasts,
     budgets,
+    campaigns,
     channel_accounts,
     fallback,
     inbox,
@@ -180,6 +181,12 @@ CALLS: dict[tuple[str, str], Callable[[str, str], list[list[str]]]] = {
     ("uploads", "transaction"): lambda u, _: [
         [uploads.META_KEY.format(u), uploads.INDEX_KEY.format(u), uploads.ERRORS_KEY.format(u)]
     ],
+    # Campaigns are few (operators compose them): they share the `{cmp}` slot on purpose.
+    ("campaigns", "_REPLACE"): lambda _, m: [
+        [campaigns._CAMPAIGN.format(m), campaigns._CANCELLED, campaigns._CANCELLED_AT]
+    ],
+    ("campaigns", "transaction"): lambda _, m: [[campaigns._CAMPAIGN.format(m), campaigns._CAMPAIGNS]],
+    ("inbox", "_REMOVE"): lambda u, _: [list(inbox.inbox_keys(u))],  # recall, one message
 }
 # One key per call: nothing to keep together.
 SINGLE_KEY = {
