@@ -64,7 +64,7 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 class EstimateView(BaseModel):
     """Recipients and estimated cost of a composition."""
 
-    recipients: int | None = Field(description="None: counted when sent (a segment, an upload)")
+    recipients: int | None = Field(description="None: an unknown segment, an expired or unknown upload")
     exact: bool = Field(description="False: an upper bound (several tags)")
     counted: str
     channels: list[str] | None
