@@ -31,6 +31,7 @@ from api.inbox import inbox_router
 from api.links import links_router
 from api.metrics import RequestMetrics, metrics_router
 from api.operators import operators_router
+from api.people import people_router
 from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
@@ -129,6 +130,8 @@ def create_api(
         api.include_router(approvals_router(deps, deps.approvals))
     if deps.budgets is not None:
         api.include_router(budgets_router(deps, deps.budgets))
+    if deps.people is not None:
+        api.include_router(people_router(deps, deps.people))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -177,7 +180,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "consent": deps.consent,
         "callbacks": deps.provider_messages,
         "reports": deps.analytics,
-        "people": deps.data_rights,
+        "people": deps.data_rights or deps.people,
         "audit": deps.analytics,
         "dead letters": deps.dead_letters,
         "approvals": deps.approvals,

@@ -21,6 +21,7 @@ from state.channel_accounts import ChannelAccounts
 from state.consent import ConsentStore
 from state.inbox import InboxMessage
 from state.provider_messages import ProviderMessages
+from state.users import UserDirectory
 
 
 class InboxStore(Protocol):
@@ -116,6 +117,7 @@ class ApiDeps:
     access: Access = None  # type: ignore[assignment]  # None: app keys only, made from `apps` below
     data_rights: DataRights | None = None
     budgets: BudgetStore | None = None
+    people: UserDirectory | None = None  # switches on /v1/people (api/people.py)
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.

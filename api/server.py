@@ -98,6 +98,7 @@ def build_deps(settings: Settings, redis: Redis, templates: TemplateCatalog | No
             ApprovalStore(redis), PolicyStore(redis), previews=catalog, roles=RoleStore(redis)
         ),
         budgets=BudgetStore(redis),
+        people=UserDirectory(redis),
         events_signatures_required=settings.events_signatures == "required",
     )
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -103,15 +103,18 @@ async def import_users(
     format: Format | None = None,
     *,
     max_errors: int = 1000,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Read users from `path` (format from the extension unless given) and upsert the valid ones."""
+    """Read users from `path` (format from the extension unless given) and upsert the valid ones.
+    `progress` is told the bytes of the file read so far after each batch (for a progress bar)."""
     path = Path(path)
     fmt = format or _format_of(path)
     check_readable(path)
     report = ImportReport(path=str(path))
+    position = _Position()
     # A dict, so a user repeated within one batch is written once, last row winning.
     batch: dict[str, User] = {}
-    rows = _csv_rows(path) if fmt == "csv" else _jsonl_rows(path)
+    rows = _csv_rows(path, position) if fmt == "csv" else _jsonl_rows(path, position)
     for line, parsed in rows:
         if isinstance(parsed, _RowRejected):
             report.rejected += 1
@@ -123,9 +126,25 @@ async def import_users(
         if len(batch) >= BATCH_SIZE:
             await directory.upsert(list(batch.values()))
             batch.clear()
+            if progress is not None:
+                progress(position.offset)
     if batch:
         await directory.upsert(list(batch.values()))
+    if progress is not None:
+        progress(position.offset)
     return report
+
+
+class _Position:
+    """How far into the file the reader is, in bytes (a text file's tell() is unusable while it is
+    iterated, so the file object itself is asked through its binary buffer)."""
+
+    def __init__(self) -> None:
+        self.handle: TextIO | None = None
+
+    @property
+    def offset(self) -> int:
+        return self.handle.buffer.tell() if self.handle is not None else 0
 
 
 def check_readable(path: Path) -> None:
@@ -166,8 +185,10 @@ def _format_of(path: Path) -> Format:
     return fmt
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, User | _RowRejected]]:
+def _csv_rows(path: Path, position: _Position | None = None) -> Iterator[tuple[int, User | _RowRejected]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
+        if position is not None:
+            position.handle = handle
         reader = csv.DictReader(handle)
         header = [name.strip() for name in reader.fieldnames or []]
         if not header:
@@ -193,8 +214,10 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, User | _RowRejected]]:
             yield line, _parse(partial(_from_flat, record))
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, User | _RowRejected]]:
+def _jsonl_rows(path: Path, position: _Position | None = None) -> Iterator[tuple[int, User | _RowRejected]]:
     with path.open(encoding="utf-8-sig") as handle:
+        if position is not None:
+            position.handle = handle
         for line, text in enumerate(handle, start=1):
             if not text.strip():
                 continue

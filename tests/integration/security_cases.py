@@ -253,4 +253,16 @@ CASES: list[EndpointCase] = [
                  route="/v1/budgets/{app}/{period}"),
     EndpointCase("DELETE", f"/v1/budgets/{MATRIX_APP}/day", "budgets:manage", app=MATRIX_APP,
                  route="/v1/budgets/{app}/{period}"),
+    # --- people: the directory's persons and their addresses (global permissions) -------------------------
+    # The first role allowed creates the person (201), the next ones find it taken (409); the person
+    # changed and removed is one nobody created (404 when allowed), so the matrix user stays.
+    EndpointCase("GET", "/v1/people?prefix=s-&limit=5", "people:read", app="*", route="/v1/people"),
+    EndpointCase("POST", "/v1/people", "people:write",
+                 body={"user_id": "matrix-person", "addresses": {"email": ["matrix@uni.example"]}}),
+    EndpointCase("GET", f"/v1/people/{MATRIX_USER}", "people:read", app="*", route="/v1/people/{user_id}"),
+    EndpointCase("GET", f"/v1/people/{MATRIX_USER}/addresses", "people:read", app="*",
+                 route="/v1/people/{user_id}/addresses"),
+    EndpointCase("PATCH", "/v1/people/matrix-nobody", "people:write", body={"name": "Nobody"},
+                 route="/v1/people/{user_id}"),
+    EndpointCase("DELETE", "/v1/people/matrix-nobody", "people:write", route="/v1/people/{user_id}"),
 ]

@@ -80,6 +80,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         provider_messages=ProviderMessages(redis),
         analytics=Analytics(reader, Tracer(reader, redis)),
         budgets=BudgetStore(redis),
+        people=UserDirectory(redis),
     )
     return create_api(deps, {})
 
@@ -139,8 +140,9 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
             ]
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
     # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
-    # the audit log and the 4 budget operations
-    assert len(operations) == 43
+    # the audit log, the 4 budget operations and the 6 of people (list, create, show, addresses, change,
+    # remove)
+    assert len(operations) == 49
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

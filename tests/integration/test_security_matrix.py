@@ -127,6 +127,7 @@ def matrix_api(
         dead_letters=DeadLetterShelf(bootstrap_servers(kafka_url), "matrix-events.deadletter"),
         approvals=Approvals(ApprovalStore(redis), PolicyStore(redis), roles=operators.roles),
         budgets=BudgetStore(redis),
+        people=UserDirectory(redis),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 
