@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -178,18 +179,20 @@ class UserDirectory:
         longer has is removed)."""
         if not users:
             return
-        previous = await self.get_many([u.user_id for u in users])
+        previous = await self._indexed(users)
         tagged: dict[str, list[str]] = {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for user in users:
                 old = previous.get(user.user_id)
                 bound = address_ids(user)
                 if old is not None:
-                    for tag in set(old.tags) - set(user.tags):
+                    old_tags, old_addresses = old
+                    for tag in old_tags - set(user.tags):
                         pipe.srem(TAG_KEY.format(tag), user.user_id)
                         pipe.zrem(TAG_INDEX.format(tag), user.user_id)
-                    for address_id in address_ids(old) - bound:
+                    for address_id in old_addresses - bound:
                         pipe.srem(OWNERS_KEY.format(address_id), user.user_id)
+                    bound -= old_addresses  # already indexed
                 for address_id in bound:
                     pipe.sadd(OWNERS_KEY.format(address_id), user.user_id)
                 pipe.hset(USER_KEY.format(user.user_id), "p", user.model_dump_json())
@@ -203,6 +206,29 @@ class UserDirectory:
                 pipe.sadd(TAG_KEY.format(tag), *members)
                 pipe.zadd(TAG_INDEX.format(tag), dict.fromkeys(members, 0))
             await pipe.execute()
+
+    async def _indexed(self, users: Sequence[User]) -> dict[str, tuple[set[str], set[str]]]:
+        """The tags and address ids the stored profiles of `users` are indexed under, for those that
+        have one. One SMISMEMBER finds who is stored at all (a first import reads no profile), and
+        the stored ones are decoded only as far as tags and addresses (a re-import's main cost was
+        validating every previous profile in full)."""
+        ids = [user.user_id for user in users]
+        known = await self._redis.smismember(ALL_USERS, ids)
+        stored = [user_id for user_id, held in zip(ids, known, strict=True) if held]
+        if not stored:
+            return {}
+
+        def fill(pipe: Pipeline) -> int:
+            for user_id in stored:
+                pipe.hget(USER_KEY.format(user_id), "p")
+            return len(stored)
+
+        found: dict[str, tuple[set[str], set[str]]] = {}
+        for user_id, raw in zip(stored, await self._round_trips.run(fill), strict=True):
+            if raw is not None:
+                entries = _INDEX_ENTRIES.decode(raw)
+                found[user_id] = (set(entries.tags), entries.address_ids())
+        return found
 
     async def get_many(self, user_ids: Iterable[str]) -> dict[str, User]:
         ids = list(dict.fromkeys(user_ids))
@@ -383,6 +409,27 @@ def address_ids(user: User) -> set[str]:
         for channel, address in user.every_address()
         if channel not in UNINDEXED and address.strip()
     }
+
+
+class _IndexEntries(msgspec.Struct):
+    """What a stored profile is indexed under; every other field is skipped while decoding."""
+
+    tags: list[str] = []
+    addresses: dict[str, list[_StoredAddress]] = {}
+    bindings: dict[str, str] = {}
+
+    def address_ids(self) -> set[str]:
+        held = [(c, a.address) for c, items in self.addresses.items() for a in items]
+        # A profile stored before addresses existed has bindings only.
+        held += [(c, a) for c, a in self.bindings.items() if c not in self.addresses]
+        return {address_user_id(c, a) for c, a in held if c not in UNINDEXED and a.strip()}
+
+
+class _StoredAddress(msgspec.Struct):
+    address: str
+
+
+_INDEX_ENTRIES = msgspec.json.Decoder(_IndexEntries)
 
 
 def _text(value: bytes | str) -> str:

@@ -58,7 +58,7 @@ _PHONE_NOISE = re.compile(r"[\s\-().]")
 _CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
-BATCH_SIZE = 1000
+BATCH_SIZE = 2000
 
 
 class ImportFileError(SwitchboardError, ValueError):
@@ -131,7 +131,7 @@ async def import_users(
     if batch:
         await directory.upsert(list(batch.values()))
     if progress is not None:
-        progress(position.offset)
+        progress(path.stat().st_size)  # the whole file: the reader has closed it
     return report
 
 

@@ -181,13 +181,16 @@ def test_phone_rejections(raw: str) -> None:
         users_import._e164(raw, field="phone")
 
 
-async def test_rows_are_upserted_in_batches_of_a_thousand(tmp_path: Path) -> None:
-    rows = "".join(f"u{n}\n" for n in range(2500))
+async def test_rows_are_upserted_in_batches_with_progress_after_each(tmp_path: Path) -> None:
+    rows = "".join(f"u{n}\n" for n in range(2 * users_import.BATCH_SIZE + 500))
     path = write(tmp_path, "people.csv", "user_id\n" + rows)
     directory = RecordingDirectory()
-    report = await import_users(path, directory)
-    assert report.imported == 2500
-    assert [len(b) for b in directory.batches] == [1000, 1000, 500]
+    seen: list[int] = []
+    report = await import_users(path, directory, progress=seen.append)
+    assert report.imported == 2 * users_import.BATCH_SIZE + 500
+    assert [len(b) for b in directory.batches] == [users_import.BATCH_SIZE] * 2 + [500]
+    # Bytes read so far, growing, and the whole file at the end.
+    assert len(seen) == 3 and seen == sorted(seen) and seen[-1] == path.stat().st_size
 
 
 async def test_errors_kept_are_bounded_but_all_are_counted(tmp_path: Path) -> None:
