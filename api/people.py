@@ -156,7 +156,8 @@ def _validated(fields: dict[str, Any]) -> User:
         loc = tuple(error["loc"]) or ("body",)
         if loc == ("body",) and ":" in message:  # the model's own checks name the field in the text
             where, _, message = message.partition(": ")
-            loc = tuple(where.replace("[", ".").replace("]", "").split("."))
+            parts = where.replace("[", ".").replace("]", "").split(".")
+            loc = tuple(int(part) if part.isdigit() else part for part in parts)
         raise PersonError(loc, message) from None
 
 

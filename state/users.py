@@ -415,8 +415,8 @@ class _IndexEntries(msgspec.Struct):
     """What a stored profile is indexed under; every other field is skipped while decoding."""
 
     tags: list[str] = []
-    addresses: dict[str, list[_StoredAddress]] = {}
-    bindings: dict[str, str] = {}
+    addresses: dict[ChannelName, list[_StoredAddress]] = {}
+    bindings: dict[ChannelName, str] = {}
 
     def address_ids(self) -> set[str]:
         held = [(c, a.address) for c, items in self.addresses.items() for a in items]
