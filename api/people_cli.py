@@ -248,7 +248,7 @@ def _model(model: Any, fields: dict[str, Any]) -> Any:
         return model.model_validate(fields)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "person"
+        where = ".".join(str(part) for part in error["loc"] if part != "[key]") or "person"
         raise SwitchboardError(f"{where}: {str(error['msg']).removeprefix('Value error, ')}") from None
 
 
