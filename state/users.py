@@ -31,6 +31,7 @@ from redis.asyncio.client import Pipeline
 
 from records.topics import ChannelName, Name, address_user_id
 from records.vocabulary import CHANNELS
+from state.bulk import Command, run_all, write_all
 from state.coalesced import CoalescedPipeline, plain_pipeline
 
 USER_KEY = "sb:user:{}"
@@ -44,6 +45,8 @@ TAG_INDEX = "sb:ix:tag:{}"
 SEGMENT_INDEX = "sb:ix:segment:{}"
 # The inbox address is the user id itself: nobody else can hold it, so it is not indexed.
 UNINDEXED = frozenset({"inbox"})
+Held = tuple[ChannelName, str]
+"""(channel, address): one address a person holds."""
 
 
 AddressChoice = Literal["latest", "primary", "all"]
@@ -109,7 +112,11 @@ class User(BaseModel):
 
     @model_validator(mode="after")
     def _chosen(self) -> User:
+        chosen: dict[str, str] = {}
         for channel, held in self.addresses.items():
+            if len(held) == 1:  # most people: nothing to choose (a million are imported at a time)
+                chosen[channel] = held[0].address
+                continue
             if len(held) > MAX_ADDRESSES:
                 raise ValueError(f"addresses.{channel}: at most {MAX_ADDRESSES} addresses, got {len(held)}")
             seen: set[str] = set()
@@ -119,7 +126,8 @@ class User(BaseModel):
                 seen.add(item.address)
             if sum(item.primary for item in held) > 1:
                 raise ValueError(f"addresses.{channel}: more than one address is primary")
-        chosen = {c: a.address for c in self.addresses if (a := self.chosen_address(c)) is not None}
+            if (address := self.chosen_address(channel)) is not None:
+                chosen[channel] = address.address
         object.__setattr__(self, "bindings", chosen)  # frozen: derived once, here
         return self
 
@@ -181,35 +189,37 @@ class UserDirectory:
             return
         previous = await self._indexed(users)
         tagged: dict[str, list[str]] = {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                old = previous.get(user.user_id)
-                bound = address_ids(user)
-                if old is not None:
-                    old_tags, old_addresses = old
-                    for tag in old_tags - set(user.tags):
-                        pipe.srem(TAG_KEY.format(tag), user.user_id)
-                        pipe.zrem(TAG_INDEX.format(tag), user.user_id)
-                    for address_id in old_addresses - bound:
-                        pipe.srem(OWNERS_KEY.format(address_id), user.user_id)
-                    bound -= old_addresses  # already indexed
-                for address_id in bound:
-                    pipe.sadd(OWNERS_KEY.format(address_id), user.user_id)
-                pipe.hset(USER_KEY.format(user.user_id), "p", user.model_dump_json())
-                for tag in user.tags:
-                    tagged.setdefault(tag, []).append(user.user_id)
-            # One command per set for the whole batch: a million users load in seconds, not minutes.
-            ids = [user.user_id for user in users]
-            pipe.sadd(ALL_USERS, *ids)
-            pipe.zadd(USERS_INDEX, dict.fromkeys(ids, 0))
-            for tag, members in tagged.items():
-                pipe.sadd(TAG_KEY.format(tag), *members)
-                pipe.zadd(TAG_INDEX.format(tag), dict.fromkeys(members, 0))
-            await pipe.execute()
+        commands: list[Command] = []
+        write = commands.append
+        for user in users:
+            user_id = user.user_id
+            old = previous.get(user_id)
+            held = _indexed_addresses(user.every_address())
+            if old is not None:
+                old_tags, old_held = old
+                for tag in old_tags - set(user.tags):
+                    write(("SREM", TAG_KEY.format(tag), user_id))
+                    write(("ZREM", TAG_INDEX.format(tag), user_id))
+                for channel, address in old_held - held:
+                    write(("SREM", OWNERS_KEY.format(address_user_id(channel, address)), user_id))
+                held -= old_held  # indexed already: a re-import hashes and sends only what changed
+            for channel, address in held:
+                write(("SADD", OWNERS_KEY.format(address_user_id(channel, address)), user_id))
+            write(("HSET", USER_KEY.format(user_id), "p", user.model_dump_json()))
+            for tag in user.tags:
+                tagged.setdefault(tag, []).append(user_id)
+        # One command per set for the whole batch: a million users load in seconds, not minutes.
+        ids = [user.user_id for user in users]
+        write(("SADD", ALL_USERS, *ids))
+        write(("ZADD", USERS_INDEX, *_scored(ids)))
+        for tag, members in tagged.items():
+            write(("SADD", TAG_KEY.format(tag), *members))
+            write(("ZADD", TAG_INDEX.format(tag), *_scored(members)))
+        await write_all(self._redis, commands)
 
-    async def _indexed(self, users: Sequence[User]) -> dict[str, tuple[set[str], set[str]]]:
-        """The tags and address ids the stored profiles of `users` are indexed under, for those that
-        have one. One SMISMEMBER finds who is stored at all (a first import reads no profile), and
+    async def _indexed(self, users: Sequence[User]) -> dict[str, tuple[set[str], set[Held]]]:
+        """The tags and (channel, address) pairs the stored profiles of `users` are indexed under, for
+        those that have one. One SMISMEMBER finds who is stored at all (a first import reads no profile), and
         the stored ones are decoded only as far as tags and addresses (a re-import's main cost was
         validating every previous profile in full)."""
         ids = [user.user_id for user in users]
@@ -218,16 +228,12 @@ class UserDirectory:
         if not stored:
             return {}
 
-        def fill(pipe: Pipeline) -> int:
-            for user_id in stored:
-                pipe.hget(USER_KEY.format(user_id), "p")
-            return len(stored)
-
-        found: dict[str, tuple[set[str], set[str]]] = {}
-        for user_id, raw in zip(stored, await self._round_trips.run(fill), strict=True):
+        profiles = await run_all(self._redis, [("HGET", USER_KEY.format(user_id), "p") for user_id in stored])
+        found: dict[str, tuple[set[str], set[Held]]] = {}
+        for user_id, raw in zip(stored, profiles, strict=True):
             if raw is not None:
                 entries = _INDEX_ENTRIES.decode(raw)
-                found[user_id] = (set(entries.tags), entries.address_ids())
+                found[user_id] = (set(entries.tags), entries.held())
         return found
 
     async def get_many(self, user_ids: Iterable[str]) -> dict[str, User]:
@@ -402,6 +408,10 @@ class AudienceWalk:
         return merged[:limit]
 
 
+def _indexed_addresses(held: Iterable[tuple[ChannelName, str]]) -> set[tuple[ChannelName, str]]:
+    return {(channel, address) for channel, address in held if channel not in UNINDEXED and address.strip()}
+
+
 def address_ids(user: User) -> set[str]:
     """The ids of every address bound to `user` (chosen or not), as the owners index keys them."""
     return {
@@ -418,11 +428,11 @@ class _IndexEntries(msgspec.Struct):
     addresses: dict[ChannelName, list[_StoredAddress]] = {}
     bindings: dict[ChannelName, str] = {}
 
-    def address_ids(self) -> set[str]:
+    def held(self) -> set[tuple[ChannelName, str]]:
         held = [(c, a.address) for c, items in self.addresses.items() for a in items]
         # A profile stored before addresses existed has bindings only.
         held += [(c, a) for c, a in self.bindings.items() if c not in self.addresses]
-        return {address_user_id(c, a) for c, a in held if c not in UNINDEXED and a.strip()}
+        return _indexed_addresses(held)
 
 
 class _StoredAddress(msgspec.Struct):
@@ -430,6 +440,11 @@ class _StoredAddress(msgspec.Struct):
 
 
 _INDEX_ENTRIES = msgspec.json.Decoder(_IndexEntries)
+
+
+def _scored(members: Sequence[str]) -> list[str | int]:
+    """ZADD's arguments for members at score 0: 0 m1 0 m2 ..."""
+    return [part for member in members for part in (0, member)]
 
 
 def _text(value: bytes | str) -> str:

@@ -7,6 +7,7 @@ yes/no/true/false/1/0. JSON Lines holds one object per line, either in the `User
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import difflib
 import json
@@ -114,6 +115,7 @@ async def import_users(
     position = _Position()
     # A dict, so a user repeated within one batch is written once, last row winning.
     batch: dict[str, User] = {}
+    writing: asyncio.Future[None] | None = None
     rows = _csv_rows(path, position) if fmt == "csv" else _jsonl_rows(path, position)
     for line, parsed in rows:
         if isinstance(parsed, _RowRejected):
@@ -124,10 +126,16 @@ async def import_users(
         batch[parsed.user_id] = parsed
         report.imported += 1
         if len(batch) >= BATCH_SIZE:
-            await directory.upsert(list(batch.values()))
-            batch.clear()
+            if writing is not None:
+                await writing  # one batch in flight: the next one reads profiles this one wrote
+            writing = asyncio.ensure_future(directory.upsert(list(batch.values())))
+            # Let it send its commands; the next batch is parsed while Redis answers.
+            await asyncio.sleep(0)
+            batch = {}
             if progress is not None:
                 progress(position.offset)
+    if writing is not None:
+        await writing
     if batch:
         await directory.upsert(list(batch.values()))
     if progress is not None:
