@@ -53,6 +53,8 @@ BINDING_COLUMNS: dict[str, str] = {
 _MODEL_FIELDS = frozenset(User.model_fields)
 _FLAT_ONLY = frozenset(COLUMNS) - _MODEL_FIELDS
 _EXTENSIONS: dict[str, Format] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# Columns that may hold several addresses, `;`-separated (two mailboxes, a token per device).
+_SEVERAL = frozenset({"email", "phone", "push_token"})
 _TRUE = frozenset({"yes", "true", "1", "y"})
 _FALSE = frozenset({"no", "false", "0", "n", ""})
 _PHONE_NOISE = re.compile(r"[\s\-().]")
@@ -274,12 +276,19 @@ def _from_json_object(obj: dict[str, Any]) -> User:
     bindings = obj.get("bindings") or {}
     if not isinstance(bindings, dict):
         raise _RowRejected("bindings", f"expected an object of channel -> address, got {bindings!r}")
-    bindings = dict(bindings)
-    if "email" in bindings:
-        bindings["email"] = _checked_email(str(bindings["email"]), field="bindings.email")
-    if "sms" in bindings:
-        bindings["sms"] = _e164(str(bindings["sms"]), field="bindings.sms")
-    return User.model_validate({**obj, "bindings": bindings})
+    bindings = {c: _cleaned(c, str(a), f"bindings.{c}") for c, a in bindings.items()}
+    addresses = obj.get("addresses") or {}
+    if not isinstance(addresses, dict):
+        raise _RowRejected("addresses", f"expected an object of channel -> [addresses], got {addresses!r}")
+    addresses = {
+        channel: [
+            {**item, "address": _cleaned(channel, str(item.get("address", "")), f"addresses.{channel}[{n}]")}
+            if isinstance(item, dict) else item
+            for n, item in enumerate(items)
+        ] if isinstance(items, list) else items
+        for channel, items in addresses.items()
+    }
+    return User.model_validate({**obj, "bindings": bindings, "addresses": addresses})
 
 
 def _from_flat(row: Mapping[str, Any]) -> User:
@@ -290,23 +299,38 @@ def _from_flat(row: Mapping[str, Any]) -> User:
     tags = values.get("tags", ())
     profile["tags"] = [t.strip() for t in tags.split(";") if t.strip()] if isinstance(tags, str) else tags
     bindings: dict[str, str] = {}
+    several: dict[str, list[dict[str, Any]]] = {}
     for column, channel in BINDING_COLUMNS.items():
-        if column in values:
-            bindings[channel] = str(values[column]).strip()
-    if "email" in bindings:
-        bindings["email"] = _checked_email(bindings["email"], field="email")
-    if "sms" in bindings:
-        bindings["sms"] = _e164(bindings["sms"], field="phone")
+        if column not in values:
+            continue
+        text = str(values[column]).strip()
+        if column in _SEVERAL and ";" in text:
+            # `a@x.cn;b@x.cn`: several addresses, the first primary.
+            cleaned = [_cleaned(channel, part.strip(), column) for part in text.split(";") if part.strip()]
+            several[channel] = [{"address": a, "primary": n == 0} for n, a in enumerate(cleaned)]
+        else:
+            bindings[channel] = _cleaned(channel, text, column)
     if _truthy(values.get("inbox", ""), field="inbox"):
         user_id = values.get("user_id")
         if not isinstance(user_id, str):
             raise _RowRejected("user_id", "required to bind the inbox")
         bindings["inbox"] = user_id
     profile["bindings"] = bindings
+    if several:
+        profile["addresses"] = several
     try:
         return User.model_validate(profile)
     except ValidationError as exc:
         raise _rejection(exc, flat=True) from exc
+
+
+def _cleaned(channel: str, address: str, field: str) -> str:
+    """Emails and phones checked and normalised as the importer always did (cheaper than at send)."""
+    if channel == "email":
+        return _checked_email(address, field=field)
+    if channel == "sms":
+        return _e164(address, field=field)
+    return address
 
 
 def _truthy(value: Any, field: str) -> bool:
