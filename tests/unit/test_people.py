@@ -4,6 +4,7 @@ addresses existed, and the API's changes to them (no services)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -146,3 +147,12 @@ def test_each_address_of_an_all_send_has_its_own_send_key() -> None:
     assert send_key(one) == ("m", "push", 0)  # as before: a redelivery of an older dispatch matches
     a, b = (one.model_copy(update={"address": x, "every_address": True}) for x in ("fcm:a", "fcm:b"))
     assert send_key(a) != send_key(b) and send_key(a)[1].startswith("push@") and send_key(a) == send_key(a)
+
+
+def test_the_import_shows_no_progress_bar_when_stderr_is_no_terminal(tmp_path: Path) -> None:
+    from api.people_cli import import_progress
+
+    path = tmp_path / "people.csv"
+    path.write_text("user_id\nu1\n")
+    with import_progress(path) as progress:  # pytest captures stderr: not a terminal
+        assert progress is None
