@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -483,10 +484,15 @@ def users_import(
 
     check_importable(path, format)  # before touching Redis: a wrong path is the likelier mistake
 
+    from api.people_cli import import_progress
+
+    started = time.monotonic()
+
     async def run() -> Any:
         redis = open_redis(Settings().redis)
         try:
-            return await import_users(path, UserDirectory(redis), format=format)
+            with import_progress(path) as progress:
+                return await import_users(path, UserDirectory(redis), format=format, progress=progress)
         finally:
             await redis.aclose()
 
@@ -495,7 +501,8 @@ def users_import(
             typer.echo(f"{path}:{error.line}: {error.field}: {error.message}", err=True)
         if len(result.errors) > 50:
             typer.echo(f"... and {len(result.errors) - 50} more errors", err=True)
-        typer.echo(f"imported {result.imported}, rejected {result.rejected}")
+        took = time.monotonic() - started
+        typer.echo(f"imported {result.imported}, rejected {result.rejected} in {took:.1f} s")
         return 1 if result.rejected else 0
 
     result = _audited(
@@ -880,7 +887,7 @@ def roles_remove(name: Annotated[str, typer.Argument(help="the custom role's nam
 
     _in_shell(run)
     typer.echo(f"role {name} removed")
-people_cli = typer.Typer(no_args_is_help=True, help="Data rights: export or erase one person's data.")
+people_cli = typer.Typer(no_args_is_help=True, help="People: the directory and its addresses; data rights.")
 cli.add_typer(people_cli, name="people")
 _UserId = Annotated[str, typer.Argument(help="the person's user id")]
 
@@ -1214,6 +1221,10 @@ cli.add_typer(approvals_cli, name="approvals")
 from api.templates_cli import templates_cli  # noqa: E402  (each part's group at the end, to merge easily)
 
 cli.add_typer(templates_cli, name="templates")
+# People: `switchboard people add|show|update|remove|addresses|list` beside export|erase (api/people_cli.py).
+from api.people_cli import add_people_commands  # noqa: E402
+
+add_people_commands(people_cli)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from api.inbox import inbox_router
 from api.links import links_router
 from api.metrics import RequestMetrics, metrics_router
 from api.operators import operators_router
+from api.people import people_router
 from api.problems import install_problem_handlers
 from api.publisher import PublishError
 from api.reports import reports_router
@@ -150,6 +151,8 @@ def create_api(
         api.include_router(uploads_router(deps, deps.uploads))
     if deps.campaigns is not None:
         api.include_router(campaigns_router(deps, deps.campaigns))
+    if deps.people is not None:
+        api.include_router(people_router(deps, deps.people))
     operators = deps.access.operators
     if operators is not None:
         api.include_router(sessions_router(deps, operators))
@@ -205,7 +208,7 @@ def _mounted(deps: ApiDeps) -> set[str]:
         "consent": deps.consent,
         "callbacks": deps.provider_messages,
         "reports": deps.analytics,
-        "people": deps.data_rights,
+        "people": deps.data_rights or deps.people,
         "audit": deps.analytics,
         "dead letters": deps.dead_letters,
         "approvals": deps.approvals,

@@ -25,6 +25,7 @@ from state.consent import ConsentStore
 from state.inbox import InboxMessage
 from state.provider_messages import ProviderMessages
 from state.uploads import UploadStore
+from state.users import UserDirectory
 
 
 class InboxStore(Protocol):
@@ -144,6 +145,7 @@ class ApiDeps:
     they do not define."""
     uploads: UploadSettings | None = None  # switches on /v1/uploads (api/uploads.py)
     campaigns: CampaignDesk | None = None  # switches on /v1/campaigns
+    people: UserDirectory | None = None  # switches on /v1/people (api/people.py)
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.

@@ -43,6 +43,7 @@ from state.roles import RoleStore
 from state.segments import SegmentStore
 from state.uploads import UploadStore
 from state.user_tokens import UserTokenSigner
+from state.users import UserDirectory
 
 # Callback URLs carry provider tokens in their query (Aliyun's `?token=`), and link paths carry
 # capabilities (an unsubscribe token): neither belongs in an access log.
@@ -110,6 +111,7 @@ def build_deps(
         template_versions=build_templates(settings, redis, catalog),
         uploads=UploadSettings(UploadStore(redis), settings.upload_errors_shown, settings.upload_errors_kept),
         campaigns=campaign_desk(settings, redis, catalog),
+        people=UserDirectory(redis),
         events_signatures_required=settings.events_signatures == "required",
         rules=rules,
     )

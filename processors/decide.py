@@ -394,20 +394,23 @@ class Decide:
         dispatches: list[Dispatch] = []
         for channel, address in decision.channels:
             result.receipts.append(_decided_receipt(item, "decided", channel=channel, reason=item.reason))
-            dispatch = Dispatch.model_validate(
-                {
-                    "message_id": delivery.message_id,
-                    "user_id": delivery.user_id,
-                    "channel": channel,
-                    "address": address,
-                    "event": delivery.event,
-                    "rule_id": decision.rule_id,
-                    "rule_version": decision.rule_version,
-                    "plan": decision.plan,
-                    "template": template if template != delivery.event.template else None,
-                }
-            )
-            dispatches.append(dispatch)
+            every = _every_address(item, channel)
+            for to in every or (address,):
+                dispatch = Dispatch.model_validate(
+                    {
+                        "message_id": delivery.message_id,
+                        "user_id": delivery.user_id,
+                        "channel": channel,
+                        "address": to,
+                        "event": delivery.event,
+                        "rule_id": decision.rule_id,
+                        "rule_version": decision.rule_version,
+                        "plan": decision.plan,
+                        "template": template if template != delivery.event.template else None,
+                        "every_address": bool(every),
+                    }
+                )
+                dispatches.append(dispatch)
         return dispatches
 
     def _defer(
@@ -463,6 +466,15 @@ def _pacing(item: _Decided) -> Pacing | None:
 def _canonical(channel: str, address: str) -> str:
     cleaned = clean(channel, address)
     return cleaned.value if isinstance(cleaned, CleanAddress) else address.strip()
+
+
+def _every_address(item: _Decided, channel: str) -> tuple[str, ...]:
+    """The addresses of a person who gets `channel` on all of theirs (`all`: every device), when
+    they hold more than one; empty otherwise (the decision's one address is used)."""
+    if item.delivery.addresses is not None or item.user.choice(channel) != "all":
+        return ()
+    every = item.user.recipients(channel)
+    return every if len(every) > 1 else ()
 
 
 def _recipient(delivery: Delivery, users: dict[str, User]) -> User | None:

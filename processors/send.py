@@ -21,6 +21,7 @@ per send however often it is recorded (state/budgets.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -45,7 +46,7 @@ from state.campaigns import CancelledCampaigns
 from state.caps import PASSED, CapVerdict, FrequencyCaps
 from state.coalesced import CoalescedPipeline
 from state.consent import ConsentQuery, ConsentStore, ConsentVerdict
-from state.idempotency import SendLedger, SendRecord
+from state.idempotency import SendKey, SendLedger, SendRecord
 from state.inbox import InboxMessage
 from state.provider_messages import TAKE_EARLY, ProviderMessages
 from state.scripts import run_pipeline
@@ -167,9 +168,9 @@ class Send:
             )
             if verdict.outcome == "delay" and verdict.until is not None:
                 result.parked.append((dispatch, verdict.until))
-            elif await self._ledger.claim(dispatch.message_id, dispatch.channel, dispatch.step):
+            elif await self._ledger.claim(*send_key(dispatch)):
                 # A dropped send is settled: a redelivery of it must not slip through a later window.
-                await self._ledger.mark_done(dispatch.message_id, dispatch.channel, dispatch.step, "capped")
+                await self._ledger.mark_done(*send_key(dispatch), "capped")
         under = await self._applying(d for d, _, _ in sendable)
         to_send = await self._within_budget(await self._claimed(sendable, at, result), under, result)
         # The inbox is Redis itself: its writes join the batch's outcome pipeline, no adapter call.
@@ -224,7 +225,7 @@ class Send:
         allowed: list[_Ready] = []
         for dispatch, channel, message in claimed:
             event, plan = dispatch.event, dispatch.plan
-            send = (dispatch.message_id, dispatch.channel, dispatch.step)
+            send = send_key(dispatch)
             if "budget" in plan.bypass:
                 allowed.append((dispatch, channel, message))
                 continue
@@ -254,7 +255,7 @@ class Send:
         A send already finished re-emits its receipts (the same rows: ClickHouse's ReplacingMergeTree
         keeps one), so a worker killed between recording and publishing loses no row; one held by
         another claim is parked until that claim lapses (its worker may have died mid-send)."""
-        claims = await self._ledger.claim_many([(d.message_id, d.channel, d.step) for d, _, _ in sendable])
+        claims = await self._ledger.claim_many([send_key(d) for d, _, _ in sendable])
         mine: list[_Ready] = []
         for ready, claim in zip(sendable, claims, strict=True):
             dispatch = ready[0]
@@ -294,7 +295,7 @@ class Send:
             for _, channel, user_id, inbox_message in stored:
                 channel.inbox.add_into(pipe, user_id, inbox_message)
             for dispatch, record in records:
-                self._ledger.record_into(pipe, (dispatch.message_id, dispatch.channel, dispatch.step), record)
+                self._ledger.record_into(pipe, send_key(dispatch), record)
 
         scripts = [stored[0][1].inbox.add_script] if stored else []
         await _durably(lambda: run_pipeline(self._redis, fill, scripts), "inbox sends")
@@ -338,7 +339,7 @@ class Send:
         common = {"provider": outcome.provider, "attempt": outcome.attempts}
         if outcome.status == "failed":
             if outcome.retryable:
-                await self._ledger.release(dispatch.message_id, dispatch.channel, dispatch.step)
+                await self._ledger.release(*send_key(dispatch))
             else:
                 record = _record(
                     "failed", outcome.provider, datetime.now(UTC), outcome.attempts, reason=outcome.reason,
@@ -371,7 +372,7 @@ class Send:
         """The send's outcome, its provider message id and its cost in one round trip; returns the
         provider's early reports taken. Redis being down is waited out, never turned into "send again"."""
         sent, counter = self._sent, self._budgets
-        key = (dispatch.message_id, dispatch.channel, dispatch.step)
+        key = send_key(dispatch)
 
         def fill(pipe: Pipeline) -> int:
             self._ledger.record_into(pipe, key, record)
@@ -388,7 +389,7 @@ class Send:
 
     async def _later(self, dispatch: Dispatch, reason: str, common: dict[str, object]) -> _Handled:
         """Throttled or down everywhere: try again after a pause, a few times, then fail for good."""
-        rounds = await self._ledger.note_give_up(dispatch.message_id, dispatch.channel, dispatch.step)
+        rounds = await self._ledger.note_give_up(*send_key(dispatch))
         if rounds > len(self._requeue_delays):
             why = f"{reason} (gave up for good after {rounds} rounds)"
             return _Handled([_receipt(dispatch, "failed", reason=why, **common)])
@@ -408,6 +409,15 @@ def _record(
         outcome=outcome, provider=provider, attempt=attempt, cost=cost, at=at.isoformat(), reason=reason,
         template_version=version,
     )
+
+
+def send_key(dispatch: Dispatch) -> SendKey:
+    """The send ledger's key of a dispatch: (message, channel, step), and the address when the person
+    gets it on every address of the channel (`all`), so each device is claimed and sent to once."""
+    if not dispatch.every_address:
+        return (dispatch.message_id, dispatch.channel, dispatch.step)
+    digest = hashlib.blake2b(dispatch.address.encode(), digest_size=8).hexdigest()
+    return (dispatch.message_id, f"{dispatch.channel}@{digest}", dispatch.step)
 
 
 def _receipts_again(dispatch: Dispatch, record: SendRecord, at: datetime | None = None) -> list[Receipt]:

@@ -239,6 +239,9 @@ class Dispatch(_Strict):
     plan: DeliveryPlan = Field(default_factory=DeliveryPlan)
     template: str | None = None
     """A template other than the event's (a variant's or a fallback step's)."""
+    every_address: bool = False
+    """One of several dispatches of one channel to a person whose choice there is `all` (every device):
+    its send is claimed per address (processors/send.py `send_key`), so each address gets it once."""
 
 
 class Receipt(_Strict):

@@ -45,6 +45,7 @@ class DispatchItem(msgspec.Struct, forbid_unknown_fields=True):
     step: int = 0
     plan: msgspec.Raw = msgspec.Raw(b"")  # msgspec.Raw cannot be optional; empty means "absent"
     template: str | None = None
+    every_address: bool = False
 
 
 class ReceiptItem(msgspec.Struct, forbid_unknown_fields=True):
@@ -172,6 +173,7 @@ class WireDecoder:
                 "step": item.step,
                 "plan": self._plans.get(bytes(item.plan)) if len(item.plan) else _DEFAULT_PLAN,
                 "template": item.template,
+                "every_address": item.every_address,
             }
         )
 
@@ -217,6 +219,7 @@ class WireEncoder:
                 item.step,
                 self._raw(item.plan),
                 item.template,
+                item.every_address,
             )
         )
 

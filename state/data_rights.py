@@ -54,7 +54,8 @@ def addresses_of(user: User | None) -> list[tuple[ChannelName, str]]:
     """(channel, address) bound to the person; the inbox's address is the user id itself."""
     if user is None:
         return []
-    return [(c, a) for c, a in sorted(user.bindings.items()) if c not in UNINDEXED and a.strip()]
+    # Every address, not only each channel's chosen one (a person may hold several per channel).
+    return [(c, a) for c, a in sorted(user.every_address()) if c not in UNINDEXED and a.strip()]
 
 
 class PersonState:

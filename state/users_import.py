@@ -7,6 +7,7 @@ yes/no/true/false/1/0. JSON Lines holds one object per line, either in the `User
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import difflib
 import json
@@ -14,7 +15,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -52,13 +53,15 @@ BINDING_COLUMNS: dict[str, str] = {
 _MODEL_FIELDS = frozenset(User.model_fields)
 _FLAT_ONLY = frozenset(COLUMNS) - _MODEL_FIELDS
 _EXTENSIONS: dict[str, Format] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# Columns that may hold several addresses, `;`-separated (two mailboxes, a token per device).
+_SEVERAL = frozenset({"email", "phone", "push_token"})
 _TRUE = frozenset({"yes", "true", "1", "y"})
 _FALSE = frozenset({"no", "false", "0", "n", ""})
 _PHONE_NOISE = re.compile(r"[\s\-().]")
 _CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
-BATCH_SIZE = 1000
+BATCH_SIZE = 2000
 
 
 class ImportFileError(SwitchboardError, ValueError):
@@ -103,15 +106,19 @@ async def import_users(
     format: Format | None = None,
     *,
     max_errors: int = 1000,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Read users from `path` (format from the extension unless given) and upsert the valid ones."""
+    """Read users from `path` (format from the extension unless given) and upsert the valid ones.
+    `progress` is told the bytes of the file read so far after each batch (for a progress bar)."""
     path = Path(path)
     fmt = format or _format_of(path)
     check_readable(path)
     report = ImportReport(path=str(path))
+    position = _Position()
     # A dict, so a user repeated within one batch is written once, last row winning.
     batch: dict[str, User] = {}
-    rows = _csv_rows(path) if fmt == "csv" else _jsonl_rows(path)
+    writing: asyncio.Future[None] | None = None
+    rows = _csv_rows(path, position) if fmt == "csv" else _jsonl_rows(path, position)
     for line, parsed in rows:
         if isinstance(parsed, _RowRejected):
             report.rejected += 1
@@ -121,11 +128,33 @@ async def import_users(
         batch[parsed.user_id] = parsed
         report.imported += 1
         if len(batch) >= BATCH_SIZE:
-            await directory.upsert(list(batch.values()))
-            batch.clear()
+            if writing is not None:
+                await writing  # one batch in flight: the next one reads profiles this one wrote
+            writing = asyncio.ensure_future(directory.upsert(list(batch.values())))
+            # Let it send its commands; the next batch is parsed while Redis answers.
+            await asyncio.sleep(0)
+            batch = {}
+            if progress is not None:
+                progress(position.offset)
+    if writing is not None:
+        await writing
     if batch:
         await directory.upsert(list(batch.values()))
+    if progress is not None:
+        progress(path.stat().st_size)  # the whole file: the reader has closed it
     return report
+
+
+class _Position:
+    """How far into the file the reader is, in bytes (a text file's tell() is unusable while it is
+    iterated, so the file object itself is asked through its binary buffer)."""
+
+    def __init__(self) -> None:
+        self.handle: TextIO | None = None
+
+    @property
+    def offset(self) -> int:
+        return self.handle.buffer.tell() if self.handle is not None else 0
 
 
 def check_readable(path: Path) -> None:
@@ -166,8 +195,10 @@ def _format_of(path: Path) -> Format:
     return fmt
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, User | _RowRejected]]:
+def _csv_rows(path: Path, position: _Position | None = None) -> Iterator[tuple[int, User | _RowRejected]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
+        if position is not None:
+            position.handle = handle
         reader = csv.DictReader(handle)
         header = [name.strip() for name in reader.fieldnames or []]
         if not header:
@@ -193,8 +224,10 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, User | _RowRejected]]:
             yield line, _parse(partial(_from_flat, record))
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, User | _RowRejected]]:
+def _jsonl_rows(path: Path, position: _Position | None = None) -> Iterator[tuple[int, User | _RowRejected]]:
     with path.open(encoding="utf-8-sig") as handle:
+        if position is not None:
+            position.handle = handle
         for line, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
@@ -243,12 +276,19 @@ def _from_json_object(obj: dict[str, Any]) -> User:
     bindings = obj.get("bindings") or {}
     if not isinstance(bindings, dict):
         raise _RowRejected("bindings", f"expected an object of channel -> address, got {bindings!r}")
-    bindings = dict(bindings)
-    if "email" in bindings:
-        bindings["email"] = _checked_email(str(bindings["email"]), field="bindings.email")
-    if "sms" in bindings:
-        bindings["sms"] = _e164(str(bindings["sms"]), field="bindings.sms")
-    return User.model_validate({**obj, "bindings": bindings})
+    bindings = {c: _cleaned(c, str(a), f"bindings.{c}") for c, a in bindings.items()}
+    addresses = obj.get("addresses") or {}
+    if not isinstance(addresses, dict):
+        raise _RowRejected("addresses", f"expected an object of channel -> [addresses], got {addresses!r}")
+    addresses = {
+        channel: [
+            {**item, "address": _cleaned(channel, str(item.get("address", "")), f"addresses.{channel}[{n}]")}
+            if isinstance(item, dict) else item
+            for n, item in enumerate(items)
+        ] if isinstance(items, list) else items
+        for channel, items in addresses.items()
+    }
+    return User.model_validate({**obj, "bindings": bindings, "addresses": addresses})
 
 
 def _from_flat(row: Mapping[str, Any]) -> User:
@@ -259,23 +299,38 @@ def _from_flat(row: Mapping[str, Any]) -> User:
     tags = values.get("tags", ())
     profile["tags"] = [t.strip() for t in tags.split(";") if t.strip()] if isinstance(tags, str) else tags
     bindings: dict[str, str] = {}
+    several: dict[str, list[dict[str, Any]]] = {}
     for column, channel in BINDING_COLUMNS.items():
-        if column in values:
-            bindings[channel] = str(values[column]).strip()
-    if "email" in bindings:
-        bindings["email"] = _checked_email(bindings["email"], field="email")
-    if "sms" in bindings:
-        bindings["sms"] = _e164(bindings["sms"], field="phone")
+        if column not in values:
+            continue
+        text = str(values[column]).strip()
+        if column in _SEVERAL and ";" in text:
+            # `a@x.cn;b@x.cn`: several addresses, the first primary.
+            cleaned = [_cleaned(channel, part.strip(), column) for part in text.split(";") if part.strip()]
+            several[channel] = [{"address": a, "primary": n == 0} for n, a in enumerate(cleaned)]
+        else:
+            bindings[channel] = _cleaned(channel, text, column)
     if _truthy(values.get("inbox", ""), field="inbox"):
         user_id = values.get("user_id")
         if not isinstance(user_id, str):
             raise _RowRejected("user_id", "required to bind the inbox")
         bindings["inbox"] = user_id
     profile["bindings"] = bindings
+    if several:
+        profile["addresses"] = several
     try:
         return User.model_validate(profile)
     except ValidationError as exc:
         raise _rejection(exc, flat=True) from exc
+
+
+def _cleaned(channel: str, address: str, field: str) -> str:
+    """Emails and phones checked and normalised as the importer always did (cheaper than at send)."""
+    if channel == "email":
+        return _checked_email(address, field=field)
+    if channel == "sms":
+        return _e164(address, field=field)
+    return address
 
 
 def _truthy(value: Any, field: str) -> bool:

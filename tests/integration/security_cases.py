@@ -323,4 +323,16 @@ CASES: list[EndpointCase] = [
                      route=f"/v1/campaigns/{{campaign_id}}/{action}")
         for action in ("submit", "cancel", "recall")
     ),
+    # --- people: the directory's persons and their addresses (global permissions) -------------------------
+    # The first role allowed creates the person (201), the next ones find it taken (409); the person
+    # changed and removed is one nobody created (404 when allowed), so the matrix user stays.
+    EndpointCase("GET", "/v1/people?prefix=s-&limit=5", "people:read", app="*", route="/v1/people"),
+    EndpointCase("POST", "/v1/people", "people:write",
+                 body={"user_id": "matrix-person", "addresses": {"email": ["matrix@uni.example"]}}),
+    EndpointCase("GET", f"/v1/people/{MATRIX_USER}", "people:read", app="*", route="/v1/people/{user_id}"),
+    EndpointCase("GET", f"/v1/people/{MATRIX_USER}/addresses", "people:read", app="*",
+                 route="/v1/people/{user_id}/addresses"),
+    EndpointCase("PATCH", "/v1/people/matrix-nobody", "people:write", body={"name": "Nobody"},
+                 route="/v1/people/{user_id}"),
+    EndpointCase("DELETE", "/v1/people/matrix-nobody", "people:write", route="/v1/people/{user_id}"),
 ]

@@ -92,6 +92,7 @@ def _api(local_parts: LocalParts, clickhouse_dsn: str) -> FastAPI:
         rules=RulesWatcher(ROOT / "rules", current=load_ruleset(ROOT / "rules")),
         uploads=UploadSettings(UploadStore(redis)),
         campaigns=CampaignDesk(CampaignStore(redis), Inbox(redis), redis),
+        people=UserDirectory(redis),
     )
     return create_api(deps, {})
 
@@ -152,8 +153,8 @@ def test_the_api_keeps_to_its_openapi(local_parts: LocalParts, clickhouse_dsn: s
     # 19, the two conversions operations, the two report operations, opt-ins (2), the whitelist (3), test
     # mode (2), the 8 the access part adds for an app key's deps (sessions, me, apps, user tokens...),
     # the audit log and the 4 budget operations; issue 13: stored templates (8), segments (6), strategies (1),
-    # uploads (5), campaigns (8)
-    assert len(operations) == 71
+    # uploads (5), campaigns (8), people (6: list, create, show, addresses, change, remove)
+    assert len(operations) == 77
     ids = [operation.definition.raw.get("operationId") for operation in operations]
     assert len(set(ids)) == len(ids), f"operationIds shared: {ids}"
     assert not failures, f"{len(set(failures))} distinct failures:\n" + "\n\n".join(sorted(set(failures)))

@@ -58,6 +58,7 @@ from state.segments import SegmentStore
 from state.template_store import TemplateStore
 from state.uploads import Recipient, UploadStore
 from state.user_tokens import UserTokenSigner
+from state.users import UserDirectory
 from tests.integration.moments import now
 
 from .security_cases import (
@@ -140,6 +141,7 @@ def matrix_api(
         rules=RulesWatcher(ROOT / "rules", current=load_ruleset(ROOT / "rules")),
         uploads=UploadSettings(UploadStore(redis)),
         campaigns=CampaignDesk(CampaignStore(redis), Inbox(redis), redis),
+        people=UserDirectory(redis),
     )
     return create_api(deps, {}, metrics_allow=["127.0.0.1/32"])
 

@@ -181,13 +181,16 @@ def test_phone_rejections(raw: str) -> None:
         users_import._e164(raw, field="phone")
 
 
-async def test_rows_are_upserted_in_batches_of_a_thousand(tmp_path: Path) -> None:
-    rows = "".join(f"u{n}\n" for n in range(2500))
+async def test_rows_are_upserted_in_batches_with_progress_after_each(tmp_path: Path) -> None:
+    rows = "".join(f"u{n}\n" for n in range(2 * users_import.BATCH_SIZE + 500))
     path = write(tmp_path, "people.csv", "user_id\n" + rows)
     directory = RecordingDirectory()
-    report = await import_users(path, directory)
-    assert report.imported == 2500
-    assert [len(b) for b in directory.batches] == [1000, 1000, 500]
+    seen: list[int] = []
+    report = await import_users(path, directory, progress=seen.append)
+    assert report.imported == 2 * users_import.BATCH_SIZE + 500
+    assert [len(b) for b in directory.batches] == [users_import.BATCH_SIZE] * 2 + [500]
+    # Bytes read so far, growing, and the whole file at the end.
+    assert len(seen) == 3 and seen == sorted(seen) and seen[-1] == path.stat().st_size
 
 
 async def test_errors_kept_are_bounded_but_all_are_counted(tmp_path: Path) -> None:
@@ -195,3 +198,27 @@ async def test_errors_kept_are_bounded_but_all_are_counted(tmp_path: Path) -> No
     report = await import_users(path, RecordingDirectory(), max_errors=5)
     assert report.rejected == 30
     assert [e.line for e in report.errors] == [2, 3, 4, 5, 6]
+
+
+async def test_a_cell_may_hold_several_addresses_and_jsonl_the_addresses_shape(tmp_path: Path) -> None:
+    path = write(tmp_path, "people.csv", (
+        "user_id,email,phone,push_token\n"
+        "s1,a@uni.example; b@uni.example,13800138000,fcm:tok-phone-0123456789;fcm:tok-tablet-0123456789\n"
+        "s2,a@uni.example;not an email,,\n"
+    ))
+    directory = RecordingDirectory()
+    report = await import_users(path, directory)
+    assert [(e.line, e.field) for e in report.errors] == [(3, "email")]
+    user = directory.users["s1"]
+    assert [a.address for a in user.addresses["email"]] == ["a@uni.example", "b@uni.example"]
+    assert user.addresses["email"][0].primary and len(user.addresses["push"]) == 2
+    assert user.bindings["sms"] == "+8613800138000"
+
+    lines = write(tmp_path, "people.jsonl", json.dumps({
+        "user_id": "s3", "addresses": {"sms": [{"address": "138 0013 8001", "label": "mobile"}]},
+        "address_choice": {"sms": "all"}, "attributes": {"year": 2022},
+    }) + "\n")
+    report = await import_users(lines, directory)
+    assert report.rejected == 0, report.describe()
+    assert directory.users["s3"].bindings == {"sms": "+8613800138001"}
+    assert directory.users["s3"].attributes == {"year": 2022}

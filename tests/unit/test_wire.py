@@ -53,6 +53,13 @@ def test_items_read_back_equal_to_what_pydantic_would_read() -> None:
     assert json.loads(encoded[0])["event"]["data"]["headline"] == "Library hours"  # readable JSON
 
 
+def test_a_dispatch_to_one_of_every_address_keeps_saying_so() -> None:
+    one_of_all = dispatch("u3").model_copy(update={"every_address": True})
+    [encoded] = WireEncoder().encode([one_of_all])
+    # Its send is claimed per address: losing the flag on the wire would send one device only.
+    assert WireDecoder().dispatch(encoded) == one_of_all == Dispatch.model_validate_json(encoded)
+
+
 def test_a_broadcasts_deliveries_share_one_validated_event() -> None:
     record = b"[" + b",".join(WireEncoder().encode([delivery(f"u{i}") for i in range(3)])) + b"]"
     wire = WireDecoder()
