@@ -106,10 +106,17 @@ def preview(approvals: Approvals, item: ApprovalItem) -> dict[str, dict[str, Any
     template, data = item.payload.get("template"), item.payload.get("data") or {}
     if approvals.previews is None or item.kind != "message" or not isinstance(template, str):
         return {}
+    return rendered_parts(approvals.previews, template, data if isinstance(data, dict) else {})
+
+
+def rendered_parts(previews: Previews, template: str, data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """`template` rendered with `data` on each of its channels, without a recipient: each channel's
+    fields, or `error` saying why it does not render (e.g. a part that needs the recipient's profile).
+    What an approver sees and what the console's composer previews."""
     rendered: dict[str, dict[str, Any]] = {}
-    for channel in sorted(approvals.previews.channels_of(template)):
+    for channel in sorted(previews.channels_of(template)):
         try:
-            message = approvals.previews.render(template, channel, data, None)
+            message = previews.render(template, channel, data, None)
         except Exception as exc:  # a preview is a courtesy: a part that needs a recipient says so
             rendered[channel] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             continue

@@ -11,41 +11,21 @@ exactly as to any other. Every change is an audit record (`campaign.create`, `.s
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 import asyncio
-from collections.abc import Awaitable
-from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, Field
 
-from analytics.campaign_report import campaign_progress, campaign_report
-from api.access import audit_record
+from analytics.campaign_report import campaign_report
+from api import campaign_flow as flow
 from api.analytics_reader import AnalyticsUnavailable
-from api.campaign_service import (
-    CampaignDesk,
-    CampaignStateError,
-    estimate,
-    mark_cancelled,
-    recall,
-    submitted,
-)
+from api.campaign_service import CampaignDesk, estimate
 from api.deps import ApiDeps
-from api.events import _authorise, _checked, _key, _signed, _signing_key
-from api.problems import Problem, invalid
-from records.topics import lane_of
-from settings.permissions import ALL_APPS, Principal
-from state.audience_count import recipient_count
-from state.campaigns import (
-    CAMPAIGN_STATES,
-    Campaign,
-    CampaignState,
-    Cancellation,
-    Composition,
-    app_of,
-    new_campaign_id,
-)
+from api.problems import Problem
+from settings.permissions import Principal
+from state.campaigns import CAMPAIGN_STATES, CampaignState, Cancellation, Composition
 
-_T = TypeVar("_T")
 _ID = r"^[A-Za-z0-9_.:\-]{1,160}$"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or invalid credentials"},
@@ -111,53 +91,14 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
     Reader = Annotated[Principal, Depends(deps.access.requires("campaigns:read"))]
     Manager = Annotated[Principal, Depends(deps.access.requires("campaigns:manage"))]
     CampaignId = Annotated[str, Path(pattern=_ID, description="`<app>.c<hex>`")]
-    store = desk.store
-
-    async def found(principal: Principal, permission: str, campaign_id: str) -> Campaign:
-        app = app_of(campaign_id)
-        if app is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{campaign_id!r} is not a campaign id")
-        deps.access.authorize(principal, permission, app)
-        campaign = await store.get(campaign_id)
-        if campaign is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no campaign {campaign_id!r}")
-        return campaign
-
-    async def app_channels(app: str) -> frozenset[str]:
-        known = await deps.apps.get(app)
-        return known.channels if known is not None else frozenset()
-
-    async def audit(
-        request: Request,
-        principal: Principal,
-        action: str,
-        before: Campaign | None,
-        after: Campaign,
-        reason: str = "",
-    ) -> None:
-        await deps.publisher.publish_audit(
-            audit_record(
-                request,
-                principal,
-                action,
-                target_kind="campaign",
-                target=after.id,
-                app=after.app,
-                reason=reason,
-                before=before.model_dump(mode="json") if before is not None else None,
-                after=after.model_dump(mode="json"),
-            )
-        )
-
-    def who(principal: Principal) -> str:
-        return f"{principal.kind}:{principal.name}"
 
     @router.post(
         "/estimate", response_model=EstimateView, summary="Recipients and cost of an unsaved composition"
     )
     async def estimate_composition(composition: Composition, principal: Manager) -> dict[str, Any]:
         deps.access.authorize(principal, "campaigns:manage", composition.app)
-        return (await estimate(desk, composition, await app_channels(composition.app))).as_dict()
+        channels = await flow.app_channels(deps, composition.app)
+        return (await estimate(desk, composition, channels)).as_dict()
 
     @router.post(
         "", status_code=status.HTTP_201_CREATED, response_model=CampaignView, summary="Compose a draft"
@@ -165,23 +106,8 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
     async def create_campaign(
         request: Request, composition: Composition, principal: Manager
     ) -> dict[str, Any]:
-        deps.access.authorize(principal, "campaigns:manage", composition.app)
-        if await deps.apps.get(composition.app) is None:
-            raise invalid(("body", "app"), f"no app named {composition.app!r} is registered", "unknown_app")
-        campaign_id = new_campaign_id(composition.app)
-        # The checks submit makes, now: an unknown template or segment, a missing variable (422).
-        await _checked(deps, [composition.event(campaign_id, "")], ("body",))
-        campaign = Campaign(
-            id=campaign_id,
-            app=composition.app,
-            name=composition.name,
-            composition=composition,
-            created_by=f"{principal.kind}:{principal.name}",
-            created_at=datetime.now(UTC),
-        )
-        await store.create(campaign)
-        await audit(request, principal, "campaign.create", None, campaign)
-        return await view(campaign, with_estimate=True)
+        campaign = await flow.create(deps, desk, request, principal, composition)
+        return await flow.view(deps, desk, campaign, with_estimate=True)
 
     @router.get("", response_model=list[CampaignView], summary="Campaigns the caller may read, with progress")
     async def list_campaigns(
@@ -190,14 +116,7 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
         state: Annotated[CampaignState | None, Query(description=", ".join(CAMPAIGN_STATES))] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[dict[str, Any]]:
-        if app is not None:
-            deps.access.authorize(principal, "campaigns:read", app)
-        readable = principal.apps_for("campaigns:read")
-        apps = {app} if app is not None else None if ALL_APPS in readable else set(readable)
-        campaigns = await store.listing(apps, limit=limit if state is None else 10_000)
-        progress = await read_progress(campaigns)
-        views = [await view(c, progress=progress) for c in campaigns]
-        return [v for v in views if state is None or v["state"] == state][:limit]
+        return await flow.listing(deps, desk, principal, app, state, limit)
 
     @router.get(
         "/{campaign_id}",
@@ -206,8 +125,9 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
         responses=_ONE,
     )
     async def show_campaign(principal: Reader, campaign_id: CampaignId) -> dict[str, Any]:
-        campaign = await found(principal, "campaigns:read", campaign_id)
-        return await view(campaign, progress=await read_progress([campaign]), with_estimate=True)
+        campaign = await flow.found(deps, desk, principal, "campaigns:read", campaign_id)
+        progress = await flow.read_progress(deps, [campaign])
+        return await flow.view(deps, desk, campaign, progress=progress, with_estimate=True)
 
     @router.post(
         "/{campaign_id}/submit",
@@ -219,23 +139,9 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
     async def submit_campaign(
         request: Request, principal: Manager, campaign_id: CampaignId
     ) -> dict[str, Any]:
-        before = await found(principal, "campaigns:manage", campaign_id)
-        if before.state != "draft":
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"campaign {campaign_id!r} is {before.state}, not a draft"
-            )
-        event = before.event(who(principal))
-        app = await _authorise(deps, event, principal, ("body",))
-        signing_key = await _signing_key(deps, app)
-        [record] = await _checked(deps, [event], ("body",))
-        signed = _signed(record, signing_key)
-
-        async def publish() -> None:
-            await deps.publisher.publish_event(_key(event), record, lane_of(event), signed)
-
-        after = await conflicts(submitted(store, before, who(principal), publish))
-        await audit(request, principal, "campaign.submit", before, after)
-        return await view(after)
+        before = await flow.found(deps, desk, principal, "campaigns:manage", campaign_id)
+        after = await flow.submit(deps, desk, request, principal, before)
+        return await flow.view(deps, desk, after)
 
     @router.post(
         "/{campaign_id}/cancel",
@@ -246,11 +152,9 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
     async def cancel_campaign(
         request: Request, principal: Manager, campaign_id: CampaignId
     ) -> dict[str, Any]:
-        before = await found(principal, "campaigns:manage", campaign_id)
-        after = await conflicts(mark_cancelled(store, before, who(principal)))
-        reason = after.cancelled.reason if after.cancelled else ""
-        await audit(request, principal, "campaign.cancel", before, after, reason)
-        return await view(after)
+        before = await flow.found(deps, desk, principal, "campaigns:manage", campaign_id)
+        after = await flow.cancel(deps, desk, request, principal, before)
+        return await flow.view(deps, desk, after)
 
     @router.post(
         "/{campaign_id}/recall",
@@ -261,14 +165,8 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
     async def recall_campaign(
         request: Request, principal: Manager, campaign_id: CampaignId
     ) -> dict[str, Any]:
-        before = await found(principal, "campaigns:manage", campaign_id)
-        done = await conflicts(recall(desk, before, who(principal), deps.publisher.publish_receipt))
-        if done.cancelled is not None:  # it was still sending: the recall stopped it first
-            why = "cancelled by its recall"
-            await audit(request, principal, "campaign.cancel", before, done.cancelled, why)
-        current = done.cancelled or before
-        reason = f"{done.count} inbox messages recalled"
-        await audit(request, principal, "campaign.recall", current, done.campaign, reason)
+        before = await flow.found(deps, desk, principal, "campaigns:manage", campaign_id)
+        done = await flow.recalled(deps, desk, request, principal, before)
         return {"campaign": done.campaign.id, "recalled": done.count, "cancelled": done.cancelled is not None}
 
     @router.get(
@@ -277,7 +175,7 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
         responses={**_ONE, 503: {"model": Problem, "description": "ClickHouse is unreachable; retry"}},
     )
     async def report_campaign(principal: Reader, campaign_id: CampaignId) -> dict[str, Any]:
-        campaign = await found(principal, "campaigns:read", campaign_id)
+        campaign = await flow.found(deps, desk, principal, "campaigns:read", campaign_id)
         if deps.analytics is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no analytics configured")
         reader = deps.analytics.reader
@@ -290,58 +188,4 @@ def campaigns_router(deps: ApiDeps, desk: CampaignDesk) -> APIRouter:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
         return {"campaign": campaign.id, "app": campaign.app, "name": campaign.name, **report.as_dict()}
 
-    async def read_progress(campaigns: list[Campaign]) -> dict[str, dict[str, int]] | None:
-        """Progress of the submitted ones; None when the analytics cannot be read (the list still answers)."""
-        submitted = [c for c in campaigns if c.submitted_at is not None]
-        if deps.analytics is None:
-            return None
-        if not submitted:
-            return {}
-        since = min(c.created_at for c in submitted)
-        pairs = [(c.app, c.id) for c in submitted]
-        try:
-            return await asyncio.to_thread(
-                deps.analytics.reader.run, lambda client: campaign_progress(client, pairs, since)
-            )
-        except AnalyticsUnavailable:
-            return None
-
-    async def view(
-        campaign: Campaign, progress: dict[str, dict[str, int]] | None = None, with_estimate: bool = False
-    ) -> dict[str, Any]:
-        shown = campaign.model_dump() | {"event_id": campaign.event_id}
-        counted = await recipient_count(desk.redis, campaign.composition.audience)
-        shown["recipients"] = counted.count
-        if progress is not None and campaign.submitted_at is not None:
-            shown["progress"] = progress.get(campaign.id, {})
-        shown["state"] = _state(campaign, counted.count, shown.get("progress"))
-        if shown["state"] == "done" and campaign.state != "done":
-            # Remembered, so cancel and recall (which read no analytics) know it too; lost to a
-            # concurrent change, it is derived again next time.
-            await store.replace(campaign, campaign.model_copy(update={"state": "done"}))
-        if with_estimate:
-            composed = campaign.composition
-            shown["estimate"] = (await estimate(desk, composed, await app_channels(composed.app))).as_dict()
-        return shown
-
     return router
-
-
-def _state(campaign: Campaign, recipients: int | None, progress: dict[str, int] | None) -> CampaignState:
-    """Scheduled until its send_at, running until every recipient's message is settled, then done."""
-    if campaign.state not in ("scheduled", "running"):
-        return campaign.state
-    send_at = campaign.composition.send_at
-    if send_at is not None and send_at > datetime.now(UTC):
-        return "scheduled"
-    if recipients and progress and progress.get("settled", 0) >= recipients:
-        return "done"
-    return "running"
-
-
-async def conflicts(change: Awaitable[_T]) -> _T:
-    """The change, or 409 naming why the campaign's state does not allow it."""
-    try:
-        return await change
-    except CampaignStateError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None

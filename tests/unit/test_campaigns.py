@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from api.campaigns import _state
+from api.campaign_flow import derived_state as _state
 from state.campaigns import Campaign, CampaignState, Composition, app_of, new_campaign_id
 
 BODY: dict[str, Any] = {
