@@ -116,20 +116,7 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
             file = form.get("file")
             if not isinstance(file, UploadFile):
                 raise invalid(("body", "file"), "a file is required (multipart field `file`)")
-            path = await asyncio.to_thread(_saved, file.file)
-            try:
-                upload = await import_file(
-                    store, path, app=app, kind=kind, ttl_hours=ttl_hours, filename=file.filename or "",
-                    created_by=principal.name, max_errors_kept=uploads.errors_kept,
-                )
-            except UploadRefused as exc:
-                raise invalid(("body", "file"), str(exc), "unreadable_file") from None
-            finally:
-                await asyncio.to_thread(path.unlink, missing_ok=True)
-        await deps.publisher.publish_audit(audit_record(
-            request, principal, "upload.add", target_kind="upload", target=upload.upload_id, app=app,
-            after=upload.as_dict(),
-        ))
+            upload = await stored_upload(deps, uploads, request, principal, app, kind, ttl_hours, file)
         shown = await store.errors(upload.upload_id, 0, uploads.errors_shown) if uploads.errors_shown else []
         return upload.as_dict() | {
             "errors": [vars(e) for e in shown], "errors_url": f"/v1/uploads/{upload.upload_id}/errors",
@@ -180,6 +167,30 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
         ))
 
     return router
+
+
+async def stored_upload(
+    deps: ApiDeps, uploads: UploadSettings, request: Request, principal: Principal, app: str,
+    kind: UploadKind | None, ttl_hours: int, file: UploadFile,
+) -> Upload:
+    """Store `file` as a list of `app` (the caller holds uploads:manage on it), audited as `upload.add`;
+    422 naming `file` when it cannot be read. What the API's upload and the console's upload form do."""
+    deps.access.authorize(principal, PERMISSION, app)
+    path = await asyncio.to_thread(_saved, file.file)
+    try:
+        upload = await import_file(
+            uploads.store, path, app=app, kind=kind, ttl_hours=ttl_hours, filename=file.filename or "",
+            created_by=principal.name, max_errors_kept=uploads.errors_kept,
+        )
+    except UploadRefused as exc:
+        raise invalid(("body", "file"), str(exc), "unreadable_file") from None
+    finally:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+    await deps.publisher.publish_audit(audit_record(
+        request, principal, "upload.add", target_kind="upload", target=upload.upload_id, app=app,
+        after=upload.as_dict(),
+    ))
+    return upload
 
 
 async def _found(access: Access, store: UploadStore, principal: Principal, upload_id: str) -> Upload:
