@@ -15,6 +15,7 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
+from analytics.connection import service_listening
 from api.console import PAGES
 from localparts.switchboard_process import SwitchboardProcess
 from settings import Settings
@@ -50,6 +51,17 @@ async def eventually(what: str, check: Callable[[], Awaitable[bool]], worker: Sw
         await asyncio.sleep(0.3)
 
 
+async def analytics_up(settings: Settings, worker: SwitchboardProcess) -> None:
+    """Progress is read through the analytics service: asked before it listens, the API would open the
+    engine's folder itself (`open_reader`) and keep reading that empty copy."""
+
+    async def listening() -> bool:
+        host, port = settings.analytics_host, settings.analytics_port
+        return await asyncio.to_thread(service_listening, host, port, 0.5)
+
+    await eventually("the analytics service listening", listening, worker)
+
+
 async def seed(redis: Redis) -> None:
     """The app, four students of 2020 and one other, their segment, and a policy holding campaigns."""
     await AppRegistry(redis).register("lms", {"inbox", "email"})
@@ -80,6 +92,7 @@ async def test_compose_approve_deliver_and_a_role_without_permission(
         SwitchboardProcess("analytics", flow, tmp_path / "analytics.log") as service,
         SwitchboardProcess("worker", flow, tmp_path / "worker.log") as worker,
     ):
+        await analytics_up(flow, worker)
         async with running_console(flow, redis) as console:
             await console.operator("li", "sender@lms")
             await console.operator("mei", "approver@lms")
@@ -154,6 +167,10 @@ async def test_compose_approve_deliver_and_a_role_without_permission(
             await li.goto(f"/console/send/{campaign_id}")
             await expect(li.locator("#progress-delivered")).to_have_text("4", timeout=DEADLINE * 1000)
             await screenshot(li, "send-campaign-delivered")
+            async with li.expect_navigation():
+                await li.click("#recall-campaign")
+            await expect(li.locator("#campaign-recalled")).to_contain_text("4 recalled")
+            assert [await inbox.total(p) for p in PEOPLE] == [0, 0, 0, 0]
             await li.goto("/console/send")
             await expect(li.locator("#campaigns")).to_contain_text("Linear Algebra reminder")
             if any(page.name == "people" for page in PAGES):  # the People page, once merged

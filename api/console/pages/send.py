@@ -147,7 +147,8 @@ def send_router(deps: ApiDeps) -> APIRouter:
         campaign = await found(principal, READ, campaign_id)
         counted = await flow.read_progress(deps, [campaign])
         shown = {"progress": None} | await flow.view(deps, desk_of(), campaign, progress=counted)
-        return render(request, "send/progress.html", principal, campaign=shown, poll_seconds=_POLL_SECONDS)
+        return render(request, "send/progress.html", principal, campaign=shown, poll_seconds=_POLL_SECONDS,
+                      may_manage=principal.allows(MANAGE, campaign.app))
 
     @router.post("/{campaign_id}/{action}", response_class=HTMLResponse, include_in_schema=False)
     async def act(request: Request, principal: Manager, campaign_id: CampaignId, action: str) -> Response:
