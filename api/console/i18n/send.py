@@ -26,15 +26,27 @@ WORDS = {
     "target.addresses": {"zh": "自定义：手动输入", "en": "Custom: typed in"},
     "target.upload": {"zh": "自定义：文件上传", "en": "Custom: file upload"},
     "hint.split": {"zh": "用逗号或换行分隔", "en": "separated by commas or new lines"},
-    "hint.addresses": {"zh": "每行一个手机号码或邮箱；其他渠道写 渠道:地址", "en": "One phone number or email a line; another channel as channel:address"},
-    "hint.upload": {"zh": "CSV 或 XLSX：手机号码、邮箱或用户ID", "en": "CSV or XLSX of phone numbers, emails or user ids"},
+    "hint.addresses": {
+        "zh": "每行一个手机号码或邮箱；其他渠道写 渠道:地址",
+        "en": "One phone number or email a line; another channel as channel:address",
+    },
+    "hint.upload": {
+        "zh": "CSV 或 XLSX：手机号码、邮箱或用户ID",
+        "en": "CSV or XLSX of phone numbers, emails or user ids",
+    },
     "upload.submit": {"zh": "上传", "en": "Upload"},
     "upload.none": {"zh": "（先上传文件）", "en": "(upload a file first)"},
-    "upload.done": {"zh": "已上传 {filename}：{recipients} 人，{invalid} 行无效", "en": "Uploaded {filename}: {recipients} recipients, {invalid} invalid rows"},
+    "upload.done": {
+        "zh": "已上传 {filename}：{recipients} 人，{invalid} 行无效",
+        "en": "Uploaded {filename}: {recipients} recipients, {invalid} invalid rows",
+    },
     "choose": {"zh": "请选择", "en": "Choose"},
     "people": {"zh": "{count} 人", "en": "{count} people"},
     "field.channels": {"zh": "发送通道", "en": "Channels"},
-    "hint.channels": {"zh": "不选则由规则决定；多选则同时发送", "en": "None: the rules decide; several: sent on each at once"},
+    "hint.channels": {
+        "zh": "不选则由规则决定；多选则同时发送",
+        "en": "None: the rules decide; several: sent on each at once",
+    },
     "field.timing": {"zh": "发送时间", "en": "Time"},
     "timing.now": {"zh": "立即", "en": "Now"},
     "timing.scheduled": {"zh": "定时", "en": "Scheduled"},
@@ -91,6 +103,9 @@ WORDS = {
     "submitted_by": {"zh": "提交人", "en": "Submitted by"},
     "cancelled_by": {"zh": "取消", "en": "Cancelled"},
     "recalled": {"zh": "已撤回 {count} 条", "en": "{count} recalled"},
-    "approval_note": {"zh": "若有审批策略适用，消息将等待审批后发送。", "en": "Where an approval policy applies, the message waits for approval before it is sent."},
+    "approval_note": {
+        "zh": "若有审批策略适用，消息将等待审批后发送。",
+        "en": "Where an approval policy applies, the message waits for approval before it is sent.",
+    },
     "back_to_list": {"zh": "返回列表", "en": "Back to the list"},
 }
