@@ -128,13 +128,16 @@ async def test_compose_approve_deliver_and_a_role_without_permission(
             assert "/console/send/lms.c" in li.url
             campaign_id = li.url.rsplit("/", 1)[1]
             await expect(li.locator("#campaign-state")).to_have_text("running")
-            await screenshot(li, "send-campaign-submitted")
 
             async def held() -> bool:
                 pending = await approvals.listing("pending")
                 return any(i.subject.endswith(f"campaign-{campaign_id}") for i in pending)
 
             await eventually("the campaign held for approval", held, worker)
+            await expect(li.locator("#campaign-approval")).to_contain_text(
+                "Waiting for approval: policy campaign-review", timeout=15_000
+            )
+            await screenshot(li, "send-campaign-held")
             assert sum([await inbox.total(p) for p in PEOPLE]) == 0
 
             # mei approves it on her Approvals page, with its preview; a stale page's second try is refused.

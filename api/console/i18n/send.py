@@ -108,4 +108,12 @@ WORDS = {
         "en": "Where an approval policy applies, the message waits for approval before it is sent.",
     },
     "back_to_list": {"zh": "返回列表", "en": "Back to the list"},
+    "approval.pending": {
+        "zh": "等待审批：策略 {policy}，第 {level}/{levels} 级（{role}）",
+        "en": "Waiting for approval: policy {policy}, level {level} of {levels} ({role})",
+    },
+    "approval.approved": {"zh": "已通过审批（策略 {policy}）", "en": "Approved (policy {policy})"},
+    "approval.rejected": {"zh": "审批被驳回（策略 {policy}）", "en": "Rejected (policy {policy})"},
+    "approval.expired": {"zh": "审批已过期（策略 {policy}）", "en": "Approval expired (policy {policy})"},
+    "approval.open": {"zh": "查看审批", "en": "Open the approval"},
 }

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api import campaign_flow as flow
+from api.approval_service import DECIDE
 from api.campaign_service import CampaignDesk
 from api.console.context import ConsolePage
 from api.console.pages.send_choices import composer_choices, composer_preview
@@ -24,6 +25,7 @@ from api.deps import ApiDeps
 from api.uploads import stored_upload
 from records.vocabulary import CATEGORIES, CHANNELS, PRIORITIES
 from settings.permissions import Principal
+from state.approvals import ApprovalItem, approval_id_for
 from state.campaigns import Campaign, app_of
 from state.uploads import DEFAULT_TTL_HOURS
 
@@ -63,6 +65,13 @@ def send_router(deps: ApiDeps) -> APIRouter:
             preview=await composer_preview(deps, desk_of(), principal, form),
         )
 
+    async def approval_of(campaign: Campaign) -> ApprovalItem | None:
+        """The approval holding the campaign's event, if a policy held it (its id follows from the event)."""
+        if deps.approvals is None or campaign.submitted_at is None:
+            return None
+        subject = f"{campaign.app}:{campaign.event_id}"
+        return await deps.approvals.store.get(approval_id_for("message", subject))
+
     async def campaign_page(request: Request, principal: Principal, campaign: Campaign,
                             message: str = "", status_code: int = 200) -> HTMLResponse:
         desk = desk_of()
@@ -71,7 +80,8 @@ def send_router(deps: ApiDeps) -> APIRouter:
         shown.setdefault("progress", None)
         return render(request, "send/campaign.html", principal, status_code=status_code, campaign=shown,
                       may_manage=principal.allows(MANAGE, campaign.app), message=message,
-                      poll_seconds=_POLL_SECONDS)
+                      poll_seconds=_POLL_SECONDS, approval=await approval_of(campaign),
+                      may_decide=principal.allows(DECIDE, campaign.app))
 
     @router.get("", response_class=HTMLResponse, include_in_schema=False)
     async def campaigns(request: Request, principal: Reader) -> HTMLResponse:
@@ -148,7 +158,8 @@ def send_router(deps: ApiDeps) -> APIRouter:
         counted = await flow.read_progress(deps, [campaign])
         shown = {"progress": None} | await flow.view(deps, desk_of(), campaign, progress=counted)
         return render(request, "send/progress.html", principal, campaign=shown, poll_seconds=_POLL_SECONDS,
-                      may_manage=principal.allows(MANAGE, campaign.app))
+                      may_manage=principal.allows(MANAGE, campaign.app), approval=await approval_of(campaign),
+                      may_decide=principal.allows(DECIDE, campaign.app))
 
     @router.post("/{campaign_id}/{action}", response_class=HTMLResponse, include_in_schema=False)
     async def act(request: Request, principal: Manager, campaign_id: CampaignId, action: str) -> Response:
