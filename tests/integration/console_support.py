@@ -20,13 +20,16 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from clickhouse_connect.driver.client import Client
 from playwright.async_api import Browser, Page, async_playwright
 from redis.asyncio import Redis
 
 from api.access import Access
+from api.analytics_reader import LazyReader
 from api.app import create_api
-from api.deps import ApiDeps, LoadedRules
+from api.deps import Analytics, ApiDeps, LoadedRules
 from api.server import build_deps
+from api.trace import Tracer
 from localparts.process import free_port
 from settings import Settings
 from state.operators import OperatorStore
@@ -57,9 +60,11 @@ async def running_console(
     *,
     rules: LoadedRules | None = None,
     session_idle_seconds: int | None = None,
+    clickhouse: Client | None = None,
 ) -> AsyncIterator[RunningConsole]:
     """The API with its console served by uvicorn on a free loopback port, until the block ends.
-    `session_idle_seconds` shortens sessions for the expiry test."""
+    `session_idle_seconds` shortens sessions for the expiry test; `clickhouse` (the test run's chdb
+    client) is the reports' reader, for pages that show reports without the analytics service."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = settings.model_copy(update={"public_url": url})
@@ -71,6 +76,9 @@ async def running_console(
     )
     access = deps.access
     deps = replace(deps, access=Access(access.apps, operators, access.user_tokens, access.failures))
+    if clickhouse is not None:
+        reader = LazyReader(lambda: clickhouse)
+        deps = replace(deps, analytics=Analytics(reader, Tracer(reader, redis)))
     config = uvicorn.Config(create_api(deps), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
