@@ -15,7 +15,7 @@ from api.access import holds
 from api.console.context import Console, ConsolePage
 from api.console.csrf import CsrfRefused, csrf_checked
 from api.console.i18n import DEFAULT_LOCALE
-from api.console.pages import approvals, overview, send
+from api.console.pages import approvals, audit, dead_letters, members, overview, send
 from api.console.render import SECURITY_HEADERS, render, render_frame
 from api.console.session import (
     ConsoleForbidden,
@@ -30,6 +30,9 @@ PAGES: tuple[ConsolePage, ...] = (
     overview.PAGE,
     send.PAGE,
     approvals.PAGE,
+    members.PAGE,
+    audit.PAGE,
+    dead_letters.PAGE,
 )
 
 STATIC = Path(__file__).parent / "static"
