@@ -110,7 +110,7 @@ def _sms_segments(desk: CampaignDesk, composition: Composition) -> int | None:
         message = desk.templates.render(composition.template, "sms", composition.data, None)
     except TemplateError:
         return None
-    return count_segments(message.body).segments
+    return count_segments(message.text).segments  # an SMS part renders `text` (`body` stays empty)
 
 
 def _channels_of(templates: TemplateCatalog, template: str) -> frozenset[str]:

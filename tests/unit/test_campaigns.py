@@ -67,3 +67,17 @@ def test_the_state_shown_is_scheduled_until_due_and_done_once_every_message_sett
     assert _state(campaign("running"), 3, {"settled": 3}) == "done"
     assert _state(campaign("running"), None, {"settled": 3}) == "running"  # a segment: count unknown
     assert _state(campaign("cancelled"), 3, {"settled": 3}) == "cancelled"
+
+
+def test_an_sms_estimate_counts_the_segments_of_the_rendered_text() -> None:
+    from pathlib import Path
+
+    from api.campaign_service import CampaignDesk, _sms_segments
+    from channels.templates import TemplateCatalog
+
+    catalog = TemplateCatalog(Path(__file__).resolve().parents[2] / "templates")
+    desk = CampaignDesk(store=None, inbox=None, redis=None, templates=catalog)  # type: ignore[arg-type]
+    short = {"course": "LA", "starts_at": "10:00", "room": "B201"}
+    long = short | {"course": "高等数学与线性代数" * 8}  # past 70 UCS-2 characters: several segments
+    assert _sms_segments(desk, Composition.model_validate(BODY | {"data": short})) == 1
+    assert _sms_segments(desk, Composition.model_validate(BODY | {"data": long})) == 2
