@@ -25,6 +25,7 @@ WORDS = {
     "target.segment": {"zh": "用户分群", "en": "Segment"},
     "target.addresses": {"zh": "自定义：手动输入", "en": "Custom: typed in"},
     "target.upload": {"zh": "自定义：文件上传", "en": "Custom: file upload"},
+    "hint.segment": {"zh": "选定后在预览中显示人数", "en": "its count shows in the preview once chosen"},
     "hint.split": {"zh": "用逗号或换行分隔", "en": "separated by commas or new lines"},
     "hint.addresses": {
         "zh": "每行一个手机号码或邮箱；其他渠道写 渠道:地址",

@@ -5,7 +5,6 @@ SMS segments, the recipients and the estimated cost (the campaigns API's estimat
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,15 +19,14 @@ from state.apps import AppRegistry
 from state.segments import SegmentStore
 
 MANAGE = "campaigns:manage"
-MAX_SEGMENTS_COUNTED = 50
-"""Counting a segment walks it: the list counts the first ones only, the estimate counts the chosen."""
-
-
 @dataclass(frozen=True)
 class SegmentChoice:
+    """A segment offered by name. Not counted in the list: counting a defined segment walks its people
+    (~0.25 s of CPU for 10,000, measured), so the preview counts the chosen one (the estimate)."""
+
     name: str
     app: str
-    count: int | None
+    description: str
 
 
 @dataclass(frozen=True)
@@ -66,10 +64,7 @@ async def _segments(deps: ApiDeps, principal: Principal) -> list[SegmentChoice]:
     readable = principal.apps_for("segments:read")
     shown = [s for s in await store.all()
              if s.app == ALL_APPS or ALL_APPS in readable or s.app in readable]
-    counted = shown[:MAX_SEGMENTS_COUNTED]
-    counts = await asyncio.gather(*(store.count(s.name) for s in counted))
-    known = dict(zip([s.name for s in counted], counts, strict=True))
-    return [SegmentChoice(s.name, s.app, known.get(s.name)) for s in sorted(shown, key=lambda s: s.name)]
+    return [SegmentChoice(s.name, s.app, s.description) for s in sorted(shown, key=lambda s: s.name)]
 
 
 async def _uploads(deps: ApiDeps, principal: Principal, apps: list[str]) -> list[dict[str, object]]:
@@ -109,8 +104,8 @@ async def composer_preview(deps: ApiDeps, desk: CampaignDesk, principal: Princip
         data = parsed.composition.data if parsed.composition is not None else {}
         shown.parts = rendered_parts(catalog, form.template, data)
         sms = shown.parts.get("sms", {})
-        if isinstance(sms.get("body"), str):
-            shown.sms_segments = count_segments(sms["body"]).segments
+        if isinstance(sms.get("text"), str):  # an SMS part renders `text`
+            shown.sms_segments = count_segments(sms["text"]).segments
     elif form.template:
         shown.errors.setdefault("template", f"unknown template {form.template!r}")
     composition = parsed.composition
