@@ -35,6 +35,7 @@ WORDS = {
         "zh": "CSV 或 XLSX：手机号码、邮箱或用户ID",
         "en": "CSV or XLSX of phone numbers, emails or user ids",
     },
+    "upload.new": {"zh": "上传新名单（用所选应用）", "en": "Upload a new list (for the app chosen above)"},
     "upload.submit": {"zh": "上传", "en": "Upload"},
     "upload.none": {"zh": "（先上传文件）", "en": "(upload a file first)"},
     "upload.done": {

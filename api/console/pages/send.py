@@ -9,9 +9,10 @@ refusals (shown next to the field, or above the form), the same audit records.
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, UploadFile, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import UploadFile  # what the form parser makes (FastAPI's is a subclass)
 
 from api import campaign_flow as flow
 from api.approval_service import DECIDE
@@ -119,31 +120,36 @@ def send_router(deps: ApiDeps) -> APIRouter:
         if (await request.form()).get("action") == "send":
             try:
                 campaign = await flow.submit(deps, desk, request, principal, campaign)
-            except (RequestValidationError, HTTPException) as exc:
+            except (RequestValidationError, HTTPException) as exc:  # kept as a draft, the refusal shown
                 message = "; ".join(refusal_errors(exc, form).values())
-                return await campaign_page(request, principal, campaign, message, status.HTTP_409_CONFLICT)
+                code = exc.status_code if isinstance(exc, HTTPException) else _INVALID
+                return await campaign_page(request, principal, campaign, message, code)
         return RedirectResponse(f"/console/send/{campaign.id}", status.HTTP_303_SEE_OTHER)
 
     @router.post("/upload", response_class=HTMLResponse, include_in_schema=False)
     async def upload(request: Request, principal: Manager) -> HTMLResponse:
-        """A recipient list through the uploads service (`uploads:manage` on the app), then the composer
-        again with it chosen as the target."""
+        """A recipient list through the uploads service (`uploads:manage` on the composer's app), then the
+        composer again, as filled in, with the list chosen as the target."""
         if deps.uploads is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "uploads are not configured")
-        async with request.form(max_files=1, max_fields=8) as posted:
-            app, file = posted.get("app"), posted.get("file")
-            form = ComposerForm(app=app if isinstance(app, str) else "", target="upload")
-            if not isinstance(app, str) or not app:
-                return await composer(request, principal, form, {"file": "choose the list's app"}, 422)
+        async with request.form(max_files=1, max_fields=64) as posted:
+            # The composer's own fields come along (its Upload button posts the whole form), so
+            # nothing typed so far is lost.
+            form = ComposerForm.of(posted, [c for c in posted.getlist("channels") if isinstance(c, str)])
+            file, app = posted.get("file"), form.app
+            if not app:
+                return await composer(request, principal, form, {"app": "choose the list's app"}, _INVALID)
             if not principal.allows("uploads:manage", app):
                 raise ConsoleForbidden(principal, "uploads:manage", app)
             if not isinstance(file, UploadFile) or not file.filename:
-                return await composer(request, principal, form, {"file": "choose a CSV or XLSX file"}, 422)
+                chosen = {"file": "choose a CSV or XLSX file"}
+                return await composer(request, principal, form, chosen, _INVALID)
             try:
                 stored = await stored_upload(deps, deps.uploads, request, principal, app, None,
                                              DEFAULT_TTL_HOURS, file)
             except RequestValidationError as exc:
-                return await composer(request, principal, form, refusal_errors(exc, form), 422)
+                return await composer(request, principal, form, refusal_errors(exc, form), _INVALID)
+        form.target = "upload"
         form.upload = stored.upload_id
         return await composer(request, principal, form)
 

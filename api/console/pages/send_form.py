@@ -123,7 +123,7 @@ def field_of(loc: Sequence[Any], form: ComposerForm) -> str:
         return form.target if form.target in TARGETS and form.target != "all" else "target"
     if head in ("send_at",):
         return "send_at"
-    known = set(ComposerForm.__dataclass_fields__)
+    known = {*ComposerForm.__dataclass_fields__, "file"}  # the upload's file, posted with the form
     return head if head in known else "_form"
 
 
