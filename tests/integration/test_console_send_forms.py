@@ -94,3 +94,17 @@ async def test_refusals_show_the_apis_words_where_they_belong(console: Console, 
     stored = await CampaignStore(redis).get(campaign_id)
     assert stored is not None and stored.id != kept.id
     assert stored is not None and stored.state == "draft" and stored.created_by == "operator:li"
+
+
+async def test_the_live_preview_renders_each_channel_or_says_what_is_missing(console: Console) -> None:
+    whole = await console.client.post(
+        "/console/send/preview", data={"csrf": console.csrf, **composed(), "channels": "sms"}
+    )
+    assert whole.status_code == 200
+    assert 'id="preview-sms"' in whole.text and 'id="preview-inbox"' in whole.text
+    assert 'id="sms-segments"' in whole.text and 'id="estimate-recipients"' in whole.text
+    no_data = {"csrf": console.csrf, **composed(data="{}")}
+    missing = await console.client.post("/console/send/preview", data=no_data)
+    assert "preview-sms" not in missing.text
+    assert missing.text.count("needs variable(s) course, room, starts_at") == 1
+    assert "Template variables (JSON)" in missing.text  # the field named by its label

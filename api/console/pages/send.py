@@ -35,6 +35,11 @@ MANAGE = "campaigns:manage"
 _ID = r"^[A-Za-z0-9_.:\-]{1,160}$"
 _POLL_SECONDS = 3
 _INVALID = status.HTTP_422_UNPROCESSABLE_CONTENT
+# A form field's label among the page's words, for the preview's list of what is still wrong.
+LABELS = {name: f"field.{name}" for name in (
+    "app", "name", "target", "channels", "timing", "send_at", "utc_offset", "pace_per_second", "strategy",
+    "priority", "category", "template", "data")} | {
+    name: f"target.{name}" for name in ("tags", "user_ids", "segment", "addresses", "upload")}
 
 
 def send_router(deps: ApiDeps) -> APIRouter:
@@ -63,7 +68,7 @@ def send_router(deps: ApiDeps) -> APIRouter:
             request, "send/compose.html", principal, status_code=status_code, form=form,
             errors=errors or {}, choices=await composer_choices(deps, principal), targets=TARGETS,
             timings=TIMINGS, channels=CHANNELS, priorities=PRIORITIES, categories=CATEGORIES,
-            preview=await composer_preview(deps, desk_of(), principal, form),
+            preview=await composer_preview(deps, desk_of(), principal, form), labels=LABELS,
         )
 
     async def approval_of(campaign: Campaign) -> ApprovalItem | None:
@@ -101,7 +106,7 @@ def send_router(deps: ApiDeps) -> APIRouter:
         """The htmx fragment re-rendered as the form changes: per channel, segments, count and cost."""
         form = await _posted(request)
         shown = await composer_preview(deps, desk_of(), principal, form)
-        return render(request, "send/preview.html", principal, preview=shown, form=form)
+        return render(request, "send/preview.html", principal, preview=shown, form=form, labels=LABELS)
 
     @router.post("/new", response_class=HTMLResponse, include_in_schema=False)
     async def compose(request: Request, principal: Manager) -> Response:

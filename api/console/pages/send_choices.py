@@ -5,6 +5,7 @@ SMS segments, the recipients and the estimated cost (the campaigns API's estimat
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,11 +102,15 @@ async def composer_preview(deps: ApiDeps, desk: CampaignDesk, principal: Princip
     shown.errors = dict(parsed.errors)
     catalog = desk.templates
     if catalog is not None and form.template in catalog:
-        data = parsed.composition.data if parsed.composition is not None else {}
-        shown.parts = rendered_parts(catalog, form.template, data)
-        sms = shown.parts.get("sms", {})
-        if isinstance(sms.get("text"), str):  # an SMS part renders `text`
-            shown.sms_segments = count_segments(sms["text"]).segments
+        data = _data(form)
+        missing = catalog.check_data(form.template, data)
+        if missing:  # the API's own refusal, once, rather than every channel failing to render
+            shown.errors.setdefault("data", "; ".join(missing))
+        else:
+            shown.parts = rendered_parts(catalog, form.template, data)
+            sms = shown.parts.get("sms", {})
+            if isinstance(sms.get("text"), str):  # an SMS part renders `text`
+                shown.sms_segments = count_segments(sms["text"]).segments
     elif form.template:
         shown.errors.setdefault("template", f"unknown template {form.template!r}")
     composition = parsed.composition
@@ -113,3 +118,12 @@ async def composer_preview(deps: ApiDeps, desk: CampaignDesk, principal: Princip
         channels = await flow.app_channels(deps, composition.app)
         shown.estimate = (await estimate(desk, composition, channels)).as_dict()
     return shown
+
+
+def _data(form: ComposerForm) -> dict[str, Any]:
+    """The template's variables as typed so far ({} until they are a JSON object)."""
+    try:
+        data = json.loads(form.data or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
