@@ -41,6 +41,7 @@ class ConsoleCase:
 
 
 _OPERATOR = f"/console/members/operators/{TARGET_OPERATOR}"
+_CAMPAIGN = "/console/send/lms.c0123456789ab"  # need not exist: 404 once the permission let it through
 
 CONSOLE_CASES: tuple[ConsoleCase, ...] = (
     # base
@@ -64,6 +65,23 @@ CONSOLE_CASES: tuple[ConsoleCase, ...] = (
     ConsoleCase("POST", "/console/members/roles", "roles:manage", {"name": "matrix-role"}),
     ConsoleCase("POST", "/console/members/roles/no-such-role/remove", "roles:manage",
                 route="/console/members/roles/{role}/remove"),
+    # send
+    ConsoleCase("GET", "/console/send", "campaigns:read"),
+    ConsoleCase("GET", "/console/send/new", "campaigns:manage"),
+    ConsoleCase("POST", "/console/send/preview", "campaigns:manage", {"app": "lms", "target": "all"}),
+    ConsoleCase("POST", "/console/send/new", "campaigns:manage", {"app": "lms", "target": "all"}),
+    ConsoleCase("POST", "/console/send/upload", "campaigns:manage", {"app": ""}),
+    ConsoleCase("GET", _CAMPAIGN, "campaigns:read", route="/console/send/{campaign_id}"),
+    ConsoleCase("GET", f"{_CAMPAIGN}/progress", "campaigns:read",
+                route="/console/send/{campaign_id}/progress"),
+    ConsoleCase("POST", f"{_CAMPAIGN}/cancel", "campaigns:manage",
+                route="/console/send/{campaign_id}/{action}"),
+    # approvals
+    ConsoleCase("GET", "/console/approvals", "approvals:decide"),
+    ConsoleCase("GET", "/console/approvals/ap_0", "approvals:decide",
+                route="/console/approvals/{approval_id}"),
+    ConsoleCase("POST", "/console/approvals/ap_0/approve", "approvals:decide", {"comment": "ok"},
+                route="/console/approvals/{approval_id}/{verdict}"),
     # audit
     ConsoleCase("GET", "/console/audit", "audit:read"),
     # dead letters
