@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from playwright.async_api import Browser, Page, expect
@@ -124,6 +125,7 @@ async def test_compose_approve_deliver_and_a_role_without_permission(
             await expect(li.locator("#error-data")).to_contain_text("room")
             assert await console.deps.campaigns.store.listing(None) == []  # type: ignore[union-attr]
             await li.fill("#data", DATA)
+            sent_on = datetime.now(UTC).date()
             async with li.expect_navigation():
                 await li.click("#send")
             assert "/console/send/lms.c" in li.url
@@ -177,6 +179,11 @@ async def test_compose_approve_deliver_and_a_role_without_permission(
             assert [await inbox.total(p) for p in PEOPLE] == [0, 0, 0, 0]
             await li.goto("/console/send")
             await expect(li.locator("#campaigns")).to_contain_text("Linear Algebra reminder")
+            # The overview counts them among today's sends (unless the UTC day turned meanwhile).
+            await li.goto("/console/overview?app=lms")
+            if datetime.now(UTC).date() == sent_on:
+                await expect(li.locator("#today-sent")).to_have_text("4")
+            await screenshot(li, "overview-after-send")
             if any(page.name == "people" for page in PAGES):  # the People page, once merged
                 await li.goto(f"/console/people/{PEOPLE[0]}")
                 await expect(li.locator("#history")).to_contain_text("course_reminder")
