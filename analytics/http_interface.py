@@ -277,12 +277,6 @@ def _syntax(reason: str) -> EngineError:
     return EngineError(SYNTAX_ERROR, f"Code: {SYNTAX_ERROR}. DB::Exception: {reason}. (SYNTAX_ERROR)")
 
 
-QUERY_SETTINGS = {"do_not_merge_across_partitions_select_final": "1"}
-"""Settings Switchboard's own queries carry in their SETTINGS clause (analytics/funnel.py), set on every
-session before `readonly`: a read-only session refuses a change but accepts the value it already has,
-so the funnel reads through this interface too. Only faster: merges never cross partitions."""
-
-
 def _session_settings(request: Request, analyst: Analyst, readonly: bool) -> dict[str, str]:
     """Settings from the URL first, then the analyst's limits, then readonly: the engine applies them in
     order, so once `readonly=1` is set no later change (URL, SETTINGS clause, SET) is accepted."""
@@ -294,7 +288,6 @@ def _session_settings(request: Request, analyst: Analyst, readonly: bool) -> dic
             raise EngineError(READONLY, readonly_refusal(name))
         settings[name] = value
     settings.update(analyst.limits())
-    settings.update(QUERY_SETTINGS)
     if readonly:
         settings["readonly"] = "1"
     return settings
