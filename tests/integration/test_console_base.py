@@ -79,6 +79,12 @@ async def test_an_idle_session_expires_to_the_login_page(
         await asyncio.sleep(2.2)  # Redis expires the session key on its own clock
         await page.goto("/console/overview")
         assert "/console/login" in page.url
+        # The stale cookie is still in the browser: logging in again works all the same.
+        await page.fill("#name", "ada")
+        await page.fill("#password", "a long enough console passphrase")
+        async with page.expect_navigation():
+            await page.click("#login-submit")
+        assert page.url.endswith("/console/overview")
 
 
 async def test_an_operator_without_the_permission_sees_no_entry_and_gets_403(
