@@ -1,0 +1,49 @@
+"""Charts as SVG drawn on the server: no script, no chart library, readable without JavaScript.
+
+Every label is escaped; colours come from CSS classes (`static/console.css`), so the page's
+Content-Security-Policy needs no inline style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from markupsafe import Markup, escape
+
+BAR_HEIGHT = 22
+GAP = 8
+LABEL_WIDTH = 120
+VALUE_WIDTH = 70
+
+
+def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, width: int = 520,
+              series: str = "s0") -> Markup:
+    """Horizontal bars, one per (label, value), longest value full width; `series` picks the colour
+    class. An empty chart says so instead of drawing nothing."""
+    height = max(1, len(bars)) * (BAR_HEIGHT + GAP) + GAP
+    room = width - LABEL_WIDTH - VALUE_WIDTH
+    top = max((value for _, value in bars), default=0.0)
+    parts = [
+        f'<svg class="chart bar-chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
+    ]
+    if not bars:
+        parts.append(f'<text class="chart-empty" x="{GAP}" y="{BAR_HEIGHT}">–</text>')
+    for index, (label, value) in enumerate(bars):
+        y = GAP + index * (BAR_HEIGHT + GAP)
+        length = 0.0 if top <= 0 else max(1.0, room * value / top) if value > 0 else 0.0
+        baseline = f"{y + BAR_HEIGHT * 0.7:.1f}"
+        parts.append(
+            f'<g class="bar"><text class="chart-label" x="{LABEL_WIDTH - GAP}" y="{baseline}" '
+            f'text-anchor="end">{escape(label)}</text>'
+            f'<rect class="chart-bar {escape(series)}" x="{LABEL_WIDTH}" y="{y}" width="{length:.1f}" '
+            f'height="{BAR_HEIGHT}"><title>{escape(label)}: {_number(value)}</title></rect>'
+            f'<text class="chart-value" x="{LABEL_WIDTH + length + 6:.1f}" y="{baseline}">'
+            f"{_number(value)}</text></g>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704  every piece of text in it went through escape()
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"

@@ -1,0 +1,5 @@
+"""The Overview page's words."""
+
+WORDS = {
+    "title": {"zh": "概览", "en": "Overview"},
+}
