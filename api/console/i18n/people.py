@@ -47,6 +47,7 @@ WORDS = {
     "people.history": {"zh": "消息记录", "en": "Message history"},
     "people.status": {"zh": "状态", "en": "Status"},
     "people.why": {"zh": "原因", "en": "Why"},
+    "people.pending": {"zh": "等待中", "en": "pending"},
     "people.rule": {"zh": "规则 {rule}", "en": "rule {rule}"},
     "people.step": {"zh": "降级第 {step} 步", "en": "fallback step {step}"},
     "history.no_analytics": {"zh": "本部署未连接分析库", "en": "No analytics in this deployment"},
