@@ -168,8 +168,10 @@ async def test_channel_secret_set_through_the_page_is_never_shown_nor_audited_an
         for path in (*EVERY_PAGE, "/console/overview"):
             answer = await page.request.get(path)
             assert SECRET not in await answer.text(), path
-        assert [r.action for r in changes(audits)] == ["channel.create", "channel.secret_set", "channel.enable",
-                                              "channel.authorise", "channel.unauthorise"]
+        assert [r.action for r in changes(audits)] == [
+            "channel.create", "channel.secret_set", "channel.enable",
+            "channel.authorise", "channel.unauthorise",
+        ]
         assert not any(SECRET in r.model_dump_json() for r in audits)
 
         reader = await open_page(browser, console)
