@@ -48,6 +48,10 @@ CASES: tuple[ConsoleCase, ...] = (
     ConsoleCase("GET", "/console/people/u1", "people:read", "/console/people/{user_id}"),
     ConsoleCase("POST", "/console/people/u1/tags", "people:write", "/console/people/{user_id}/tags",
                 form=(("tags", "a"),)),
+    ConsoleCase("POST", "/console/people/u1/unsubscribe", "people:manage",
+                "/console/people/{user_id}/unsubscribe", form=(("category", "marketing"),)),
+    ConsoleCase("POST", "/console/people/u1/resubscribe", "people:manage",
+                "/console/people/{user_id}/resubscribe", form=(("category", "marketing"),)),
     # --- segments ---------------------------------------------------------------------------------
     ConsoleCase("GET", "/console/segments", "segments:read"),
     ConsoleCase("GET", "/console/segments/new", "segments:manage"),

@@ -241,8 +241,18 @@ async def test_people_segments_and_uploads_pages(
         await page.fill("#tags input[name=tags]", f"freshman t{unique} honours")
         await submit(page, "#tags button")
         assert "honours" in (await UserDirectory(redis).get(person)).tags  # type: ignore[union-attr]
+        await submit(page, "#unsubscriptions button")
+        assert (await ConsentStore(redis).consent(person)).unsubscriptions == ()
+        await page.select_option("#unsubscribe select[name=category]", "marketing")
+        await submit(page, "#unsubscribe button")
+        standing = (await ConsentStore(redis).consent(person)).unsubscriptions
+        assert [(u.category, u.channel, u.source) for u in standing] == [
+            ("marketing", None, "operator ada (console)"),
+        ]
         await screenshot(page, "console-person")
-        assert [(r.action, r.target) for r in changes(audits)] == [("person.update", person)]
+        assert [(r.action, r.target) for r in changes(audits)] == [
+            ("person.update", person), ("consent.resubscribe", person), ("consent.unsubscribe", person),
+        ]
         assert "li.lei@uni.example" not in changes(audits)[0].model_dump_json()  # the API's view: pseudo ids
 
         await page.goto("/console/segments/new")

@@ -4,7 +4,8 @@ ClickHouse with the "why" of each message (the trace `switchboard why` prints).
 
 Reading takes `people:read` over every app, as `/v1/people` does (a person is not one app's); the
 history takes `statistics:read` too, on the apps whose messages are shown. Changing tags takes
-`people:write` and goes through `api.people.changed_person` and its audit record, as `PATCH` does.
+`people:write` and goes through `api.people.changed_person` and its audit record, as `PATCH` does;
+unsubscribing and resubscribing take `people:manage` and run `api.consent`'s own functions.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
@@ -17,14 +18,17 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.analytics_reader import AnalyticsUnavailable
+from api.consent import UnsubscribeRequest, resubscribe_person, unsubscribe_person
 from api.console.context import ConsolePage
-from api.console.pages.refusals import FormErrors, refusal
+from api.console.pages.refusals import FormErrors, refusal, status_of
 from api.console.render import render
 from api.console.session import authorize, console_principal
 from api.deps import ApiDeps
 from api.people import PersonError, PersonPatch, address_rows, audit_person, changed_person, described
 from api.trace import MessageTrace
+from records.vocabulary import CATEGORIES, CHANNELS
 from settings.permissions import ALL_APPS, Principal
+from state.consent import ConsentStore
 from state.users import User, UserDirectory
 
 PATH = "/console/people"
@@ -33,6 +37,7 @@ HISTORY = 20
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{0,128}$")
 Reader = Annotated[Principal, Depends(console_principal("people:read"))]
 Writer = Annotated[Principal, Depends(console_principal("people:write"))]
+ConsentManager = Annotated[Principal, Depends(console_principal("people:manage"))]
 
 
 def people_router(deps: ApiDeps) -> APIRouter:
@@ -73,7 +78,8 @@ def people_router(deps: ApiDeps) -> APIRouter:
             request, "people/person.html", principal, status_code=status_code, person=described(user),
             addresses=address_rows(user), consent=consent, inbox=inbox, unread=unread, history=history,
             history_note=history_note, may_write=principal.allows("people:write", ALL_APPS),
-            errors=errors or {},
+            may_manage=deps.consent is not None and principal.allows("people:manage", ALL_APPS),
+            categories=CATEGORIES, channels=CHANNELS, errors=errors or {},
         )
 
     @router.get("/{user_id}")
@@ -97,6 +103,37 @@ def people_router(deps: ApiDeps) -> APIRouter:
         await audit_person(deps, request, principal, "person.update", user_id, before, after)
         await directory().upsert([after])
         return RedirectResponse(f"{PATH}/{user_id}", status.HTTP_303_SEE_OTHER)
+
+    @router.post("/{user_id}/unsubscribe")
+    async def unsubscribe(request: Request, user_id: str, principal: ConsentManager) -> Response:
+        authorize(request, principal, "people:manage", ALL_APPS)
+        user = await _found(directory(), user_id)
+        form = await request.form()
+        try:
+            body = UnsubscribeRequest.model_validate({
+                "user_id": user_id, "category": form.get("category") or None,
+                "channel": form.get("channel") or None, "source": "console",
+            })
+            await unsubscribe_person(deps, consent(), request, principal, body)
+        except (ValidationError, HTTPException) as exc:
+            return await person_page(request, principal, user, status_code=status_of(exc),
+                                     errors={f"consent.{k}": v for k, v in refusal(exc).items()})
+        return RedirectResponse(f"{PATH}/{user_id}#consent", status.HTTP_303_SEE_OTHER)
+
+    @router.post("/{user_id}/resubscribe")
+    async def resubscribe(request: Request, user_id: str, principal: ConsentManager) -> Response:
+        authorize(request, principal, "people:manage", ALL_APPS)
+        await _found(directory(), user_id)
+        form = await request.form()
+        category, channel = str(form.get("category") or ""), str(form.get("channel") or "")
+        await resubscribe_person(deps, consent(), request, principal, user_id,
+                                 category or None, channel or None)
+        return RedirectResponse(f"{PATH}/{user_id}#consent", status.HTTP_303_SEE_OTHER)
+
+    def consent() -> ConsentStore:
+        if deps.consent is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "consent is not kept in this deployment")
+        return deps.consent
 
     return router
 
