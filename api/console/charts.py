@@ -45,5 +45,49 @@ def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, width: int = 520
     return Markup("".join(parts))  # noqa: S704  every piece of text in it went through escape()
 
 
+def grouped_bar_chart(groups: Sequence[tuple[str, Sequence[float]]], series: Sequence[str], *, title: str,
+                      width: int = 640) -> Markup:
+    """Vertical bars: one group per (label, values), one bar per series in it (same order as `series`,
+    coloured `s0`, `s1`...), scaled to the largest value; a legend under the chart names the series."""
+    plot_top, plot_height, legend_row = 10, 160, 18
+    label_room = 22
+    legend_rows = (len(series) + 3) // 4
+    height = plot_top + plot_height + label_room + legend_rows * legend_row + GAP
+    top = max((value for _, values in groups for value in values), default=0.0)
+    slot = (width - 2 * GAP) / max(1, len(groups))
+    bar = max(2.0, min(26.0, (slot - 2 * GAP) / max(1, len(series))))
+    parts = [
+        f'<svg class="chart grouped-chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
+    ]
+    base = plot_top + plot_height
+    parts.append(f'<line class="chart-axis" x1="{GAP}" y1="{base}" x2="{width - GAP}" y2="{base}"/>')
+    if not groups:
+        parts.append(f'<text class="chart-empty" x="{GAP}" y="{base - GAP}">–</text>')
+    for index, (label, values) in enumerate(groups):
+        left = GAP + index * slot + (slot - bar * len(series)) / 2
+        for number, value in enumerate(values):
+            tall = 0.0 if top <= 0 or value <= 0 else max(1.0, plot_height * value / top)
+            x = left + number * bar
+            parts.append(
+                f'<rect class="chart-bar s{number % 6}" x="{x:.1f}" y="{base - tall:.1f}" '
+                f'width="{bar - 1:.1f}" height="{tall:.1f}"><title>{escape(label)} · '
+                f"{escape(series[number])}: {_number(value)}</title></rect>"
+            )
+        parts.append(
+            f'<text class="chart-label" x="{GAP + index * slot + slot / 2:.1f}" y="{base + 15}" '
+            f'text-anchor="middle">{escape(label)}</text>'
+        )
+    for number, name in enumerate(series):
+        x = GAP + (number % 4) * (width - 2 * GAP) / 4
+        y = base + label_room + (number // 4) * legend_row
+        parts.append(
+            f'<rect class="chart-bar s{number % 6}" x="{x:.1f}" y="{y}" width="10" height="10"/>'
+            f'<text class="chart-label" x="{x + 14:.1f}" y="{y + 9}">{escape(name)}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704  every piece of text in it went through escape()
+
+
 def _number(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"

@@ -17,17 +17,23 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
+from clickhouse_connect.driver.client import Client
 from playwright.async_api import Browser, Page, async_playwright
 from redis.asyncio import Redis
 
 from api.access import Access
+from api.analytics_reader import LazyReader
 from api.app import create_api
-from api.deps import ApiDeps, LoadedRules
+from api.deps import Analytics, ApiDeps, LoadedRules
+from api.publisher import Publisher
 from api.server import build_deps
+from api.trace import Tracer
 from localparts.process import free_port
+from records.audit import AuditRecord
 from settings import Settings
 from state.operators import OperatorStore
 from tests.integration.test_api_support import FAST_HASHER
@@ -37,12 +43,31 @@ PASSWORD = "a long enough console passphrase"
 _screenshots: list[Path] = []  # the run's folder, set by the `browser` fixture
 
 
+class AuditTap:
+    """The API's publisher, keeping a copy of each audit record it published (to assert on)."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+        self.audits: list[AuditRecord] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._publisher, name)
+
+    async def publish_audit(self, record: AuditRecord) -> None:
+        await self._publisher.publish_audit(record)
+        self.audits.append(record)
+
+
 @dataclass
 class RunningConsole:
     url: str
     deps: ApiDeps
     operators: OperatorStore
     redis: Redis
+    tap: AuditTap
+
+    def audited(self, action: str) -> list[AuditRecord]:
+        return [record for record in self.tap.audits if record.action == action]
 
     async def operator(self, name: str, *grants: str, locale: str = "en", password: str = PASSWORD) -> str:
         """A new active operator holding `grants` (`role` over every app, or `role@app`); its password."""
@@ -57,9 +82,11 @@ async def running_console(
     *,
     rules: LoadedRules | None = None,
     session_idle_seconds: int | None = None,
+    clickhouse: Client | None = None,
 ) -> AsyncIterator[RunningConsole]:
     """The API with its console served by uvicorn on a free loopback port, until the block ends.
-    `session_idle_seconds` shortens sessions for the expiry test."""
+    `session_idle_seconds` shortens sessions for the expiry test; `clickhouse` (the test run's chdb
+    client) is the reports' reader, for pages that show reports without the analytics service."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = settings.model_copy(update={"public_url": url})
@@ -71,6 +98,11 @@ async def running_console(
     )
     access = deps.access
     deps = replace(deps, access=Access(access.apps, operators, access.user_tokens, access.failures))
+    tap = AuditTap(deps.publisher)
+    deps = replace(deps, publisher=tap)  # type: ignore[arg-type]  # it is a Publisher, by delegation
+    if clickhouse is not None:
+        reader = LazyReader(lambda: clickhouse)
+        deps = replace(deps, analytics=Analytics(reader, Tracer(reader, redis)))
     config = uvicorn.Config(create_api(deps), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -80,7 +112,7 @@ async def running_console(
                 break
             await asyncio.sleep(0.05)
         assert server.started, "the API did not start"
-        yield RunningConsole(url, deps, operators, redis)
+        yield RunningConsole(url, deps, operators, redis, tap)
     finally:
         server.should_exit = True
         await serving
