@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 from api.console.context import ConsolePage
 from api.console.pages.refusals import refusal, status_of
 from api.console.render import render
-from api.console.session import console_principal
+from api.console.session import authorize, console_principal
 from api.deps import ApiDeps, UploadSettings
 from api.uploads import PERMISSION, found_upload, import_upload, managed_uploads, remove_upload_audited
 from settings.permissions import Principal
@@ -70,6 +70,9 @@ def uploads_router(deps: ApiDeps) -> APIRouter:
 
     @router.get("/{upload_id}")
     async def show(request: Request, upload_id: str, principal: Manager) -> Response:
+        held = await settings().store.get(upload_id)
+        if held is not None:  # another app's list: the console's 403 page, naming the permission and app
+            authorize(request, principal, PERMISSION, held.app)
         found = await found_upload(deps.access, settings().store, principal, upload_id)
         return await upload_page(request, principal, found)
 
