@@ -56,6 +56,7 @@ CASES: tuple[ConsoleCase, ...] = (
     ConsoleCase("GET", "/console/segments", "segments:read"),
     ConsoleCase("GET", "/console/segments/new", "segments:manage"),
     ConsoleCase("GET", "/console/segments/s1", "segments:read", "/console/segments/{name}"),
+    ConsoleCase("GET", "/console/segments/s1/preview", "segments:read", "/console/segments/{name}/preview"),
     ConsoleCase("POST", "/console/segments", "segments:manage", form=(("name", "s1"), ("app", "*"))),
     # --- uploads ----------------------------------------------------------------------------------
     ConsoleCase("GET", "/console/uploads", "uploads:manage"),

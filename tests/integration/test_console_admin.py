@@ -266,6 +266,7 @@ async def test_people_segments_and_uploads_pages(
         await page.fill("textarea[name=definition]", f"tags: {{all: [t{unique}]}}\n")
         await submit(page, "#segment-form button")
         assert page.url.endswith("/console/segments")
+        await page.wait_for_selector(f"#segment-fresh-{unique} .count")  # loaded after the page
         assert await page.inner_text(f"#segment-fresh-{unique} .count") == "1"
         assert "Li Lei" in await page.inner_text(f"#segment-fresh-{unique}")
         await screenshot(page, "console-segments")

@@ -17,5 +17,6 @@ WORDS = {
         "en": "Conditions as in docs/operators/segments.md; each is checked before saving, errors name "
               "their place.",
     },
+    "segments.counting": {"zh": "计算中…", "en": "Counting…"},
     "segments.save": {"zh": "保存", "en": "Save"},
 }

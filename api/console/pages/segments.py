@@ -1,4 +1,5 @@
-"""Segments (人群): the segments an operator may read, each with its exact count and a sample of members;
+"""Segments (人群): the segments an operator may read, each with its exact count and a sample of members
+(loaded per row after the page, as `GET /v1/segments/{name}/preview` counts);
 define or edit one through a YAML or JSON text area, saved by `api.segments.save_segment` as `PUT
 /v1/segments/{name}` saves it (the same checks and audit), its validation errors shown by path in the
 definition (`all[1].engaged.within: ...`).
@@ -23,7 +24,7 @@ from api.console.session import authorize, console_principal
 from api.deps import ApiDeps
 from api.segments import SegmentRequest, readable, save_segment, segment_preview
 from settings.permissions import Principal
-from state.segments import SegmentStore
+from state.segments import SegmentStore, StoredSegment
 
 PATH = "/console/segments"
 SAMPLE = 5
@@ -44,14 +45,26 @@ def segments_router(deps: ApiDeps) -> APIRouter:
 
     @router.get("")
     async def listing(request: Request, principal: Reader) -> Response:
-        segments = store()
-        shown = []
-        for segment in await segments.all():
-            if readable(principal, segment):
-                preview = await segment_preview(segments, segment, SAMPLE)
-                shown.append({"segment": segment, "preview": preview})
+        # Counts load one segment at a time after the page (`preview` below): a full evaluation of
+        # every segment before the first byte took ~0.4 s for 11 segments over 10,000 people.
+        shown = [segment for segment in await store().all() if readable(principal, segment)]
         return render(request, "segments/list.html", principal, segments=shown,
                       may_manage=bool(principal.apps_for("segments:manage")))
+
+    @router.get("/{name}/preview")
+    async def preview(request: Request, name: str, principal: Reader) -> Response:
+        """One segment's exact count and a sample: the cells of its row in the list."""
+        segment = await _readable(request, principal, name)
+        shown = await segment_preview(store(), segment, SAMPLE)
+        return render(request, "segments/preview.html", principal, segment=segment, preview=shown)
+
+    async def _readable(request: Request, principal: Principal, name: str) -> StoredSegment:
+        segment = await store().get(name) if _NAME.match(name) else None
+        if segment is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no segment {name!r}")
+        if not readable(principal, segment):
+            authorize(request, principal, "segments:read", segment.app)
+        return segment
 
     async def editor(request: Request, principal: Principal, form: Mapping[str, str], *, is_new: bool,
                      refused: Exception | None = None) -> Response:
@@ -66,11 +79,7 @@ def segments_router(deps: ApiDeps) -> APIRouter:
 
     @router.get("/{name}")
     async def edit(request: Request, name: str, principal: Reader) -> Response:
-        segment = await store().get(name) if _NAME.match(name) else None
-        if segment is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no segment {name!r}")
-        if not readable(principal, segment):
-            authorize(request, principal, "segments:read", segment.app)
+        segment = await _readable(request, principal, name)
         text = yaml.safe_dump(segment.definition, allow_unicode=True, sort_keys=False)
         form = {"name": name, "app": segment.app, "description": segment.description, "definition": text}
         return await editor(request, principal, form, is_new=False)
