@@ -15,7 +15,17 @@ from api.access import holds
 from api.console.context import Console, ConsolePage
 from api.console.csrf import CsrfRefused, csrf_checked
 from api.console.i18n import DEFAULT_LOCALE
-from api.console.pages import apps, channels, members, overview, people, segments, uploads
+from api.console.pages import (
+    apps,
+    audit,
+    channels,
+    dead_letters,
+    members,
+    overview,
+    people,
+    segments,
+    uploads,
+)
 from api.console.render import SECURITY_HEADERS, render, render_frame
 from api.console.session import (
     ConsoleForbidden,
@@ -29,6 +39,8 @@ from api.deps import ApiDeps
 PAGES: tuple[ConsolePage, ...] = (
     overview.PAGE,
     members.PAGE,
+    audit.PAGE,
+    dead_letters.PAGE,
     apps.PAGE,
     channels.PAGE,
     people.PAGE,

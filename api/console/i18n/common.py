@@ -48,4 +48,8 @@ WORDS = {
     },
     "back": {"zh": "返回", "en": "Back"},
     "empty": {"zh": "暂无数据", "en": "Nothing yet"},
+    "analytics_unavailable": {
+        "zh": "分析库暂时不可用，请稍后刷新。",
+        "en": "Analytics is unavailable right now; refresh in a moment.",
+    },
 }
