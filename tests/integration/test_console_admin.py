@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from playwright.async_api import Browser, Page
@@ -26,26 +24,12 @@ from state.apps import AppRegistry
 from state.consent import ConsentStore
 from state.inbox import Inbox, InboxMessage
 from state.users import User, UserDirectory
-from tests.integration.console_support import RunningConsole, login, open_page, running_console, screenshot
+from tests.integration.console_support import login, open_page, running_console, screenshot
 
 SECRET = "s3cr3t-never-shown-" + uuid.uuid4().hex
 EVERY_PAGE = (
     "/console/apps", "/console/channels", "/console/people", "/console/segments", "/console/uploads",
 )
-
-
-def recorded_audits(console: RunningConsole) -> list[AuditRecord]:
-    """Every audit record the API publishes from now on (still published to the broker as before)."""
-    records: list[AuditRecord] = []
-    publisher: Any = console.deps.publisher
-    publish: Callable[[AuditRecord], Awaitable[None]] = publisher.publish_audit
-
-    async def recording(record: AuditRecord) -> None:
-        records.append(record)
-        await publish(record)
-
-    publisher.publish_audit = recording
-    return records
 
 
 def changes(audits: list[AuditRecord]) -> list[AuditRecord]:
@@ -68,7 +52,7 @@ async def test_apps_register_shows_the_key_once_rotates_and_disables(
     settings: Settings, redis: Redis, browser: Browser
 ) -> None:
     async with running_console(settings, redis) as console:
-        audits = recorded_audits(console)
+        audits = console.tap.audits
         await console.operator("ada", "administrator")
         await console.operator("tess", "template_editor")  # apps:read, nothing else here
         registry = AppRegistry(redis)
@@ -120,7 +104,7 @@ async def test_channel_secret_set_through_the_page_is_never_shown_nor_audited_an
     settings: Settings, redis: Redis, browser: Browser
 ) -> None:
     async with running_console(settings, redis) as console:
-        audits = recorded_audits(console)
+        audits = console.tap.audits
         await console.operator("ada", "administrator")
         await console.operator("ana", "analyst")  # channels:read only
         await console.operator("tess", "template_editor")  # no channels:read
@@ -218,7 +202,7 @@ async def test_people_segments_and_uploads_pages(
                  reason="unsubscribed"),
     ])
     async with running_console(settings, redis) as console:
-        audits = recorded_audits(console)
+        audits = console.tap.audits
         await console.operator("ada", "administrator")
         await console.operator("ana", "analyst")  # segments:read, no people:read nor uploads:manage
         page = await open_page(browser, console)
