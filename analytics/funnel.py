@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal, get_args
+from weakref import WeakKeyDictionary
 
 from clickhouse_connect.driver.client import Client
 
@@ -268,9 +269,6 @@ def _sql(query: FunnelQuery) -> str:
         " GROUP BY message) "
         f"GROUP BY {', '.join([*groups, 'bucket'])} "
         f"ORDER BY bucket, n_decided DESC, n_sent DESC{''.join(', ' + g for g in groups)}"
-        # Parts merge only within a partition (a month of event_time), so FINAL need not merge across
-        # them and reads a fully merged month as it is: about a third less CPU on merged data, same rows.
-        " SETTINGS do_not_merge_across_partitions_select_final = 1"
     )
 
 
@@ -290,6 +288,19 @@ def _rollup_sql(query: FunnelQuery) -> str:
     )
 
 
+_SETTABLE: WeakKeyDictionary[Client, bool] = WeakKeyDictionary()
+
+
+def _may_change_settings(client: Client) -> bool:
+    """Whether this client may change a setting: not the analytics service's read-only reader (the API
+    and the CLI read through it), whose engine refuses any SETTINGS clause. Asked once per client."""
+    settable = _SETTABLE.get(client)
+    if settable is None:
+        settable = str(client.query("SELECT getSetting('readonly')").result_rows[0][0]) == "0"
+        _SETTABLE[client] = settable
+    return settable
+
+
 def funnel_report(client: Client, query: FunnelQuery) -> FunnelReport:
     """Run the funnel in ClickHouse; distinct messages per stage, exact whatever duplicates are stored."""
     parameters = {
@@ -298,6 +309,10 @@ def funnel_report(client: Client, query: FunnelQuery) -> FunnelReport:
         "app": query.app or "",
     }
     sql = _rollup_sql(query) if query.source == "rollup" else _sql(query)
+    if query.source != "rollup" and _may_change_settings(client):
+        # Parts merge only within a partition (a month of event_time), so FINAL need not merge across
+        # them and reads a fully merged month as it is: about a third less CPU on merged data, same rows.
+        sql += " SETTINGS do_not_merge_across_partitions_select_final = 1"
     result = client.query(sql, parameters=parameters)
     rows: list[FunnelRow] = []
     width = len(query.by)
