@@ -200,7 +200,7 @@ def _body_limit(limits: BodyLimits, path: str) -> int:
     """One event per body at /v1/events: its limit is the event limit; an uploaded list has its own."""
     if path == "/v1/events":
         return limits.event_bytes
-    return limits.upload_bytes if path == "/v1/uploads" else limits.body_bytes
+    return limits.upload_bytes if path in ("/v1/uploads", "/console/uploads") else limits.body_bytes
 
 
 def _mounted(deps: ApiDeps) -> set[str]:

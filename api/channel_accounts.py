@@ -10,8 +10,7 @@ it held (a secret sent in the wrong place is not echoed back).
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -19,25 +18,36 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from api.access import audit_record
+from api.channel_account_service import (
+    AccountShown,
+    SecretShown,
+    account_shown,
+    audit_view,
+    authorise_app,
+    change_account,
+    create_account,
+    found_account,
+    readable_accounts,
+    set_account_secret,
+    switch_account,
+)
 from api.deps import ApiDeps
 from api.problems import Problem, invalid
 from channels.accounts import check_account
-from records.audit import mask_secrets
 from records.vocabulary import Name
 from settings.permissions import ALL_APPS, Principal
-from state.apps import UnknownAppError
 from state.channel_accounts import (
     AccountCode,
-    AccountExistsError,
     AccountRate,
     AccountType,
     ChannelAccount,
     ChannelAccountError,
     ChannelAccounts,
-    QuotaFullError,
     SettingValue,
     UnknownAccountError,
 )
+
+__all__ = ["AccountShown", "SecretShown", "account_shown", "audit_view", "channel_accounts_router"]
 
 Code = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$", description="通道编码")]
 AppName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$", description="An upstream app")]
@@ -95,52 +105,11 @@ class SecretValue(_Body):
     value: SecretStr = Field(min_length=1, max_length=8192)
 
 
-class SecretShown(BaseModel):
-    """A secret as every response shows it."""
-
-    value: Literal["******"] = "******"  # records.audit.MASK: never the value
-    set: bool
-    updated_at: datetime | None = None
-    updated_by: str | None = None
-
-
-class AccountShown(BaseModel):
-    """A channel account as operators see it: settings in the clear, secrets masked."""
-
-    code: str
-    name: str
-    type: str
-    platform: str
-    settings: dict[str, SettingValue]
-    secrets: dict[str, SecretShown]
-    enabled: bool
-    apps: list[str]
-    priority: int
-    cost_per_message: float | None
-    rate: AccountRate | None
-    created_at: datetime
-    created_by: str
-    updated_at: datetime
-    updated_by: str
-
-
 class Rotated(BaseModel):
     resealed: list[str]
     """The codes of the accounts whose secrets were sealed again under the newest master key."""
     unopened: dict[str, str] = {}
     """Accounts none of the master keys opens, with why: left as they are (set their secrets again)."""
-
-
-def account_shown(account: ChannelAccount, scope: frozenset[str] = frozenset({ALL_APPS})) -> AccountShown:
-    apps = sorted(account.apps if ALL_APPS in scope else account.apps & scope)
-    secrets = {name: SecretShown(set=True, updated_at=state.updated_at, updated_by=state.updated_by)
-               for name, state in account.secrets.items()}
-    plain = account.model_dump(exclude={"apps", "secrets", "revision"})
-    return AccountShown(**plain, apps=apps, secrets=secrets)
-
-
-def audit_view(account: ChannelAccount | None) -> Any:
-    return None if account is None else mask_secrets(account_shown(account).model_dump(mode="json"))
 
 
 def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRouter:
@@ -163,35 +132,18 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
         ))
 
     async def found(code: str) -> ChannelAccount:
-        try:
-            return await accounts.get(code)
-        except UnknownAccountError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        return await found_account(accounts, code)
 
     @router.post("", status_code=status.HTTP_201_CREATED, response_model=AccountShown,
                  responses={409: {"model": Problem, "description": "Code taken, or quota full"}})
     async def create(body: NewAccount, request: Request, who: Manager) -> AccountShown:
-        access.authorize(who, "channels:manage", None)
-        problems = check_account(body.type, body.platform, body.settings, list(body.secrets))
-        if problems:
-            raise invalid(["body"], "; ".join(problems))
-        account = ChannelAccount.model_validate({
-            **body.model_dump(exclude={"secrets"}), "created_at": datetime.now(UTC), "created_by": who.name,
-            "updated_at": datetime.now(UTC), "updated_by": who.name,
-        })
-        try:
-            created = await accounts.create(
-                account, {name: value.get_secret_value() for name, value in body.secrets.items()}, who.name)
-        except (AccountExistsError, QuotaFullError) as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-        await audit(request, who, "channel.create", created.code, None, created)
-        return account_shown(created)
+        secrets = {name: value.get_secret_value() for name, value in body.secrets.items()}
+        fields = body.model_dump(exclude={"secrets"})
+        return await create_account(deps, accounts, request, who, fields, secrets)
 
     @router.get("", response_model=list[AccountShown])
     async def listing(who: Reader, type: Annotated[AccountType | None, Query()] = None) -> list[AccountShown]:
-        scope = who.apps_for("channels:read")
-        return [account_shown(account, scope) for account in await accounts.list(type)
-                if ALL_APPS in scope or account.apps & scope]
+        return readable_accounts(await accounts.list(type), who)
 
     @router.get("/{code}", response_model=AccountShown, responses={404: {"model": Problem}})
     async def get(code: Code, who: Reader) -> AccountShown:
@@ -200,18 +152,6 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
         if ALL_APPS not in scope and not account.apps & scope:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no channel account with code {code!r}")
         return account_shown(account, scope)
-
-    async def change(request: Request, who: Principal, code: str, action: str, app: str = "",
-                     **fields: Any) -> AccountShown:
-        await found(code)
-        try:
-            before, after = await accounts.update(code, who.name, **fields)
-        except UnknownAccountError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        except ChannelAccountError as exc:
-            raise invalid(["body"], str(exc)) from None
-        await audit(request, who, action, code, before, after, app)
-        return account_shown(after)
 
     @router.patch("/{code}", response_model=AccountShown, responses={404: {"model": Problem}})
     async def update(code: Code, body: AccountChange, request: Request, who: Manager) -> AccountShown:
@@ -224,26 +164,13 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
             problems = check_account(current.type, current.platform, fields["settings"], [])
             if problems:
                 raise invalid(["body", "settings"], "; ".join(problems))
-        return await change(request, who, code, "channel.update", **fields)
+        return await change_account(deps, accounts, request, who, code, "channel.update", **fields)
 
     @router.put("/{code}/secrets/{name}", response_model=SecretShown, responses={404: {"model": Problem}})
     async def set_secret(code: Code, name: SecretName, body: SecretValue, request: Request,
                          who: Manager) -> SecretShown:
-        access.authorize(who, "channels:manage", None)
-        current = await found(code)
-        problems = check_account(current.type, current.platform, {}, [name])
-        if problems:
-            raise invalid(["path", "name"], "; ".join(problems))
-        try:
-            before, after = await accounts.set_secret(code, name, body.value.get_secret_value(), who.name)
-        except UnknownAccountError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        except ChannelAccountError as exc:
-            raise invalid(["body", "value"], str(exc)) from None
-        action = "channel.secret_rotate" if name in before.secrets else "channel.secret_set"
-        await audit(request, who, action, code, before, after)
-        state = after.secrets[name]
-        return SecretShown(set=True, updated_at=state.updated_at, updated_by=state.updated_by)
+        value = body.value.get_secret_value()
+        return await set_account_secret(deps, accounts, request, who, code, name, value)
 
     @router.delete("/{code}/secrets/{name}", status_code=status.HTTP_204_NO_CONTENT,
                    responses={404: {"model": Problem}})
@@ -258,33 +185,19 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
 
     @router.post("/{code}/enable", response_model=AccountShown, responses={404: {"model": Problem}})
     async def enable(code: Code, request: Request, who: Manager) -> AccountShown:
-        access.authorize(who, "channels:manage", None)
-        return await change(request, who, code, "channel.enable", enabled=True)
+        return await switch_account(deps, accounts, request, who, code, True)
 
     @router.post("/{code}/disable", response_model=AccountShown, responses={404: {"model": Problem}})
     async def disable(code: Code, request: Request, who: Manager) -> AccountShown:
-        access.authorize(who, "channels:manage", None)
-        return await change(request, who, code, "channel.disable", enabled=False)
+        return await switch_account(deps, accounts, request, who, code, False)
 
     @router.put("/{code}/apps/{app}", response_model=AccountShown, responses={404: {"model": Problem}})
     async def authorise(code: Code, app: AppName, request: Request, who: Manager) -> AccountShown:
-        access.authorize(who, "channels:manage", app)
-        try:
-            before, after = await accounts.authorise(code, app, who.name)
-        except (UnknownAccountError, UnknownAppError) as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        await audit(request, who, "channel.authorise", code, before, after, app)
-        return _scoped(account_shown(after), who)
+        return await authorise_app(deps, accounts, request, who, code, app, True)
 
     @router.delete("/{code}/apps/{app}", response_model=AccountShown, responses={404: {"model": Problem}})
     async def unauthorise(code: Code, app: AppName, request: Request, who: Manager) -> AccountShown:
-        access.authorize(who, "channels:manage", app)
-        try:
-            before, after = await accounts.unauthorise(code, app, who.name)
-        except UnknownAccountError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        await audit(request, who, "channel.unauthorise", code, before, after, app)
-        return _scoped(account_shown(after), who)
+        return await authorise_app(deps, accounts, request, who, code, app, False)
 
     @router.delete("/{code}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"model": Problem}})
     async def delete(code: Code, request: Request, who: Manager) -> None:
@@ -306,9 +219,3 @@ def channel_accounts_router(deps: ApiDeps, accounts: ChannelAccounts) -> APIRout
 
     return router
 
-
-def _scoped(shown: AccountShown, who: Principal) -> AccountShown:
-    scope = who.apps_for("channels:manage")
-    if ALL_APPS in scope:
-        return shown
-    return shown.model_copy(update={"apps": [app for app in shown.apps if app in scope]})

@@ -108,13 +108,7 @@ def consent_router(deps: ApiDeps, consent: ConsentStore) -> APIRouter:
         responses=TOO_LARGE,
     )
     async def unsubscribe(body: UnsubscribeRequest, principal: Changer, request: Request) -> Unsubscription:
-        access.authorize_user(principal, body.user_id, "people:manage")
-        before = await _standing(consent, principal, body.user_id)
-        entry = await consent.unsubscribe(
-            body.user_id, category=body.category, channel=body.channel, source=_source(principal, body.source)
-        )
-        await audit(request, principal, "consent.unsubscribe", body.user_id, before)
-        return entry
+        return await unsubscribe_person(deps, consent, request, principal, body)
 
     @router.delete("/unsubscribes", response_model=Resubscribed)
     async def resubscribe(
@@ -125,10 +119,7 @@ def consent_router(deps: ApiDeps, consent: ConsentStore) -> APIRouter:
         channel: ChannelName | None = None,
     ) -> Resubscribed:
         """Drop the refusals this scope covers (itself and narrower ones)."""
-        access.authorize_user(principal, user_id, "people:manage")
-        before = await _standing(consent, principal, user_id)
-        removed = await consent.resubscribe(user_id, category=category, channel=channel)
-        await audit(request, principal, "consent.resubscribe", user_id, before)
+        removed = await resubscribe_person(deps, consent, request, principal, user_id, category, channel)
         return Resubscribed(removed=removed)
 
     @router.post("/opt-ins", status_code=status.HTTP_201_CREATED, response_model=OptIn, responses=TOO_LARGE)
@@ -204,6 +195,30 @@ def consent_router(deps: ApiDeps, consent: ConsentStore) -> APIRouter:
         return await consent.consent(user_id)
 
     return router
+
+
+async def unsubscribe_person(deps: ApiDeps, consent: ConsentStore, request: Request, principal: Principal,
+                             body: UnsubscribeRequest) -> Unsubscription:
+    """Record the refusal (checked, audited with the standing before and after); the console calls it too."""
+    deps.access.authorize_user(principal, body.user_id, "people:manage")
+    before = await _standing(consent, principal, body.user_id)
+    entry = await consent.unsubscribe(
+        body.user_id, category=body.category, channel=body.channel, source=_source(principal, body.source)
+    )
+    after = await _standing(consent, principal, body.user_id)
+    await audit_change(deps, request, principal, "consent.unsubscribe", ("user", body.user_id), before, after)
+    return entry
+
+
+async def resubscribe_person(deps: ApiDeps, consent: ConsentStore, request: Request, principal: Principal,
+                             user_id: str, category: str | None, channel: str | None) -> int:
+    """Drop the refusals the scope covers (checked, audited); how many were dropped."""
+    deps.access.authorize_user(principal, user_id, "people:manage")
+    before = await _standing(consent, principal, user_id)
+    removed = await consent.resubscribe(user_id, category=category, channel=channel)
+    after = await _standing(consent, principal, user_id)
+    await audit_change(deps, request, principal, "consent.resubscribe", ("user", user_id), before, after)
+    return removed
 
 
 async def audit_change(

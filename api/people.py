@@ -216,7 +216,7 @@ def people_router(deps: ApiDeps, people: UserDirectory) -> APIRouter:
         user = _or_422(lambda: new_person(body, datetime.now(UTC)))
         if await people.get(user.user_id) is not None:
             raise HTTPException(status.HTTP_409_CONFLICT, f"person {user.user_id!r} exists; PATCH it instead")
-        await _audit(deps, request, principal, "person.create", user.user_id, None, user)
+        await audit_person(deps, request, principal, "person.create", user.user_id, None, user)
         await people.upsert([user])
         return described(user)
 
@@ -237,7 +237,7 @@ def people_router(deps: ApiDeps, people: UserDirectory) -> APIRouter:
     ) -> dict[str, Any]:
         before = await _found(people, user_id)
         after = _or_422(lambda: changed_person(before, body, datetime.now(UTC)))
-        await _audit(deps, request, principal, "person.update", user_id, before, after)
+        await audit_person(deps, request, principal, "person.update", user_id, before, after)
         await people.upsert([after])
         return described(after)
 
@@ -245,7 +245,7 @@ def people_router(deps: ApiDeps, people: UserDirectory) -> APIRouter:
                    summary="Remove a person from the directory (not an erasure: see /erase)")
     async def remove_person(request: Request, principal: Writer, user_id: UserId) -> None:
         before = await _found(people, user_id)
-        await _audit(deps, request, principal, "person.remove", user_id, before, None)
+        await audit_person(deps, request, principal, "person.remove", user_id, before, None)
         await people.remove(user_id)
 
     return router
@@ -278,7 +278,7 @@ async def _found(people: UserDirectory, user_id: str) -> User:
     return user
 
 
-async def _audit(
+async def audit_person(
     deps: ApiDeps, request: Request, principal: Principal, action: str, user_id: str,
     before: User | None, after: User | None,
 ) -> None:

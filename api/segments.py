@@ -86,10 +86,6 @@ def segments_router(deps: ApiDeps, segments: SegmentStore) -> APIRouter:
     SegmentName = Annotated[str, Path(pattern=_NAME)]
     missing: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such segment"}}
 
-    def readable(principal: Principal, segment: StoredSegment) -> bool:
-        apps = principal.apps_for("segments:read")
-        return segment.app == ALL_APPS or ALL_APPS in apps or segment.app in apps
-
     async def found(principal: Principal, name: str) -> StoredSegment:
         segment = await segments.get(name)
         if segment is None:
@@ -115,15 +111,7 @@ def segments_router(deps: ApiDeps, segments: SegmentStore) -> APIRouter:
     async def put_segment(
         request: Request, principal: Manager, name: SegmentName, body: SegmentRequest
     ) -> dict[str, Any]:
-        deps.access.authorize(principal, "segments:manage", body.app)
-        current = await segments.get(name)
-        if current is not None and current.app != body.app:
-            # Moving a segment between apps takes the right to change it where it was too.
-            deps.access.authorize(principal, "segments:manage", current.app)
-        definition = _definition(body.definition)
-        before, after = await segments.put(name, body.app, body.description, definition, principal.name)
-        await _audit(deps, request, principal, "segment.put", after, before, after)
-        return _out(after)
+        return _out(await save_segment(deps, segments, request, principal, name, body))
 
     @router.delete(
         "/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a segment", responses=missing
@@ -143,10 +131,7 @@ def segments_router(deps: ApiDeps, segments: SegmentStore) -> APIRouter:
     async def preview_segment(
         principal: Reader, name: SegmentName, sample: Annotated[int, Query(ge=0, le=MAX_SAMPLE)] = 10
     ) -> dict[str, Any]:
-        segment = await found(principal, name)
-        condition = segment.condition
-        audience = SegmentAudience(name, await segments.evaluator.narrowest(condition), condition)
-        return _preview(audience, await segments.evaluator.preview(audience, sample))
+        return await segment_preview(segments, await found(principal, name), sample)
 
     @router.post("/preview", response_model=PreviewOut, summary="Count and sample an unsaved definition")
     async def preview_draft(principal: Reader, body: DraftPreviewRequest) -> dict[str, Any]:
@@ -156,6 +141,33 @@ def segments_router(deps: ApiDeps, segments: SegmentStore) -> APIRouter:
         return _preview(audience, await segments.evaluator.preview(audience, body.sample))
 
     return router
+
+
+def readable(principal: Principal, segment: StoredSegment) -> bool:
+    """Whether `principal` may read `segment` (a shared one, app `*`: anyone who reads segments)."""
+    apps = principal.apps_for("segments:read")
+    return segment.app == ALL_APPS or ALL_APPS in apps or segment.app in apps
+
+
+async def save_segment(deps: ApiDeps, segments: SegmentStore, request: Request, principal: Principal,
+                       name: str, body: SegmentRequest) -> StoredSegment:
+    """Create or replace the segment `name` (checked, audited); the console's editor calls it too."""
+    deps.access.authorize(principal, "segments:manage", body.app)
+    current = await segments.get(name)
+    if current is not None and current.app != body.app:
+        # Moving a segment between apps takes the right to change it where it was too.
+        deps.access.authorize(principal, "segments:manage", current.app)
+    definition = _definition(body.definition)
+    before, after = await segments.put(name, body.app, body.description, definition, principal.name)
+    await _audit(deps, request, principal, "segment.put", after, before, after)
+    return after
+
+
+async def segment_preview(segments: SegmentStore, segment: StoredSegment, sample: int) -> dict[str, Any]:
+    """The exact count of a full evaluation of `segment` and a sample of its members."""
+    condition = segment.condition
+    audience = SegmentAudience(segment.name, await segments.evaluator.narrowest(condition), condition)
+    return _preview(audience, await segments.evaluator.preview(audience, sample))
 
 
 def _definition(raw: dict[str, Any]) -> Definition:

@@ -17,7 +17,7 @@ from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from api.access import Access, audit_record
 from api.deps import ApiDeps, UploadSettings
@@ -111,12 +111,7 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
     async def add_upload(request: Request, principal: Manager) -> dict[str, Any]:
         # Read after authentication: nobody without the permission gets a file spooled to disk.
         async with request.form(max_files=1, max_fields=8) as form:
-            app, kind, ttl_hours = _fields(form.get("app"), form.get("kind"), form.get("ttl_hours"))
-            deps.access.authorize(principal, PERMISSION, app)
-            file = form.get("file")
-            if not isinstance(file, UploadFile):
-                raise invalid(("body", "file"), "a file is required (multipart field `file`)")
-            upload = await stored_upload(deps, uploads, request, principal, app, kind, ttl_hours, file)
+            upload = await import_upload(deps, uploads, request, principal, form)
         shown = await store.errors(upload.upload_id, 0, uploads.errors_shown) if uploads.errors_shown else []
         return upload.as_dict() | {
             "errors": [vars(e) for e in shown], "errors_url": f"/v1/uploads/{upload.upload_id}/errors",
@@ -128,18 +123,15 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
     ) -> list[dict[str, Any]]:
         if app is not None:
             deps.access.authorize(principal, PERMISSION, app)
-            apps = [app]
-        else:
-            allowed = principal.apps_for(PERMISSION)
-            apps = await store.apps() if ALL_APPS in allowed else sorted(allowed)
-        return [u.as_dict() for u in await store.live(apps)]
+            return [u.as_dict() for u in await store.live([app])]
+        return [u.as_dict() for u in await managed_uploads(store, principal)]
 
     @router.get(
         "/{upload_id}", response_model=UploadOut, summary="One uploaded list: its counts and expiry",
         responses={404: {"model": Problem, "description": "Expired, removed or never uploaded"}},
     )
     async def show_upload(principal: Manager, upload_id: UploadId) -> dict[str, Any]:
-        return (await _found(deps.access, store, principal, upload_id)).as_dict()
+        return (await found_upload(deps.access, store, principal, upload_id)).as_dict()
 
     @router.get(
         "/{upload_id}/errors", response_model=list[RowErrorOut], summary="An uploaded list's row errors",
@@ -151,7 +143,7 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[dict[str, Any]]:
-        await _found(deps.access, store, principal, upload_id)
+        await found_upload(deps.access, store, principal, upload_id)
         return [vars(e) for e in await store.errors(upload_id, offset, limit)]
 
     @router.delete(
@@ -159,14 +151,21 @@ def uploads_router(deps: ApiDeps, uploads: UploadSettings) -> APIRouter:
         responses={404: {"model": Problem, "description": "Expired, removed or never uploaded"}},
     )
     async def remove_upload(request: Request, principal: Manager, upload_id: UploadId) -> None:
-        upload = await _found(deps.access, store, principal, upload_id)
-        await store.remove(upload_id, principal.name)
-        await deps.publisher.publish_audit(audit_record(
-            request, principal, "upload.remove", target_kind="upload", target=upload_id, app=upload.app,
-            before=upload.as_dict(),
-        ))
+        await remove_upload_audited(deps, store, request, principal, upload_id)
 
     return router
+
+
+async def import_upload(deps: ApiDeps, uploads: UploadSettings, request: Request, principal: Principal,
+                        form: FormData) -> Upload:
+    """Import the form's file as a list for its app (checked, audited); the console's form calls it too.
+    Refusals name the field (422) or the permission (403)."""
+    app, kind, ttl_hours = _fields(form.get("app"), form.get("kind"), form.get("ttl_hours"))
+    deps.access.authorize(principal, PERMISSION, app)
+    file = form.get("file")
+    if not isinstance(file, UploadFile):
+        raise invalid(("body", "file"), "a file is required (multipart field `file`)")
+    return await stored_upload(deps, uploads, request, principal, app, kind, ttl_hours, file)
 
 
 async def stored_upload(
@@ -174,7 +173,7 @@ async def stored_upload(
     kind: UploadKind | None, ttl_hours: int, file: UploadFile,
 ) -> Upload:
     """Store `file` as a list of `app` (the caller holds uploads:manage on it), audited as `upload.add`;
-    422 naming `file` when it cannot be read. What the API's upload and the console's upload form do."""
+    422 naming `file` when it cannot be read. What the API's upload and the console's upload forms do."""
     deps.access.authorize(principal, PERMISSION, app)
     path = await asyncio.to_thread(_saved, file.file)
     try:
@@ -193,7 +192,24 @@ async def stored_upload(
     return upload
 
 
-async def _found(access: Access, store: UploadStore, principal: Principal, upload_id: str) -> Upload:
+async def managed_uploads(store: UploadStore, principal: Principal) -> list[Upload]:
+    """The live lists of every app the principal holds uploads:manage on."""
+    allowed = principal.apps_for(PERMISSION)
+    return await store.live(await store.apps() if ALL_APPS in allowed else sorted(allowed))
+
+
+async def remove_upload_audited(deps: ApiDeps, store: UploadStore, request: Request, principal: Principal,
+                                upload_id: str) -> Upload:
+    upload = await found_upload(deps.access, store, principal, upload_id)
+    await store.remove(upload_id, principal.name)
+    await deps.publisher.publish_audit(audit_record(
+        request, principal, "upload.remove", target_kind="upload", target=upload_id, app=upload.app,
+        before=upload.as_dict(),
+    ))
+    return upload
+
+
+async def found_upload(access: Access, store: UploadStore, principal: Principal, upload_id: str) -> Upload:
     """The live upload, after checking the caller manages its app (a removed one is still checked)."""
     upload = await store.get(upload_id)
     if upload is not None:

@@ -15,7 +15,19 @@ from api.access import holds
 from api.console.context import Console, ConsolePage
 from api.console.csrf import CsrfRefused, csrf_checked
 from api.console.i18n import DEFAULT_LOCALE
-from api.console.pages import approvals, audit, dead_letters, members, overview, send
+from api.console.pages import (
+    approvals,
+    apps,
+    audit,
+    channels,
+    dead_letters,
+    members,
+    overview,
+    people,
+    segments,
+    send,
+    uploads,
+)
 from api.console.render import SECURITY_HEADERS, render, render_frame
 from api.console.session import (
     ConsoleForbidden,
@@ -33,6 +45,11 @@ PAGES: tuple[ConsolePage, ...] = (
     members.PAGE,
     audit.PAGE,
     dead_letters.PAGE,
+    apps.PAGE,
+    channels.PAGE,
+    people.PAGE,
+    segments.PAGE,
+    uploads.PAGE,
 )
 
 STATIC = Path(__file__).parent / "static"

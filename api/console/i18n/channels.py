@@ -1,0 +1,42 @@
+"""The Channels page's words."""
+
+WORDS = {
+    "channels.title": {"zh": "下游通道", "en": "Channel accounts"},
+    "channels.secrets_hint": {
+        "zh": "为保障信息安全，系统不再明文显示秘钥；可随时设置新的秘钥。",
+        "en": "Secrets are never shown again once set; set a new one at any time.",
+    },
+    "channels.code": {"zh": "通道编码", "en": "Code"},
+    "channels.name": {"zh": "通道名称", "en": "Name"},
+    "channels.type": {"zh": "类型", "en": "Type"},
+    "channels.platform": {"zh": "平台", "en": "Platform"},
+    "channels.settings": {"zh": "配置", "en": "Settings"},
+    "channels.settings_json": {"zh": "配置（JSON 对象）", "en": "Settings (a JSON object)"},
+    "channels.secrets": {"zh": "秘钥", "en": "Secrets"},
+    "channels.secret_set": {"zh": "已设置（{who}）", "en": "set (by {who})"},
+    "channels.secret_unset": {"zh": "未设置", "en": "not set"},
+    "channels.secret_name": {"zh": "秘钥名", "en": "Secret"},
+    "channels.secret_value": {"zh": "新秘钥", "en": "New secret"},
+    "channels.set_secret": {"zh": "设置秘钥", "en": "Set secret"},
+    "channels.state": {"zh": "状态", "en": "State"},
+    "channels.on": {"zh": "开启", "en": "On"},
+    "channels.off": {"zh": "关闭", "en": "Off"},
+    "channels.switch_on": {"zh": "开启", "en": "Switch on"},
+    "channels.switch_off": {"zh": "关闭", "en": "Switch off"},
+    "channels.actions": {"zh": "操作", "en": "Actions"},
+    "channels.none": {"zh": "没有可查看的通道", "en": "No channel accounts you may read"},
+    "channels.matrix": {"zh": "授权矩阵：应用 × 通道", "en": "Authorisation: apps × channel accounts"},
+    "channels.matrix_hint": {
+        "zh": "勾选即授权该应用使用该通道，取消勾选即撤销。",
+        "en": "Tick to let the app send through the account; untick to stop it.",
+    },
+    "channels.matrix_empty": {"zh": "暂无应用或通道", "en": "No apps or accounts yet"},
+    "channels.app": {"zh": "应用", "en": "App"},
+    "channels.apply": {"zh": "应用", "en": "Apply"},
+    "channels.create": {"zh": "新建通道", "en": "New channel account"},
+    "channels.create_hint": {
+        "zh": "新建的通道默认关闭；秘钥在创建后通过上方的密码框设置。",
+        "en": "A new account starts switched off; set its secrets afterwards in the password fields above.",
+    },
+    "channels.create_submit": {"zh": "创建", "en": "Create"},
+}
