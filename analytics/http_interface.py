@@ -28,6 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from analytics.analysts import Analyst, Analysts
+from analytics.funnel import FINAL_WITHIN_PARTITIONS
 from analytics.query_engine import (
     SYNTAX_ERROR,
     ChdbEngine,
@@ -288,6 +289,9 @@ def _session_settings(request: Request, analyst: Analyst, readonly: bool) -> dic
             raise EngineError(READONLY, readonly_refusal(name))
         settings[name] = value
     settings.update(analyst.limits())
+    # Every reader's FINAL reads merge within a monthly partition only (parts never merge across them):
+    # the same rows for less CPU, and the funnel cannot ask for it itself once the session is read-only.
+    settings.update(FINAL_WITHIN_PARTITIONS)
     if readonly:
         settings["readonly"] = "1"
     return settings

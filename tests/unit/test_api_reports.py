@@ -32,7 +32,7 @@ class FakeReader:
             raise ClickHouseUnavailable("cannot open ClickHouse at http://reader:s3cret@10.0.0.9:8123")
         return self
 
-    def query(self, sql: str, parameters: dict[str, Any]) -> Any:
+    def query(self, sql: str, parameters: dict[str, Any], settings: dict[str, Any] | None = None) -> Any:
         self.queries.append(sql)
         return type("Result", (), {"result_rows": []})()
 
