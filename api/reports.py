@@ -96,7 +96,7 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
             ),
         ] = None,
     ) -> dict[str, Any]:
-        app = _report_app(deps, principal, report_app)
+        app = report_app_of(deps, principal, report_app)
         try:
             query = funnel_query(
                 since=since, until=until, by=by, app=app, interval=interval, source=source
@@ -122,7 +122,7 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
             Query(alias="app", description="The message's app, as for the funnel", max_length=128),
         ] = None,
     ) -> dict[str, Any]:
-        app = _report_app(deps, principal, report_app)
+        app = report_app_of(deps, principal, report_app)
         try:
             found = await tracer.trace([message_id], app=app)
         except AnalyticsUnavailable as exc:
@@ -136,7 +136,7 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
     return router
 
 
-def _report_app(deps: ApiDeps, principal: Principal, asked: str | None) -> str | None:
+def report_app_of(deps: ApiDeps, principal: Principal, asked: str | None) -> str | None:
     """The app a report is about (None: every app); 403 unless the caller holds statistics:read on it."""
     if principal.kind == "app":
         if asked and asked != principal.name:

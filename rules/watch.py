@@ -53,6 +53,16 @@ class RulesWatcher:
                 self._seen = None
 
     @property
+    def path(self) -> Path:
+        """The rule file or folder watched (SWITCHBOARD_RULES)."""
+        return self._path
+
+    @property
+    def templates_folder(self) -> Path | None:
+        """The template files' folder the rules are checked against, if any."""
+        return self._templates
+
+    @property
     def ruleset(self) -> Ruleset | None:
         """The last valid ruleset: the one given, or the last `poll()` returned."""
         return self._current
