@@ -23,6 +23,7 @@ from api.callbacks import callbacks_router
 from api.campaigns import campaigns_router
 from api.channel_accounts import channel_accounts_router
 from api.consent import consent_router
+from api.console import mount_console
 from api.conversions import conversions_router
 from api.data_rights import data_rights_router
 from api.dead_letters import dead_letters_router
@@ -158,6 +159,7 @@ def create_api(
         api.include_router(sessions_router(deps, operators))
         api.include_router(operators_router(deps, operators))
         api.include_router(roles_router(deps, operators))
+        mount_console(api, deps)  # the operator console, on the same stores and checks (api/console)
     if isinstance(deps.apps, AppRegistry):
         api.include_router(apps_router(deps, deps.apps))
     if deps.access.user_tokens is not None:

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field, JsonValue
 
-from analytics.audit_log import MAX_LIMIT, AuditLogMissing, AuditQueryError, audit_query, read_audit
+from analytics import audit_log
+from analytics.audit_log import (
+    MAX_LIMIT,
+    AuditLogMissing,
+    AuditQuery,
+    AuditQueryError,
+    audit_query,
+    read_audit,
+)
 from api.analytics_reader import AnalyticsUnavailable
 from api.deps import Analytics, ApiDeps
 from api.problems import Problem, invalid
@@ -46,7 +54,6 @@ class AuditPage(BaseModel):
 
 def audit_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["audit"])
-    reader = analytics.reader
 
     @router.get(
         "/audit",
@@ -92,10 +99,16 @@ def audit_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
         except AuditQueryError as exc:
             raise invalid(("query", exc.parameter), str(exc)) from None
         try:
-            page = await asyncio.to_thread(reader.run, lambda client: read_audit(client, query))
+            page = await audit_page(analytics, query)
         except (AnalyticsUnavailable, AuditLogMissing) as exc:
             detail = str(exc) if isinstance(exc, AuditLogMissing) else "analytics unavailable, retry later"
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, {"Retry-After": "5"}) from None
         return {"entries": page.entries, "next_cursor": page.next_cursor}
 
     return router
+
+
+async def audit_page(analytics: Analytics, query: AuditQuery) -> audit_log.AuditPage:
+    """A page of the log (`GET /v1/audit` and the console's Audit log), off the event loop;
+    AnalyticsUnavailable or AuditLogMissing when ClickHouse cannot answer it."""
+    return await asyncio.to_thread(analytics.reader.run, lambda client: read_audit(client, query))

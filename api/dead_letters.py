@@ -128,8 +128,8 @@ def dead_letters_router(
     ) -> dict[str, Any]:
         if app is not None:
             deps.access.authorize(principal, "dead_letters:read", app)
-        wanted = _filter(principal, "dead_letters:read", reason, app, stage, since)
-        letters = await _shelved(shelf.letters(wanted))
+        wanted = letter_filter(principal, "dead_letters:read", reason, app, stage, since)
+        letters = await shelved_or_503(shelf.letters(wanted))
         return {
             "letters": [summary(s) for s in letters[offset : offset + limit]],
             "matched": len(letters),
@@ -147,9 +147,9 @@ def dead_letters_router(
     async def show_letter(
         request: Request, principal: Annotated[Principal, reading], letter_id: Annotated[str, _LETTER_ID]
     ) -> dict[str, Any]:
-        shelved = await _letter(shelf, principal, "dead_letters:read", letter_id)
+        shelved = await find_letter(shelf, principal, "dead_letters:read", letter_id)
         # A payload is a person's data: who read which letter is audited before it is shown.
-        await deps.publisher.publish_audit(read_record(shelved, _actor(principal, request)))
+        await deps.publisher.publish_audit(read_record(shelved, actor_of(principal, request)))
         return inspected(shelved)
 
     @router.post(
@@ -171,23 +171,8 @@ def dead_letters_router(
         letter_id: Annotated[str, _LETTER_ID],
         body: ReplayOne | None = None,
     ) -> dict[str, Any]:
-        shelved = await _letter(shelf, principal, "dead_letters:replay", letter_id)
         edited = body.event if body is not None else None
-        result = await replay(
-            shelved,
-            publisher=deps.publisher,
-            accepted=accepted,
-            actor=_actor(principal, request),
-            may_replay=lambda app: _may(principal, "dead_letters:replay", app),
-            signing=signing,
-            edited=edited,
-        )
-        # Refusals of this one letter are HTTP errors (each audited already); a selection reports them.
-        if result.outcome == "invalid":
-            raise invalid(("body", "event"), result.detail)
-        if result.outcome in _REFUSED:
-            raise HTTPException(_REFUSED[result.outcome], result.detail)
-        return result.as_dict()
+        return await replay_one(deps, shelf, accepted, request, principal, letter_id, edited)
 
     @router.post(
         "/dead-letters:replay",
@@ -201,7 +186,7 @@ def dead_letters_router(
     ) -> dict[str, Any]:
         if selection.app is not None:
             deps.access.authorize(principal, "dead_letters:replay", selection.app)
-        wanted = _filter(
+        wanted = letter_filter(
             principal,
             "dead_letters:replay",
             selection.reason,
@@ -210,15 +195,15 @@ def dead_letters_router(
             selection.since,
             where="body",
         )
-        letters = (await _shelved(shelf.letters(wanted)))[: selection.limit]
-        actor = _actor(principal, request)
+        letters = (await shelved_or_503(shelf.letters(wanted)))[: selection.limit]
+        actor = actor_of(principal, request)
         results = [
             await replay(
                 shelved,
                 publisher=deps.publisher,
                 accepted=accepted,
                 actor=actor,
-                may_replay=lambda app: _may(principal, "dead_letters:replay", app),
+                may_replay=lambda app: may_act(principal, "dead_letters:replay", app),
                 signing=signing,
             )
             for shelved in letters
@@ -228,7 +213,39 @@ def dead_letters_router(
     return router
 
 
-def _filter(
+async def replay_one(
+    deps: ApiDeps,
+    shelf: DeadLetterShelf,
+    accepted: AcceptedEvents | None,
+    request: Request,
+    principal: Principal,
+    letter_id: str,
+    edited: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Replay one letter as kept, or `edited` (the corrected event), audited; `POST
+    /v1/dead-letters/{id}/replay` and the console's Dead letters page. Its refusals are the API's
+    answers (each audited already): 404 not among the caller's letters, 403, 409 not replayable, 422
+    the event still invalid (naming `event`)."""
+    shelved = await find_letter(shelf, principal, "dead_letters:replay", letter_id)
+    result = await replay(
+        shelved,
+        publisher=deps.publisher,
+        accepted=accepted,
+        actor=actor_of(principal, request),
+        may_replay=lambda app: may_act(principal, "dead_letters:replay", app),
+        # Replays are signed as the API signs the events it accepts: with their app's signing key.
+        signing=Signing(deps.apps, deps.events_signatures_required),
+        edited=edited,
+    )
+    # Refusals of this one letter are HTTP errors (each audited already); a selection reports them.
+    if result.outcome == "invalid":
+        raise invalid(("body", "event"), result.detail)
+    if result.outcome in _REFUSED:
+        raise HTTPException(_REFUSED[result.outcome], result.detail)
+    return result.as_dict()
+
+
+def letter_filter(
     principal: Principal,
     permission: str,
     reason: str | None,
@@ -253,28 +270,28 @@ def _filter(
     )
 
 
-def _may(principal: Principal, permission: str, app: str) -> bool:
+def may_act(principal: Principal, permission: str, app: str) -> bool:
     # A letter no app could be read from belongs to no app: only a grant over every app reaches it.
     return principal.allows(permission, app or None) if app else ALL_APPS in principal.apps_for(permission)
 
 
-async def _letter(
+async def find_letter(
     shelf: DeadLetterShelf, principal: Principal, permission: str, letter_id: str
 ) -> ShelvedLetter:
     parse_letter_id(letter_id)  # the path pattern has checked the form already
-    shelved = await _shelved(shelf.get(letter_id))
-    if shelved is None or not _may(principal, permission, shelved.letter.app):
+    shelved = await shelved_or_503(shelf.get(letter_id))
+    if shelved is None or not may_act(principal, permission, shelved.letter.app):
         # The same answer whether the letter is another app's or nobody's.
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dead letter {letter_id} among your apps' letters")
     return shelved
 
 
-async def _shelved(reading: Awaitable[T]) -> T:
+async def shelved_or_503(reading: Awaitable[T]) -> T:
     try:
         return await reading
     except ShelfUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
 
 
-def _actor(principal: Principal, request: Request) -> Actor:
+def actor_of(principal: Principal, request: Request) -> Actor:
     return Actor(principal.name, principal.kind, request.client.host if request.client else "")

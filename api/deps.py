@@ -26,6 +26,7 @@ from state.inbox import InboxMessage
 from state.provider_messages import ProviderMessages
 from state.uploads import UploadStore
 from state.users import UserDirectory
+from state.watch import Incidents, LagBoard
 
 
 class InboxStore(Protocol):
@@ -99,6 +100,14 @@ class Analytics:
     tracer: Tracer
 
 
+@dataclass(frozen=True)
+class WatchBoard:
+    """What the watch evaluator keeps in Redis (`state.watch`): the incidents firing, each stage's lag."""
+
+    incidents: Incidents
+    lag: LagBoard
+
+
 class Pingable(Protocol):
     """A Redis client, as far as the health check is concerned."""
 
@@ -146,6 +155,7 @@ class ApiDeps:
     uploads: UploadSettings | None = None  # switches on /v1/uploads (api/uploads.py)
     campaigns: CampaignDesk | None = None  # switches on /v1/campaigns
     people: UserDirectory | None = None  # switches on /v1/people (api/people.py)
+    watch: WatchBoard | None = None  # open alerts and lag on the console's overview
 
     def __post_init__(self) -> None:
         # Tests that predate operators pass no `access`: their app keys still work, nothing else does.

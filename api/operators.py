@@ -1,35 +1,30 @@
 """Operators through the API: who am I (`/v1/me`), my password and personal tokens; and, for those with
 `operators:read` / `operators:manage`, every operator: create, change, lock, unlock, reset a password,
-grant and revoke roles, list and revoke tokens, remove. Every change is audited.
+grant and revoke roles, list and revoke tokens, remove. Every change is audited. The actions on other
+operators are `api.operator_service.OperatorDesk`'s, which the console calls too.
 
 Nobody grants more than they hold: a role is granted over apps only by an operator who holds each of
 its permissions over those apps, so `operators:manage` alone does not make an administrator.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
-from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.access import Access, audit_record
+from api.access import audit_record
 from api.deps import ApiDeps
+from api.operator_service import OperatorDesk, OperatorProfile, stored
 from api.problems import Problem, invalid
 from settings.permissions import ALL_APPS, Principal
 from state.operators import (
-    LastAdministratorError,
     Locale,
     Operator,
-    OperatorError,
-    OperatorExistsError,
     OperatorGrant,
     OperatorStore,
-    PasswordPolicyError,
     TokenInfo,
-    UnknownOperatorError,
 )
-from state.roles import RoleError, UnknownRoleError
 
 T = TypeVar("T")
 _NAME = r"^[A-Za-z0-9_.:\-]{1,128}$"
@@ -101,6 +96,7 @@ def operators_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
     Anyone = Annotated[Principal, Depends(access.authenticated())]
     Readers = Annotated[Principal, Depends(access.requires("operators:read"))]
     Managers = Annotated[Principal, Depends(access.requires("operators:manage"))]
+    desk = OperatorDesk(deps, operators)
 
     async def audited(request: Request, principal: Principal, action: str, target: str, **kw: Any) -> None:
         await deps.publisher.publish_audit(
@@ -123,7 +119,7 @@ def operators_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
             await audited(request, principal, "operator.password_change", name, outcome="denied",
                           reason="old password wrong")
             raise invalid(("body", "old_password"), "is not your current password", "wrong_password")
-        await _store(operators.set_password(name, body.new_password), ("body", "new_password"))
+        await stored(operators.set_password(name, body.new_password), ("body", "new_password"))
         await audited(request, principal, "operator.password_change", name)
 
     @router.get("/me/tokens", response_model=list[TokenInfo], summary="My personal API tokens")
@@ -144,7 +140,7 @@ def operators_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
     async def revoke_my_token(token_id: Annotated[str, Path(max_length=64)], request: Request,
                               principal: Anyone) -> None:
         name = _operator_only(principal)
-        await _store(operators.revoke_token(name, token_id), ("path", "token_id"))
+        await stored(operators.revoke_token(name, token_id), ("path", "token_id"))
         await audited(request, principal, "operator.token_revoke", name, before={"token_id": token_id})
 
     @router.get("/operators", response_model=list[Operator], summary="Every operator")
@@ -155,54 +151,32 @@ def operators_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
                  summary="Create an operator")
     async def create_operator(body: NewOperator, request: Request, principal: Managers) -> Operator:
         grants = [OperatorGrant(role=g.role, apps=frozenset(g.apps)) for g in body.grants]
-        for index, grant in enumerate(grants):
-            await _may_grant(access, operators, principal, grant, ("body", "grants", index))
-        operator = await _store(
-            operators.create(body.name, body.password, grants, display_name=body.display_name,
-                             email=body.email, user_id=body.user_id, locale=body.locale),
-            ("body",),
-        )
-        await audited(request, principal, "operator.create", operator.name,
-                      after=operator.model_dump(mode="json"))
-        return operator
+        profile = OperatorProfile(display_name=body.display_name, email=body.email, user_id=body.user_id,
+                                  locale=body.locale)
+        return await desk.create(request, principal, body.name, body.password, grants, profile)
 
     @router.get("/operators/{name}", response_model=Operator, summary="One operator")
     async def get_operator(name: OperatorName, principal: Readers) -> Operator:
-        return await _store(operators.get(name), ("path", "name"))
+        return await stored(operators.get(name), ("path", "name"))
 
     @router.patch("/operators/{name}", response_model=Operator, summary="Change an operator's profile")
     async def change_operator(name: OperatorName, body: OperatorChange, request: Request,
                               principal: Managers) -> Operator:
-        changes = body.model_dump(exclude_unset=True)
-        before, after = await _store(operators.update(name, **changes), ("body",))
-        await audited(request, principal, "operator.update", name, before=before.model_dump(mode="json"),
-                      after=after.model_dump(mode="json"))
-        return after
+        return await desk.update(request, principal, name, body.model_dump(exclude_unset=True))
 
     @router.delete("/operators/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove an operator")
     async def remove_operator(name: OperatorName, request: Request, principal: Managers) -> None:
-        _not_self(principal, name, "remove")
-        removed = await _store(operators.remove(name), ("path", "name"))
-        await audited(request, principal, "operator.remove", name, before=removed.model_dump(mode="json"))
+        await desk.remove(request, principal, name)
 
     @router.post("/operators/{name}/lock", response_model=Operator, summary="Lock an operator out")
     async def lock(name: OperatorName, request: Request, principal: Managers) -> Operator:
         """Until unlocked: no login, no token, no session works."""
-        _not_self(principal, name, "lock")
-        before, after = await _store(operators.set_state(name, "locked"), ("path", "name"))
-        await audited(request, principal, "operator.lock", name, before={"state": before.state},
-                      after={"state": after.state})
-        return after
+        return await desk.lock(request, principal, name)
 
     @router.post("/operators/{name}/unlock", response_model=Operator, summary="Unlock an operator")
     async def unlock(name: OperatorName, request: Request, principal: Managers) -> Operator:
         """Also ends a lockout after failed logins."""
-        before, after = await _store(operators.set_state(name, "active"), ("path", "name"))
-        if access.failures is not None:
-            await access.failures.unlock(name)
-        await audited(request, principal, "operator.unlock", name, before={"state": before.state},
-                      after={"state": after.state})
-        return after
+        return await desk.unlock(request, principal, name)
 
     @router.put("/operators/{name}/password", status_code=status.HTTP_204_NO_CONTENT,
                 summary="Reset an operator's password")
@@ -210,17 +184,12 @@ def operators_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
                              principal: Managers) -> None:
         """Ends the operator's sessions; their tokens stay (revoke them apart). Your own password you
         change with the old one (`PUT /v1/me/password`): a stolen session must not take the account."""
-        _not_self(principal, name, "reset the password of")
-        await _store(operators.set_password(name, body.password), ("body", "password"))
-        await audited(request, principal, "operator.password_reset", name)
+        await desk.reset_password(request, principal, name, body.password)
 
     @router.post("/operators/{name}/grants", response_model=Operator, summary="Grant a role over apps")
     async def grant(name: OperatorName, body: GrantBody, request: Request, principal: Managers) -> Operator:
         wanted = OperatorGrant(role=body.role, apps=frozenset(body.apps))
-        await _may_grant(access, operators, principal, wanted, ("body",))
-        before, after = await _store(operators.grant(name, wanted), ("body",))
-        await audited(request, principal, "role.grant", name, before=_grants(before), after=_grants(after))
-        return after
+        return await desk.grant(request, principal, name, wanted)
 
     @router.delete("/operators/{name}/grants/{role}", response_model=Operator,
                    summary="Revoke a role (over some apps, or entirely)")
@@ -230,20 +199,17 @@ def operators_router(deps: ApiDeps, operators: OperatorStore) -> APIRouter:
         = None,
     ) -> Operator:
         scope = [a.strip() for a in apps.split(",") if a.strip()] if apps else None
-        before, after = await _store(operators.revoke(name, role, scope), ("path", "role"))
-        await audited(request, principal, "role.revoke", name, before=_grants(before), after=_grants(after))
-        return after
+        return await desk.revoke(request, principal, name, role, scope)
 
     @router.get("/operators/{name}/tokens", response_model=list[TokenInfo], summary="An operator's tokens")
     async def tokens_of(name: OperatorName, principal: Readers) -> list[TokenInfo]:
-        return await _store(operators.tokens(name), ("path", "name"))
+        return await stored(operators.tokens(name), ("path", "name"))
 
     @router.delete("/operators/{name}/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
                    summary="Revoke an operator's token")
     async def revoke_token(name: OperatorName, token_id: Annotated[str, Path(max_length=64)],
                            request: Request, principal: Managers) -> Response:
-        await _store(operators.revoke_token(name, token_id), ("path", "token_id"))
-        await audited(request, principal, "operator.token_revoke", name, before={"token_id": token_id})
+        await desk.revoke_token(request, principal, name, token_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return router
@@ -258,58 +224,10 @@ def permissions_per_app(principal: Principal) -> dict[str, list[str]]:
     return {app: sorted(perms) for app, perms in sorted(per_app.items())}
 
 
-async def _may_grant(
-    access: Access, operators: OperatorStore, principal: Principal, grant: OperatorGrant,
-    loc: tuple[str | int, ...],
-) -> None:
-    """403 unless the granter holds each of the role's permissions over each app of the grant."""
-    try:
-        permissions = await operators.roles.get(grant.role)
-    except UnknownRoleError as exc:
-        raise invalid((*loc, "role"), str(exc), "unknown_role") from None
-    for permission in sorted(permissions):
-        for app in sorted(grant.apps):
-            if not principal.allows(permission, app):
-                where = "every app" if app == ALL_APPS else f"app {app!r}"
-                raise HTTPException(
-                    status.HTTP_403_FORBIDDEN,
-                    f"granting {grant.role!r} over {where} needs {permission} there, which you do not hold",
-                )
-
-
 def _operator_only(principal: Principal) -> str:
     if principal.kind != "operator":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only an operator has a password and personal tokens")
     return principal.name
-
-
-def _not_self(principal: Principal, name: str, what: str) -> None:
-    if principal.name == name and principal.kind == "operator":
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"you cannot {what} yourself; ask another administrator"
-        )
-
-
-def _grants(operator: Operator) -> list[str]:
-    return [str(g) for g in operator.grants]
-
-
-async def _store(work: Awaitable[T], loc: tuple[str, ...]) -> T:
-    """Await a store call, its errors as the API says them: 404 unknown, 409 taken, 422 invalid."""
-    try:
-        result = await work
-    except UnknownOperatorError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except (OperatorExistsError, LastAdministratorError) as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    except PasswordPolicyError as exc:
-        field = loc if loc[-1].endswith("password") else (*loc, "password")
-        raise invalid(field, str(exc), "password_policy") from None
-    except UnknownRoleError as exc:
-        raise invalid((*loc, "role"), str(exc), "unknown_role") from None
-    except (OperatorError, RoleError) as exc:
-        raise invalid(loc, str(exc)) from None
-    return result
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

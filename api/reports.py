@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 
-from analytics.funnel import DIMENSIONS, FunnelError, FunnelReport, funnel_query, funnel_report
+from analytics.funnel import DIMENSIONS, FunnelError, FunnelQuery, FunnelReport, funnel_query, funnel_report
 from api.analytics_reader import AnalyticsUnavailable
 from api.deps import Analytics, ApiDeps
 from api.problems import Problem, invalid
@@ -60,7 +60,7 @@ class Funnel(BaseModel):
 def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
     router = APIRouter(tags=["reports"])
     caller = Depends(deps.access.requires("statistics:read"))
-    reader, tracer = analytics.reader, analytics.tracer
+    tracer = analytics.tracer
 
     @router.get(
         "/v1/reports/funnel",
@@ -81,7 +81,7 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
         until: Annotated[
             str | None, Query(description=f"End ({_MOMENT}); default now", max_length=40)
         ] = None,
-        report_app: Annotated[
+        report_app_name: Annotated[
             str | None,
             Query(alias="app", description="The app: an app key's own (the default); an operator's must hold "
                   "statistics:read on it (default: every app, for a grant over every app)", max_length=128),
@@ -96,14 +96,17 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
             ),
         ] = None,
     ) -> dict[str, Any]:
-        app = report_app_of(deps, principal, report_app)
+        app = report_app(deps, principal, report_app_name)
         try:
             query = funnel_query(
                 since=since, until=until, by=by, app=app, interval=interval, source=source
             )
         except FunnelError as exc:
             raise invalid(("query", exc.parameter), str(exc)) from None
-        report: FunnelReport = await _run(lambda: reader.run(lambda client: funnel_report(client, query)))
+        try:
+            report = await funnel_for(analytics, query)
+        except AnalyticsUnavailable as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None
         return report.as_dict()
 
     @router.get(
@@ -117,12 +120,12 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
     async def trace(
         principal: Annotated[Principal, caller],
         message_id: Annotated[str, Path(min_length=1, max_length=256)],
-        report_app: Annotated[
+        report_app_name: Annotated[
             str | None,
             Query(alias="app", description="The message's app, as for the funnel", max_length=128),
         ] = None,
     ) -> dict[str, Any]:
-        app = report_app_of(deps, principal, report_app)
+        app = report_app(deps, principal, report_app_name)
         try:
             found = await tracer.trace([message_id], app=app)
         except AnalyticsUnavailable as exc:
@@ -136,7 +139,13 @@ def reports_router(deps: ApiDeps, analytics: Analytics) -> APIRouter:
     return router
 
 
-def report_app_of(deps: ApiDeps, principal: Principal, asked: str | None) -> str | None:
+async def funnel_for(analytics: Analytics, query: FunnelQuery) -> FunnelReport:
+    """The funnel of `query`, off the event loop (the API's report and the console's pages);
+    AnalyticsUnavailable when ClickHouse cannot answer."""
+    return await asyncio.to_thread(analytics.reader.run, lambda client: funnel_report(client, query))
+
+
+def report_app(deps: ApiDeps, principal: Principal, asked: str | None) -> str | None:
     """The app a report is about (None: every app); 403 unless the caller holds statistics:read on it."""
     if principal.kind == "app":
         if asked and asked != principal.name:
@@ -153,10 +162,3 @@ def report_app_of(deps: ApiDeps, principal: Principal, asked: str | None) -> str
         raise invalid(("query", "app"), f"name the app: you read {', '.join(sorted(scope))}")
     deps.access.authorize(principal, "statistics:read", asked)
     return asked
-
-
-async def _run(work: Any) -> Any:
-    try:
-        return await asyncio.to_thread(work)
-    except AnalyticsUnavailable as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"}) from None

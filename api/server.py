@@ -15,7 +15,7 @@ from api.analytics_reader import LazyReader
 from api.app import create_api
 from api.approval_service import Approvals
 from api.campaign_service import campaign_desk
-from api.deps import Analytics, ApiDeps, BodyLimits, LoadedRules, UploadSettings
+from api.deps import Analytics, ApiDeps, BodyLimits, LoadedRules, UploadSettings, WatchBoard
 from api.person_rights import data_rights_of
 from api.publisher import KafkaPublisher, bootstrap_servers
 from api.template_service import build_templates
@@ -44,6 +44,7 @@ from state.segments import SegmentStore
 from state.uploads import UploadStore
 from state.user_tokens import UserTokenSigner
 from state.users import UserDirectory
+from state.watch import Incidents, LagBoard
 
 # Callback URLs carry provider tokens in their query (Aliyun's `?token=`), and link paths carry
 # capabilities (an unsubscribe token): neither belongs in an access log.
@@ -112,6 +113,7 @@ def build_deps(
         uploads=UploadSettings(UploadStore(redis), settings.upload_errors_shown, settings.upload_errors_kept),
         campaigns=campaign_desk(settings, redis, catalog),
         people=UserDirectory(redis),
+        watch=WatchBoard(Incidents(redis), LagBoard(redis)),
         events_signatures_required=settings.events_signatures == "required",
         rules=rules,
     )

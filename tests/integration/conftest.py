@@ -17,6 +17,7 @@ from localparts import LocalParts, LocalSmtpServer, free_port
 from localparts.redis_cluster import LocalRedisCluster
 from settings import Settings
 from state.connection import open_redis
+from tests.integration.console_support import browser  # noqa: F401  the console tests' Chromium
 
 HERE = Path(__file__).resolve().parent
 

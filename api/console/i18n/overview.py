@@ -1,0 +1,31 @@
+"""The Overview page's words."""
+
+WORDS = {
+    "title": {"zh": "概览", "en": "Overview"},
+    "today": {"zh": "今日（UTC）", "en": "Today (UTC)"},
+    "week": {"zh": "本周（UTC，自周一起）", "en": "This week (UTC, from Monday)"},
+    "sent": {"zh": "触达（已发送）", "en": "Reach (sent)"},
+    "delivered": {"zh": "送达", "en": "Delivered"},
+    "opened": {"zh": "打开/已读", "en": "Opened / read"},
+    "clicked": {"zh": "点击", "en": "Clicked"},
+    "converted": {"zh": "转化", "en": "Converted"},
+    "failed": {"zh": "失败", "en": "Failed"},
+    "channel": {"zh": "渠道", "en": "Channel"},
+    "by_channel": {"zh": "按渠道", "en": "By channel"},
+    "app": {"zh": "应用", "en": "App"},
+    "all_apps": {"zh": "全部应用", "en": "All apps"},
+    "show": {"zh": "查看", "en": "Show"},
+    "unavailable": {
+        "zh": "分析库暂时不可用，请稍后刷新。",
+        "en": "Analytics is unavailable right now; refresh in a moment.",
+    },
+    "alerts": {"zh": "正在告警", "en": "Alerts firing"},
+    "no_alerts": {"zh": "没有正在告警的规则", "en": "No alert is firing"},
+    "alert_rule": {"zh": "告警规则", "en": "Alert rule"},
+    "alert_subject": {"zh": "对象", "en": "Subject"},
+    "alert_incident": {"zh": "事件编号", "en": "Incident"},
+    "lag": {"zh": "处理积压", "en": "Lag"},
+    "stage": {"zh": "阶段", "en": "Stage"},
+    "lag_records": {"zh": "待处理记录", "en": "Records behind"},
+    "no_lag": {"zh": "暂无工作进程上报", "en": "No worker has reported"},
+}
