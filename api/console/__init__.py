@@ -15,7 +15,7 @@ from api.access import holds
 from api.console.context import Console, ConsolePage
 from api.console.csrf import CsrfRefused, csrf_checked
 from api.console.i18n import DEFAULT_LOCALE
-from api.console.pages import audit, dead_letters, members, overview
+from api.console.pages import analytics, audit, dead_letters, members, overview, rules, templates
 from api.console.render import SECURITY_HEADERS, render, render_frame
 from api.console.session import (
     ConsoleForbidden,
@@ -31,6 +31,9 @@ PAGES: tuple[ConsolePage, ...] = (
     members.PAGE,
     audit.PAGE,
     dead_letters.PAGE,
+    templates.PAGE,
+    rules.PAGE,
+    analytics.PAGE,
 )
 
 STATIC = Path(__file__).parent / "static"
