@@ -91,6 +91,9 @@ async def test_templates_are_written_previewed_published_and_compared(
         await screenshot(page, "console-templates-diff")
         await page.goto("/console/templates/exam_notice/versions/2")
         await screenshot(page, "console-templates-preview")
+        missing = await page.goto("/console/templates/exam_notice/versions/9")
+        assert missing is not None and missing.status == 404
+        assert "template 'exam_notice' has no version 9" in await page.inner_text("#refused")
 
         # An analyst reads statistics, not templates: no entry, and 403 on the page and the action.
         other = await open_page(browser, console)

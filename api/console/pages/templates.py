@@ -6,6 +6,9 @@ template's owner app, checked here and again inside `api.template_actions` (the 
 router's own path, with its audit records)."""
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
+import functools
+import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import yaml
@@ -73,9 +76,10 @@ def templates_router(deps: ApiDeps) -> APIRouter:
         return await _save(request, principal, name, form, new=True)
 
     @router.get("/{name}")
+    @answering
     async def show(request: Request, principal: Reader, name: Name,
                    notice: Annotated[str, Query(max_length=40)] = "") -> Response:
-        await _or_missing(readable(request, principal, name))
+        await readable(request, principal, name)
         summary = await service.summary(templates, await service.template_of(templates, name))
         app = summary["app"]
         return render(request, "templates/show.html", principal, stored=summary, notice=notice,
@@ -83,21 +87,24 @@ def templates_router(deps: ApiDeps) -> APIRouter:
                       may_publish=principal.allows("templates:publish", app))
 
     @router.get("/{name}/edit")
+    @answering
     async def edit(request: Request, principal: Editor, name: Name) -> Response:
-        await _or_missing(readable(request, principal, name, "templates:edit"))
+        await readable(request, principal, name, "templates:edit")
         latest = (await templates.store.versions(name))[-1:]
         return _editor(request, principal, name, form_of_version(latest[0] if latest else None))
 
     @router.post("/{name}/versions")
+    @answering
     async def save(request: Request, principal: Editor, name: Name) -> Response:
-        await _or_missing(readable(request, principal, name, "templates:edit"))
+        await readable(request, principal, name, "templates:edit")
         return await _save(request, principal, name, _posted_form(await request.form()), new=False)
 
     @router.get("/{name}/versions/{number}")
+    @answering
     async def version(request: Request, principal: Reader, name: Name, number: Number,
                       data: Annotated[str, Query(max_length=20_000)] = "") -> Response:
-        await _or_missing(readable(request, principal, name))
-        shown = await _or_missing(service.version_of(templates, name, number))
+        await readable(request, principal, name)
+        shown = await service.version_of(templates, name, number)
         values, data_error = _data_of(data)
         preview: dict[str, Any] = {}
         if data_error is None:
@@ -115,20 +122,22 @@ def templates_router(deps: ApiDeps) -> APIRouter:
                       may_publish=principal.allows("templates:publish", app))
 
     @router.get("/{name}/diff")
+    @answering
     async def diff(request: Request, principal: Reader, name: Name,
                    old: Annotated[int, Query(alias="from", ge=1)],
                    new: Annotated[int, Query(alias="to", ge=1)]) -> Response:
-        await _or_missing(readable(request, principal, name))
-        sections = await _or_missing(service.version_diff(templates, name, old, new))
+        await readable(request, principal, name)
+        sections = await service.version_diff(templates, name, old, new)
         return render(request, "templates/diff.html", principal, name=name, old=old, new=new,
                       sections={k: v.splitlines() for k, v in sections.items()})
 
     @router.post("/{name}/versions/{number}/publish")
+    @answering
     async def publish(request: Request, principal: Publisher, name: Name, number: Number) -> Response:
-        await _or_missing(readable(request, principal, name, "templates:publish"))
-        publication = await _or_missing(actions.publish_version(
+        await readable(request, principal, name, "templates:publish")
+        publication = await actions.publish_version(
             deps.access, deps.publisher, templates, request, principal, name, number
-        ))
+        )
         notice = "held" if publication.state == "pending_approval" else "live"
         return RedirectResponse(f"/console/templates/{name}?notice={notice}", status.HTTP_303_SEE_OTHER)
 
@@ -176,8 +185,6 @@ def _posted_form(posted: Any) -> EditorForm:
 
 
 def _valid_name(name: str) -> bool:
-    import re
-
     return re.fullmatch(_NAME, name) is not None
 
 
@@ -194,14 +201,19 @@ def _data_of(text: str) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
-async def _or_missing(work: Any) -> Any:
-    """The service's 404 and 409 as the console's error page (the same sentence as the API's)."""
-    from fastapi import HTTPException
+def answering(route: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """The service's refusal (an unknown template or version: 404) as a page saying so, in the API's
+    words; FastAPI reads the route's own signature through `functools.wraps`."""
 
-    try:
-        return await work
-    except TemplateRefused as refused:
-        raise HTTPException(refused.status, refused.detail) from None
+    @functools.wraps(route)
+    async def answered(**kwargs: Any) -> Response:
+        try:
+            return await route(**kwargs)
+        except TemplateRefused as refused:
+            return render(kwargs["request"], "templates/refused.html", kwargs["principal"],
+                          detail=refused.detail, status_code=refused.status)
+
+    return answered
 
 
 PAGE = ConsolePage("templates", "/console/templates", "templates:read", templates_router)
