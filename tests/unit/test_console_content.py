@@ -80,7 +80,7 @@ def test_the_funnel_chart_draws_every_stage_of_a_group_on_one_scale_and_escapes_
 
 
 def test_the_variant_chart_marks_the_baseline_and_each_interval() -> None:
-    svg = str(variant_chart([VariantRate("a", 0.1, 0.05, 0.2, baseline=True), VariantRate("b", 0.2, 0.1, 0.3)],
-                            "conversion"))
+    rates = [VariantRate("a", 0.1, 0.05, 0.2, baseline=True), VariantRate("b", 0.2, 0.1, 0.3)]
+    svg = str(variant_chart(rates, "conversion"))
     assert "a ★" in svg and svg.count("<line") == 2 and svg.count("<circle") == 2
     assert "b: 20.00% (10.00%–30.00%)" in svg
