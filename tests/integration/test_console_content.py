@@ -212,6 +212,20 @@ async def test_analytics_reports_funnels_and_variants_with_charts_and_csv(
             assert "sms" in await owner.inner_text("#funnel")
             assert await refused(owner, "/console/analytics?app=other") == 403
             assert await refused(owner, "/console/analytics/variants?rule=r1") == 403
+            # Simulating a candidate reads the period's events through the same service.
+            admin = await open_page(browser, console)
+            await console.operator("ada", "administrator")
+            await login(admin, "ada")
+            await admin.goto("/console/rules")
+            candidate = await asyncio.to_thread((ROOT / "rules" / "default.yaml").read_text)
+            await admin.fill("#candidate", candidate)
+            await admin.fill("#since", (datetime.now(UTC) - timedelta(days=1)).isoformat())
+            await admin.fill("#until", (datetime.now(UTC) + timedelta(minutes=1)).isoformat())
+            async with admin.expect_navigation():
+                await admin.click("#run-simulate")
+            assert "recipients affected: 0" in await admin.inner_text("#simulation-text")
+            assert await admin.inner_text("#affected") == "0"
+
             editor = await open_page(browser, console)
             await login(editor, "tia")
             assert await editor.locator("#nav-analytics").count() == 0
