@@ -4,8 +4,9 @@ are on disk now, explain for a person and an event, and simulating a candidate f
 
 Permissions: `templates:read` to see the rules (what a message says and what decides it are read by
 the same people: senders, approvers, template editors; rules name templates and hold no secret).
-Explain also needs `people:read` on every app (it shows a person's profile facts, as `/v1/people` does);
-simulate `statistics:read` on every app (it replays every app's events of the period from ClickHouse).
+Explain needs `people:read` on every app (it shows a person's profile facts, as `/v1/people` does),
+simulate `statistics:read` on every app (it replays every app's events of the period from ClickHouse);
+their answers show the loaded rules only to an operator who also reads templates.
 The work is done by the same code as the command line: `rules.loader.check`, `rules.explain` with
 `rules.explain_inputs`, `rules.simulate.load_history` and `simulate`."""
 
@@ -22,6 +23,7 @@ from fastapi.responses import Response
 from redis.asyncio import Redis
 from starlette.datastructures import UploadFile
 
+from api.access import holds
 from api.analytics_reader import AnalyticsUnavailable
 from api.console.context import ConsolePage
 from api.console.render import render
@@ -48,6 +50,8 @@ from rules.watch import RulesWatcher
 from settings.permissions import ALL_APPS, Principal
 
 Reader = Annotated[Principal, Depends(console_principal("templates:read"))]
+Explainer = Annotated[Principal, Depends(console_principal("people:read"))]
+Simulator = Annotated[Principal, Depends(console_principal("statistics:read"))]
 CANDIDATE_BYTES = 512 * 1024
 """The largest candidate rule file taken (the rule files of the project are a few KB)."""
 
@@ -60,7 +64,7 @@ def rules_router(deps: ApiDeps) -> APIRouter:
         return _page(request, principal, deps)
 
     @router.post("/explain")
-    async def explain_form(request: Request, principal: Reader) -> Response:
+    async def explain_form(request: Request, principal: Explainer) -> Response:
         authorize(request, principal, "people:read", ALL_APPS)
         form = {k: str(v) for k, v in (await request.form()).items() if isinstance(v, str)}
         errors: dict[str, str] = {}
@@ -69,7 +73,7 @@ def rules_router(deps: ApiDeps) -> APIRouter:
                      verdicts=verdicts)
 
     @router.post("/simulate")
-    async def simulate_form(request: Request, principal: Reader) -> Response:
+    async def simulate_form(request: Request, principal: Simulator) -> Response:
         authorize(request, principal, "statistics:read", ALL_APPS)
         posted = await request.form()
         form = {k: str(v) for k, v in posted.items() if isinstance(v, str)}
@@ -82,8 +86,10 @@ def rules_router(deps: ApiDeps) -> APIRouter:
 
 
 def _page(request: Request, principal: Principal, deps: ApiDeps, **context: Any) -> Response:
-    ruleset = deps.rules.ruleset if deps.rules is not None else None
-    watcher = deps.rules if isinstance(deps.rules, RulesWatcher) else None
+    # An explain or simulate answer shows the rules only to who may read them (templates:read).
+    may_read = holds(principal, "templates:read")
+    ruleset = deps.rules.ruleset if deps.rules is not None and may_read else None
+    watcher = deps.rules if isinstance(deps.rules, RulesWatcher) and may_read else None
     files = [str(p) for p in rule_files(watcher.path)] if watcher is not None else []
     problems = None
     if watcher is not None:  # the files as they are on disk now, as `switchboard rules check` reads them
@@ -100,7 +106,7 @@ def _page(request: Request, principal: Principal, deps: ApiDeps, **context: Any)
         rules=[{"id": r.id, "description": r.description, "origin": ruleset.origins.get(r.id, "")}
                for r in ruleset.rules] if ruleset is not None else [],
         strategies=[strategy_dict(s) for s in ruleset.strategies] if ruleset is not None else [],
-        may_explain=principal.allows("people:read", ALL_APPS),
+        may_read=may_read, may_explain=principal.allows("people:read", ALL_APPS),
         may_simulate=principal.allows("statistics:read", ALL_APPS),
         status_code=422 if context["explain_errors"] or context["simulate_errors"] else 200,
         **context,
