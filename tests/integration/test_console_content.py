@@ -17,6 +17,8 @@ from localparts.switchboard_process import SwitchboardProcess
 from rules.loader import load_ruleset
 from rules.watch import RulesWatcher
 from settings import ROOT, Settings
+from state.approval_policies import ApprovalPolicy, PolicyStore
+from state.approvals import ApprovalStore
 from state.apps import AppRegistry
 from state.template_store import TemplateStore
 from state.users import User, UserDirectory
@@ -91,6 +93,17 @@ async def test_templates_are_written_previewed_published_and_compared(
         await screenshot(page, "console-templates-diff")
         await page.goto("/console/templates/exam_notice/versions/2")
         await screenshot(page, "console-templates-preview")
+        # Under an approval policy over the app's templates, publishing holds the version and says so.
+        await PolicyStore(redis).put(ApprovalPolicy(name="template-review", apps=["lms"], templates=True,
+                                                    levels=["approver"]))
+        async with page.expect_navigation():
+            await page.click("#publish")
+        assert "not live yet" in await page.inner_text("#notice")
+        assert "waiting for approval" in await page.inner_text("#version-2")
+        assert await TemplateStore(redis).live_number("exam_notice") == 1
+        held = await TemplateStore(redis).publication("exam_notice", 2)
+        assert held is not None and held.state == "pending_approval"
+        assert await ApprovalStore(redis).get(held.approval_id) is not None
         missing = await page.goto("/console/templates/exam_notice/versions/9")
         assert missing is not None and missing.status == 404
         assert "template 'exam_notice' has no version 9" in await page.inner_text("#refused")
