@@ -22,9 +22,10 @@ from analytics.variants import as_csv as variants_csv
 from api.analytics_reader import AnalyticsUnavailable
 from api.console.context import ConsolePage
 from api.console.pages.analytics_charts import FunnelBars, VariantRate, funnel_chart, variant_chart
+from api.console.pages.unserved import unserved_router
 from api.console.render import render
 from api.console.session import authorize, console_principal
-from api.deps import Analytics, ApiDeps
+from api.deps import ApiDeps
 from api.reports import funnel_for, report_app
 from settings.permissions import ALL_APPS, Principal
 
@@ -34,8 +35,10 @@ Rule = Annotated[str, Query(max_length=128)]
 
 
 def analytics_router(deps: ApiDeps) -> APIRouter:
+    if deps.analytics is None:
+        return unserved_router("/analytics", "statistics:read", "reports")
     router = APIRouter(prefix="/analytics", include_in_schema=False)
-    analytics = _analytics(deps)
+    analytics = deps.analytics
 
     async def funnel(request: Request, principal: Principal, by: str, since: str, until: str, app: str,
                      interval: str) -> tuple[FunnelReport | None, str]:
@@ -113,12 +116,6 @@ def analytics_router(deps: ApiDeps) -> APIRouter:
         return _csv(variants_csv(report), f"variants-{rule}.csv")
 
     return router
-
-
-def _analytics(deps: ApiDeps) -> Analytics:
-    if deps.analytics is None:  # the console mounts this page only with the reports
-        raise RuntimeError("the Analytics page needs the reports (deps.analytics)")
-    return deps.analytics
 
 
 def _bars(report: FunnelReport) -> list[FunnelBars]:

@@ -28,10 +28,11 @@ from api.console.pages.template_form import (
     form_of_version,
     place_refusal,
 )
+from api.console.pages.unserved import unserved_router
 from api.console.render import render
 from api.console.session import authorize, console_principal
 from api.deps import ApiDeps
-from api.template_service import TemplateRefused, Templates
+from api.template_service import TemplateRefused
 from settings.permissions import Principal
 
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
@@ -43,8 +44,10 @@ Publisher = Annotated[Principal, Depends(console_principal("templates:publish"))
 
 
 def templates_router(deps: ApiDeps) -> APIRouter:
+    if deps.template_versions is None:
+        return unserved_router("/templates", "templates:read", "stored templates")
     router = APIRouter(prefix="/templates", include_in_schema=False)
-    templates = _templates(deps)
+    templates = deps.template_versions
 
     async def readable(
         request: Request, principal: Principal, name: str, permission: str = "templates:read"
@@ -159,12 +162,6 @@ def templates_router(deps: ApiDeps) -> APIRouter:
                                 status.HTTP_303_SEE_OTHER)
 
     return router
-
-
-def _templates(deps: ApiDeps) -> Templates:
-    if deps.template_versions is None:  # the console mounts this page only with stored templates
-        raise RuntimeError("the Templates page needs the stored templates (deps.template_versions)")
-    return deps.template_versions
 
 
 def _editor(request: Request, principal: Principal, existing: str | None, form: EditorForm,
