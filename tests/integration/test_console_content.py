@@ -136,7 +136,9 @@ async def test_rules_show_the_loaded_files_explain_a_person_and_refuse_a_broken_
         await login(page, "ada")
         await page.click("#nav-rules")
         rules = await page.inner_text("#rules")
-        assert "course-reminders-active" in rules and "default.yaml:" in rules
+        assert "course-reminders-active" in rules and "rules/default.yaml:" in rules
+        assert str(ROOT) not in rules  # paths as the rule authors know them
+        assert "push_then_sms  send on first of push" in await page.inner_text("#strategies")
         assert await page.inner_text("#check-ok")
         await page.fill("#event", '{"app": "lms", "type": "course.reminder", "category": "notice", '
                                   '"template": "course_reminder"}')

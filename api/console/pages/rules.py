@@ -45,7 +45,7 @@ from rules.explain_inputs import (
 from rules.loader import check, load_ruleset, rule_files, template_names
 from rules.schema import Ruleset
 from rules.simulate import load_history, simulate
-from rules.strategies import strategy_dict
+from rules.strategies import render as strategies_text
 from rules.watch import RulesWatcher
 from settings.permissions import ALL_APPS, Principal
 
@@ -90,10 +90,12 @@ def _page(request: Request, principal: Principal, deps: ApiDeps, **context: Any)
     may_read = holds(principal, "templates:read")
     ruleset = deps.rules.ruleset if deps.rules is not None and may_read else None
     watcher = deps.rules if isinstance(deps.rules, RulesWatcher) and may_read else None
-    files = [str(p) for p in rule_files(watcher.path)] if watcher is not None else []
+    # Paths as the rule authors know them: from the rules folder's parent (`rules/default.yaml:58`).
+    base = f"{(watcher.path if watcher.path.is_dir() else watcher.path.parent).parent}/" if watcher else ""
+    files = [str(p).removeprefix(base) for p in rule_files(watcher.path)] if watcher is not None else []
     problems = None
     if watcher is not None:  # the files as they are on disk now, as `switchboard rules check` reads them
-        problems = [str(e) for e in check([watcher.path], _templates_of(watcher))]
+        problems = [str(e).removeprefix(base) for e in check([watcher.path], _templates_of(watcher))]
     context.setdefault("explain_form", {})
     context.setdefault("explain_errors", {})
     context.setdefault("explanation", None)
@@ -103,9 +105,10 @@ def _page(request: Request, principal: Principal, deps: ApiDeps, **context: Any)
     context.setdefault("simulation", None)
     return render(
         request, "rules/page.html", principal, ruleset=ruleset, files=files, problems=problems,
-        rules=[{"id": r.id, "description": r.description, "origin": ruleset.origins.get(r.id, "")}
+        rules=[{"id": r.id, "description": r.description,
+                "origin": ruleset.origins.get(r.id, "").removeprefix(base)}
                for r in ruleset.rules] if ruleset is not None else [],
-        strategies=[strategy_dict(s) for s in ruleset.strategies] if ruleset is not None else [],
+        strategies=strategies_text(ruleset.strategies).replace(base, "") if ruleset is not None else "",
         may_read=may_read, may_explain=principal.allows("people:read", ALL_APPS),
         may_simulate=principal.allows("statistics:read", ALL_APPS),
         status_code=422 if context["explain_errors"] or context["simulate_errors"] else 200,
