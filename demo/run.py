@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import shutil
 import signal
 import sys
@@ -37,6 +38,7 @@ from state.broadcasts import BroadcastJobs
 from state.connection import open_redis
 from state.flow_counters import FlowCounters, caught_up
 from state.inbox import Inbox
+from state.operators import OperatorStore
 from state.schedule import DeliverySchedule, ParkedDispatches
 from state.users import UserDirectory
 from state.users_import import import_users
@@ -98,7 +100,8 @@ def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -
     api = SwitchboardProcess("api", demo, run_dir / "api.log")
     try:
         engagement = asyncio.run(_drive(demo, size, run_dir, service, worker, api, smtp, peers))
-        api.stop()
+        if not keep_running:
+            api.stop()
         if worker.stop() not in (0, None):
             console.print(f"[red]the worker exited badly; its log:[/]\n{worker.log_tail()}")
             return 1
@@ -112,7 +115,10 @@ def run_demo(settings: Settings, size: int = 5000, keep_running: bool = False) -
         console.print(f"[red]demo failed:[/] {exc}")
         return 1
     finally:
-        api.stop()
+        if keep_running and api.running:
+            _console_login(demo, api)
+        else:
+            api.stop()
         worker.stop()
         if keep_running and service.running:
             console.print(f"the analytics service keeps serving; stop it with `kill {service.pid}`")
@@ -325,6 +331,39 @@ def _how_to_connect(settings: Settings) -> None:
         f"password=open('{password_file}').read().strip()); print(c.query_df('{EXAMPLE_QUERY}'))\"",
         soft_wrap=True,
     )
+
+
+DEMO_OPERATOR = "demo"
+
+
+def _console_login(settings: Settings, api: SwitchboardProcess) -> None:
+    """The API keeps serving the console: an administrator `demo` with a new random password, written
+    to a file only its owner reads (never printed, as the analytics password)."""
+    password = secrets.token_urlsafe(18)
+    while DEMO_OPERATOR in password.lower():  # the policy refuses a password holding the name
+        password = secrets.token_urlsafe(18)
+    password_file = settings.var_dir / "console_password"
+    password_file.touch(mode=0o600, exist_ok=True)
+    password_file.chmod(0o600)
+    password_file.write_text(password + "\n")
+    asyncio.run(_demo_operator(settings, password))
+    address = f"http://{settings.api_host}:{settings.api_port}/console/"
+    console.print(f"\n[bold]The console[/] (the API keeps serving; stop it with `kill {api.pid}`): {address}")
+    console.print(f"  log in as {DEMO_OPERATOR!r} (an administrator) with the password in {password_file}:")
+    console.print(f"  cat {password_file}", soft_wrap=True)
+
+
+async def _demo_operator(settings: Settings, password: str) -> None:
+    redis = open_redis(settings.redis)
+    try:
+        operators = OperatorStore(redis)
+        if await operators.find(DEMO_OPERATOR) is None:
+            await operators.create(DEMO_OPERATOR, password, grants=["administrator"], display_name="Demo",
+                                   locale="zh")
+        else:
+            await operators.set_password(DEMO_OPERATOR, password)
+    finally:
+        await redis.aclose()
 
 
 async def _engage(
