@@ -188,7 +188,7 @@ async def test_analytics_reports_funnels_and_variants_with_charts_and_csv(
                          "the analytics service does not listen", service)
         async with running_console(flow, redis) as console:
             await console.operator("ana", "analyst")
-            await console.operator("own", f"app_owner@{app}")
+            await console.operator("own", f"app_owner@{app}", "app_owner@zz_other")
             await console.operator("tia", "template_editor")
             for row in campaign(app):
                 await console.deps.publisher.publish_receipt(row)
@@ -220,7 +220,8 @@ async def test_analytics_reports_funnels_and_variants_with_charts_and_csv(
             assert await page.locator("#variants-chart svg circle").count() == 2
             await screenshot(page, "console-analytics-variants")
 
-            # An app owner reads its own app's funnel, not the variants across apps; an editor nothing.
+            # An owner of two apps sees the first until choosing, never another's, nor the variants
+            # across apps; a template editor sees no analytics.
             owner = await open_page(browser, console)
             await login(owner, "own")
             await owner.goto("/console/analytics?by=channel&since=7d")

@@ -42,7 +42,11 @@ def analytics_router(deps: ApiDeps) -> APIRouter:
 
     async def funnel(request: Request, principal: Principal, by: str, since: str, until: str, app: str,
                      interval: str) -> tuple[FunnelReport | None, str]:
-        """The report, or None and the error to show beside the form (the API's own messages)."""
+        """The report, or None and the error to show beside the form (the API's own messages). An
+        operator of several apps (not every app) who names none sees the first, as the form shows it."""
+        scoped = sorted(principal.apps_for("statistics:read") - {ALL_APPS})
+        if not app and scoped and not principal.allows("statistics:read", ALL_APPS):
+            app = scoped[0]
         try:
             scope = report_app(deps, principal, app or None)
         except HTTPException as exc:
