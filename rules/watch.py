@@ -73,7 +73,7 @@ class RulesWatcher:
         Changed templates that the rules accept are taken into the catalog even when the rules did
         not change."""
         rules, templates = rule_files(self._path), self._template_files()
-        signature = self._stat([*rules, *templates])
+        signature = self.signature([*rules, *templates])
         if signature is not None and signature == self._signature:
             return None
         self._signature = signature
@@ -120,7 +120,8 @@ class RulesWatcher:
         return self._current.version if self._current is not None else "(none)"
 
     @staticmethod
-    def _stat(files: list[Path]) -> Signature | None:
+    def signature(files: list[Path]) -> Signature | None:
+        """Each file's name, size and modification time; None when one cannot be read."""
         try:
             return tuple((str(f), (s := f.stat()).st_size, s.st_mtime_ns) for f in files)
         except OSError:

@@ -121,9 +121,13 @@ async def test_templates_are_written_previewed_published_and_compared(
 
 
 async def test_rules_show_the_loaded_files_explain_a_person_and_refuse_a_broken_candidate(
-    settings: Settings, redis: Redis, browser: Browser
+    settings: Settings, redis: Redis, browser: Browser, tmp_path: Path
 ) -> None:
-    watcher = RulesWatcher(ROOT / "rules", ROOT / "templates", current=load_ruleset(ROOT / "rules"))
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    rule_file = folder / "default.yaml"
+    rule_file.write_text((ROOT / "rules" / "default.yaml").read_text())
+    watcher = RulesWatcher(folder, ROOT / "templates", current=load_ruleset(folder))
     await UserDirectory(redis).upsert(
         [User(user_id="s1", channel_pref="email", bindings={"inbox": "s1", "email": "s1@x"})]
     )
@@ -137,9 +141,15 @@ async def test_rules_show_the_loaded_files_explain_a_person_and_refuse_a_broken_
         await page.click("#nav-rules")
         rules = await page.inner_text("#rules")
         assert "course-reminders-active" in rules and "rules/default.yaml:" in rules
-        assert str(ROOT) not in rules  # paths as the rule authors know them
+        assert str(tmp_path) not in rules  # paths as the rule authors know them
         assert "push_then_sms  send on first of push" in await page.inner_text("#strategies")
         assert await page.inner_text("#check-ok")
+        # The check reads the files as they are now: an edit shows its error before any reload.
+        await asyncio.to_thread(rule_file.write_text, rule_file.read_text() + "\nstrateges: {}\n")
+        await page.reload()
+        assert "rules/default.yaml:" in await page.inner_text("#check-problems")
+        assert "strateges" in await page.inner_text("#check-problems")
+        assert "course-reminders-active" in await page.inner_text("#rules")  # still the loaded ones
         await page.fill("#event", '{"app": "lms", "type": "course.reminder", "category": "notice", '
                                   '"template": "course_reminder"}')
         await page.fill("#user", "nobody")
