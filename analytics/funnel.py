@@ -17,9 +17,9 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal, get_args
+from weakref import WeakKeyDictionary
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.httpclient import HttpClient
 
 from settings.errors import SwitchboardError
 
@@ -44,11 +44,6 @@ _REACHES: Final[dict[str, str]] = {  # when a row counts its message at a stage 
 _RELATIVE = re.compile(r"^(\d{1,5})([mhdw])$")
 _UNITS: Final = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 DEFAULT_SINCE: Final = timedelta(days=7)
-FINAL_WITHIN_PARTITIONS: Final = {"do_not_merge_across_partitions_select_final": "1"}
-"""Parts merge only within a partition (a month of event_time), so FINAL need not merge across them and
-reads a fully merged month as it is: about a third less CPU on merged data, same rows. A read-only
-session (the analytics service's readers) may not change settings, so the service sets it for every
-session itself and the funnel asks for it only on a client of its own (the engine opened directly)."""
 
 
 class FunnelError(SwitchboardError, ValueError):
@@ -293,6 +288,19 @@ def _rollup_sql(query: FunnelQuery) -> str:
     )
 
 
+_SETTABLE: WeakKeyDictionary[Client, bool] = WeakKeyDictionary()
+
+
+def _may_change_settings(client: Client) -> bool:
+    """Whether this client may change a setting: not the analytics service's read-only reader (the API
+    and the CLI read through it), whose engine refuses any SETTINGS clause. Asked once per client."""
+    settable = _SETTABLE.get(client)
+    if settable is None:
+        settable = str(client.query("SELECT getSetting('readonly')").result_rows[0][0]) == "0"
+        _SETTABLE[client] = settable
+    return settable
+
+
 def funnel_report(client: Client, query: FunnelQuery) -> FunnelReport:
     """Run the funnel in ClickHouse; distinct messages per stage, exact whatever duplicates are stored."""
     parameters = {
@@ -300,13 +308,12 @@ def funnel_report(client: Client, query: FunnelQuery) -> FunnelReport:
         "until": query.until.astimezone(UTC),
         "app": query.app or "",
     }
-    if query.source == "rollup":
-        result = client.query(_rollup_sql(query), parameters=parameters)
-    else:
-        # Over HTTP the reader may be read-only: the analytics service applies the setting itself.
-        direct = not isinstance(client, HttpClient)
-        result = client.query(_sql(query), parameters=parameters,
-                              settings=dict(FINAL_WITHIN_PARTITIONS) if direct else None)
+    sql = _rollup_sql(query) if query.source == "rollup" else _sql(query)
+    if query.source != "rollup" and _may_change_settings(client):
+        # Parts merge only within a partition (a month of event_time), so FINAL need not merge across
+        # them and reads a fully merged month as it is: about a third less CPU on merged data, same rows.
+        sql += " SETTINGS do_not_merge_across_partitions_select_final = 1"
+    result = client.query(sql, parameters=parameters)
     rows: list[FunnelRow] = []
     width = len(query.by)
     for line in result.result_rows:

@@ -28,7 +28,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from analytics.analysts import Analyst, Analysts
-from analytics.funnel import FINAL_WITHIN_PARTITIONS
 from analytics.query_engine import (
     SYNTAX_ERROR,
     ChdbEngine,
@@ -290,8 +289,8 @@ def _session_settings(request: Request, analyst: Analyst, readonly: bool) -> dic
         settings[name] = value
     settings.update(analyst.limits())
     # Every reader's FINAL reads merge within a monthly partition only (parts never merge across them):
-    # the same rows for less CPU, and the funnel cannot ask for it itself once the session is read-only.
-    settings.update(FINAL_WITHIN_PARTITIONS)
+    # the same rows for less CPU; a read-only session (the funnel's, through here) cannot ask for it.
+    settings["do_not_merge_across_partitions_select_final"] = "1"
     if readonly:
         settings["readonly"] = "1"
     return settings

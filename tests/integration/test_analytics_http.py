@@ -23,9 +23,12 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
 from analytics.analysts import Analysts, hash_password
-from analytics.connection import open_clickhouse
+from analytics.connection import READER_USER, open_clickhouse
+from analytics.funnel import funnel_query, funnel_report
 from analytics.http_interface import chdb_engine, create_http_interface
+from analytics.sink import ReceiptSink
 from localparts.process import free_port
+from tests.integration.test_reports import campaign
 
 READER_PASSWORD = "reader-" + uuid.uuid4().hex
 ANALYST_PASSWORD = "analyst-" + uuid.uuid4().hex
@@ -310,3 +313,21 @@ def test_limits_cut_off_a_long_query_and_a_large_result(endpoint: str, analyst: 
 
 def test_ping(endpoint: str) -> None:
     assert httpx.get(f"{endpoint}/ping").text == "Ok.\n"
+
+
+def test_the_funnel_reads_through_the_interface_as_switchboards_reader(
+    endpoint: str, clickhouse: Client
+) -> None:
+    """The API and the CLI read reports as the read-only `switchboard` user, whose engine refuses any
+    SETTINGS clause: the funnel leaves its own out for such a client, with the same rows."""
+    app = f"http_{uuid.uuid4().hex[:8]}"
+    ReceiptSink(clickhouse).write(campaign(app))
+    query = funnel_query(since="3d", until=None, by="channel", app=app)
+    reader = connect(endpoint, READER_USER, READER_PASSWORD)
+    try:
+        through = funnel_report(reader, query).as_records()
+    finally:
+        reader.close()
+    direct = funnel_report(clickhouse, query).as_records()
+    assert through == direct
+    assert {record["channel"]: record["sent"] for record in through}["sms"] == 2

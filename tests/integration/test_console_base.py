@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from clickhouse_connect.driver.client import Client
 from playwright.async_api import Browser
 from redis.asyncio import Redis
 
@@ -78,6 +79,12 @@ async def test_an_idle_session_expires_to_the_login_page(
         await asyncio.sleep(2.2)  # Redis expires the session key on its own clock
         await page.goto("/console/overview")
         assert "/console/login" in page.url
+        # The stale cookie is still in the browser: logging in again works all the same.
+        await page.fill("#name", "ada")
+        await page.fill("#password", "a long enough console passphrase")
+        async with page.expect_navigation():
+            await page.click("#login-submit")
+        assert page.url.endswith("/console/overview")
 
 
 async def test_an_operator_without_the_permission_sees_no_entry_and_gets_403(
@@ -95,19 +102,29 @@ async def test_an_operator_without_the_permission_sees_no_entry_and_gets_403(
 
 
 async def test_the_locale_switch_changes_every_label(
-    settings: Settings, redis: Redis, browser: Browser
+    settings: Settings, redis: Redis, clickhouse: Client, browser: Browser
 ) -> None:
-    async with running_console(settings, redis) as console:
+    async with running_console(settings, redis, clickhouse=clickhouse) as console:
         await console.operator("li", "administrator", locale="zh")
         page = await open_page(browser, console)
         await login(page, "li")
         assert await page.inner_text("#nav-overview") == "概览"
         assert await page.inner_text("#logout") == "退出登录"
         assert await page.inner_text("h1") == "概览"
+        assert await page.inner_text("#nav-members") == "成员与角色"
+        assert "今日" in await page.inner_text("#period-today h2")
         async with page.expect_navigation():
             await page.click("#switch-locale")
         assert page.url.endswith("/console/overview")
         assert await page.inner_text("#nav-overview") == "Overview"
+        assert await page.inner_text("#nav-members") == "Members & roles"
         assert await page.inner_text("#logout") == "Log out"
         assert await page.inner_text("h1") == "Overview"
+        assert "Today" in await page.inner_text("#period-today h2")
         assert (await console.operators.get("li")).locale == "en"
+        await page.goto("/console/members")
+        assert await page.inner_text("#add-operator h2") == "Add an operator"
+        async with page.expect_navigation():
+            await page.click("#switch-locale")
+        assert page.url.endswith("/console/members")  # back where the switch was pressed
+        assert await page.inner_text("#add-operator h2") == "添加操作员"

@@ -106,10 +106,13 @@ def members_router(deps: ApiDeps) -> APIRouter:
     @router.post("/members/operators/{name}/grants", include_in_schema=False)
     async def grant(request: Request, principal: Managers, name: Name, role: Text = "",
                     apps: Text = "") -> Response:
-        wanted = OperatorGrant(role=role.strip() or "-", apps=apps_of(apps))
+        values = {"role": role, "apps": apps}
+        if not role.strip():
+            error = FormError("role: choose a role", "role")
+            return await page(request, principal, form=f"grant:{name}", error=error, values=values)
+        wanted = OperatorGrant(role=role.strip(), apps=apps_of(apps))
         return await acted(request, principal, f"grant:{name}",
-                           lambda: desk.grant(request, principal, name, wanted), "granted",
-                           {"role": role, "apps": apps})
+                           lambda: desk.grant(request, principal, name, wanted), "granted", values)
 
     @router.post("/members/operators/{name}/revoke", include_in_schema=False)
     async def revoke(request: Request, principal: Managers, name: Name, role: Text = "",
