@@ -288,6 +288,9 @@ def _session_settings(request: Request, analyst: Analyst, readonly: bool) -> dic
             raise EngineError(READONLY, readonly_refusal(name))
         settings[name] = value
     settings.update(analyst.limits())
+    # Every reader's FINAL reads merge within a monthly partition only (parts never merge across them):
+    # the same rows for less CPU; a read-only session (the funnel's, through here) cannot ask for it.
+    settings["do_not_merge_across_partitions_select_final"] = "1"
     if readonly:
         settings["readonly"] = "1"
     return settings

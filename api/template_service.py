@@ -20,6 +20,7 @@ from channels.template_versions import Pricing, StoredTemplateFeed, compile_vers
 from channels.templates import TemplateCatalog, TemplateError
 from records.vocabulary import Name
 from settings import Settings
+from settings.permissions import ALL_APPS, Principal
 from state.approval_policies import PolicyStore, strictest
 from state.approvals import ApprovalItem, ApprovalStore
 from state.template_store import Publication, StoredTemplate, TemplateStore, TemplateVersion, Variable
@@ -201,6 +202,18 @@ async def publish(templates: Templates, requester: str, name: str, number: int) 
 def _as_submitter(author: str) -> str:
     """The author as approvals name a submitter, so the author cannot approve their own version."""
     return author if ":" in author else f"operator:{author}"
+
+
+async def listing(templates: Templates, principal: Principal) -> tuple[list[dict[str, Any]], list[str]]:
+    """The stored templates of the apps `principal` reads templates of, each with its live number; and
+    the template files' names (files are kept in git, readable by anyone who reads templates)."""
+    apps = principal.apps_for("templates:read")
+    live = await templates.store.live()
+    stored = [
+        {**t.model_dump(mode="json"), "live": live.get(t.name)}
+        for t in await templates.store.all() if ALL_APPS in apps or t.app in apps
+    ]
+    return stored, [n for n in templates.catalog.names if templates.catalog.is_file(n)]
 
 
 async def summary(templates: Templates, template: StoredTemplate) -> dict[str, Any]:

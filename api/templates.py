@@ -9,12 +9,12 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import template_actions as actions
 from api import template_service as service
-from api.access import audit_record
 from api.deps import ApiDeps
 from api.problems import Problem, invalid
 from api.template_service import TemplateRefused, Templates, VersionDraft
-from settings.permissions import ALL_APPS, Principal
+from settings.permissions import Principal
 
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
 T = TypeVar("T")
@@ -45,19 +45,12 @@ def templates_router(deps: ApiDeps, templates: Templates) -> APIRouter:
     Number = Annotated[int, Path(ge=1, le=1_000_000)]
 
     async def readable(principal: Principal, name: str, permission: str = "templates:read") -> str:
-        template = await _refusing(service.template_of(templates, name))
-        deps.access.authorize(principal, permission, template.app)
-        return template.app
+        found = await _refusing(actions.readable(deps.access, templates, principal, name, permission))
+        return found.app
 
     @router.get("", summary="Stored templates the caller may read, with their live versions; file names")
     async def list_templates(principal: Reader) -> dict[str, Any]:
-        apps = principal.apps_for("templates:read")
-        live = await templates.store.live()
-        stored = [
-            {**t.model_dump(mode="json"), "live": live.get(t.name)}
-            for t in await templates.store.all() if ALL_APPS in apps or t.app in apps
-        ]
-        files = [n for n in templates.catalog.names if templates.catalog.is_file(n)]
+        stored, files = await service.listing(templates, principal)
         return {"templates": stored, "files": files}
 
     @router.get("/{name}", summary="A stored template: owner, live and latest version, publications")
@@ -86,17 +79,11 @@ def templates_router(deps: ApiDeps, templates: Templates) -> APIRouter:
     async def save_version(
         request: Request, principal: Editor, name: Name, body: VersionDraft
     ) -> dict[str, Any]:
-        app = await _refusing(service.owner_app(templates, name, body))
-        deps.access.authorize(principal, "templates:edit", app)
-        template, version, created = await _refusing(service.save(templates, principal.name, name, body))
-        await deps.publisher.publish_audit(audit_record(
-            request, principal, "template.save", target_kind="template", target=f"{name}@{version.number}",
-            app=template.app, reason=version.comment,
-            before=None if version.number == 1 else {"latest": version.number - 1},
-            after={"created": created, "version": version.number, "channels": sorted(version.parts),
-                   "variables": [v.name for v in version.variables]},
-        ))
-        return {"template": template.model_dump(mode="json"), "version": version.model_dump(mode="json")}
+        saved = await _refusing(
+            actions.save_version(deps.access, deps.publisher, templates, request, principal, name, body)
+        )
+        return {"template": saved.template.model_dump(mode="json"),
+                "version": saved.version.model_dump(mode="json")}
 
     @router.post("/{name}/versions/{number}/preview",
                  summary="Each channel rendered from samples or data: fields, SMS segments, cost, problems")
@@ -125,18 +112,12 @@ def templates_router(deps: ApiDeps, templates: Templates) -> APIRouter:
     async def publish_version(
         request: Request, response: Response, principal: Publisher, name: Name, number: Number
     ) -> dict[str, Any]:
-        app = await readable(principal, name, "templates:publish")
-        before = await templates.store.live_number(name)
-        publication = await _refusing(service.publish(templates, principal.name, name, number))
+        publication = await _refusing(
+            actions.publish_version(deps.access, deps.publisher, templates, request, principal, name, number)
+        )
         held = publication.state == "pending_approval"
         if held:
             response.status_code = status.HTTP_202_ACCEPTED
-        await deps.publisher.publish_audit(audit_record(
-            request, principal, "template.publish", target_kind="template", target=f"{name}@{number}",
-            app=app,
-            reason=publication.reason, before={"live": before},
-            after={"live": before if held else number, "publication": publication.model_dump(mode="json")},
-        ))
         return {"template": name, "version": number, "live": not held, **publication.model_dump(mode="json")}
 
     return router

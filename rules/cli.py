@@ -16,9 +16,9 @@ import typer
 if TYPE_CHECKING:
     from records.topics import EventCore
     from rules.budgets import BatchBudgets
+    from rules.explain_inputs import Person
     from rules.schema import Ruleset
     from settings import Settings
-    from state.users import User
 
 rules_cli = typer.Typer(no_args_is_help=True, help="Check, explain, test and simulate rule files.")
 
@@ -67,10 +67,10 @@ def explain_command(
     available: Annotated[str | None, typer.Option(help="channels with a provider (default: all)")] = None,
 ) -> None:
     """Which rules match an event for a user, which wins and why, and the full decision and plan."""
-    from records.topics import CHANNELS
     from rules.cases import last_active as parse_last_active
-    from rules.engine import DecisionRequest, RuleEngine
+    from rules.engine import RuleEngine
     from rules.explain import explain, render
+    from rules.explain_inputs import decision_request
 
     settings = _settings()
     ruleset = _load(rules or settings.rules, templates or settings.templates)
@@ -78,18 +78,15 @@ def explain_command(
     at = datetime.fromisoformat(now) if now else datetime.now(UTC)
     if at.tzinfo is None:
         _fail(f"--now {now!r} needs a timezone offset, e.g. 2026-11-23T22:30:00+08:00")
-    person, app_channels, seen = _user(user, core.app, settings)
+    person = _user(user, core.app, settings)
     try:
-        active = parse_last_active(last_active, at) if last_active else seen
+        active = parse_last_active(last_active, at) if last_active else None
     except ValueError as exc:
         _fail(f"--last-active: {exc}")
-    request = DecisionRequest(
-        event=core,
-        user=person,
-        allowed_channels=_channels(allowed) if allowed else app_channels or frozenset(CHANNELS),
-        available_channels=_channels(available) if available else frozenset(CHANNELS),
-        now=at,
-        last_active_at=active,
+    request = decision_request(
+        core, person, at, last_active=active,
+        allowed=_channels(allowed) if allowed else None,
+        available=_channels(available) if available else None,
     )
     # With the user read from Redis, so are the budgets' standings: explain shows the budget verdict.
     budgets = None if Path(user).is_file() else asyncio.run(_budget_standing(core, settings))
@@ -215,26 +212,19 @@ def _document(value: str, what: str) -> Any:
 
 
 def _event(value: str) -> Any:
-    from pydantic import ValidationError
+    from rules.explain_inputs import ExplainInputError, event_of
 
-    from records.topics import EventCore
-
-    data = _document(value, "--event")
-    if not isinstance(data, dict):
-        _fail("--event must be a JSON object")
-    data = {"event_id": "explain", **{k: v for k, v in data.items() if k != "audience"}}
     try:
-        return EventCore.model_validate(data)
-    except ValidationError as exc:
-        _fail("--event: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        return event_of(_document(value, "--event"))
+    except ExplainInputError as exc:
+        _fail(f"--event: {exc}")
 
 
 async def _budget_standing(event: EventCore, settings: Settings) -> BatchBudgets:
     """The standings of the budgets over the event's app and campaign, and the providers' prices."""
     from channels.costs import costs_from_specs
     from channels.providers import load_providers
-    from rules.budgets import BatchBudgets
-    from state.budgets import BudgetStore
+    from rules.explain_inputs import budget_standing
     from state.connection import open_redis
 
     specs = load_providers(settings.providers, skip_unavailable=lambda _: None, require_env=False) if (
@@ -242,56 +232,47 @@ async def _budget_standing(event: EventCore, settings: Settings) -> BatchBudgets
     ) else []
     redis = open_redis(settings.redis)
     try:
-        store = BudgetStore(redis)
-        under = (await store.applying([(event.app, event.campaign)])).get((event.app, event.campaign), [])
-        return BatchBudgets(await store.standings(under), costs_from_specs(specs))
+        return await budget_standing(redis, event, costs_from_specs(specs))
     finally:
         await redis.aclose()
 
 
-def _user(value: str, app: str, settings: Settings) -> tuple[User, frozenset[str] | None, datetime | None]:
+def _user(value: str, app: str, settings: Settings) -> Person:
     """The user from a file, or from Redis with the app's channels and the user's last activity."""
     from pydantic import ValidationError
 
+    from rules.explain_inputs import Person
     from state.users import User
 
     if Path(value).is_file():
         try:
-            return User.model_validate(_document(value, "--user")), None, None
+            return Person(User.model_validate(_document(value, "--user")))
         except ValidationError as exc:
             _fail(f"--user {value}: {exc}")
     return asyncio.run(_user_from_redis(value, app, settings))
 
 
-async def _user_from_redis(
-    user_id: str, app: str, settings: Settings
-) -> tuple[User, frozenset[str] | None, datetime | None]:
-    from state.apps import AppRegistry
+async def _user_from_redis(user_id: str, app: str, settings: Settings) -> Person:
+    from rules.explain_inputs import person_in_redis
     from state.connection import open_redis
-    from state.engagement import EngagementHistory
-    from state.users import UserDirectory
 
     redis = open_redis(settings.redis)
     try:
-        directory = UserDirectory(redis)
-        found = (await directory.get_many([user_id])).get(user_id)
-        if found is None:
-            _fail(f"--user {user_id!r}: no such file, and no such user in Redis")
-        registered = await AppRegistry(redis).get(app)
-        seen = (await EngagementHistory(redis).last_active([user_id])).get(user_id)
-        return found, (frozenset(registered.channels) if registered else None), seen
+        found = await person_in_redis(redis, user_id, app)
     finally:
         await redis.aclose()
+    if found is None:
+        _fail(f"--user {user_id!r}: no such file, and no such user in Redis")
+    return found
 
 
 def _channels(text: str) -> frozenset[str]:
-    from records.topics import CHANNELS
+    from rules.explain_inputs import ExplainInputError, channels_of
 
-    names = frozenset(part.strip() for part in text.split(",") if part.strip())
-    unknown = sorted(names - set(CHANNELS))
-    if unknown:
-        _fail(f"unknown channel(s) {', '.join(unknown)} (known: {', '.join(CHANNELS)})")
-    return names
+    try:
+        return channels_of(text)
+    except ExplainInputError as exc:
+        _fail(str(exc))
 
 
 def _moment(option: str, value: str) -> datetime:

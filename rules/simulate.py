@@ -30,6 +30,8 @@ from rules.schema import Ruleset
 from state.users import User
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from settings import Settings
 
 BATCH = 500
@@ -319,10 +321,7 @@ async def run_simulation(
     configured channels (`channels.registry.configured_channels`)."""
     from analytics.connection import open_reader
     from channels.registry import configured_channels
-    from state.apps import AppRegistry
     from state.connection import open_redis
-    from state.engagement import EngagementHistory
-    from state.users import UserDirectory
 
     # Through the analytics service while it runs (it holds the embedded engine), else directly.
     client = open_reader(settings)
@@ -330,19 +329,29 @@ async def run_simulation(
         history = await asyncio.to_thread(load_history, client, since, until)
     finally:
         client.close()
-    user_ids = sorted({a.user_id for a in history.outcomes.values() if not a.user_id.startswith("addr:")})
     redis = open_redis(settings.redis)
     try:
-        directory = UserDirectory(redis)
-        users = await directory.get_many(user_ids)
-        registry = AppRegistry(redis)
-        apps: dict[str, frozenset[str]] = {}
-        for name in {e.event.app for e in history.events}:
-            app = await registry.get(name)
-            apps[name] = frozenset(app.channels) if app is not None else frozenset()
-        active = await EngagementHistory(redis).last_active(user_ids)
+        channels = available if available is not None else configured_channels(settings)
+        return await simulate(history, redis, ruleset, channels)
     finally:
         await redis.aclose()
-    channels = available if available is not None else configured_channels(settings)
-    return await asyncio.to_thread(replay, history, ruleset, users, apps, active, channels)
 
+
+async def simulate(
+    history: History, redis: Redis, ruleset: Ruleset, available: frozenset[str]
+) -> SimulationReport:
+    """Replay `history` through `ruleset` with the users, apps and last activity Redis holds now (the
+    command line and the console both come here)."""
+    from state.apps import AppRegistry
+    from state.engagement import EngagementHistory
+    from state.users import UserDirectory
+
+    user_ids = sorted({a.user_id for a in history.outcomes.values() if not a.user_id.startswith("addr:")})
+    users = await UserDirectory(redis).get_many(user_ids)
+    registry = AppRegistry(redis)
+    apps: dict[str, frozenset[str]] = {}
+    for name in {e.event.app for e in history.events}:
+        app = await registry.get(name)
+        apps[name] = frozenset(app.channels) if app is not None else frozenset()
+    active = await EngagementHistory(redis).last_active(user_ids)
+    return await asyncio.to_thread(replay, history, ruleset, users, apps, active, available)

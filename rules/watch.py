@@ -53,6 +53,16 @@ class RulesWatcher:
                 self._seen = None
 
     @property
+    def path(self) -> Path:
+        """The rule file or folder watched (SWITCHBOARD_RULES)."""
+        return self._path
+
+    @property
+    def templates_folder(self) -> Path | None:
+        """The template files' folder the rules are checked against, if any."""
+        return self._templates
+
+    @property
     def ruleset(self) -> Ruleset | None:
         """The last valid ruleset: the one given, or the last `poll()` returned."""
         return self._current
@@ -63,7 +73,7 @@ class RulesWatcher:
         Changed templates that the rules accept are taken into the catalog even when the rules did
         not change."""
         rules, templates = rule_files(self._path), self._template_files()
-        signature = self._stat([*rules, *templates])
+        signature = self.signature([*rules, *templates])
         if signature is not None and signature == self._signature:
             return None
         self._signature = signature
@@ -110,7 +120,8 @@ class RulesWatcher:
         return self._current.version if self._current is not None else "(none)"
 
     @staticmethod
-    def _stat(files: list[Path]) -> Signature | None:
+    def signature(files: list[Path]) -> Signature | None:
+        """Each file's name, size and modification time; None when one cannot be read."""
         try:
             return tuple((str(f), (s := f.stat()).st_size, s.st_mtime_ns) for f in files)
         except OSError:

@@ -16,6 +16,7 @@ from api.console.context import Console, ConsolePage
 from api.console.csrf import CsrfRefused, csrf_checked
 from api.console.i18n import DEFAULT_LOCALE
 from api.console.pages import (
+    analytics,
     approvals,
     apps,
     audit,
@@ -24,8 +25,10 @@ from api.console.pages import (
     members,
     overview,
     people,
+    rules,
     segments,
     send,
+    templates,
     uploads,
 )
 from api.console.render import SECURITY_HEADERS, render, render_frame
@@ -38,18 +41,21 @@ from api.console.session import (
 )
 from api.deps import ApiDeps
 
-PAGES: tuple[ConsolePage, ...] = (
+PAGES: tuple[ConsolePage, ...] = (  # in the navigation's order, as the requirements list the screens
     overview.PAGE,
     send.PAGE,
     approvals.PAGE,
-    members.PAGE,
-    audit.PAGE,
-    dead_letters.PAGE,
+    templates.PAGE,
     apps.PAGE,
     channels.PAGE,
     people.PAGE,
     segments.PAGE,
     uploads.PAGE,
+    rules.PAGE,
+    analytics.PAGE,
+    dead_letters.PAGE,
+    members.PAGE,
+    audit.PAGE,
 )
 
 STATIC = Path(__file__).parent / "static"
