@@ -17,9 +17,10 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal, get_args
-from weakref import WeakKeyDictionary
+from weakref import WeakSet
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from settings.errors import SwitchboardError
 
@@ -288,17 +289,23 @@ def _rollup_sql(query: FunnelQuery) -> str:
     )
 
 
-_SETTABLE: WeakKeyDictionary[Client, bool] = WeakKeyDictionary()
+# Parts merge only within a partition (a month of event_time), so FINAL need not merge across them and
+# reads a fully merged month as it is: about a third less CPU on merged data, same rows.
+_FINAL_WITHIN_PARTITIONS = " SETTINGS do_not_merge_across_partitions_select_final = 1"
+_READ_ONLY: WeakSet[Client] = WeakSet()
+"""Clients whose engine refused the setting: the analytics service's read-only reader, through which
+the API and the command line read. They run the same query without it."""
 
 
-def _may_change_settings(client: Client) -> bool:
-    """Whether this client may change a setting: not the analytics service's read-only reader (the API
-    and the CLI read through it), whose engine refuses any SETTINGS clause. Asked once per client."""
-    settable = _SETTABLE.get(client)
-    if settable is None:
-        settable = str(client.query("SELECT getSetting('readonly')").result_rows[0][0]) == "0"
-        _SETTABLE[client] = settable
-    return settable
+def _query_raw(client: Client, sql: str, parameters: dict[str, Any]) -> Any:
+    if client not in _READ_ONLY:
+        try:
+            return client.query(sql + _FINAL_WITHIN_PARTITIONS, parameters=parameters)
+        except DatabaseError as exc:
+            if "(READONLY)" not in str(exc):
+                raise
+            _READ_ONLY.add(client)
+    return client.query(sql, parameters=parameters)
 
 
 def funnel_report(client: Client, query: FunnelQuery) -> FunnelReport:
@@ -309,11 +316,10 @@ def funnel_report(client: Client, query: FunnelQuery) -> FunnelReport:
         "app": query.app or "",
     }
     sql = _rollup_sql(query) if query.source == "rollup" else _sql(query)
-    if query.source != "rollup" and _may_change_settings(client):
-        # Parts merge only within a partition (a month of event_time), so FINAL need not merge across
-        # them and reads a fully merged month as it is: about a third less CPU on merged data, same rows.
-        sql += " SETTINGS do_not_merge_across_partitions_select_final = 1"
-    result = client.query(sql, parameters=parameters)
+    if query.source == "rollup":
+        result = client.query(sql, parameters=parameters)
+    else:
+        result = _query_raw(client, sql, parameters)
     rows: list[FunnelRow] = []
     width = len(query.by)
     for line in result.result_rows:

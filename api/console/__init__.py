@@ -35,9 +35,11 @@ from api.console.render import SECURITY_HEADERS, render, render_frame
 from api.console.session import (
     ConsoleForbidden,
     LoginRequired,
+    TooManyFailures,
     login_redirect,
     session_principal,
     sessions_router,
+    too_many_page,
 )
 from api.deps import ApiDeps
 
@@ -114,6 +116,10 @@ def mount_console(api: FastAPI, deps: ApiDeps) -> None:
             # htmx would swap the login page into a fragment: have it load the whole page instead.
             return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"HX-Redirect": target})
         return RedirectResponse(target, status.HTTP_303_SEE_OTHER)
+
+    @api.exception_handler(TooManyFailures)
+    async def too_many(request: Request, exc: TooManyFailures) -> Response:
+        return too_many_page(request, exc.wait)
 
     @api.exception_handler(ConsoleForbidden)
     async def forbidden(request: Request, exc: ConsoleForbidden) -> Response:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.access import audit_record, holds
+from api.access import audit_record, client_address, holds
 from api.auth import log_in
 from api.console.context import console_of
 from api.console.csrf import LOGIN_COOKIE, SESSION_COOKIE, csrf_token, new_login_token
@@ -34,6 +34,15 @@ class LoginRequired(Exception):
         self.next_path = next_path
 
 
+class TooManyFailures(Exception):
+    """The address failed to authenticate too often: refused whatever it presents, as the API refuses
+    it (429), with the login page saying when to retry."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
 class ConsoleForbidden(Exception):
     """A live session without the permission: answered 403 with a page naming it."""
 
@@ -48,6 +57,9 @@ async def session_principal(request: Request) -> Principal:
     """The principal of the request's session cookie (the operator's grants as they are now); also
     keeps the operator and the token on `request.state` for `render` and the CSRF token."""
     console = console_of(request)
+    failures = console.deps.access.failures
+    if failures is not None and (wait := await failures.source_wait(client_address(request))):
+        raise TooManyFailures(wait)
     token = request.cookies.get(SESSION_COOKIE, "")
     operator = await console.operators.authenticate_token(token) if token.startswith(SESSION_PREFIX) else None
     if operator is None:
@@ -147,6 +159,14 @@ def sessions_router() -> APIRouter:
         return RedirectResponse(back, status.HTTP_303_SEE_OTHER)
 
     return router
+
+
+def too_many_page(request: Request, wait: int) -> Response:
+    """The login page saying when this address may try again (429, `Retry-After`)."""
+    response = _login_page(request, "/console/", "login.too_many",
+                           status_code=status.HTTP_429_TOO_MANY_REQUESTS, seconds=wait)
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 def _login_page(request: Request, next_path: str, error: str = "", name: str = "",

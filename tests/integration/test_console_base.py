@@ -128,3 +128,20 @@ async def test_the_locale_switch_changes_every_label(
             await page.click("#switch-locale")
         assert page.url.endswith("/console/members")  # back where the switch was pressed
         assert await page.inner_text("#add-operator h2") == "添加操作员"
+
+
+async def test_an_address_that_failed_too_often_is_refused_even_with_a_session(
+    settings: Settings, redis: Redis, browser: Browser
+) -> None:
+    async with running_console(settings, redis) as console:
+        await console.operator("ada", "administrator")
+        page = await open_page(browser, console)
+        await login(page, "ada")
+        failures = console.deps.access.failures
+        assert failures is not None
+        while not await failures.source_failed("127.0.0.1"):  # as many failures as the limit allows
+            pass
+        response = await page.goto("/console/overview")
+        assert response is not None and response.status == 429
+        assert int(response.headers["retry-after"]) > 0
+        assert "Too many failures from this address" in await page.inner_text("#login-error")
