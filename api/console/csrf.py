@@ -50,6 +50,9 @@ async def csrf_checked(request: Request) -> None:
     if request.method in _SAFE_METHODS:
         return
     expected = expected_token(request)
+    if not expected:
+        # Refused before the body is read: nobody without a cookie gets a multipart upload spooled.
+        raise CsrfRefused()
     sent = request.headers.get(HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(_FORMS):
         # Starlette keeps the parsed form on the request: the route reads the same one.

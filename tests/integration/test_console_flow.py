@@ -17,7 +17,6 @@ from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
 from analytics.connection import service_listening
-from api.console import PAGES
 from localparts.switchboard_process import SwitchboardProcess
 from settings import Settings
 from state.approval_policies import ApprovalPolicy, PolicyStore
@@ -98,6 +97,7 @@ async def test_compose_approve_deliver_and_a_role_without_permission(
             await console.operator("li", "sender@lms")
             await console.operator("mei", "approver@lms")
             await console.operator("ida", "template_editor@lms")
+            await console.operator("kai", "administrator")  # the help desk: people are read over every app
 
             # li composes: a segment with its count, inbox, the live preview and estimate.
             li = await open_page(browser, console)
@@ -184,9 +184,12 @@ async def test_compose_approve_deliver_and_a_role_without_permission(
             if datetime.now(UTC).date() == sent_on:
                 await expect(li.locator("#today-sent")).to_have_text("4")
             await screenshot(li, "overview-after-send")
-            if any(page.name == "people" for page in PAGES):  # the People page, once merged
-                await li.goto(f"/console/people/{PEOPLE[0]}")
-                await expect(li.locator("#history")).to_contain_text("course_reminder")
+            # The person's history shows the message, with why (people:read over every app: kai).
+            kai = await open_page(browser, console)
+            await login(kai, "kai")
+            await kai.goto(f"/console/people/{PEOPLE[0]}")
+            await expect(kai.locator("#history")).to_contain_text("course_reminder")
+            await screenshot(kai, "person-history")
 
             # ida edits templates only: no Send or Approvals entry, 403 on their pages and forms.
             ida = await open_page(browser, console)
