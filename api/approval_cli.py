@@ -4,9 +4,7 @@ acting as an operator: `--operator NAME` with that operator's personal token in
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -14,18 +12,18 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from api import approval_service as service
 from api.approval_service import ApprovalRefused, Approvals, AuditSink
+from api.operator_cli import TOKEN_VARIABLE, act_as_operator
 from api.publisher import KafkaPublisher
 from settings import Settings, SwitchboardError
 from settings.permissions import Principal
 from state.approval_policies import ApprovalPolicy, PolicyStore
 from state.approvals import STATES, ApprovalItem, ApprovalState, ApprovalStore
-from state.connection import open_redis
 from state.operators import OperatorStore
 
-TOKEN_VARIABLE = "SWITCHBOARD_OPERATOR_TOKEN"  # noqa: S105  (the variable's name, not a token)
 _T = TypeVar("_T")
 
 approvals_cli = typer.Typer(no_args_is_help=True, help="Held messages awaiting approval, and the policies.")
@@ -40,40 +38,12 @@ Json = Annotated[bool, typer.Option("--json", help="print JSON instead of text")
 
 def _act(operator: str, action: Callable[[Approvals, AuditSink, Principal], Awaitable[_T]]) -> _T:
     """Run `action` as the operator whose token is in the environment, publishing audit records."""
-    token = os.environ.get(TOKEN_VARIABLE, "")
-    if not token:
-        raise SwitchboardError(f"set {TOKEN_VARIABLE} to the personal token of operator {operator!r}")
-    settings = Settings()
 
-    async def run() -> _T:
-        redis = open_redis(settings.redis)
-        publisher = KafkaPublisher(
-            settings.kafka,
-            events_topic=settings.topic("events"),
-            receipts_topic=settings.topic("receipts"),
-            audit_topic=settings.topic("audit"),
-        )
-        try:
-            operators = OperatorStore(redis)
-            found = await operators.authenticate_token(token)
-            if found is None or found.name != operator:
-                # Which of the two is wrong is not said: the token is a secret, the name a guess.
-                raise SwitchboardError(
-                    f"{TOKEN_VARIABLE} is not a valid token of an active operator {operator!r}"
-                )
-            principal = await operators.principal(found)
-            approvals = Approvals(ApprovalStore(redis), PolicyStore(redis), roles=operators.roles)
-            await publisher.start()
-            try:
-                return await action(approvals, publisher, principal)
-            finally:
-                await publisher.stop()
-        except ApprovalRefused as refused:
-            raise SwitchboardError(refused.detail) from None
-        finally:
-            await redis.aclose()
+    async def with_approvals(_: Settings, redis: Redis, publisher: KafkaPublisher, who: Principal) -> _T:
+        roles = OperatorStore(redis).roles
+        return await action(Approvals(ApprovalStore(redis), PolicyStore(redis), roles=roles), publisher, who)
 
-    return asyncio.run(run())
+    return act_as_operator(operator, with_approvals, (ApprovalRefused,))
 
 
 def _state(value: str) -> ApprovalState | None:

@@ -4,9 +4,7 @@ API's permissions, checks and audit records (`api.template_service`); every mist
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -14,9 +12,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from api import template_service as service
-from api.approval_cli import TOKEN_VARIABLE
+from api.operator_cli import TOKEN_VARIABLE, act_as_operator
 from api.publisher import KafkaPublisher
 from api.template_service import TemplateRefused, Templates, VersionDraft
 from records.audit import AuditRecord
@@ -177,36 +176,11 @@ def _act(operator: str, action: Callable[[Templates, KafkaPublisher, Principal],
     """Run `action` as the operator whose token is in the environment, with the audit topic open."""
     from api.template_service import build_templates
     from channels.templates import TemplateCatalog
-    from state.connection import open_redis
-    from state.operators import OperatorStore
 
-    token = os.environ.get(TOKEN_VARIABLE, "")
-    if not token:
-        raise SwitchboardError(f"set {TOKEN_VARIABLE} to the personal token of operator {operator!r}")
-    settings = Settings()
+    async def with_templates(
+        settings: Settings, redis: Redis, publisher: KafkaPublisher, who: Principal
+    ) -> _T:
+        templates = build_templates(settings, redis, TemplateCatalog(settings.templates))
+        return await action(templates, publisher, who)
 
-    async def run() -> _T:
-        redis = open_redis(settings.redis)
-        publisher = KafkaPublisher(settings.kafka, events_topic=settings.topic("events"),
-                                   receipts_topic=settings.topic("receipts"),
-                                   audit_topic=settings.topic("audit"))
-        try:
-            operators = OperatorStore(redis)
-            found = await operators.authenticate_token(token)
-            if found is None or found.name != operator:
-                raise SwitchboardError(
-                    f"{TOKEN_VARIABLE} is not a valid token of an active operator {operator!r}"
-                )
-            principal = await operators.principal(found)
-            templates = build_templates(settings, redis, TemplateCatalog(settings.templates))
-            await publisher.start()
-            try:
-                return await action(templates, publisher, principal)
-            finally:
-                await publisher.stop()
-        except TemplateRefused as refused:
-            raise SwitchboardError(refused.detail) from None
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(run())
+    return act_as_operator(operator, with_templates, (TemplateRefused,))
